@@ -1,0 +1,36 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { ClientBase, Pool } from 'pg';
+import { sha256 } from '../domain/canonical';
+
+export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
+
+/** Apply plain SQL migrations in file-name order, each once, recorded with its checksum. */
+export async function migrate(db: Pool | ClientBase, dir = MIGRATIONS_DIR): Promise<string[]> {
+  await db.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+  const applied = new Map<string, string>(
+    (await db.query<{ name: string; checksum: string }>('SELECT name, checksum FROM schema_migrations')).rows.map((r) => [r.name, r.checksum]),
+  );
+  const done: string[] = [];
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql')).sort()) {
+    const sql = readFileSync(path.join(dir, file), 'utf8');
+    const checksum = sha256(sql);
+    const previous = applied.get(file);
+    if (previous) {
+      if (previous !== checksum) throw new Error(`migration ${file} was changed after it was applied`);
+      continue;
+    }
+    await db.query('BEGIN');
+    try {
+      await db.query(sql);
+      await db.query('INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)', [file, checksum]);
+      await db.query('COMMIT');
+    } catch (e) {
+      await db.query('ROLLBACK');
+      throw new Error(`migration ${file} failed: ${(e as Error).message}`);
+    }
+    done.push(file);
+  }
+  return done;
+}

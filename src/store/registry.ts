@@ -1,0 +1,151 @@
+import { randomBytes } from 'node:crypto';
+import type { Pool } from 'pg';
+import { canonicalJson } from '../domain/canonical';
+import { definitionHash, validateDefinition, WorkflowDefinition } from '../domain/definition';
+
+/* Projects, workflows and their immutable published versions. */
+
+export interface ProjectRow {
+  id: string;
+  slug: string;
+}
+
+export interface WorkflowRow {
+  id: string;
+  projectId: string;
+  slug: string;
+  signingSecret: string;
+}
+
+export interface PublishedVersion {
+  projectId: string;
+  workflowId: string;
+  workflow: string;
+  version: number;
+  definitionHash: string;
+  definition: WorkflowDefinition;
+  /** true when this exact definition was already the latest version */
+  unchanged: boolean;
+}
+
+export class NotFoundError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotFoundError';
+  }
+}
+
+export async function ensureProject(db: Pool, slug: string, name = slug): Promise<ProjectRow> {
+  const { rows } = await db.query<ProjectRow>(
+    `INSERT INTO projects (slug, name) VALUES ($1, $2)
+     ON CONFLICT (slug) DO UPDATE SET slug = EXCLUDED.slug RETURNING id, slug`,
+    [slug, name],
+  );
+  return rows[0];
+}
+
+export async function findProject(db: Pool, slug: string): Promise<ProjectRow | null> {
+  const { rows } = await db.query<ProjectRow>('SELECT id, slug FROM projects WHERE slug = $1', [slug]);
+  return rows[0] ?? null;
+}
+
+export async function findWorkflow(db: Pool, projectSlug: string, workflowSlug: string): Promise<WorkflowRow | null> {
+  const { rows } = await db.query(
+    `SELECT w.id, w.project_id, w.slug, w.signing_secret FROM workflows w JOIN projects p ON p.id = w.project_id
+     WHERE p.slug = $1 AND w.slug = $2`,
+    [projectSlug, workflowSlug],
+  );
+  const r = rows[0];
+  return r ? { id: r.id, projectId: r.project_id, slug: r.slug, signingSecret: r.signing_secret } : null;
+}
+
+/**
+ * Validate and publish a definition as the workflow's next version. Publishing
+ * the same definition as the latest version again is a no-op.
+ */
+export async function publishWorkflow(
+  db: Pool,
+  projectSlug: string,
+  raw: unknown,
+  opts: { signingSecret?: string } = {},
+): Promise<PublishedVersion & { signingSecret: string }> {
+  const definition = validateDefinition(raw);
+  const hash = definitionHash(definition);
+  const project = await ensureProject(db, projectSlug);
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    const secret = opts.signingSecret ?? `whsec_${randomBytes(24).toString('hex')}`;
+    const wf = await client.query(
+      `INSERT INTO workflows (project_id, slug, signing_secret) VALUES ($1, $2, $3)
+       ON CONFLICT (project_id, slug) DO UPDATE SET slug = EXCLUDED.slug
+       RETURNING id, signing_secret`,
+      [project.id, definition.name, secret],
+    );
+    const workflowId: string = wf.rows[0].id;
+    // serialise publishers of one workflow so version numbers stay dense
+    await client.query('SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE', [workflowId]);
+    const latest = await client.query(
+      'SELECT version, definition_hash FROM workflow_versions WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1',
+      [workflowId],
+    );
+    let version: number;
+    let unchanged = false;
+    if (latest.rows[0]?.definition_hash === hash) {
+      version = latest.rows[0].version;
+      unchanged = true;
+    } else {
+      version = (latest.rows[0]?.version ?? 0) + 1;
+      await client.query(
+        `INSERT INTO workflow_versions (project_id, workflow_id, version, definition, definition_hash)
+         VALUES ($1, $2, $3, $4, $5)`,
+        [project.id, workflowId, version, canonicalJson(definition), hash],
+      );
+    }
+    await client.query('COMMIT');
+    return {
+      projectId: project.id,
+      workflowId,
+      workflow: definition.name,
+      version,
+      definitionHash: hash,
+      definition,
+      unchanged,
+      signingSecret: wf.rows[0].signing_secret,
+    };
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  } finally {
+    client.release();
+  }
+}
+
+export interface LoadedVersion {
+  workflowId: string;
+  version: number;
+  definition: WorkflowDefinition;
+  definitionHash: string;
+}
+
+export async function latestVersion(db: Pool, workflowId: string): Promise<LoadedVersion> {
+  const { rows } = await db.query(
+    'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1',
+    [workflowId],
+  );
+  if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no published version`);
+  return toLoaded(rows[0]);
+}
+
+export async function loadVersion(db: Pool, workflowId: string, version: number): Promise<LoadedVersion> {
+  const { rows } = await db.query(
+    'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 AND version = $2',
+    [workflowId, version],
+  );
+  if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no version ${version}`);
+  return toLoaded(rows[0]);
+}
+
+function toLoaded(r: { workflow_id: string; version: number; definition: WorkflowDefinition; definition_hash: string }): LoadedVersion {
+  return { workflowId: r.workflow_id, version: r.version, definition: r.definition, definitionHash: r.definition_hash };
+}

@@ -1,0 +1,344 @@
+import type { Pool, PoolClient } from 'pg';
+import { canonicalJson, sha256 } from '../domain/canonical';
+import { createDecider, evolve, fold, initialState, RunState } from '../domain/decider';
+import { EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
+import { eventHash, genesisHash } from '../domain/hash-chain';
+import { replayLog } from '../domain/replay';
+import { toRunView } from '../domain/run-view';
+import { Failpoints } from '../faults/failpoints';
+import type { LoadedVersion } from './registry';
+
+/*
+ * The run log and its projection. One transaction per batch: append the
+ * events (named by the sequence the writer expects), update the run view and
+ * schedule timers. A writer holding a stale sequence loses and rolls back.
+ */
+
+export class ConcurrencyError extends Error {
+  constructor(public readonly runId: string, public readonly expectedSeq: number) {
+    super(`run ${runId} moved past event ${expectedSeq}: another writer appended first`);
+    this.name = 'ConcurrencyError';
+  }
+}
+
+export interface LoadedRun {
+  runId: string;
+  projectId: string;
+  workflowId: string;
+  version: number;
+  events: RecordedEvent[];
+  state: RunState;
+  lastSeq: number;
+  lastHash: string;
+}
+
+export interface RowEvent {
+  project_id: string;
+  run_id: string;
+  seq: number;
+  type: string;
+  version: number;
+  payload: unknown;
+  recorded_at: Date;
+  prev_hash: string;
+  hash: string;
+}
+
+export function rowToEvent(r: RowEvent): RecordedEvent {
+  return {
+    runId: r.run_id,
+    project: r.project_id,
+    seq: r.seq,
+    type: r.type as RecordedEvent['type'],
+    version: r.version,
+    data: r.payload as RecordedEvent['data'],
+    recordedAt: r.recorded_at.toISOString(),
+    prevHash: r.prev_hash,
+    hash: r.hash,
+  };
+}
+
+type Queryable = Pool | PoolClient;
+
+export async function loadEvents(db: Queryable, runId: string): Promise<RecordedEvent[]> {
+  const { rows } = await db.query<RowEvent>(
+    'SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash FROM run_events WHERE run_id = $1 ORDER BY seq',
+    [runId],
+  );
+  return rows.map(rowToEvent);
+}
+
+export async function loadRun(db: Queryable, runId: string): Promise<LoadedRun | null> {
+  const run = await db.query('SELECT id, project_id, workflow_id, version FROM runs WHERE id = $1', [runId]);
+  if (!run.rows[0]) return null;
+  const events = await loadEvents(db, runId);
+  const last = events[events.length - 1];
+  return {
+    runId,
+    projectId: run.rows[0].project_id,
+    workflowId: run.rows[0].workflow_id,
+    version: run.rows[0].version,
+    events,
+    state: replayLog(events),
+    lastSeq: last?.seq ?? 0,
+    lastHash: last?.hash ?? genesisHash(runId),
+  };
+}
+
+export interface BatchContext {
+  runId: string;
+  projectId: string;
+  expectedSeq: number;
+  prevHash: string;
+  stateBefore: RunState;
+  recordedAt: Date;
+  failpoints: Failpoints;
+  /** the step the batch is about, for failpoint matching */
+  step: string | null;
+}
+
+export interface Committed {
+  recorded: RecordedEvent[];
+  state: RunState;
+  lastSeq: number;
+  lastHash: string;
+}
+
+/** Turn domain events into hashed, numbered log entries following `prevHash`. */
+export function numberEvents(
+  runId: string,
+  projectId: string,
+  expectedSeq: number,
+  prevHash: string,
+  events: RunEvent[],
+  recordedAt: string,
+): RecordedEvent[] {
+  let prev = prevHash;
+  return events.map((e, i) => {
+    const seq = expectedSeq + i + 1;
+    // a JSON round trip makes the hashed content exactly what jsonb gives back
+    const data = JSON.parse(JSON.stringify(e.data));
+    const hash = eventHash(prev, { runId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt });
+    const rec: RecordedEvent = { runId, project: projectId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt, prevHash: prev, hash };
+    prev = hash;
+    return rec;
+  });
+}
+
+async function insertEvents(client: PoolClient, recorded: RecordedEvent[]): Promise<void> {
+  const values: unknown[] = [];
+  const tuples = recorded.map((e, i) => {
+    values.push(e.project, e.runId, e.seq, e.type, e.version, canonicalJson(e.data), e.recordedAt, e.prevHash, e.hash);
+    const b = i * 9;
+    return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9})`;
+  });
+  await client.query(
+    `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash) VALUES ${tuples.join(', ')}`,
+    values,
+  );
+}
+
+async function writeView(client: PoolClient, state: RunState, lastSeq: number, expectedSeq: number | null): Promise<number> {
+  const v = toRunView(state, lastSeq);
+  const res = await client.query(
+    `UPDATE runs SET status = $2, current_step = $3, outputs = $4, attempts = $5, result = $6, wake_at = $7,
+       last_seq = $8, started_at = $9, finished_at = $10, updated_at = now()
+     WHERE id = $1 ${expectedSeq === null ? '' : 'AND last_seq = $11'}`,
+    [
+      v.runId,
+      v.status,
+      v.currentStep,
+      canonicalJson(v.outputs),
+      canonicalJson(v.attempts),
+      v.result ? canonicalJson(v.result) : null,
+      v.wakeAt,
+      v.lastSeq,
+      v.startedAt,
+      v.finishedAt,
+      ...(expectedSeq === null ? [] : [expectedSeq]),
+    ],
+  );
+  return res.rowCount ?? 0;
+}
+
+async function scheduleTimers(client: PoolClient, projectId: string, runId: string, events: RunEvent[]): Promise<void> {
+  for (const e of events) {
+    if (e.type === 'TimerScheduled' || e.type === 'RetryScheduled') {
+      await client.query(
+        `INSERT INTO timers (project_id, run_id, timer_id, step, purpose, due_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (run_id, timer_id) DO NOTHING`,
+        [projectId, runId, e.data.timerId, e.data.step, e.type === 'TimerScheduled' ? 'delay' : 'retry', e.data.dueAt],
+      );
+    } else if (e.type === 'TimerFired') {
+      await client.query('UPDATE timers SET fired_at = $3 WHERE run_id = $1 AND timer_id = $2', [runId, e.data.timerId, e.data.at]);
+    }
+  }
+}
+
+function isRetryableConflict(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  // unique violation on (run_id, seq) or the gap-free trigger: someone else appended
+  return code === '23505' || code === '40001';
+}
+
+/** Append one decided batch, update the run view and schedule timers, all in one transaction. */
+export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[]): Promise<Committed> {
+  const recordedAt = ctx.recordedAt.toISOString();
+  const recorded = numberEvents(ctx.runId, ctx.projectId, ctx.expectedSeq, ctx.prevHash, events, recordedAt);
+  const state = events.reduce(evolve, ctx.stateBefore);
+  const lastSeq = ctx.expectedSeq + events.length;
+  const fp = ctx.failpoints;
+  const hit = { runId: ctx.runId, step: ctx.step, events: events.map((e) => e.type) };
+
+  if (fp.armed) await fp.hit({ name: 'before-append', ...hit });
+  const client = await db.connect();
+  let broken = false;
+  try {
+    await client.query('BEGIN');
+    await insertEvents(client, recorded);
+    if (fp.armed) await fp.hit({ name: 'before-view-update', ...hit });
+    const updated = await writeView(client, state, lastSeq, ctx.expectedSeq);
+    if (updated !== 1) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
+    if (fp.armed) await fp.hit({ name: 'scheduling-next', ...hit });
+    await scheduleTimers(client, ctx.projectId, ctx.runId, events);
+    await client.query('COMMIT');
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {
+      broken = true;
+    });
+    if (isRetryableConflict(e)) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
+    throw e;
+  } finally {
+    // a connection that failed mid-transaction is not given back to the pool
+    client.release(broken ? true : undefined);
+  }
+  if (fp.armed) await fp.hit({ name: 'after-append', ...hit });
+  return { recorded, state, lastSeq, lastHash: recorded[recorded.length - 1].hash };
+}
+
+export interface StartRunInput {
+  runId: string;
+  projectId: string;
+  projectSlug: string;
+  workflowSlug: string;
+  version: LoadedVersion;
+  deliveryId: string;
+  input: unknown;
+  rawBody: Buffer | string;
+  at: Date;
+}
+
+export interface StartedRun {
+  runId: string;
+  duplicate: boolean;
+}
+
+/**
+ * Record a delivery and its run's first event in one transaction. A delivery
+ * id seen before returns the run it started and writes nothing.
+ */
+export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> {
+  const existing = await findDelivery(db, s.projectId, s.version.workflowId, s.deliveryId);
+  if (existing) return { runId: existing, duplicate: true };
+  const decider = createDecider(s.version.definition);
+  const at = s.at.toISOString();
+  const events = decider.decide(
+    {
+      type: 'StartRun',
+      data: {
+        runId: s.runId,
+        project: s.projectSlug,
+        workflow: s.workflowSlug,
+        version: s.version.version,
+        definitionHash: s.version.definitionHash,
+        deliveryId: s.deliveryId,
+        input: s.input,
+        at,
+      },
+    },
+    initialState(),
+  );
+  const recorded = numberEvents(s.runId, s.projectId, 0, genesisHash(s.runId), events, at);
+  const state = fold(events);
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(
+      `INSERT INTO runs (id, project_id, workflow_id, version, status, last_seq) VALUES ($1, $2, $3, $4, 'running', 0)`,
+      [s.runId, s.projectId, s.version.workflowId, s.version.version],
+    );
+    const delivery = await client.query(
+      `INSERT INTO deliveries (project_id, workflow_id, delivery_id, run_id, body_sha256, received_at)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING run_id`,
+      [s.projectId, s.version.workflowId, s.deliveryId, s.runId, sha256(String(s.rawBody)), at],
+    );
+    if (delivery.rowCount === 0) {
+      // a concurrent re-delivery won the race: keep its run, write nothing
+      await client.query('ROLLBACK');
+      const runId = await findDelivery(db, s.projectId, s.version.workflowId, s.deliveryId);
+      return { runId: runId!, duplicate: true };
+    }
+    await insertEvents(client, recorded);
+    await writeView(client, state, recorded.length, 0);
+    await client.query('COMMIT');
+    return { runId: s.runId, duplicate: false };
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  } finally {
+    client.release();
+  }
+}
+
+async function findDelivery(db: Pool, projectId: string, workflowId: string, deliveryId: string): Promise<string | null> {
+  const { rows } = await db.query(
+    'SELECT run_id FROM deliveries WHERE project_id = $1 AND workflow_id = $2 AND delivery_id = $3',
+    [projectId, workflowId, deliveryId],
+  );
+  return rows[0]?.run_id ?? null;
+}
+
+export interface RebuildResult {
+  runs: number;
+  repaired: string[];
+}
+
+/** Recompute run views from their logs; report the runs whose stored view differed. */
+export async function rebuildViews(db: Pool, opts: { runId?: string; projectId?: string } = {}): Promise<RebuildResult> {
+  const { rows } = await db.query(
+    `SELECT id FROM runs WHERE ($1::uuid IS NULL OR id = $1) AND ($2::uuid IS NULL OR project_id = $2) ORDER BY created_at`,
+    [opts.runId ?? null, opts.projectId ?? null],
+  );
+  const repaired: string[] = [];
+  for (const { id } of rows) {
+    const client = await db.connect();
+    try {
+      await client.query('BEGIN');
+      // lock the view row so a worker's append cannot interleave with the rebuild
+      const before = await client.query('SELECT * FROM runs WHERE id = $1 FOR UPDATE', [id]);
+      const events = await loadEvents(client, id);
+      const state = replayLog(events);
+      const view = toRunView(state, events.length);
+      const b = before.rows[0];
+      const same =
+        b.status === view.status &&
+        b.current_step === view.currentStep &&
+        canonicalJson(b.outputs) === canonicalJson(view.outputs) &&
+        canonicalJson(b.attempts) === canonicalJson(view.attempts) &&
+        canonicalJson(b.result) === canonicalJson(view.result) &&
+        b.last_seq === view.lastSeq &&
+        (b.wake_at ? b.wake_at.toISOString() : null) === view.wakeAt;
+      if (!same) {
+        await writeView(client, state, events.length, null);
+        repaired.push(id);
+      }
+      await client.query('COMMIT');
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+  return { runs: rows.length, repaired };
+}

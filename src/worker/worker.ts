@@ -1,0 +1,259 @@
+import { randomUUID } from 'node:crypto';
+import { Client, ClientConfig, Pool } from 'pg';
+import { Command, createDecider, DecisionError, EngineFlags, nextAction, RunDecider, RunState } from '../domain/decider';
+import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
+import { loadVersion, LoadedVersion } from '../store/registry';
+import { commitBatch, ConcurrencyError, LoadedRun, loadRun } from '../store/run-store';
+import { Clock, systemClock } from './clock';
+import { sendRequest } from './http-client';
+
+/*
+ * A stateless worker: claims runnable runs from Postgres, executes each run's
+ * next step and appends what happened. Ownership is a session advisory lock,
+ * so a worker that dies (or loses its connection) lets go at once and any
+ * other worker resumes from the log. Correctness never rests on the lock:
+ * appends name the sequence they expect, and a stale writer simply loses.
+ */
+
+export interface WorkerOptions {
+  pool: Pool;
+  /** connection for the advisory-lock session (same database as the pool) */
+  lockConnection: ClientConfig;
+  clock?: Clock;
+  failpoints?: Failpoints;
+  id?: string;
+  /** how often an idle worker looks for work */
+  pollMs?: number;
+  /** runs advanced at once by this worker */
+  concurrency?: number;
+  flags?: EngineFlags;
+  /** jitter draws for retry backoff; recorded in the log, so replay needs no randomness */
+  random?: () => number;
+  log?: (entry: Record<string, unknown>) => void;
+}
+
+export interface WorkerStats {
+  batches: number;
+  runsFinished: number;
+  conflicts: number;
+  errors: number;
+  recoveries: number;
+}
+
+const LOCK_CLASS = 0x4d48; // "MH": keeps our advisory locks apart from anyone else's
+
+export class Worker {
+  readonly id: string;
+  readonly stats: WorkerStats = { batches: 0, runsFinished: 0, conflicts: 0, errors: 0, recoveries: 0 };
+  private readonly pool: Pool;
+  private readonly clock: Clock;
+  private readonly failpoints: Failpoints;
+  private readonly pollMs: number;
+  private readonly concurrency: number;
+  private readonly random: () => number;
+  private readonly log: (entry: Record<string, unknown>) => void;
+  private readonly versions = new Map<string, LoadedVersion>();
+  private readonly inFlight = new Set<string>();
+  private lockClient: Client | null = null;
+  private loop: Promise<void> | null = null;
+  private stopping = false;
+  private wake: (() => void) | null = null;
+
+  constructor(private readonly opts: WorkerOptions) {
+    this.id = opts.id ?? `worker-${randomUUID().slice(0, 8)}`;
+    this.pool = opts.pool;
+    this.clock = opts.clock ?? systemClock;
+    this.failpoints = opts.failpoints ?? Failpoints.none();
+    this.pollMs = opts.pollMs ?? 100;
+    this.concurrency = opts.concurrency ?? 4;
+    this.random = opts.random ?? Math.random;
+    this.log = opts.log ?? (() => undefined);
+  }
+
+  start(): void {
+    if (this.loop) return;
+    this.stopping = false;
+    this.loop = this.run();
+  }
+
+  /** Finish the batches in flight, release every run, close the lock session. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loop;
+    this.loop = null;
+    await this.closeLockClient();
+  }
+
+  /** Look for due work now instead of at the next poll. */
+  poke(): void {
+    this.wake?.();
+  }
+
+  private async run(): Promise<void> {
+    const running = new Set<Promise<void>>();
+    while (!this.stopping) {
+      let claimed = 0;
+      try {
+        const free = this.concurrency - this.inFlight.size;
+        if (free > 0) {
+          for (const runId of await this.claim(free)) {
+            claimed++;
+            const p = this.advance(runId).finally(() => running.delete(p));
+            running.add(p);
+          }
+        }
+      } catch (e) {
+        this.stats.errors++;
+        this.log({ level: 'warn', worker: this.id, msg: 'claim failed', error: (e as Error).message });
+        await this.closeLockClient();
+      }
+      if (claimed === 0 && !this.stopping) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, this.pollMs);
+          this.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wake = null;
+      }
+    }
+    await Promise.allSettled([...running]);
+  }
+
+  private async lock(): Promise<Client> {
+    if (this.lockClient) return this.lockClient;
+    const c = new Client({ ...this.opts.lockConnection, application_name: `meshhook-lock-${this.id}` });
+    c.on('error', (e) => {
+      this.log({ level: 'warn', worker: this.id, msg: 'lock session lost', error: e.message });
+      if (this.lockClient === c) this.lockClient = null;
+    });
+    await c.connect();
+    this.lockClient = c;
+    return c;
+  }
+
+  private async closeLockClient(): Promise<void> {
+    const c = this.lockClient;
+    this.lockClient = null;
+    if (c) await c.end().catch(() => undefined);
+  }
+
+  /** Runs that are due, locked for this worker. */
+  private async claim(max: number): Promise<string[]> {
+    const now = this.clock.now();
+    const { rows } = await this.pool.query<{ id: string }>(
+      `SELECT id FROM runs WHERE status IN ('running', 'waiting') AND (wake_at IS NULL OR wake_at <= $1)
+       ORDER BY wake_at NULLS FIRST, created_at LIMIT $2`,
+      [now, max * 4],
+    );
+    const lock = await this.lock();
+    const got: string[] = [];
+    for (const { id } of rows) {
+      if (got.length >= max) break;
+      if (this.inFlight.has(id)) continue;
+      const r = await lock.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [LOCK_CLASS, id]);
+      if (r.rows[0].ok) {
+        this.inFlight.add(id);
+        got.push(id);
+      }
+    }
+    return got;
+  }
+
+  private async release(runId: string): Promise<void> {
+    this.inFlight.delete(runId);
+    const c = this.lockClient;
+    if (!c) return;
+    await c.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_CLASS, runId]).catch(() => undefined);
+  }
+
+  private async deciderFor(run: LoadedRun): Promise<RunDecider> {
+    const key = `${run.workflowId}:${run.version}`;
+    let v = this.versions.get(key);
+    if (!v) {
+      v = await loadVersion(this.pool, run.workflowId, run.version);
+      this.versions.set(key, v);
+    }
+    return createDecider(v.definition, this.opts.flags);
+  }
+
+  private async hit(name: FailpointName, runId: string, step: string | null): Promise<void> {
+    if (this.failpoints.armed) await this.failpoints.hit({ name, runId, step });
+  }
+
+  /** Drive one run as far as it can go now. */
+  private async advance(runId: string): Promise<void> {
+    try {
+      const run = await loadRun(this.pool, runId);
+      if (!run) return;
+      const decider = await this.deciderFor(run);
+      let { state, lastSeq, lastHash } = run;
+      if (isRecovery(state)) {
+        this.stats.recoveries++;
+        this.log({ level: 'info', worker: this.id, run: runId, msg: 'resuming a run another worker left', seq: lastSeq });
+        await this.hit('during-recovery', runId, state.pendingRequest?.step ?? state.cursor);
+      }
+      while (!this.stopping) {
+        const action = nextAction(state);
+        let command: Command;
+        let step: string | null;
+        if (action.kind === 'none') break;
+        if (action.kind === 'execute-step') {
+          step = state.cursor ?? decider.definition.start ?? decider.definition.steps[0].id;
+          command = { type: 'ExecuteStep', data: { at: this.clock.now().toISOString() } };
+        } else if (action.kind === 'send-request') {
+          const req = action.request;
+          step = req.step;
+          const { outcome, durationMs } = await sendRequest(req);
+          await this.hit('after-request-sent', runId, step);
+          command = {
+            type: 'RecordHttpResult',
+            data: { step, attempt: req.attempt, at: this.clock.now().toISOString(), durationMs, jitter: round6(this.random()), outcome },
+          };
+        } else {
+          const now = this.clock.now();
+          if (now.getTime() < Date.parse(action.dueAt)) break; // wake_at is already stored; a later claim fires it
+          step = state.pendingTimer!.step;
+          await this.hit('timer-fired', runId, step);
+          command = { type: 'FireTimer', data: { timerId: action.timerId, at: now.toISOString() } };
+        }
+        const events = decider.decide(command, state);
+        const committed = await commitBatch(
+          this.pool,
+          { runId, projectId: run.projectId, expectedSeq: lastSeq, prevHash: lastHash, stateBefore: state, recordedAt: this.clock.now(), failpoints: this.failpoints, step },
+          events,
+        );
+        this.stats.batches++;
+        ({ state, lastSeq, lastHash } = committed);
+        if (state.phase === 'done') {
+          this.stats.runsFinished++;
+          this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${state.status}`, seq: lastSeq });
+        }
+      }
+    } catch (e) {
+      if (e instanceof ConcurrencyError) {
+        this.stats.conflicts++;
+        this.log({ level: 'info', worker: this.id, run: runId, msg: 'another worker appended first; leaving the run to it' });
+      } else if (e instanceof DecisionError || e instanceof FailpointError) {
+        this.stats.errors++;
+        this.log({ level: 'warn', worker: this.id, run: runId, msg: e.message });
+      } else {
+        this.stats.errors++;
+        this.log({ level: 'error', worker: this.id, run: runId, msg: 'run could not advance', error: (e as Error).message });
+      }
+    } finally {
+      await this.release(runId);
+    }
+  }
+}
+
+/** A run found mid-step was left by a worker that stopped without finishing it. */
+export function isRecovery(state: RunState): boolean {
+  return state.phase === 'awaiting_response' || (state.phase === 'ready' && Object.keys(state.outputs).length > 0);
+}
+
+function round6(x: number): number {
+  return Math.round(x * 1e6) / 1e6;
+}
