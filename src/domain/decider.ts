@@ -204,8 +204,14 @@ export function idempotencyKeyFor(runId: string, step: string): string {
   return `mh_${sha256(`${runId}:${step}`).slice(0, 40)}`;
 }
 
-export function contextOf(state: RunState): { input: unknown; steps: Record<string, unknown> } {
-  return { input: state.input, steps: state.outputs };
+/**
+ * What JMESPath expressions see: the webhook body's fields at the top level
+ * (so `order.id` reads naturally), plus `input` (the whole body) and `steps`
+ * (each finished step's output), which win over body fields of the same name.
+ */
+export function contextOf(state: RunState): Record<string, unknown> {
+  const body = state.input && typeof state.input === 'object' && !Array.isArray(state.input) ? (state.input as Record<string, unknown>) : {};
+  return { ...body, input: state.input, steps: state.outputs };
 }
 
 function evaluate(expr: string, state: RunState): unknown {

@@ -31,6 +31,8 @@ export interface FailpointSpec {
   name: FailpointName;
   /** only when this step is involved */
   step?: string;
+  /** only for batches holding an event of this type (append sites) */
+  eventType?: string;
   /** the n-th matching hit in this process (1-based); every hit when omitted */
   occurrence?: number;
   action: FailAction;
@@ -59,7 +61,7 @@ export class FailpointError extends Error {
   }
 }
 
-/** `after-append@map#1=crash;after-request-sent@push=delay:500` */
+/** `after-append@map#1=crash;after-request-sent@push=delay:500;after-append@push+StepSucceeded=crash` */
 export function parseFailpoints(text: string | undefined): FailpointSpec[] {
   if (!text || !text.trim()) return [];
   return text
@@ -67,18 +69,25 @@ export function parseFailpoints(text: string | undefined): FailpointSpec[] {
     .map((s) => s.trim())
     .filter(Boolean)
     .map((item) => {
-      const m = /^([a-z-]+)(?:@([a-z0-9_-]+))?(?:#(\d+))?=(crash|throw|hang|trace|delay(?::(\d+))?)$/.exec(item);
-      if (!m) throw new Error(`cannot read failpoint "${item}": expected name[@step][#occurrence]=crash|throw|hang|trace|delay:ms`);
+      const m = /^([a-z-]+)(?:@([a-z0-9_-]+))?(?:\+([A-Za-z]+))?(?:#(\d+))?=(crash|throw|hang|trace|delay(?::(\d+))?)$/.exec(item);
+      if (!m) throw new Error(`cannot read failpoint "${item}": expected name[@step][+EventType][#occurrence]=crash|throw|hang|trace|delay:ms`);
       const name = m[1] as FailpointName;
       if (!FAILPOINTS.includes(name)) throw new Error(`unknown failpoint "${name}"; known: ${FAILPOINTS.join(', ')}`);
-      const action = (m[4].startsWith('delay') ? 'delay' : m[4]) as FailAction;
-      return { name, step: m[2], occurrence: m[3] ? Number(m[3]) : undefined, action, delayMs: m[5] ? Number(m[5]) : undefined };
+      const action = (m[5].startsWith('delay') ? 'delay' : m[5]) as FailAction;
+      return {
+        name,
+        step: m[2],
+        eventType: m[3],
+        occurrence: m[4] ? Number(m[4]) : undefined,
+        action,
+        delayMs: m[6] ? Number(m[6]) : undefined,
+      };
     });
 }
 
 export function formatFailpoint(spec: FailpointSpec): string {
   const action = spec.action === 'delay' ? `delay:${spec.delayMs ?? 1000}` : spec.action;
-  return `${spec.name}${spec.step ? `@${spec.step}` : ''}${spec.occurrence ? `#${spec.occurrence}` : ''}=${action}`;
+  return `${spec.name}${spec.step ? `@${spec.step}` : ''}${spec.eventType ? `+${spec.eventType}` : ''}${spec.occurrence ? `#${spec.occurrence}` : ''}=${action}`;
 }
 
 export class Failpoints {
@@ -106,7 +115,8 @@ export class Failpoints {
     for (const spec of this.specs) {
       if (spec.name !== hit.name) continue;
       if (spec.step && spec.step !== hit.step) continue;
-      const key = `${spec.name}@${spec.step ?? '*'}`;
+      if (spec.eventType && !(hit.events ?? []).includes(spec.eventType)) continue;
+      const key = formatFailpoint({ ...spec, occurrence: undefined, action: 'trace' });
       const n = (this.counts.get(key) ?? 0) + 1;
       this.counts.set(key, n);
       if (spec.occurrence && spec.occurrence !== n) continue;
