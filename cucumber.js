@@ -1,0 +1,31 @@
+// Cucumber profiles. `npm run acceptance` runs `default`; add `-p <name>` for
+// another, or `--tags`, or a path with a line number. See README.md.
+const parallel = Number(process.env.CUCUMBER_PARALLEL_WORKERS ?? 2);
+
+const common = {
+  requireModule: ['ts-node/register'],
+  require: ['support/**/*.ts', 'step-definitions/**/*.ts'],
+  format: [
+    'progress-bar',
+    ['html', 'reports/acceptance.html'],
+    ['junit', 'reports/acceptance.xml'],
+    ['message', 'reports/acceptance.ndjson'],
+    ['rerun', 'reports/rerun.txt'],
+  ],
+  formatOptions: { snippetInterface: 'async-await', junit: { suiteName: 'meshhook-replay' } },
+  parallel,
+  worldParameters: { runTimeoutMs: Number(process.env.MESHHOOK_RUN_TIMEOUT_MS ?? 20000) },
+};
+
+const profile = (tags) => ({ ...common, tags });
+
+module.exports = {
+  default: profile('not @wip and not @slow'),
+  smoke: profile('@smoke and not @wip'),
+  ci: profile('not @wip'),
+  replay: profile('@replay and not @wip'),
+  crash: profile('@crash and not @wip'),
+  'db-faults': profile('@db-faults and not @wip'),
+  sweep: profile('@sweep and not @wip'),
+  wip: profile('@wip'),
+};

@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+// Runs cucumber-js with the arguments given, then reads the message stream and
+// prints one plain line "N passed, N failed". It fails loudly when the
+// selection (tags, profile, paths) matched no scenario at all: cucumber-js
+// itself would exit 0 on that, and a mistyped tag in CI would pass silently.
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const messages = path.join(root, 'reports', 'acceptance.ndjson');
+const args = process.argv.slice(2);
+const dryRun = args.includes('--dry-run') || args.includes('-d');
+
+fs.rmSync(messages, { force: true });
+const cli = path.join(root, 'node_modules', '@cucumber', 'cucumber', 'bin', 'cucumber.js');
+const res = spawnSync(process.execPath, [cli, ...args], { stdio: 'inherit', cwd: root, env: process.env });
+if (res.error) throw res.error;
+const code = res.status ?? 1;
+if (dryRun) process.exit(code);
+
+const summary = summarise(messages);
+if (!summary) {
+  console.error('\nacceptance: cucumber-js wrote no message stream (it failed before running anything); see the output above.');
+  console.log('0 passed, 1 failed');
+  process.exit(code || 1);
+}
+const { passed, failed, skipped, total } = summary;
+if (total === 0) {
+  console.error(`\nacceptance: no scenario matched the selection (${args.join(' ') || 'default profile'}). Check the tag, profile or path.`);
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
+console.log(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+// a skipped scenario proves nothing: it never counts as a pass
+process.exit(code !== 0 || failed > 0 || skipped > 0 ? code || 1 : 0);
+
+function summarise(file) {
+  if (!fs.existsSync(file)) return null;
+  const rank = { PASSED: 0, UNKNOWN: 1, SKIPPED: 2, PENDING: 3, UNDEFINED: 4, AMBIGUOUS: 5, FAILED: 6 };
+  const testCaseOfStarted = new Map();
+  const worst = new Map(); // testCaseStartedId -> status
+  const finalByCase = new Map(); // testCaseId -> status of its last attempt
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    const m = JSON.parse(line);
+    if (m.testCaseStarted) {
+      testCaseOfStarted.set(m.testCaseStarted.id, m.testCaseStarted.testCaseId);
+      worst.set(m.testCaseStarted.id, 'PASSED');
+    } else if (m.testStepFinished) {
+      const id = m.testStepFinished.testCaseStartedId;
+      const s = m.testStepFinished.testStepResult.status;
+      if (rank[s] > rank[worst.get(id) ?? 'PASSED']) worst.set(id, s);
+    } else if (m.testCaseFinished && !m.testCaseFinished.willBeRetried) {
+      const id = m.testCaseFinished.testCaseStartedId;
+      finalByCase.set(testCaseOfStarted.get(id), worst.get(id) ?? 'PASSED');
+    }
+  }
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  for (const s of finalByCase.values()) {
+    if (s === 'PASSED') passed++;
+    else if (s === 'SKIPPED') skipped++;
+    else failed++;
+  }
+  return { passed, failed, skipped, total: finalByCase.size };
+}

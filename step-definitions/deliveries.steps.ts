@@ -1,0 +1,67 @@
+import { Then, When } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import type { ReplayWorld } from '../support/world';
+
+/* Webhook deliveries, always over real HTTP and signed like a real sender would. */
+
+export const ORDER = { order: { id: 'A-1001', sum: 42.5, currency: 'EUR', customer: { name: 'Ada Lovelace', email: 'ada@example.com' } } };
+
+/** On a refusal, show the intake's answer, not just its status. */
+export function expectAccepted(answer: { status: number; body: unknown }): void {
+  expect({ status: answer.status, body: answer.status === 202 ? "accepted" : answer.body }).toEqual({ status: 202, body: "accepted" });
+}
+
+function orderWorth(amount: number): string {
+  return JSON.stringify({ ...ORDER, order: { ...ORDER.order, sum: amount } });
+}
+
+When('{string} delivers an order webhook to {string}', async function (this: ReplayWorld, project: string, workflow: string) {
+  const answer = await this.deliver(project, workflow, JSON.stringify(ORDER));
+  expectAccepted(answer);
+});
+
+When('{string} delivers an order worth {float} to {string}', async function (this: ReplayWorld, project: string, amount: number, workflow: string) {
+  const answer = await this.deliver(project, workflow, orderWorth(amount));
+  expectAccepted(answer);
+});
+
+When('{string} delivers {int} order webhooks to {string}', async function (this: ReplayWorld, project: string, count: number, workflow: string) {
+  for (let i = 0; i < count; i++) {
+    const body = JSON.stringify({ ...ORDER, order: { ...ORDER.order, id: `A-${2000 + i}`, sum: 10 + i } });
+    const answer = await this.deliver(project, workflow, body);
+    expectAccepted(answer);
+  }
+});
+
+When('{string} delivers this webhook to {string}:', async function (this: ReplayWorld, project: string, workflow: string, body: string) {
+  const answer = await this.deliver(project, workflow, body);
+  expectAccepted(answer);
+});
+
+When('{string} delivers an order webhook of {int} MiB to {string}', async function (this: ReplayWorld, project: string, mib: number, workflow: string) {
+  // a realistic big order: many lines with unicode names, about the size asked for
+  const lines: unknown[] = [];
+  const body = { ...ORDER, order: { ...ORDER.order, lines } };
+  let size = JSON.stringify(body).length;
+  for (let i = 0; size < mib * 1024 * 1024 - 200; i++) {
+    const line = { sku: `SKU-${i}`, name: `Käsekuchen «${i}» 🍰 — Žluťoučký kůň`, qty: 1 + (i % 7) };
+    lines.push(line);
+    size += Buffer.byteLength(JSON.stringify(line)) + 1;
+  }
+  const text = JSON.stringify(body);
+  const answer = await this.deliver(project, workflow, text);
+  expectAccepted(answer);
+});
+
+When('the same delivery arrives again', async function (this: ReplayWorld) {
+  const r = this.run;
+  const answer = await this.deliver(r.project, r.workflow, r.body, { deliveryId: r.deliveryId });
+  expect(answer).toMatchObject({ status: 200 });
+});
+
+Then('both deliveries belong to one run', async function (this: ReplayWorld) {
+  expect(this.lastAnswer?.body?.duplicate).toBe(true);
+  expect(this.lastAnswer?.body?.runId).toBe(this.run.runId);
+  const { rows } = await this.db.query('SELECT count(*)::int AS n FROM runs');
+  expect(rows[0].n).toBe(1);
+});

@@ -1,0 +1,133 @@
+import { Then, When } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import { canonicalJson } from '../src/domain/canonical';
+import type { EngineFlags } from '../src/domain/decider';
+import { compareViews, replayRun, RunVerification, verifyRun } from '../src/replay-service';
+import { normalise } from '../support/normalise';
+import type { ReplayWorld } from '../support/world';
+
+/* Replay: rebuild a run from its log alone and re-make every decision. */
+
+declare module '../support/world' {
+  interface ReplayWorld {
+    verification?: RunVerification;
+  }
+}
+
+async function verifyAll(world: ReplayWorld, runId: string): Promise<RunVerification> {
+  const v = await verifyRun(world.db, runId);
+  if (!v.ok) {
+    throw new Error(
+      `run ${runId} does not replay exactly: ` +
+        (v.chainBreak ? `hash chain broken at event ${v.chainBreak.seq} (${v.chainBreak.reason}); ` : '') +
+        (v.divergence ? `divergence at event ${v.divergence.seq}: ${v.divergence.reason}; ` : '') +
+        (v.viewDifference ? `run view differs: ${v.viewDifference}` : ''),
+    );
+  }
+  return v;
+}
+
+Then('replaying the run gives exactly the run view users saw', async function (this: ReplayWorld) {
+  await this.waitUntilFinished();
+  const stored = await this.view();
+  const replayed = await replayRun(this.db, this.run.runId);
+  expect(compareViews(stored, replayed.view)).toBeNull();
+  expect(replayed.state.status).toBe(stored.status);
+});
+
+Then('every decision re-made during replay matches the log', async function (this: ReplayWorld) {
+  const v = await verifyRun(this.db, this.run.runId);
+  expect(v.chainBreak).toBeNull();
+  expect(v.divergence).toBeNull();
+  expect(v.eventCount).toBeGreaterThan(1);
+});
+
+Then('the run replays exactly from its log', async function (this: ReplayWorld) {
+  await this.waitUntilFinished();
+  await verifyAll(this, this.run.runId);
+});
+
+Then('every run replays exactly from its log', async function (this: ReplayWorld) {
+  for (const r of this.runs) {
+    await this.waitUntilFinished(r.runId);
+    await verifyAll(this, r.runId);
+  }
+});
+
+async function replayInto(world: ReplayWorld, flags: EngineFlags = {}): Promise<void> {
+  world.lastError = null;
+  world.verification = undefined;
+  try {
+    world.verification = await verifyRun(world.db, world.run.runId, { flags });
+  } catch (e) {
+    world.lastError = e as Error;
+  }
+}
+
+When('the run is replayed', async function (this: ReplayWorld) {
+  await this.waitUntilFinished();
+  await replayInto(this);
+});
+
+When('the run is replayed by an engine that treats a conflict as done', async function (this: ReplayWorld) {
+  await this.waitUntilFinished();
+  await replayInto(this, { conflictIsSuccess: true });
+});
+
+Then('replay finds no divergence', async function (this: ReplayWorld) {
+  expect(this.lastError).toBeNull();
+  expect(this.verification?.divergence).toBeNull();
+  expect(this.verification?.chainBreak).toBeNull();
+});
+
+Then('replay reports the first divergence at event {int}', async function (this: ReplayWorld, seq: number) {
+  expect(this.lastError).toBeNull();
+  expect(this.verification?.ok).toBe(false);
+  expect(this.verification?.divergence?.seq).toBe(seq);
+});
+
+Then('the divergence says {string}', async function (this: ReplayWorld, text: string) {
+  expect(this.verification?.divergence?.reason ?? '').toContain(text);
+});
+
+Then('the divergence shows the engine now decides {string} where the log has {string}', async function (this: ReplayWorld, expected: string, recorded: string) {
+  const d = this.verification?.divergence;
+  expect(d).toBeTruthy();
+  expect(canonicalJson(d!.expected)).toContain(expected);
+  expect(canonicalJson(d!.recorded)).toContain(recorded);
+});
+
+Then('replay refuses the run because {string}', async function (this: ReplayWorld, reason: string) {
+  const said = this.lastError?.message ?? this.verification?.divergence?.reason ?? '';
+  expect(this.verification?.ok ?? false).toBe(false);
+  expect(said).toContain(reason);
+});
+
+/**
+ * The same workflow, the same webhook body, on a worker with no fault armed:
+ * the faulted run must end exactly like it, bar ids and timestamps.
+ */
+Then('it ends exactly as the same run without the fault', async function (this: ReplayWorld) {
+  const faulted = await this.waitUntilFinished();
+  if (!this.aliveWorkers.some((w) => !w.opts.failpoints)) await this.startWorker({ failpoints: [] });
+  const r = this.run;
+  const answer = await this.deliver(r.project, r.workflow, r.body, { track: false });
+  expect(answer.status).toBe(202);
+  const baselineId: string = answer.body.runId;
+  const baseline = await this.waitUntilFinished(baselineId);
+  const pick = (v: typeof faulted) => normalise({ status: v.status, outputs: v.outputs, attempts: v.attempts, result: v.result, currentStep: v.currentStep });
+  expect(pick(faulted)).toEqual(pick(baseline));
+  const shape = async (id: string) => (await this.events(id)).map((e) => `${e.type}${(e.data as { step?: string }).step ? `(${(e.data as { step?: string }).step})` : ''}`);
+  expect(await shape(r.runId)).toEqual(await shape(baselineId));
+});
+
+Then('nothing the engine committed was lost', async function (this: ReplayWorld) {
+  expect(this.acknowledged.size).toBeGreaterThan(0);
+  for (const [runId, acked] of this.acknowledged) {
+    const now = await this.events(runId);
+    for (const a of acked) {
+      const e = now[a.seq - 1];
+      expect({ run: runId, seq: a.seq, hash: e?.hash }).toEqual({ run: runId, seq: a.seq, hash: a.hash });
+    }
+  }
+});

@@ -1,0 +1,56 @@
+import { Then } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import type { ReplayWorld } from '../support/world';
+
+/* What users see about a run once it settles. */
+
+Then('the run {outcome}', async function (this: ReplayWorld, status: string) {
+  const view = await this.waitUntilFinished();
+  expect(view.status).toBe(status);
+});
+
+Then('the run fails because {string}', async function (this: ReplayWorld, reason: string) {
+  const view = await this.waitUntilFinished();
+  expect(view.status).toBe('failed');
+  expect(view.result?.reason ?? '').toContain(reason);
+});
+
+Then('every run succeeds', async function (this: ReplayWorld) {
+  expect(this.runs.length).toBeGreaterThan(0);
+  for (const r of this.runs) {
+    const view = await this.waitUntilFinished(r.runId);
+    expect({ run: r.runId, status: view.status }).toEqual({ run: r.runId, status: 'succeeded' });
+  }
+});
+
+Then('the run went through {string}', async function (this: ReplayWorld, step: string) {
+  const view = await this.waitUntilFinished();
+  expect(Object.keys(view.outputs)).toContain(step);
+});
+
+Then('the run did not go through {string}', async function (this: ReplayWorld, step: string) {
+  const view = await this.waitUntilFinished();
+  expect(Object.keys(view.outputs)).not.toContain(step);
+});
+
+Then('the run is waiting in {string}', async function (this: ReplayWorld, step: string) {
+  await this.waitUntil(`the run to wait in "${step}"`, async () => {
+    const v = await this.view();
+    return v.status === 'waiting' && v.currentStep === step;
+  });
+});
+
+Then('the run is pinned to version {int}', async function (this: ReplayWorld, version: number) {
+  const view = await this.view();
+  expect(view.version).toBe(version);
+});
+
+Then('the output of {string} is:', async function (this: ReplayWorld, step: string, expected: string) {
+  const view = await this.waitUntilFinished();
+  expect(view.outputs[step]).toEqual(JSON.parse(expected));
+});
+
+Then('{string} was attempted {int} times', async function (this: ReplayWorld, step: string, attempts: number) {
+  const view = await this.waitUntilFinished();
+  expect(view.attempts[step]).toBe(attempts);
+});

@@ -1,0 +1,76 @@
+import { Given, Then, When } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import type { Moment } from '../support/parameter-types';
+import type { ReplayWorld } from '../support/world';
+
+/* Workers: real processes that run runs, and die on cue. */
+
+Given('a worker is running', async function (this: ReplayWorld) {
+  await this.startWorker();
+});
+
+Given('{int} workers are running', async function (this: ReplayWorld, n: number) {
+  for (let i = 0; i < n; i++) await this.startWorker();
+});
+
+Given('the worker will crash {moment}', async function (this: ReplayWorld, moment: Moment) {
+  const worker = await this.startWorker({ failpoints: [`${moment.site}=crash`] });
+  this.recordFault(`worker crash ${moment.text}`, async () => {
+    const fired = this.firedFailpoints().some((f) => f.pid === worker.pid && f.action === 'crash');
+    const exit = worker.exitStatus;
+    return fired && exit?.signal === 'SIGKILL' ? `${worker.opts.id} died by SIGKILL at ${moment.site}` : null;
+  });
+});
+
+/** A crash armed with a failpoint must happen before anyone takes over; then a clean worker starts. */
+When('a new worker takes over', async function (this: ReplayWorld) {
+  const armed = this.workers.filter((w) => w.alive && w.opts.failpoints);
+  await this.waitUntil(
+    `the crashing worker(s) to die (${armed.map((w) => w.opts.id).join(', ')})`,
+    async () => this.workers.every((w) => !w.alive || !w.opts.failpoints),
+  ).catch(async (e) => {
+    throw new Error(`${e.message}; run: ${await this.describeRun()}`);
+  });
+  await this.acknowledgeCommitted();
+  await this.startWorker({ failpoints: [] });
+});
+
+When('the worker is killed', async function (this: ReplayWorld) {
+  const victims = this.aliveWorkers;
+  expect(victims.length).toBeGreaterThan(0);
+  const victim = victims[0];
+  const exit = await victim.kill();
+  this.recordFault(`worker ${victim.opts.id} killed`, async () => (exit.signal === 'SIGKILL' ? 'SIGKILL' : null));
+  await this.acknowledgeCommitted();
+});
+
+When('every worker is killed', async function (this: ReplayWorld) {
+  const victims = this.aliveWorkers;
+  expect(victims.length).toBeGreaterThan(0);
+  for (const v of victims) {
+    const exit = await v.kill();
+    this.recordFault(`worker ${v.opts.id} killed`, async () => (exit.signal === 'SIGKILL' ? 'SIGKILL' : null));
+  }
+  await this.acknowledgeCommitted();
+});
+
+When('a worker starts', async function (this: ReplayWorld) {
+  await this.startWorker({ failpoints: [] });
+});
+
+When('one of the workers is killed while the runs are in flight', async function (this: ReplayWorld) {
+  // wait until some work has been committed, so the kill lands mid-flight
+  await this.waitUntil('the first steps to be recorded', async () => {
+    const { rows } = await this.db.query("SELECT count(*)::int AS n FROM run_events WHERE type = 'StepSucceeded'");
+    return rows[0].n > 0;
+  });
+  const victim = this.aliveWorkers[0];
+  const exit = await victim.kill();
+  this.recordFault(`worker ${victim.opts.id} killed mid-flight`, async () => (exit.signal === 'SIGKILL' ? 'SIGKILL' : null));
+  await this.acknowledgeCommitted();
+});
+
+Then('the crashed worker did not finish the run', async function (this: ReplayWorld) {
+  const crashed = this.workers.filter((w) => w.exitStatus?.signal === 'SIGKILL');
+  expect(crashed.length).toBeGreaterThan(0);
+});

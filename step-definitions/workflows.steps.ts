@@ -1,0 +1,76 @@
+import { DataTable, Given, Then, When } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import { validateDefinition, InvalidDefinitionError } from '../src/domain/definition';
+import { canonicalJson } from '../src/domain/canonical';
+import { tableToDefinition, WorkflowRow } from '../support/workflow-table';
+import type { ReplayWorld } from '../support/world';
+
+/* Setting up projects and their workflows, from tables in the feature file. */
+
+async function definitionFrom(world: ReplayWorld, name: string, table: DataTable) {
+  const target = await world.orderService();
+  return tableToDefinition(name, table.hashes() as unknown as WorkflowRow[], target.baseUrl);
+}
+
+Given('the project {string} with the workflow {string}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
+  await this.publish(project, await definitionFrom(this, workflow, table));
+});
+
+When('{string} publishes a new version of {string}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
+  const before = this.workflow(project, workflow).version;
+  const published = await this.publish(project, await definitionFrom(this, workflow, table));
+  expect(published.version).toBe(before + 1);
+});
+
+When('{string} tries to publish the workflow {string}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
+  this.lastError = null;
+  try {
+    await this.publish(project, await definitionFrom(this, workflow, table));
+  } catch (e) {
+    this.lastError = e as Error;
+  }
+});
+
+Then('publishing is refused because {string}', async function (this: ReplayWorld, reason: string) {
+  expect(this.lastError).toBeInstanceOf(InvalidDefinitionError);
+  expect(this.lastError!.message).toContain(reason);
+});
+
+Then('{string} has no workflow {string}', async function (this: ReplayWorld, project: string, workflow: string) {
+  const { rows } = await this.db.query(
+    'SELECT count(*)::int AS n FROM workflows w JOIN projects p ON p.id = w.project_id WHERE p.slug = $1 AND w.slug = $2',
+    [project, workflow],
+  );
+  expect(rows[0].n).toBe(0);
+});
+
+/**
+ * Tampering with a published version: what "someone edited the workflow under
+ * a running engine" looks like. The database refuses such edits, so the step
+ * has to switch that protection off first, as an intruder with DBA rights would.
+ */
+When(
+  'someone edits version {int} of {string} behind the engine\'s back:',
+  async function (this: ReplayWorld, version: number, workflow: string, table: DataTable) {
+    const project = [...this.workflows.values()].find((w) => w.workflow === workflow)!;
+    const edited = validateDefinition(await definitionFrom(this, workflow, table));
+    const client = await this.db.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
+      const res = await client.query('UPDATE workflow_versions SET definition = $1 WHERE workflow_id = $2 AND version = $3', [
+        canonicalJson(edited),
+        project.workflowId,
+        version,
+      ]);
+      await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable');
+      await client.query('COMMIT');
+      expect(res.rowCount).toBe(1);
+    } catch (e) {
+      await client.query('ROLLBACK');
+      throw e;
+    } finally {
+      client.release();
+    }
+  },
+);

@@ -1,0 +1,72 @@
+import { After, AfterAll, Before, BeforeAll, ITestCaseHookParameter, setDefaultTimeout, Status } from '@cucumber/cucumber';
+import { getCluster, shutdownCluster } from './cluster';
+import { renderTimeline, renderTimelineText } from './timeline';
+import { assertWorkerBuilt } from './worker-process';
+import type { ReplayWorld } from './world';
+
+// Inner waits (runs settling, workers starting) give up before this, so a
+// failure names what it was waiting for rather than "function timed out".
+setDefaultTimeout(60_000);
+
+BeforeAll({ timeout: 120_000, name: 'start this worker\'s Postgres' }, async function () {
+  assertWorkerBuilt();
+  await getCluster();
+});
+
+AfterAll({ timeout: 60_000, name: 'stop this worker\'s Postgres' }, async function () {
+  await shutdownCluster();
+});
+
+Before({ name: 'fresh database for the scenario' }, async function (this: ReplayWorld) {
+  await this.init();
+});
+
+Before({ tags: '@db-crash', name: 'needs a Postgres the suite owns' }, async function (this: ReplayWorld) {
+  const { server } = await getCluster();
+  if (!server.canCrash) {
+    throw new Error(`@db-crash scenarios crash and restart Postgres; the ${server.kind} server from DATABASE_URL cannot be crashed. Run them on the embedded default or exclude them with --tags "not @db-crash".`);
+  }
+});
+
+After({ name: 'every injected fault fired' }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
+  if (result?.status !== Status.PASSED) return;
+  const unproven: string[] = [];
+  for (const fault of this.faults) {
+    if (!(await fault.proof())) unproven.push(fault.label);
+  }
+  if (unproven.length) {
+    throw new Error(`these faults were injected but never fired, so the scenario proved nothing about them: ${unproven.join('; ')}`);
+  }
+});
+
+After({ name: 'attach run logs and timelines' }, async function (this: ReplayWorld, { result, pickle }: ITestCaseHookParameter) {
+  const failed = result?.status !== Status.PASSED;
+  const wanted = failed || pickle.tags.some((t) => t.name === '@timeline');
+  if (!wanted || !this.db) return;
+  const faults: Array<{ at: Date; label: string }> = [];
+  for (const f of this.faults) faults.push({ at: f.at, label: ((await f.proof().catch(() => null)) ? '' : 'NOT FIRED: ') + f.label });
+  for (const fp of this.firedFailpoints()) faults.push({ at: new Date(fp.at), label: `failpoint ${fp.name}${fp.step ? `@${fp.step}` : ''} → ${fp.action}` });
+  for (const run of this.runs) {
+    const events = await this.events(run.runId).catch(() => []);
+    if (!events.length) continue;
+    const title = `${run.project}/${run.workflow} run ${run.runId}`;
+    const input = {
+      title,
+      events: events.map((e) => ({ seq: e.seq, type: e.type, recordedAt: e.recordedAt, step: (e.data as { step?: string }).step ?? null })),
+      faults,
+    };
+    this.attach(JSON.stringify({ run: run.runId, events }, null, 2), { mediaType: 'application/json', fileName: `run-log-${run.runId}.json` });
+    this.attach(Buffer.from(renderTimeline(input)), { mediaType: 'image/svg+xml', fileName: `timeline-${run.runId}.svg` });
+    if (failed) this.attach(renderTimelineText(input), 'text/plain');
+  }
+  if (failed) {
+    for (const w of this.workers) {
+      const exit = w.exitStatus;
+      this.attach(`worker ${w.opts.id} (pid ${w.pid}, ${exit ? `exited ${exit.signal ?? exit.code}` : 'alive'})\n${w.output.slice(-60).join('\n')}`, 'text/plain');
+    }
+  }
+});
+
+After({ name: 'stop everything the scenario started', timeout: 30_000 }, async function (this: ReplayWorld) {
+  await this.cleanup();
+});

@@ -1,0 +1,52 @@
+import { defineParameterType } from '@cucumber/cucumber';
+import { parseDuration } from './workflow-table';
+
+/*
+ * Domain parameter types, so steps read in the words of LANGUAGE.md. A
+ * {moment} is a named point in a step's life, turned here into the failpoint
+ * that makes a worker die exactly there.
+ */
+
+export interface Moment {
+  text: string;
+  /** failpoint spec without its action, e.g. after-append@map+StepSucceeded */
+  site: string;
+}
+
+const MOMENTS: Array<[RegExp, (step: string) => string]> = [
+  [/^before step "([^"]+)" is recorded$/, (s) => `before-append@${s}+StepSucceeded`],
+  [/^after step "([^"]+)" is recorded$/, (s) => `after-append@${s}+StepSucceeded`],
+  [/^before the request of "([^"]+)" is sent$/, (s) => `after-append@${s}+HttpRequestPrepared`],
+  [/^after the request of "([^"]+)" is sent$/, (s) => `after-request-sent@${s}`],
+  [/^while the response of "([^"]+)" is being recorded$/, (s) => `before-view-update@${s}+HttpResponseRecorded`],
+  [/^while the step after "([^"]+)" is being scheduled$/, (s) => `scheduling-next@${s}+StepSucceeded`],
+  [/^when the timer of "([^"]+)" fires$/, (s) => `timer-fired@${s}`],
+  [/^while it recovers the run$/, () => 'during-recovery'],
+];
+
+export function parseMoment(text: string): Moment {
+  for (const [re, site] of MOMENTS) {
+    const m = re.exec(text);
+    if (m) return { text, site: site(m[1]) };
+  }
+  throw new Error(`unknown moment "${text}"`);
+}
+
+defineParameterType({
+  name: 'moment',
+  regexp:
+    /(?:before|after) step "[^"]+" is recorded|(?:before|after) the request of "[^"]+" is sent|while the response of "[^"]+" is being recorded|while the step after "[^"]+" is being scheduled|when the timer of "[^"]+" fires|while it recovers the run/,
+  transformer: (text: string) => parseMoment(text),
+});
+
+defineParameterType({
+  name: 'duration',
+  regexp: /\d+(?:\.\d+)? (?:milliseconds?|seconds?|minutes?|hours?|days?)/,
+  transformer: (text: string) => parseDuration(text),
+});
+
+defineParameterType({
+  name: 'outcome',
+  regexp: /succeeds|fails|is canceled/,
+  transformer: (text: string) => ({ succeeds: 'succeeded', fails: 'failed', 'is canceled': 'canceled' })[text]!,
+});

@@ -1,0 +1,279 @@
+import { IWorldOptions, setWorldConstructor, World } from '@cucumber/cucumber';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Pool } from 'pg';
+import { openPool } from '../src/db/pool';
+import { idempotencyKeyFor } from '../src/domain/decider';
+import type { WorkflowDefinition } from '../src/domain/definition';
+import type { RecordedEvent } from '../src/domain/events';
+import { TcpProxy } from '../src/faults/tcp-proxy';
+import { startIntake } from '../src/intake/server';
+import { deliver } from '../src/intake/sign';
+import { readRunView, StoredRunView } from '../src/replay-service';
+import { publishWorkflow } from '../src/store/registry';
+import { loadEvents } from '../src/store/run-store';
+import { ControlledClock } from '../src/worker/clock';
+import { createScenarioDatabase, dropScenarioDatabase, getCluster } from './cluster';
+import { TargetService } from './target-service';
+import { waitFor } from './wait';
+import { readFailpointLog, WorkerProcess } from './worker-process';
+
+/*
+ * One World per scenario. It owns everything the scenario starts — a fresh
+ * database cloned from the migrated template, a TCP proxy the engine talks
+ * to the database through, the order service, the webhook intake, worker
+ * processes — and stops all of it afterwards.
+ */
+
+export interface ReplayParameters {
+  /** how long a step waits for a run to settle before it fails, in ms */
+  runTimeoutMs: number;
+}
+
+export interface PublishedWorkflow {
+  project: string;
+  workflow: string;
+  projectId: string;
+  workflowId: string;
+  version: number;
+  secret: string;
+  definition: WorkflowDefinition;
+}
+
+export interface TrackedRun {
+  runId: string;
+  project: string;
+  workflow: string;
+  body: string;
+  deliveryId: string;
+}
+
+export interface InjectedFault {
+  at: Date;
+  label: string;
+  /** resolves to a sentence when the fault can be shown to have fired, null otherwise */
+  proof: () => Promise<string | null>;
+}
+
+export const FINISHED = ['succeeded', 'failed', 'canceled'];
+
+export class ReplayWorld extends World<ReplayParameters> {
+  readonly clock = new ControlledClock();
+  readonly scratch = mkdtempSync(path.join(os.tmpdir(), 'meshhook-scenario-'));
+  dbName = '';
+  /** the scenario's own connection, straight to Postgres (never through the proxy) */
+  db!: Pool;
+  /** the database as the engine reaches it: through the fault proxy */
+  proxy!: TcpProxy;
+  engineDbUrl = '';
+  directDbUrl = '';
+  target: TargetService | null = null;
+  intake: { url: string; close(): Promise<void> } | null = null;
+  readonly workers: WorkerProcess[] = [];
+  readonly workflows = new Map<string, PublishedWorkflow>();
+  readonly runs: TrackedRun[] = [];
+  readonly faults: InjectedFault[] = [];
+  /** failpoints the next worker is started with */
+  pendingFailpoints: string[] = [];
+  /** events committed before a fault, by run: none of them may go missing */
+  acknowledged = new Map<string, Array<{ seq: number; hash: string }>>();
+  lastAnswer: { status: number; body: any } | null = null;
+  lastError: Error | null = null;
+  private workerCount = 0;
+
+  constructor(options: IWorldOptions<ReplayParameters>) {
+    super(options);
+  }
+
+  get timeoutMs(): number {
+    return this.parameters.runTimeoutMs ?? 20_000;
+  }
+
+  async init(): Promise<void> {
+    const { server } = await getCluster();
+    const db = await createScenarioDatabase();
+    this.dbName = db.name;
+    this.directDbUrl = db.url;
+    this.db = openPool(db.url, { max: 4 });
+    this.proxy = new TcpProxy({ targetHost: server.host, targetPort: server.port });
+    const port = await this.proxy.start();
+    const u = new URL(db.url);
+    u.host = `127.0.0.1:${port}`;
+    this.engineDbUrl = u.toString();
+  }
+
+  // ───── the order service and the webhook intake
+
+  async orderService(): Promise<TargetService> {
+    if (!this.target) {
+      this.target = new TargetService();
+      await this.target.start();
+    }
+    return this.target;
+  }
+
+  async ensureIntake(): Promise<string> {
+    if (!this.intake) {
+      // the intake talks to the database directly: faults in these specs target the workers
+      this.intake = await startIntake({ pool: this.db, clock: this.clock });
+    }
+    return this.intake.url;
+  }
+
+  // ───── workflows and deliveries
+
+  async publish(project: string, definition: WorkflowDefinition): Promise<PublishedWorkflow> {
+    const key = `${project}/${definition.name}`;
+    const existing = this.workflows.get(key);
+    const secret = existing?.secret ?? `whsec_${randomUUID().replace(/-/g, '')}`;
+    const p = await publishWorkflow(this.db, project, definition, { signingSecret: secret });
+    const published: PublishedWorkflow = {
+      project,
+      workflow: p.workflow,
+      projectId: p.projectId,
+      workflowId: p.workflowId,
+      version: p.version,
+      secret: p.signingSecret,
+      definition: p.definition,
+    };
+    this.workflows.set(key, published);
+    return published;
+  }
+
+  workflow(project: string, workflow: string): PublishedWorkflow {
+    const w = this.workflows.get(`${project}/${workflow}`);
+    if (!w) throw new Error(`the scenario has not set up the workflow "${workflow}" for "${project}"`);
+    return w;
+  }
+
+  /** Send a signed webhook over real HTTP; starts a worker first if the scenario has none. */
+  async deliver(
+    project: string,
+    workflow: string,
+    body: string,
+    opts: { deliveryId?: string; secret?: string; signature?: string; track?: boolean } = {},
+  ): Promise<{ status: number; body: any }> {
+    const url = await this.ensureIntake();
+    if (this.workers.length === 0) await this.startWorker();
+    const w = this.workflows.get(`${project}/${workflow}`);
+    const deliveryId = opts.deliveryId ?? `dlv_${randomUUID().slice(0, 13)}`;
+    const answer = await deliver(url, project, workflow, opts.secret ?? w?.secret ?? 'whsec_unknown', body, {
+      deliveryId,
+      at: this.clock.now(),
+      signature: opts.signature,
+    });
+    this.lastAnswer = answer;
+    if (answer.body?.runId && opts.track !== false && !this.runs.some((r) => r.runId === answer.body.runId)) {
+      this.runs.push({ runId: answer.body.runId, project, workflow, body, deliveryId });
+    }
+    return answer;
+  }
+
+  get run(): TrackedRun {
+    const r = this.runs[this.runs.length - 1];
+    if (!r) throw new Error(`no run has been started in this scenario (last answer: ${JSON.stringify(this.lastAnswer)})`);
+    return r;
+  }
+
+  async view(runId = this.run.runId): Promise<StoredRunView> {
+    const v = await readRunView(this.db, runId);
+    if (!v) throw new Error(`run ${runId} has no run view`);
+    return v;
+  }
+
+  async events(runId = this.run.runId): Promise<RecordedEvent[]> {
+    return loadEvents(this.db, runId);
+  }
+
+  async waitUntilFinished(runId = this.run.runId, timeoutMs = this.timeoutMs): Promise<StoredRunView> {
+    return waitFor(
+      async () => {
+        const v = await readRunView(this.db, runId);
+        return v && FINISHED.includes(v.status) ? v : null;
+      },
+      { what: async () => `run ${runId} to finish (${await this.describeRun(runId)})`, timeoutMs } as never,
+    );
+  }
+
+  async waitUntil(
+    what: string,
+    predicate: () => Promise<boolean>,
+    timeoutMs = this.timeoutMs,
+  ): Promise<void> {
+    await waitFor(async () => ((await predicate()) ? true : null), { what, timeoutMs });
+  }
+
+  async describeRun(runId = this.run.runId): Promise<string> {
+    const v = await readRunView(this.db, runId).catch(() => null);
+    const alive = this.workers.filter((w) => w.alive).length;
+    return v ? `status ${v.status}, step ${v.currentStep ?? '-'}, ${v.lastSeq} events, ${alive} worker(s) alive` : 'no run view yet';
+  }
+
+  idempotencyKey(step: string, runId = this.run.runId): string {
+    return idempotencyKeyFor(runId, step);
+  }
+
+  // ───── workers
+
+  async startWorker(opts: { failpoints?: string[] } = {}): Promise<WorkerProcess> {
+    const id = `w${++this.workerCount}`;
+    const failpoints = opts.failpoints ?? this.pendingFailpoints;
+    this.pendingFailpoints = [];
+    const worker = new WorkerProcess({
+      id,
+      databaseUrl: this.engineDbUrl,
+      clockOffsetMs: this.clock.offset,
+      failpoints: failpoints.join(';'),
+      failpointLog: path.join(this.scratch, `failpoints-${id}.log`),
+    });
+    this.workers.push(worker);
+    await worker.whenReady();
+    return worker;
+  }
+
+  get aliveWorkers(): WorkerProcess[] {
+    return this.workers.filter((w) => w.alive);
+  }
+
+  firedFailpoints(): Array<Record<string, any>> {
+    return this.workers.flatMap((w) => readFailpointLog(w.opts.failpointLog));
+  }
+
+  advanceClock(ms: number): void {
+    this.clock.advance(ms);
+    for (const w of this.aliveWorkers) w.setClockOffset(this.clock.offset);
+  }
+
+  // ───── faults
+
+  recordFault(label: string, proof: () => Promise<string | null>): void {
+    this.faults.push({ at: new Date(), label, proof });
+  }
+
+  /** Remember every event committed so far: none of them may be lost later. */
+  async acknowledgeCommitted(): Promise<void> {
+    const { rows } = await this.db.query<{ run_id: string; seq: number; hash: string }>('SELECT run_id, seq, hash FROM run_events ORDER BY run_id, seq');
+    this.acknowledged = new Map();
+    for (const r of rows) {
+      const list = this.acknowledged.get(r.run_id) ?? [];
+      list.push({ seq: r.seq, hash: r.hash });
+      this.acknowledged.set(r.run_id, list);
+    }
+  }
+
+  // ───── teardown
+
+  async cleanup(): Promise<void> {
+    await Promise.allSettled(this.workers.map((w) => w.stop(2_000)));
+    await this.intake?.close().catch(() => undefined);
+    await this.target?.close().catch(() => undefined);
+    await this.proxy?.close().catch(() => undefined);
+    await this.db?.end().catch(() => undefined);
+    if (this.dbName) await dropScenarioDatabase(this.dbName).catch(() => undefined);
+    rmSync(this.scratch, { recursive: true, force: true });
+  }
+}
+
+setWorldConstructor(ReplayWorld);
