@@ -74,3 +74,31 @@ Then('the crashed worker did not finish the run', async function (this: ReplayWo
   const crashed = this.workers.filter((w) => w.exitStatus?.signal === 'SIGKILL');
   expect(crashed.length).toBeGreaterThan(0);
 });
+
+/**
+ * Two workers that skip the ownership lock really race on every run: both
+ * decide, both try to append, and only the expected-sequence check keeps the
+ * log straight. This is the proof that correctness does not rest on the lock.
+ */
+Given('two workers that do not coordinate are running', async function (this: ReplayWorld) {
+  // a short pause before each append widens the window in which both have decided
+  for (let i = 0; i < 2; i++) {
+    await this.startWorker({ failpoints: ['before-append=delay:20'], env: { MESHHOOK_UNSAFE_IGNORE_LOCKS: '1', MESHHOOK_CONCURRENCY: '8' } });
+  }
+});
+
+Then('the workers collided on the same runs and one of them lost each time', async function (this: ReplayWorld) {
+  await Promise.all(this.workers.map((w) => w.stop()));
+  // each worker prints its counters when it stops
+  const conflicts = this.workers
+    .flatMap((w) => w.output)
+    .map((l) => {
+      try {
+        return JSON.parse(l).stats?.conflicts ?? 0;
+      } catch {
+        return 0;
+      }
+    })
+    .reduce((a: number, b: number) => a + b, 0);
+  expect(conflicts).toBeGreaterThan(0);
+});

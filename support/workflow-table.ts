@@ -85,7 +85,11 @@ export function tableToDefinition(name: string, rows: WorkflowRow[], targetBaseU
         const attempts = /up to (\d+) attempts?/.exec(rest);
         if (attempts) retry.maxAttempts = Number(attempts[1]);
         const backoff = /backing off ([\d.]+ \w+)/.exec(rest);
-        if (backoff) retry.initialDelayMs = parseDuration(backoff[1]);
+        if (backoff) {
+          // a stated backoff stays near what it says: a short exponential run, capped at 4×
+          retry.initialDelayMs = parseDuration(backoff[1]);
+          retry.maxDelayMs = retry.initialDelayMs * 4;
+        }
         const timeout = /at most ([\d.]+ \w+) (?:each|per attempt)/.exec(rest);
         if (timeout) timeoutMs = parseDuration(timeout[1]);
         return { id: r.step, type: 'http_call', method: method as 'POST', url: `${targetBaseUrl}${path}`, headers: {}, body, timeoutMs, retry, next };

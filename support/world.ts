@@ -188,13 +188,17 @@ export class ReplayWorld extends World<ReplayParameters> {
   }
 
   async waitUntilFinished(runId = this.run.runId, timeoutMs = this.timeoutMs): Promise<StoredRunView> {
-    return waitFor(
-      async () => {
-        const v = await readRunView(this.db, runId);
-        return v && FINISHED.includes(v.status) ? v : null;
-      },
-      { what: async () => `run ${runId} to finish (${await this.describeRun(runId)})`, timeoutMs } as never,
-    );
+    try {
+      return await waitFor(
+        async () => {
+          const v = await readRunView(this.db, runId);
+          return v && FINISHED.includes(v.status) ? v : null;
+        },
+        { what: `run ${runId} to finish`, timeoutMs },
+      );
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun(runId)}`);
+    }
   }
 
   async waitUntil(
@@ -217,7 +221,7 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   // ───── workers
 
-  async startWorker(opts: { failpoints?: string[] } = {}): Promise<WorkerProcess> {
+  async startWorker(opts: { failpoints?: string[]; env?: Record<string, string> } = {}): Promise<WorkerProcess> {
     const id = `w${++this.workerCount}`;
     const failpoints = opts.failpoints ?? this.pendingFailpoints;
     this.pendingFailpoints = [];
@@ -227,6 +231,7 @@ export class ReplayWorld extends World<ReplayParameters> {
       clockOffsetMs: this.clock.offset,
       failpoints: failpoints.join(';'),
       failpointLog: path.join(this.scratch, `failpoints-${id}.log`),
+      extraEnv: opts.env,
     });
     this.workers.push(worker);
     await worker.whenReady();

@@ -1,0 +1,84 @@
+@replay
+Feature: Unusual runs replay just as exactly
+  Replay must hold at the edges too: empty, unicode and very large webhook
+  bodies, the same delivery arriving twice, workers racing each other, events
+  from a newer engine, and runs whose logs grow long through many retries.
+
+  Background:
+    Given the project "acme" with the workflow "order-sync":
+      | step | type      | does                             | then |
+      | map  | transform | {id: order.id, total: order.sum} | push |
+      | push | http_call | POST the mapped order to /orders | done |
+      | done | terminate | succeeded                        |      |
+
+  Scenario: An empty webhook body runs and replays
+    When "acme" delivers this webhook to "order-sync":
+      """json
+      {}
+      """
+    Then the run succeeds
+    And the output of "map" is:
+      """json
+      { "id": null, "total": null }
+      """
+    And the run replays exactly from its log
+
+  Scenario: A webhook in many scripts and emoji keeps every character through replay
+    When "acme" delivers this webhook to "order-sync":
+      """json
+      { "order": { "id": "Ünïcödé-注文-42 🧾", "sum": 19.99, "note": "שלום — مرحبا — Привет — e\u0301" } }
+      """
+    Then the run succeeds
+    And the output of "map" is:
+      """json
+      { "id": "Ünïcödé-注文-42 🧾", "total": 19.99 }
+      """
+    And the run replays exactly from its log
+
+  Scenario: A 1 MiB order replays exactly
+    When "acme" delivers an order webhook of 1 MiB to "order-sync"
+    Then the run succeeds
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+
+  @smoke
+  Scenario: The same delivery arriving twice starts one run
+    Given "acme" delivers an order webhook to "order-sync"
+    When the same delivery arrives again
+    Then both deliveries belong to one run
+    And the run succeeds
+    And the order service received the order exactly once
+
+  Scenario: Workers racing on the same runs neither duplicate nor lose an event
+    Given two workers that do not coordinate are running
+    When "acme" delivers 20 order webhooks to "order-sync"
+    Then every run succeeds
+    And every run replays exactly from its log
+    And every order reached the order service exactly once
+    And the workers collided on the same runs and one of them lost each time
+
+  Scenario: An event from a newer engine is refused with a clear error and changes nothing
+    Given "acme" has a finished run of "order-sync"
+    When a newer engine appends a "PaymentCaptured" event to the run
+    And the run is replayed
+    Then replay refuses the run because "event 11 has type \"PaymentCaptured\", which this engine does not know"
+    And the run view is unchanged
+
+  Scenario: Rebuilding the run view refuses an event it does not know rather than guess
+    Given "acme" has a finished run of "order-sync"
+    When a newer engine appends a "PaymentCaptured" event to the run
+    And the run views are rebuilt from the log
+    Then rebuilding refuses the run because "which this engine does not know"
+    And the run view is unchanged
+
+  Scenario: A run with many retries keeps a long log that still replays exactly
+    Given the project "acme" with the workflow "flaky-sync":
+      | step | type      | does                                                                  | then |
+      | push | http_call | POST the order to /orders, up to 30 attempts, backing off 10 milliseconds | done |
+      | done | terminate | succeeded                                                             |      |
+    And the order service fails 25 times
+    When "acme" delivers an order webhook to "flaky-sync"
+    Then the run succeeds
+    And "push" was attempted 26 times
+    And the run log has at least 100 events
+    And the run replays exactly from its log

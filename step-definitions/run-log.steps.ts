@@ -1,0 +1,67 @@
+import { Given, Then, When } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import { canonicalJson } from '../src/domain/canonical';
+import { eventHash } from '../src/domain/hash-chain';
+import { rebuildViews } from '../src/store/run-store';
+import { ORDER } from './deliveries.steps';
+import type { ReplayWorld } from '../support/world';
+
+/* The run log itself: its length, its integrity, and events it cannot read. */
+
+declare module '../support/world' {
+  interface ReplayWorld {
+    viewSnapshot?: unknown;
+  }
+}
+
+Given('{string} has a finished run of {string}', async function (this: ReplayWorld, project: string, workflow: string) {
+  const answer = await this.deliver(project, workflow, JSON.stringify(ORDER));
+  expect(answer.status).toBe(202);
+  await this.waitUntilFinished();
+});
+
+Then('the run log has at least {int} events', async function (this: ReplayWorld, n: number) {
+  await this.waitUntilFinished();
+  expect((await this.events()).length).toBeGreaterThanOrEqual(n);
+});
+
+/**
+ * An event written by a newer engine, appended correctly (next number, valid
+ * hash) so that the only thing wrong is that this engine does not know it.
+ */
+When('a newer engine appends a {string} event to the run', async function (this: ReplayWorld, type: string) {
+  const events = await this.events();
+  const last = events[events.length - 1];
+  const seq = last.seq + 1;
+  const data = { step: 'push', amount: 42.5, currency: 'EUR' };
+  const recordedAt = new Date().toISOString();
+  const hash = eventHash(last.hash, { runId: last.runId, seq, type, version: 1, data, recordedAt });
+  this.viewSnapshot = await this.view();
+  await this.db.query(
+    `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash)
+     VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8)`,
+    [last.project, last.runId, seq, type, canonicalJson(data), recordedAt, last.hash, hash],
+  );
+});
+
+When('the run views are rebuilt from the log', async function (this: ReplayWorld) {
+  this.lastError = null;
+  try {
+    await rebuildViews(this.db, { runId: this.run.runId });
+  } catch (e) {
+    this.lastError = e as Error;
+  }
+});
+
+Then('rebuilding refuses the run because {string}', async function (this: ReplayWorld, reason: string) {
+  expect(this.lastError?.message ?? '').toContain(reason);
+});
+
+Then('the run view is unchanged', async function (this: ReplayWorld) {
+  expect(canonicalJson(await this.view())).toBe(canonicalJson(this.viewSnapshot));
+});
+
+Then('replay uses version {int} of the workflow', async function (this: ReplayWorld, version: number) {
+  expect(this.verification?.state.version).toBe(version);
+  expect(this.verification?.definitionChanged).toBe(false);
+});
