@@ -27,5 +27,8 @@ module.exports = {
   crash: profile('@crash and not @wip'),
   'db-faults': profile('@db-faults and not @wip'),
   sweep: profile('@sweep and not @wip'),
+  intake: profile('@intake and not @wip'),
   wip: profile('@wip'),
+  // the step catalogue (npm run steps): every scenario, no reports written
+  catalogue: { requireModule: common.requireModule, require: common.require, tags: 'not @wip', format: ['summary'] },
 };

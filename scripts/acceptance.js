@@ -9,13 +9,15 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
-const messages = path.join(root, 'reports', 'acceptance.ndjson');
 const args = process.argv.slice(2);
 const dryRun = args.includes('--dry-run') || args.includes('-d');
 
-fs.rmSync(messages, { force: true });
+// our own copy of the message stream, so the count is this run's alone
+const tmp = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'acceptance-'));
+const messages = path.join(tmp, 'messages.ndjson');
+process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
 const cli = path.join(root, 'node_modules', '@cucumber', 'cucumber', 'bin', 'cucumber.js');
-const res = spawnSync(process.execPath, [cli, ...args], { stdio: 'inherit', cwd: root, env: process.env });
+const res = spawnSync(process.execPath, [cli, ...args, '--format', `message:${messages}`], { stdio: 'inherit', cwd: root, env: process.env });
 if (res.error) throw res.error;
 const code = res.status ?? 1;
 if (dryRun) process.exit(code);

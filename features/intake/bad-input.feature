@@ -1,0 +1,46 @@
+@intake
+Feature: Bad webhooks are refused clearly and change nothing
+  A webhook that is malformed, badly signed, sent to an unknown project or
+  workflow, or too large must get a clear answer saying what is wrong, and must
+  leave no trace: no delivery, no run, no event. A good webhook sent afterwards
+  still runs normally.
+
+  Background:
+    Given the project "acme" with the workflow "order-sync":
+      | step | type      | does                             | then |
+      | map  | transform | {id: order.id, total: order.sum} | push |
+      | push | http_call | POST the mapped order to /orders | done |
+      | done | terminate | succeeded                        |      |
+
+  @smoke
+  Scenario Outline: A webhook <problem> is refused with <status> and nothing is recorded
+    When a webhook <problem> is sent to "acme"
+    Then it is refused with <status> "<code>"
+    And nothing was recorded
+    And a correct webhook sent afterwards still runs to success
+
+    Examples:
+      | problem                                 | status | code                   |
+      | with a forged signature                 | 401    | bad_signature          |
+      | signed with another workflow's secret   | 401    | bad_signature          |
+      | signed an hour ago                      | 401    | bad_signature          |
+      | without a signature                     | 401    | bad_signature          |
+      | that is not JSON                        | 400    | malformed_body         |
+      | without a delivery id                   | 400    | missing_delivery_id    |
+      | of 3 MiB                                | 413    | payload_too_large      |
+      | for a project that does not exist       | 404    | unknown_project        |
+      | for a workflow the project does not have | 404   | unknown_workflow       |
+      | sent as a form instead of JSON          | 415    | unsupported_media_type |
+
+  Scenario: The refusal never shows the signing secret
+    When a webhook with a forged signature is sent to "acme"
+    Then it is refused with 401 "bad_signature"
+    And the answer does not contain the signing secret
+
+  Scenario: An invalid workflow definition is refused with every problem named
+    When "acme" tries to publish the workflow "broken-sync":
+      | step  | type      | does                             | then    |
+      | map   | transform | {id: order.id, total: order.sum} | nowhere |
+      | push  | http_call | POST the mapped order to /orders | map     |
+    Then publishing is refused because "step \"map\" goes to \"nowhere\", which does not exist"
+    And "acme" has no workflow "broken-sync"

@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// `npm test`: everything CI runs, in order — type check, Gherkin lint, step
+// catalogue check, unit tests, integration tests against a real Postgres,
+// then the acceptance suite (profile `ci`). Every stage runs even when one
+// before it failed, so one run shows everything that is wrong. The last line
+// is the acceptance result, "N passed, N failed".
+'use strict';
+const { spawnSync } = require('node:child_process');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const npx = (bin) => path.join(root, 'node_modules', '.bin', bin);
+const extra = process.argv.slice(2);
+
+const stages = [
+  ['type check', npx('tsc'), ['--noEmit', '-p', 'tsconfig.json']],
+  ['build', npx('tsc'), ['-p', 'tsconfig.build.json']],
+  ['gherkin lint', process.execPath, ['scripts/lint-gherkin.js']],
+  ['step catalogue', process.execPath, ['scripts/steps-doc.js', '--check']],
+  ['unit tests', 'sh', ['-c', 'node --test -r ts-node/register test/unit/*.test.ts']],
+  ['integration tests', 'sh', ['-c', 'node --test --test-concurrency=1 -r ts-node/register test/integration/*.test.ts']],
+  ['acceptance (profile ci)', process.execPath, ['scripts/acceptance.js', '-p', 'ci', ...extra]],
+];
+
+const results = [];
+let acceptanceLine = null;
+for (const [name, cmd, args] of stages) {
+  console.log(`\n━━━ ${name} ━━━`);
+  const started = Date.now();
+  const isAcceptance = name.startsWith('acceptance');
+  const res = spawnSync(cmd, args, { cwd: root, stdio: isAcceptance ? ['inherit', 'pipe', 'inherit'] : 'inherit', env: process.env, maxBuffer: 256 * 1024 * 1024 });
+  if (isAcceptance && res.stdout) {
+    const out = res.stdout.toString();
+    process.stdout.write(out);
+    acceptanceLine = out.split('\n').reverse().find((l) => /^\d+ passed, \d+ failed/.test(l.trim())) ?? null;
+  }
+  results.push({ name, ok: res.status === 0, seconds: ((Date.now() - started) / 1000).toFixed(1) });
+}
+
+console.log('\n━━━ summary ━━━');
+for (const r of results) console.log(`${r.ok ? 'ok  ' : 'FAIL'}  ${r.name} (${r.seconds} s)`);
+const failed = results.filter((r) => !r.ok);
+if (failed.length) console.log(`failed stages: ${failed.map((r) => r.name).join(', ')}`);
+// the plain closing line CI reads: the acceptance scenarios
+console.log(acceptanceLine ? acceptanceLine.trim() : '0 passed, 1 failed');
+process.exit(failed.length ? 1 : 0);
