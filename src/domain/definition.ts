@@ -33,7 +33,7 @@ const httpCallStep = z.object({
   id: stepId,
   type: z.literal('http_call'),
   method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
-  url: z.string().url(),
+  url: z.string().url().refine((u) => /^https?:\/\//i.test(u), 'only http and https URLs can be called'),
   headers: z.record(z.string(), z.string()).default({}),
   /** JMESPath over the run context giving the JSON body; omitted = no body */
   body: jmes.optional(),

@@ -193,6 +193,11 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
   if (fp.armed) await fp.hit({ name: 'before-append', ...hit });
   const client = await db.connect();
   let broken = false;
+  // a connection cut while checked out emits 'error' on the client; unhandled, it would end the worker process
+  const onLost = (): void => {
+    broken = true;
+  };
+  client.on('error', onLost);
   try {
     await client.query('BEGIN');
     await insertEvents(client, recorded);
@@ -210,6 +215,7 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
     throw e;
   } finally {
     // a connection that failed mid-transaction is not given back to the pool
+    client.off('error', onLost);
     client.release(broken ? true : undefined);
   }
   if (fp.armed) await fp.hit({ name: 'after-append', ...hit });

@@ -61,6 +61,10 @@ export class Worker {
   private readonly versions = new Map<string, LoadedVersion>();
   private readonly inFlight = new Set<string>();
   private lockClient: Client | null = null;
+  /** pg allows one query at a time per client: lock and unlock calls queue here */
+  private lockOps: Promise<unknown> = Promise.resolve();
+  /** runs that failed for an unexpected reason wait before they are tried again, instead of hot-looping */
+  private readonly backoffUntil = new Map<string, { at: number; delayMs: number }>();
   private loop: Promise<void> | null = null;
   private stopping = false;
   private wake: (() => void) | null = null;
@@ -140,6 +144,12 @@ export class Worker {
     return c;
   }
 
+  private onLock<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.lockOps.then(fn);
+    this.lockOps = p.catch(() => undefined);
+    return p;
+  }
+
   private async closeLockClient(): Promise<void> {
     const c = this.lockClient;
     this.lockClient = null;
@@ -155,15 +165,16 @@ export class Worker {
       [now, max * 4],
     );
     const got: string[] = [];
+    const wall = Date.now();
+    const candidates = rows.filter(({ id }) => !this.inFlight.has(id) && (this.backoffUntil.get(id)?.at ?? 0) <= wall);
     if (this.opts.ignoreLocks) {
-      for (const { id } of rows.slice(0, max)) if (!this.inFlight.has(id)) this.inFlight.add(id), got.push(id);
+      for (const { id } of candidates.slice(0, max)) this.inFlight.add(id), got.push(id);
       return got;
     }
     const lock = await this.lock();
-    for (const { id } of rows) {
+    for (const { id } of candidates) {
       if (got.length >= max) break;
-      if (this.inFlight.has(id)) continue;
-      const r = await lock.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [LOCK_CLASS, id]);
+      const r = await this.onLock(() => lock.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [LOCK_CLASS, id]));
       if (r.rows[0].ok) {
         this.inFlight.add(id);
         got.push(id);
@@ -176,7 +187,7 @@ export class Worker {
     this.inFlight.delete(runId);
     const c = this.lockClient;
     if (!c) return;
-    await c.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_CLASS, runId]).catch(() => undefined);
+    await this.onLock(() => c.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_CLASS, runId])).catch(() => undefined);
   }
 
   private async deciderFor(run: LoadedRun): Promise<RunDecider> {
@@ -236,6 +247,7 @@ export class Worker {
           events,
         );
         this.stats.batches++;
+        this.backoffUntil.delete(runId);
         ({ state, lastSeq, lastHash } = committed);
         if (state.phase === 'done') {
           this.stats.runsFinished++;
@@ -251,7 +263,10 @@ export class Worker {
         this.log({ level: 'warn', worker: this.id, run: runId, msg: e.message });
       } else {
         this.stats.errors++;
-        this.log({ level: 'error', worker: this.id, run: runId, msg: 'run could not advance', error: (e as Error).message });
+        const prev = this.backoffUntil.get(runId)?.delayMs ?? 0;
+        const delayMs = Math.min(30_000, prev ? prev * 2 : 250);
+        this.backoffUntil.set(runId, { at: Date.now() + delayMs, delayMs });
+        this.log({ level: 'error', worker: this.id, run: runId, msg: 'run could not advance', error: (e as Error).message, retryInMs: delayMs });
       }
     } finally {
       await this.release(runId);

@@ -1,0 +1,546 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Pool } from 'pg';
+import { openPool } from '../db/pool';
+import type { PostgresServer } from '../db/postgres';
+import { provisionPostgres } from '../db/postgres';
+import { InvalidDefinitionError, validateDefinition } from '../domain/definition';
+import { UnknownEventTypeError } from '../domain/events';
+import { startEngine } from '../engine';
+import { deliver } from '../intake/sign';
+import { replayRun, RunVerification, verifyRun } from '../replay-service';
+import { findWorkflow, NotFoundError, publishWorkflow } from '../store/registry';
+import { rebuildViews } from '../store/run-store';
+import { migrate } from '../db/migrate';
+
+/*
+ * meshhook <command> [options]. A small hand parser: each command declares its
+ * flags; `--flag value`, `--flag=value` and `--help` work everywhere.
+ * Exit codes: 0 ok, 1 the command ran and the answer is "no", 2 usage error.
+ */
+
+export interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+}
+
+class UsageError extends Error {}
+/** a usage problem the command's synopsis would not help with */
+class SetupError extends UsageError {}
+
+interface FlagSpec {
+  name: string;
+  value?: string; // placeholder when the flag takes a value; absent = boolean
+  help: string;
+}
+
+interface CommandSpec {
+  name: string;
+  args: string[]; // positional placeholders, '?' suffix = optional
+  summary: string;
+  flags: FlagSpec[];
+  run: (a: Parsed, io: Io) => Promise<number>;
+}
+
+interface Parsed {
+  positional: string[];
+  flags: Record<string, string | boolean>;
+}
+
+const DB_FLAG: FlagSpec = { name: 'database-url', value: 'url', help: 'Postgres URL (default: $DATABASE_URL, then .meshhook/state.json)' };
+const SLUG = /^[a-z][a-z0-9-]{0,62}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function parseArgs(argv: string[], spec: CommandSpec): Parsed {
+  const positional: string[] = [];
+  const flags: Record<string, string | boolean> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
+    if (a === '-h' || a === '--help') {
+      flags.help = true;
+      continue;
+    }
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+      const f = spec.flags.find((x) => x.name === name);
+      if (!f) throw new UsageError(`unknown option --${name} for "${spec.name}"`);
+      if (f.value) {
+        const v = eq > 0 ? a.slice(eq + 1) : argv[++i];
+        if (v === undefined) throw new UsageError(`--${name} needs a value (${f.value})`);
+        flags[name] = v;
+      } else {
+        if (eq > 0) throw new UsageError(`--${name} takes no value`);
+        flags[name] = true;
+      }
+      continue;
+    }
+    positional.push(a);
+  }
+  if (flags.help) return { positional, flags };
+  const required = spec.args.filter((x) => !x.endsWith('?')).length;
+  if (positional.length < required) throw new UsageError(`"${spec.name}" needs ${spec.args.filter((x) => !x.endsWith('?')).map((x) => `<${x}>`).join(' ')}`);
+  if (positional.length > spec.args.length) throw new UsageError(`"${spec.name}" takes ${spec.args.length} argument(s), got ${positional.length}`);
+  return { positional, flags };
+}
+
+function usageOf(spec: CommandSpec): string {
+  const args = spec.args.map((a) => (a.endsWith('?') ? `[${a.slice(0, -1)}]` : `<${a}>`)).join(' ');
+  const lines = [`usage: meshhook ${spec.name}${args ? ' ' + args : ''}${spec.flags.length ? ' [options]' : ''}`, '', spec.summary];
+  if (spec.flags.length) {
+    lines.push('', 'options:');
+    for (const f of spec.flags) lines.push(`  --${f.name}${f.value ? ` <${f.value}>` : ''}`.padEnd(30) + f.help);
+  }
+  return lines.join('\n');
+}
+
+// ───── shared helpers
+
+interface State {
+  databaseUrl?: string;
+  intakeUrl?: string;
+  pid?: number;
+  startedAt?: string;
+}
+
+function stateFile(io: Io): string {
+  return path.join(io.cwd, '.meshhook', 'state.json');
+}
+
+function readState(io: Io): State {
+  try {
+    return JSON.parse(readFileSync(stateFile(io), 'utf8')) as State;
+  } catch {
+    return {};
+  }
+}
+
+function databaseUrl(a: Parsed, io: Io): string {
+  const url = (a.flags['database-url'] as string | undefined) ?? io.env.DATABASE_URL ?? readState(io).databaseUrl;
+  if (!url) throw new SetupError('no database: start one with `meshhook up`, or pass --database-url / set DATABASE_URL');
+  return url;
+}
+
+async function withPool<T>(a: Parsed, io: Io, fn: (pool: Pool) => Promise<T>): Promise<T> {
+  const pool = openPool(databaseUrl(a, io), { max: 2 }, () => undefined);
+  try {
+    return await fn(pool);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ECONNREFUSED') throw new Error(`cannot reach the database (${redact(databaseUrl(a, io))}): is \`meshhook up\` running?`);
+    throw e;
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
+
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable url)';
+  }
+}
+
+function runIdArg(a: Parsed): string {
+  const id = a.positional[0];
+  if (!UUID.test(id)) throw new UsageError(`"${id}" is not a run id (a UUID)`);
+  return id;
+}
+
+function json(v: unknown): string {
+  return JSON.stringify(v, null, 2);
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd());
+}
+
+// ───── commands
+
+const up: CommandSpec = {
+  name: 'up',
+  args: [],
+  summary:
+    'Start everything: Postgres (embedded, data in .meshhook/pgdata, unless a database URL is given), migrations, the webhook intake and in-process workers. Ctrl-C stops it all.',
+  flags: [
+    { name: 'port', value: 'n', help: 'intake port (default 8080)' },
+    { name: 'host', value: 'addr', help: 'intake address (default 127.0.0.1)' },
+    { name: 'workers', value: 'n', help: 'in-process workers (default 2)' },
+    { name: 'pg-port', value: 'n', help: 'port of the embedded Postgres (default: a free one)' },
+    DB_FLAG,
+  ],
+  async run(a, io) {
+    const port = intFlag(a, 'port', 8080);
+    const workers = intFlag(a, 'workers', 2);
+    const given = (a.flags['database-url'] as string | undefined) ?? io.env.DATABASE_URL;
+    const previous = readState(io);
+    if (previous.pid && previous.pid !== process.pid && isAlive(previous.pid)) {
+      io.err(`meshhook is already up here (pid ${previous.pid}, intake ${previous.intakeUrl}); stop it first`);
+      return 1;
+    }
+    const home = path.join(io.cwd, '.meshhook');
+    mkdirSync(home, { recursive: true });
+    let pg: PostgresServer | null = null;
+    let url: string;
+    if (given) {
+      url = given;
+    } else {
+      io.out('starting embedded Postgres (data in .meshhook/pgdata) ...');
+      pg = await provisionPostgres({ dataDir: path.join(home, 'pgdata'), persistent: true, port: a.flags['pg-port'] ? intFlag(a, 'pg-port', 0) : undefined });
+      url = pg.urlFor('postgres');
+    }
+    let engine;
+    try {
+      engine = await startEngine({
+        databaseUrl: url,
+        workers,
+        intakePort: port,
+        intakeHost: a.flags.host as string | undefined,
+        log: (e) => printLog(e, io),
+      });
+    } catch (e) {
+      await pg?.stop();
+      throw e;
+    }
+    const state: State = { databaseUrl: url, intakeUrl: engine.intake.url, pid: process.pid, startedAt: new Date().toISOString() };
+    writeFileSync(stateFile(io), json(state) + '\n');
+    io.out('');
+    io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'})`);
+    io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);
+    io.out(`  database: ${url}`);
+    io.out(`  state:    ${path.relative(io.cwd, stateFile(io))}`);
+    io.out('');
+    io.out('next, in another terminal:');
+    io.out('  meshhook publish examples/order-sync.json --project acme');
+    io.out(`  meshhook deliver acme order-sync --body '{"order":{"id":"o-1","sum":42}}'`);
+    io.out('  meshhook runs');
+    io.out('  meshhook verify <run-id>');
+    io.out('Ctrl-C stops everything.');
+    await new Promise<void>((resolve) => {
+      const done = (sig: string) => {
+        io.out(`\n${sig}: stopping ...`);
+        process.off('SIGINT', onInt);
+        process.off('SIGTERM', onTerm);
+        resolve();
+      };
+      const onInt = () => done('SIGINT');
+      const onTerm = () => done('SIGTERM');
+      process.on('SIGINT', onInt);
+      process.on('SIGTERM', onTerm);
+    });
+    await engine.stop();
+    if (pg) await pg.stop();
+    rmSync(stateFile(io), { force: true });
+    io.out('stopped.');
+    return 0;
+  },
+};
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function printLog(e: Record<string, unknown>, io: Io): void {
+  const level = String(e.level ?? 'info');
+  const { level: _l, msg, ...rest } = e;
+  const detail = Object.entries(rest)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(' ');
+  const line = `${new Date().toISOString()} ${level.padEnd(5)} ${String(msg)}${detail ? '  ' + detail : ''}`;
+  if (level === 'warn' || level === 'error') io.err(line);
+  else io.out(line);
+}
+
+function intFlag(a: Parsed, name: string, fallback: number): number {
+  const v = a.flags[name];
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number, not "${String(v)}"`);
+  return n;
+}
+
+const publish: CommandSpec = {
+  name: 'publish',
+  args: ['definition.json'],
+  summary: 'Validate a workflow definition and publish it as the next version of its workflow in a project. The signing secret is shown once, when the workflow is created.',
+  flags: [{ name: 'project', value: 'slug', help: 'project to publish into (created if new)' }, DB_FLAG],
+  async run(a, io) {
+    const project = a.flags.project as string | undefined;
+    if (!project) throw new UsageError('publish needs --project <slug>');
+    if (!SLUG.test(project)) throw new UsageError(`project "${project}" is not a slug (lower-case letters, digits and -)`);
+    const file = path.resolve(io.cwd, a.positional[0]);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (e) {
+      io.err(`cannot read ${a.positional[0]}: ${(e as Error).message}`);
+      return 2;
+    }
+    try {
+      validateDefinition(raw);
+    } catch (e) {
+      if (!(e instanceof InvalidDefinitionError)) throw e;
+      io.err(`${a.positional[0]} is not a valid workflow definition:`);
+      for (const p of e.problems) io.err(`  - ${p}`);
+      return 2;
+    }
+    return withPool(a, io, async (pool) => {
+      await migrate(pool);
+      const name = (raw as { name: string }).name;
+      const existed = (await findWorkflow(pool, project, name)) !== null;
+      const v = await publishWorkflow(pool, project, raw);
+      if (v.unchanged) io.out(`${project}/${v.workflow}: unchanged, still version ${v.version}`);
+      else io.out(`published ${project}/${v.workflow} version ${v.version}`);
+      io.out(`  hash: ${v.definitionHash}`);
+      if (!existed) {
+        io.out(`  signing secret: ${v.signingSecret}`);
+        io.out('  WARNING: store this secret now; it is shown only this once. Senders sign webhooks with it');
+        io.out('           (MeshHook-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>).');
+      }
+      return 0;
+    });
+  },
+};
+
+const deliverCmd: CommandSpec = {
+  name: 'deliver',
+  args: ['project', 'workflow'],
+  summary: "Sign a JSON body with the workflow's secret (read from the database) and POST it to the intake; prints the run id.",
+  flags: [
+    { name: 'body', value: 'json|@file', help: 'the webhook body (JSON text, or @path to read it from a file)' },
+    { name: 'delivery-id', value: 'id', help: 'MeshHook-Delivery id (default: a fresh one); repeat it to test deduplication' },
+    { name: 'url', value: 'url', help: 'intake base URL (default: from .meshhook/state.json, then http://127.0.0.1:8080)' },
+    DB_FLAG,
+  ],
+  async run(a, io) {
+    const [project, workflow] = a.positional;
+    let body = a.flags.body as string | undefined;
+    if (body === undefined) throw new UsageError('deliver needs --body <json>');
+    if (body.startsWith('@')) body = readFileSync(path.resolve(io.cwd, body.slice(1)), 'utf8');
+    const deliveryId = (a.flags['delivery-id'] as string | undefined) ?? `dlv_${randomUUID()}`;
+    const intakeUrl = (a.flags.url as string | undefined) ?? readState(io).intakeUrl ?? 'http://127.0.0.1:8080';
+    const wf = await withPool(a, io, (pool) => findWorkflow(pool, project, workflow));
+    if (!wf) {
+      io.err(`no workflow ${project}/${workflow}: publish it first`);
+      return 1;
+    }
+    let res;
+    try {
+      res = await deliver(intakeUrl, project, workflow, wf.signingSecret, body, { deliveryId });
+    } catch (e) {
+      io.err(`cannot reach the intake at ${intakeUrl}: ${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}`);
+      return 1;
+    }
+    if (res.status === 202 || res.status === 200) {
+      io.out(`run ${res.body.runId} ${res.body.duplicate ? 'already exists for this delivery (duplicate)' : 'started'} (delivery ${deliveryId}, HTTP ${res.status})`);
+      return 0;
+    }
+    const err = res.body?.error;
+    io.err(`refused: HTTP ${res.status} ${err?.code ?? ''}${err?.message ? ` - ${err.message}` : ''}`);
+    return 1;
+  },
+};
+
+const runs: CommandSpec = {
+  name: 'runs',
+  args: [],
+  summary: 'List recent runs with their status, current step and number of events.',
+  flags: [
+    { name: 'project', value: 'slug', help: 'only this project' },
+    { name: 'limit', value: 'n', help: 'at most n runs, newest first (default 50)' },
+    DB_FLAG,
+  ],
+  async run(a, io) {
+    const limit = intFlag(a, 'limit', 50);
+    const rows = await withPool(a, io, async (pool) => {
+      const r = await pool.query(
+        `SELECT r.id, p.slug AS project, w.slug AS workflow, r.version, r.status, r.current_step, r.last_seq, r.created_at
+         FROM runs r JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
+         WHERE ($1::text IS NULL OR p.slug = $1) ORDER BY r.created_at DESC LIMIT $2`,
+        [(a.flags.project as string | undefined) ?? null, limit],
+      );
+      return r.rows;
+    });
+    if (rows.length === 0) {
+      io.out('no runs yet');
+      return 0;
+    }
+    const cells = [['RUN', 'PROJECT', 'WORKFLOW', 'VERSION', 'STATUS', 'STEP', 'EVENTS']];
+    for (const r of rows) cells.push([r.id, r.project, r.workflow, String(r.version), r.status, r.current_step ?? '-', String(r.last_seq)]);
+    for (const line of table(cells)) io.out(line);
+    return 0;
+  },
+};
+
+const replay: CommandSpec = {
+  name: 'replay',
+  args: ['run-id'],
+  summary: 'Fold the run log into state again and print the replayed run view and state as JSON.',
+  flags: [{ name: 'events', help: 'include the events themselves' }, DB_FLAG],
+  async run(a, io) {
+    const runId = runIdArg(a);
+    return withPool(a, io, async (pool) => {
+      try {
+        const r = await replayRun(pool, runId);
+        io.out(json({ view: r.view, state: r.state, eventCount: r.events.length, ...(a.flags.events ? { events: r.events } : {}) }));
+        return 0;
+      } catch (e) {
+        if (e instanceof NotFoundError || e instanceof UnknownEventTypeError) {
+          io.err(e.message);
+          return 1;
+        }
+        throw e;
+      }
+    });
+  },
+};
+
+export function formatVerification(v: RunVerification): string[] {
+  const s = v.state;
+  const lines: string[] = [];
+  lines.push(`run ${v.runId}${s.project ? ` (${s.project}/${s.workflow} v${s.version}, ${s.status})` : ''}`);
+  lines.push(`  events:      ${v.eventCount}`);
+  lines.push(v.chainBreak ? `  hash chain:  BROKEN at event ${v.chainBreak.seq}: ${v.chainBreak.reason}` : '  hash chain:  ok');
+  if (v.divergence) {
+    const d = v.divergence;
+    lines.push(`  replay:      DIVERGES at event ${d.seq}: ${d.reason}`);
+    lines.push(`    expected:  ${d.expected === null ? '(nothing)' : JSON.stringify(d.expected)}`);
+    lines.push(`    recorded:  ${d.recorded === null ? '(nothing)' : JSON.stringify(d.recorded)}`);
+  } else {
+    lines.push('  replay:      ok, every decision re-derived from its input');
+  }
+  if (v.definitionChanged) lines.push('  definition:  differs from the version the run was pinned to');
+  lines.push(v.viewMatches ? '  run view:    matches the log' : `  run view:    DIFFERS from the log: ${v.viewDifference}`);
+  lines.push(v.ok ? 'verified: ok' : 'verified: NOT ok');
+  return lines;
+}
+
+const verify: CommandSpec = {
+  name: 'verify',
+  args: ['run-id'],
+  summary: "Check a run's hash chain, re-decide every batch against its pinned definition, and compare the stored run view. Exit 0 only when all is good.",
+  flags: [
+    { name: 'json', help: 'print the report as JSON' },
+    DB_FLAG,
+  ],
+  async run(a, io) {
+    const runId = runIdArg(a);
+    return withPool(a, io, async (pool) => {
+      let v: RunVerification;
+      try {
+        v = await verifyRun(pool, runId);
+      } catch (e) {
+        if (e instanceof NotFoundError) {
+          io.err(e.message);
+          return 1;
+        }
+        throw e;
+      }
+      if (a.flags.json) io.out(json({ ...v, state: undefined }));
+      else for (const line of formatVerification(v)) io.out(line);
+      return v.ok ? 0 : 1;
+    });
+  },
+};
+
+const rebuild: CommandSpec = {
+  name: 'rebuild',
+  args: [],
+  summary: 'Recompute run views from their logs and repair the ones that differ.',
+  flags: [{ name: 'run', value: 'run-id', help: 'only this run' }, DB_FLAG],
+  async run(a, io) {
+    const runId = a.flags.run as string | undefined;
+    if (runId !== undefined && !UUID.test(runId)) throw new UsageError(`"${runId}" is not a run id (a UUID)`);
+    return withPool(a, io, async (pool) => {
+      const r = await rebuildViews(pool, { runId });
+      io.out(`runs checked: ${r.runs}`);
+      io.out(`repaired:     ${r.repaired.length}`);
+      for (const id of r.repaired) io.out(`  ${id}`);
+      if (runId && r.runs === 0) {
+        io.err(`no run ${runId}`);
+        return 1;
+      }
+      return 0;
+    });
+  },
+};
+
+export const COMMANDS: CommandSpec[] = [up, publish, deliverCmd, runs, replay, verify, rebuild];
+
+function mainUsage(): string {
+  return [
+    'usage: meshhook <command> [options]',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(10)}${c.summary.split('. ')[0].replace(/\.$/, '')}`),
+    '',
+    'meshhook <command> --help shows a command\'s options.',
+  ].join('\n');
+}
+
+/** Run one CLI invocation; resolves to the exit code. */
+export async function runCli(argv: string[], io: Partial<Io> = {}): Promise<number> {
+  const full: Io = {
+    out: io.out ?? ((l) => process.stdout.write(l + '\n')),
+    err: io.err ?? ((l) => process.stderr.write(l + '\n')),
+    cwd: io.cwd ?? process.cwd(),
+    env: io.env ?? process.env,
+  };
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    const spec = rest[0] ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
+    full.out(spec ? usageOf(spec) : mainUsage());
+    return name ? 0 : 2;
+  }
+  const spec = COMMANDS.find((c) => c.name === name);
+  if (!spec) {
+    full.err(`unknown command "${name}"\n\n${mainUsage()}`);
+    return 2;
+  }
+  try {
+    const parsed = parseArgs(rest, spec);
+    if (parsed.flags.help) {
+      full.out(usageOf(spec));
+      return 0;
+    }
+    return await spec.run(parsed, full);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      full.err(e instanceof SetupError ? e.message : `${e.message}\n\n${usageOf(spec)}`);
+      return 2;
+    }
+    full.err(`meshhook ${name}: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+export function main(argv = process.argv.slice(2)): void {
+  runCli(argv).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: Error) => {
+      process.stderr.write(`${e.stack ?? e.message}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
+
+if (require.main === module) main();

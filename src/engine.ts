@@ -1,0 +1,93 @@
+import type { Pool } from 'pg';
+import { migrate } from './db/migrate';
+import { openPool } from './db/pool';
+import type { EngineFlags } from './domain/decider';
+import { startIntake } from './intake/server';
+import { Clock, systemClock } from './worker/clock';
+import { Worker } from './worker/worker';
+
+/*
+ * The whole engine in one process: a pool, the schema, the webhook intake and
+ * N workers. The CLI's `up`, the integration tests and the bench start it here.
+ */
+
+export interface EngineOptions {
+  databaseUrl: string;
+  /** in-process workers (default 2; 0 = intake only) */
+  workers?: number;
+  clock?: Clock;
+  /** 0 (default) picks a free port */
+  intakePort?: number;
+  intakeHost?: string;
+  pollMs?: number;
+  /** runs each worker advances at once (default 4) */
+  concurrency?: number;
+  poolSize?: number;
+  flags?: EngineFlags;
+  bodyLimitBytes?: number;
+  signatureToleranceSec?: number;
+  log?: (entry: Record<string, unknown>) => void;
+}
+
+export interface Engine {
+  pool: Pool;
+  intake: { url: string; port: number; close(): Promise<void> };
+  workers: Worker[];
+  /** stop intake, then workers (in-flight batches finish), then the pool; idempotent */
+  stop(): Promise<void>;
+}
+
+export async function startEngine(opts: EngineOptions): Promise<Engine> {
+  const log = opts.log ?? (() => undefined);
+  const clock = opts.clock ?? systemClock;
+  const pool = openPool(opts.databaseUrl, { max: opts.poolSize ?? 20 }, (e) =>
+    log({ level: 'warn', msg: 'idle database connection lost', error: e.message }),
+  );
+  const workers: Worker[] = [];
+  try {
+    const applied = await migrate(pool);
+    if (applied.length) log({ level: 'info', msg: 'migrations applied', migrations: applied });
+    for (let i = 0; i < (opts.workers ?? 2); i++) {
+      workers.push(
+        new Worker({
+          pool,
+          lockConnection: { connectionString: opts.databaseUrl },
+          clock,
+          pollMs: opts.pollMs ?? 50,
+          concurrency: opts.concurrency,
+          flags: opts.flags,
+          id: `worker-${process.pid}-${i + 1}`,
+          log,
+        }),
+      );
+    }
+    const intake = await startIntake({
+      pool,
+      clock,
+      port: opts.intakePort ?? 0,
+      host: opts.intakeHost,
+      bodyLimitBytes: opts.bodyLimitBytes,
+      signatureToleranceSec: opts.signatureToleranceSec,
+      log,
+      // a new run is picked up at once instead of at the next poll
+      onRunStarted: () => workers[Math.floor(Math.random() * workers.length)]?.poke(),
+    });
+    for (const w of workers) w.start();
+    let stopped: Promise<void> | null = null;
+    return {
+      pool,
+      intake,
+      workers,
+      stop: () =>
+        (stopped ??= (async () => {
+          await intake.close().catch((e: Error) => log({ level: 'warn', msg: 'intake close failed', error: e.message }));
+          await Promise.allSettled(workers.map((w) => w.stop()));
+          await pool.end().catch(() => undefined);
+        })()),
+    };
+  } catch (e) {
+    await Promise.allSettled(workers.map((w) => w.stop()));
+    await pool.end().catch(() => undefined);
+    throw e;
+  }
+}

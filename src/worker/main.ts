@@ -1,0 +1,76 @@
+/*
+ * A worker as its own process: `node dist/worker/main.js`. Configured by env
+ * (DATABASE_URL, MESHHOOK_WORKER_ID, MESHHOOK_POLL_MS, MESHHOOK_CONCURRENCY,
+ * MESHHOOK_CLOCK_OFFSET_MS, MESHHOOK_FAILPOINTS, MESHHOOK_FAILPOINT_LOG) and
+ * IPC messages ({ type: 'clock', offsetMs } | { type: 'stop' }). JSON log
+ * lines on stdout. SIGTERM, SIGINT or 'stop' end it gracefully with exit 0.
+ */
+import { openPool } from '../db/pool';
+import { Failpoints } from '../faults/failpoints';
+import { ControlledClock } from './clock';
+import { Worker } from './worker';
+
+const log = (entry: Record<string, unknown>): void => {
+  process.stdout.write(JSON.stringify({ at: new Date().toISOString(), pid: process.pid, ...entry }) + '\n');
+};
+
+function intEnv(name: string, fallback: number | undefined): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n)) throw new Error(`${name} must be a number, not "${raw}"`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const url = process.env.DATABASE_URL;
+  if (!url) throw new Error('DATABASE_URL is not set');
+  const clock = new ControlledClock(intEnv('MESHHOOK_CLOCK_OFFSET_MS', 0));
+  const pool = openPool(url, {}, (e) => log({ level: 'warn', msg: 'idle database connection lost', error: e.message }));
+  const worker = new Worker({
+    pool,
+    lockConnection: { connectionString: url },
+    clock,
+    failpoints: Failpoints.fromEnv(),
+    id: process.env.MESHHOOK_WORKER_ID || undefined,
+    pollMs: intEnv('MESHHOOK_POLL_MS', 50),
+    concurrency: intEnv('MESHHOOK_CONCURRENCY', undefined),
+    ignoreLocks: process.env.MESHHOOK_UNSAFE_IGNORE_LOCKS === '1',
+    log,
+  });
+
+  let stopping: Promise<void> | null = null;
+  const stop = (why: string): Promise<void> =>
+    (stopping ??= (async () => {
+      log({ level: 'info', worker: worker.id, msg: 'stopping', why });
+      await worker.stop();
+      await pool.end().catch(() => undefined);
+      log({ level: 'info', worker: worker.id, msg: 'stopped', stats: worker.stats });
+      process.disconnect?.();
+      process.exit(0);
+    })());
+
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('message', (m: unknown) => {
+    const msg = m as { type?: string; offsetMs?: number };
+    if (msg?.type === 'clock' && typeof msg.offsetMs === 'number') {
+      clock.setOffset(msg.offsetMs);
+      log({ level: 'info', worker: worker.id, msg: 'clock moved', offsetMs: clock.offset });
+      worker.poke();
+    } else if (msg?.type === 'stop') {
+      void stop('stop message');
+    }
+  });
+  // the parent going away must not leave an orphan polling forever
+  process.on('disconnect', () => void stop('parent disconnected'));
+
+  worker.start();
+  log({ level: 'info', worker: worker.id, msg: 'worker running', pollMs: intEnv('MESHHOOK_POLL_MS', 50) });
+  process.send?.({ type: 'ready', pid: process.pid, workerId: worker.id });
+}
+
+main().catch((e: Error) => {
+  log({ level: 'error', msg: 'worker failed to start', error: e.message });
+  process.exit(1);
+});

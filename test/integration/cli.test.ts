@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runCli } from '../../src/cli/main';
+import { startEngine } from '../../src/engine';
+import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus } from './helpers';
+
+let dbs: TestDatabases;
+before(async () => {
+  dbs = await startDatabases();
+});
+after(async () => {
+  await dbs?.closeAll();
+});
+
+async function cli(argv: string[], env: NodeJS.ProcessEnv, cwd: string) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l), env, cwd });
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
+  it('publish, deliver, runs, replay, verify and rebuild', async () => {
+    const { url } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = await startEngine({ databaseUrl: url, workers: 1, pollMs: 20 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-cli-'));
+    const env = { DATABASE_URL: url };
+    try {
+      const file = path.join(dir, 'order-sync.json');
+      writeFileSync(file, JSON.stringify(orderSyncDefinition(target.url)));
+
+      const first = await cli(['publish', file, '--project', 'acme'], env, dir);
+      assert.equal(first.code, 0, first.err);
+      assert.match(first.out, /published acme\/order-sync version 1/);
+      assert.match(first.out, /hash: [0-9a-f]{64}/);
+      assert.match(first.out, /signing secret: whsec_[0-9a-f]+/);
+      assert.match(first.out, /store this secret now/);
+      const again = await cli(['publish', file, '--project', 'acme'], env, dir);
+      assert.equal(again.code, 0);
+      assert.match(again.out, /unchanged, still version 1/);
+      assert.doesNotMatch(again.out, /whsec_/, 'the secret is shown only when the workflow is created');
+
+      const bad = path.join(dir, 'bad.json');
+      writeFileSync(bad, JSON.stringify({ name: 'bad', steps: [{ id: 'a', type: 'transform', expression: 'x', next: 'ghost' }, { id: 'a', type: 'transform', expression: 'y[' }] }));
+      const invalid = await cli(['publish', bad, '--project', 'acme'], env, dir);
+      assert.equal(invalid.code, 2);
+      const problems = invalid.err.split('\n').filter((l) => l.startsWith('  - '));
+      assert.equal(problems.length, 3, invalid.err);
+
+      const delivered = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"o-7","sum":7}}', '--delivery-id', 'cli-1', '--url', engine.intake.url], env, dir);
+      assert.equal(delivered.code, 0, delivered.err);
+      const runId = /run ([0-9a-f-]{36}) started/.exec(delivered.out)![1];
+      const dup = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"o-7","sum":7}}', '--delivery-id', 'cli-1', '--url', engine.intake.url], env, dir);
+      assert.match(dup.out, new RegExp(`run ${runId} already exists for this delivery`));
+      const refused = await cli(['deliver', 'acme', 'order-sync', '--body', '42', '--url', engine.intake.url], env, dir);
+      assert.equal(refused.code, 1);
+      assert.match(refused.err, /HTTP 400 malformed_body/);
+      await waitFor('the run to succeed', async () => (await runStatus(engine.pool, runId)) === 'succeeded');
+
+      const runs = await cli(['runs', '--project', 'acme'], env, dir);
+      assert.equal(runs.code, 0);
+      const lines = runs.out.split('\n');
+      assert.match(lines[0], /^RUN\s+PROJECT\s+WORKFLOW\s+VERSION\s+STATUS\s+STEP\s+EVENTS$/);
+      assert.match(lines[1], new RegExp(`^${runId}\\s+acme\\s+order-sync\\s+1\\s+succeeded\\s+-\\s+12$`));
+
+      const replay = await cli(['replay', runId], env, dir);
+      assert.equal(replay.code, 0);
+      const replayed = JSON.parse(replay.out);
+      assert.equal(replayed.view.status, 'succeeded');
+      assert.equal(replayed.eventCount, 12);
+
+      const verified = await cli(['verify', runId], env, dir);
+      assert.equal(verified.code, 0, verified.out);
+      assert.match(verified.out, /events:\s+12/);
+      assert.match(verified.out, /hash chain:\s+ok/);
+      assert.match(verified.out, /run view:\s+matches the log/);
+      assert.match(verified.out, /verified: ok$/);
+
+      await engine.pool.query(`UPDATE runs SET status = 'failed' WHERE id = $1`, [runId]);
+      const broken = await cli(['verify', runId], env, dir);
+      assert.equal(broken.code, 1);
+      assert.match(broken.out, /run view:\s+DIFFERS from the log: status: stored "failed", replayed "succeeded"/);
+      assert.match(broken.out, /verified: NOT ok$/);
+
+      const rebuilt = await cli(['rebuild', '--run', runId], env, dir);
+      assert.equal(rebuilt.code, 0);
+      assert.match(rebuilt.out, /runs checked: 1\nrepaired:\s+1\n  [0-9a-f-]{36}/);
+      assert.equal((await cli(['verify', runId], env, dir)).code, 0);
+
+      const missing = await cli(['verify', '00000000-0000-4000-8000-000000000000'], env, dir);
+      assert.equal(missing.code, 1);
+      assert.match(missing.err, /not found/);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+});

@@ -1,0 +1,154 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Client, Pool } from 'pg';
+import { migrate } from '../../src/db/migrate';
+import { openPool } from '../../src/db/pool';
+import { PostgresServer, provisionPostgres } from '../../src/db/postgres';
+
+/*
+ * One Postgres server per test file; a migrated template database; a fresh
+ * database per test cloned from it (CREATE DATABASE … TEMPLATE is fast).
+ */
+
+export interface TestDatabases {
+  server: PostgresServer;
+  /** a new, migrated, empty database; its pool is closed by closeAll() */
+  fresh(): Promise<{ url: string; pool: Pool }>;
+  closeAll(): Promise<void>;
+}
+
+let counter = 0;
+
+export async function startDatabases(): Promise<TestDatabases> {
+  const server = await provisionPostgres();
+  const template = `mh_tpl_${process.pid}`;
+  const admin = async <T>(fn: (c: Client) => Promise<T>): Promise<T> => {
+    const c = new Client({ connectionString: server.urlFor('postgres') });
+    await c.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  };
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${template}`));
+  await admin((c) => c.query(`CREATE DATABASE ${template}`));
+  const t = new Client({ connectionString: server.urlFor(template) });
+  await t.connect();
+  await migrate(t);
+  await t.end();
+  const pools: Pool[] = [];
+  const created: string[] = [];
+  return {
+    server,
+    async fresh() {
+      const name = `mh_t_${process.pid}_${++counter}`;
+      await admin((c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${template}`));
+      created.push(name);
+      const url = server.urlFor(name);
+      const pool = openPool(url, { max: 10 }, () => undefined);
+      pools.push(pool);
+      return { url, pool };
+    },
+    async closeAll() {
+      await Promise.allSettled(pools.map((p) => p.end()));
+      if (server.kind === 'external') {
+        // leave a shared server as we found it
+        await admin(async (c) => {
+          for (const name of [...created, template]) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        }).catch(() => undefined);
+      }
+      await server.stop();
+    },
+  };
+}
+
+export async function count(pool: Pool, table: string): Promise<number> {
+  const { rows } = await pool.query(`SELECT count(*)::int AS n FROM ${table}`);
+  return rows[0].n;
+}
+
+/** Row counts of every table the intake could write to. */
+export async function snapshot(pool: Pool): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const t of ['projects', 'workflows', 'workflow_versions', 'runs', 'run_events', 'deliveries', 'timers']) out[t] = await count(pool, t);
+  return out;
+}
+
+export interface SeenRequest {
+  method: string;
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: unknown;
+}
+
+/** A local order service: records every request; answers with `respond` (201 by default). */
+export async function startTarget(
+  respond: (req: SeenRequest, n: number) => { status: number; body: unknown } = (_r, n) => ({ status: 201, body: { orderId: `ord_${n}` } }),
+): Promise<{ url: string; requests: SeenRequest[]; close(): Promise<void> }> {
+  const requests: SeenRequest[] = [];
+  const server = http.createServer((req, res) => {
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => (text += c));
+    req.on('end', () => {
+      let body: unknown = text;
+      try {
+        body = text ? JSON.parse(text) : null;
+      } catch {
+        /* keep the text */
+      }
+      const seen = { method: req.method ?? '', path: req.url ?? '', headers: req.headers, body };
+      requests.push(seen);
+      const answer = respond(seen, requests.length);
+      res.writeHead(answer.status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(answer.body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export function orderSyncDefinition(targetUrl: string, name = 'order-sync'): Record<string, unknown> {
+  return {
+    name,
+    steps: [
+      { id: 'map', type: 'transform', expression: '{id: input.order.id, total: input.order.sum}', next: 'push' },
+      {
+        id: 'push',
+        type: 'http_call',
+        method: 'POST',
+        url: `${targetUrl}/orders`,
+        body: 'steps.map',
+        retry: { maxAttempts: 3, initialDelayMs: 50, multiplier: 2, maxDelayMs: 500, jitter: 0.2 },
+        next: 'check',
+      },
+      { id: 'check', type: 'branch', condition: 'steps.push.status == `201`', then: 'done', else: 'failed' },
+      { id: 'done', type: 'terminate', status: 'succeeded', output: 'steps.push.body' },
+      { id: 'failed', type: 'terminate', status: 'failed' },
+    ],
+  };
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+export async function runStatus(pool: Pool, runId: string): Promise<string | null> {
+  const { rows } = await pool.query('SELECT status FROM runs WHERE id = $1', [runId]);
+  return rows[0]?.status ?? null;
+}

@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Pool } from 'pg';
+import { startEngine } from '../../src/engine';
+import { startIntake } from '../../src/intake/server';
+import { deliver, signPayload } from '../../src/intake/sign';
+import { verifyRun } from '../../src/replay-service';
+import { publishWorkflow } from '../../src/store/registry';
+import { count, orderSyncDefinition, runStatus, snapshot, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
+
+let dbs: TestDatabases;
+before(async () => {
+  dbs = await startDatabases();
+});
+after(async () => {
+  await dbs?.closeAll();
+});
+
+const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
+
+async function getJson(url: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(url);
+  return { status: res.status, body: await res.json() };
+}
+
+describe('webhook intake', { timeout: 60_000 }, () => {
+  it('runs order-sync end to end: signed delivery, workers, real HTTP call, verified replay', async () => {
+    const { url } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = await startEngine({ databaseUrl: url, workers: 2, pollMs: 20 });
+    try {
+      const wf = await publishWorkflow(engine.pool, 'acme', orderSyncDefinition(target.url));
+      const res = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-1' });
+      assert.equal(res.status, 202);
+      assert.deepEqual(Object.keys(res.body).sort(), ['deliveryId', 'duplicate', 'runId']);
+      assert.equal(res.body.duplicate, false);
+      const runId: string = res.body.runId;
+      await waitFor('the run to succeed', async () => (await runStatus(engine.pool, runId)) === 'succeeded');
+
+      assert.equal(target.requests.length, 1);
+      const [req] = target.requests;
+      assert.equal(req.method, 'POST');
+      assert.equal(req.path, '/orders');
+      assert.deepEqual(req.body, { id: 'o-1', total: 42 });
+      assert.match(String(req.headers['idempotency-key']), /^mh_[0-9a-f]{40}$/);
+
+      const view = await getJson(`${engine.intake.url}/runs/${runId}?project=acme`);
+      assert.equal(view.status, 200);
+      assert.equal(view.body.status, 'succeeded');
+      assert.deepEqual(view.body.result, { status: 'succeeded', reason: null, output: { orderId: 'ord_1' } });
+      assert.equal(view.body.workflow, 'order-sync');
+
+      const report = await verifyRun(engine.pool, runId);
+      assert.equal(report.ok, true, JSON.stringify({ chain: report.chainBreak, div: report.divergence, view: report.viewDifference }));
+      assert.equal(report.eventCount, 12);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
+  it('refusals answer 400/401/404/413/415 with our JSON error and write nothing', async () => {
+    const { pool } = await dbs.fresh();
+    const logs: Array<Record<string, unknown>> = [];
+    const intake = await startIntake({ pool, bodyLimitBytes: 4096, log: (e) => logs.push(e) });
+    try {
+      const acme = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const beta = await publishWorkflow(pool, 'beta', orderSyncDefinition('http://127.0.0.1:9', 'beta-flow'));
+      const secret = acme.signingSecret;
+      const before = await snapshot(pool);
+      const huge = JSON.stringify({ pad: 'x'.repeat(5000) });
+      const tenMinutesAgo = new Date(Date.now() - 600_000);
+      const signedElsewhere = signPayload(beta.signingSecret, ORDER, new Date());
+      const cases: Array<[string, Promise<{ status: number; body: any }>, number, string]> = [
+        ['unknown project', deliver(intake.url, 'nobody', 'order-sync', secret, ORDER), 404, 'unknown_project'],
+        ['unknown workflow', deliver(intake.url, 'acme', 'nothing', secret, ORDER), 404, 'unknown_workflow'],
+        ["another project's workflow", deliver(intake.url, 'beta', 'order-sync', secret, ORDER), 404, 'unknown_workflow'],
+        ['another project slug, its own secret', deliver(intake.url, 'acme', 'beta-flow', beta.signingSecret, ORDER), 404, 'unknown_workflow'],
+        ['unknown target with a huge body', deliver(intake.url, 'nobody', 'x', secret, huge), 404, 'unknown_project'],
+        ['body too large', deliver(intake.url, 'acme', 'order-sync', secret, huge), 413, 'payload_too_large'],
+        ['text/plain', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { contentType: 'text/plain' }), 415, 'unsupported_media_type'],
+        ['form encoded', deliver(intake.url, 'acme', 'order-sync', secret, 'a=1', { contentType: 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type'],
+        ['no signature', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { signature: null }), 401, 'bad_signature'],
+        ['garbage signature', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { signature: 'sha256=deadbeef' }), 401, 'bad_signature'],
+        ['wrong secret', deliver(intake.url, 'acme', 'order-sync', 'whsec_guess', ORDER), 401, 'bad_signature'],
+        ["another workflow's secret", deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { signature: signedElsewhere }), 401, 'bad_signature'],
+        ['expired signature', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { at: tenMinutesAgo }), 401, 'bad_signature'],
+        ['signature from the future', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { at: new Date(Date.now() + 600_000) }), 401, 'bad_signature'],
+        ['bad signature on malformed body', deliver(intake.url, 'acme', 'order-sync', 'whsec_guess', '{oops'), 401, 'bad_signature'],
+        ['missing delivery id', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { deliveryId: null }), 400, 'missing_delivery_id'],
+        ['invalid delivery id', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { deliveryId: 'has spaces/and slashes' }), 400, 'missing_delivery_id'],
+        ['overlong delivery id', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { deliveryId: 'x'.repeat(201) }), 400, 'missing_delivery_id'],
+        ['invalid JSON', deliver(intake.url, 'acme', 'order-sync', secret, '{"order":'), 400, 'malformed_body'],
+        ['empty body', deliver(intake.url, 'acme', 'order-sync', secret, ''), 400, 'malformed_body'],
+        ['a scalar', deliver(intake.url, 'acme', 'order-sync', secret, '"just text"'), 400, 'malformed_body'],
+        ['a NUL character', deliver(intake.url, 'acme', 'order-sync', secret, '{"order":{"id":"o\\u0000"}}'), 400, 'malformed_body'],
+        ['a lone surrogate', deliver(intake.url, 'acme', 'order-sync', secret, '{"order":{"id":"\\ud800"}}'), 400, 'malformed_body'],
+      ];
+      for (const [name, pending, status, code] of cases) {
+        const res = await pending;
+        assert.equal(res.status, status, `${name}: ${JSON.stringify(res.body)}`);
+        assert.equal(res.body?.error?.code, code, `${name}: ${JSON.stringify(res.body)}`);
+        assert.equal(typeof res.body.error.message, 'string', name);
+        assert.ok(!JSON.stringify(res.body).includes(secret), `${name}: the answer must not contain the secret`);
+      }
+      assert.deepEqual(await snapshot(pool), before, 'no refusal wrote anything');
+
+      const notFound = await fetch(`${intake.url}/nowhere`);
+      assert.equal(notFound.status, 404);
+      assert.equal(((await notFound.json()) as any).error.code, 'not_found');
+      assert.equal((await getJson(`${intake.url}/healthz`)).status, 200);
+
+      const logged = JSON.stringify(logs);
+      assert.ok(logs.length >= cases.length, 'every refusal is logged');
+      assert.ok(!logged.includes(secret) && !logged.includes(beta.signingSecret), 'logs never contain a secret');
+      assert.ok(!/[0-9a-f]{64}/.test(logged), 'logs never contain a signature (or any HMAC-sized hex)');
+    } finally {
+      await intake.close();
+    }
+  });
+
+  it('a re-delivered id returns the same run, even when deliveries race', async () => {
+    const { pool } = await dbs.fresh();
+    const started: string[] = [];
+    const intake = await startIntake({ pool, onRunStarted: (id) => started.push(id) });
+    try {
+      const wf = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const first = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1' });
+      assert.equal(first.status, 202);
+      const again = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1' });
+      assert.equal(again.status, 200);
+      assert.deepEqual(again.body, { runId: first.body.runId, deliveryId: 'evt_1', duplicate: true });
+
+      const racing = await Promise.all(
+        Array.from({ length: 8 }, () => deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_2' })),
+      );
+      const statuses = racing.map((r) => r.status).sort();
+      assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200, 200, 202]);
+      assert.equal(new Set(racing.map((r) => r.body.runId)).size, 1, 'every answer names the same run');
+      assert.equal(await count(pool, 'runs'), 2);
+      assert.equal(await count(pool, 'deliveries'), 2);
+      assert.equal(await count(pool, 'run_events'), 2);
+      assert.deepEqual(started.sort(), [first.body.runId, racing[0].body.runId].sort());
+    } finally {
+      await intake.close();
+    }
+  });
+
+  it('GET /runs/:id is scoped to its project', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool });
+    try {
+      const wf = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      await publishWorkflow(pool, 'beta', orderSyncDefinition('http://127.0.0.1:9'));
+      const { body } = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER);
+      assert.equal((await getJson(`${intake.url}/runs/${body.runId}?project=acme`)).body.status, 'running');
+      const other = await getJson(`${intake.url}/runs/${body.runId}?project=beta`);
+      assert.equal(other.status, 404);
+      assert.equal(other.body.error.code, 'unknown_run');
+      assert.equal((await getJson(`${intake.url}/runs/${body.runId}?project=nobody`)).body.error.code, 'unknown_project');
+      assert.equal((await getJson(`${intake.url}/runs/${body.runId}`)).status, 400);
+      assert.equal((await getJson(`${intake.url}/runs/not-a-uuid?project=acme`)).status, 404);
+    } finally {
+      await intake.close();
+    }
+  });
+});

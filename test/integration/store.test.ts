@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import type { Pool } from 'pg';
+import { createDecider } from '../../src/domain/decider';
+import { Failpoints } from '../../src/faults/failpoints';
+import { readRunView, verifyRun } from '../../src/replay-service';
+import { latestVersion, publishWorkflow } from '../../src/store/registry';
+import { commitBatch, ConcurrencyError, loadRun, rebuildViews, startRun } from '../../src/store/run-store';
+import { Worker } from '../../src/worker/worker';
+import { count, orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus } from './helpers';
+
+let dbs: TestDatabases;
+before(async () => {
+  dbs = await startDatabases();
+});
+after(async () => {
+  await dbs?.closeAll();
+});
+
+async function newRun(pool: Pool, def: Record<string, unknown>, input: unknown = { order: { id: 'o-1', sum: 42 } }) {
+  const published = await publishWorkflow(pool, 'acme', def);
+  const version = await latestVersion(pool, published.workflowId);
+  const runId = randomUUID();
+  await startRun(pool, {
+    runId,
+    projectId: published.projectId,
+    projectSlug: 'acme',
+    workflowSlug: published.workflow,
+    version,
+    deliveryId: `d-${runId}`,
+    input,
+    rawBody: JSON.stringify(input),
+    at: new Date(),
+  });
+  return { runId, version, published };
+}
+
+describe('run store', { timeout: 60_000 }, () => {
+  it('two writers appending at the same expected sequence: exactly one wins', async () => {
+    const { pool } = await dbs.fresh();
+    const { runId, version } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const decider = createDecider(version.definition);
+    for (let round = 0; round < 5; round++) {
+      const run = (await loadRun(pool, runId))!;
+      if (run.state.phase !== 'ready') break;
+      const attempt = (ms: number) => {
+        const at = new Date(Date.now() + ms);
+        const events = decider.decide({ type: 'ExecuteStep', data: { at: at.toISOString() } }, run.state);
+        return commitBatch(pool, { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: at, failpoints: Failpoints.none(), step: null }, events);
+      };
+      const results = await Promise.allSettled([attempt(0), attempt(1)]);
+      const won = results.filter((r) => r.status === 'fulfilled');
+      const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      assert.equal(won.length, 1, `round ${round}: exactly one writer wins`);
+      assert.equal(lost.length, 1);
+      assert.ok(lost[0].reason instanceof ConcurrencyError, `the loser gets a ConcurrencyError, not ${lost[0].reason}`);
+      assert.equal((lost[0].reason as ConcurrencyError).expectedSeq, run.lastSeq);
+    }
+    const after = (await loadRun(pool, runId))!;
+    assert.deepEqual(after.events.map((e) => e.seq), after.events.map((_, i) => i + 1), 'the log stays gap-free');
+    const report = await verifyRun(pool, runId);
+    assert.equal(report.ok, true, JSON.stringify({ chain: report.chainBreak, div: report.divergence, view: report.viewDifference }));
+  });
+
+  it('a writer holding a stale sequence loses even when it runs alone', async () => {
+    const { pool } = await dbs.fresh();
+    const { runId, version } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const decider = createDecider(version.definition);
+    const run = (await loadRun(pool, runId))!;
+    const events = decider.decide({ type: 'ExecuteStep', data: { at: new Date().toISOString() } }, run.state);
+    const ctx = { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), failpoints: Failpoints.none(), step: null };
+    await commitBatch(pool, ctx, events);
+    await assert.rejects(commitBatch(pool, ctx, events), ConcurrencyError);
+    assert.equal(await count(pool, 'run_events'), 1 + events.length);
+  });
+
+  it('the database refuses UPDATE, DELETE and TRUNCATE on run_events', async () => {
+    const { pool } = await dbs.fresh();
+    const { runId } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const before = await count(pool, 'run_events');
+    assert.ok(before > 0);
+    for (const sql of [
+      `UPDATE run_events SET payload = '{}' WHERE run_id = '${runId}'`,
+      `DELETE FROM run_events WHERE run_id = '${runId}'`,
+      'TRUNCATE run_events',
+      'TRUNCATE run_events CASCADE',
+    ]) {
+      await assert.rejects(pool.query(sql), (e: Error & { code?: string }) => {
+        assert.match(e.message, /run_events is append-only: (UPDATE|DELETE|TRUNCATE) is not allowed/, sql);
+        assert.equal(e.code, '42501');
+        return true;
+      });
+    }
+    assert.equal(await count(pool, 'run_events'), before);
+    assert.equal((await verifyRun(pool, runId)).ok, true);
+  });
+
+  it('published versions are immutable too', async () => {
+    const { pool } = await dbs.fresh();
+    await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    await assert.rejects(pool.query(`UPDATE workflow_versions SET definition = '{}'`), /immutable/);
+  });
+
+  it('rebuildViews repairs a run view edited behind the engine\'s back', async () => {
+    const { pool, url } = await dbs.fresh();
+    const target = await startTarget();
+    const { runId } = await newRun(pool, orderSyncDefinition(target.url));
+    const worker = new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 20 });
+    worker.start();
+    try {
+      await waitFor('the run to finish', async () => (await runStatus(pool, runId)) === 'succeeded');
+    } finally {
+      await worker.stop();
+      await target.close();
+    }
+    const good = await readRunView(pool, runId);
+    await pool.query(`UPDATE runs SET status = 'failed', outputs = '{"map":"forged"}', current_step = 'push' WHERE id = $1`, [runId]);
+    const tampered = await verifyRun(pool, runId);
+    assert.equal(tampered.ok, false);
+    assert.equal(tampered.viewMatches, false);
+    assert.equal(tampered.chainBreak, null, 'the log itself is intact');
+    assert.equal(tampered.divergence, null);
+    assert.match(tampered.viewDifference!, /^status: stored "failed", replayed "succeeded"/);
+
+    const other = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9', 'other'));
+    const rebuilt = await rebuildViews(pool);
+    assert.equal(rebuilt.runs, 2);
+    assert.deepEqual(rebuilt.repaired, [runId], 'only the edited view is repaired; the other run is untouched');
+    assert.deepEqual({ ...(await readRunView(pool, runId)), }, good);
+    assert.equal((await verifyRun(pool, runId)).ok, true);
+    assert.deepEqual((await rebuildViews(pool, { runId })).repaired, [], 'a second rebuild finds nothing to do');
+    assert.equal((await readRunView(pool, other.runId))?.status, 'running');
+  });
+
+  it('a delivery id seen before returns its run and writes nothing', async () => {
+    const { pool } = await dbs.fresh();
+    const { runId, version, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const deliveryId = `d-${runId}`;
+    const rows = await count(pool, 'run_events');
+    const again = await startRun(pool, {
+      runId: randomUUID(),
+      projectId: published.projectId,
+      projectSlug: 'acme',
+      workflowSlug: published.workflow,
+      version,
+      deliveryId,
+      input: {},
+      rawBody: '{}',
+      at: new Date(),
+    });
+    assert.deepEqual(again, { runId, duplicate: true });
+    assert.equal(await count(pool, 'run_events'), rows);
+    assert.equal(await count(pool, 'runs'), 1);
+  });
+});

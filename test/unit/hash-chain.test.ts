@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { RecordedEvent } from '../../src/domain/events';
+import { checkChain, eventHash, genesisHash } from '../../src/domain/hash-chain';
+import { created, orderSync, RUN_ID, simulate } from './fixtures';
+
+const log = (): RecordedEvent[] => simulate(orderSync, [created()]);
+
+describe('hash chain', () => {
+  it('an untouched log checks out', () => {
+    const events = log();
+    assert.ok(events.length >= 10);
+    assert.equal(checkChain(RUN_ID, events), null);
+    assert.equal(events[0].prevHash, genesisHash(RUN_ID));
+  });
+
+  it('tampered content breaks the chain at that event', () => {
+    const events = log();
+    events[3] = { ...events[3], data: { ...(events[3].data as object), output: { id: 'o-1', total: 1_000_000 } } as never };
+    assert.deepEqual(checkChain(RUN_ID, events), { seq: 4, reason: 'its content does not match its hash (edited after it was written)' });
+  });
+
+  it('a tampered event re-hashed to hide it breaks the chain at the next event', () => {
+    const events = log();
+    const data = { ...(events[3].data as object), output: 'forged' } as never;
+    events[3] = { ...events[3], data, hash: eventHash(events[3].prevHash, { ...events[3], data }) };
+    assert.deepEqual(checkChain(RUN_ID, events), { seq: 5, reason: 'its previous-hash does not match the event before it' });
+  });
+
+  it('a tampered recorded time breaks the chain too', () => {
+    const events = log();
+    events[1] = { ...events[1], recordedAt: '2031-01-01T00:00:00.000Z' };
+    assert.equal(checkChain(RUN_ID, events)?.seq, 2);
+  });
+
+  it('reordered events are caught at the first one out of place', () => {
+    const events = log();
+    [events[2], events[3]] = [events[3], events[2]];
+    assert.deepEqual(checkChain(RUN_ID, events), { seq: 4, reason: 'expected event number 3, found 4' });
+  });
+
+  it('a gap is caught where the missing event should be', () => {
+    const events = log();
+    events.splice(4, 1);
+    assert.deepEqual(checkChain(RUN_ID, events), { seq: 6, reason: 'expected event number 5, found 6' });
+  });
+
+  it('reordered events renumbered to hide it still break the chain', () => {
+    const events = log();
+    const swapped = [events[0], { ...events[2], seq: 2 }, { ...events[1], seq: 3 }, ...events.slice(3)];
+    assert.equal(checkChain(RUN_ID, swapped)?.seq, 2);
+  });
+
+  it('a log copied to another run fails at its first event', () => {
+    assert.deepEqual(checkChain('00000000-0000-4000-8000-000000000000', log()), { seq: 1, reason: 'its previous-hash does not match the event before it' });
+  });
+
+  it('key order inside the payload does not change the hash', () => {
+    const e = log()[0];
+    const reordered = Object.fromEntries(Object.entries(e.data as object).reverse());
+    assert.equal(eventHash(e.prevHash, { ...e, data: reordered }), e.hash);
+  });
+});
