@@ -15,17 +15,17 @@ function orderWorth(amount: number): string {
   return JSON.stringify({ ...ORDER, order: { ...ORDER.order, sum: amount } });
 }
 
-When('{string} delivers an order webhook to {string}', async function (this: ReplayWorld, project: string, workflow: string) {
+When('{project} delivers an order webhook to {workflow}', async function (this: ReplayWorld, project: string, workflow: string) {
   const answer = await this.deliver(project, workflow, JSON.stringify(ORDER));
   expectAccepted(answer);
 });
 
-When('{string} delivers an order worth {float} to {string}', async function (this: ReplayWorld, project: string, amount: number, workflow: string) {
+When('{project} delivers an order worth {float} to {workflow}', async function (this: ReplayWorld, project: string, amount: number, workflow: string) {
   const answer = await this.deliver(project, workflow, orderWorth(amount));
   expectAccepted(answer);
 });
 
-When('{string} delivers {int} order webhooks to {string}', async function (this: ReplayWorld, project: string, count: number, workflow: string) {
+When('{project} delivers {int} order webhooks to {workflow}', async function (this: ReplayWorld, project: string, count: number, workflow: string) {
   for (let i = 0; i < count; i++) {
     const body = JSON.stringify({ ...ORDER, order: { ...ORDER.order, id: `A-${2000 + i}`, sum: 10 + i } });
     const answer = await this.deliver(project, workflow, body);
@@ -33,12 +33,12 @@ When('{string} delivers {int} order webhooks to {string}', async function (this:
   }
 });
 
-When('{string} delivers this webhook to {string}:', async function (this: ReplayWorld, project: string, workflow: string, body: string) {
+When('{project} delivers this webhook to {workflow}:', async function (this: ReplayWorld, project: string, workflow: string, body: string) {
   const answer = await this.deliver(project, workflow, body);
   expectAccepted(answer);
 });
 
-When('{string} delivers an order webhook of {int} MiB to {string}', async function (this: ReplayWorld, project: string, mib: number, workflow: string) {
+When('{project} delivers an order webhook of {int} MiB to {workflow}', async function (this: ReplayWorld, project: string, mib: number, workflow: string) {
   // a realistic big order: many lines with unicode names, about the size asked for
   const lines: unknown[] = [];
   const body = { ...ORDER, order: { ...ORDER.order, lines } };

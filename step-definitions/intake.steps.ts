@@ -20,7 +20,7 @@ declare module '../support/world' {
   }
 }
 
-When('a webhook {} is sent to {string}', async function (this: ReplayWorld, problem: string, project: string) {
+When('a webhook {} is sent to {project}', async function (this: ReplayWorld, problem: string, project: string) {
   const url = await this.ensureIntake();
   const wf = this.workflow(project, 'order-sync');
   this.countsBefore = await counts(this);

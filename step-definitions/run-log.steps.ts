@@ -14,7 +14,7 @@ declare module '../support/world' {
   }
 }
 
-Given('{string} has a finished run of {string}', async function (this: ReplayWorld, project: string, workflow: string) {
+Given('{project} has a finished run of {workflow}', async function (this: ReplayWorld, project: string, workflow: string) {
   const answer = await this.deliver(project, workflow, JSON.stringify(ORDER));
   expect(answer.status).toBe(202);
   await this.waitUntilFinished();

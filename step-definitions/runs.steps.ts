@@ -23,17 +23,17 @@ Then('every run succeeds', async function (this: ReplayWorld) {
   }
 });
 
-Then('the run went through {string}', async function (this: ReplayWorld, step: string) {
+Then('the run went through {step}', async function (this: ReplayWorld, step: string) {
   const view = await this.waitUntilFinished();
   expect(Object.keys(view.outputs)).toContain(step);
 });
 
-Then('the run did not go through {string}', async function (this: ReplayWorld, step: string) {
+Then('the run did not go through {step}', async function (this: ReplayWorld, step: string) {
   const view = await this.waitUntilFinished();
   expect(Object.keys(view.outputs)).not.toContain(step);
 });
 
-Then('the run is waiting in {string}', async function (this: ReplayWorld, step: string) {
+Then('the run is waiting in {step}', async function (this: ReplayWorld, step: string) {
   await this.waitUntil(`the run to wait in "${step}"`, async () => {
     const v = await this.view();
     return v.status === 'waiting' && v.currentStep === step;
@@ -45,12 +45,12 @@ Then('the run is pinned to version {int}', async function (this: ReplayWorld, ve
   expect(view.version).toBe(version);
 });
 
-Then('the output of {string} is:', async function (this: ReplayWorld, step: string, expected: string) {
+Then('the output of {step} is:', async function (this: ReplayWorld, step: string, expected: string) {
   const view = await this.waitUntilFinished();
   expect(view.outputs[step]).toEqual(JSON.parse(expected));
 });
 
-Then('{string} was attempted {int} times', async function (this: ReplayWorld, step: string, attempts: number) {
+Then('{step} was attempted {int} times', async function (this: ReplayWorld, step: string, attempts: number) {
   const view = await this.waitUntilFinished();
   expect(view.attempts[step]).toBe(attempts);
 });

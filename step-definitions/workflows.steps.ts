@@ -12,17 +12,17 @@ async function definitionFrom(world: ReplayWorld, name: string, table: DataTable
   return tableToDefinition(name, table.hashes() as unknown as WorkflowRow[], target.baseUrl);
 }
 
-Given('the project {string} with the workflow {string}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
+Given('the project {project} with the workflow {workflow}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
   await this.publish(project, await definitionFrom(this, workflow, table));
 });
 
-When('{string} publishes a new version of {string}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
+When('{project} publishes a new version of {workflow}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
   const before = this.workflow(project, workflow).version;
   const published = await this.publish(project, await definitionFrom(this, workflow, table));
   expect(published.version).toBe(before + 1);
 });
 
-When('{string} tries to publish the workflow {string}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
+When('{project} tries to publish the workflow {workflow}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
   this.lastError = null;
   try {
     await this.publish(project, await definitionFrom(this, workflow, table));
@@ -36,7 +36,7 @@ Then('publishing is refused because {string}', async function (this: ReplayWorld
   expect(this.lastError!.message).toContain(reason);
 });
 
-Then('{string} has no workflow {string}', async function (this: ReplayWorld, project: string, workflow: string) {
+Then('{project} has no workflow {workflow}', async function (this: ReplayWorld, project: string, workflow: string) {
   const { rows } = await this.db.query(
     'SELECT count(*)::int AS n FROM workflows w JOIN projects p ON p.id = w.project_id WHERE p.slug = $1 AND w.slug = $2',
     [project, workflow],
@@ -50,7 +50,7 @@ Then('{string} has no workflow {string}', async function (this: ReplayWorld, pro
  * has to switch that protection off first, as an intruder with DBA rights would.
  */
 When(
-  'someone edits version {int} of {string} behind the engine\'s back:',
+  'someone edits version {int} of {workflow} behind the engine\'s back:',
   async function (this: ReplayWorld, version: number, workflow: string, table: DataTable) {
     const project = [...this.workflows.values()].find((w) => w.workflow === workflow)!;
     const edited = validateDefinition(await definitionFrom(this, workflow, table));

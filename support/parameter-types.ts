@@ -50,3 +50,11 @@ defineParameterType({
   regexp: /succeeds|fails|is canceled/,
   transformer: (text: string) => ({ succeeds: 'succeeded', fails: 'failed', 'is canceled': 'canceled' })[text]!,
 });
+
+// Names in double quotes, typed by what they name, so the catalogue reads like
+// LANGUAGE.md: `{project} delivers an order webhook to {workflow}`.
+const SLUG = /"([a-z][a-z0-9-]*)"/;
+
+defineParameterType({ name: 'project', regexp: SLUG, transformer: (name: string) => name });
+defineParameterType({ name: 'workflow', regexp: SLUG, transformer: (name: string) => name });
+defineParameterType({ name: 'step', regexp: /"([a-z][a-z0-9_-]*)"/, transformer: (id: string) => id });
