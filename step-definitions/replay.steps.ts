@@ -114,7 +114,7 @@ Then('it ends exactly as the same run without the fault', async function (this: 
   const answer = await this.deliver(r.project, r.workflow, r.body, { track: false });
   expect(answer.status).toBe(202);
   const baselineId: string = answer.body.runId;
-  const baseline = await this.waitUntilFinished(baselineId);
+  const baseline = await this.waitUntilFinished(baselineId, this.timeoutMs, true);
   const pick = (v: typeof faulted) => normalise({ status: v.status, outputs: v.outputs, attempts: v.attempts, result: v.result, currentStep: v.currentStep });
   expect(pick(faulted)).toEqual(pick(baseline));
   const shape = async (id: string) => (await this.events(id)).map((e) => `${e.type}${(e.data as { step?: string }).step ? `(${(e.data as { step?: string }).step})` : ''}`);

@@ -28,15 +28,11 @@ Before({ tags: '@db-crash', name: 'needs a Postgres the suite owns' }, async fun
   }
 });
 
-After({ name: 'every injected fault fired' }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
-  if (result?.status !== Status.PASSED) return;
-  const unproven: string[] = [];
-  for (const fault of this.faults) {
-    if (!(await fault.proof())) unproven.push(fault.label);
-  }
-  if (unproven.length) {
-    throw new Error(`these faults were injected but never fired, so the scenario proved nothing about them: ${unproven.join('; ')}`);
-  }
+// Cucumber runs After hooks in reverse order of definition: teardown is
+// defined first so it runs last, after the proofs and attachments have read
+// the workers' failpoint logs.
+After({ name: 'stop everything the scenario started', timeout: 30_000 }, async function (this: ReplayWorld) {
+  await this.cleanup();
 });
 
 After({ name: 'attach run logs and timelines' }, async function (this: ReplayWorld, { result, pickle }: ITestCaseHookParameter) {
@@ -67,6 +63,13 @@ After({ name: 'attach run logs and timelines' }, async function (this: ReplayWor
   }
 });
 
-After({ name: 'stop everything the scenario started', timeout: 30_000 }, async function (this: ReplayWorld) {
-  await this.cleanup();
+After({ name: 'every injected fault fired' }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
+  if (result?.status !== Status.PASSED) return;
+  const unproven: string[] = [];
+  for (const fault of this.faults) {
+    if (!(await fault.proof())) unproven.push(fault.label);
+  }
+  if (unproven.length) {
+    throw new Error(`these faults were injected but never fired, so the scenario proved nothing about them: ${unproven.join('; ')}`);
+  }
 });

@@ -187,11 +187,16 @@ export class ReplayWorld extends World<ReplayParameters> {
     return loadEvents(this.db, runId);
   }
 
-  async waitUntilFinished(runId = this.run.runId, timeoutMs = this.timeoutMs): Promise<StoredRunView> {
+  /** `moveClock`: jump the clock past any timer the run waits on (for reference runs nobody else drives). */
+  async waitUntilFinished(runId = this.run.runId, timeoutMs = this.timeoutMs, moveClock = false): Promise<StoredRunView> {
     try {
       return await waitFor(
         async () => {
           const v = await readRunView(this.db, runId);
+          if (moveClock && v?.status === 'waiting' && v.wakeAt) {
+            const due = Date.parse(v.wakeAt) - this.clock.now().getTime();
+            if (due > 0) this.advanceClock(due + 1_000);
+          }
           return v && FINISHED.includes(v.status) ? v : null;
         },
         { what: `run ${runId} to finish`, timeoutMs },

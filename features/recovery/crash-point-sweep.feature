@@ -1,0 +1,54 @@
+@sweep
+Feature: A run survives its worker dying at every crash point it passes
+  The worker-crash feature names the moments people think of; this one leaves
+  none out. A reference order goes through the workflow on a worker that notes
+  every crash point it passes: each batch it is about to record, each one inside
+  its transaction, each one just recorded, each answer received, each timer
+  fired. Then the same order is delivered again once per crash point, to a
+  worker that dies exactly there, and a new worker takes over. Every one of those
+  runs must end exactly as the reference did, replay exactly from its log, lose
+  nothing that was committed and reach the order service exactly once. New crash
+  points in the engine are swept as soon as they exist.
+
+  The random schedule mixes worker crashes, kills, a cut or silent network,
+  dropped connections and a database crash at random crash points. It prints its
+  seed; to replay the very same schedule:
+    MESHHOOK_SEED=<seed> npx cucumber-js -p sweep --tags @slow features/recovery/crash-point-sweep.feature
+
+  Background:
+    Given the project "acme" with the workflow "order-sync":
+      | step     | type      | does                                 | then                |
+      | map      | transform | {id: order.id, total: order.sum}     | push                |
+      | push     | http_call | POST the mapped order to /orders     | check               |
+      | check    | branch    | when push answered 200               | done, else rejected |
+      | done     | terminate | succeeded                            |                     |
+      | rejected | terminate | failed: the order service refused it |                     |
+    And the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+
+  Scenario Outline: A worker dies at every crash point of "<workflow>" in turn
+    Given "acme" has run a reference order through "<workflow>", noting every crash point it passed
+    When the order is run again once per crash point, with a worker dying there and a new worker taking over
+    Then every planned fault fired
+    And every faulted order ended exactly as the reference order
+    And every faulted order replays exactly from its log
+    And the order service took every faulted order exactly once
+    And nothing the engine committed was lost
+
+    Examples:
+      | workflow        |
+      | order-sync      |
+      | order-follow-up |
+
+  @slow @db-crash
+  Scenario: Orders meet a seeded random schedule of faults and still end as the reference order
+    Given "acme" has run a reference order through "order-sync", noting every crash point it passed
+    When 6 more orders each meet a random schedule of faults
+    Then every planned fault fired
+    And every faulted order ended exactly as the reference order
+    And every faulted order replays exactly from its log
+    And the order service took every faulted order exactly once
+    And nothing the engine committed was lost

@@ -1,0 +1,111 @@
+@db-faults
+Feature: A run survives its database connections failing, the network failing and the database crashing
+  The engine keeps everything in Postgres, so the database is where faults hurt
+  most: connections cut by the server, a network that breaks, goes silent or
+  crawls, a database that cannot be reached for a while, or one that crashes
+  outright and comes back from its write-ahead log. Each fault lands while a
+  worker is in the middle of a step. Once the fault is gone, the run must finish
+  exactly as the same run would have without it, its log must replay exactly,
+  nothing the engine had committed may be lost, and the order service must take
+  the order exactly once.
+
+  Background:
+    Given the project "acme" with the workflow "order-sync":
+      | step     | type      | does                                 | then                |
+      | map      | transform | {id: order.id, total: order.sum}     | push                |
+      | push     | http_call | POST the mapped order to /orders     | check               |
+      | check    | branch    | when push answered 200               | done, else rejected |
+      | done     | terminate | succeeded                            |                     |
+      | rejected | terminate | failed: the order service refused it |                     |
+
+  Scenario Outline: The database drops the engine's connections <moment>
+    Given the worker will stall <moment>
+    When "acme" delivers an order webhook to "order-sync"
+    And the database drops the engine's connections
+    Then the run succeeds
+    And it ends exactly as the same run without the fault
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+    And nothing the engine committed was lost
+
+    Examples:
+      | moment                                          |
+      | after step "map" is recorded                    |
+      | after the request of "push" is sent             |
+      | while the response of "push" is being recorded  |
+      | while the step after "check" is being scheduled |
+
+  Scenario Outline: The network to the database is cut <moment>
+    Given the worker will stall <moment>
+    When "acme" delivers an order webhook to "order-sync"
+    And the network to the database is cut
+    Then the run succeeds
+    And it ends exactly as the same run without the fault
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+    And nothing the engine committed was lost
+
+    Examples:
+      | moment                                         |
+      | after the request of "push" is sent            |
+      | while the step after "push" is being scheduled |
+
+  Scenario: The network to the database goes silent for a moment while an order is on its way
+    Given the worker will stall after the request of "push" is sent
+    When "acme" delivers an order webhook to "order-sync"
+    And the network to the database goes silent for 2.5 seconds
+    Then the run succeeds
+    And it ends exactly as the same run without the fault
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+    And nothing the engine committed was lost
+
+  Scenario: The network to the database crawls until the run ends
+    Given the worker will stall after step "map" is recorded
+    When "acme" delivers an order webhook to "order-sync"
+    And every message between the engine and the database is delayed by 200 milliseconds until the run ends
+    Then the run succeeds
+    And it ends exactly as the same run without the fault
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+
+  Scenario: The database cannot be reached for a while in the middle of a step
+    Given the worker will stall while the response of "push" is being recorded
+    When "acme" delivers an order webhook to "order-sync"
+    And the database is unreachable for 3 seconds
+    Then the run succeeds
+    And it ends exactly as the same run without the fault
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+    And nothing the engine committed was lost
+
+  @db-crash
+  Scenario Outline: The database crashes and restarts <moment>
+    Given the worker will stall <moment>
+    When "acme" delivers an order webhook to "order-sync"
+    And the database crashes and restarts
+    Then the run succeeds
+    And it ends exactly as the same run without the fault
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+    And nothing the engine committed was lost
+
+    Examples:
+      | moment                                         |
+      | after step "map" is recorded                   |
+      | after the request of "push" is sent            |
+      | while the response of "push" is being recorded |
+      | while the step after "push" is being scheduled |
+      | after step "push" is recorded                  |
+
+  @db-crash
+  Scenario: The database crashes while a worker recovers a run another worker left
+    Given the worker will crash after the request of "push" is sent
+    When "acme" delivers an order webhook to "order-sync"
+    And another worker takes over but stalls while it recovers the run
+    And the database crashes and restarts
+    Then the run succeeds
+    And it ends exactly as the same run without the fault
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+    And nothing the engine committed was lost

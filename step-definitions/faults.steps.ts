@@ -1,0 +1,107 @@
+import { After, Given, Then, When } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import { crashSpec, stallSpec, unfinishedRuns, workerHoldingRun } from '../support/faults';
+import type { Moment } from '../support/parameter-types';
+import type { ReplayWorld } from '../support/world';
+
+/*
+ * Worker faults beyond the basic vocabulary of workers.steps.ts: a worker that
+ * stalls at a moment (so another fault can land there), a worker that dies
+ * while it takes over, the worker that holds a run killed mid-request, every
+ * worker killed while runs are in flight, and a slow order service.
+ */
+
+/** Waits until every worker armed to crash has died, so the next worker starts after the crash. */
+async function afterArmedCrashes(world: ReplayWorld): Promise<void> {
+  const armed = world.workers.filter((w) => w.alive && /=crash/.test(w.opts.failpoints ?? ''));
+  await world.waitUntil(`the crashing worker(s) to die (${armed.map((w) => w.opts.id).join(', ')})`, async () => armed.every((w) => !w.alive)).catch(
+    async (e) => {
+      throw new Error(`${(e as Error).message}; run: ${await world.describeRun()}`);
+    },
+  );
+}
+
+Given('the worker will stall {moment}', async function (this: ReplayWorld, moment: Moment) {
+  await this.startWorker({ failpoints: [stallSpec(moment)] });
+});
+
+When('another worker takes over but crashes {moment}', async function (this: ReplayWorld, moment: Moment) {
+  await afterArmedCrashes(this);
+  await this.acknowledgeCommitted();
+  const worker = await this.startWorker({ failpoints: [crashSpec(moment)] });
+  this.recordFault(`the worker taking over crashes ${moment.text}`, async () => {
+    const fired = this.firedFailpoints().some((f) => f.pid === worker.pid && f.action === 'crash' && f.name === moment.site.split('@')[0].split('+')[0]);
+    return fired && worker.exitStatus?.signal === 'SIGKILL' ? `${worker.opts.id} died by SIGKILL at ${moment.site}` : null;
+  });
+  await this.waitUntil(`worker ${worker.opts.id} to crash ${moment.text}`, async () => !worker.alive);
+});
+
+When('another worker takes over but stalls {moment}', async function (this: ReplayWorld, moment: Moment) {
+  await afterArmedCrashes(this);
+  await this.acknowledgeCommitted();
+  await this.startWorker({ failpoints: [stallSpec(moment)] });
+});
+
+When('the worker running the order is killed', async function (this: ReplayWorld) {
+  const runId = this.run.runId;
+  let holder: Awaited<ReturnType<typeof workerHoldingRun>> = null;
+  const target = await this.orderService();
+  // the order has reached the order service and no answer is recorded yet
+  await this.waitUntil('a worker to be waiting for the order service\'s answer', async () => {
+    const events = await this.events(runId);
+    const last = events[events.length - 1];
+    if (last?.type !== 'HttpRequestPrepared') return false;
+    const key = (last.data as { idempotencyKey?: string }).idempotencyKey;
+    if (!target.requests.some((r) => r.idempotencyKey === key)) return false;
+    holder = await workerHoldingRun(this, runId);
+    return holder !== null;
+  });
+  const victim = holder!;
+  const others = this.aliveWorkers.filter((w) => w !== victim).map((w) => w.opts.id);
+  const exit = await victim.kill();
+  this.recordFault(`worker ${victim.opts.id}, which held the run, killed mid-request`, async () =>
+    exit.signal === 'SIGKILL' ? `${victim.opts.id} held run ${runId} and died by SIGKILL; ${others.join(', ') || 'no one'} left` : null,
+  );
+  await this.acknowledgeCommitted();
+});
+
+When('every worker is killed while the runs are in flight', async function (this: ReplayWorld) {
+  await this.waitUntil('the first orders to be on their way to the order service', async () => {
+    const { rows } = await this.db.query("SELECT count(*)::int AS n FROM run_events WHERE type = 'HttpRequestPrepared'");
+    return rows[0].n > 0;
+  });
+  const victims = this.aliveWorkers;
+  expect(victims.length).toBeGreaterThan(0);
+  const exits = await Promise.all(victims.map((v) => v.kill()));
+  const inFlight = await unfinishedRuns(this);
+  this.recordFault(`every worker (${victims.map((v) => v.opts.id).join(', ')}) killed with runs in flight`, async () =>
+    exits.every((e) => e.signal === 'SIGKILL') && inFlight > 0 ? `${victims.length} workers died by SIGKILL with ${inFlight} runs unfinished` : null,
+  );
+  await this.acknowledgeCommitted();
+});
+
+Given('the order service takes {duration} to answer every order', async function (this: ReplayWorld, ms: number) {
+  const target = await this.orderService();
+  // the order is taken on arrival; only the answer is late
+  target.script('*', { kind: 'slow', ms, times: 1000 });
+});
+
+Then('the run succeeds with the timer of {string} fired once', async function (this: ReplayWorld, step: string) {
+  const view = await this.waitUntilFinished();
+  expect(view.status).toBe('succeeded');
+  const fired = (await this.events()).filter((e) => e.type === 'TimerFired' && (e.data as { step?: string }).step === step);
+  expect(fired.length).toBe(1);
+});
+
+Then('the other worker finished the run', async function (this: ReplayWorld) {
+  const view = await this.waitUntilFinished();
+  const dead = this.workers.filter((w) => w.exitStatus?.signal === 'SIGKILL');
+  const alive = this.aliveWorkers;
+  // no worker was started after the kill, so the survivor is the only one that can have finished it
+  expect({ workers: this.workers.length, killed: dead.length, survivors: alive.length, status: view.status }).toEqual({
+    workers: 2,
+    killed: 1,
+    survivors: 1,
+    status: 'succeeded',
+  });
+});

@@ -1,0 +1,290 @@
+import { FAILPOINTS } from '../src/faults/failpoints';
+import { readRunView, verifyRun } from '../src/replay-service';
+import type { StoredRunView } from '../src/replay-service';
+import { crashAndRestartDatabase, sleep, STALL_MS, terminateEngineBackends } from './faults';
+import { normalise } from './normalise';
+import type { WorkerProcess } from './worker-process';
+import { FINISHED, ReplayWorld } from './world';
+
+/*
+ * The crash-point sweep. A reference run on a worker that traces every
+ * failpoint lists each place the engine can die during that workflow
+ * (name@step+EventType#occurrence). Each of those places then gets a run of
+ * its own, on a worker armed to die exactly there, and a new worker takes
+ * over. A new failpoint in the engine shows up in the trace, and so in the
+ * sweep, without touching the specs.
+ */
+
+export const TRACE_ALL = FAILPOINTS.map((name) => `${name}=trace`);
+
+export interface TraceRecord {
+  name: string;
+  runId: string;
+  step: string | null;
+  events?: string[];
+  occurrence: number;
+  pid: number;
+  action: string;
+}
+
+export interface CrashPoint {
+  /** position in the reference trace */
+  index: number;
+  /** failpoint without action or occurrence, e.g. before-view-update@push+StepSucceeded */
+  base: string;
+  /** the n-th hit of base in a worker that runs the whole order from the start */
+  occurrence: number;
+  /** e.g. before-view-update@push+StepSucceeded#1 */
+  spec: string;
+}
+
+export interface Reference {
+  project: string;
+  workflow: string;
+  body: string;
+  runId: string;
+  view: StoredRunView;
+  shape: string[];
+  points: CrashPoint[];
+}
+
+export type FaultKind = 'crash' | 'kill' | 'sever' | 'blackhole' | 'drop-connections' | 'db-restart';
+
+export interface PlannedFault {
+  point: CrashPoint;
+  kind: FaultKind;
+}
+
+export interface FaultedRun {
+  label: string;
+  runId: string | null;
+  faults: Array<{ label: string; proof: string | null }>;
+  recovered: boolean;
+  sameAsReference: string | null;
+  replay: string | null;
+  effects: string | null;
+  error: string | null;
+}
+
+declare module './world' {
+  interface ReplayWorld {
+    reference?: Reference;
+    faultedRuns?: FaultedRun[];
+  }
+}
+
+/** The batch's last event type names it best: HttpRequestPrepared, StepSucceeded, RunFinished, TimerScheduled… */
+export function baseOf(r: Pick<TraceRecord, 'name' | 'step' | 'events'>): string {
+  const type = r.events && r.events.length ? `+${r.events[r.events.length - 1]}` : '';
+  return `${r.name}${r.step ? `@${r.step}` : ''}${type}`;
+}
+
+/** Matches like the engine's Failpoints.hit: same name and step, and the batch holds the event type. */
+function matches(base: string, r: TraceRecord): boolean {
+  const m = /^([a-z-]+)(?:@([a-z0-9_-]+))?(?:\+([A-Za-z]+))?$/.exec(base)!;
+  return r.name === m[1] && (!m[2] || r.step === m[2]) && (!m[3] || (r.events ?? []).includes(m[3]));
+}
+
+export function crashPointsFrom(trace: TraceRecord[]): CrashPoint[] {
+  return trace.map((r, index) => {
+    const base = baseOf(r);
+    const occurrence = trace.slice(0, index + 1).filter((t) => matches(base, t)).length;
+    return { index, base, occurrence, spec: `${base}#${occurrence}` };
+  });
+}
+
+export function shapeOf(events: Array<{ type: string; data: unknown }>): string[] {
+  return events.map((e) => `${e.type}${(e.data as { step?: string }).step ? `(${(e.data as { step?: string }).step})` : ''}`);
+}
+
+function pick(v: StoredRunView): unknown {
+  return normalise({ status: v.status, outputs: v.outputs, attempts: v.attempts, result: v.result, currentStep: v.currentStep });
+}
+
+async function readView(world: ReplayWorld, runId: string): Promise<StoredRunView | null> {
+  return readRunView(world.db, runId);
+}
+
+/** Move the clock past a timer the run waits for, so delays and retry backoffs fire without waiting. */
+async function nudgeClock(world: ReplayWorld, view: StoredRunView | null): Promise<void> {
+  if (view?.status !== 'waiting' || !view.wakeAt) return;
+  const due = Date.parse(view.wakeAt) - world.clock.now().getTime();
+  if (due > 0) world.advanceClock(due + 1_000);
+}
+
+/** Wait until the run has finished, moving the clock past any timer it waits for. */
+export async function settle(world: ReplayWorld, runId: string, until: () => boolean = () => false): Promise<StoredRunView | null> {
+  let finished: StoredRunView | null = null;
+  await world.waitUntil(`run ${runId} to finish (${await world.describeRun(runId)})`, async () => {
+    const v = await readView(world, runId);
+    if (v && FINISHED.includes(v.status)) finished = v;
+    else await nudgeClock(world, v);
+    return finished !== null || until();
+  });
+  return finished;
+}
+
+async function stopAll(world: ReplayWorld): Promise<void> {
+  await Promise.all(world.aliveWorkers.map((w) => w.stop(2_000)));
+}
+
+function fired(world: ReplayWorld, worker: WorkerProcess, action: string): TraceRecord | null {
+  return (world.firedFailpoints().find((f) => f.pid === worker.pid && f.action === action) as TraceRecord | undefined) ?? null;
+}
+
+/** The reference: a fault-free run of the workflow on a worker that notes every failpoint it passes. */
+export async function traceReference(world: ReplayWorld, project: string, workflow: string, body: string): Promise<Reference> {
+  await stopAll(world);
+  const tracer = await world.startWorker({ failpoints: TRACE_ALL });
+  const answer = await world.deliver(project, workflow, body);
+  if (answer.status !== 202) throw new Error(`the reference delivery was refused: ${JSON.stringify(answer)}`);
+  const runId: string = answer.body.runId;
+  const view = await settle(world, runId);
+  await tracer.stop();
+  const trace = (world.firedFailpoints() as unknown as TraceRecord[]).filter((r) => r.pid === tracer.pid && r.runId === runId);
+  return { project, workflow, body, runId, view: view!, shape: shapeOf(await world.events(runId)), points: crashPointsFrom(trace) };
+}
+
+/** The checks every faulted run must pass, each as a problem sentence or null. */
+async function judge(world: ReplayWorld, ref: Reference, run: FaultedRun): Promise<void> {
+  const runId = run.runId!;
+  const view = await readView(world, runId);
+  const diffs: string[] = [];
+  if (!view || !FINISHED.includes(view.status)) diffs.push(`did not finish (${view?.status ?? 'no view'})`);
+  else if (JSON.stringify(pick(view)) !== JSON.stringify(pick(ref.view))) diffs.push(`view ${JSON.stringify(pick(view))} differs from ${JSON.stringify(pick(ref.view))}`);
+  const shape = shapeOf(await world.events(runId));
+  if (shape.join(' ') !== ref.shape.join(' ')) diffs.push(`events [${shape.join(', ')}] differ from [${ref.shape.join(', ')}]`);
+  run.sameAsReference = diffs.length ? diffs.join('; ') : null;
+  const v = await verifyRun(world.db, runId);
+  run.replay = v.ok
+    ? null
+    : [v.chainBreak && `hash chain broken at ${v.chainBreak.seq}`, v.divergence && `divergence at ${v.divergence.seq}: ${v.divergence.reason}`, v.viewDifference]
+        .filter(Boolean)
+        .join('; ');
+  const target = await world.orderService();
+  const steps = world.workflow(ref.project, ref.workflow).definition.steps.filter((s) => s.type === 'http_call').map((s) => s.id);
+  const wrong = steps
+    .map((s) => ({ s, n: target.effects().filter((e) => e.idempotencyKey === world.idempotencyKey(s, runId)).length }))
+    .filter(({ n }) => n !== 1)
+    .map(({ s, n }) => `${s} took effect ${n} times`);
+  run.effects = wrong.length ? wrong.join('; ') : null;
+}
+
+/** One run per crash point: a worker dies exactly there, a new worker takes over. */
+export async function sweepCrashPoints(world: ReplayWorld, ref: Reference): Promise<FaultedRun[]> {
+  const results: FaultedRun[] = [];
+  for (const point of ref.points) {
+    results.push(await runWithFaults(world, ref, [{ point, kind: 'crash' }]));
+  }
+  return results;
+}
+
+/**
+ * One run of the reference order under a schedule of faults, in the order the
+ * run reaches their crash points. A worker that survives a fault keeps going
+ * and meets the next one itself; a worker that dies is replaced by one armed
+ * for the faults still to come.
+ */
+export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: PlannedFault[]): Promise<FaultedRun> {
+  const label = plan.map((f) => `${f.kind} at ${f.point.spec}`).join(', then ');
+  const run: FaultedRun = { label, runId: null, faults: [], recovered: false, sameAsReference: null, replay: null, effects: null, error: null };
+  await stopAll(world);
+  const armFor = (rest: PlannedFault[], fromStart: boolean): string[] =>
+    rest.map((f) => {
+      // from the start of the run, occurrences count exactly as in the trace; a worker taking over counts afresh
+      const where = fromStart ? f.point.spec : `${f.point.base}#1`;
+      return `${where}=${f.kind === 'crash' ? 'crash' : `delay:${STALL_MS}`}`;
+    });
+  try {
+    let worker = await world.startWorker({ failpoints: armFor(plan, true) });
+    const answer = await world.deliver(ref.project, ref.workflow, ref.body);
+    if (answer.status !== 202) throw new Error(`delivery refused: ${JSON.stringify(answer)}`);
+    const runId: string = answer.body.runId;
+    run.runId = runId;
+    for (let i = 0; i < plan.length; i++) {
+      const fault = plan[i];
+      const armedHits = () => (world.firedFailpoints() as unknown as TraceRecord[]).filter((f) => f.pid === worker.pid && f.action !== 'trace');
+      const before = armedHits().length;
+      const reached = () => armedHits().length > before || !worker.alive;
+      await settle(world, runId, reached);
+      // the last crash points come after the run is recorded as finished: give the worker a moment to reach them
+      if (!reached()) await world.waitUntil('the worker to reach its crash point', async () => reached(), 3_000).catch(() => undefined);
+      const hit = armedHits()[before];
+      if (!hit) {
+        run.faults.push({ label: `${fault.kind} at ${fault.point.spec}`, proof: null });
+        break;
+      }
+      const at = `${baseOf(hit)}#${hit.occurrence}`;
+      const proof = await inject(world, worker, fault.kind, at);
+      run.faults.push({ label: `${fault.kind} at ${fault.point.spec}`, proof });
+      if (!worker.alive) {
+        await world.acknowledgeCommitted();
+        worker = await world.startWorker({ failpoints: [...armFor(plan.slice(i + 1), false), ...TRACE_ALL] });
+      }
+    }
+    if (world.aliveWorkers.length === 0) worker = await world.startWorker({ failpoints: TRACE_ALL });
+    await settle(world, runId);
+    run.recovered = world.firedFailpoints().some((f) => f.runId === runId && f.name === 'during-recovery');
+    await stopAll(world);
+    await judge(world, ref, run);
+  } catch (e) {
+    run.error = (e as Error).message;
+    await stopAll(world).catch(() => undefined);
+  }
+  return run;
+}
+
+/** Apply one fault at the moment the worker reached (it crashed there by itself, or it stalls there now). */
+async function inject(world: ReplayWorld, worker: WorkerProcess, kind: FaultKind, at: string): Promise<string | null> {
+  switch (kind) {
+    case 'crash': {
+      const exit = await worker.exited;
+      return fired(world, worker, 'crash') && exit.signal === 'SIGKILL' ? `${worker.opts.id} died by SIGKILL at ${at}` : null;
+    }
+    case 'kill': {
+      const exit = await worker.kill();
+      return exit.signal === 'SIGKILL' ? `${worker.opts.id} SIGKILLed while stalled at ${at}` : null;
+    }
+    case 'sever': {
+      const before = world.proxy.stats().severed;
+      world.proxy.sever();
+      await world.acknowledgeCommitted();
+      const n = world.proxy.stats().severed - before;
+      return n > 0 ? `${n} engine connection(s) reset at ${at}` : null;
+    }
+    case 'blackhole': {
+      world.proxy.blackhole();
+      await world.acknowledgeCommitted();
+      await sleep(STALL_MS + 500);
+      const before = world.proxy.stats().bytesUp;
+      world.proxy.heal();
+      const held = world.proxy.stats().bytesUp - before;
+      return held > 0 ? `${held} bytes held back by a silent network at ${at}` : null;
+    }
+    case 'drop-connections': {
+      const killed = await terminateEngineBackends(world);
+      await world.acknowledgeCommitted();
+      return killed.length > 0 ? `${killed.length} engine session(s) terminated at ${at}` : null;
+    }
+    case 'db-restart': {
+      await world.acknowledgeCommitted();
+      const { before, after } = await crashAndRestartDatabase(world);
+      return before && after && before !== after ? `postmaster ${before} crashed at ${at}, restarted as ${after}` : null;
+    }
+  }
+}
+
+export function report(runs: FaultedRun[]): string {
+  const lines = runs.map((r, i) => {
+    const problems = [
+      ...r.faults.filter((f) => !f.proof).map((f) => `NOT FIRED: ${f.label}`),
+      r.error && `error: ${r.error}`,
+      r.sameAsReference && `differs: ${r.sameAsReference}`,
+      r.replay && `replay: ${r.replay}`,
+      r.effects && `effects: ${r.effects}`,
+    ].filter(Boolean);
+    const proofs = r.faults.map((f) => f.proof ?? '-').join('; ');
+    return `${String(i + 1).padStart(3)}. ${r.label}${r.recovered ? ' (recovered)' : ''}: ${problems.length ? problems.join(' | ') : `ok — ${proofs}`}`;
+  });
+  return lines.join('\n');
+}
