@@ -54,6 +54,7 @@ Feature: A run survives its worker dying at any moment
       | before step "done" is recorded                  |
       | after step "done" is recorded                   |
 
+  @timeline @smoke
   Scenario: A worker that dies after sending the order but before recording the answer does not place it twice
     Given the worker will crash after the request of "push" is sent
     When "acme" delivers an order webhook to "order-sync"
@@ -61,6 +62,7 @@ Feature: A run survives its worker dying at any moment
     Then the run succeeds
     And the order service saw 2 attempts but took the order once
 
+  @timeline
   Scenario: A worker dies while recovering a run another worker left, and a third one finishes it
     Given the worker will crash after the request of "push" is sent
     When "acme" delivers an order webhook to "order-sync"
