@@ -74,8 +74,3 @@ Then('every order reached the order service exactly once', async function (this:
   }
 });
 
-Then('the order service was never called', async function (this: ReplayWorld) {
-  await this.waitUntilFinished();
-  const target = await this.orderService();
-  expect(target.requests.length).toBe(0);
-});

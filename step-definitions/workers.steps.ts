@@ -5,10 +5,6 @@ import type { ReplayWorld } from '../support/world';
 
 /* Workers: real processes that run runs, and die on cue. */
 
-Given('a worker is running', async function (this: ReplayWorld) {
-  await this.startWorker();
-});
-
 Given('{int} workers are running', async function (this: ReplayWorld, n: number) {
   for (let i = 0; i < n; i++) await this.startWorker();
 });
@@ -44,35 +40,8 @@ When('the worker is killed', async function (this: ReplayWorld) {
   await this.acknowledgeCommitted();
 });
 
-When('every worker is killed', async function (this: ReplayWorld) {
-  const victims = this.aliveWorkers;
-  expect(victims.length).toBeGreaterThan(0);
-  for (const v of victims) {
-    const exit = await v.kill();
-    this.recordFault(`worker ${v.opts.id} killed`, async () => (exit.signal === 'SIGKILL' ? 'SIGKILL' : null));
-  }
-  await this.acknowledgeCommitted();
-});
-
 When('a worker starts', async function (this: ReplayWorld) {
   await this.startWorker({ failpoints: [] });
-});
-
-When('one of the workers is killed while the runs are in flight', async function (this: ReplayWorld) {
-  // wait until some work has been committed, so the kill lands mid-flight
-  await this.waitUntil('the first steps to be recorded', async () => {
-    const { rows } = await this.db.query("SELECT count(*)::int AS n FROM run_events WHERE type = 'StepSucceeded'");
-    return rows[0].n > 0;
-  });
-  const victim = this.aliveWorkers[0];
-  const exit = await victim.kill();
-  this.recordFault(`worker ${victim.opts.id} killed mid-flight`, async () => (exit.signal === 'SIGKILL' ? 'SIGKILL' : null));
-  await this.acknowledgeCommitted();
-});
-
-Then('the crashed worker did not finish the run', async function (this: ReplayWorld) {
-  const crashed = this.workers.filter((w) => w.exitStatus?.signal === 'SIGKILL');
-  expect(crashed.length).toBeGreaterThan(0);
 });
 
 /**
