@@ -12,7 +12,8 @@ function sortKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeys);
   if (value instanceof Date) return value.toISOString();
   if (value && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
+    // no prototype, so a "__proto__" key is kept as data instead of being swallowed
+    const out: Record<string, unknown> = Object.create(null);
     for (const key of Object.keys(value as object).sort()) {
       const v = (value as Record<string, unknown>)[key];
       if (v !== undefined) out[key] = sortKeys(v);

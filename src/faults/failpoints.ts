@@ -112,13 +112,25 @@ export class Failpoints {
   }
 
   async hit(hit: FailpointHit): Promise<void> {
-    for (const spec of this.specs) {
-      if (spec.name !== hit.name) continue;
-      if (spec.step && spec.step !== hit.step) continue;
-      if (spec.eventType && !(hit.events ?? []).includes(spec.eventType)) continue;
-      const key = formatFailpoint({ ...spec, occurrence: undefined, action: 'trace' });
-      const n = (this.counts.get(key) ?? 0) + 1;
-      this.counts.set(key, n);
+    const matching = this.specs.filter(
+      (spec) =>
+        spec.name === hit.name &&
+        (!spec.step || spec.step === hit.step) &&
+        (!spec.eventType || (hit.events ?? []).includes(spec.eventType)),
+    );
+    if (matching.length === 0) return;
+    // count each site once per hit, however many specs watch it ("#1=trace;#2=crash" must see 1 then 2)
+    const occurrence = new Map<string, number>();
+    for (const spec of matching) {
+      const key = siteKey(spec);
+      if (!occurrence.has(key)) {
+        const n = (this.counts.get(key) ?? 0) + 1;
+        this.counts.set(key, n);
+        occurrence.set(key, n);
+      }
+    }
+    for (const spec of matching) {
+      const n = occurrence.get(siteKey(spec))!;
       if (spec.occurrence && spec.occurrence !== n) continue;
       const record: FiredRecord = { ...hit, action: spec.action, occurrence: n, pid: process.pid, at: new Date().toISOString() };
       this.fired.push(record);
@@ -127,6 +139,10 @@ export class Failpoints {
       await act(spec, hit, this.opts.inProcess ?? false);
     }
   }
+}
+
+function siteKey(spec: FailpointSpec): string {
+  return formatFailpoint({ ...spec, occurrence: undefined, action: 'trace' });
 }
 
 async function act(spec: FailpointSpec, hit: FailpointHit, inProcess: boolean): Promise<void> {

@@ -88,4 +88,11 @@ describe('failpoints at run time', () => {
     assert.ok(Date.now() - t0 >= 15);
     assert.deepEqual(fp.fired.map((f) => f.action), ['delay', 'trace']);
   });
+
+  it('counts a site once per hit however many specs watch it', async () => {
+    const fp = new Failpoints(parseFailpoints('after-append@map#1=trace;after-append@map#2=throw'), { inProcess: true });
+    await fp.hit({ name: 'after-append', runId: 'r', step: 'map' });
+    await assert.rejects(fp.hit({ name: 'after-append', runId: 'r', step: 'map' }), FailpointError);
+    assert.deepEqual(fp.fired.map((f) => [f.action, f.occurrence]), [['trace', 1], ['throw', 2]]);
+  });
 });
