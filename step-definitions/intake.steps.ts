@@ -56,6 +56,13 @@ When('a webhook {} is sent to {project}', async function (this: ReplayWorld, pro
   this.lastAnswer = await attempt();
 });
 
+When('a different order arrives with the same delivery id', async function (this: ReplayWorld) {
+  const first = this.run;
+  this.countsBefore = await counts(this);
+  const other = JSON.stringify({ ...ORDER, order: { ...ORDER.order, id: 'A-1002', sum: 99 } });
+  await this.deliver(first.project, first.workflow, other, { deliveryId: first.deliveryId, track: false });
+});
+
 Then('it is refused with {int} {string}', async function (this: ReplayWorld, status: number, code: string) {
   expect({ status: this.lastAnswer?.status, code: this.lastAnswer?.body?.error?.code }).toEqual({ status, code });
   expect(String(this.lastAnswer?.body?.error?.message ?? '').length).toBeGreaterThan(5);

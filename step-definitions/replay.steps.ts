@@ -48,6 +48,7 @@ Then('the run replays exactly from its log', async function (this: ReplayWorld) 
 });
 
 Then('every run replays exactly from its log', async function (this: ReplayWorld) {
+  expect(this.runs.length).toBeGreaterThan(0);
   for (const r of this.runs) {
     await this.waitUntilFinished(r.runId);
     await verifyAll(this, r.runId);
@@ -78,6 +79,15 @@ Then('replay finds no divergence', async function (this: ReplayWorld) {
   expect(this.lastError).toBeNull();
   expect(this.verification?.divergence).toBeNull();
   expect(this.verification?.chainBreak).toBeNull();
+  expect(this.verification?.ok).toBe(true);
+});
+
+Then('replay says the version the run was pinned to has been changed', async function (this: ReplayWorld) {
+  expect(this.lastError).toBeNull();
+  // every recorded decision still matches, yet the run no longer stands on what it was pinned to
+  expect(this.verification?.divergence).toBeNull();
+  expect(this.verification?.definitionChanged).toBe(true);
+  expect(this.verification?.ok).toBe(false);
 });
 
 Then('replay reports the first divergence at event {int}', async function (this: ReplayWorld, seq: number) {

@@ -2,7 +2,7 @@ import { Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import { canonicalJson } from '../src/domain/canonical';
 import { eventHash } from '../src/domain/hash-chain';
-import { rebuildViews } from '../src/store/run-store';
+import { RebuildResult, rebuildViews } from '../src/store/run-store';
 import { ORDER } from './deliveries.steps';
 import type { ReplayWorld } from '../support/world';
 
@@ -11,6 +11,7 @@ import type { ReplayWorld } from '../support/world';
 declare module '../support/world' {
   interface ReplayWorld {
     viewSnapshot?: unknown;
+    rebuilt?: RebuildResult;
   }
 }
 
@@ -45,16 +46,14 @@ When('a newer engine appends a {string} event to the run', async function (this:
 });
 
 When('the run views are rebuilt from the log', async function (this: ReplayWorld) {
-  this.lastError = null;
-  try {
-    await rebuildViews(this.db, { runId: this.run.runId });
-  } catch (e) {
-    this.lastError = e as Error;
-  }
+  // every run in the project, as `meshhook rebuild` does: one bad log must not stop the rest
+  this.rebuilt = await rebuildViews(this.db);
 });
 
 Then('rebuilding refuses the run because {string}', async function (this: ReplayWorld, reason: string) {
-  expect(this.lastError?.message ?? '').toContain(reason);
+  const refusal = this.rebuilt?.refused.find((r) => r.runId === this.run.runId);
+  expect(refusal?.reason ?? `not refused: ${JSON.stringify(this.rebuilt)}`).toContain(reason);
+  expect(this.rebuilt?.repaired).not.toContain(this.run.runId);
 });
 
 Then('the run view is unchanged', async function (this: ReplayWorld) {

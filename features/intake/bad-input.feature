@@ -32,6 +32,13 @@ Feature: Bad webhooks are refused clearly and change nothing
       | for a workflow the project does not have | 404   | unknown_workflow       |
       | sent as a form instead of JSON          | 415    | unsupported_media_type |
 
+  Scenario: A delivery id reused for a different order is refused and the first run stands
+    Given "acme" has a finished run of "order-sync"
+    When a different order arrives with the same delivery id
+    Then it is refused with 409 "delivery_id_reused"
+    And nothing was recorded
+    And the order service received the order exactly once
+
   Scenario: The refusal never shows the signing secret
     When a webhook with a forged signature is sent to "acme"
     Then it is refused with 401 "bad_signature"

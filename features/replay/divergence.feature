@@ -59,6 +59,18 @@ Feature: Replay names the first decision that no longer matches the log
     Then replay reports the first divergence at event 9
     And the divergence shows the engine now decides "rejected" where the log has "done"
 
+  Scenario: An edit that changes no decision of the run is still caught
+    Given "acme" has a finished run of "order-sync"
+    When someone edits version 1 of "order-sync" behind the engine's back:
+      | step     | type      | does                                 | then                |
+      | map      | transform | {id: order.id, total: order.sum}     | push                |
+      | push     | http_call | POST the mapped order to /orders     | check               |
+      | check    | branch    | when push answered 200               | done, else rejected |
+      | done     | terminate | succeeded                            |                     |
+      | rejected | terminate | failed: refused by the order service |                     |
+    And the run is replayed
+    Then replay says the version the run was pinned to has been changed
+
   Scenario: Engine logic changed behind a flag diverges where the old logic decided
     Given the order service answers every order with 409
     And "acme" has a finished run of "order-sync"

@@ -473,11 +473,15 @@ const rebuild: CommandSpec = {
       io.out(`runs checked: ${r.runs}`);
       io.out(`repaired:     ${r.repaired.length}`);
       for (const id of r.repaired) io.out(`  ${id}`);
+      if (r.refused.length > 0) {
+        io.out(`refused:      ${r.refused.length}`);
+        for (const f of r.refused) io.out(`  ${f.runId}: ${f.reason}`);
+      }
       if (runId && r.runs === 0) {
         io.err(`no run ${runId}`);
         return 1;
       }
-      return 0;
+      return r.refused.length > 0 ? 1 : 0;
     });
   },
 };

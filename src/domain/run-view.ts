@@ -1,3 +1,4 @@
+import { canonicalJson } from './canonical';
 import type { RunState } from './decider';
 
 /** What users see about a run: a projection of the run log, rebuildable at any time. */
@@ -33,4 +34,26 @@ export function toRunView(state: RunState, lastSeq: number): RunView {
     startedAt: state.startedAt,
     finishedAt: state.finishedAt,
   };
+}
+
+const VIEW_FIELDS: Array<keyof RunView> = [
+  'status',
+  'currentStep',
+  'outputs',
+  'attempts',
+  'result',
+  'wakeAt',
+  'lastSeq',
+  'startedAt',
+  'finishedAt',
+];
+
+/** The first field where a stored view differs from the replayed one, as one readable line; null when equal. */
+export function compareViews(stored: RunView, replayed: RunView): string | null {
+  for (const f of VIEW_FIELDS) {
+    if (canonicalJson(stored[f] ?? null) !== canonicalJson(replayed[f] ?? null)) {
+      return `${f}: stored ${canonicalJson(stored[f] ?? null)}, replayed ${canonicalJson(replayed[f] ?? null)}`;
+    }
+  }
+  return null;
 }

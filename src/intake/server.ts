@@ -4,7 +4,7 @@ import Fastify, { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { readRunView } from '../replay-service';
 import { findProject, findWorkflow, latestVersion, NotFoundError, ProjectRow, WorkflowRow } from '../store/registry';
-import { startRun } from '../store/run-store';
+import { DeliveryReusedError, startRun } from '../store/run-store';
 import { Clock, systemClock } from '../worker/clock';
 import { computeSignature, DELIVERY_HEADER, SIGNATURE_HEADER } from './sign';
 
@@ -15,7 +15,8 @@ import { computeSignature, DELIVERY_HEADER, SIGNATURE_HEADER } from './sign';
  *   413 payload_too_large, 415 unsupported_media_type   (while reading it)
  *   401 bad_signature, 400 missing_delivery_id, 400 malformed_body
  * Success records the delivery and the run's first event in one transaction:
- * 202 for a new run, 200 (duplicate: true) for a delivery id seen before.
+ * 202 for a new run, 200 (duplicate: true) for a delivery id seen before with
+ * the same body, 409 when that id arrives with a different body.
  */
 
 export interface IntakeOptions {
@@ -188,6 +189,10 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     if (err instanceof Refusal) {
       refused(req, err.status, err.code, where);
       return refuse(reply, err.status, err.code, err.message);
+    }
+    if (err instanceof DeliveryReusedError) {
+      refused(req, 409, 'delivery_id_reused', { ...where, deliveryId: err.deliveryId });
+      return refuse(reply, 409, 'delivery_id_reused', err.message);
     }
     switch (err.code) {
       case 'FST_ERR_CTP_BODY_TOO_LARGE':

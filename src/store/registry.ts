@@ -35,6 +35,14 @@ export class NotFoundError extends Error {
   }
 }
 
+/** A published version whose stored definition no longer hashes to what was published. */
+export class TamperedDefinitionError extends Error {
+  constructor(readonly workflowId: string, readonly version: number) {
+    super(`version ${version} of workflow ${workflowId} was changed after it was published; refusing to run it`);
+    this.name = 'TamperedDefinitionError';
+  }
+}
+
 export async function ensureProject(db: Pool, slug: string, name = slug): Promise<ProjectRow> {
   const { rows } = await db.query<ProjectRow>(
     `INSERT INTO projects (slug, name) VALUES ($1, $2)
@@ -128,24 +136,38 @@ export interface LoadedVersion {
   definitionHash: string;
 }
 
-export async function latestVersion(db: Pool, workflowId: string): Promise<LoadedVersion> {
+export interface LoadOptions {
+  /** hand back a version whose definition no longer matches its published hash (for verify, which reports it) */
+  allowTampered?: boolean;
+}
+
+export async function latestVersion(db: Pool, workflowId: string, opts: LoadOptions = {}): Promise<LoadedVersion> {
   const { rows } = await db.query(
     'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1',
     [workflowId],
   );
   if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no published version`);
-  return toLoaded(rows[0]);
+  return toLoaded(rows[0], opts);
 }
 
-export async function loadVersion(db: Pool, workflowId: string, version: number): Promise<LoadedVersion> {
+export async function loadVersion(db: Pool, workflowId: string, version: number, opts: LoadOptions = {}): Promise<LoadedVersion> {
   const { rows } = await db.query(
     'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 AND version = $2',
     [workflowId, version],
   );
   if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no version ${version}`);
-  return toLoaded(rows[0]);
+  return toLoaded(rows[0], opts);
 }
 
-function toLoaded(r: { workflow_id: string; version: number; definition: WorkflowDefinition; definition_hash: string }): LoadedVersion {
+/**
+ * The database refuses edits to published versions, but someone with DBA
+ * rights can switch that off. Re-hashing on load means no worker or intake
+ * ever runs a definition other than the one that was published.
+ */
+function toLoaded(
+  r: { workflow_id: string; version: number; definition: WorkflowDefinition; definition_hash: string },
+  opts: LoadOptions,
+): LoadedVersion {
+  if (!opts.allowTampered && definitionHash(r.definition) !== r.definition_hash) throw new TamperedDefinitionError(r.workflow_id, r.version);
   return { workflowId: r.workflow_id, version: r.version, definition: r.definition, definitionHash: r.definition_hash };
 }

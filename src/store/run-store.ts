@@ -4,7 +4,7 @@ import { createDecider, evolve, fold, initialState, RunState } from '../domain/d
 import { EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
 import { eventHash, genesisHash } from '../domain/hash-chain';
 import { replayLog } from '../domain/replay';
-import { toRunView } from '../domain/run-view';
+import { compareViews, RunView, toRunView } from '../domain/run-view';
 import { Failpoints } from '../faults/failpoints';
 import type { LoadedVersion } from './registry';
 
@@ -244,8 +244,9 @@ export interface StartedRun {
  * id seen before returns the run it started and writes nothing.
  */
 export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> {
+  const bodySha = sha256(String(s.rawBody));
   const existing = await findDelivery(db, s.projectId, s.version.workflowId, s.deliveryId);
-  if (existing) return { runId: existing, duplicate: true };
+  if (existing) return sameDelivery(existing, s.deliveryId, bodySha);
   const decider = createDecider(s.version.definition);
   const at = s.at.toISOString();
   const events = decider.decide(
@@ -276,13 +277,13 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     const delivery = await client.query(
       `INSERT INTO deliveries (project_id, workflow_id, delivery_id, run_id, body_sha256, received_at)
        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING run_id`,
-      [s.projectId, s.version.workflowId, s.deliveryId, s.runId, sha256(String(s.rawBody)), at],
+      [s.projectId, s.version.workflowId, s.deliveryId, s.runId, bodySha, at],
     );
     if (delivery.rowCount === 0) {
       // a concurrent re-delivery won the race: keep its run, write nothing
       await client.query('ROLLBACK');
-      const runId = await findDelivery(db, s.projectId, s.version.workflowId, s.deliveryId);
-      return { runId: runId!, duplicate: true };
+      const winner = await findDelivery(db, s.projectId, s.version.workflowId, s.deliveryId);
+      return sameDelivery(winner!, s.deliveryId, bodySha);
     }
     await insertEvents(client, recorded);
     await writeView(client, state, recorded.length, 0);
@@ -296,26 +297,69 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
   }
 }
 
-async function findDelivery(db: Pool, projectId: string, workflowId: string, deliveryId: string): Promise<string | null> {
+/** A delivery id names one body: a re-delivery must carry the same bytes. */
+export class DeliveryReusedError extends Error {
+  constructor(readonly deliveryId: string, readonly runId: string) {
+    super(`delivery id ${deliveryId} was already used for a different body (run ${runId}); give each new event its own delivery id`);
+    this.name = 'DeliveryReusedError';
+  }
+}
+
+function sameDelivery(found: { runId: string; bodySha: string }, deliveryId: string, bodySha: string): StartedRun {
+  if (found.bodySha !== bodySha) throw new DeliveryReusedError(deliveryId, found.runId);
+  return { runId: found.runId, duplicate: true };
+}
+
+async function findDelivery(
+  db: Pool,
+  projectId: string,
+  workflowId: string,
+  deliveryId: string,
+): Promise<{ runId: string; bodySha: string } | null> {
   const { rows } = await db.query(
-    'SELECT run_id FROM deliveries WHERE project_id = $1 AND workflow_id = $2 AND delivery_id = $3',
+    'SELECT run_id, body_sha256 FROM deliveries WHERE project_id = $1 AND workflow_id = $2 AND delivery_id = $3',
     [projectId, workflowId, deliveryId],
   );
-  return rows[0]?.run_id ?? null;
+  return rows[0] ? { runId: rows[0].run_id, bodySha: rows[0].body_sha256 } : null;
+}
+
+/** A `runs` row as the view users see (slugs come from the caller: the row holds ids). */
+export function viewFromRow(r: any, project: string, workflow: string): RunView {
+  return {
+    runId: r.id,
+    project,
+    workflow,
+    version: r.version,
+    status: r.status,
+    currentStep: r.current_step,
+    outputs: r.outputs,
+    attempts: r.attempts,
+    result: r.result,
+    wakeAt: r.wake_at ? r.wake_at.toISOString() : null,
+    lastSeq: r.last_seq,
+    startedAt: r.started_at ? r.started_at.toISOString() : null,
+    finishedAt: r.finished_at ? r.finished_at.toISOString() : null,
+  };
 }
 
 export interface RebuildResult {
   runs: number;
   repaired: string[];
+  /** runs whose log this engine cannot fold (their views are left as they were) */
+  refused: Array<{ runId: string; reason: string }>;
 }
 
-/** Recompute run views from their logs; report the runs whose stored view differed. */
+/**
+ * Recompute run views from their logs; report the runs whose stored view
+ * differed. One run that cannot be folded does not stop the others.
+ */
 export async function rebuildViews(db: Pool, opts: { runId?: string; projectId?: string } = {}): Promise<RebuildResult> {
   const { rows } = await db.query(
     `SELECT id FROM runs WHERE ($1::uuid IS NULL OR id = $1) AND ($2::uuid IS NULL OR project_id = $2) ORDER BY created_at`,
     [opts.runId ?? null, opts.projectId ?? null],
   );
   const repaired: string[] = [];
+  const refused: RebuildResult['refused'] = [];
   for (const { id } of rows) {
     const client = await db.connect();
     try {
@@ -323,18 +367,16 @@ export async function rebuildViews(db: Pool, opts: { runId?: string; projectId?:
       // lock the view row so a worker's append cannot interleave with the rebuild
       const before = await client.query('SELECT * FROM runs WHERE id = $1 FOR UPDATE', [id]);
       const events = await loadEvents(client, id);
-      const state = replayLog(events);
+      let state: RunState;
+      try {
+        state = replayLog(events);
+      } catch (e) {
+        refused.push({ runId: id, reason: (e as Error).message });
+        await client.query('ROLLBACK');
+        continue;
+      }
       const view = toRunView(state, events.length);
-      const b = before.rows[0];
-      const same =
-        b.status === view.status &&
-        b.current_step === view.currentStep &&
-        canonicalJson(b.outputs) === canonicalJson(view.outputs) &&
-        canonicalJson(b.attempts) === canonicalJson(view.attempts) &&
-        canonicalJson(b.result) === canonicalJson(view.result) &&
-        b.last_seq === view.lastSeq &&
-        (b.wake_at ? b.wake_at.toISOString() : null) === view.wakeAt;
-      if (!same) {
+      if (compareViews(viewFromRow(before.rows[0], view.project, view.workflow), view) !== null) {
         await writeView(client, state, events.length, null);
         repaired.push(id);
       }
@@ -346,5 +388,5 @@ export async function rebuildViews(db: Pool, opts: { runId?: string; projectId?:
       client.release();
     }
   }
-  return { runs: rows.length, repaired };
+  return { runs: rows.length, repaired, refused };
 }

@@ -134,7 +134,7 @@ export class Worker {
 
   private async lock(): Promise<Client> {
     if (this.lockClient) return this.lockClient;
-    const c = new Client({ ...this.opts.lockConnection, application_name: `meshhook-lock-${this.id}` });
+    const c = new Client({ keepAlive: true, ...this.opts.lockConnection, application_name: `meshhook-lock-${this.id}` });
     c.on('error', (e) => {
       this.log({ level: 'warn', worker: this.id, msg: 'lock session lost', error: e.message });
       if (this.lockClient === c) this.lockClient = null;
@@ -258,15 +258,21 @@ export class Worker {
       if (e instanceof ConcurrencyError) {
         this.stats.conflicts++;
         this.log({ level: 'info', worker: this.id, run: runId, msg: 'another worker appended first; leaving the run to it' });
-      } else if (e instanceof DecisionError || e instanceof FailpointError) {
-        this.stats.errors++;
-        this.log({ level: 'warn', worker: this.id, run: runId, msg: e.message });
       } else {
+        // back off this run only, so a run that keeps failing cannot starve the others
         this.stats.errors++;
         const prev = this.backoffUntil.get(runId)?.delayMs ?? 0;
         const delayMs = Math.min(30_000, prev ? prev * 2 : 250);
         this.backoffUntil.set(runId, { at: Date.now() + delayMs, delayMs });
-        this.log({ level: 'error', worker: this.id, run: runId, msg: 'run could not advance', error: (e as Error).message, retryInMs: delayMs });
+        const expected = e instanceof DecisionError || e instanceof FailpointError;
+        this.log({
+          level: expected ? 'warn' : 'error',
+          worker: this.id,
+          run: runId,
+          msg: expected ? e.message : 'run could not advance',
+          ...(expected ? {} : { error: (e as Error).message }),
+          retryInMs: delayMs,
+        });
       }
     } finally {
       await this.release(runId);

@@ -5,8 +5,8 @@ import type { Pool } from 'pg';
 import { createDecider } from '../../src/domain/decider';
 import { Failpoints } from '../../src/faults/failpoints';
 import { readRunView, verifyRun } from '../../src/replay-service';
-import { latestVersion, publishWorkflow } from '../../src/store/registry';
-import { commitBatch, ConcurrencyError, loadRun, rebuildViews, startRun } from '../../src/store/run-store';
+import { latestVersion, loadVersion, publishWorkflow, TamperedDefinitionError } from '../../src/store/registry';
+import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, rebuildViews, startRun } from '../../src/store/run-store';
 import { Worker } from '../../src/worker/worker';
 import { count, orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus } from './helpers';
 
@@ -145,12 +145,66 @@ describe('run store', { timeout: 60_000 }, () => {
       workflowSlug: published.workflow,
       version,
       deliveryId,
-      input: {},
-      rawBody: '{}',
+      input: { order: { id: 'o-1', sum: 42 } },
+      rawBody: JSON.stringify({ order: { id: 'o-1', sum: 42 } }),
       at: new Date(),
     });
     assert.deepEqual(again, { runId, duplicate: true });
     assert.equal(await count(pool, 'run_events'), rows);
     assert.equal(await count(pool, 'runs'), 1);
+
+    // the same id with other bytes is a sender bug, not a re-delivery
+    await assert.rejects(
+      startRun(pool, {
+        runId: randomUUID(),
+        projectId: published.projectId,
+        projectSlug: 'acme',
+        workflowSlug: published.workflow,
+        version,
+        deliveryId,
+        input: { order: { id: 'o-2', sum: 7 } },
+        rawBody: JSON.stringify({ order: { id: 'o-2', sum: 7 } }),
+        at: new Date(),
+      }),
+      (e: Error) => e instanceof DeliveryReusedError && e.message.includes(runId),
+    );
+    assert.equal(await count(pool, 'run_events'), rows);
+    assert.equal(await count(pool, 'runs'), 1);
+  });
+
+  it('rebuildViews refuses a log it cannot fold and still repairs the other runs', async () => {
+    const { pool } = await dbs.fresh();
+    const unreadable = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const edited = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9', 'other'));
+    const [last] = (await pool.query('SELECT project_id, hash FROM run_events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1', [unreadable.runId])).rows;
+    await pool.query(
+      `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash)
+       VALUES ($1, $2, 2, 'PaymentCaptured', 1, '{}', now(), $3, 'x')`,
+      [last.project_id, unreadable.runId, last.hash],
+    );
+    await pool.query(`UPDATE runs SET status = 'failed' WHERE id = $1`, [edited.runId]);
+    const rebuilt = await rebuildViews(pool);
+    assert.deepEqual(rebuilt.repaired, [edited.runId]);
+    assert.deepEqual(rebuilt.refused.map((r) => r.runId), [unreadable.runId]);
+    assert.match(rebuilt.refused[0].reason, /PaymentCaptured/);
+    assert.equal((await readRunView(pool, edited.runId))?.status, 'running');
+  });
+
+  it('a published version edited behind the engine\'s back is refused to workers and reported by verify', async () => {
+    const { pool } = await dbs.fresh();
+    const { runId, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const client = await pool.connect();
+    try {
+      await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
+      await client.query(`UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
+      await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable');
+    } finally {
+      client.release();
+    }
+    await assert.rejects(loadVersion(pool, published.workflowId, 1), TamperedDefinitionError);
+    const v = await verifyRun(pool, runId);
+    assert.equal(v.divergence, null, 'the edit changes no decision of this run');
+    assert.equal(v.definitionChanged, true);
+    assert.equal(v.ok, false, 'but the run no longer runs on the version it was pinned to');
   });
 });
