@@ -74,7 +74,7 @@ const lines = [
   'For the raw catalogue with timings, run `npm run steps`.',
   '',
   'Parameters: `{string}` is text in double quotes; `{int}` and `{float}` are numbers;',
-  '`{duration}` reads like `30 seconds`, `5 minutes`, `1 hour`; `{outcome}` is `succeeds`, `fails` or `is canceled`;',
+  '`{duration}` reads like `30 seconds`, `5 minutes`, `1 hour`; `{outcome}` is `succeeds` or `fails`;',
   '`{moment}` names a point in a step\'s life where a worker can be made to crash:',
   '',
   '| moment | where the worker dies |',

@@ -46,10 +46,13 @@ When('the worker running the order is killed', async function (this: ReplayWorld
   const runId = this.run.runId;
   let holder: Awaited<ReturnType<typeof workerHoldingRun>> = null;
   const target = await this.orderService();
-  // the order has reached the order service and no answer is recorded yet
-  await this.waitUntil('a worker to be waiting for the order service\'s answer', async () => {
+  // the first attempt has reached the order service and its answer is not recorded yet
+  await this.waitUntil("a worker to be waiting for the order service's answer to the first attempt", async () => {
     const events = await this.events(runId);
     const last = events[events.length - 1];
+    if (events.some((e) => e.type === 'HttpResponseRecorded')) {
+      throw new Error(`the first attempt was answered before the worker could be killed: ${await this.describeRun(runId)}`);
+    }
     if (last?.type !== 'HttpRequestPrepared') return false;
     const key = (last.data as { idempotencyKey?: string }).idempotencyKey;
     if (!target.requests.some((r) => r.idempotencyKey === key)) return false;
@@ -59,8 +62,11 @@ When('the worker running the order is killed', async function (this: ReplayWorld
   const victim = holder!;
   const others = this.aliveWorkers.filter((w) => w !== victim).map((w) => w.opts.id);
   const exit = await victim.kill();
+  const answered = (await this.events(runId)).some((e) => e.type === 'HttpResponseRecorded');
   this.recordFault(`worker ${victim.opts.id}, which held the run, killed mid-request`, async () =>
-    exit.signal === 'SIGKILL' ? `${victim.opts.id} held run ${runId} and died by SIGKILL; ${others.join(', ') || 'no one'} left` : null,
+    exit.signal === 'SIGKILL' && !answered
+      ? `${victim.opts.id} held run ${runId} and died by SIGKILL before the first answer was recorded; ${others.join(', ') || 'no one'} left`
+      : null,
   );
   await this.acknowledgeCommitted();
 });

@@ -56,7 +56,7 @@ Given('two workers that do not coordinate are running', async function (this: Re
   }
 });
 
-Then('the workers collided on the same runs and one of them lost each time', async function (this: ReplayWorld) {
+Then('the two workers did collide on the same runs', async function (this: ReplayWorld) {
   await Promise.all(this.workers.map((w) => w.stop()));
   // each worker prints its counters when it stops
   const conflicts = this.workers

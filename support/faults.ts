@@ -43,6 +43,22 @@ export async function whenStalled(world: ReplayWorld): Promise<Stall> {
   return stall!;
 }
 
+/** Sites at which the stalled worker sits inside its open commit transaction. */
+export function stallsInsideTransaction(stall: Stall): boolean {
+  return /^(before-view-update|scheduling-next)\b/.test(stall.site);
+}
+
+/**
+ * A fault proves something about a moment only if it landed while the worker
+ * was still paused there: the proof is kept only when `injectedAt` falls inside
+ * the stall, and otherwise says what went wrong.
+ */
+export function landedDuringStall(stall: Stall, injectedAt: Date, proof: string | null): string | null {
+  if (!proof) return null;
+  const late = injectedAt.getTime() - (stall.firedAt.getTime() + STALL_MS);
+  return late < 0 ? `${proof}, ${stall.firedAt.getTime() + STALL_MS - injectedAt.getTime()} ms before the worker moved on` : null;
+}
+
 /** Postgres sessions that are the scenario's own (its pool, the intake): everything else on the database is the engine. */
 export async function ownBackendPids(pool: Pool): Promise<number[]> {
   const n = Math.max(pool.totalCount, 1);
@@ -128,15 +144,18 @@ export async function retryOnce<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /** SIGKILL the postmaster (a real crash, no shutdown checkpoint) and start it again on the same data directory. */
-export async function crashAndRestartDatabase(world: ReplayWorld): Promise<{ before: number | null; after: number | null }> {
+export async function crashAndRestartDatabase(
+  world: ReplayWorld,
+): Promise<{ before: number | null; after: number | null; killedAt: Date }> {
   const { server } = await getCluster();
   if (!server.canCrash) throw new Error(`the ${server.kind} Postgres cannot be crashed by the suite`);
   const before = server.pid();
+  const killedAt = new Date();
   await server.kill();
   await server.restart();
   const after = server.pid();
   await refreshOwnConnections(world);
-  return { before, after };
+  return { before, after, killedAt };
 }
 
 /** The worker whose lock session holds the run right now, if any. */

@@ -47,8 +47,8 @@ defineParameterType({
 
 defineParameterType({
   name: 'outcome',
-  regexp: /succeeds|fails|is canceled/,
-  transformer: (text: string) => ({ succeeds: 'succeeded', fails: 'failed', 'is canceled': 'canceled' })[text]!,
+  regexp: /succeeds|fails/,
+  transformer: (text: string) => ({ succeeds: 'succeeded', fails: 'failed' })[text]!,
 });
 
 // Names in double quotes, typed by what they name, so the catalogue reads like
