@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import { getCluster } from './cluster';
-import type { Moment } from './parameter-types';
+import type { Fault, Moment } from './parameter-types';
 import type { WorkerProcess } from './worker-process';
 import { FINISHED, ReplayWorld } from './world';
 
@@ -178,3 +178,76 @@ export async function unfinishedRuns(world: ReplayWorld): Promise<number> {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export interface Strike {
+  /** when the fault hit the engine (the start of it, for faults that last) */
+  injectedAt: Date;
+  /** what shows it fired, or null when it touched nothing */
+  proof: string | null;
+}
+
+/**
+ * Make a database or network fault happen now and say what it hit. What the
+ * engine had committed is acknowledged at the moment of the fault, so the
+ * scenario can later show none of it was lost. Given the stall it lands in,
+ * cutting connections inside a commit must cut the session holding it open.
+ */
+export async function strike(world: ReplayWorld, fault: Fault, stall?: Stall): Promise<Strike> {
+  switch (fault.kind) {
+    case 'drop-connections': {
+      const killed = await terminateEngineBackends(world);
+      const injectedAt = new Date();
+      await world.acknowledgeCommitted();
+      const hitTheTransaction = !stall || !stallsInsideTransaction(stall) || killed.some((k) => k.state.startsWith('idle in transaction'));
+      const sessions = killed.map((k) => `${k.pid} ${k.app || '(pool)'} ${k.state}`).join(', ');
+      return { injectedAt, proof: killed.length > 0 && hitTheTransaction ? `pg_terminate_backend cut ${killed.length} engine session(s): ${sessions}` : null };
+    }
+    case 'sever': {
+      const before = world.proxy.stats().severed;
+      world.proxy.sever();
+      const injectedAt = new Date();
+      const severed = world.proxy.stats().severed - before;
+      await world.acknowledgeCommitted();
+      return { injectedAt, proof: severed > 0 ? `${severed} engine connection(s) reset` : null };
+    }
+    case 'silence': {
+      world.proxy.blackhole();
+      const injectedAt = new Date();
+      await world.acknowledgeCommitted();
+      await sleep(fault.ms);
+      // whatever the engine sent into the silence is delivered when the network comes back
+      const before = world.proxy.stats().bytesUp;
+      world.proxy.heal();
+      const held = world.proxy.stats().bytesUp - before;
+      return { injectedAt, proof: held > 0 ? `${held} bytes the engine sent were held back until the network healed` : null };
+    }
+    case 'unreachable': {
+      const before = world.proxy.stats();
+      world.proxy.refuse();
+      world.proxy.sever();
+      const injectedAt = new Date();
+      await world.acknowledgeCommitted();
+      await sleep(fault.ms);
+      const during = world.proxy.stats();
+      world.proxy.heal();
+      const refused = during.refused - before.refused;
+      const severed = during.severed - before.severed;
+      return { injectedAt, proof: refused > 0 ? `${severed} engine connection(s) cut and ${refused} reconnect attempt(s) refused` : null };
+    }
+    case 'db-crash': {
+      // what was committed before the crash must come back from the write-ahead log
+      await world.acknowledgeCommitted();
+      const { before, after, killedAt } = await crashAndRestartDatabase(world);
+      const { admin } = await getCluster();
+      const up = await admin.query('SELECT 1').then(
+        () => true,
+        () => false,
+      );
+      return {
+        injectedAt: killedAt,
+        proof: before && after && before !== after && up ? `postmaster ${before} SIGKILLed, restarted as ${after}, accepting connections` : null,
+      };
+    }
+  }
+}
+

@@ -39,6 +39,49 @@ defineParameterType({
   transformer: (text: string) => parseMoment(text),
 });
 
+/**
+ * A {fault} is something that goes wrong between the engine and its database,
+ * in the words of LANGUAGE.md. Each lands while a worker is paused mid-step.
+ */
+export type Fault =
+  | { kind: 'drop-connections'; text: string }
+  | { kind: 'sever'; text: string }
+  | { kind: 'silence'; text: string; ms: number }
+  | { kind: 'unreachable'; text: string; ms: number }
+  | { kind: 'db-crash'; text: string };
+
+const DURATION = String.raw`\d+(?:\.\d+)? (?:milliseconds?|seconds?|minutes?)`;
+
+const FAULTS: Array<[RegExp, (text: string, m: RegExpExecArray) => Fault]> = [
+  [/^the database drops the engine's connections$/, (text) => ({ kind: 'drop-connections', text })],
+  [/^the network to the database is cut$/, (text) => ({ kind: 'sever', text })],
+  [new RegExp(`^the network to the database goes silent for (${DURATION})$`), (text, m) => ({ kind: 'silence', text, ms: parseDuration(m[1]) })],
+  [new RegExp(`^the database is unreachable for (${DURATION})$`), (text, m) => ({ kind: 'unreachable', text, ms: parseDuration(m[1]) })],
+  [/^the database crashes and restarts$/, (text) => ({ kind: 'db-crash', text })],
+];
+
+export function parseFault(text: string): Fault {
+  for (const [re, make] of FAULTS) {
+    const m = re.exec(text);
+    if (m) return make(text, m);
+  }
+  throw new Error(`unknown fault "${text}"`);
+}
+
+defineParameterType({
+  name: 'fault',
+  regexp: new RegExp(
+    [
+      "the database drops the engine's connections",
+      'the network to the database is cut',
+      `the network to the database goes silent for ${DURATION}`,
+      `the database is unreachable for ${DURATION}`,
+      'the database crashes and restarts',
+    ].join('|'),
+  ),
+  transformer: (text: string) => parseFault(text),
+});
+
 defineParameterType({
   name: 'duration',
   regexp: /\d+(?:\.\d+)? (?:milliseconds?|seconds?|minutes?|hours?|days?)/,

@@ -1,7 +1,8 @@
 import { FAILPOINTS } from '../src/faults/failpoints';
 import { readRunView, verifyRun } from '../src/replay-service';
 import type { StoredRunView } from '../src/replay-service';
-import { crashAndRestartDatabase, sleep, STALL_MS, terminateEngineBackends } from './faults';
+import { STALL_MS, strike } from './faults';
+import type { Fault } from './parameter-types';
 import { normalise } from './normalise';
 import type { WorkerProcess } from './worker-process';
 import { FINISHED, ReplayWorld } from './world';
@@ -245,31 +246,16 @@ async function inject(world: ReplayWorld, worker: WorkerProcess, kind: FaultKind
       const exit = await worker.kill();
       return exit.signal === 'SIGKILL' ? `${worker.opts.id} SIGKILLed while stalled at ${at}` : null;
     }
-    case 'sever': {
-      const before = world.proxy.stats().severed;
-      world.proxy.sever();
-      await world.acknowledgeCommitted();
-      const n = world.proxy.stats().severed - before;
-      return n > 0 ? `${n} engine connection(s) reset at ${at}` : null;
-    }
-    case 'blackhole': {
-      world.proxy.blackhole();
-      await world.acknowledgeCommitted();
-      await sleep(STALL_MS + 500);
-      const before = world.proxy.stats().bytesUp;
-      world.proxy.heal();
-      const held = world.proxy.stats().bytesUp - before;
-      return held > 0 ? `${held} bytes held back by a silent network at ${at}` : null;
-    }
-    case 'drop-connections': {
-      const killed = await terminateEngineBackends(world);
-      await world.acknowledgeCommitted();
-      return killed.length > 0 ? `${killed.length} engine session(s) terminated at ${at}` : null;
-    }
-    case 'db-restart': {
-      await world.acknowledgeCommitted();
-      const { before, after } = await crashAndRestartDatabase(world);
-      return before && after && before !== after ? `postmaster ${before} crashed at ${at}, restarted as ${after}` : null;
+    default: {
+      // database and network faults: the same ones the @db-faults scenarios name
+      const fault: Fault = {
+        sever: { kind: 'sever' as const, text: 'the network to the database is cut' },
+        blackhole: { kind: 'silence' as const, text: 'the network to the database goes silent', ms: STALL_MS + 500 },
+        'drop-connections': { kind: 'drop-connections' as const, text: "the database drops the engine's connections" },
+        'db-restart': { kind: 'db-crash' as const, text: 'the database crashes and restarts' },
+      }[kind];
+      const { proof } = await strike(world, fault);
+      return proof ? `${proof} at ${at}` : null;
     }
   }
 }

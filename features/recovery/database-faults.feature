@@ -18,37 +18,28 @@ Feature: A run survives its database connections failing, the network failing an
       | done     | terminate | succeeded                            |                     |
       | rejected | terminate | failed: the order service refused it |                     |
 
-  Scenario Outline: The database drops the engine's connections <moment>
+  Scenario Outline: A run survives when <fault> <moment>
     Given the worker will stall <moment>
     When "acme" delivers an order webhook to "order-sync"
-    And the database drops the engine's connections
+    And <fault>
     Then the run succeeds
     And it ends exactly as the same run without the fault
     And the run replays exactly from its log
     And the order service received the order exactly once
     And nothing the engine committed was lost
 
-    Examples:
-      | moment                                          |
-      | after step "map" is recorded                    |
-      | after the request of "push" is sent             |
-      | while the response of "push" is being recorded  |
-      | while the step after "check" is being scheduled |
+    Examples: Connections cut by the database
+      | fault                                        | moment                                          |
+      | the database drops the engine's connections  | after step "map" is recorded                    |
+      | the database drops the engine's connections  | after the request of "push" is sent             |
+      | the database drops the engine's connections  | while the response of "push" is being recorded  |
+      | the database drops the engine's connections  | while the step after "check" is being scheduled |
 
-  Scenario Outline: The network to the database is cut <moment>
-    Given the worker will stall <moment>
-    When "acme" delivers an order webhook to "order-sync"
-    And the network to the database is cut
-    Then the run succeeds
-    And it ends exactly as the same run without the fault
-    And the run replays exactly from its log
-    And the order service received the order exactly once
-    And nothing the engine committed was lost
-
-    Examples:
-      | moment                                         |
-      | after the request of "push" is sent            |
-      | while the step after "push" is being scheduled |
+    Examples: The network severed
+      | fault                              | moment                                         |
+      | the network to the database is cut | after the request of "push" is sent            |
+      | the network to the database is cut | while the step after "push" is being scheduled |
+      | the network to the database is cut | while the response of "push" is being recorded |
 
   Scenario: The network to the database goes silent for a moment while an order is on its way
     Given the worker will stall after the request of "push" is sent
