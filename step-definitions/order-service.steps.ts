@@ -9,7 +9,7 @@ function httpSteps(world: ReplayWorld): string[] {
   return world.workflow(r.project, r.workflow).definition.steps.filter((s) => s.type === 'http_call').map((s) => s.id);
 }
 
-Given('the order service fails {int} times', async function (this: ReplayWorld, times: number) {
+Given('the order service fails {int} time(s)', async function (this: ReplayWorld, times: number) {
   const target = await this.orderService();
   target.script('*', { kind: 'fail', status: 503, times });
   this.recordFault(`order service answers 503 ${times} times`, async () =>
@@ -28,7 +28,7 @@ Given('the order service stalls on the first attempt', async function (this: Rep
   this.recordFault('order service stalls once', async () => (target.requests.some((r) => r.outcome === 'stalled') ? 'stalled' : null));
 });
 
-Given('the order service resets the connection {int} times', async function (this: ReplayWorld, times: number) {
+Given('the order service resets the connection {int} time(s)', async function (this: ReplayWorld, times: number) {
   const target = await this.orderService();
   target.script('*', { kind: 'reset', times });
   this.recordFault(`order service resets ${times} connections`, async () =>

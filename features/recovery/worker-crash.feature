@@ -146,6 +146,21 @@ Feature: A run survives its worker dying at any moment
     And the order service received the order exactly once
     And nothing the engine committed was lost
 
+  Scenario: The worker dies while a retry waits out its backoff, and a new worker retries once the clock has passed it
+    Given the project "acme" with the workflow "order-retry":
+      | step | type      | does                                                                 | then |
+      | push | http_call | POST the order to /orders, up to 3 attempts, backing off 10 minutes | done |
+      | done | terminate | succeeded                                                            |      |
+    And the order service fails 1 time
+    When "acme" delivers an order webhook to "order-retry"
+    And the run is waiting in "push"
+    And the worker is killed
+    And the clock moves forward 1 hour
+    And a worker starts
+    Then the run succeeds with the timer of "push" fired once
+    And the run replays exactly from its log
+    And the order service received the order exactly once
+
   Scenario: The worker dies just as the timer fires, and a new worker fires it once
     Given the worker will crash when the timer of "wait" fires
     When "acme" delivers an order webhook to "order-follow-up"
