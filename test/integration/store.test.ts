@@ -138,23 +138,7 @@ describe('run store', { timeout: 60_000 }, () => {
     const { runId, version, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
     const deliveryId = `d-${runId}`;
     const rows = await count(pool, 'run_events');
-    const again = await startRun(pool, {
-      runId: randomUUID(),
-      projectId: published.projectId,
-      projectSlug: 'acme',
-      workflowSlug: published.workflow,
-      version,
-      deliveryId,
-      input: { order: { id: 'o-1', sum: 42 } },
-      rawBody: JSON.stringify({ order: { id: 'o-1', sum: 42 } }),
-      at: new Date(),
-    });
-    assert.deepEqual(again, { runId, duplicate: true });
-    assert.equal(await count(pool, 'run_events'), rows);
-    assert.equal(await count(pool, 'runs'), 1);
-
-    // the same id with other bytes is a sender bug, not a re-delivery
-    await assert.rejects(
+    const redeliver = (input: unknown) =>
       startRun(pool, {
         runId: randomUUID(),
         projectId: published.projectId,
@@ -162,10 +146,17 @@ describe('run store', { timeout: 60_000 }, () => {
         workflowSlug: published.workflow,
         version,
         deliveryId,
-        input: { order: { id: 'o-2', sum: 7 } },
-        rawBody: JSON.stringify({ order: { id: 'o-2', sum: 7 } }),
+        input,
+        rawBody: JSON.stringify(input),
         at: new Date(),
-      }),
+      });
+    assert.deepEqual(await redeliver({ order: { id: 'o-1', sum: 42 } }), { runId, duplicate: true });
+    assert.equal(await count(pool, 'run_events'), rows);
+    assert.equal(await count(pool, 'runs'), 1);
+
+    // the same id with other bytes is a sender bug, not a re-delivery
+    await assert.rejects(
+      redeliver({ order: { id: 'o-2', sum: 7 } }),
       (e: Error) => e instanceof DeliveryReusedError && e.message.includes(runId),
     );
     assert.equal(await count(pool, 'run_events'), rows);
