@@ -150,8 +150,9 @@ export async function crashAndRestartDatabase(
   const { server } = await getCluster();
   if (!server.canCrash) throw new Error(`the ${server.kind} Postgres cannot be crashed by the suite`);
   const before = server.pid();
-  const killedAt = new Date();
   await server.kill();
+  // taken once the postmaster is gone: a late kill must not pass as one inside the stall
+  const killedAt = new Date();
   await server.restart();
   const after = server.pid();
   await refreshOwnConnections(world);

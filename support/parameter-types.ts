@@ -50,7 +50,8 @@ export type Fault =
   | { kind: 'unreachable'; text: string; ms: number }
   | { kind: 'db-crash'; text: string };
 
-const DURATION = String.raw`\d+(?:\.\d+)? (?:milliseconds?|seconds?|minutes?)`;
+// seconds at most: the fault lasts inside one step, whose time limit is 90 seconds
+const DURATION = String.raw`\d+(?:\.\d+)? (?:milliseconds?|seconds?)`;
 
 const FAULTS: Array<[RegExp, (text: string, m: RegExpExecArray) => Fault]> = [
   [/^the database drops the engine's connections$/, (text) => ({ kind: 'drop-connections', text })],

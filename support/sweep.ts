@@ -1,7 +1,7 @@
 import { FAILPOINTS } from '../src/faults/failpoints';
 import { readRunView, verifyRun } from '../src/replay-service';
 import type { StoredRunView } from '../src/replay-service';
-import { STALL_MS, strike } from './faults';
+import { landedDuringStall, Stall, STALL_MS, strike } from './faults';
 import type { Fault } from './parameter-types';
 import { normalise } from './normalise';
 import type { WorkerProcess } from './worker-process';
@@ -26,6 +26,7 @@ export interface TraceRecord {
   occurrence: number;
   pid: number;
   action: string;
+  at: string;
 }
 
 export interface CrashPoint {
@@ -216,7 +217,7 @@ export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: Pl
         break;
       }
       const at = `${baseOf(hit)}#${hit.occurrence}`;
-      const proof = await inject(world, worker, fault.kind, at);
+      const proof = await inject(world, worker, fault.kind, at, hit);
       run.faults.push({ label: `${fault.kind} at ${fault.point.spec}`, proof });
       if (!worker.alive) {
         await world.acknowledgeCommitted();
@@ -236,7 +237,7 @@ export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: Pl
 }
 
 /** Apply one fault at the moment the worker reached (it crashed there by itself, or it stalls there now). */
-async function inject(world: ReplayWorld, worker: WorkerProcess, kind: FaultKind, at: string): Promise<string | null> {
+async function inject(world: ReplayWorld, worker: WorkerProcess, kind: FaultKind, at: string, hit: TraceRecord): Promise<string | null> {
   switch (kind) {
     case 'crash': {
       const exit = await worker.exited;
@@ -254,8 +255,11 @@ async function inject(world: ReplayWorld, worker: WorkerProcess, kind: FaultKind
         'drop-connections': { kind: 'drop-connections' as const, text: "the database drops the engine's connections" },
         'db-restart': { kind: 'db-crash' as const, text: 'the database crashes and restarts' },
       }[kind];
-      const { proof } = await strike(world, fault);
-      return proof ? `${proof} at ${at}` : null;
+      // the same proof as the scenarios: it must land while the worker is still paused at its point
+      const stall: Stall = { worker, site: baseOf(hit), firedAt: new Date(hit.at) };
+      const { injectedAt, proof } = await strike(world, fault, stall);
+      const landed = landedDuringStall(stall, injectedAt, proof);
+      return landed ? `${landed} at ${at}` : null;
     }
   }
 }

@@ -6,8 +6,17 @@ import { Pool, PoolConfig } from 'pg';
  * end the process.
  */
 export function openPool(connectionString: string, extra: PoolConfig = {}, onError?: (e: Error) => void): Pool {
-  // keepAlive: a connection to a host that vanished (partition, crashed VM) is noticed by TCP, not only by the next query
-  const pool = new Pool({ connectionString, max: 10, idleTimeoutMillis: 10_000, connectionTimeoutMillis: 5_000, keepAlive: true, ...extra });
+  // TCP keepalive after 10 s idle: a connection to a host that vanished (partition, crashed VM) is found dead
+  // by probes rather than by a query that hangs; behind a proxy the probes only reach the proxy
+  const pool = new Pool({
+    connectionString,
+    max: 10,
+    idleTimeoutMillis: 10_000,
+    connectionTimeoutMillis: 5_000,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    ...extra,
+  });
   pool.on('error', (e) => onError?.(e));
   // a client checked out when its connection is cut emits 'error' too; without a listener that ends the process
   pool.on('connect', (client) => client.on('error', (e) => onError?.(e)));

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import Fastify, { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { readRunView } from '../replay-service';
-import { findProject, findWorkflow, latestVersion, NotFoundError, ProjectRow, WorkflowRow } from '../store/registry';
+import { findProject, findWorkflow, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, WorkflowRow } from '../store/registry';
 import { DeliveryReusedError, startRun } from '../store/run-store';
 import { Clock, systemClock } from '../worker/clock';
 import { computeSignature, DELIVERY_HEADER, SIGNATURE_HEADER } from './sign';
@@ -189,6 +189,10 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     if (err instanceof Refusal) {
       refused(req, err.status, err.code, where);
       return refuse(reply, err.status, err.code, err.message);
+    }
+    if (err instanceof TamperedDefinitionError) {
+      log({ level: 'error', msg: 'published version failed its integrity check', ...where, version: err.version });
+      return refuse(reply, 503, 'workflow_unavailable', 'the workflow cannot run until it is published again; nothing was recorded');
     }
     if (err instanceof DeliveryReusedError) {
       refused(req, 409, 'delivery_id_reused', { ...where, deliveryId: err.deliveryId });

@@ -161,8 +161,9 @@ export async function loadVersion(db: Pool, workflowId: string, version: number,
 
 /**
  * The database refuses edits to published versions, but someone with DBA
- * rights can switch that off. Re-hashing on load means no worker or intake
- * ever runs a definition other than the one that was published.
+ * rights can switch that off. Re-hashing on load catches a definition edited
+ * without its hash; workers also hold the hash against the one each run's
+ * first event pinned, which catches both edited together.
  */
 function toLoaded(
   r: { workflow_id: string; version: number; definition: WorkflowDefinition; definition_hash: string },

@@ -300,7 +300,8 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
 /** A delivery id names one body: a re-delivery must carry the same bytes. */
 export class DeliveryReusedError extends Error {
   constructor(readonly deliveryId: string, readonly runId: string) {
-    super(`delivery id ${deliveryId} was already used for a different body (run ${runId}); give each new event its own delivery id`);
+    // the run id stays out of the message: a refusal must not tell a sender which run an id belongs to
+    super(`delivery id ${deliveryId} was already used for a different body; give each new event its own delivery id`);
     this.name = 'DeliveryReusedError';
   }
 }

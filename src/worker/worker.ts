@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
 import { Command, createDecider, DecisionError, EngineFlags, nextAction, RunDecider, RunState } from '../domain/decider';
 import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
-import { loadVersion, LoadedVersion } from '../store/registry';
+import { loadVersion, LoadedVersion, TamperedDefinitionError } from '../store/registry';
 import { commitBatch, ConcurrencyError, LoadedRun, loadRun } from '../store/run-store';
 import { Clock, systemClock } from './clock';
 import { sendRequest } from './http-client';
@@ -134,7 +134,7 @@ export class Worker {
 
   private async lock(): Promise<Client> {
     if (this.lockClient) return this.lockClient;
-    const c = new Client({ keepAlive: true, ...this.opts.lockConnection, application_name: `meshhook-lock-${this.id}` });
+    const c = new Client({ keepAlive: true, keepAliveInitialDelayMillis: 10_000, ...this.opts.lockConnection, application_name: `meshhook-lock-${this.id}` });
     c.on('error', (e) => {
       this.log({ level: 'warn', worker: this.id, msg: 'lock session lost', error: e.message });
       if (this.lockClient === c) this.lockClient = null;
@@ -197,6 +197,8 @@ export class Worker {
       v = await loadVersion(this.pool, run.workflowId, run.version);
       this.versions.set(key, v);
     }
+    // the run's first event pins the definition's hash: a version rewritten with a matching hash is still not it
+    if (run.state.definitionHash && run.state.definitionHash !== v.definitionHash) throw new TamperedDefinitionError(run.workflowId, run.version);
     return createDecider(v.definition, this.opts.flags);
   }
 

@@ -164,4 +164,28 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       await intake.close();
     }
   });
+
+  it('a workflow whose published version was edited in place is unavailable and records nothing', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool });
+    try {
+      const wf = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const client = await pool.connect();
+      try {
+        await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
+        await client.query(`UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
+        await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable');
+      } finally {
+        client.release();
+      }
+      const before = await snapshot(pool);
+      const res = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER);
+      assert.equal(res.status, 503);
+      assert.equal(res.body.error.code, 'workflow_unavailable');
+      assert.ok(!JSON.stringify(res.body).includes(wf.signingSecret));
+      assert.deepEqual(await snapshot(pool), before);
+    } finally {
+      await intake.close();
+    }
+  });
 });

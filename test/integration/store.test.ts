@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Pool } from 'pg';
 import { createDecider } from '../../src/domain/decider';
+import { definitionHash } from '../../src/domain/definition';
 import { Failpoints } from '../../src/faults/failpoints';
 import { readRunView, verifyRun } from '../../src/replay-service';
 import { latestVersion, loadVersion, publishWorkflow, TamperedDefinitionError } from '../../src/store/registry';
@@ -157,7 +158,7 @@ describe('run store', { timeout: 60_000 }, () => {
     // the same id with other bytes is a sender bug, not a re-delivery
     await assert.rejects(
       redeliver({ order: { id: 'o-2', sum: 7 } }),
-      (e: Error) => e instanceof DeliveryReusedError && e.message.includes(runId),
+      (e: Error) => e instanceof DeliveryReusedError && e.runId === runId && !e.message.replace(deliveryId, "").includes(runId),
     );
     assert.equal(await count(pool, 'run_events'), rows);
     assert.equal(await count(pool, 'runs'), 1);
@@ -197,5 +198,29 @@ describe('run store', { timeout: 60_000 }, () => {
     assert.equal(v.divergence, null, 'the edit changes no decision of this run');
     assert.equal(v.definitionChanged, true);
     assert.equal(v.ok, false, 'but the run no longer runs on the version it was pinned to');
+  });
+
+  it('a worker will not run a version rewritten together with its hash', async () => {
+    const { pool, url } = await dbs.fresh();
+    const { runId, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const rewritten = { ...published.definition, description: 'rewritten' } as typeof published.definition;
+    const client = await pool.connect();
+    try {
+      await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
+      await client.query('UPDATE workflow_versions SET definition = $1, definition_hash = $2', [JSON.stringify(rewritten), definitionHash(rewritten)]);
+      await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable');
+    } finally {
+      client.release();
+    }
+    const worker = new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 20 });
+    worker.start();
+    try {
+      await waitFor('the worker to refuse the run', async () => worker.stats.errors > 0);
+    } finally {
+      await worker.stop();
+    }
+    assert.equal(worker.stats.batches, 0, 'not one step ran on the rewritten definition');
+    assert.equal(await count(pool, 'run_events'), 1);
+    assert.equal((await verifyRun(pool, runId)).ok, false);
   });
 });
