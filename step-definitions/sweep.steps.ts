@@ -1,7 +1,7 @@
 import { Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import fc from 'fast-check';
-import { CrashPoint, FaultedRun, FaultKind, PlannedFault, report, runWithFaults, sweepCrashPoints, traceReference } from '../support/sweep';
+import { CrashPoint, FaultedRun, FaultKind, PACE_MS, PlannedFault, report, runWithFaults, runWithTimedKill, sweepCrashPoints, traceReference } from '../support/sweep';
 import type { ReplayWorld } from '../support/world';
 
 /*
@@ -72,6 +72,18 @@ When('{int} more orders each meet a random schedule of faults', { timeout: 600_0
   const runs: FaultedRun[] = [];
   for (const plan of plans) runs.push(await runWithFaults(this, ref, plan));
   publish(this, runs, `random fault schedule (seed ${seed})`);
+});
+
+When('{int} more orders each lose their worker at a random time', { timeout: 600_000 }, async function (this: ReplayWorld, orders: number) {
+  const ref = reference(this);
+  const seed = process.env.MESHHOOK_SEED ? Number(process.env.MESHHOOK_SEED) : Date.now() % 2 ** 31;
+  this.log(`random kill times seed ${seed}; re-run them with: MESHHOOK_SEED=${seed} npx cucumber-js -p sweep --tags @slow`);
+  // a paced run lasts at least PACE_MS per crash point; kills land in its first two thirds
+  const span = Math.floor((ref.points.length * PACE_MS * 2) / 3);
+  const delays = fc.sample(fc.noBias(fc.integer({ min: 0, max: span })), { seed, numRuns: orders });
+  const runs: FaultedRun[] = [];
+  for (const delayMs of delays) runs.push(await runWithTimedKill(this, ref, delayMs));
+  publish(this, runs, `workers killed at random times (seed ${seed})`);
 });
 
 Then('every planned fault fired', async function (this: ReplayWorld) {

@@ -264,6 +264,54 @@ async function inject(world: ReplayWorld, worker: WorkerProcess, kind: FaultKind
   }
 }
 
+/** How long a paced worker pauses at every failpoint, so that a run lasts long enough for a random moment to land inside it. */
+export const PACE_MS = 30;
+
+/**
+ * One run of the reference order whose worker is SIGKILLed from outside
+ * `delayMs` after it started on the run (wall time, not a named moment), then replaced
+ * by a new worker. The worker pauses PACE_MS at every failpoint, so the run
+ * lasts at least PACE_MS × the reference's crash points; callers pick delays
+ * inside that span. The kill proves something only if the run was unfinished
+ * when it landed: with one worker and that worker dead, a view read after
+ * the kill shows exactly what the kill interrupted.
+ */
+export async function runWithTimedKill(world: ReplayWorld, ref: Reference, delayMs: number): Promise<FaultedRun> {
+  const label = `SIGKILL ${delayMs} ms into the run`;
+  const run: FaultedRun = { label, runId: null, faults: [], recovered: false, sameAsReference: null, replay: null, effects: null, error: null };
+  await stopAll(world);
+  try {
+    const worker = await world.startWorker({ failpoints: FAILPOINTS.map((name) => `${name}=delay:${PACE_MS}`) });
+    const answer = await world.deliver(ref.project, ref.workflow, ref.body);
+    if (answer.status !== 202) throw new Error(`delivery refused: ${JSON.stringify(answer)}`);
+    const runId: string = answer.body.runId;
+    run.runId = runId;
+    // time counts from the worker's first failpoint on this run, so the kill lands while it works on it
+    await world.waitUntil('the worker to start on the run', async () => world.firedFailpoints().some((f) => f.runId === runId && f.pid === worker.pid));
+    await new Promise((r) => setTimeout(r, delayMs));
+    const exit = await worker.kill();
+    const interrupted = await readView(world, runId);
+    const unfinished = interrupted !== null && !FINISHED.includes(interrupted.status);
+    run.faults.push({
+      label,
+      proof:
+        exit.signal === 'SIGKILL' && unfinished
+          ? `${worker.opts.id} died by SIGKILL with the run at event ${interrupted.lastSeq}${interrupted.currentStep ? `, in step ${interrupted.currentStep}` : ', before its first step'}`
+          : null,
+    });
+    await world.acknowledgeCommitted();
+    await world.startWorker({ failpoints: TRACE_ALL });
+    await settle(world, runId);
+    run.recovered = world.firedFailpoints().some((f) => f.runId === runId && f.name === 'during-recovery');
+    await stopAll(world);
+    await judge(world, ref, run);
+  } catch (e) {
+    run.error = (e as Error).message;
+    await stopAll(world).catch(() => undefined);
+  }
+  return run;
+}
+
 export function report(runs: FaultedRun[]): string {
   const lines = runs.map((r, i) => {
     const problems = [

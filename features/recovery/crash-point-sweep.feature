@@ -11,8 +11,9 @@ Feature: A run survives its worker dying at every crash point it passes
   points in the engine are swept as soon as they exist.
 
   The random schedule mixes worker crashes, kills, a cut or silent network,
-  dropped connections and a database crash at random crash points. It prints its
-  seed; to replay the very same schedule:
+  dropped connections and a database crash at random crash points; the random
+  kills come from outside at random times into the run, wherever it happens to
+  be. Both print their seed; to replay the very same schedule:
     MESHHOOK_SEED=<seed> npx cucumber-js -p sweep --tags @slow features/recovery/crash-point-sweep.feature
 
   Background:
@@ -47,6 +48,16 @@ Feature: A run survives its worker dying at every crash point it passes
   Scenario: Orders meet a seeded random schedule of faults and still end as the reference order
     Given "acme" has run a reference order through "order-sync", noting every crash point it passed
     When 6 more orders each meet a random schedule of faults
+    Then every planned fault fired
+    And every faulted order ended exactly as the reference order
+    And every faulted order replays exactly from its log
+    And the order service took every faulted order exactly once
+    And nothing the engine committed was lost
+
+  @slow
+  Scenario: Workers killed at seeded random times still leave every order as the reference order
+    Given "acme" has run a reference order through "order-sync", noting every crash point it passed
+    When 6 more orders each lose their worker at a random time
     Then every planned fault fired
     And every faulted order ended exactly as the reference order
     And every faulted order replays exactly from its log
