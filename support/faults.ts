@@ -50,13 +50,14 @@ export function stallsInsideTransaction(stall: Stall): boolean {
 
 /**
  * A fault proves something about a moment only if it landed while the worker
- * was still paused there: the proof is kept only when `injectedAt` falls inside
- * the stall, and otherwise says what went wrong.
+ * was still paused there: the proof is kept when `injectedAt` falls inside the
+ * stall; a fault that came too late is an error that says by how much.
  */
 export function landedDuringStall(stall: Stall, injectedAt: Date, proof: string | null): string | null {
   if (!proof) return null;
-  const late = injectedAt.getTime() - (stall.firedAt.getTime() + STALL_MS);
-  return late < 0 ? `${proof}, ${stall.firedAt.getTime() + STALL_MS - injectedAt.getTime()} ms before the worker moved on` : null;
+  const margin = stall.firedAt.getTime() + STALL_MS - injectedAt.getTime();
+  if (margin <= 0) throw new Error(`it landed ${-margin} ms after the worker had moved on from ${stall.site}, so it hit no particular moment`);
+  return `${proof}, ${margin} ms before the worker moved on`;
 }
 
 /** Postgres sessions that are the scenario's own (its pool, the intake): everything else on the database is the engine. */

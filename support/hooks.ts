@@ -67,7 +67,9 @@ After({ name: 'every injected fault fired' }, async function (this: ReplayWorld,
   if (result?.status !== Status.PASSED) return;
   const unproven: string[] = [];
   for (const fault of this.faults) {
-    if (!(await fault.proof())) unproven.push(fault.label);
+    const proof = await fault.proof().catch((e: Error) => ({ why: e.message }));
+    if (!proof) unproven.push(fault.label);
+    else if (typeof proof === 'object') unproven.push(`${fault.label} (${proof.why})`);
   }
   if (unproven.length) {
     throw new Error(`these faults were injected but never fired, so the scenario proved nothing about them: ${unproven.join('; ')}`);
