@@ -75,3 +75,21 @@ After({ name: 'every injected fault fired' }, async function (this: ReplayWorld,
     throw new Error(`these faults were injected but never fired, so the scenario proved nothing about them: ${unproven.join('; ')}`);
   }
 });
+
+// Defined last, so it runs first: secrets must never reach the run log, the
+// run views or anything the workers print, whatever the scenario was about.
+After({ name: 'no signing secret in the run log, run views or worker logs' }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
+  if (result?.status !== Status.PASSED || !this.db) return;
+  const secrets = [...this.workflows.values()].map((w) => w.secret);
+  if (secrets.length === 0) return;
+  const { rows } = await this.db.query<{ place: string; n: number }>(
+    `SELECT 'run_events' AS place, count(*)::int AS n FROM run_events e, unnest($1::text[]) s WHERE strpos(e.payload::text, s) > 0
+     UNION ALL
+     SELECT 'runs', count(*)::int FROM runs r, unnest($1::text[]) s
+      WHERE strpos(r.outputs::text || coalesce(r.result::text, '') || r.attempts::text, s) > 0`,
+    [secrets],
+  );
+  const leaks = rows.filter((r) => r.n > 0).map((r) => `${r.place} (${r.n})`);
+  for (const w of this.workers) if (w.output.some((line) => secrets.some((s) => line.includes(s)))) leaks.push(`worker ${w.opts.id}'s log`);
+  if (leaks.length) throw new Error(`a signing secret leaked into: ${leaks.join(', ')}`);
+});
