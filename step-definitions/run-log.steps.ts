@@ -64,3 +64,50 @@ Then('replay uses version {int} of the workflow', async function (this: ReplayWo
   expect(this.verification?.state.version).toBe(version);
   expect(this.verification?.definitionChanged).toBe(false);
 });
+
+/** The recorded StepSucceeded of a step, with its output changed to a forged total. */
+async function forgeOutput(world: ReplayWorld, step: string, client: { query: ReplayWorld['db']['query'] }): Promise<number> {
+  const event = (await world.events()).find((e) => e.type === 'StepSucceeded' && (e.data as { step?: string }).step === step);
+  if (!event) throw new Error(`the run recorded no result for "${step}"`);
+  const forged = { ...(event.data as object), output: { ...((event.data as { output?: object }).output ?? {}), total: 0.01 } };
+  const res = await client.query('UPDATE run_events SET payload = $1 WHERE run_id = $2 AND seq = $3', [canonicalJson(forged), world.run.runId, event.seq]);
+  return res.rowCount ?? 0;
+}
+
+When('someone tries to change the recorded output of {step}', async function (this: ReplayWorld, step: string) {
+  this.lastError = null;
+  try {
+    await forgeOutput(this, step, this.db);
+  } catch (e) {
+    this.lastError = e as Error;
+  }
+});
+
+Then('the database refuses because {string}', async function (this: ReplayWorld, reason: string) {
+  expect(this.lastError?.message ?? 'the change went through').toContain(reason);
+});
+
+/** As an intruder with DBA rights would: switch the append-only trigger off, rewrite, switch it back on. */
+When("someone rewrites the recorded output of {step} behind the engine's back", async function (this: ReplayWorld, step: string) {
+  const client = await this.db.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete');
+    const changed = await forgeOutput(this, step, client);
+    await client.query('ALTER TABLE run_events ENABLE TRIGGER run_events_no_update_delete');
+    await client.query('COMMIT');
+    expect(changed).toBe(1);
+  } catch (e) {
+    await client.query('ROLLBACK');
+    throw e;
+  } finally {
+    client.release();
+  }
+});
+
+Then('replay reports the hash chain broken at event {int}', async function (this: ReplayWorld, seq: number) {
+  expect(this.lastError).toBeNull();
+  expect(this.verification?.ok).toBe(false);
+  expect(this.verification?.chainBreak?.seq).toBe(seq);
+});
+

@@ -1,0 +1,29 @@
+@replay
+Feature: A run log changed behind the engine's back is caught
+  The run log is the only record of what happened, so it must not change once
+  written. The database refuses every change to a recorded event; and if
+  someone with the rights to switch that protection off rewrites history
+  anyway, replay must point at the first event whose content no longer matches
+  its place in the hash chain, instead of quietly trusting it.
+
+  Background:
+    Given the project "acme" with the workflow "order-sync":
+      | step     | type      | does                                 | then                |
+      | map      | transform | {id: order.id, total: order.sum}     | push                |
+      | push     | http_call | POST the mapped order to /orders     | check               |
+      | check    | branch    | when push answered 200               | done, else rejected |
+      | done     | terminate | succeeded                            |                     |
+      | rejected | terminate | failed: the order service refused it |                     |
+
+  Scenario: The database refuses to change what a run recorded
+    Given "acme" has a finished run of "order-sync"
+    When someone tries to change the recorded output of "map"
+    Then the database refuses because "run_events is append-only"
+    And the run replays exactly from its log
+
+  @smoke
+  Scenario: A recorded output rewritten with the protection switched off breaks the hash chain there
+    Given "acme" has a finished run of "order-sync"
+    When someone rewrites the recorded output of "map" behind the engine's back
+    And the run is replayed
+    Then replay reports the hash chain broken at event 3
