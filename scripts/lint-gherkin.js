@@ -40,6 +40,14 @@ for (const file of files) {
     if (!tags.some((t) => AREAS.includes(t))) problems.push(`${rel}:${s.location.line}: "${s.name}" has no area tag (${AREAS.join(' ')})`);
   }
 }
+// the README's "run one scenario by line" examples must still point at a scenario
+const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+for (const [, file, line] of readme.matchAll(/(features\/[\w/.-]+\.feature):(\d+)/g)) {
+  const full = path.join(root, file);
+  const text = fs.existsSync(full) ? fs.readFileSync(full, 'utf8').split('\n')[Number(line) - 1] ?? '' : null;
+  if (text === null) problems.push(`README.md names ${file}, which does not exist`);
+  else if (!/^\s*(Scenario|Scenario Outline|Example):/.test(text)) problems.push(`README.md runs ${file}:${line}, which is not a Scenario line`);
+}
 for (const p of problems) console.error(p);
 const failed = lint.status !== 0 || problems.length > 0;
 console.log(failed ? `gherkin lint: problems found in ${files.length} feature files` : `gherkin lint: ${files.length} feature files ok`);
