@@ -111,3 +111,20 @@ Then('replay reports the hash chain broken at event {int}', async function (this
   expect(this.verification?.chainBreak?.seq).toBe(seq);
 });
 
+When("someone marks the run as failed behind the engine's back", async function (this: ReplayWorld) {
+  const res = await this.db.query(`UPDATE runs SET status = 'failed' WHERE id = $1 AND status <> 'failed'`, [this.run.runId]);
+  expect(res.rowCount).toBe(1);
+});
+
+Then('replay says the run view differs from the log in {string}', async function (this: ReplayWorld, field: string) {
+  expect(this.lastError).toBeNull();
+  expect(this.verification?.ok).toBe(false);
+  expect(this.verification?.divergence).toBeNull();
+  expect(this.verification?.viewDifference ?? 'the run view matches').toMatch(new RegExp(`^${field}: `));
+});
+
+Then('rebuilding repaired the run', async function (this: ReplayWorld) {
+  expect(this.rebuilt?.repaired).toContain(this.run.runId);
+  expect(this.rebuilt?.refused).toEqual([]);
+});
+

@@ -1,10 +1,11 @@
 @replay
-Feature: A run log changed behind the engine's back is caught
+Feature: Tampering with a run is caught, and its view can be rebuilt from the log
   The run log is the only record of what happened, so it must not change once
   written. The database refuses every change to a recorded event; and if
   someone with the rights to switch that protection off rewrites history
-  anyway, replay must point at the first event whose content no longer matches
-  its place in the hash chain, instead of quietly trusting it.
+  anyway, replay must name the first event whose content no longer matches its
+  place in the hash chain, instead of quietly trusting it. The run view is only
+  a projection: when it is edited, replay notices and the log rebuilds it.
 
   Background:
     Given the project "acme" with the workflow "order-sync":
@@ -27,3 +28,16 @@ Feature: A run log changed behind the engine's back is caught
     When someone rewrites the recorded output of "map" behind the engine's back
     And the run is replayed
     Then replay reports the hash chain broken at event 3
+
+  Scenario: A run view edited behind the engine's back is caught by replay
+    Given "acme" has a finished run of "order-sync"
+    When someone marks the run as failed behind the engine's back
+    And the run is replayed
+    Then replay says the run view differs from the log in "status"
+
+  Scenario: A run view edited behind the engine's back is rebuilt from the log
+    Given "acme" has a finished run of "order-sync"
+    When someone marks the run as failed behind the engine's back
+    And the run views are rebuilt from the log
+    Then rebuilding repaired the run
+    And the run replays exactly from its log
