@@ -225,15 +225,21 @@ export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: Pl
       }
     }
     if (world.aliveWorkers.length === 0) worker = await world.startWorker({ failpoints: TRACE_ALL });
-    await settle(world, runId);
-    run.recovered = world.firedFailpoints().some((f) => f.runId === runId && f.name === 'during-recovery');
-    await stopAll(world);
-    await judge(world, ref, run);
+    await finishAndJudge(world, ref, run);
   } catch (e) {
     run.error = (e as Error).message;
     await stopAll(world).catch(() => undefined);
   }
   return run;
+}
+
+/** Let the run finish on the workers now running, note whether one had to recover it, and judge it against the reference. */
+async function finishAndJudge(world: ReplayWorld, ref: Reference, run: FaultedRun): Promise<void> {
+  const runId = run.runId!;
+  await settle(world, runId);
+  run.recovered = world.firedFailpoints().some((f) => f.runId === runId && f.name === 'during-recovery');
+  await stopAll(world);
+  await judge(world, ref, run);
 }
 
 /** Apply one fault at the moment the worker reached (it crashed there by itself, or it stalls there now). */
@@ -301,10 +307,7 @@ export async function runWithTimedKill(world: ReplayWorld, ref: Reference, delay
     });
     await world.acknowledgeCommitted();
     await world.startWorker({ failpoints: TRACE_ALL });
-    await settle(world, runId);
-    run.recovered = world.firedFailpoints().some((f) => f.runId === runId && f.name === 'during-recovery');
-    await stopAll(world);
-    await judge(world, ref, run);
+    await finishAndJudge(world, ref, run);
   } catch (e) {
     run.error = (e as Error).message;
     await stopAll(world).catch(() => undefined);

@@ -152,3 +152,16 @@ export async function runStatus(pool: Pool, runId: string): Promise<string | nul
   const { rows } = await pool.query('SELECT status FROM runs WHERE id = $1', [runId]);
   return rows[0]?.status ?? null;
 }
+
+/** Change published versions as someone with DBA rights would: switch the immutability trigger off around the statement. */
+export async function tamperWithVersions(pool: Pool, sql: string, params: unknown[] = []): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
+    await client.query(sql, params);
+  } finally {
+    await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable').catch(() => undefined);
+    client.release();
+  }
+}
+

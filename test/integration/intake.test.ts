@@ -6,7 +6,7 @@ import { startIntake } from '../../src/intake/server';
 import { deliver, signPayload } from '../../src/intake/sign';
 import { verifyRun } from '../../src/replay-service';
 import { publishWorkflow } from '../../src/store/registry';
-import { count, orderSyncDefinition, runStatus, snapshot, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
+import { count, orderSyncDefinition, runStatus, snapshot, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor } from './helpers';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -170,14 +170,7 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     const intake = await startIntake({ pool });
     try {
       const wf = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
-      const client = await pool.connect();
-      try {
-        await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
-        await client.query(`UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
-        await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable');
-      } finally {
-        client.release();
-      }
+      await tamperWithVersions(pool, `UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
       const before = await snapshot(pool);
       const res = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER);
       assert.equal(res.status, 503);

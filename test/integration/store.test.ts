@@ -9,7 +9,7 @@ import { readRunView, verifyRun } from '../../src/replay-service';
 import { latestVersion, loadVersion, publishWorkflow, TamperedDefinitionError } from '../../src/store/registry';
 import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, rebuildViews, startRun } from '../../src/store/run-store';
 import { Worker } from '../../src/worker/worker';
-import { count, orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus } from './helpers';
+import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus } from './helpers';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -185,14 +185,7 @@ describe('run store', { timeout: 60_000 }, () => {
   it('a published version edited behind the engine\'s back is refused to workers and reported by verify', async () => {
     const { pool } = await dbs.fresh();
     const { runId, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
-    const client = await pool.connect();
-    try {
-      await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
-      await client.query(`UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
-      await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable');
-    } finally {
-      client.release();
-    }
+    await tamperWithVersions(pool, `UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
     await assert.rejects(loadVersion(pool, published.workflowId, 1), TamperedDefinitionError);
     const v = await verifyRun(pool, runId);
     assert.equal(v.divergence, null, 'the edit changes no decision of this run');
@@ -204,14 +197,7 @@ describe('run store', { timeout: 60_000 }, () => {
     const { pool, url } = await dbs.fresh();
     const { runId, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
     const rewritten = { ...published.definition, description: 'rewritten' } as typeof published.definition;
-    const client = await pool.connect();
-    try {
-      await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
-      await client.query('UPDATE workflow_versions SET definition = $1, definition_hash = $2', [JSON.stringify(rewritten), definitionHash(rewritten)]);
-      await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable');
-    } finally {
-      client.release();
-    }
+    await tamperWithVersions(pool, 'UPDATE workflow_versions SET definition = $1, definition_hash = $2', [JSON.stringify(rewritten), definitionHash(rewritten)]);
     const worker = new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 20 });
     worker.start();
     try {
