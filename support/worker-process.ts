@@ -50,6 +50,8 @@ export class WorkerProcess {
     const collect = (chunk: Buffer): void => {
       for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) this.output.push(line);
     };
+    // IPC or signal failures on a dying child are noted, never thrown into whichever step is running
+    this.child.on('error', (e) => this.output.push(`[harness] ${e.message}`));
     this.child.stdout!.on('data', collect);
     this.child.stderr!.on('data', collect);
     this.exited = new Promise((resolve) => {
@@ -92,7 +94,9 @@ export class WorkerProcess {
   }
 
   setClockOffset(offsetMs: number): void {
-    if (this.alive && this.child.connected) this.child.send({ type: 'clock', offsetMs });
+    // a worker that has just died (a crash failpoint) may still look connected: the send then fails with
+    // EPIPE, which must not become an unhandled 'error'. A dead worker needs no clock; new ones start with it.
+    if (this.alive && this.child.connected) this.child.send({ type: 'clock', offsetMs }, (err) => void err);
   }
 
   /** A real crash: SIGKILL, then wait until the process is gone. */
