@@ -4,6 +4,7 @@ import { canonicalJson } from '../src/domain/canonical';
 import { eventHash } from '../src/domain/hash-chain';
 import { RebuildResult, rebuildViews } from '../src/store/run-store';
 import { ORDER } from './deliveries.steps';
+import { withProtectionOff } from '../support/tampering';
 import type { ReplayWorld } from '../support/world';
 
 /* The run log itself: its length, its integrity, and events it cannot read. */
@@ -87,22 +88,9 @@ Then('the database refuses because {string}', async function (this: ReplayWorld,
   expect(this.lastError?.message ?? 'the change went through').toContain(reason);
 });
 
-/** As an intruder with DBA rights would: switch the append-only trigger off, rewrite, switch it back on. */
 When("someone rewrites the recorded output of {step} behind the engine's back", async function (this: ReplayWorld, step: string) {
-  const client = await this.db.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete');
-    const changed = await forgeOutput(this, step, client);
-    await client.query('ALTER TABLE run_events ENABLE TRIGGER run_events_no_update_delete');
-    await client.query('COMMIT');
-    expect(changed).toBe(1);
-  } catch (e) {
-    await client.query('ROLLBACK');
-    throw e;
-  } finally {
-    client.release();
-  }
+  const changed = await withProtectionOff(this.db, 'run_events', 'run_events_no_update_delete', (client) => forgeOutput(this, step, client));
+  expect(changed).toBe(1);
 });
 
 Then('replay reports the hash chain broken at event {int}', async function (this: ReplayWorld, seq: number) {

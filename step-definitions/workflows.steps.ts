@@ -2,6 +2,7 @@ import { DataTable, Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import { validateDefinition, InvalidDefinitionError } from '../src/domain/definition';
 import { canonicalJson } from '../src/domain/canonical';
+import { withProtectionOff } from '../support/tampering';
 import { tableToDefinition, WorkflowRow } from '../support/workflow-table';
 import type { ReplayWorld } from '../support/world';
 
@@ -54,23 +55,13 @@ When(
   async function (this: ReplayWorld, version: number, workflow: string, table: DataTable) {
     const project = [...this.workflows.values()].find((w) => w.workflow === workflow)!;
     const edited = validateDefinition(await definitionFrom(this, workflow, table));
-    const client = await this.db.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query('ALTER TABLE workflow_versions DISABLE TRIGGER workflow_versions_immutable');
-      const res = await client.query('UPDATE workflow_versions SET definition = $1 WHERE workflow_id = $2 AND version = $3', [
+    const res = await withProtectionOff(this.db, 'workflow_versions', 'workflow_versions_immutable', (client) =>
+      client.query('UPDATE workflow_versions SET definition = $1 WHERE workflow_id = $2 AND version = $3', [
         canonicalJson(edited),
         project.workflowId,
         version,
-      ]);
-      await client.query('ALTER TABLE workflow_versions ENABLE TRIGGER workflow_versions_immutable');
-      await client.query('COMMIT');
-      expect(res.rowCount).toBe(1);
-    } catch (e) {
-      await client.query('ROLLBACK');
-      throw e;
-    } finally {
-      client.release();
-    }
+      ]),
+    );
+    expect(res.rowCount).toBe(1);
   },
 );
