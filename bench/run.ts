@@ -335,7 +335,7 @@ async function runTrial(bench: Bench, variant: Variant, kind: Kind, runs: number
       // 5. replay cost (engine only): verify every finished run, from memory and from Postgres
       if (measureReplay && kind !== 'state-stored' && n > 0) {
         const definition = pub.version.definition;
-        const logs = await Promise.all(done.map((s) => loadEvents(post, s.run_id)));
+        const logs = await Promise.all(done.map((s) => loadEvents(post, pub.projectId, s.run_id)));
         const t2 = performance.now();
         let failures = 0;
         for (const l of logs) if (!verifyLog(l[0].runId, l, definition).ok) failures++;
@@ -344,7 +344,7 @@ async function runTrial(bench: Bench, variant: Variant, kind: Kind, runs: number
         for (const l of logs) replayLog(l);
         const foldMs = performance.now() - t3;
         const t4 = performance.now();
-        for (const s of done) if (!(await verifyRun(post, s.run_id)).ok) failures++;
+        for (const s of done) if (!(await verifyRun(post, pub.projectId, s.run_id)).ok) failures++;
         const verifyDbMs = performance.now() - t4;
         const execPerRun = execMs / n;
         trial.replay = {
@@ -551,7 +551,7 @@ async function main(): Promise<void> {
       await tpool.query(STATE_STORED_SCHEMA);
       for (const v of VARIANTS) {
         const p = await publishWorkflow(tpool, 'bench', v.definition(target.url));
-        published.set(v.name, { projectId: p.projectId, workflow: p.workflow, version: await latestVersion(tpool, p.workflowId) });
+        published.set(v.name, { projectId: p.projectId, workflow: p.workflow, version: await latestVersion(tpool, p.projectId, p.workflowId) });
       }
     } finally {
       await tpool.end();

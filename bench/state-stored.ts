@@ -236,11 +236,11 @@ export class StateStoredWorker {
     await this.onLock(() => c.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_CLASS, runId])).catch(() => undefined);
   }
 
-  private async deciderFor(workflowId: string, version: number): Promise<RunDecider> {
+  private async deciderFor(projectId: string, workflowId: string, version: number): Promise<RunDecider> {
     const key = `${workflowId}:${version}`;
     let v = this.versions.get(key);
     if (!v) {
-      v = await loadVersion(this.pool, workflowId, version);
+      v = await loadVersion(this.pool, projectId, workflowId, version);
       this.versions.set(key, v);
     }
     return createDecider(v.definition);
@@ -249,12 +249,12 @@ export class StateStoredWorker {
   /** Drive one run as far as it can go now: the engine's loop, state read and written as a row. */
   private async advance(runId: string): Promise<void> {
     try {
-      const { rows } = await this.pool.query<{ workflow_id: string; version: number; state: RunState; revision: number }>(
-        'SELECT workflow_id, version, state, revision FROM bench_runs_state WHERE id = $1',
+      const { rows } = await this.pool.query<{ project_id: string; workflow_id: string; version: number; state: RunState; revision: number }>(
+        'SELECT project_id, workflow_id, version, state, revision FROM bench_runs_state WHERE id = $1',
         [runId],
       );
       if (!rows[0]) return;
-      const decider = await this.deciderFor(rows[0].workflow_id, rows[0].version);
+      const decider = await this.deciderFor(rows[0].project_id, rows[0].workflow_id, rows[0].version);
       let state = rows[0].state;
       let revision = rows[0].revision;
       while (!this.stopping) {

@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     description: string,
     def: WorkflowDefinition,
     input: unknown,
-    during?: (runId: string) => Promise<void>,
+    during?: (runId: string, projectId: string) => Promise<void>,
   ): Promise<{ runId: string; definition: WorkflowDefinition; events: RecordedEvent[] }> => {
     const pub = await publishWorkflow(pool, 'acme', def);
     const runId = randomUUID();
@@ -70,13 +70,13 @@ async function main(): Promise<void> {
       at: clock.now(),
     });
     worker.poke();
-    if (during) await during(runId);
+    if (during) await during(runId, pub.projectId);
     for (let i = 0; i < 400; i++) {
-      const v = await readRunView(pool, runId);
+      const v = await readRunView(pool, pub.projectId, runId);
       if (v && ['succeeded', 'failed'].includes(v.status)) break;
       await new Promise((r) => setTimeout(r, 25));
     }
-    const events = await loadEvents(pool, runId);
+    const events = await loadEvents(pool, pub.projectId, runId);
     const history = { name, description, recordedWith: 'meshhook-replay 0.1.0', runId, definition: pub.definition, events };
     writeFileSync(path.join(OUT, `${name}.json`), JSON.stringify(history, null, 2) + '\n');
     console.log(`recorded ${name}: ${events.length} events`);
@@ -119,9 +119,9 @@ done   | terminate | succeeded                     |`),
       base,
     ),
     ORDER,
-    async (runId) => {
+    async (runId, projectId) => {
       for (let i = 0; i < 200; i++) {
-        const v = await readRunView(pool, runId);
+        const v = await readRunView(pool, projectId, runId);
         if (v?.status === 'waiting') break;
         await new Promise((r) => setTimeout(r, 25));
       }

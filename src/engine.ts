@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
 import { migrate } from './db/migrate';
-import { openPool } from './db/pool';
+import { openEnginePool, openPool } from './db/pool';
 import type { EngineFlags } from './domain/decider';
 import { startIntake } from './intake/server';
 import { Clock, systemClock } from './worker/clock';
@@ -40,13 +40,19 @@ export interface Engine {
 export async function startEngine(opts: EngineOptions): Promise<Engine> {
   const log = opts.log ?? (() => undefined);
   const clock = opts.clock ?? systemClock;
-  const pool = openPool(opts.databaseUrl, { max: opts.poolSize ?? 20 }, (e) =>
+  // migrations run as the URL's own role (the owner); everything after as meshhook_engine
+  const owner = openPool(opts.databaseUrl, { max: 1 });
+  try {
+    const applied = await migrate(owner);
+    if (applied.length) log({ level: 'info', msg: 'migrations applied', migrations: applied });
+  } finally {
+    await owner.end().catch(() => undefined);
+  }
+  const pool = openEnginePool(opts.databaseUrl, { max: opts.poolSize ?? 20 }, (e) =>
     log({ level: 'warn', msg: 'idle database connection lost', error: e.message }),
   );
   const workers: Worker[] = [];
   try {
-    const applied = await migrate(pool);
-    if (applied.length) log({ level: 'info', msg: 'migrations applied', migrations: applied });
     for (let i = 0; i < (opts.workers ?? 2); i++) {
       workers.push(
         new Worker({

@@ -1,4 +1,5 @@
 import type { Pool } from 'pg';
+import { inProject } from './db/scope';
 import type { EngineFlags, RunState } from './domain/decider';
 import type { WorkflowDefinition } from './domain/definition';
 import type { RecordedEvent } from './domain/events';
@@ -14,12 +15,15 @@ export interface StoredRunView extends RunView {
   workflowId: string;
 }
 
-export async function readRunView(db: Pool, runId: string, projectId?: string): Promise<StoredRunView | null> {
-  const { rows } = await db.query(
-    `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
-     JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
-     WHERE r.id = $1 AND ($2::uuid IS NULL OR r.project_id = $2)`,
-    [runId, projectId ?? null],
+/** A run's stored view, or null when the project holds no such run (another project's run is "not found" too). */
+export async function readRunView(db: Pool, projectId: string, runId: string): Promise<StoredRunView | null> {
+  const { rows } = await inProject(db, projectId, (c) =>
+    c.query(
+      `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
+       JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
+       WHERE r.id = $1 AND r.project_id = $2`,
+      [runId, projectId],
+    ),
   );
   const r = rows[0];
   if (!r) return null;
@@ -32,10 +36,10 @@ export interface ReplayResult {
   view: RunView;
 }
 
-export async function replayRun(db: Pool, runId: string, projectId?: string): Promise<ReplayResult> {
-  const stored = await readRunView(db, runId, projectId);
+export async function replayRun(db: Pool, projectId: string, runId: string): Promise<ReplayResult> {
+  const stored = await readRunView(db, projectId, runId);
   if (!stored) throw new NotFoundError(`run ${runId} not found`);
-  const events = await loadEvents(db, runId);
+  const events = await loadEvents(db, projectId, runId);
   const state = replayLog(events);
   return { events, state, view: toRunView(state, events.length) };
 }
@@ -49,13 +53,14 @@ export interface RunVerification extends VerifyReport {
 /** Re-decide every step of a run against its pinned definition (or the one given) and check the hash chain. */
 export async function verifyRun(
   db: Pool,
+  projectId: string,
   runId: string,
-  opts: { projectId?: string; flags?: EngineFlags; definition?: WorkflowDefinition } = {},
+  opts: { flags?: EngineFlags; definition?: WorkflowDefinition } = {},
 ): Promise<RunVerification> {
-  const stored = await readRunView(db, runId, opts.projectId);
+  const stored = await readRunView(db, projectId, runId);
   if (!stored) throw new NotFoundError(`run ${runId} not found`);
-  const events = await loadEvents(db, runId);
-  const definition = opts.definition ?? (await loadVersion(db, stored.workflowId, stored.version, { allowTampered: true })).definition;
+  const events = await loadEvents(db, projectId, runId);
+  const definition = opts.definition ?? (await loadVersion(db, projectId, stored.workflowId, stored.version, { allowTampered: true })).definition;
   const report = verifyLog(runId, events, definition, opts.flags);
   const replayed = toRunView(report.state, events.length);
   const diff = compareViews(stored, replayed);

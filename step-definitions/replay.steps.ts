@@ -15,7 +15,7 @@ declare module '../support/world' {
 }
 
 async function verifyAll(world: ReplayWorld, runId: string): Promise<RunVerification> {
-  const v = await verifyRun(world.db, runId);
+  const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId);
   if (!v.ok) {
     throw new Error(
       `run ${runId} does not replay exactly: ` +
@@ -30,13 +30,13 @@ async function verifyAll(world: ReplayWorld, runId: string): Promise<RunVerifica
 Then('replaying the run gives exactly the run view users saw', async function (this: ReplayWorld) {
   await this.waitUntilFinished();
   const stored = await this.view();
-  const replayed = await replayRun(this.db, this.run.runId);
+  const replayed = await replayRun(this.engineDb, this.run.projectId, this.run.runId);
   expect(compareViews(stored, replayed.view)).toBeNull();
   expect(replayed.state.status).toBe(stored.status);
 });
 
 Then('every decision re-made during replay matches the log', async function (this: ReplayWorld) {
-  const v = await verifyRun(this.db, this.run.runId);
+  const v = await verifyRun(this.engineDb, this.run.projectId, this.run.runId);
   expect(v.chainBreak).toBeNull();
   expect(v.divergence).toBeNull();
   expect(v.eventCount).toBeGreaterThan(1);
@@ -59,7 +59,7 @@ async function replayInto(world: ReplayWorld, flags: EngineFlags = {}): Promise<
   world.lastError = null;
   world.verification = undefined;
   try {
-    world.verification = await verifyRun(world.db, world.run.runId, { flags });
+    world.verification = await verifyRun(world.engineDb, world.run.projectId, world.run.runId, { flags });
   } catch (e) {
     world.lastError = e as Error;
   }

@@ -48,7 +48,7 @@ When('a newer engine appends a {string} event to the run', async function (this:
 
 When('the run views are rebuilt from the log', async function (this: ReplayWorld) {
   // every run in the project, as `meshhook rebuild` does: one bad log must not stop the rest
-  this.rebuilt = await rebuildViews(this.db);
+  this.rebuilt = await rebuildViews(this.engineDb, { projectId: this.run.projectId });
 });
 
 Then('rebuilding refuses the run because {string}', async function (this: ReplayWorld, reason: string) {

@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { Client, Pool } from 'pg';
+import { ENGINE_ROLE } from '../src/db/scope';
 import { migrate } from '../src/db/migrate';
 import { openPool } from '../src/db/pool';
 import { provisionPostgres, PostgresServer } from '../src/db/postgres';
@@ -15,6 +17,8 @@ export interface Cluster {
   server: PostgresServer;
   admin: Pool;
   template: string;
+  /** a database's URL as the engine logs in: the meshhook_engine role, never the owner */
+  engineUrlFor(database: string): string;
 }
 
 let cluster: Promise<Cluster> | null = null;
@@ -39,14 +43,23 @@ async function boot(): Promise<Cluster> {
   } finally {
     await c.end();
   }
-  return { server, admin, template };
+  // the engine logs in as its own role (created by the migrations), with a password made up for this run
+  const password = `engine-${randomBytes(12).toString('hex')}`;
+  await admin.query(`ALTER ROLE ${ENGINE_ROLE} WITH LOGIN PASSWORD '${password}'`);
+  const engineUrlFor = (database: string): string => {
+    const u = new URL(server.urlFor(database));
+    u.username = ENGINE_ROLE;
+    u.password = password;
+    return u.toString();
+  };
+  return { server, admin, template, engineUrlFor };
 }
 
-export async function createScenarioDatabase(): Promise<{ name: string; url: string }> {
-  const { server, admin, template } = await getCluster();
+export async function createScenarioDatabase(): Promise<{ name: string; url: string; engineUrl: string }> {
+  const { server, admin, template, engineUrlFor } = await getCluster();
   const name = `mh_s_${tag}_${++counter}`;
   await withRetry(() => admin.query(`CREATE DATABASE ${name} TEMPLATE ${template}`));
-  return { name, url: server.urlFor(name) };
+  return { name, url: server.urlFor(name), engineUrl: engineUrlFor(name) };
 }
 
 export async function dropScenarioDatabase(name: string): Promise<void> {

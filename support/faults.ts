@@ -76,7 +76,7 @@ export async function ownBackendPids(pool: Pool): Promise<number[]> {
 
 /** The engine's sessions on the scenario database, as the server sees them. */
 export async function engineBackends(world: ReplayWorld): Promise<Array<{ pid: number; app: string; state: string }>> {
-  const own = await ownBackendPids(world.db);
+  const own = [...(await ownBackendPids(world.db)), ...(await ownBackendPids(world.engineDb))];
   const { admin } = await getCluster();
   const { rows } = await admin.query<{ pid: number; app: string; state: string }>(
     `SELECT pid, application_name AS app, coalesce(state, '') AS state FROM pg_stat_activity
@@ -132,6 +132,7 @@ export async function refreshOwnConnections(world: ReplayWorld): Promise<void> {
   const { admin } = await getCluster();
   await refreshPool(admin, 'admin');
   await refreshPool(world.db, "scenario's own");
+  await refreshPool(world.engineDb, "scenario's engine");
 }
 
 /** Run a query from the scenario's side, once more on a fresh connection if the first one was dead. */

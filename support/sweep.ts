@@ -104,7 +104,7 @@ function pick(v: StoredRunView): unknown {
 }
 
 async function readView(world: ReplayWorld, runId: string): Promise<StoredRunView | null> {
-  return readRunView(world.db, runId);
+  return world.readView(runId);
 }
 
 /** Move the clock past a timer the run waits for, so delays and retry backoffs fire without waiting. */
@@ -157,7 +157,7 @@ async function judge(world: ReplayWorld, ref: Reference, run: FaultedRun): Promi
   const shape = shapeOf(await world.events(runId));
   if (shape.join(' ') !== ref.shape.join(' ')) diffs.push(`events [${shape.join(', ')}] differ from [${ref.shape.join(', ')}]`);
   run.sameAsReference = diffs.length ? diffs.join('; ') : null;
-  const v = await verifyRun(world.db, runId);
+  const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId);
   run.replay = v.ok
     ? null
     : [v.chainBreak && `hash chain broken at ${v.chainBreak.seq}`, v.divergence && `divergence at ${v.divergence.seq}: ${v.divergence.reason}`, v.viewDifference]

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Pool } from 'pg';
-import { openPool } from '../src/db/pool';
+import { openEnginePool, openPool } from '../src/db/pool';
 import { idempotencyKeyFor } from '../src/domain/decider';
 import type { WorkflowDefinition } from '../src/domain/definition';
 import type { RecordedEvent } from '../src/domain/events';
@@ -45,6 +45,7 @@ export interface PublishedWorkflow {
 export interface TrackedRun {
   runId: string;
   project: string;
+  projectId: string;
   workflow: string;
   body: string;
   deliveryId: string;
@@ -63,8 +64,14 @@ export class ReplayWorld extends World<ReplayParameters> {
   readonly clock = new ControlledClock();
   readonly scratch = mkdtempSync(path.join(os.tmpdir(), 'meshhook-scenario-'));
   dbName = '';
-  /** the scenario's own connection, straight to Postgres (never through the proxy) */
+  /**
+   * The scenario's own connection as the database's owner, straight to Postgres
+   * (never through the proxy): what an inspector — or an intruder with DBA
+   * rights — sees. Row-level security does not apply to it.
+   */
   db!: Pool;
+  /** the engine's view of the database (role meshhook_engine, one project at a time), for the intake and engine calls */
+  engineDb!: Pool;
   /** the database as the engine reaches it: through the fault proxy */
   proxy!: TcpProxy;
   engineDbUrl = '';
@@ -97,9 +104,10 @@ export class ReplayWorld extends World<ReplayParameters> {
     this.dbName = db.name;
     this.directDbUrl = db.url;
     this.db = openPool(db.url, { max: 4 });
+    this.engineDb = openEnginePool(db.engineUrl, { max: 4 });
     this.proxy = new TcpProxy({ targetHost: server.host, targetPort: server.port });
     const port = await this.proxy.start();
-    const u = new URL(db.url);
+    const u = new URL(db.engineUrl);
     u.host = `127.0.0.1:${port}`;
     this.engineDbUrl = u.toString();
   }
@@ -117,7 +125,7 @@ export class ReplayWorld extends World<ReplayParameters> {
   async ensureIntake(): Promise<string> {
     if (!this.intake) {
       // the intake talks to the database directly: faults in these specs target the workers
-      this.intake = await startIntake({ pool: this.db, clock: this.clock });
+      this.intake = await startIntake({ pool: this.engineDb, clock: this.clock });
     }
     return this.intake.url;
   }
@@ -128,7 +136,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     const key = `${project}/${definition.name}`;
     const existing = this.workflows.get(key);
     const secret = existing?.secret ?? `whsec_${randomUUID().replace(/-/g, '')}`;
-    const p = await publishWorkflow(this.db, project, definition, { signingSecret: secret });
+    const p = await publishWorkflow(this.engineDb, project, definition, { signingSecret: secret });
     const published: PublishedWorkflow = {
       project,
       workflow: p.workflow,
@@ -166,7 +174,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     });
     this.lastAnswer = answer;
     if (answer.body?.runId && opts.track !== false && !this.runs.some((r) => r.runId === answer.body.runId)) {
-      this.runs.push({ runId: answer.body.runId, project, workflow, body, deliveryId });
+      this.runs.push({ runId: answer.body.runId, project, projectId: w!.projectId, workflow, body, deliveryId });
     }
     return answer;
   }
@@ -177,14 +185,28 @@ export class ReplayWorld extends World<ReplayParameters> {
     return r;
   }
 
+  /** The project a run belongs to, as the database's owner sees it (the engine must be told). */
+  async projectIdOf(runId: string): Promise<string> {
+    const tracked = this.runs.find((r) => r.runId === runId);
+    if (tracked) return tracked.projectId;
+    const { rows } = await this.db.query<{ project_id: string }>('SELECT project_id FROM runs WHERE id = $1', [runId]);
+    if (!rows[0]) throw new Error(`there is no run ${runId}`);
+    return rows[0].project_id;
+  }
+
+  /** The run view as the engine reads it for the run's project. */
   async view(runId = this.run.runId): Promise<StoredRunView> {
-    const v = await readRunView(this.db, runId);
+    const v = await readRunView(this.engineDb, await this.projectIdOf(runId), runId);
     if (!v) throw new Error(`run ${runId} has no run view`);
     return v;
   }
 
+  async readView(runId: string): Promise<StoredRunView | null> {
+    return readRunView(this.engineDb, await this.projectIdOf(runId), runId);
+  }
+
   async events(runId = this.run.runId): Promise<RecordedEvent[]> {
-    return loadEvents(this.db, runId);
+    return loadEvents(this.engineDb, await this.projectIdOf(runId), runId);
   }
 
   /** `moveClock`: jump the clock past any timer the run waits on (for reference runs nobody else drives). */
@@ -192,7 +214,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     try {
       return await waitFor(
         async () => {
-          const v = await readRunView(this.db, runId);
+          const v = await this.readView(runId);
           if (moveClock && v?.status === 'waiting' && v.wakeAt) {
             const due = Date.parse(v.wakeAt) - this.clock.now().getTime();
             if (due > 0) this.advanceClock(due + 1_000);
@@ -215,7 +237,7 @@ export class ReplayWorld extends World<ReplayParameters> {
   }
 
   async describeRun(runId = this.run.runId): Promise<string> {
-    const v = await readRunView(this.db, runId).catch(() => null);
+    const v = await this.readView(runId).catch(() => null);
     const alive = this.workers.filter((w) => w.alive).length;
     return v ? `status ${v.status}, step ${v.currentStep ?? '-'}, ${v.lastSeq} events, ${alive} worker(s) alive` : 'no run view yet';
   }
@@ -281,6 +303,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     await this.target?.close().catch(() => undefined);
     await this.proxy?.close().catch(() => undefined);
     await this.db?.end().catch(() => undefined);
+    await this.engineDb?.end().catch(() => undefined);
     if (this.dbName) await dropScenarioDatabase(this.dbName).catch(() => undefined);
     rmSync(this.scratch, { recursive: true, force: true });
   }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Pool } from 'pg';
-import { openPool } from '../db/pool';
+import { openEnginePool, openPool } from '../db/pool';
 import type { PostgresServer } from '../db/postgres';
 import { provisionPostgres } from '../db/postgres';
 import { InvalidDefinitionError, validateDefinition } from '../domain/definition';
@@ -10,7 +10,8 @@ import { UnknownEventTypeError } from '../domain/events';
 import { startEngine } from '../engine';
 import { deliver } from '../intake/sign';
 import { replayRun, RunVerification, verifyRun } from '../replay-service';
-import { findWorkflow, NotFoundError, publishWorkflow } from '../store/registry';
+import { inProject } from '../db/scope';
+import { findProject, findWorkflow, NotFoundError, publishWorkflow } from '../store/registry';
 import { rebuildViews } from '../store/run-store';
 import { migrate } from '../db/migrate';
 
@@ -128,8 +129,9 @@ function databaseUrl(a: Parsed, io: Io): string {
   return url;
 }
 
+/** The database as the engine sees it: as meshhook_engine, one project at a time. */
 async function withPool<T>(a: Parsed, io: Io, fn: (pool: Pool) => Promise<T>): Promise<T> {
-  const pool = openPool(databaseUrl(a, io), { max: 2 }, () => undefined);
+  const pool = openEnginePool(databaseUrl(a, io), { max: 2 }, () => undefined);
   try {
     return await fn(pool);
   } catch (e) {
@@ -148,6 +150,28 @@ function redact(url: string): string {
     return u.toString();
   } catch {
     return '(unparsable url)';
+  }
+}
+
+const PROJECT_FLAG: FlagSpec = { name: 'project', value: 'slug', help: 'the project the run belongs to (required: the engine acts for one project at a time)' };
+
+/** The --project a command acts for, resolved to its id; another project's runs are then simply not found. */
+async function projectOf(a: Parsed, pool: Pool): Promise<{ id: string; slug: string }> {
+  const slug = a.flags.project as string | undefined;
+  if (!slug) throw new UsageError('name the project with --project <slug>');
+  if (!SLUG.test(slug)) throw new UsageError(`project "${slug.slice(0, 80)}" is not a slug (lower-case letters, digits and -)`);
+  const found = await findProject(pool, slug);
+  if (!found) throw new NotFoundError(`no project ${slug}`);
+  return found;
+}
+
+/** Apply migrations as the URL's own role (the owner); the engine's role may not change the schema. */
+async function migrateAsOwner(a: Parsed, io: Io): Promise<void> {
+  const owner = openPool(databaseUrl(a, io), { max: 1 }, () => undefined);
+  try {
+    await migrate(owner);
+  } finally {
+    await owner.end().catch(() => undefined);
   }
 }
 
@@ -301,8 +325,8 @@ const publish: CommandSpec = {
       for (const p of e.problems) io.err(`  - ${p}`);
       return 2;
     }
+    await migrateAsOwner(a, io);
     return withPool(a, io, async (pool) => {
-      await migrate(pool);
       const name = (raw as { name: string }).name;
       const existed = (await findWorkflow(pool, project, name)) !== null;
       const v = await publishWorkflow(pool, project, raw);
@@ -363,18 +387,21 @@ const runs: CommandSpec = {
   args: [],
   summary: 'List recent runs with their status, current step and number of events.',
   flags: [
-    { name: 'project', value: 'slug', help: 'only this project' },
+    PROJECT_FLAG,
     { name: 'limit', value: 'n', help: 'at most n runs, newest first (default 50)' },
     DB_FLAG,
   ],
   async run(a, io) {
     const limit = intFlag(a, 'limit', 50);
     const rows = await withPool(a, io, async (pool) => {
-      const r = await pool.query(
-        `SELECT r.id, p.slug AS project, w.slug AS workflow, r.version, r.status, r.current_step, r.last_seq, r.created_at
-         FROM runs r JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
-         WHERE ($1::text IS NULL OR p.slug = $1) ORDER BY r.created_at DESC LIMIT $2`,
-        [(a.flags.project as string | undefined) ?? null, limit],
+      const project = await projectOf(a, pool);
+      const r = await inProject(pool, project.id, (c) =>
+        c.query(
+          `SELECT r.id, p.slug AS project, w.slug AS workflow, r.version, r.status, r.current_step, r.last_seq, r.created_at
+           FROM runs r JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
+           ORDER BY r.created_at DESC LIMIT $1`,
+          [limit],
+        ),
       );
       return r.rows;
     });
@@ -393,12 +420,13 @@ const replay: CommandSpec = {
   name: 'replay',
   args: ['run-id'],
   summary: 'Fold the run log into state again and print the replayed run view and state as JSON.',
-  flags: [{ name: 'events', help: 'include the events themselves' }, DB_FLAG],
+  flags: [PROJECT_FLAG, { name: 'events', help: 'include the events themselves' }, DB_FLAG],
   async run(a, io) {
     const runId = runIdArg(a);
     return withPool(a, io, async (pool) => {
       try {
-        const r = await replayRun(pool, runId);
+        const project = await projectOf(a, pool);
+        const r = await replayRun(pool, project.id, runId);
         io.out(json({ view: r.view, state: r.state, eventCount: r.events.length, ...(a.flags.events ? { events: r.events } : {}) }));
         return 0;
       } catch (e) {
@@ -437,6 +465,7 @@ const verify: CommandSpec = {
   args: ['run-id'],
   summary: "Check a run's hash chain, re-decide every batch against its pinned definition, and compare the stored run view. Exit 0 only when all is good.",
   flags: [
+    PROJECT_FLAG,
     { name: 'json', help: 'print the report as JSON' },
     DB_FLAG,
   ],
@@ -445,7 +474,8 @@ const verify: CommandSpec = {
     return withPool(a, io, async (pool) => {
       let v: RunVerification;
       try {
-        v = await verifyRun(pool, runId);
+        const project = await projectOf(a, pool);
+        v = await verifyRun(pool, project.id, runId);
       } catch (e) {
         if (e instanceof NotFoundError) {
           io.err(e.message);
@@ -464,12 +494,13 @@ const rebuild: CommandSpec = {
   name: 'rebuild',
   args: [],
   summary: 'Recompute run views from their logs and repair the ones that differ.',
-  flags: [{ name: 'run', value: 'run-id', help: 'only this run' }, DB_FLAG],
+  flags: [PROJECT_FLAG, { name: 'run', value: 'run-id', help: 'only this run' }, DB_FLAG],
   async run(a, io) {
     const runId = a.flags.run as string | undefined;
     if (runId !== undefined && !UUID.test(runId)) throw new UsageError(`"${runId}" is not a run id (a UUID)`);
     return withPool(a, io, async (pool) => {
-      const r = await rebuildViews(pool, { runId });
+      const project = await projectOf(a, pool);
+      const r = await rebuildViews(pool, { projectId: project.id, runId });
       io.out(`runs checked: ${r.runs}`);
       io.out(`repaired:     ${r.repaired.length}`);
       for (const id of r.repaired) io.out(`  ${id}`);

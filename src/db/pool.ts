@@ -1,4 +1,5 @@
 import { Pool, PoolConfig } from 'pg';
+import { ENGINE_ROLE } from './scope';
 
 /**
  * A pool that survives its connections being cut: pg emits 'error' on clients
@@ -21,4 +22,15 @@ export function openPool(connectionString: string, extra: PoolConfig = {}, onErr
   // a client checked out when its connection is cut emits 'error' too; without a listener that ends the process
   pool.on('connect', (client) => client.on('error', (e) => onError?.(e)));
   return pool;
+}
+
+/**
+ * The engine's pool: whatever user the URL names, every connection acts as
+ * meshhook_engine (it may read and append to the log, never change it, and
+ * row-level security shows it one project at a time). With a URL for
+ * meshhook_engine itself this changes nothing; with an owner's URL it drops
+ * the owner's rights for the whole session.
+ */
+export function openEnginePool(connectionString: string, extra: PoolConfig = {}, onError?: (e: Error) => void): Pool {
+  return openPool(connectionString, { options: `-c role=${ENGINE_ROLE}`, ...extra }, onError);
 }

@@ -235,7 +235,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       refused(req, 404, 'unknown_project');
       return refuse(reply, 404, 'unknown_project', 'no such project');
     }
-    const view = UUID.test(req.params.runId) ? await readRunView(pool, req.params.runId, project.id) : null;
+    const view = UUID.test(req.params.runId) ? await readRunView(pool, project.id, req.params.runId) : null;
     if (!view) {
       refused(req, 404, 'unknown_run');
       return refuse(reply, 404, 'unknown_run', 'no such run in this project');
@@ -297,7 +297,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       const input = parseWebhookBody(raw);
       let version;
       try {
-        version = await latestVersion(pool, target.workflow.id);
+        version = await latestVersion(pool, target.project.id, target.workflow.id);
       } catch (e) {
         if (e instanceof NotFoundError) {
           refused(req, 404, 'unknown_workflow', where);

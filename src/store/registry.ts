@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
 import { canonicalJson } from '../domain/canonical';
+import { inProject } from '../db/scope';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../domain/definition';
 
 /* Projects, workflows and their immutable published versions. */
@@ -43,25 +44,28 @@ export class TamperedDefinitionError extends Error {
   }
 }
 
+/** A project's id by slug, creating the project when it is new. */
 export async function ensureProject(db: Pool, slug: string, name = slug): Promise<ProjectRow> {
-  const { rows } = await db.query<ProjectRow>(
-    `INSERT INTO projects (slug, name) VALUES ($1, $2)
-     ON CONFLICT (slug) DO UPDATE SET slug = EXCLUDED.slug RETURNING id, slug`,
-    [slug, name],
-  );
-  return rows[0];
+  const { rows } = await db.query<{ id: string }>('SELECT meshhook_ensure_project($1, $2) AS id', [slug, name]);
+  return { id: rows[0].id, slug };
 }
 
+/** A project by slug, or null; the one lookup that does not need a project already chosen. */
 export async function findProject(db: Pool, slug: string): Promise<ProjectRow | null> {
-  const { rows } = await db.query<ProjectRow>('SELECT id, slug FROM projects WHERE slug = $1', [slug]);
-  return rows[0] ?? null;
+  const { rows } = await db.query<{ id: string | null }>('SELECT meshhook_project_id($1) AS id', [slug]);
+  return rows[0]?.id ? { id: rows[0].id, slug } : null;
 }
 
 export async function findWorkflow(db: Pool, projectSlug: string, workflowSlug: string): Promise<WorkflowRow | null> {
-  const { rows } = await db.query(
-    `SELECT w.id, w.project_id, w.slug, w.signing_secret FROM workflows w JOIN projects p ON p.id = w.project_id
-     WHERE p.slug = $1 AND w.slug = $2`,
-    [projectSlug, workflowSlug],
+  const project = await findProject(db, projectSlug);
+  if (!project) return null;
+  return findWorkflowIn(db, project.id, workflowSlug);
+}
+
+/** A workflow of a project already chosen (row-level security shows no other project's). */
+export async function findWorkflowIn(db: Pool, projectId: string, workflowSlug: string): Promise<WorkflowRow | null> {
+  const rows = await inProject(db, projectId, async (c) =>
+    (await c.query('SELECT id, project_id, slug, signing_secret FROM workflows WHERE project_id = $1 AND slug = $2', [projectId, workflowSlug])).rows,
   );
   const r = rows[0];
   return r ? { id: r.id, projectId: r.project_id, slug: r.slug, signingSecret: r.signing_secret } : null;
@@ -80,9 +84,7 @@ export async function publishWorkflow(
   const definition = validateDefinition(raw);
   const hash = definitionHash(definition);
   const project = await ensureProject(db, projectSlug);
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN');
+  return inProject(db, project.id, async (client) => {
     const secret = opts.signingSecret ?? `whsec_${randomBytes(24).toString('hex')}`;
     const wf = await client.query(
       `INSERT INTO workflows (project_id, slug, signing_secret) VALUES ($1, $2, $3)
@@ -110,7 +112,6 @@ export async function publishWorkflow(
         [project.id, workflowId, version, canonicalJson(definition), hash],
       );
     }
-    await client.query('COMMIT');
     return {
       projectId: project.id,
       workflowId,
@@ -121,12 +122,7 @@ export async function publishWorkflow(
       unchanged,
       signingSecret: wf.rows[0].signing_secret,
     };
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw e;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export interface LoadedVersion {
@@ -141,20 +137,20 @@ export interface LoadOptions {
   allowTampered?: boolean;
 }
 
-export async function latestVersion(db: Pool, workflowId: string, opts: LoadOptions = {}): Promise<LoadedVersion> {
-  const { rows } = await db.query(
+export async function latestVersion(db: Pool, projectId: string, workflowId: string, opts: LoadOptions = {}): Promise<LoadedVersion> {
+  const { rows } = await inProject(db, projectId, (c) => c.query(
     'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1',
     [workflowId],
-  );
+  ));
   if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no published version`);
   return toLoaded(rows[0], opts);
 }
 
-export async function loadVersion(db: Pool, workflowId: string, version: number, opts: LoadOptions = {}): Promise<LoadedVersion> {
-  const { rows } = await db.query(
+export async function loadVersion(db: Pool, projectId: string, workflowId: string, version: number, opts: LoadOptions = {}): Promise<LoadedVersion> {
+  const { rows } = await inProject(db, projectId, (c) => c.query(
     'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 AND version = $2',
     [workflowId, version],
-  );
+  ));
   if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no version ${version}`);
   return toLoaded(rows[0], opts);
 }

@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
+import { beginInProject, inProject } from '../db/scope';
 import { canonicalJson, sha256 } from '../domain/canonical';
 import { createDecider, evolve, fold, initialState, RunState } from '../domain/decider';
 import { EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
@@ -10,8 +11,10 @@ import type { LoadedVersion } from './registry';
 
 /*
  * The run log and its projection. One transaction per batch: append the
- * events (named by the sequence the writer expects), update the run view and
- * schedule timers. A writer holding a stale sequence loses and rolls back.
+ * events (named by the sequence the writer expects) and update the run view,
+ * whose wake_at holds when a waiting run is next due. A writer holding a
+ * stale sequence loses and rolls back. Every transaction acts for the run's
+ * project (row-level security shows it no other).
  */
 
 export class ConcurrencyError extends Error {
@@ -60,7 +63,8 @@ export function rowToEvent(r: RowEvent): RecordedEvent {
 
 type Queryable = Pool | PoolClient;
 
-export async function loadEvents(db: Queryable, runId: string): Promise<RecordedEvent[]> {
+/** A run's events, read inside a transaction that already acts for the run's project. */
+export async function readEvents(db: Queryable, runId: string): Promise<RecordedEvent[]> {
   const { rows } = await db.query<RowEvent>(
     'SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash FROM run_events WHERE run_id = $1 ORDER BY seq',
     [runId],
@@ -68,10 +72,18 @@ export async function loadEvents(db: Queryable, runId: string): Promise<Recorded
   return rows.map(rowToEvent);
 }
 
-export async function loadRun(db: Queryable, runId: string): Promise<LoadedRun | null> {
-  const run = await db.query('SELECT id, project_id, workflow_id, version FROM runs WHERE id = $1', [runId]);
-  if (!run.rows[0]) return null;
-  const events = await loadEvents(db, runId);
+/** A run's events; an empty list when the project holds no such run. */
+export async function loadEvents(db: Pool, projectId: string, runId: string): Promise<RecordedEvent[]> {
+  return inProject(db, projectId, (c) => readEvents(c, runId));
+}
+
+export async function loadRun(db: Pool, projectId: string, runId: string): Promise<LoadedRun | null> {
+  const loaded = await inProject(db, projectId, async (c) => {
+    const run = await c.query('SELECT id, project_id, workflow_id, version FROM runs WHERE id = $1', [runId]);
+    return run.rows[0] ? { run, events: await readEvents(c, runId) } : null;
+  });
+  if (!loaded) return null;
+  const { run, events } = loaded;
   const last = events[events.length - 1];
   return {
     runId,
@@ -161,27 +173,13 @@ async function writeView(client: PoolClient, state: RunState, lastSeq: number, e
   return res.rowCount ?? 0;
 }
 
-async function scheduleTimers(client: PoolClient, projectId: string, runId: string, events: RunEvent[]): Promise<void> {
-  for (const e of events) {
-    if (e.type === 'TimerScheduled' || e.type === 'RetryScheduled') {
-      await client.query(
-        `INSERT INTO timers (project_id, run_id, timer_id, step, purpose, due_at) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (run_id, timer_id) DO NOTHING`,
-        [projectId, runId, e.data.timerId, e.data.step, e.type === 'TimerScheduled' ? 'delay' : 'retry', e.data.dueAt],
-      );
-    } else if (e.type === 'TimerFired') {
-      await client.query('UPDATE timers SET fired_at = $3 WHERE run_id = $1 AND timer_id = $2', [runId, e.data.timerId, e.data.at]);
-    }
-  }
-}
-
 function isRetryableConflict(e: unknown): boolean {
   const code = (e as { code?: string }).code;
   // unique violation on (run_id, seq) or the gap-free trigger: someone else appended
   return code === '23505' || code === '40001';
 }
 
-/** Append one decided batch, update the run view and schedule timers, all in one transaction. */
+/** Append one decided batch and update the run view (its status and when it is next due), in one transaction. */
 export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[]): Promise<Committed> {
   const recordedAt = ctx.recordedAt.toISOString();
   const recorded = numberEvents(ctx.runId, ctx.projectId, ctx.expectedSeq, ctx.prevHash, events, recordedAt);
@@ -199,13 +197,12 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
   };
   client.on('error', onLost);
   try {
-    await client.query('BEGIN');
+    await client.query(beginInProject(ctx.projectId));
     await insertEvents(client, recorded);
     if (fp.armed) await fp.hit({ name: 'before-view-update', ...hit });
     const updated = await writeView(client, state, lastSeq, ctx.expectedSeq);
     if (updated !== 1) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
     if (fp.armed) await fp.hit({ name: 'scheduling-next', ...hit });
-    await scheduleTimers(client, ctx.projectId, ctx.runId, events);
     await client.query('COMMIT');
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {
@@ -245,7 +242,7 @@ export interface StartedRun {
  */
 export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> {
   const bodySha = sha256(String(s.rawBody));
-  const existing = await findDelivery(db, s.projectId, s.version.workflowId, s.deliveryId);
+  const existing = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
   if (existing) return sameDelivery(existing, s.deliveryId, bodySha);
   const decider = createDecider(s.version.definition);
   const at = s.at.toISOString();
@@ -269,7 +266,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
   const state = fold(events);
   const client = await db.connect();
   try {
-    await client.query('BEGIN');
+    await client.query(beginInProject(s.projectId));
     await client.query(
       `INSERT INTO runs (id, project_id, workflow_id, version, status, last_seq) VALUES ($1, $2, $3, $4, 'running', 0)`,
       [s.runId, s.projectId, s.version.workflowId, s.version.version],
@@ -282,7 +279,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     if (delivery.rowCount === 0) {
       // a concurrent re-delivery won the race: keep its run, write nothing
       await client.query('ROLLBACK');
-      const winner = await findDelivery(db, s.projectId, s.version.workflowId, s.deliveryId);
+      const winner = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
       return sameDelivery(winner!, s.deliveryId, bodySha);
     }
     await insertEvents(client, recorded);
@@ -312,7 +309,7 @@ function sameDelivery(found: { runId: string; bodySha: string }, deliveryId: str
 }
 
 async function findDelivery(
-  db: Pool,
+  db: Queryable,
   projectId: string,
   workflowId: string,
   deliveryId: string,
@@ -351,43 +348,38 @@ export interface RebuildResult {
 }
 
 /**
- * Recompute run views from their logs; report the runs whose stored view
- * differed. One run that cannot be folded does not stop the others.
+ * Recompute a project's run views from their logs; report the runs whose
+ * stored view differed. One run that cannot be folded does not stop the others.
  */
-export async function rebuildViews(db: Pool, opts: { runId?: string; projectId?: string } = {}): Promise<RebuildResult> {
-  const { rows } = await db.query(
-    `SELECT id FROM runs WHERE ($1::uuid IS NULL OR id = $1) AND ($2::uuid IS NULL OR project_id = $2) ORDER BY created_at`,
-    [opts.runId ?? null, opts.projectId ?? null],
+export async function rebuildViews(db: Pool, opts: { projectId: string; runId?: string }): Promise<RebuildResult> {
+  const ids = await inProject(db, opts.projectId, async (c) =>
+    (await c.query(`SELECT id FROM runs WHERE ($1::uuid IS NULL OR id = $1) ORDER BY created_at`, [opts.runId ?? null])).rows.map((r) => r.id as string),
   );
   const repaired: string[] = [];
   const refused: RebuildResult['refused'] = [];
-  for (const { id } of rows) {
-    const client = await db.connect();
-    try {
-      await client.query('BEGIN');
-      // lock the view row so a worker's append cannot interleave with the rebuild
+  for (const id of ids) {
+    // the view row is locked so a worker's append cannot interleave with the rebuild
+    await inProject(db, opts.projectId, async (client) => {
       const before = await client.query('SELECT * FROM runs WHERE id = $1 FOR UPDATE', [id]);
-      const events = await loadEvents(client, id);
+      const events = await readEvents(client, id);
       let state: RunState;
       try {
         state = replayLog(events);
       } catch (e) {
         refused.push({ runId: id, reason: (e as Error).message });
-        await client.query('ROLLBACK');
-        continue;
+        return;
       }
       const view = toRunView(state, events.length);
       if (compareViews(viewFromRow(before.rows[0], view.project, view.workflow), view) !== null) {
         await writeView(client, state, events.length, null);
         repaired.push(id);
       }
-      await client.query('COMMIT');
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   }
-  return { runs: rows.length, repaired, refused };
+  return { runs: ids.length, repaired, refused };
+}
+
+/** Every project, one at a time: the engine never sees two projects in one transaction. */
+export async function listProjects(db: Pool): Promise<Array<{ id: string; slug: string }>> {
+  return (await db.query<{ id: string; slug: string }>('SELECT id, slug FROM meshhook_projects()')).rows;
 }

@@ -5,7 +5,7 @@
  * IPC messages ({ type: 'clock', offsetMs } | { type: 'stop' }). JSON log
  * lines on stdout. SIGTERM, SIGINT or 'stop' end it gracefully with exit 0.
  */
-import { openPool } from '../db/pool';
+import { openEnginePool } from '../db/pool';
 import { Failpoints } from '../faults/failpoints';
 import { ControlledClock } from './clock';
 import { Worker } from './worker';
@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   const url = process.env.DATABASE_URL;
   if (!url) throw new Error('DATABASE_URL is not set');
   const clock = new ControlledClock(intEnv('MESHHOOK_CLOCK_OFFSET_MS', 0));
-  const pool = openPool(url, {}, (e) => log({ level: 'warn', msg: 'idle database connection lost', error: e.message }));
+  const pool = openEnginePool(url, {}, (e) => log({ level: 'warn', msg: 'idle database connection lost', error: e.message }));
   const worker = new Worker({
     pool,
     lockConnection: { connectionString: url },

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
 import { Command, createDecider, DecisionError, EngineFlags, nextAction, RunDecider, RunState } from '../domain/decider';
+import { ENGINE_ROLE } from '../db/scope';
 import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
 import { loadVersion, LoadedVersion, TamperedDefinitionError } from '../store/registry';
 import { commitBatch, ConcurrencyError, LoadedRun, loadRun } from '../store/run-store';
@@ -107,9 +108,9 @@ export class Worker {
       try {
         const free = this.concurrency - this.inFlight.size;
         if (free > 0) {
-          for (const runId of await this.claim(free)) {
+          for (const { id: runId, projectId } of await this.claim(free)) {
             claimed++;
-            const p = this.advance(runId).finally(() => running.delete(p));
+            const p = this.advance(runId, projectId).finally(() => running.delete(p));
             running.add(p);
           }
         }
@@ -134,7 +135,13 @@ export class Worker {
 
   private async lock(): Promise<Client> {
     if (this.lockClient) return this.lockClient;
-    const c = new Client({ keepAlive: true, keepAliveInitialDelayMillis: 10_000, ...this.opts.lockConnection, application_name: `meshhook-lock-${this.id}` });
+    const c = new Client({
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      options: `-c role=${ENGINE_ROLE}`,
+      ...this.opts.lockConnection,
+      application_name: `meshhook-lock-${this.id}`,
+    });
     c.on('error', (e) => {
       this.log({ level: 'warn', worker: this.id, msg: 'lock session lost', error: e.message });
       if (this.lockClient === c) this.lockClient = null;
@@ -156,28 +163,24 @@ export class Worker {
     if (c) await c.end().catch(() => undefined);
   }
 
-  /** Runs that are due, locked for this worker. */
-  private async claim(max: number): Promise<string[]> {
+  /** Runs that are due, of any project, locked for this worker. */
+  private async claim(max: number): Promise<Array<{ id: string; projectId: string }>> {
     const now = this.clock.now();
-    const { rows } = await this.pool.query<{ id: string }>(
-      `SELECT id FROM runs WHERE status IN ('running', 'waiting') AND (wake_at IS NULL OR wake_at <= $1)
-       ORDER BY wake_at NULLS FIRST, created_at LIMIT $2`,
-      [now, max * 4],
-    );
-    const got: string[] = [];
+    const { rows } = await this.pool.query<{ id: string; project_id: string }>('SELECT id, project_id FROM meshhook_due_runs($1, $2)', [now, max * 4]);
+    const got: Array<{ id: string; projectId: string }> = [];
     const wall = Date.now();
     const candidates = rows.filter(({ id }) => !this.inFlight.has(id) && (this.backoffUntil.get(id)?.at ?? 0) <= wall);
     if (this.opts.ignoreLocks) {
-      for (const { id } of candidates.slice(0, max)) this.inFlight.add(id), got.push(id);
+      for (const { id, project_id } of candidates.slice(0, max)) this.inFlight.add(id), got.push({ id, projectId: project_id });
       return got;
     }
     const lock = await this.lock();
-    for (const { id } of candidates) {
+    for (const { id, project_id } of candidates) {
       if (got.length >= max) break;
       const r = await this.onLock(() => lock.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [LOCK_CLASS, id]));
       if (r.rows[0].ok) {
         this.inFlight.add(id);
-        got.push(id);
+        got.push({ id, projectId: project_id });
       }
     }
     return got;
@@ -194,7 +197,7 @@ export class Worker {
     const key = `${run.workflowId}:${run.version}`;
     let v = this.versions.get(key);
     if (!v) {
-      v = await loadVersion(this.pool, run.workflowId, run.version);
+      v = await loadVersion(this.pool, run.projectId, run.workflowId, run.version);
       this.versions.set(key, v);
     }
     // the run's first event pins the definition's hash: a version rewritten with a matching hash is still not it
@@ -207,9 +210,9 @@ export class Worker {
   }
 
   /** Drive one run as far as it can go now. */
-  private async advance(runId: string): Promise<void> {
+  private async advance(runId: string, projectId: string): Promise<void> {
     try {
-      const run = await loadRun(this.pool, runId);
+      const run = await loadRun(this.pool, projectId, runId);
       if (!run) return;
       const decider = await this.deciderFor(run);
       let { state, lastSeq, lastHash } = run;

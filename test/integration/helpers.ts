@@ -4,6 +4,8 @@ import { Client, Pool } from 'pg';
 import { migrate } from '../../src/db/migrate';
 import { openPool } from '../../src/db/pool';
 import { PostgresServer, provisionPostgres } from '../../src/db/postgres';
+import { inProject } from '../../src/db/scope';
+import { findProject } from '../../src/store/registry';
 
 /*
  * One Postgres server per test file; a migrated template database; a fresh
@@ -71,7 +73,7 @@ export async function count(pool: Pool, table: string): Promise<number> {
 /** Row counts of every table the intake could write to. */
 export async function snapshot(pool: Pool): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const t of ['projects', 'workflows', 'workflow_versions', 'runs', 'run_events', 'deliveries', 'timers']) out[t] = await count(pool, t);
+  for (const t of ['projects', 'workflows', 'workflow_versions', 'runs', 'run_events', 'deliveries', 'project_secrets']) out[t] = await count(pool, t);
   return out;
 }
 
@@ -148,8 +150,10 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | null | u
   }
 }
 
-export async function runStatus(pool: Pool, runId: string): Promise<string | null> {
-  const { rows } = await pool.query('SELECT status FROM runs WHERE id = $1', [runId]);
+/** A run's status, read as the engine would: acting for the project (acme unless told). */
+export async function runStatus(pool: Pool, runId: string, project = 'acme'): Promise<string | null> {
+  const id = await projectId(pool, project);
+  const { rows } = await inProject(pool, id, (c) => c.query('SELECT status FROM runs WHERE id = $1', [runId]));
   return rows[0]?.status ?? null;
 }
 
@@ -165,3 +169,10 @@ export async function tamperWithVersions(pool: Pool, sql: string, params: unknow
   }
 }
 
+
+/** The id of a project by slug (the engine's calls act for one project and take its id). */
+export async function projectId(pool: Pool, slug = 'acme'): Promise<string> {
+  const p = await findProject(pool, slug);
+  if (!p) throw new Error(`no project ${slug}`);
+  return p.id;
+}

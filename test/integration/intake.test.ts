@@ -6,7 +6,7 @@ import { startIntake } from '../../src/intake/server';
 import { deliver, signPayload } from '../../src/intake/sign';
 import { verifyRun } from '../../src/replay-service';
 import { publishWorkflow } from '../../src/store/registry';
-import { count, orderSyncDefinition, runStatus, snapshot, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor } from './helpers';
+import { count, orderSyncDefinition, runStatus, snapshot, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, projectId } from './helpers';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -50,7 +50,7 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       assert.deepEqual(view.body.result, { status: 'succeeded', reason: null, output: { orderId: 'ord_1' } });
       assert.equal(view.body.workflow, 'order-sync');
 
-      const report = await verifyRun(engine.pool, runId);
+      const report = await verifyRun(engine.pool, await projectId(engine.pool), runId);
       assert.equal(report.ok, true, JSON.stringify({ chain: report.chainBreak, div: report.divergence, view: report.viewDifference }));
       assert.equal(report.eventCount, 12);
     } finally {

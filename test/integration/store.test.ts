@@ -9,7 +9,7 @@ import { readRunView, verifyRun } from '../../src/replay-service';
 import { latestVersion, loadVersion, publishWorkflow, TamperedDefinitionError } from '../../src/store/registry';
 import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, rebuildViews, startRun } from '../../src/store/run-store';
 import { Worker } from '../../src/worker/worker';
-import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus } from './helpers';
+import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus, projectId } from './helpers';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -21,7 +21,7 @@ after(async () => {
 
 async function newRun(pool: Pool, def: Record<string, unknown>, input: unknown = { order: { id: 'o-1', sum: 42 } }) {
   const published = await publishWorkflow(pool, 'acme', def);
-  const version = await latestVersion(pool, published.workflowId);
+  const version = await latestVersion(pool, published.projectId, published.workflowId);
   const runId = randomUUID();
   await startRun(pool, {
     runId,
@@ -43,7 +43,7 @@ describe('run store', { timeout: 60_000 }, () => {
     const { runId, version } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
     const decider = createDecider(version.definition);
     for (let round = 0; round < 5; round++) {
-      const run = (await loadRun(pool, runId))!;
+      const run = (await loadRun(pool, await projectId(pool), runId))!;
       if (run.state.phase !== 'ready') break;
       const attempt = (ms: number) => {
         const at = new Date(Date.now() + ms);
@@ -58,9 +58,9 @@ describe('run store', { timeout: 60_000 }, () => {
       assert.ok(lost[0].reason instanceof ConcurrencyError, `the loser gets a ConcurrencyError, not ${lost[0].reason}`);
       assert.equal((lost[0].reason as ConcurrencyError).expectedSeq, run.lastSeq);
     }
-    const after = (await loadRun(pool, runId))!;
+    const after = (await loadRun(pool, await projectId(pool), runId))!;
     assert.deepEqual(after.events.map((e) => e.seq), after.events.map((_, i) => i + 1), 'the log stays gap-free');
-    const report = await verifyRun(pool, runId);
+    const report = await verifyRun(pool, await projectId(pool), runId);
     assert.equal(report.ok, true, JSON.stringify({ chain: report.chainBreak, div: report.divergence, view: report.viewDifference }));
   });
 
@@ -68,7 +68,7 @@ describe('run store', { timeout: 60_000 }, () => {
     const { pool } = await dbs.fresh();
     const { runId, version } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
     const decider = createDecider(version.definition);
-    const run = (await loadRun(pool, runId))!;
+    const run = (await loadRun(pool, await projectId(pool), runId))!;
     const events = decider.decide({ type: 'ExecuteStep', data: { at: new Date().toISOString() } }, run.state);
     const ctx = { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), failpoints: Failpoints.none(), step: null };
     await commitBatch(pool, ctx, events);
@@ -94,7 +94,7 @@ describe('run store', { timeout: 60_000 }, () => {
       });
     }
     assert.equal(await count(pool, 'run_events'), before);
-    assert.equal((await verifyRun(pool, runId)).ok, true);
+    assert.equal((await verifyRun(pool, await projectId(pool), runId)).ok, true);
   });
 
   it('published versions are immutable too', async () => {
@@ -115,9 +115,9 @@ describe('run store', { timeout: 60_000 }, () => {
       await worker.stop();
       await target.close();
     }
-    const good = await readRunView(pool, runId);
+    const good = await readRunView(pool, await projectId(pool), runId);
     await pool.query(`UPDATE runs SET status = 'failed', outputs = '{"map":"forged"}', current_step = 'push' WHERE id = $1`, [runId]);
-    const tampered = await verifyRun(pool, runId);
+    const tampered = await verifyRun(pool, await projectId(pool), runId);
     assert.equal(tampered.ok, false);
     assert.equal(tampered.viewMatches, false);
     assert.equal(tampered.chainBreak, null, 'the log itself is intact');
@@ -125,13 +125,13 @@ describe('run store', { timeout: 60_000 }, () => {
     assert.match(tampered.viewDifference!, /^status: stored "failed", replayed "succeeded"/);
 
     const other = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9', 'other'));
-    const rebuilt = await rebuildViews(pool);
+    const rebuilt = await rebuildViews(pool, { projectId: await projectId(pool) });
     assert.equal(rebuilt.runs, 2);
     assert.deepEqual(rebuilt.repaired, [runId], 'only the edited view is repaired; the other run is untouched');
-    assert.deepEqual({ ...(await readRunView(pool, runId)), }, good);
-    assert.equal((await verifyRun(pool, runId)).ok, true);
-    assert.deepEqual((await rebuildViews(pool, { runId })).repaired, [], 'a second rebuild finds nothing to do');
-    assert.equal((await readRunView(pool, other.runId))?.status, 'running');
+    assert.deepEqual({ ...(await readRunView(pool, await projectId(pool), runId)), }, good);
+    assert.equal((await verifyRun(pool, await projectId(pool), runId)).ok, true);
+    assert.deepEqual((await rebuildViews(pool, { projectId: await projectId(pool), runId })).repaired, [], 'a second rebuild finds nothing to do');
+    assert.equal((await readRunView(pool, await projectId(pool), other.runId))?.status, 'running');
   });
 
   it('a delivery id seen before returns its run and writes nothing', async () => {
@@ -175,19 +175,19 @@ describe('run store', { timeout: 60_000 }, () => {
       [last.project_id, unreadable.runId, last.hash],
     );
     await pool.query(`UPDATE runs SET status = 'failed' WHERE id = $1`, [edited.runId]);
-    const rebuilt = await rebuildViews(pool);
+    const rebuilt = await rebuildViews(pool, { projectId: await projectId(pool) });
     assert.deepEqual(rebuilt.repaired, [edited.runId]);
     assert.deepEqual(rebuilt.refused.map((r) => r.runId), [unreadable.runId]);
     assert.match(rebuilt.refused[0].reason, /PaymentCaptured/);
-    assert.equal((await readRunView(pool, edited.runId))?.status, 'running');
+    assert.equal((await readRunView(pool, await projectId(pool), edited.runId))?.status, 'running');
   });
 
   it('a published version edited behind the engine\'s back is refused to workers and reported by verify', async () => {
     const { pool } = await dbs.fresh();
     const { runId, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
     await tamperWithVersions(pool, `UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
-    await assert.rejects(loadVersion(pool, published.workflowId, 1), TamperedDefinitionError);
-    const v = await verifyRun(pool, runId);
+    await assert.rejects(loadVersion(pool, published.projectId, published.workflowId, 1), TamperedDefinitionError);
+    const v = await verifyRun(pool, await projectId(pool), runId);
     assert.equal(v.divergence, null, 'the edit changes no decision of this run');
     assert.equal(v.definitionChanged, true);
     assert.equal(v.ok, false, 'but the run no longer runs on the version it was pinned to');
@@ -207,6 +207,6 @@ describe('run store', { timeout: 60_000 }, () => {
     }
     assert.equal(worker.stats.batches, 0, 'not one step ran on the rewritten definition');
     assert.equal(await count(pool, 'run_events'), 1);
-    assert.equal((await verifyRun(pool, runId)).ok, false);
+    assert.equal((await verifyRun(pool, await projectId(pool), runId)).ok, false);
   });
 });

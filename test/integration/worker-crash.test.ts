@@ -8,7 +8,7 @@ import { startIntake } from '../../src/intake/server';
 import { deliver } from '../../src/intake/sign';
 import { readRunView, verifyRun } from '../../src/replay-service';
 import { publishWorkflow } from '../../src/store/registry';
-import { orderSyncDefinition, runStatus, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
+import { orderSyncDefinition, runStatus, startDatabases, startTarget, TestDatabases, waitFor, projectId } from './helpers';
 
 /*
  * Workers as real child processes (src/worker/main.ts through ts-node), killed
@@ -81,7 +81,7 @@ describe('a worker process that crashes mid-step', { timeout: 90_000 }, () => {
       assert.equal(fired[0].pid, first.child.pid);
 
       assert.equal(target.requests.length, 1, 'the order service answered the doomed worker');
-      const stuck = await readRunView(pool, runId);
+      const stuck = await readRunView(pool, await projectId(pool), runId);
       assert.equal(stuck?.status, 'running');
       assert.equal(stuck?.currentStep, 'push', 'the log does not know the answer yet');
 
@@ -99,7 +99,7 @@ describe('a worker process that crashes mid-step', { timeout: 90_000 }, () => {
         `the second worker says it recovered the run:\n${second.output.join('\n')}`,
       );
 
-      const report = await verifyRun(pool, runId);
+      const report = await verifyRun(pool, await projectId(pool), runId);
       assert.equal(report.ok, true, JSON.stringify({ chain: report.chainBreak, div: report.divergence, view: report.viewDifference }));
       const prepared = report.state.attempts.push;
       assert.equal(prepared, 1, 'the crash is not a retry: still attempt 1');
