@@ -33,7 +33,8 @@ import { provisionPostgres } from '../src/db/postgres';
 import { replayLog, verifyLog } from '../src/domain/replay';
 import { Failpoints, parseFailpoints } from '../src/faults/failpoints';
 import { verifyRun } from '../src/replay-service';
-import { latestVersion, LoadedVersion, publishWorkflow } from '../src/store/registry';
+import { latestVersion, LoadedVersion, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
+import { Keyring } from '../src/security/keyring';
 import { loadEvents, startRun } from '../src/store/run-store';
 import { Worker } from '../src/worker/worker';
 import { startStateStoredRun, STATE_STORED_SCHEMA, StateStoredWorker } from './state-stored';
@@ -47,6 +48,7 @@ const TRIAL_DEADLINE_MS = Number(process.env.BENCH_DEADLINE_MS ?? 60_000);
 /** on a slow machine, fewer repeats (never under 2) rather than a bench that runs on and on */
 const BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 170_000);
 const POLL_MS = 10;
+const KEYS = Keyring.generate('bench');
 /** runs are created this many at a time before a trial (not measured) */
 const SETUP_PARALLEL = 8;
 const SAMPLE_MS = 5;
@@ -266,7 +268,7 @@ async function runTrial(bench: Bench, variant: Variant, kind: Kind, runs: number
     const workers: (Worker | StateStoredWorker)[] = Array.from({ length: WORKERS }, (_, i) =>
       kind === 'state-stored'
         ? new StateStoredWorker({ pool, lockConnection: { connectionString: url }, pollMs: POLL_MS, concurrency: CONCURRENCY, id: `state-${i + 1}`, log })
-        : new Worker({ pool, lockConnection: { connectionString: url }, pollMs: POLL_MS, concurrency: CONCURRENCY, id: `bench-${i + 1}`, failpoints, log }),
+        : new Worker({ pool, lockConnection: { connectionString: url }, pollMs: POLL_MS, concurrency: CONCURRENCY, id: `bench-${i + 1}`, failpoints, keyring: KEYS, log }),
     );
     const memory = memorySampler();
     const wallStart = new Date();
@@ -550,7 +552,8 @@ async function main(): Promise<void> {
       await migrate(tpool);
       await tpool.query(STATE_STORED_SCHEMA);
       for (const v of VARIANTS) {
-        const p = await publishWorkflow(tpool, 'bench', v.definition(target.url));
+        const p = await publishWorkflow(tpool, KEYS, 'bench', v.definition(target.url));
+        await setAllowPrivateTargets(tpool, p.projectId, true);
         published.set(v.name, { projectId: p.projectId, workflow: p.workflow, version: await latestVersion(tpool, p.projectId, p.workflowId) });
       }
     } finally {

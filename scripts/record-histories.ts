@@ -14,7 +14,10 @@ import type { WorkflowDefinition } from '../src/domain/definition';
 import type { RecordedEvent } from '../src/domain/events';
 import { eventHash } from '../src/domain/hash-chain';
 import { readRunView } from '../src/replay-service';
-import { publishWorkflow } from '../src/store/registry';
+import { publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
+import { Keyring } from '../src/security/keyring';
+
+const KEYS = Keyring.generate('histories');
 import { loadEvents, startRun } from '../src/store/run-store';
 import { ControlledClock } from '../src/worker/clock';
 import { Worker } from '../src/worker/worker';
@@ -45,7 +48,7 @@ async function main(): Promise<void> {
   const target = new TargetService();
   await target.start();
   const clock = new ControlledClock();
-  const worker = new Worker({ pool, lockConnection: { connectionString: pg.urlFor() }, clock, pollMs: 10 });
+  const worker = new Worker({ pool, lockConnection: { connectionString: pg.urlFor() }, clock, pollMs: 10, keyring: KEYS });
   worker.start();
   mkdirSync(OUT, { recursive: true });
 
@@ -56,7 +59,8 @@ async function main(): Promise<void> {
     input: unknown,
     during?: (runId: string, projectId: string) => Promise<void>,
   ): Promise<{ runId: string; definition: WorkflowDefinition; events: RecordedEvent[] }> => {
-    const pub = await publishWorkflow(pool, 'acme', def);
+    const pub = await publishWorkflow(pool, KEYS, 'acme', def);
+    await setAllowPrivateTargets(pool, pub.projectId, true);
     const runId = randomUUID();
     await startRun(pool, {
       runId,

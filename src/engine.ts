@@ -3,6 +3,7 @@ import { migrate } from './db/migrate';
 import { openEnginePool, openPool } from './db/pool';
 import type { EngineFlags } from './domain/decider';
 import { startIntake } from './intake/server';
+import type { Keyring } from './security/keyring';
 import { Clock, systemClock } from './worker/clock';
 import { Worker } from './worker/worker';
 
@@ -13,6 +14,8 @@ import { Worker } from './worker/worker';
 
 export interface EngineOptions {
   databaseUrl: string;
+  /** the keys the database never holds: sealed secrets, project tokens */
+  keyring: Keyring;
   /** in-process workers (default 2; 0 = intake only) */
   workers?: number;
   clock?: Clock;
@@ -61,14 +64,16 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
           clock,
           pollMs: opts.pollMs ?? 50,
           concurrency: opts.concurrency,
-          flags: opts.flags,
           id: `worker-${process.pid}-${i + 1}`,
+          keyring: opts.keyring,
           log,
         }),
       );
     }
     const intake = await startIntake({
       pool,
+      keyring: opts.keyring,
+      flags: opts.flags,
       clock,
       port: opts.intakePort ?? 0,
       host: opts.intakeHost,

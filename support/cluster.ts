@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Pool } from 'pg';
 import { ENGINE_ROLE } from '../src/db/scope';
+import { Keyring } from '../src/security/keyring';
 import { migrate } from '../src/db/migrate';
 import { openPool } from '../src/db/pool';
 import { provisionPostgres, PostgresServer } from '../src/db/postgres';
@@ -19,6 +20,8 @@ export interface Cluster {
   template: string;
   /** a database's URL as the engine logs in: the meshhook_engine role, never the owner */
   engineUrlFor(database: string): string;
+  /** the engine's keys for this cucumber worker (sealed secrets, keyed hash chain, tokens) */
+  keyring: Keyring;
 }
 
 let cluster: Promise<Cluster> | null = null;
@@ -52,7 +55,7 @@ async function boot(): Promise<Cluster> {
     u.password = password;
     return u.toString();
   };
-  return { server, admin, template, engineUrlFor };
+  return { server, admin, template, engineUrlFor, keyring: Keyring.generate('suite') };
 }
 
 export async function createScenarioDatabase(): Promise<{ name: string; url: string; engineUrl: string }> {

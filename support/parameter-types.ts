@@ -1,4 +1,5 @@
 import { defineParameterType } from '@cucumber/cucumber';
+import { PROBLEM_PATTERN } from './webhook-problems';
 import { parseDuration } from './workflow-table';
 
 /*
@@ -81,6 +82,12 @@ defineParameterType({
     ].join('|'),
   ),
   transformer: (text: string) => parseFault(text),
+});
+
+defineParameterType({
+  name: 'problem',
+  regexp: PROBLEM_PATTERN,
+  transformer: (text: string) => text,
 });
 
 defineParameterType({

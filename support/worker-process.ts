@@ -17,6 +17,8 @@ export interface WorkerProcessOptions {
   failpoints?: string;
   failpointLog: string;
   pollMs?: number;
+  /** the keyring, as MESHHOOK_KEYS */
+  keys: string;
   extraEnv?: Record<string, string>;
 }
 
@@ -43,6 +45,7 @@ export class WorkerProcess {
         MESHHOOK_CLOCK_OFFSET_MS: String(opts.clockOffsetMs),
         MESHHOOK_FAILPOINTS: opts.failpoints ?? '',
         MESHHOOK_FAILPOINT_LOG: opts.failpointLog,
+        MESHHOOK_KEYS: opts.keys,
         ...opts.extraEnv,
       },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

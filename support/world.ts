@@ -12,7 +12,8 @@ import { TcpProxy } from '../src/faults/tcp-proxy';
 import { startIntake } from '../src/intake/server';
 import { deliver } from '../src/intake/sign';
 import { readRunView, StoredRunView } from '../src/replay-service';
-import { publishWorkflow } from '../src/store/registry';
+import { publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
+import { Keyring } from '../src/security/keyring';
 import { loadEvents } from '../src/store/run-store';
 import { ControlledClock } from '../src/worker/clock';
 import { createScenarioDatabase, dropScenarioDatabase, getCluster } from './cluster';
@@ -70,6 +71,7 @@ export class ReplayWorld extends World<ReplayParameters> {
    * rights — sees. Row-level security does not apply to it.
    */
   db!: Pool;
+  keyring!: Keyring;
   /** the engine's view of the database (role meshhook_engine, one project at a time), for the intake and engine calls */
   engineDb!: Pool;
   /** the database as the engine reaches it: through the fault proxy */
@@ -99,7 +101,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   }
 
   async init(): Promise<void> {
-    const { server } = await getCluster();
+    const { server, keyring } = await getCluster();
+    this.keyring = keyring;
     const db = await createScenarioDatabase();
     this.dbName = db.name;
     this.directDbUrl = db.url;
@@ -125,7 +128,7 @@ export class ReplayWorld extends World<ReplayParameters> {
   async ensureIntake(): Promise<string> {
     if (!this.intake) {
       // the intake talks to the database directly: faults in these specs target the workers
-      this.intake = await startIntake({ pool: this.engineDb, clock: this.clock });
+      this.intake = await startIntake({ pool: this.engineDb, keyring: this.keyring, clock: this.clock });
     }
     return this.intake.url;
   }
@@ -136,7 +139,9 @@ export class ReplayWorld extends World<ReplayParameters> {
     const key = `${project}/${definition.name}`;
     const existing = this.workflows.get(key);
     const secret = existing?.secret ?? `whsec_${randomUUID().replace(/-/g, '')}`;
-    const p = await publishWorkflow(this.engineDb, project, definition, { signingSecret: secret });
+    const p = await publishWorkflow(this.engineDb, this.keyring, project, definition, { signingSecret: secret });
+    // the order service listens on loopback: this project is allowed to call it, as a team would allow its own network
+    await setAllowPrivateTargets(this.engineDb, p.projectId, true);
     const published: PublishedWorkflow = {
       project,
       workflow: p.workflow,
@@ -258,6 +263,7 @@ export class ReplayWorld extends World<ReplayParameters> {
       clockOffsetMs: this.clock.offset,
       failpoints: failpoints.join(';'),
       failpointLog: path.join(this.scratch, `failpoints-${id}.log`),
+      keys: this.keyring.toEnv(),
       extraEnv: opts.env,
     });
     this.workers.push(worker);

@@ -1,8 +1,10 @@
 @intake
 Feature: Bad webhooks are refused clearly and change nothing
-  A webhook that is malformed, badly signed, sent to an unknown project or
-  workflow, or too large must get a clear answer saying what is wrong, and must
-  leave no trace: no delivery, no run, no event. A good webhook sent afterwards
+  A webhook that is malformed, badly signed, replayed, sent to an unknown
+  project or workflow, or too large must get a clear answer saying what is
+  wrong, and must leave no trace: no delivery, no run, no event. Nothing about
+  a project or workflow is told to a sender who cannot sign for it: an unknown
+  one is refused exactly like a wrong signature. A good webhook sent afterwards
   still runs normally.
 
   Background:
@@ -14,22 +16,31 @@ Feature: Bad webhooks are refused clearly and change nothing
 
   @smoke
   Scenario Outline: A webhook <problem> is refused with <status> and nothing is recorded
-    When a webhook <problem> is sent to "acme"
+    When a webhook <problem> is sent to "order-sync" of "acme"
     Then it is refused with <status> "<code>"
     And nothing was recorded
     And a correct webhook sent afterwards still runs to success
 
-    Examples:
+    Examples: Not signed by the workflow's secret, or not for this delivery
+      | problem                                      | status | code                |
+      | with a forged signature                      | 401    | bad_signature       |
+      | signed with another workflow's secret        | 401    | bad_signature       |
+      | signed an hour ago                           | 401    | bad_signature       |
+      | signed an hour in the future                 | 401    | bad_signature       |
+      | without a signature                          | 401    | bad_signature       |
+      | signed the old way, over the body alone      | 401    | bad_signature       |
+      | whose body was changed after signing         | 401    | bad_signature       |
+      | signed for another workflow                  | 401    | bad_signature       |
+      | captured and re-sent under a new delivery id | 401    | bad_signature       |
+      | for a project that does not exist            | 401    | bad_signature       |
+      | for a workflow the project does not have     | 401    | bad_signature       |
+
+    Examples: Signed, but not something that can be run
       | problem                                 | status | code                   |
-      | with a forged signature                 | 401    | bad_signature          |
-      | signed with another workflow's secret   | 401    | bad_signature          |
-      | signed an hour ago                      | 401    | bad_signature          |
-      | without a signature                     | 401    | bad_signature          |
       | that is not JSON                        | 400    | malformed_body         |
       | without a delivery id                   | 400    | missing_delivery_id    |
+      | with a delivery id that is not an id    | 400    | missing_delivery_id    |
       | of 3 MiB                                | 413    | payload_too_large      |
-      | for a project that does not exist       | 404    | unknown_project        |
-      | for a workflow the project does not have | 404   | unknown_workflow       |
       | sent as a form instead of JSON          | 415    | unsupported_media_type |
 
   Scenario: A delivery id reused for a different order is refused and the first run stands
@@ -40,7 +51,7 @@ Feature: Bad webhooks are refused clearly and change nothing
     And the order service received the order exactly once
 
   Scenario: The refusal never shows the signing secret
-    When a webhook with a forged signature is sent to "acme"
+    When a webhook with a forged signature is sent to "order-sync" of "acme"
     Then it is refused with 401 "bad_signature"
     And the answer does not contain the signing secret
 

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { ensureKeyFile, Keyring } from '../security/keyring';
 import path from 'node:path';
 import type { Pool } from 'pg';
 import { openEnginePool, openPool } from '../db/pool';
@@ -11,7 +12,7 @@ import { startEngine } from '../engine';
 import { deliver } from '../intake/sign';
 import { replayRun, RunVerification, verifyRun } from '../replay-service';
 import { inProject } from '../db/scope';
-import { findProject, findWorkflow, NotFoundError, publishWorkflow } from '../store/registry';
+import { findProject, findWorkflow, NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../store/registry';
 import { rebuildViews } from '../store/run-store';
 import { migrate } from '../db/migrate';
 
@@ -51,7 +52,7 @@ interface Parsed {
   flags: Record<string, string | boolean>;
 }
 
-const DB_FLAG: FlagSpec = { name: 'database-url', value: 'url', help: 'Postgres URL (default: $DATABASE_URL, then .meshhook/state.json)' };
+const DB_FLAG: FlagSpec = { name: 'database-url', value: 'url', help: 'Postgres URL (default: $DATABASE_URL, then <home>/state.json)' };
 const SLUG = /^[a-z][a-z0-9-]{0,62}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -111,8 +112,25 @@ interface State {
   startedAt?: string;
 }
 
+/** Where `up` keeps its Postgres data, keys and state: $MESHHOOK_HOME, else .meshhook in the current directory. */
+function homeDir(io: Io): string {
+  return io.env.MESHHOOK_HOME ? path.resolve(io.cwd, io.env.MESHHOOK_HOME) : path.join(io.cwd, '.meshhook');
+}
+
 function stateFile(io: Io): string {
-  return path.join(io.cwd, '.meshhook', 'state.json');
+  return path.join(homeDir(io), 'state.json');
+}
+
+function keyFile(io: Io): string {
+  return path.join(homeDir(io), 'keyring.json');
+}
+
+/** The keyring: MESHHOOK_KEYS / MESHHOOK_KEY_FILE, else the key file `up` made in its home. */
+function keyringOf(io: Io): Keyring {
+  const fromEnv = Keyring.fromEnv(io.env);
+  if (fromEnv) return fromEnv;
+  if (existsSync(keyFile(io))) return Keyring.fromFile(keyFile(io));
+  throw new SetupError(`no keys: set MESHHOOK_KEYS or MESHHOOK_KEY_FILE, or run \`meshhook up\` here (it makes ${keyFile(io)})`);
 }
 
 function readState(io: Io): State {
@@ -213,14 +231,15 @@ const up: CommandSpec = {
       io.err(`meshhook is already up here (pid ${previous.pid}, intake ${previous.intakeUrl}); stop it first`);
       return 1;
     }
-    const home = path.join(io.cwd, '.meshhook');
-    mkdirSync(home, { recursive: true });
+    const home = homeDir(io);
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    const keyring = io.env.MESHHOOK_KEYS || io.env.MESHHOOK_KEY_FILE ? keyringOf(io) : ensureKeyFile(keyFile(io));
     let pg: PostgresServer | null = null;
     let url: string;
     if (given) {
       url = given;
     } else {
-      io.out('starting embedded Postgres (data in .meshhook/pgdata) ...');
+      io.out(`starting embedded Postgres (data in ${path.relative(io.cwd, home) || '.'}/pgdata) ...`);
       pg = await provisionPostgres({ dataDir: path.join(home, 'pgdata'), persistent: true, port: a.flags['pg-port'] ? intFlag(a, 'pg-port', 0) : undefined });
       url = pg.urlFor('postgres');
     }
@@ -228,6 +247,7 @@ const up: CommandSpec = {
     try {
       engine = await startEngine({
         databaseUrl: url,
+        keyring,
         workers,
         intakePort: port,
         intakeHost: a.flags.host as string | undefined,
@@ -238,11 +258,12 @@ const up: CommandSpec = {
       throw e;
     }
     const state: State = { databaseUrl: url, intakeUrl: engine.intake.url, pid: process.pid, startedAt: new Date().toISOString() };
-    writeFileSync(stateFile(io), json(state) + '\n');
+    // the state holds the database's password: readable by this user only
+    writeFileSync(stateFile(io), json(state) + '\n', { mode: 0o600 });
     io.out('');
     io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'})`);
     io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);
-    io.out(`  database: ${url}`);
+    io.out(`  database: ${redact(url)}  (full URL in the state file)`);
     io.out(`  state:    ${path.relative(io.cwd, stateFile(io))}`);
     io.out('');
     io.out('next, in another terminal:');
@@ -280,14 +301,30 @@ function isAlive(pid: number): boolean {
   }
 }
 
-function printLog(e: Record<string, unknown>, io: Io): void {
+/**
+ * One log line per entry, logfmt-style. Values come from requests, so every
+ * one that is not a plain word is written as a JSON string: a line break or a
+ * terminal escape in a URL can neither start a forged line nor reach the
+ * terminal raw.
+ */
+export function formatLogLine(e: Record<string, unknown>, at = new Date()): string {
   const level = String(e.level ?? 'info');
   const { level: _l, msg, ...rest } = e;
+  const word = (v: unknown): string => {
+    const s = typeof v === 'string' ? v : JSON.stringify(v);
+    return /^[A-Za-z0-9_.:/@+-]{1,200}$/.test(s) ? s : JSON.stringify(typeof v === 'string' ? v.slice(0, 500) : s.slice(0, 500));
+  };
   const detail = Object.entries(rest)
     .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .map(([k, v]) => `${k}=${word(v)}`)
     .join(' ');
-  const line = `${new Date().toISOString()} ${level.padEnd(5)} ${String(msg)}${detail ? '  ' + detail : ''}`;
+  const message = JSON.stringify(String(msg)).slice(1, -1);
+  return `${at.toISOString()} ${level.padEnd(5)} ${message}${detail ? '  ' + detail : ''}`;
+}
+
+function printLog(e: Record<string, unknown>, io: Io): void {
+  const level = String(e.level ?? 'info');
+  const line = formatLogLine(e);
   if (level === 'warn' || level === 'error') io.err(line);
   else io.out(line);
 }
@@ -304,7 +341,11 @@ const publish: CommandSpec = {
   name: 'publish',
   args: ['definition.json'],
   summary: 'Validate a workflow definition and publish it as the next version of its workflow in a project. The signing secret is shown once, when the workflow is created.',
-  flags: [{ name: 'project', value: 'slug', help: 'project to publish into (created if new)' }, DB_FLAG],
+  flags: [
+    { name: 'project', value: 'slug', help: 'project to publish into (created if new)' },
+    { name: 'allow-private-targets', help: "let the project's http_call steps call private and loopback addresses (off by default)" },
+    DB_FLAG,
+  ],
   async run(a, io) {
     const project = a.flags.project as string | undefined;
     if (!project) throw new UsageError('publish needs --project <slug>');
@@ -328,15 +369,20 @@ const publish: CommandSpec = {
     await migrateAsOwner(a, io);
     return withPool(a, io, async (pool) => {
       const name = (raw as { name: string }).name;
-      const existed = (await findWorkflow(pool, project, name)) !== null;
-      const v = await publishWorkflow(pool, project, raw);
+      const keyring = keyringOf(io);
+      const existed = (await findWorkflow(pool, keyring, project, name)) !== null;
+      const v = await publishWorkflow(pool, keyring, project, raw);
+      if (a.flags['allow-private-targets']) {
+        await setAllowPrivateTargets(pool, v.projectId, true);
+        io.out(`${project}: http_call steps may call private and loopback addresses`);
+      }
       if (v.unchanged) io.out(`${project}/${v.workflow}: unchanged, still version ${v.version}`);
       else io.out(`published ${project}/${v.workflow} version ${v.version}`);
       io.out(`  hash: ${v.definitionHash}`);
       if (!existed) {
         io.out(`  signing secret: ${v.signingSecret}`);
         io.out('  WARNING: store this secret now; it is shown only this once. Senders sign webhooks with it');
-        io.out('           (MeshHook-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>).');
+        io.out('           (MeshHook-Signature: t=<unix>,v2=<hex HMAC-SHA256(secret, "<t>.<delivery id>.<project>/<workflow>.<body>")>).');
       }
       return 0;
     });
@@ -360,7 +406,7 @@ const deliverCmd: CommandSpec = {
     if (body.startsWith('@')) body = readFileSync(path.resolve(io.cwd, body.slice(1)), 'utf8');
     const deliveryId = (a.flags['delivery-id'] as string | undefined) ?? `dlv_${randomUUID()}`;
     const intakeUrl = (a.flags.url as string | undefined) ?? readState(io).intakeUrl ?? 'http://127.0.0.1:8080';
-    const wf = await withPool(a, io, (pool) => findWorkflow(pool, project, workflow));
+    const wf = await withPool(a, io, (pool) => findWorkflow(pool, keyringOf(io), project, workflow));
     if (!wf) {
       io.err(`no workflow ${project}/${workflow}: publish it first`);
       return 1;

@@ -1,16 +1,27 @@
 import { search } from '@jmespath-community/jmespath';
 import { backoffDelayMs } from './backoff';
-import { sha256 } from './canonical';
+import { canonicalJson, sha256 } from './canonical';
 import type { HttpCallStep, StepDefinition, WorkflowDefinition } from './definition';
-import { stepOf } from './definition';
-import type { HttpOutcome, HttpRequestPrepared, RunEvent, RunStatus } from './events';
+import { stepOf, successorsOf } from './definition';
+import type { EngineInfo, HttpOutcome, HttpRequestPrepared, OperatorActed, RunEvent, RunStatus } from './events';
 
 /*
  * The run decider, Emmett-shaped: `initialState`, `evolve(state, event)` and
  * `decide(command, state)`. It is pure: no clock, no randomness, no I/O. The
  * workflow definition is the "code" being run, so a decider is made per
  * definition; evolve never needs it, which is why a log folds without one.
+ *
+ * A run carries the semantics it started under (RunStarted.engine): a later
+ * engine keeps deciding an old run the way it was decided then, so old logs
+ * replay exactly. Semantics 1 (no `engine` recorded): the request body is
+ * recorded as JSON. Semantics 2: the exact body text, secret references in
+ * headers, idempotency keys per execution of a step, operator actions.
  */
+
+/** The engine release written into every new run's RunStarted. */
+export const ENGINE_VERSION = '0.2.0';
+/** The decision semantics new runs start under. */
+export const CURRENT_SEMANTICS = 2;
 
 export type Phase = 'new' | 'ready' | 'awaiting_response' | 'awaiting_timer' | 'done';
 
@@ -30,12 +41,23 @@ export interface RunState {
   definitionHash: string | null;
   deliveryId: string | null;
   input: unknown;
+  /** 1 for runs started before semantics were recorded */
+  semantics: number;
+  flags: EngineFlags;
   status: RunStatus | 'new';
   phase: Phase;
   /** the step being executed, or to execute next when phase = ready */
   cursor: string | null;
   outputs: Record<string, unknown>;
+  /** the number of the last attempt per step (numbers keep rising across operator retries) */
   attempts: Record<string, number>;
+  /** per step, the attempts already used when an operator last retried it: the retry budget counts from there */
+  retryBase: Record<string, number>;
+  /** per step, which execution it is on (1 unless an operator resumed from it or before it) */
+  executions: Record<string, number>;
+  /** the step whose failure ended the run, while it is failed */
+  failedStep: string | null;
+  paused: boolean;
   pendingRequest: HttpRequestPrepared['data'] | null;
   pendingTimer: PendingTimer | null;
   lastResponse: HttpOutcome | null;
@@ -54,11 +76,17 @@ export const initialState = (): RunState => ({
   definitionHash: null,
   deliveryId: null,
   input: null,
+  semantics: 1,
+  flags: {},
   status: 'new',
   phase: 'new',
   cursor: null,
   outputs: {},
   attempts: {},
+  retryBase: {},
+  executions: {},
+  failedStep: null,
+  paused: false,
   pendingRequest: null,
   pendingTimer: null,
   lastResponse: null,
@@ -68,6 +96,20 @@ export const initialState = (): RunState => ({
   lastEventAt: null,
   eventCount: 0,
 });
+
+/** The status users see while a run is not finished. */
+function liveStatus(s: RunState, waiting: boolean): RunStatus {
+  if (s.paused) return 'paused';
+  return waiting ? 'waiting' : 'running';
+}
+
+/** A copy of a map with one key set (or removed when value is undefined). */
+function withKey<T>(map: Record<string, T>, key: string, value: T | undefined): Record<string, T> {
+  const out = { ...map };
+  if (value === undefined) delete out[key];
+  else out[key] = value;
+  return out;
+}
 
 export function evolve(state: RunState, event: RunEvent): RunState {
   const s: RunState = { ...state, eventCount: state.eventCount + 1 };
@@ -83,6 +125,8 @@ export function evolve(state: RunState, event: RunEvent): RunState {
         definitionHash: d.definitionHash,
         deliveryId: d.deliveryId,
         input: d.input,
+        semantics: d.engine?.semantics ?? 1,
+        flags: d.engine?.flags ?? {},
         status: 'running',
         phase: 'ready',
         startedAt: d.at,
@@ -96,23 +140,23 @@ export function evolve(state: RunState, event: RunEvent): RunState {
     case 'StepSucceeded':
       return {
         ...s,
-        outputs: { ...s.outputs, [event.data.step]: event.data.output },
+        outputs: withKey(s.outputs, event.data.step, event.data.output),
         cursor: event.data.next,
         phase: event.data.next ? 'ready' : s.phase,
-        status: 'running',
+        status: liveStatus(s, false),
         pendingRequest: null,
         pendingTimer: null,
       };
     case 'StepFailed':
-      return { ...s, pendingRequest: null, pendingTimer: null };
+      return { ...s, pendingRequest: null, pendingTimer: null, failedStep: event.data.step };
     case 'HttpRequestPrepared':
       return {
         ...s,
         phase: 'awaiting_response',
-        status: 'running',
+        status: liveStatus(s, false),
         pendingRequest: event.data,
         pendingTimer: null,
-        attempts: { ...s.attempts, [event.data.step]: event.data.attempt },
+        attempts: withKey(s.attempts, event.data.step, event.data.attempt),
       };
     case 'HttpResponseRecorded':
       return { ...s, lastResponse: event.data.outcome, lastEventAt: event.data.at };
@@ -120,7 +164,7 @@ export function evolve(state: RunState, event: RunEvent): RunState {
       return {
         ...s,
         phase: 'awaiting_timer',
-        status: 'waiting',
+        status: liveStatus(s, true),
         pendingRequest: null,
         pendingTimer: {
           timerId: event.data.timerId,
@@ -134,22 +178,75 @@ export function evolve(state: RunState, event: RunEvent): RunState {
       return {
         ...s,
         phase: 'awaiting_timer',
-        status: 'waiting',
+        status: liveStatus(s, true),
         pendingTimer: { timerId: event.data.timerId, step: event.data.step, purpose: 'delay', dueAt: event.data.dueAt },
       };
     case 'TimerFired':
-      return { ...s, status: 'running', lastEventAt: event.data.at };
+      return { ...s, status: liveStatus(s, false), lastEventAt: event.data.at };
     case 'RunFinished':
       return {
         ...s,
         status: event.data.status,
         phase: 'done',
+        paused: false,
         result: { ...event.data },
         finishedAt: s.lastEventAt,
         pendingRequest: null,
         pendingTimer: null,
       };
+    case 'OperatorActed':
+      return { ...s, lastEventAt: event.data.at };
+    case 'RunPaused':
+      return { ...s, paused: true, status: 'paused' };
+    case 'RunUnpaused':
+      return { ...s, paused: false, status: s.phase === 'awaiting_timer' ? 'waiting' : 'running' };
+    case 'StepRescheduled': {
+      const d = event.data;
+      const outputs = { ...s.outputs };
+      const executions = { ...s.executions };
+      const retryBase = { ...s.retryBase };
+      for (const step of d.cleared) {
+        delete outputs[step];
+        executions[step] = (executions[step] ?? 1) + 1;
+      }
+      // attempt numbers keep rising; each step sent back to work gets a fresh budget from here
+      for (const step of d.mode === 'retry' ? [d.step] : d.cleared) retryBase[step] = s.attempts[step] ?? 0;
+      return { ...s, ...reopened(s), outputs, executions, retryBase, cursor: d.step, phase: 'ready' };
+    }
+    case 'StepSkipped':
+      return {
+        ...s,
+        ...reopened(s),
+        outputs: withKey(s.outputs, event.data.step, event.data.output),
+        cursor: event.data.next,
+        phase: event.data.next ? 'ready' : s.phase,
+      };
+    case 'InputPatched':
+      return { ...s, input: mergePatch(s.input, event.data.patch) };
   }
+}
+
+/** What changes when an operator sends a finished or stuck run back to work. */
+function reopened(s: RunState): Partial<RunState> {
+  return {
+    status: s.paused ? 'paused' : 'running',
+    result: null,
+    finishedAt: null,
+    failedStep: null,
+    pendingRequest: null,
+    pendingTimer: null,
+  };
+}
+
+/** JSON Merge Patch (RFC 7386): null removes a member, objects merge, anything else replaces. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!patch || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const base: Record<string, unknown> = target && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch as Record<string, unknown>)) {
+    if (v === null) delete base[k];
+    else base[k] = mergePatch(base[k], v);
+  }
+  return base;
 }
 
 export function fold(events: readonly RunEvent[], from: RunState = initialState()): RunState {
@@ -170,6 +267,7 @@ export type Command =
         deliveryId: string;
         input: unknown;
         at: string;
+        engine?: EngineInfo;
       };
     }
   | { type: 'ExecuteStep'; data: { at: string } }
@@ -177,9 +275,10 @@ export type Command =
       type: 'RecordHttpResult';
       data: { step: string; attempt: number; at: string; durationMs: number; jitter: number; outcome: HttpOutcome };
     }
-  | { type: 'FireTimer'; data: { timerId: string; at: string } };
+  | { type: 'FireTimer'; data: { timerId: string; at: string } }
+  | { type: 'Operate'; data: OperatorActed['data'] };
 
-/** Raised when a command does not fit the run's state: a stale worker, a replayed delivery, a timer not yet due. */
+/** Raised when a command does not fit the run's state: a stale worker, a replayed delivery, a timer not yet due, an operator action that makes no sense. */
 export class DecisionError extends Error {
   constructor(message: string) {
     super(message);
@@ -187,7 +286,7 @@ export class DecisionError extends Error {
   }
 }
 
-/** Optional engine behaviour switches; replay with other flags shows where decisions would change. */
+/** Optional engine behaviour switches, recorded in RunStarted; replay with other flags shows where decisions would change. */
 export interface EngineFlags {
   /** treat an HTTP 409 Conflict as success (an idempotent "already done") */
   conflictIsSuccess?: boolean;
@@ -200,8 +299,19 @@ export interface RunDecider {
   decide: (command: Command, state: RunState) => RunEvent[];
 }
 
-export function idempotencyKeyFor(runId: string, step: string): string {
-  return `mh_${sha256(`${runId}:${step}`).slice(0, 40)}`;
+/** The engine info a new run records. */
+export function engineInfo(flags: EngineFlags = {}): EngineInfo {
+  return { version: ENGINE_VERSION, semantics: CURRENT_SEMANTICS, flags: { ...flags } };
+}
+
+/**
+ * The idempotency key of a step's execution. Every attempt of one execution
+ * (retries after errors or timeouts, an operator's retry) shares it, so a
+ * target that honours it does the work once; an operator's resume starts a
+ * new execution with a new key, because it means "do it again".
+ */
+export function idempotencyKeyFor(runId: string, step: string, execution = 1): string {
+  return `mh_${sha256(execution === 1 ? `${runId}:${step}` : `${runId}:${step}:${execution}`).slice(0, 40)}`;
 }
 
 /**
@@ -232,10 +342,26 @@ function addMs(iso: string, ms: number): string {
   return new Date(Date.parse(iso) + ms).toISOString();
 }
 
-export function createDecider(definition: WorkflowDefinition, flags: EngineFlags = {}): RunDecider {
-  const startStep = definition.start ?? definition.steps[0].id;
+const FINISHED: ReadonlySet<string> = new Set(['succeeded', 'failed', 'canceled']);
 
-  const finishIfLast = (next: string | null, _state: RunState): RunEvent[] =>
+/** Every step reachable from `from`, itself included, in definition order. */
+export function stepsFrom(definition: WorkflowDefinition, from: string): string[] {
+  const seen = new Set<string>();
+  const visit = (id: string): void => {
+    if (seen.has(id)) return;
+    seen.add(id);
+    for (const next of successorsOf(stepOf(definition, id))) visit(next);
+  };
+  visit(from);
+  return definition.steps.map((s) => s.id).filter((id) => seen.has(id));
+}
+
+export function createDecider(definition: WorkflowDefinition, flagsOverride?: EngineFlags): RunDecider {
+  const startStep = definition.start ?? definition.steps[0].id;
+  const flagsOf = (state: RunState): EngineFlags => flagsOverride ?? state.flags;
+  const hasStep = (id: string): boolean => definition.steps.some((s) => s.id === id);
+
+  const finishIfLast = (next: string | null): RunEvent[] =>
     next ? [] : [{ type: 'RunFinished', data: { status: 'succeeded', reason: null, output: null } }];
 
   const executeStep = (step: StepDefinition, at: string, state: RunState): RunEvent[] => {
@@ -245,7 +371,7 @@ export function createDecider(definition: WorkflowDefinition, flags: EngineFlags
         case 'transform': {
           const output = evaluate(step.expression, state);
           const next = step.next ?? null;
-          return [started, { type: 'StepSucceeded', data: { step: step.id, output, next } }, ...finishIfLast(next, state)];
+          return [started, { type: 'StepSucceeded', data: { step: step.id, output, next } }, ...finishIfLast(next)];
         }
         case 'branch': {
           const value = evaluate(step.condition, state);
@@ -261,7 +387,7 @@ export function createDecider(definition: WorkflowDefinition, flags: EngineFlags
           ];
         }
         case 'http_call':
-          return [started, prepareRequest(step, 1, state)];
+          return [started, prepareRequest(step, (state.attempts[step.id] ?? 0) + 1, state)];
         case 'delay':
           return [
             started,
@@ -278,27 +404,99 @@ export function createDecider(definition: WorkflowDefinition, flags: EngineFlags
     }
   };
 
-  const prepareRequest = (step: HttpCallStep, attempt: number, state: RunState): RunEvent => ({
-    type: 'HttpRequestPrepared',
-    data: {
-      step: step.id,
-      attempt,
-      idempotencyKey: idempotencyKeyFor(state.runId!, step.id),
-      method: step.method,
-      url: step.url,
-      headers: step.headers,
-      body: step.body ? evaluate(step.body, state) : null,
-      timeoutMs: step.timeoutMs,
-    },
-  });
+  const prepareRequest = (step: HttpCallStep, attempt: number, state: RunState): RunEvent => {
+    const key = idempotencyKeyFor(state.runId!, step.id, state.executions[step.id] ?? 1);
+    const body = step.body ? evaluate(step.body, state) : null;
+    if (state.semantics < 2) {
+      const headers = step.headers as Record<string, string>;
+      return {
+        type: 'HttpRequestPrepared',
+        data: { step: step.id, attempt, idempotencyKey: key, method: step.method, url: step.url, headers, body, timeoutMs: step.timeoutMs },
+      };
+    }
+    // the exact bytes every attempt sends: canonical JSON, so key order can never drift between attempts
+    const bodyText = step.body ? canonicalJson(body) : null;
+    const headers = { ...step.headers };
+    if (bodyText !== null && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
+    return {
+      type: 'HttpRequestPrepared',
+      data: { step: step.id, attempt, idempotencyKey: key, method: step.method, url: step.url, headers, bodyText, timeoutMs: step.timeoutMs },
+    };
+  };
 
-  const classify = (outcome: HttpOutcome): { ok: boolean; retryable: boolean; reason: string } => {
-    if (outcome.kind === 'error') return { ok: false, retryable: true, reason: `${outcome.code}: ${outcome.message}` };
+  const classify = (outcome: HttpOutcome, state: RunState): { ok: boolean; retryable: boolean; reason: string } => {
+    if (outcome.kind === 'error') {
+      // a target the engine may not call stays forbidden however often it is tried
+      return { ok: false, retryable: outcome.code !== 'TARGET_FORBIDDEN', reason: `${outcome.code}: ${outcome.message}` };
+    }
     const { status } = outcome;
     if (status >= 200 && status < 300) return { ok: true, retryable: false, reason: `HTTP ${status}` };
-    if (status === 409 && flags.conflictIsSuccess) return { ok: true, retryable: false, reason: 'HTTP 409 treated as done' };
+    if (status === 409 && flagsOf(state).conflictIsSuccess) return { ok: true, retryable: false, reason: 'HTTP 409 treated as done' };
     const retryable = status >= 500 || status === 429 || status === 408;
     return { ok: false, retryable, reason: `HTTP ${status}` };
+  };
+
+  /** The step an operator's retry or skip applies to when none is named: the failed one, or the one in flight. */
+  const stuckStep = (state: RunState): string | null =>
+    state.status === 'failed' ? state.failedStep : state.phase === 'done' ? null : (state.pendingRequest?.step ?? state.pendingTimer?.step ?? state.cursor);
+
+  const operate = (d: OperatorActed['data'], state: RunState): RunEvent[] => {
+    const acted: RunEvent = { type: 'OperatorActed', data: { ...d } };
+    const finished = FINISHED.has(state.status);
+    const refuse = (why: string): never => {
+      throw new DecisionError(`cannot ${d.action} run ${state.runId}: ${why}`);
+    };
+    if (state.status === 'new') refuse('it has not started');
+    if (state.semantics < 2) refuse('it was started by an engine without operator actions (semantics 1)');
+    if (d.step !== undefined && !hasStep(d.step)) refuse(`workflow "${definition.name}" has no step "${d.step}"`);
+    switch (d.action) {
+      case 'cancel':
+        if (finished) refuse(`it already ${state.status === 'canceled' ? 'was canceled' : state.status}`);
+        return [acted, { type: 'RunFinished', data: { status: 'canceled', reason: `canceled by ${d.by}: ${d.reason}`, output: null } }];
+      case 'pause':
+        if (finished) refuse(`it already ${state.status}`);
+        if (state.paused) refuse('it is already paused');
+        return [acted, { type: 'RunPaused', data: {} }];
+      case 'unpause':
+        if (!state.paused) refuse('it is not paused');
+        return [acted, { type: 'RunUnpaused', data: {} }];
+      case 'retry': {
+        if (state.status === 'succeeded' || state.status === 'canceled') refuse(`it ${state.status === 'canceled' ? 'was canceled' : 'succeeded'}; resume it from a step instead`);
+        const step = d.step ?? stuckStep(state);
+        if (!step) refuse('no step has failed or is in flight');
+        if (state.outputs[step!] !== undefined) refuse(`step "${step}" succeeded; resume from it to run it again`);
+        if (step !== stuckStep(state)) refuse(`step "${step}" is not the failed step or the one in flight (${stuckStep(state) ?? 'none'})`);
+        return [acted, { type: 'StepRescheduled', data: { step: step!, mode: 'retry', cleared: [] } }];
+      }
+      case 'resume': {
+        if (state.status === 'succeeded') refuse('it succeeded; start a new run to do it again');
+        const step = d.step ?? refuse('name the step to resume from');
+        const reached = state.outputs[step] !== undefined || step === state.cursor || step === state.failedStep || step === state.pendingRequest?.step || step === state.pendingTimer?.step;
+        if (!reached) refuse(`step "${step}" was never reached in this run`);
+        // the step and everything after it runs again, as a new execution (new idempotency keys)
+        const cleared = stepsFrom(definition, step).filter((id) => id === step || state.outputs[id] !== undefined || state.attempts[id] !== undefined);
+        return [acted, { type: 'StepRescheduled', data: { step, mode: 'resume', cleared } }];
+      }
+      case 'skip': {
+        if (state.status === 'succeeded' || state.status === 'canceled') refuse(`it ${state.status === 'canceled' ? 'was canceled' : 'succeeded'}`);
+        const step = d.step ?? stuckStep(state);
+        if (!step) refuse('no step is waiting, failed or in flight');
+        const def = stepOf(definition, step!);
+        if (step !== stuckStep(state) && !(state.phase === 'ready' && step === (state.cursor ?? startStep))) {
+          refuse(`step "${step}" is not the step the run is at (${stuckStep(state) ?? 'none'})`);
+        }
+        if (def.type === 'branch') refuse(`step "${step}" is a branch, which decides the way on; resume from the step you want instead`);
+        if (def.type === 'terminate') refuse(`step "${step}" ends the run; cancel the run instead`);
+        if (d.output === undefined) refuse('give the output the skipped step stands for');
+        const next = successorsOf(def)[0] ?? null;
+        return [acted, { type: 'StepSkipped', data: { step: step!, output: d.output, next } }, ...finishIfLast(next)];
+      }
+      case 'patch': {
+        if (state.status === 'succeeded' || state.status === 'canceled') refuse(`it ${state.status === 'canceled' ? 'was canceled' : 'succeeded'}; its input can change nothing any more`);
+        if (!d.patch || typeof d.patch !== 'object' || Array.isArray(d.patch)) refuse('a patch is a JSON object (a JSON merge patch of the input)');
+        return [acted, { type: 'InputPatched', data: { patch: d.patch } }];
+      }
+    }
   };
 
   const decide = (command: Command, state: RunState): RunEvent[] => {
@@ -308,6 +506,7 @@ export function createDecider(definition: WorkflowDefinition, flags: EngineFlags
         return [{ type: 'RunStarted', data: { ...command.data } }];
       }
       case 'ExecuteStep': {
+        if (state.paused) throw new DecisionError(`run ${state.runId} is paused`);
         if (state.phase !== 'ready') throw new DecisionError(`run ${state.runId} has no step ready to execute (phase ${state.phase})`);
         const id = state.cursor ?? (Object.keys(state.outputs).length === 0 ? startStep : null);
         if (!id) throw new DecisionError(`run ${state.runId} has no next step`);
@@ -322,19 +521,21 @@ export function createDecider(definition: WorkflowDefinition, flags: EngineFlags
         const step = stepOf(definition, d.step);
         if (step.type !== 'http_call') throw new DecisionError(`step "${d.step}" is not an http_call`);
         const recorded: RunEvent = { type: 'HttpResponseRecorded', data: { ...d } };
-        const verdict = classify(d.outcome);
+        const verdict = classify(d.outcome, state);
         if (verdict.ok) {
           const o = d.outcome as Extract<HttpOutcome, { kind: 'response' }>;
           const next = step.next ?? null;
           return [
             recorded,
             { type: 'StepSucceeded', data: { step: step.id, output: { status: o.status, body: o.body }, next } },
-            ...finishIfLast(next, state),
+            ...finishIfLast(next),
           ];
         }
-        if (verdict.retryable && d.attempt < step.retry.maxAttempts) {
+        // the retry budget counts from the last operator retry of the step
+        const used = d.attempt - (state.retryBase[step.id] ?? 0);
+        if (verdict.retryable && used < step.retry.maxAttempts) {
           const nextAttempt = d.attempt + 1;
-          const delayMs = backoffDelayMs(step.retry, nextAttempt, d.jitter);
+          const delayMs = backoffDelayMs(step.retry, used + 1, d.jitter);
           return [
             recorded,
             {
@@ -351,17 +552,18 @@ export function createDecider(definition: WorkflowDefinition, flags: EngineFlags
           ];
         }
         const reason = verdict.retryable
-          ? `step "${step.id}" gave up after ${d.attempt} attempts: ${verdict.reason}`
+          ? `step "${step.id}" gave up after ${used} attempts: ${verdict.reason}`
           : `step "${step.id}" was refused: ${verdict.reason}`;
         return [
           recorded,
-          { type: 'StepFailed', data: { step: step.id, reason, attempts: d.attempt } },
+          { type: 'StepFailed', data: { step: step.id, reason, attempts: used } },
           { type: 'RunFinished', data: { status: 'failed', reason, output: null } },
         ];
       }
       case 'FireTimer': {
         const timer = state.pendingTimer;
         const d = command.data;
+        if (state.paused) throw new DecisionError(`run ${state.runId} is paused`);
         if (state.phase !== 'awaiting_timer' || !timer || timer.timerId !== d.timerId) {
           throw new DecisionError(`run ${state.runId} has no pending timer ${d.timerId}`);
         }
@@ -379,9 +581,11 @@ export function createDecider(definition: WorkflowDefinition, flags: EngineFlags
         return [
           fired,
           { type: 'StepSucceeded', data: { step: step.id, output: { waitedMs: step.durationMs }, next } },
-          ...finishIfLast(next, state),
+          ...finishIfLast(next),
         ];
       }
+      case 'Operate':
+        return operate(command.data, state);
     }
   };
 
@@ -399,12 +603,14 @@ export function commandOf(event: RunEvent): Command | null {
       return { type: 'RecordHttpResult', data: { ...event.data } };
     case 'TimerFired':
       return { type: 'FireTimer', data: { timerId: event.data.timerId, at: event.data.at } };
+    case 'OperatorActed':
+      return { type: 'Operate', data: { ...event.data } };
     default:
       return null;
   }
 }
 
-/** What a worker should do next for a run, read off its state alone. */
+/** What a worker should do next for a run, read off its state alone. A paused run does nothing. */
 export type NextAction =
   | { kind: 'execute-step' }
   | { kind: 'send-request'; request: HttpRequestPrepared['data'] }
@@ -412,6 +618,7 @@ export type NextAction =
   | { kind: 'none' };
 
 export function nextAction(state: RunState): NextAction {
+  if (state.paused) return { kind: 'none' };
   switch (state.phase) {
     case 'ready':
       return { kind: 'execute-step' };

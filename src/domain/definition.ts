@@ -29,12 +29,20 @@ export const retryPolicySchema = z.object({
 });
 export type RetryPolicy = z.infer<typeof retryPolicySchema>;
 
+const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/, 'header names are HTTP tokens (letters, digits and !#$%&\'*+.^_`|~-)');
+const headerText = z.string().max(4096).refine((v) => !/[\u0000\r\n]/.test(v), 'header values may not contain line breaks or NUL');
+/** a literal value, or a secret of the project's vault by name (the value is never written into the run log) */
+const headerValue = z.union([
+  headerText,
+  z.object({ secret: z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'secret names are lower-case letters, digits, - and _'), prefix: headerText.optional() }).strict(),
+]);
+
 const httpCallStep = z.object({
   id: stepId,
   type: z.literal('http_call'),
   method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
   url: z.string().url().refine((u) => /^https?:\/\//i.test(u), 'only http and https URLs can be called'),
-  headers: z.record(z.string(), z.string()).default({}),
+  headers: z.record(headerName, headerValue).default({}),
   /** JMESPath over the run context giving the JSON body; omitted = no body */
   body: jmes.optional(),
   timeoutMs: z.number().int().min(1).max(600_000).default(10_000),
@@ -167,6 +175,16 @@ export function validateDefinition(raw: unknown): WorkflowDefinition {
 
 export function definitionHash(def: WorkflowDefinition): string {
   return sha256(canonicalJson(def));
+}
+
+/** The vault secrets a definition's requests refer to. */
+export function secretsUsedBy(def: WorkflowDefinition): string[] {
+  const names = new Set<string>();
+  for (const step of def.steps) {
+    if (step.type !== 'http_call') continue;
+    for (const v of Object.values(step.headers)) if (typeof v === 'object') names.add(v.secret);
+  }
+  return [...names].sort();
 }
 
 export function stepOf(def: WorkflowDefinition, id: string): StepDefinition {

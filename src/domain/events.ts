@@ -6,11 +6,26 @@
  * replay from state plus that input.
  */
 
-export type RunStatus = 'running' | 'waiting' | 'succeeded' | 'failed' | 'canceled';
+export type RunStatus = 'running' | 'waiting' | 'paused' | 'succeeded' | 'failed' | 'canceled';
 
 export type HttpOutcome =
-  | { kind: 'response'; status: number; headers: Record<string, string>; body: unknown }
+  /** truncated: the answer was longer than the engine records, and only its start was kept */
+  | { kind: 'response'; status: number; headers: Record<string, string>; body: unknown; truncated?: boolean }
   | { kind: 'error'; code: string; message: string };
+
+/** A request header: a literal value, or a reference to a secret of the project's vault, resolved only when sending. */
+export type HeaderValue = string | { secret: string; prefix?: string };
+
+/** What a run was started under: later engines replay it with these semantics and flags. */
+export interface EngineInfo {
+  /** the engine release that started the run */
+  version: string;
+  /** the decision semantics (1: the first releases; 2: exact request bytes, keys per execution, operator actions) */
+  semantics: number;
+  flags: { conflictIsSuccess?: boolean };
+}
+
+export type OperatorAction = 'cancel' | 'retry' | 'resume' | 'skip' | 'patch' | 'pause' | 'unpause';
 
 export interface RunStarted {
   type: 'RunStarted';
@@ -23,6 +38,8 @@ export interface RunStarted {
     deliveryId: string;
     input: unknown;
     at: string;
+    /** absent in logs of the first releases (semantics 1) */
+    engine?: EngineInfo;
   };
 }
 export interface StepStarted {
@@ -37,6 +54,12 @@ export interface StepFailed {
   type: 'StepFailed';
   data: { step: string; reason: string; attempts: number };
 }
+/**
+ * The request, fixed before its first attempt: every attempt with this key
+ * sends exactly these bytes. Semantics 2 records the body as the exact text
+ * sent (`bodyText`) and headers with secret references; semantics 1 recorded
+ * the body as JSON (`body`), sent as its canonical JSON text.
+ */
 export interface HttpRequestPrepared {
   type: 'HttpRequestPrepared';
   data: {
@@ -45,8 +68,9 @@ export interface HttpRequestPrepared {
     idempotencyKey: string;
     method: string;
     url: string;
-    headers: Record<string, string>;
-    body: unknown;
+    headers: Record<string, HeaderValue>;
+    bodyText?: string | null;
+    body?: unknown;
     timeoutMs: number;
   };
 }
@@ -70,6 +94,46 @@ export interface RunFinished {
   type: 'RunFinished';
   data: { status: 'succeeded' | 'failed' | 'canceled'; reason: string | null; output: unknown };
 }
+/** An operator's action on a run: who, when, why and what. The input of its batch. */
+export interface OperatorActed {
+  type: 'OperatorActed';
+  data: {
+    action: OperatorAction;
+    by: string;
+    reason: string;
+    at: string;
+    step?: string;
+    /** skip: the output the operator gives the skipped step */
+    output?: unknown;
+    /** patch: a JSON merge patch (RFC 7386) for the run's input */
+    patch?: unknown;
+  };
+}
+export interface RunPaused {
+  type: 'RunPaused';
+  data: Record<string, never>;
+}
+export interface RunUnpaused {
+  type: 'RunUnpaused';
+  data: Record<string, never>;
+}
+/**
+ * A step made ready to run again. retry: the same execution (same idempotency
+ * key, a fresh attempt budget); resume: a new execution of the step and of
+ * every step after it (new keys), whose earlier outputs are cleared.
+ */
+export interface StepRescheduled {
+  type: 'StepRescheduled';
+  data: { step: string; mode: 'retry' | 'resume'; cleared: string[] };
+}
+export interface StepSkipped {
+  type: 'StepSkipped';
+  data: { step: string; output: unknown; next: string | null };
+}
+export interface InputPatched {
+  type: 'InputPatched';
+  data: { patch: unknown };
+}
 
 export type RunEvent =
   | RunStarted
@@ -81,7 +145,13 @@ export type RunEvent =
   | RetryScheduled
   | TimerScheduled
   | TimerFired
-  | RunFinished;
+  | RunFinished
+  | OperatorActed
+  | RunPaused
+  | RunUnpaused
+  | StepRescheduled
+  | StepSkipped
+  | InputPatched;
 
 export type RunEventType = RunEvent['type'];
 
@@ -96,6 +166,12 @@ export const EVENT_TYPES: readonly RunEventType[] = [
   'TimerScheduled',
   'TimerFired',
   'RunFinished',
+  'OperatorActed',
+  'RunPaused',
+  'RunUnpaused',
+  'StepRescheduled',
+  'StepSkipped',
+  'InputPatched',
 ];
 
 /** Schema version of every event payload written today; bumped per type when a payload changes shape. */
@@ -107,6 +183,7 @@ export const INPUT_EVENT_TYPES: ReadonlySet<RunEventType> = new Set([
   'StepStarted',
   'HttpResponseRecorded',
   'TimerFired',
+  'OperatorActed',
 ]);
 
 /** An event as stored in the run log. */

@@ -48,7 +48,8 @@ export function verifyLog(
   runId: string,
   events: readonly RecordedEvent[],
   definition: WorkflowDefinition,
-  flags: EngineFlags = {},
+  /** decide with these flags instead of the ones the run recorded (a what-if) */
+  flags?: EngineFlags,
 ): VerifyReport {
   const chainBreak = checkChain(runId, events);
   const decider = createDecider(definition, flags);

@@ -1,32 +1,53 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import Fastify, { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
+import { inProject } from '../db/scope';
+import type { EngineFlags } from '../domain/decider';
+import { engineInfo } from '../domain/decider';
+import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
-import { findProject, findWorkflow, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, WorkflowRow } from '../store/registry';
-import { DeliveryReusedError, startRun } from '../store/run-store';
+import { Keyring, tokenSecret } from '../security/keyring';
+import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, WorkflowRow } from '../store/registry';
+import { DeliveryReusedError, readEvents, startRun } from '../store/run-store';
 import { Clock, systemClock } from '../worker/clock';
 import { computeSignature, DELIVERY_HEADER, SIGNATURE_HEADER } from './sign';
 
 /*
- * Webhook intake. Every refusal is a JSON `{ error: { code, message } }` and
- * writes nothing to the database; checks run in this order:
- *   404 unknown_project / unknown_workflow   (before the body is read)
+ * The engine's HTTP face: webhook intake and a read API for runs. Every
+ * refusal is a JSON `{ error: { code, message } }` and writes nothing. A
+ * webhook is checked in this order, so that nothing about a project or
+ * workflow can be learnt without its secret:
+ *   400 bad_path              the path's names are not slugs (before the body is read)
  *   413 payload_too_large, 415 unsupported_media_type   (while reading it)
- *   401 bad_signature, 400 missing_delivery_id, 400 malformed_body
+ *   400 missing_delivery_id   the MeshHook-Delivery id is missing or malformed
+ *   401 bad_signature         no valid signature by the workflow's secret; an unknown
+ *                             project or workflow is answered exactly like a wrong secret
+ *   400 malformed_body, 404 no_published_version   (only once the sender has proven itself)
  * Success records the delivery and the run's first event in one transaction:
  * 202 for a new run, 200 (duplicate: true) for a delivery id seen before with
- * the same body, 409 when that id arrives with a different body.
+ * the same body, 409 when that id arrives with a different body. The
+ * signature covers the delivery id and the target, so a captured webhook
+ * re-sent under another id or to another workflow is refused.
+ *
+ * Runs are read with a project token (Authorization: Bearer <JWT with
+ * project_id>, `meshhook token`): GET /runs, /runs/:id, /runs/:id/events.
+ * Another project's run is "not found".
  */
 
 export interface IntakeOptions {
   pool: Pool;
+  /** opens signing secrets; its "tokens" subkey checks project tokens unless jwtSecret is given */
+  keyring: Keyring;
+  jwtSecret?: string;
   clock?: Clock;
   /** 0 (default) lets the OS pick a free port */
   port?: number;
   host?: string;
   bodyLimitBytes?: number;
   signatureToleranceSec?: number;
+  /** recorded in each new run's RunStarted: the flags it is decided with for good */
+  flags?: EngineFlags;
   log?: (entry: Record<string, unknown>) => void;
   onRunStarted?: (runId: string) => void;
 }
@@ -42,9 +63,13 @@ export const DEFAULT_SIGNATURE_TOLERANCE_SEC = 300;
 /** deeper JSON is refused: it would overflow recursive walkers and Postgres' jsonb parser */
 export const MAX_BODY_DEPTH = 64;
 
+const SLUG = /^[a-z][a-z0-9-]{0,62}$/;
 const DELIVERY_ID = /^[A-Za-z0-9._:-]{1,200}$/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MISMATCH = "the signature does not match (not signed with this workflow's secret, or the body, delivery id or target changed after signing)";
+/** an unknown target is checked against this, so that it costs what a known one costs */
+const NO_SECRET = `whsec_${randomUUID()}`;
 
 interface Target {
   project: ProjectRow;
@@ -65,40 +90,48 @@ function refuse(reply: FastifyReply, status: number, code: string, message: stri
   return reply.code(status).type('application/json; charset=utf-8').send({ error: { code, message } });
 }
 
-/** Parse `t=<unix>,v1=<hex>[,v1=<hex>…]`; null when the header is not in that shape. */
-export function parseSignatureHeader(value: string): { t: number; v1: string[] } | null {
+/** Parse `t=<unix>,v2=<hex>[,v2=<hex>…]`; null when the header is not in that shape. */
+export function parseSignatureHeader(value: string): { t: number; v2: string[]; v1: boolean } | null {
   let t: number | null = null;
-  const v1: string[] = [];
+  const v2: string[] = [];
+  let v1 = false;
   for (const part of value.split(',')) {
     const eq = part.indexOf('=');
     if (eq < 0) continue;
     const key = part.slice(0, eq).trim();
     const val = part.slice(eq + 1).trim();
     if (key === 't' && /^\d{1,12}$/.test(val)) t = Number(val);
-    else if (key === 'v1' && /^[0-9a-fA-F]{64}$/.test(val)) v1.push(val.toLowerCase());
+    else if (key === 'v2' && /^[0-9a-fA-F]{64}$/.test(val)) v2.push(val.toLowerCase());
+    else if (key === 'v1') v1 = true;
   }
-  return t === null || v1.length === 0 ? null : { t, v1 };
+  return t === null || (v2.length === 0 && !v1) ? null : { t, v2, v1 };
 }
 
-/** Check a signature header against the raw body; returns why it fails, or null when it is good. */
+/**
+ * Check a signature header; returns why it fails, or null when it is good.
+ * The shape and the time window are checked before any secret is used, so
+ * those answers are the same whether the target exists or not.
+ */
 export function checkSignature(
   header: string | undefined,
   secret: string,
+  target: { deliveryId: string; project: string; workflow: string },
   rawBody: Buffer,
   now: Date,
   toleranceSec: number,
 ): string | null {
   if (!header) return 'the MeshHook-Signature header is missing';
   const parsed = parseSignatureHeader(header);
-  if (!parsed) return 'the MeshHook-Signature header is not of the form t=<unix seconds>,v1=<hex HMAC-SHA256>';
+  if (!parsed) return 'the MeshHook-Signature header is not of the form t=<unix seconds>,v2=<hex HMAC-SHA256>';
+  if (parsed.v2.length === 0) return 'v1 signatures (over the body alone) are no longer accepted: sign "<t>.<delivery id>.<project>/<workflow>.<body>" as v2';
   const nowSec = Math.floor(now.getTime() / 1000);
   if (Math.abs(nowSec - parsed.t) > toleranceSec) return `the signature timestamp is outside the ${toleranceSec} s tolerance`;
-  const expected = Buffer.from(computeSignature(secret, parsed.t, rawBody), 'hex');
-  const match = parsed.v1.some((candidate) => {
+  const expected = Buffer.from(computeSignature(secret, parsed.t, target, rawBody), 'hex');
+  const match = parsed.v2.some((candidate) => {
     const given = Buffer.from(candidate, 'hex');
     return given.length === expected.length && timingSafeEqual(given, expected);
   });
-  return match ? null : 'the signature does not match the body';
+  return match ? null : MISMATCH;
 }
 
 /**
@@ -116,7 +149,7 @@ export function parseWebhookBody(raw: Buffer): unknown {
   try {
     value = JSON.parse(text);
   } catch (e) {
-    throw new Refusal(400, 'malformed_body', `the body is not valid JSON: ${(e as Error).message}`);
+    throw new Refusal(400, 'malformed_body', `the body is not valid JSON: ${(e as Error).message.slice(0, 200)}`);
   }
   if (value === null || typeof value !== 'object') {
     throw new Refusal(400, 'malformed_body', 'the body must be a JSON object or array');
@@ -155,19 +188,39 @@ function isConnectionError(e: unknown): boolean {
   return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|57P0[1-3]|08\d{3})$/.test(code) || /Connection terminated|timeout exceeded when trying to connect/i.test((e as Error).message ?? '');
 }
 
+/** A value from a request, fit for a log line: cut short (control characters are escaped by the JSON log itself). */
+function loggable(v: unknown): string | undefined {
+  if (typeof v !== 'string') return undefined;
+  return v.length > 120 ? `${v.slice(0, 120)}…(${v.length} chars)` : v;
+}
+
 export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const pool = opts.pool;
   const clock = opts.clock ?? systemClock;
   const host = opts.host ?? '127.0.0.1';
   const tolerance = opts.signatureToleranceSec ?? DEFAULT_SIGNATURE_TOLERANCE_SEC;
   const log = opts.log ?? (() => undefined);
-  const targets = new WeakMap<FastifyRequest, Target>();
+  const jwtSecret = opts.jwtSecret ?? tokenSecret(opts.keyring);
+  const targets = new WeakMap<FastifyRequest, Target | null>();
+  const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
 
   const app = Fastify({
     logger: false,
-    bodyLimit: opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT,
+    bodyLimit,
+    // long names get a clear 400 from our own check instead of a route miss
+    routerOptions: { maxParamLength: 16_384 },
     // close(): idle keep-alive sockets are closed at once, requests in flight are answered first
     forceCloseConnections: 'idle',
+    // a URL that cannot be decoded still gets our JSON error
+    frameworkErrors: (err, _req, reply) => {
+      void refuse(reply, 400, 'bad_request', `the request could not be read: ${err.message.slice(0, 120)}`);
+    },
+    // bytes that are not HTTP at all: answer in our format, then close
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+      const body = JSON.stringify({ error: { code: 'bad_request', message: 'the request is not valid HTTP' } });
+      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    },
   });
 
   // Only JSON is accepted, and as raw bytes: the signature covers the exact body.
@@ -175,17 +228,17 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
   const refused = (req: FastifyRequest, status: number, code: string, extra: Record<string, unknown> = {}): void => {
-    log({ level: 'warn', msg: 'request refused', method: req.method, path: req.routeOptions.url ?? req.url.split('?')[0], status, code, ...extra });
+    log({ level: 'warn', msg: 'request refused', method: req.method, route: req.routeOptions.url ?? '(no route)', status, code, ...extra });
   };
 
   app.setNotFoundHandler((req, reply) => {
-    refused(req, 404, 'not_found');
-    return refuse(reply, 404, 'not_found', `no route for ${req.method} ${req.url.split('?')[0]}`);
+    refused(req, 404, 'not_found', { path: loggable(req.url.split('?')[0]) });
+    return refuse(reply, 404, 'not_found', `no route for ${req.method} ${req.url.split('?')[0].slice(0, 200)}`);
   });
 
   app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req, reply) => {
-    const params = req.params as { project?: string; workflow?: string } | undefined;
-    const where = { project: params?.project, workflow: params?.workflow };
+    const t = targets.get(req);
+    const where = t ? { project: t.project.slug, workflow: t.workflow.slug } : {};
     if (err instanceof Refusal) {
       refused(req, err.status, err.code, where);
       return refuse(reply, err.status, err.code, err.message);
@@ -195,13 +248,13 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       return refuse(reply, 503, 'workflow_unavailable', 'the workflow cannot run until it is published again; nothing was recorded');
     }
     if (err instanceof DeliveryReusedError) {
-      refused(req, 409, 'delivery_id_reused', { ...where, deliveryId: err.deliveryId });
+      refused(req, 409, 'delivery_id_reused', { ...where, deliveryId: loggable(err.deliveryId) });
       return refuse(reply, 409, 'delivery_id_reused', err.message);
     }
     switch (err.code) {
       case 'FST_ERR_CTP_BODY_TOO_LARGE':
         refused(req, 413, 'payload_too_large', where);
-        return refuse(reply, 413, 'payload_too_large', `the body is larger than ${opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT} bytes`);
+        return refuse(reply, 413, 'payload_too_large', `the body is larger than ${bodyLimit} bytes`);
       case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       case 'FST_ERR_CTP_INVALID_TYPE':
         refused(req, 415, 'unsupported_media_type', where);
@@ -222,66 +275,103 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     return refuse(reply, 500, 'internal', 'the request failed; deliver again later');
   });
 
-  app.get('/healthz', async () => ({ ok: true }));
+  // healthy only when the database answers: a load balancer must not send webhooks that would get 503
+  app.get('/healthz', async (_req, reply) => {
+    try {
+      await Promise.race([pool.query('SELECT 1'), new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 2_000))]);
+      return { ok: true, database: 'up' };
+    } catch {
+      return reply.code(503).send({ ok: false, database: 'down' });
+    }
+  });
 
-  app.get<{ Params: { runId: string }; Querystring: { project?: string } }>('/runs/:runId', async (req, reply) => {
-    const slug = req.query.project;
-    if (!slug) {
-      refused(req, 400, 'missing_project');
-      return refuse(reply, 400, 'missing_project', 'name the project: /runs/<run id>?project=<slug>');
+  // ───── reading runs: a project token decides which project's runs exist
+
+  const projectOfToken = async (req: FastifyRequest): Promise<string> => {
+    const header = req.headers.authorization;
+    const token = typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '').trim() : null;
+    if (!token) throw new Refusal(401, 'unauthenticated', 'send a project token: Authorization: Bearer <token> (`meshhook token --project <slug>`)');
+    try {
+      const claims = await verifyToken(jwtSecret, token);
+      if (typeof claims.project_id !== 'string' || !UUID.test(claims.project_id)) throw new Refusal(401, 'unauthenticated', 'the token names no project');
+      return claims.project_id;
+    } catch (e) {
+      if (e instanceof TokenError) throw new Refusal(401, 'unauthenticated', e.reason);
+      throw e;
     }
-    const project = await findProject(pool, slug);
-    if (!project) {
-      refused(req, 404, 'unknown_project');
-      return refuse(reply, 404, 'unknown_project', 'no such project');
-    }
-    const view = UUID.test(req.params.runId) ? await readRunView(pool, project.id, req.params.runId) : null;
+  };
+
+  app.get<{ Querystring: { limit?: string } }>('/runs', async (req) => {
+    const projectId = await projectOfToken(req);
+    const limit = Math.min(Math.max(Number(req.query.limit ?? 500) || 500, 1), 5000);
+    const rows = await inProject(pool, projectId, async (c) =>
+      (
+        await c.query(
+          `SELECT r.id, w.slug AS workflow, r.status, r.last_seq, r.created_at FROM runs r JOIN workflows w ON w.id = r.workflow_id
+           WHERE r.project_id = $1 ORDER BY r.created_at DESC LIMIT $2`,
+          [projectId, limit],
+        )
+      ).rows,
+    );
+    return { runs: rows.map((r) => ({ runId: r.id, workflow: r.workflow, status: r.status, lastSeq: r.last_seq, createdAt: r.created_at.toISOString() })) };
+  });
+
+  app.get<{ Params: { runId: string } }>('/runs/:runId', async (req, reply) => {
+    const projectId = await projectOfToken(req);
+    const view = UUID.test(req.params.runId) ? await readRunView(pool, projectId, req.params.runId) : null;
     if (!view) {
       refused(req, 404, 'unknown_run');
       return refuse(reply, 404, 'unknown_run', 'no such run in this project');
     }
-    return view;
+    const { projectId: _p, workflowId: _w, ...visible } = view;
+    return visible;
   });
+
+  app.get<{ Params: { runId: string }; Querystring: { after?: string; limit?: string } }>('/runs/:runId/events', async (req, reply) => {
+    const projectId = await projectOfToken(req);
+    const after = Math.max(Number(req.query.after ?? 0) || 0, 0);
+    const limit = Math.min(Math.max(Number(req.query.limit ?? 10_000) || 10_000, 1), 10_000);
+    const found = UUID.test(req.params.runId)
+      ? await inProject(pool, projectId, async (c) => {
+          const run = await c.query('SELECT 1 FROM runs WHERE id = $1 AND project_id = $2', [req.params.runId, projectId]);
+          if (!run.rowCount) return null;
+          const events = await readEvents(c, req.params.runId);
+          return events.filter((e) => e.seq > after).slice(0, limit);
+        })
+      : null;
+    if (!found) {
+      refused(req, 404, 'unknown_run');
+      return refuse(reply, 404, 'unknown_run', 'no such run in this project');
+    }
+    return { runId: req.params.runId, events: found.map((e) => ({ seq: e.seq, type: e.type, data: e.data, recordedAt: e.recordedAt, hash: e.hash })) };
+  });
+
+  // ───── webhooks
 
   app.post<{ Params: { project: string; workflow: string }; Body: Buffer | undefined }>(
     '/hooks/:project/:workflow',
     {
-      // resolve the target before the body is read: unknown targets get a 404 whatever they send
+      // names are checked and the target looked up before the body is read; what was found is not told until the signature is
       onRequest: async (req, reply) => {
         const { project: projectSlug, workflow: workflowSlug } = req.params;
+        if (!SLUG.test(projectSlug) || !SLUG.test(workflowSlug)) {
+          refused(req, 400, 'bad_path');
+          return refuse(reply, 400, 'bad_path', 'project and workflow names are slugs: a lower-case letter, then up to 62 lower-case letters, digits or -');
+        }
         const project = await findProject(pool, projectSlug);
-        if (!project) {
-          refused(req, 404, 'unknown_project', { project: projectSlug });
-          return refuse(reply, 404, 'unknown_project', 'no such project');
-        }
-        const workflow = await findWorkflow(pool, projectSlug, workflowSlug);
-        if (!workflow || workflow.projectId !== project.id) {
-          refused(req, 404, 'unknown_workflow', { project: projectSlug, workflow: workflowSlug });
-          return refuse(reply, 404, 'unknown_workflow', 'no such workflow in this project');
-        }
-        targets.set(req, { project, workflow });
+        const workflow = project ? await findWorkflowIn(pool, opts.keyring, project.id, workflowSlug) : null;
+        targets.set(req, project && workflow ? { project, workflow } : null);
       },
     },
     async (req, reply) => {
-      const target = targets.get(req)!;
-      const where = { project: target.project.slug, workflow: target.workflow.slug };
+      const target = targets.get(req) ?? null;
+      const { project: projectSlug, workflow: workflowSlug } = req.params;
+      const where = { project: projectSlug, workflow: workflowSlug };
       const raw = req.body;
       if (!Buffer.isBuffer(raw)) {
         // no content type at all: nothing was parsed
         refused(req, 415, 'unsupported_media_type', where);
         return refuse(reply, 415, 'unsupported_media_type', 'webhook bodies must be sent as application/json');
-      }
-      const sigHeader = req.headers[SIGNATURE_HEADER];
-      const why = checkSignature(
-        typeof sigHeader === 'string' ? sigHeader : undefined,
-        target.workflow.signingSecret,
-        raw,
-        clock.now(),
-        tolerance,
-      );
-      if (why) {
-        refused(req, 401, 'bad_signature', { ...where, reason: why });
-        return refuse(reply, 401, 'bad_signature', why);
       }
       const deliveryHeader = req.headers[DELIVERY_HEADER];
       const deliveryId = typeof deliveryHeader === 'string' ? deliveryHeader : undefined;
@@ -294,14 +384,28 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           deliveryId ? 'MeshHook-Delivery must be 1 to 200 characters of A-Z a-z 0-9 . _ : -' : 'the MeshHook-Delivery header is missing',
         );
       }
+      const sigHeader = req.headers[SIGNATURE_HEADER];
+      const why = checkSignature(
+        typeof sigHeader === 'string' ? sigHeader : undefined,
+        target?.workflow.signingSecret ?? NO_SECRET,
+        { deliveryId, project: projectSlug, workflow: workflowSlug },
+        raw,
+        clock.now(),
+        tolerance,
+      );
+      if (why || !target) {
+        // an unknown project or workflow is refused exactly like a wrong secret (it is logged as what it is)
+        refused(req, 401, 'bad_signature', { ...where, reason: why ?? 'unknown project or workflow' });
+        return refuse(reply, 401, 'bad_signature', why ?? MISMATCH);
+      }
       const input = parseWebhookBody(raw);
       let version;
       try {
         version = await latestVersion(pool, target.project.id, target.workflow.id);
       } catch (e) {
         if (e instanceof NotFoundError) {
-          refused(req, 404, 'unknown_workflow', where);
-          return refuse(reply, 404, 'unknown_workflow', 'the workflow has no published version');
+          refused(req, 404, 'no_published_version', where);
+          return refuse(reply, 404, 'no_published_version', 'the workflow has no published version');
         }
         throw e;
       }
@@ -315,6 +419,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         input,
         rawBody: raw,
         at: clock.now(),
+        engine: engineInfo(opts.flags),
       });
       log({ level: 'info', msg: started.duplicate ? 'delivery repeated' : 'run started', ...where, deliveryId, runId: started.runId, version: version.version });
       if (!started.duplicate) opts.onRunStarted?.(started.runId);

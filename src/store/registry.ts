@@ -1,7 +1,9 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { canonicalJson } from '../domain/canonical';
 import { inProject } from '../db/scope';
+import { Keyring } from '../security/keyring';
+import { open, seal, signingAad } from '../security/vault';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../domain/definition';
 
 /* Projects, workflows and their immutable published versions. */
@@ -50,25 +52,36 @@ export async function ensureProject(db: Pool, slug: string, name = slug): Promis
   return { id: rows[0].id, slug };
 }
 
+/** Whether the project's http_call steps may call private, loopback and link-local addresses (off by default). */
+export async function setAllowPrivateTargets(db: Pool, projectId: string, allow: boolean): Promise<void> {
+  await inProject(db, projectId, (c) => c.query('UPDATE projects SET allow_private_targets = $1 WHERE id = $2', [allow, projectId]));
+}
+
 /** A project by slug, or null; the one lookup that does not need a project already chosen. */
 export async function findProject(db: Pool, slug: string): Promise<ProjectRow | null> {
   const { rows } = await db.query<{ id: string | null }>('SELECT meshhook_project_id($1) AS id', [slug]);
   return rows[0]?.id ? { id: rows[0].id, slug } : null;
 }
 
-export async function findWorkflow(db: Pool, projectSlug: string, workflowSlug: string): Promise<WorkflowRow | null> {
+export async function findWorkflow(db: Pool, keyring: Keyring, projectSlug: string, workflowSlug: string): Promise<WorkflowRow | null> {
   const project = await findProject(db, projectSlug);
   if (!project) return null;
-  return findWorkflowIn(db, project.id, workflowSlug);
+  return findWorkflowIn(db, keyring, project.id, workflowSlug);
 }
 
-/** A workflow of a project already chosen (row-level security shows no other project's). */
-export async function findWorkflowIn(db: Pool, projectId: string, workflowSlug: string): Promise<WorkflowRow | null> {
+/** A workflow of a project already chosen (row-level security shows no other project's), its signing secret opened. */
+export async function findWorkflowIn(db: Pool, keyring: Keyring, projectId: string, workflowSlug: string): Promise<WorkflowRow | null> {
   const rows = await inProject(db, projectId, async (c) =>
-    (await c.query('SELECT id, project_id, slug, signing_secret FROM workflows WHERE project_id = $1 AND slug = $2', [projectId, workflowSlug])).rows,
+    (await c.query('SELECT id, project_id, slug, signing_secret, signing_secret_sealed FROM workflows WHERE project_id = $1 AND slug = $2', [projectId, workflowSlug]))
+      .rows,
   );
   const r = rows[0];
-  return r ? { id: r.id, projectId: r.project_id, slug: r.slug, signingSecret: r.signing_secret } : null;
+  return r ? { id: r.id, projectId: r.project_id, slug: r.slug, signingSecret: signingSecretOf(keyring, r) } : null;
+}
+
+/** A workflow's signing secret: sealed since 0.2; a plain one from an older version is used until it is re-sealed. */
+function signingSecretOf(keyring: Keyring, r: { id: string; project_id: string; signing_secret: string | null; signing_secret_sealed: string | null }): string {
+  return r.signing_secret_sealed ? open(keyring, r.signing_secret_sealed, signingAad(r.project_id, r.id)) : r.signing_secret!;
 }
 
 /**
@@ -77,6 +90,7 @@ export async function findWorkflowIn(db: Pool, projectId: string, workflowSlug: 
  */
 export async function publishWorkflow(
   db: Pool,
+  keyring: Keyring,
   projectSlug: string,
   raw: unknown,
   opts: { signingSecret?: string } = {},
@@ -86,11 +100,13 @@ export async function publishWorkflow(
   const project = await ensureProject(db, projectSlug);
   return inProject(db, project.id, async (client) => {
     const secret = opts.signingSecret ?? `whsec_${randomBytes(24).toString('hex')}`;
+    // the id is made here so the sealed secret can be bound to it; an existing workflow keeps its own
+    const newId = randomUUID();
     const wf = await client.query(
-      `INSERT INTO workflows (project_id, slug, signing_secret) VALUES ($1, $2, $3)
+      `INSERT INTO workflows (id, project_id, slug, signing_secret_sealed) VALUES ($1, $2, $3, $4)
        ON CONFLICT (project_id, slug) DO UPDATE SET slug = EXCLUDED.slug
-       RETURNING id, signing_secret`,
-      [project.id, definition.name, secret],
+       RETURNING id, project_id, signing_secret, signing_secret_sealed`,
+      [newId, project.id, definition.name, seal(keyring, secret, signingAad(project.id, newId))],
     );
     const workflowId: string = wf.rows[0].id;
     // serialise publishers of one workflow so version numbers stay dense
@@ -120,7 +136,7 @@ export async function publishWorkflow(
       definitionHash: hash,
       definition,
       unchanged,
-      signingSecret: wf.rows[0].signing_secret,
+      signingSecret: signingSecretOf(keyring, wf.rows[0]),
     };
   });
 }

@@ -1,8 +1,8 @@
 import type { Pool, PoolClient } from 'pg';
 import { beginInProject, inProject } from '../db/scope';
 import { canonicalJson, sha256 } from '../domain/canonical';
-import { createDecider, evolve, fold, initialState, RunState } from '../domain/decider';
-import { EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
+import { createDecider, engineInfo, evolve, fold, initialState, RunState } from '../domain/decider';
+import { EngineInfo, EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
 import { eventHash, genesisHash } from '../domain/hash-chain';
 import { replayLog } from '../domain/replay';
 import { compareViews, RunView, toRunView } from '../domain/run-view';
@@ -229,6 +229,8 @@ export interface StartRunInput {
   input: unknown;
   rawBody: Buffer | string;
   at: Date;
+  /** what the run is decided under from now on (the current semantics and no flags unless given) */
+  engine?: EngineInfo;
 }
 
 export interface StartedRun {
@@ -258,6 +260,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
         deliveryId: s.deliveryId,
         input: s.input,
         at,
+        engine: s.engine ?? engineInfo(),
       },
     },
     initialState(),

@@ -1,9 +1,24 @@
+import dns from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import { canonicalJson } from '../domain/canonical';
 import type { HttpOutcome, HttpRequestPrepared } from '../domain/events';
+import { Redactor, SecretValue } from '../security/redact';
+
+/*
+ * The worker's side of an http_call: send one prepared request exactly as it
+ * was recorded, and turn whatever happens into an outcome to record. It uses
+ * node:http directly (not fetch) for three things fetch cannot do here: check
+ * every address a host name resolves to before connecting (no calls into
+ * private networks unless the project allows them), stop reading an answer
+ * once it is longer than what is recorded, and send the recorded bytes as is.
+ */
 
 /** Headers worth keeping in the log; the rest (dates, connection details) is noise. */
 const KEPT_RESPONSE_HEADERS = ['content-type', 'location', 'retry-after', 'idempotency-key', 'x-request-id'];
 
-/** Larger answers are cut: the log records what the step needs, not an unbounded blob. */
+/** Longer answers are cut while they stream in: the log records what the step needs, not an unbounded blob. */
 export const MAX_RECORDED_BODY_BYTES = 1024 * 1024;
 
 // jsonb cannot hold NUL or unpaired surrogates; an answer containing them must still be recordable
@@ -18,43 +33,158 @@ export function storable(v: unknown): unknown {
   return v;
 }
 
-/**
- * Send one prepared request. Never throws: a network failure or timeout is an
- * outcome to record like any response.
- */
-export async function sendRequest(req: HttpRequestPrepared['data']): Promise<{ outcome: HttpOutcome; durationMs: number }> {
-  const started = performance.now();
-  // the engine's key wins over any user header of the same name, whatever its capitals
-  const headers: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.headers)) if (k.toLowerCase() !== 'idempotency-key') headers[k] = v;
-  headers['idempotency-key'] = req.idempotencyKey;
-  let body: string | undefined;
-  if (req.body !== null && req.body !== undefined && req.method !== 'GET') {
-    body = JSON.stringify(req.body);
-    headers['content-type'] = headers['content-type'] ?? 'application/json';
-  }
-  try {
-    const res = await fetch(req.url, { method: req.method, headers, body, signal: AbortSignal.timeout(req.timeoutMs) });
-    let text = await res.text();
-    if (Buffer.byteLength(text) > MAX_RECORDED_BODY_BYTES) text = Buffer.from(text).subarray(0, MAX_RECORDED_BODY_BYTES).toString('utf8');
-    const kept: Record<string, string> = {};
-    for (const h of KEPT_RESPONSE_HEADERS) {
-      const v = res.headers.get(h);
-      if (v !== null) kept[h] = v;
-    }
-    let parsed: unknown = text;
-    if ((res.headers.get('content-type') ?? '').includes('json')) {
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = text;
+export interface SendContext {
+  /** the run's project's secrets, opened: header references resolve against them, and every answer is redacted of them */
+  secrets: readonly SecretValue[];
+  /** private, loopback and link-local addresses may be called (a project setting; off by default) */
+  allowPrivateTargets: boolean;
+  maxBodyBytes?: number;
+}
+
+export const NO_SECRETS: SendContext = { secrets: [], allowPrivateTargets: true };
+
+/** The exact bytes of a recorded request's body: recorded text (semantics 2), or the canonical JSON of a recorded body (semantics 1). */
+export function requestBodyText(req: HttpRequestPrepared['data']): string | null {
+  if (req.bodyText !== undefined) return req.bodyText;
+  return req.body === null || req.body === undefined || req.method === 'GET' ? null : canonicalJson(req.body);
+}
+
+const PRIVATE = new net.BlockList();
+for (const [net4, bits] of [
+  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
+  ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 4], ['240.0.0.0', 4],
+] as Array<[string, number]>) PRIVATE.addSubnet(net4, bits, 'ipv4');
+for (const [net6, bits] of [['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8]] as Array<[string, number]>) PRIVATE.addSubnet(net6, bits, 'ipv6');
+
+/** Why an address may not be called without the project's leave, or null when it may. */
+export function privateAddressReason(address: string): string | null {
+  const v4mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  const ip = v4mapped ? v4mapped[1] : address;
+  const family = net.isIP(ip);
+  if (family === 0) return null;
+  return PRIVATE.check(ip, family === 4 ? 'ipv4' : 'ipv6') ? `${address} is a private, loopback, link-local or reserved address` : null;
+}
+
+class Forbidden extends Error {
+  readonly code = 'TARGET_FORBIDDEN';
+}
+
+/** dns.lookup, refusing private answers: the check happens on the very address that will be connected to. */
+function guardedLookup(allowPrivate: boolean): net.LookupFunction {
+  return (hostname, options, callback) => {
+    dns.lookup(hostname, options as dns.LookupAllOptions, (err, addresses: unknown, family?: number) => {
+      if (err) return (callback as (e: Error) => void)(err);
+      const list = Array.isArray(addresses) ? (addresses as dns.LookupAddress[]) : [{ address: addresses as string, family: family ?? 4 }];
+      if (!allowPrivate) {
+        for (const a of list) {
+          const why = privateAddressReason(a.address);
+          if (why) return (callback as (e: Error) => void)(new Forbidden(`${hostname} resolves to ${why}; this project does not allow private targets`));
+        }
       }
+      if (Array.isArray(addresses)) (callback as (e: null, a: dns.LookupAddress[]) => void)(null, list);
+      else (callback as (e: null, a: string, f: number) => void)(null, list[0].address, list[0].family);
+    });
+  };
+}
+
+/**
+ * Send one prepared request. Never throws: a refused target, a network
+ * failure or a timeout is an outcome to record like any response. Whatever is
+ * recorded (answer, headers, error message) is redacted of the project's secrets.
+ */
+export async function sendRequest(req: HttpRequestPrepared['data'], ctx: SendContext = NO_SECRETS): Promise<{ outcome: HttpOutcome; durationMs: number }> {
+  const started = performance.now();
+  const redactor = new Redactor(ctx.secrets);
+  const done = (outcome: HttpOutcome): { outcome: HttpOutcome; durationMs: number } => ({
+    outcome: redactor.redactJson(outcome),
+    durationMs: Math.round(performance.now() - started),
+  });
+  const error = (code: string, message: string) => done({ kind: 'error', code: String(storable(code)), message: String(storable(message)) });
+
+  // headers: literal values, secret references resolved now; the engine's key wins over a user header of that name
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (name.toLowerCase() === 'idempotency-key') continue;
+    if (typeof value === 'string') headers[name] = value;
+    else {
+      const secret = ctx.secrets.find((s) => s.name === value.secret);
+      if (!secret) return error('SECRET_MISSING', `the project has no secret "${value.secret}" (the request was not sent)`);
+      headers[name] = `${value.prefix ?? ''}${secret.value}`;
     }
-    return { outcome: { kind: 'response', status: res.status, headers: storable(kept) as Record<string, string>, body: storable(parsed) }, durationMs: Math.round(performance.now() - started) };
-  } catch (e) {
-    const err = e as Error & { cause?: { code?: string; message?: string } };
-    const code = err.name === 'TimeoutError' ? 'TIMEOUT' : (err.cause?.code ?? err.name ?? 'ERROR');
-    const message = err.name === 'TimeoutError' ? `no answer within ${req.timeoutMs} ms` : (err.cause?.message ?? err.message);
-    return { outcome: { kind: 'error', code: String(storable(code)), message: String(storable(message)) }, durationMs: Math.round(performance.now() - started) };
   }
+  headers['idempotency-key'] = req.idempotencyKey;
+  const bodyText = requestBodyText(req);
+  const body = bodyText === null ? null : Buffer.from(bodyText, 'utf8');
+  if (body && req.bodyText === undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
+
+  let url: URL;
+  try {
+    url = new URL(req.url);
+  } catch {
+    return error('BAD_URL', 'the request URL cannot be parsed');
+  }
+  const literal = url.hostname.replace(/^\[|\]$/g, '');
+  if (!ctx.allowPrivateTargets && net.isIP(literal)) {
+    const why = privateAddressReason(literal);
+    if (why) return error('TARGET_FORBIDDEN', `${why}; this project does not allow private targets`);
+  }
+
+  const maxBytes = ctx.maxBodyBytes ?? MAX_RECORDED_BODY_BYTES;
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (r: { outcome: HttpOutcome; durationMs: number }): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(r);
+    };
+    const client = url.protocol === 'https:' ? https : http;
+    const request = client.request(url, { method: req.method, headers, lookup: guardedLookup(ctx.allowPrivateTargets) }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let truncated = false;
+      const complete = (): void => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const kept: Record<string, string> = {};
+        for (const h of KEPT_RESPONSE_HEADERS) {
+          const v = res.headers[h];
+          if (v !== undefined) kept[h] = Array.isArray(v) ? v.join(', ') : v;
+        }
+        let parsed: unknown = text;
+        if (!truncated && (res.headers['content-type'] ?? '').includes('json')) {
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = text;
+          }
+        }
+        const outcome: HttpOutcome = { kind: 'response', status: res.statusCode ?? 0, headers: storable(kept) as Record<string, string>, body: storable(parsed) };
+        if (truncated) outcome.truncated = true;
+        finish(done(outcome));
+      };
+      res.on('data', (chunk: Buffer) => {
+        if (truncated) return;
+        if (size + chunk.length > maxBytes) {
+          // enough: keep the start, stop reading the rest
+          chunks.push(chunk.subarray(0, maxBytes - size));
+          size = maxBytes;
+          truncated = true;
+          complete();
+          res.destroy();
+          return;
+        }
+        chunks.push(chunk);
+        size += chunk.length;
+      });
+      res.on('end', complete);
+      res.on('error', (e) => finish(error((e as NodeJS.ErrnoException).code ?? 'ERROR', e.message)));
+    });
+    const timer = setTimeout(() => {
+      finish(error('TIMEOUT', `no answer within ${req.timeoutMs} ms`));
+      request.destroy();
+    }, req.timeoutMs);
+    request.on('error', (e: NodeJS.ErrnoException) => finish(error(e.code ?? e.name ?? 'ERROR', e.message)));
+    if (body) request.end(body);
+    else request.end();
+  });
 }

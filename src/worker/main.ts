@@ -7,6 +7,7 @@
  */
 import { openEnginePool } from '../db/pool';
 import { Failpoints } from '../faults/failpoints';
+import { Keyring } from '../security/keyring';
 import { ControlledClock } from './clock';
 import { Worker } from './worker';
 
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
     lockConnection: { connectionString: url },
     clock,
     failpoints: Failpoints.fromEnv(),
+    keyring: Keyring.required(),
     id: process.env.MESHHOOK_WORKER_ID || undefined,
     pollMs: intEnv('MESHHOOK_POLL_MS', 50),
     concurrency: intEnv('MESHHOOK_CONCURRENCY', undefined),

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
 import { Command, createDecider, DecisionError, EngineFlags, nextAction, RunDecider, RunState } from '../domain/decider';
-import { ENGINE_ROLE } from '../db/scope';
+import { ENGINE_ROLE, inProject } from '../db/scope';
+import { Keyring } from '../security/keyring';
+import { loadSecretValues } from '../store/secrets';
 import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
 import { loadVersion, LoadedVersion, TamperedDefinitionError } from '../store/registry';
 import { commitBatch, ConcurrencyError, LoadedRun, loadRun } from '../store/run-store';
 import { Clock, systemClock } from './clock';
-import { sendRequest } from './http-client';
+import { SendContext, sendRequest } from './http-client';
 
 /*
  * A stateless worker: claims runnable runs from Postgres, executes each run's
@@ -27,7 +29,8 @@ export interface WorkerOptions {
   pollMs?: number;
   /** runs advanced at once by this worker */
   concurrency?: number;
-  flags?: EngineFlags;
+  /** opens the projects' secrets (header references are resolved at send time); without it a run using secrets cannot send */
+  keyring?: Keyring;
   /** jitter draws for retry backoff; recorded in the log, so replay needs no randomness */
   random?: () => number;
   log?: (entry: Record<string, unknown>) => void;
@@ -48,6 +51,8 @@ export interface WorkerStats {
 }
 
 const LOCK_CLASS = 0x4d48; // "MH": keeps our advisory locks apart from anyone else's
+/** a secret added or a project setting changed reaches workers within this long */
+const SEND_CONTEXT_TTL_MS = 2_000;
 
 export class Worker {
   readonly id: string;
@@ -60,6 +65,8 @@ export class Worker {
   private readonly random: () => number;
   private readonly log: (entry: Record<string, unknown>) => void;
   private readonly versions = new Map<string, LoadedVersion>();
+  /** per project: its opened secrets and whether it may call private addresses, read again after SEND_CONTEXT_TTL_MS */
+  private readonly sendContexts = new Map<string, { at: number; ctx: Promise<SendContext> }>();
   private readonly inFlight = new Set<string>();
   private lockClient: Client | null = null;
   /** pg allows one query at a time per client: lock and unlock calls queue here */
@@ -202,7 +209,22 @@ export class Worker {
     }
     // the run's first event pins the definition's hash: a version rewritten with a matching hash is still not it
     if (run.state.definitionHash && run.state.definitionHash !== v.definitionHash) throw new TamperedDefinitionError(run.workflowId, run.version);
-    return createDecider(v.definition, this.opts.flags);
+    // decisions follow the flags the run recorded when it started, not this worker's
+    return createDecider(v.definition);
+  }
+
+  /** What sending a request of this project needs: its secrets (opened) and its leave to call private addresses. */
+  private sendContext(projectId: string): Promise<SendContext> {
+    const cached = this.sendContexts.get(projectId);
+    if (cached && Date.now() - cached.at < SEND_CONTEXT_TTL_MS) return cached.ctx;
+    const ctx = (async (): Promise<SendContext> => {
+      const allow = await inProject(this.pool, projectId, async (c) => (await c.query('SELECT allow_private_targets FROM projects WHERE id = $1', [projectId])).rows[0]);
+      const secrets = this.opts.keyring ? await loadSecretValues(this.pool, this.opts.keyring, projectId) : [];
+      return { secrets, allowPrivateTargets: allow?.allow_private_targets === true };
+    })();
+    this.sendContexts.set(projectId, { at: Date.now(), ctx });
+    ctx.catch(() => this.sendContexts.delete(projectId));
+    return ctx;
   }
 
   private async hit(name: FailpointName, runId: string, step: string | null): Promise<void> {
@@ -232,7 +254,7 @@ export class Worker {
         } else if (action.kind === 'send-request') {
           const req = action.request;
           step = req.step;
-          const { outcome, durationMs } = await sendRequest(req);
+          const { outcome, durationMs } = await sendRequest(req, await this.sendContext(projectId));
           await this.hit('after-request-sent', runId, step);
           command = {
             type: 'RecordHttpResult',

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from '../../src/cli/main';
 import { startEngine } from '../../src/engine';
-import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus } from './helpers';
+import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish } from './helpers';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -26,14 +26,14 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
   it('publish, deliver, runs, replay, verify and rebuild', async () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
-    const engine = await startEngine({ databaseUrl: url, workers: 1, pollMs: 20 });
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-cli-'));
-    const env = { DATABASE_URL: url };
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       const file = path.join(dir, 'order-sync.json');
       writeFileSync(file, JSON.stringify(orderSyncDefinition(target.url)));
 
-      const first = await cli(['publish', file, '--project', 'acme'], env, dir);
+      const first = await cli(['publish', file, '--project', 'acme', '--allow-private-targets'], env, dir);
       assert.equal(first.code, 0, first.err);
       assert.match(first.out, /published acme\/order-sync version 1/);
       assert.match(first.out, /hash: [0-9a-f]{64}/);

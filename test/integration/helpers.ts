@@ -5,7 +5,8 @@ import { migrate } from '../../src/db/migrate';
 import { openPool } from '../../src/db/pool';
 import { PostgresServer, provisionPostgres } from '../../src/db/postgres';
 import { inProject } from '../../src/db/scope';
-import { findProject } from '../../src/store/registry';
+import { findProject, publishWorkflow, setAllowPrivateTargets } from '../../src/store/registry';
+import { Keyring } from '../../src/security/keyring';
 
 /*
  * One Postgres server per test file; a migrated template database; a fresh
@@ -175,4 +176,14 @@ export async function projectId(pool: Pool, slug = 'acme'): Promise<string> {
   const p = await findProject(pool, slug);
   if (!p) throw new Error(`no project ${slug}`);
   return p.id;
+}
+
+/** The engine's keys in these tests (MESHHOOK_KEYS for worker processes: KEYS.toEnv()). */
+export const KEYS = Keyring.generate('test');
+
+/** Publish as the CLI does, and let the project call the tests' loopback services. */
+export async function publish(pool: Pool, project: string, definition: Record<string, unknown>) {
+  const published = await publishWorkflow(pool, KEYS, project, definition);
+  await setAllowPrivateTargets(pool, published.projectId, true);
+  return published;
 }

@@ -5,8 +5,10 @@ import { startEngine } from '../../src/engine';
 import { startIntake } from '../../src/intake/server';
 import { deliver, signPayload } from '../../src/intake/sign';
 import { verifyRun } from '../../src/replay-service';
-import { publishWorkflow } from '../../src/store/registry';
-import { count, orderSyncDefinition, runStatus, snapshot, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, projectId } from './helpers';
+import { openEnginePool } from '../../src/db/pool';
+import { signProjectToken } from '../../src/realtime/tokens';
+import { tokenSecret } from '../../src/security/keyring';
+import { count, orderSyncDefinition, runStatus, snapshot, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, projectId, KEYS, publish } from './helpers';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -18,8 +20,8 @@ after(async () => {
 
 const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
 
-async function getJson(url: string): Promise<{ status: number; body: any }> {
-  const res = await fetch(url);
+async function getJson(url: string, token?: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   return { status: res.status, body: await res.json() };
 }
 
@@ -27,9 +29,9 @@ describe('webhook intake', { timeout: 60_000 }, () => {
   it('runs order-sync end to end: signed delivery, workers, real HTTP call, verified replay', async () => {
     const { url } = await dbs.fresh();
     const target = await startTarget();
-    const engine = await startEngine({ databaseUrl: url, workers: 2, pollMs: 20 });
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 2, pollMs: 20 });
     try {
-      const wf = await publishWorkflow(engine.pool, 'acme', orderSyncDefinition(target.url));
+      const wf = await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
       const res = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-1' });
       assert.equal(res.status, 202);
       assert.deepEqual(Object.keys(res.body).sort(), ['deliveryId', 'duplicate', 'runId']);
@@ -44,7 +46,8 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       assert.deepEqual(req.body, { id: 'o-1', total: 42 });
       assert.match(String(req.headers['idempotency-key']), /^mh_[0-9a-f]{40}$/);
 
-      const view = await getJson(`${engine.intake.url}/runs/${runId}?project=acme`);
+      const token = await signProjectToken({ secret: tokenSecret(KEYS), projectId: wf.projectId, ttlSec: 60 });
+      const view = await getJson(`${engine.intake.url}/runs/${runId}`, token);
       assert.equal(view.status, 200);
       assert.equal(view.body.status, 'succeeded');
       assert.deepEqual(view.body.result, { status: 'succeeded', reason: null, output: { orderId: 'ord_1' } });
@@ -62,21 +65,25 @@ describe('webhook intake', { timeout: 60_000 }, () => {
   it('refusals answer 400/401/404/413/415 with our JSON error and write nothing', async () => {
     const { pool } = await dbs.fresh();
     const logs: Array<Record<string, unknown>> = [];
-    const intake = await startIntake({ pool, bodyLimitBytes: 4096, log: (e) => logs.push(e) });
+    const intake = await startIntake({ pool, keyring: KEYS, bodyLimitBytes: 4096, log: (e) => logs.push(e) });
     try {
-      const acme = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
-      const beta = await publishWorkflow(pool, 'beta', orderSyncDefinition('http://127.0.0.1:9', 'beta-flow'));
+      const acme = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const beta = await publish(pool, 'beta', orderSyncDefinition('http://127.0.0.1:9', 'beta-flow'));
       const secret = acme.signingSecret;
       const before = await snapshot(pool);
       const huge = JSON.stringify({ pad: 'x'.repeat(5000) });
       const tenMinutesAgo = new Date(Date.now() - 600_000);
-      const signedElsewhere = signPayload(beta.signingSecret, ORDER, new Date());
+      const signedElsewhere = signPayload(beta.signingSecret, { deliveryId: 'dlv_x', project: 'beta', workflow: 'beta-flow' }, ORDER, new Date());
       const cases: Array<[string, Promise<{ status: number; body: any }>, number, string]> = [
-        ['unknown project', deliver(intake.url, 'nobody', 'order-sync', secret, ORDER), 404, 'unknown_project'],
-        ['unknown workflow', deliver(intake.url, 'acme', 'nothing', secret, ORDER), 404, 'unknown_workflow'],
-        ["another project's workflow", deliver(intake.url, 'beta', 'order-sync', secret, ORDER), 404, 'unknown_workflow'],
-        ['another project slug, its own secret', deliver(intake.url, 'acme', 'beta-flow', beta.signingSecret, ORDER), 404, 'unknown_workflow'],
-        ['unknown target with a huge body', deliver(intake.url, 'nobody', 'x', secret, huge), 404, 'unknown_project'],
+        // an unknown target is answered like a wrong secret: nothing is told before the sender proves itself
+        ['unknown project', deliver(intake.url, 'nobody', 'order-sync', secret, ORDER), 401, 'bad_signature'],
+        ['unknown workflow', deliver(intake.url, 'acme', 'nothing', secret, ORDER), 401, 'bad_signature'],
+        ["another project's workflow", deliver(intake.url, 'beta', 'order-sync', secret, ORDER), 401, 'bad_signature'],
+        ['another project slug, its own secret', deliver(intake.url, 'acme', 'beta-flow', beta.signingSecret, ORDER), 401, 'bad_signature'],
+        ['unknown target with a huge body', deliver(intake.url, 'nobody', 'x', secret, huge), 413, 'payload_too_large'],
+        ['a name that is not a slug', deliver(intake.url, 'ACME; drop table runs', 'order-sync', secret, ORDER), 400, 'bad_path'],
+        ['a NUL in the path', deliver(intake.url, 'acme\u0000', 'order-sync', secret, ORDER), 400, 'bad_path'],
+        ['a 10 kB name', deliver(intake.url, 'a'.repeat(10_000), 'order-sync', secret, ORDER), 400, 'bad_path'],
         ['body too large', deliver(intake.url, 'acme', 'order-sync', secret, huge), 413, 'payload_too_large'],
         ['text/plain', deliver(intake.url, 'acme', 'order-sync', secret, ORDER, { contentType: 'text/plain' }), 415, 'unsupported_media_type'],
         ['form encoded', deliver(intake.url, 'acme', 'order-sync', secret, 'a=1', { contentType: 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type'],
@@ -122,9 +129,9 @@ describe('webhook intake', { timeout: 60_000 }, () => {
   it('a re-delivered id returns the same run, even when deliveries race', async () => {
     const { pool } = await dbs.fresh();
     const started: string[] = [];
-    const intake = await startIntake({ pool, onRunStarted: (id) => started.push(id) });
+    const intake = await startIntake({ pool, keyring: KEYS, onRunStarted: (id) => started.push(id) });
     try {
-      const wf = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
       const first = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1' });
       assert.equal(first.status, 202);
       const again = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1' });
@@ -146,30 +153,48 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     }
   });
 
-  it('GET /runs/:id is scoped to its project', async () => {
-    const { pool } = await dbs.fresh();
-    const intake = await startIntake({ pool });
+  it('runs are read with a project token, and another project\'s run is not found', async () => {
+    const { pool, url } = await dbs.fresh();
+    // as the engine runs: its own role, under row-level security
+    const engineRole = openEnginePool(url, { max: 4 });
+    const intake = await startIntake({ pool: engineRole, keyring: KEYS });
+    const secret = tokenSecret(KEYS);
+    const get = async (path: string, token?: string) => {
+      const res = await fetch(`${intake.url}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+      return { status: res.status, body: (await res.json()) as any };
+    };
     try {
-      const wf = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
-      await publishWorkflow(pool, 'beta', orderSyncDefinition('http://127.0.0.1:9'));
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const beta = await publish(pool, 'beta', orderSyncDefinition('http://127.0.0.1:9'));
       const { body } = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER);
-      assert.equal((await getJson(`${intake.url}/runs/${body.runId}?project=acme`)).body.status, 'running');
-      const other = await getJson(`${intake.url}/runs/${body.runId}?project=beta`);
+      const acmeToken = await signProjectToken({ secret, projectId: wf.projectId, ttlSec: 60 });
+      const betaToken = await signProjectToken({ secret, projectId: beta.projectId, ttlSec: 60 });
+      assert.equal((await get(`/runs/${body.runId}`, acmeToken)).body.status, 'running');
+      assert.deepEqual((await get(`/runs/${body.runId}/events`, acmeToken)).body.events.map((e: any) => e.seq), [1]);
+      assert.deepEqual((await get('/runs', acmeToken)).body.runs.map((r: any) => r.runId), [body.runId]);
+      // the positive control above is what makes these refusals mean something
+      const other = await get(`/runs/${body.runId}`, betaToken);
       assert.equal(other.status, 404);
       assert.equal(other.body.error.code, 'unknown_run');
-      assert.equal((await getJson(`${intake.url}/runs/${body.runId}?project=nobody`)).body.error.code, 'unknown_project');
-      assert.equal((await getJson(`${intake.url}/runs/${body.runId}`)).status, 400);
-      assert.equal((await getJson(`${intake.url}/runs/not-a-uuid?project=acme`)).status, 404);
+      assert.equal((await get(`/runs/${body.runId}/events`, betaToken)).status, 404);
+      assert.deepEqual((await get('/runs', betaToken)).body.runs, []);
+      assert.equal((await get(`/runs/${body.runId}`)).status, 401);
+      const forged = await signProjectToken({ secret: 'not-the-secret-of-this-engine', projectId: wf.projectId, ttlSec: 60 });
+      assert.match((await get(`/runs/${body.runId}`, forged)).body.error.message, /JwtSignatureError/);
+      const expired = await signProjectToken({ secret, projectId: wf.projectId, ttlSec: -10 });
+      assert.match((await get(`/runs/${body.runId}`, expired)).body.error.message, /expired/);
+      assert.equal((await get('/runs/not-a-uuid', acmeToken)).status, 404);
     } finally {
       await intake.close();
+      await engineRole.end();
     }
   });
 
   it('a workflow whose published version was edited in place is unavailable and records nothing', async () => {
     const { pool } = await dbs.fresh();
-    const intake = await startIntake({ pool });
+    const intake = await startIntake({ pool, keyring: KEYS });
     try {
-      const wf = await publishWorkflow(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
       await tamperWithVersions(pool, `UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
       const before = await snapshot(pool);
       const res = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER);

@@ -9,7 +9,7 @@ import { readRunView, verifyRun } from '../../src/replay-service';
 import { latestVersion, loadVersion, publishWorkflow, TamperedDefinitionError } from '../../src/store/registry';
 import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, rebuildViews, startRun } from '../../src/store/run-store';
 import { Worker } from '../../src/worker/worker';
-import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus, projectId } from './helpers';
+import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus, projectId, KEYS, publish } from './helpers';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -20,7 +20,7 @@ after(async () => {
 });
 
 async function newRun(pool: Pool, def: Record<string, unknown>, input: unknown = { order: { id: 'o-1', sum: 42 } }) {
-  const published = await publishWorkflow(pool, 'acme', def);
+  const published = await publish(pool, 'acme', def);
   const version = await latestVersion(pool, published.projectId, published.workflowId);
   const runId = randomUUID();
   await startRun(pool, {

@@ -7,8 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { startIntake } from '../../src/intake/server';
 import { deliver } from '../../src/intake/sign';
 import { readRunView, verifyRun } from '../../src/replay-service';
-import { publishWorkflow } from '../../src/store/registry';
-import { orderSyncDefinition, runStatus, startDatabases, startTarget, TestDatabases, waitFor, projectId } from './helpers';
+import { orderSyncDefinition, runStatus, startDatabases, startTarget, TestDatabases, waitFor, projectId, KEYS, publish } from './helpers';
 
 /*
  * Workers as real child processes (src/worker/main.ts through ts-node), killed
@@ -28,7 +27,7 @@ interface Spawned {
 function spawnWorker(id: string, databaseUrl: string, env: Record<string, string> = {}): Spawned {
   const child = fork(ENTRY, [], {
     execArgv: ['-r', 'ts-node/register'],
-    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: '', DATABASE_URL: databaseUrl, MESHHOOK_WORKER_ID: id, MESHHOOK_POLL_MS: '20', ...env },
+    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: '', DATABASE_URL: databaseUrl, MESHHOOK_WORKER_ID: id, MESHHOOK_POLL_MS: '20', MESHHOOK_KEYS: KEYS.toEnv(), ...env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   const output: string[] = [];
@@ -59,10 +58,10 @@ describe('a worker process that crashes mid-step', { timeout: 90_000 }, () => {
   it('is killed by the failpoint; a second worker finishes the run with the same idempotency key', async () => {
     const { pool, url } = await dbs.fresh();
     const target = await startTarget();
-    const intake = await startIntake({ pool });
+    const intake = await startIntake({ pool, keyring: KEYS });
     const failpointLog = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-fp-')), 'fired.jsonl');
     try {
-      const wf = await publishWorkflow(pool, 'acme', orderSyncDefinition(target.url));
+      const wf = await publish(pool, 'acme', orderSyncDefinition(target.url));
       const res = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, JSON.stringify({ order: { id: 'o-9', sum: 9 } }));
       assert.equal(res.status, 202);
       const runId: string = res.body.runId;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { checkSignature, MAX_BODY_DEPTH, parseSignatureHeader, parseWebhookBody } from '../../src/intake/server';
 import { computeSignature, signPayload } from '../../src/intake/sign';
@@ -8,39 +9,55 @@ const NOW = new Date('2030-01-01T00:00:00Z');
 const body = '{"order":{"id":"o-1"}}';
 
 describe('webhook signatures', () => {
-  it('a signed body checks out', () => {
-    assert.equal(checkSignature(signPayload(SECRET, body, NOW), SECRET, Buffer.from(body), NOW, 300), null);
+  const target = { deliveryId: 'dlv_1', project: 'acme', workflow: 'order-sync' };
+  const check = (header: string | undefined, opts: { secret?: string; raw?: string; now?: Date; to?: typeof target } = {}) =>
+    checkSignature(header, opts.secret ?? SECRET, opts.to ?? target, Buffer.from(opts.raw ?? body), opts.now ?? NOW, 300);
+
+  it('a signed delivery checks out', () => {
+    assert.equal(check(signPayload(SECRET, target, body, NOW)), null);
   });
 
-  it('the header is t=<unix seconds>,v1=<hex hmac of "t.body">', () => {
+  it('the header is t=<unix seconds>,v2=<hex hmac of "t.delivery.project/workflow.body">', () => {
     const t = Math.floor(NOW.getTime() / 1000);
-    assert.equal(signPayload(SECRET, body, NOW), `t=${t},v1=${computeSignature(SECRET, t, body)}`);
-    assert.deepEqual(parseSignatureHeader(`t=${t}, v1=${'a'.repeat(64)}, v0=zz`), { t, v1: ['a'.repeat(64)] });
+    assert.equal(signPayload(SECRET, target, body, NOW), `t=${t},v2=${computeSignature(SECRET, t, target, body)}`);
+    const expected = createHmac('sha256', SECRET).update(`${t}.dlv_1.acme/order-sync.${body}`).digest('hex');
+    assert.equal(computeSignature(SECRET, t, target, body), expected);
+    assert.deepEqual(parseSignatureHeader(`t=${t}, v2=${'a'.repeat(64)}, v0=zz`), { t, v2: ['a'.repeat(64)], v1: false });
   });
 
-  it('any of several v1 signatures may match (secret rotation)', () => {
+  it('any of several v2 signatures may match (secret rotation)', () => {
     const t = Math.floor(NOW.getTime() / 1000);
-    const header = `t=${t},v1=${'0'.repeat(64)},v1=${computeSignature(SECRET, t, body)}`;
-    assert.equal(checkSignature(header, SECRET, Buffer.from(body), NOW, 300), null);
+    assert.equal(check(`t=${t},v2=${'0'.repeat(64)},v2=${computeSignature(SECRET, t, target, body)}`), null);
   });
 
   it('refuses a missing, malformed, wrong, tampered or expired signature', () => {
-    const good = signPayload(SECRET, body, NOW);
-    assert.match(checkSignature(undefined, SECRET, Buffer.from(body), NOW, 300)!, /missing/);
-    assert.match(checkSignature('sha256=abc', SECRET, Buffer.from(body), NOW, 300)!, /not of the form/);
-    assert.match(checkSignature(good, 'whsec_other', Buffer.from(body), NOW, 300)!, /does not match/);
-    assert.match(checkSignature(good, SECRET, Buffer.from(body + ' '), NOW, 300)!, /does not match/);
-    const later = new Date(NOW.getTime() + 301_000);
-    assert.match(checkSignature(good, SECRET, Buffer.from(body), later, 300)!, /outside the 300 s tolerance/);
-    const earlier = new Date(NOW.getTime() - 301_000);
-    assert.match(checkSignature(good, SECRET, Buffer.from(body), earlier, 300)!, /outside/);
-    assert.equal(checkSignature(good, SECRET, Buffer.from(body), new Date(NOW.getTime() + 299_000), 300), null);
+    const good = signPayload(SECRET, target, body, NOW);
+    assert.match(check(undefined)!, /missing/);
+    assert.match(check('sha256=abc')!, /not of the form/);
+    assert.match(check(good, { secret: 'whsec_other' })!, /does not match/);
+    assert.match(check(good, { raw: body + ' ' })!, /does not match/);
+    assert.match(check(good, { now: new Date(NOW.getTime() + 301_000) })!, /outside the 300 s tolerance/);
+    assert.match(check(good, { now: new Date(NOW.getTime() - 301_000) })!, /outside/);
+    assert.equal(check(good, { now: new Date(NOW.getTime() + 299_000) }), null);
+  });
+
+  it('a captured webhook cannot be re-sent under another delivery id or to another workflow', () => {
+    const captured = signPayload(SECRET, target, body, NOW);
+    assert.match(check(captured, { to: { ...target, deliveryId: 'dlv_2' } })!, /does not match/);
+    assert.match(check(captured, { to: { ...target, workflow: 'invoice-sync' } })!, /does not match/);
+    assert.match(check(captured, { to: { ...target, project: 'globex' } })!, /does not match/);
+  });
+
+  it('old v1 signatures (over the body alone) are refused with the reason', () => {
+    const t = Math.floor(NOW.getTime() / 1000);
+    const v1 = createHmac('sha256', SECRET).update(`${t}.${body}`).digest('hex');
+    assert.match(check(`t=${t},v1=${v1}`)!, /v1 signatures .* are no longer accepted/);
   });
 
   it('a refusal never contains the secret or the expected signature', () => {
     const t = Math.floor(NOW.getTime() / 1000);
-    const expected = computeSignature(SECRET, t, body);
-    const why = checkSignature(`t=${t},v1=${'f'.repeat(64)}`, SECRET, Buffer.from(body), NOW, 300)!;
+    const expected = computeSignature(SECRET, t, target, body);
+    const why = check(`t=${t},v2=${'f'.repeat(64)}`)!;
     assert.ok(!why.includes(SECRET) && !why.includes(expected));
   });
 });

@@ -1,0 +1,95 @@
+/*
+ * Secret values must never reach the run log, a live log, a worker's log or a
+ * report. The worker redacts every answer and error message it records of
+ * every secret value of the run's project, in the forms a value travels in:
+ * as is, base64 (standard and URL-safe, also when it sits inside a longer
+ * base64 text), URL-encoded and JSON-escaped. The suite's leak check looks
+ * for the same forms (findIn).
+ */
+
+export interface SecretValue {
+  name: string;
+  value: string;
+}
+
+/** Shorter values cannot be told apart from ordinary text; the vault refuses them. */
+export const MIN_SECRET_LENGTH = 8;
+/** Forms shorter than this would match by chance. */
+const MIN_FORM_LENGTH = 8;
+
+/** The base64 characters of `bytes` that do not depend on what surrounds it in a longer base64 text. */
+function stableBase64(bytes: Buffer): string[] {
+  const out: string[] = [];
+  for (let offset = 0; offset < 3; offset++) {
+    const padded = Buffer.concat([Buffer.alloc(offset), bytes]);
+    const full = Math.floor(padded.length / 3) * 4;
+    // the first group mixes in the unknown bytes before the value (unless it starts a group)
+    const start = offset === 0 ? 0 : 4;
+    const text = padded.toString('base64').slice(start, full);
+    if (text.length >= MIN_FORM_LENGTH) out.push(text);
+  }
+  // standing alone, with its padding
+  out.push(bytes.toString('base64'));
+  return out;
+}
+
+/** Every form of a value worth looking for, longest first. */
+export function formsOf(value: string): string[] {
+  const forms = new Set<string>([value]);
+  const bytes = Buffer.from(value, 'utf8');
+  for (const b of stableBase64(bytes)) {
+    forms.add(b);
+    forms.add(b.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, ''));
+  }
+  forms.add(encodeURIComponent(value));
+  forms.add(encodeURIComponent(value).replace(/%20/g, '+'));
+  forms.add(JSON.stringify(value).slice(1, -1));
+  return [...forms].filter((f) => f.length >= Math.min(MIN_FORM_LENGTH, value.length)).sort((a, b) => b.length - a.length);
+}
+
+export class Redactor {
+  private readonly patterns: Array<{ form: string; name: string }>;
+
+  constructor(secrets: readonly SecretValue[]) {
+    const patterns: Array<{ form: string; name: string }> = [];
+    for (const s of secrets) {
+      if (!s.value) continue;
+      for (const form of formsOf(s.value)) patterns.push({ form, name: s.name });
+    }
+    this.patterns = patterns.sort((a, b) => b.form.length - a.form.length);
+  }
+
+  get empty(): boolean {
+    return this.patterns.length === 0;
+  }
+
+  redactText(text: string): string {
+    if (this.patterns.length === 0 || !text) return text;
+    let out = text;
+    for (const { form, name } of this.patterns) if (out.includes(form)) out = out.split(form).join(`[redacted:${name}]`);
+    return out;
+  }
+
+  /** A JSON value with every string (keys too) redacted. */
+  redactJson<T>(value: T): T {
+    if (this.patterns.length === 0) return value;
+    const walk = (v: unknown): unknown => {
+      if (typeof v === 'string') return this.redactText(v);
+      if (Array.isArray(v)) return v.map(walk);
+      if (v && typeof v === 'object') {
+        const out: Record<string, unknown> = {};
+        for (const [k, x] of Object.entries(v)) out[this.redactText(k)] = walk(x);
+        return out;
+      }
+      return v;
+    };
+    return walk(value) as T;
+  }
+
+  /** Which secrets appear in a text, and in which form. */
+  findIn(text: string): Array<{ name: string; form: string }> {
+    const hits: Array<{ name: string; form: string }> = [];
+    for (const { form, name } of this.patterns) if (text.includes(form)) hits.push({ name, form });
+    return hits;
+  }
+}

@@ -1,0 +1,82 @@
+import type { Pool } from 'pg';
+import { inProject } from '../db/scope';
+import { Keyring } from '../security/keyring';
+import { MIN_SECRET_LENGTH, SecretValue } from '../security/redact';
+import { open, seal, sealedWith, secretAad, signingAad } from '../security/vault';
+
+/*
+ * A vault per project: values sealed with the keyring (the database holds
+ * only ciphertext), referenced from http_call steps by name
+ * (`headers: { Authorization: { secret: "orders-token", prefix: "Bearer " } }`)
+ * and opened by the worker only when it sends the request.
+ */
+
+export const SECRET_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
+export const MAX_SECRET_BYTES = 8192;
+
+export class SecretValueError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SecretValueError';
+  }
+}
+
+export async function putSecret(db: Pool, keyring: Keyring, projectId: string, name: string, value: string): Promise<'created' | 'replaced'> {
+  if (!SECRET_NAME.test(name)) throw new SecretValueError(`secret names are lower-case letters, digits, - and _ (1-63), not "${name.slice(0, 70)}"`);
+  if (value.length < MIN_SECRET_LENGTH) throw new SecretValueError(`a secret value has at least ${MIN_SECRET_LENGTH} characters (shorter ones cannot be redacted reliably)`);
+  if (Buffer.byteLength(value) > MAX_SECRET_BYTES) throw new SecretValueError(`a secret value has at most ${MAX_SECRET_BYTES} bytes`);
+  if (/[\u0000-\u001f\u007f]/.test(value)) throw new SecretValueError('a secret value may not contain control characters (it is sent in HTTP headers)');
+  const sealed = seal(keyring, value, secretAad(projectId, name));
+  return inProject(db, projectId, async (c) => {
+    const r = await c.query(
+      `INSERT INTO project_secrets (project_id, name, sealed) VALUES ($1, $2, $3)
+       ON CONFLICT (project_id, name) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()
+       RETURNING (xmax <> 0) AS replaced`,
+      [projectId, name, sealed],
+    );
+    return r.rows[0].replaced ? 'replaced' : 'created';
+  });
+}
+
+export async function listSecrets(db: Pool, projectId: string): Promise<Array<{ name: string; keyId: string | null; updatedAt: string }>> {
+  const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed, updated_at FROM project_secrets ORDER BY name')).rows);
+  return rows.map((r) => ({ name: r.name, keyId: sealedWith(r.sealed), updatedAt: r.updated_at.toISOString() }));
+}
+
+export async function deleteSecret(db: Pool, projectId: string, name: string): Promise<boolean> {
+  return inProject(db, projectId, async (c) => ((await c.query('DELETE FROM project_secrets WHERE name = $1', [name])).rowCount ?? 0) > 0);
+}
+
+/** Every secret value of a project, opened (for the worker, at send time). */
+export async function loadSecretValues(db: Pool, keyring: Keyring, projectId: string): Promise<SecretValue[]> {
+  const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed FROM project_secrets')).rows);
+  return rows.map((r) => ({ name: r.name, value: open(keyring, r.sealed, secretAad(projectId, r.name)) }));
+}
+
+/**
+ * Re-seal every secret and signing secret of every project under the active
+ * key (after a new key was put first), and seal signing secrets still stored
+ * in plain text by an older version. Returns how many values were re-sealed.
+ */
+export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id: string }>): Promise<number> {
+  let n = 0;
+  for (const p of projects) {
+    n += await inProject(db, p.id, async (c) => {
+      let changed = 0;
+      for (const r of (await c.query('SELECT name, sealed FROM project_secrets')).rows) {
+        if (sealedWith(r.sealed) === keyring.activeId) continue;
+        const value = open(keyring, r.sealed, secretAad(p.id, r.name));
+        await c.query('UPDATE project_secrets SET sealed = $2, updated_at = now() WHERE name = $1', [r.name, seal(keyring, value, secretAad(p.id, r.name))]);
+        changed++;
+      }
+      for (const w of (await c.query('SELECT id, signing_secret, signing_secret_sealed FROM workflows')).rows) {
+        if (w.signing_secret_sealed && sealedWith(w.signing_secret_sealed) === keyring.activeId && w.signing_secret === null) continue;
+        const value = w.signing_secret ?? open(keyring, w.signing_secret_sealed, signingAad(p.id, w.id));
+        await c.query('UPDATE workflows SET signing_secret_sealed = $2, signing_secret = NULL WHERE id = $1', [w.id, seal(keyring, value, signingAad(p.id, w.id))]);
+        changed++;
+      }
+      return changed;
+    });
+  }
+  return n;
+}

@@ -1,0 +1,65 @@
+import { signPayload } from '../src/intake/sign';
+
+/*
+ * The ways a webhook can be wrong, in business words: the {problem} parameter
+ * type. Each says what to send instead of a correct delivery; the catalogue
+ * (docs/steps.md) lists them all, and a wording not listed here is not a step.
+ */
+
+export interface Delivery {
+  project: string;
+  workflow: string;
+  body: string;
+  secret: string;
+  at: Date;
+  deliveryId: string | null;
+  /** the header to send; undefined = sign correctly, null = send none */
+  signature?: string | null;
+  contentType?: string;
+}
+
+export interface Problem {
+  text: string;
+  /** turn a correct delivery into the bad one */
+  spoil: (good: Delivery) => Delivery;
+}
+
+const unix = (d: Date): number => Math.floor(d.getTime() / 1000);
+const sign = (d: Delivery, over: Partial<Delivery> = {}): string => {
+  const x = { ...d, ...over };
+  return signPayload(x.secret, { deliveryId: x.deliveryId ?? '', project: x.project, workflow: x.workflow }, x.body, x.at);
+};
+
+export const PROBLEMS: Record<string, (good: Delivery) => Delivery> = {
+  'with a forged signature': (d) => ({ ...d, signature: `t=${unix(d.at)},v2=${'0'.repeat(64)}` }),
+  "signed with another workflow's secret": (d) => ({ ...d, signature: sign(d, { secret: 'whsec_someone_else_entirely' }) }),
+  'signed an hour ago': (d) => ({ ...d, signature: sign(d, { at: new Date(d.at.getTime() - 3_600_000) }) }),
+  'signed an hour in the future': (d) => ({ ...d, signature: sign(d, { at: new Date(d.at.getTime() + 3_600_000) }) }),
+  'without a signature': (d) => ({ ...d, signature: null }),
+  'signed the old way, over the body alone': (d) => ({ ...d, signature: `t=${unix(d.at)},v1=${'a'.repeat(64)}` }),
+  'whose body was changed after signing': (d) => ({ ...d, signature: sign(d), body: d.body.replace(/42\.5/, '4250') }),
+  'signed for another workflow': (d) => ({ ...d, signature: sign(d, { workflow: 'invoice-sync' }) }),
+  'captured and re-sent under a new delivery id': (d) => ({ ...d, signature: sign(d, { deliveryId: 'dlv_captured_original' }), deliveryId: 'dlv_replayed_copy' }),
+  'that is not JSON': (d) => ({ ...d, body: '{"order": {"id": "A-1001", "sum": 42.5' }),
+  'without a delivery id': (d) => ({ ...d, deliveryId: null }),
+  'with a delivery id that is not an id': (d) => ({ ...d, deliveryId: 'two words; DROP TABLE runs' }),
+  'of 3 MiB': (d) => ({ ...d, body: JSON.stringify({ ...JSON.parse(d.body), padding: 'x'.repeat(3 * 1024 * 1024) }) }),
+  'for a project that does not exist': (d) => ({ ...d, project: 'globex' }),
+  'for a workflow the project does not have': (d) => ({ ...d, workflow: 'invoice-sync' }),
+  'sent as a form instead of JSON': (d) => ({ ...d, contentType: 'application/x-www-form-urlencoded' }),
+};
+
+/** The delivery to send: spoiled, and signed correctly unless the problem set a signature itself. */
+export function badDelivery(problem: string, good: Delivery): Delivery & { signature: string | null } {
+  const spoil = PROBLEMS[problem];
+  if (!spoil) throw new Error(`no such webhook problem: "${problem}"; known: ${Object.keys(PROBLEMS).join(', ')}`);
+  const bad = spoil(good);
+  return { ...bad, signature: bad.signature === undefined ? sign(bad) : bad.signature };
+}
+
+export const PROBLEM_PATTERN = new RegExp(
+  Object.keys(PROBLEMS)
+    .sort((a, b) => b.length - a.length)
+    .map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+    .join('|'),
+);
