@@ -244,7 +244,7 @@ async function runTrial(bench: Bench, variant: Variant, kind: Kind, runs: number
     const create = async (): Promise<void> => {
       for (let i = next++; i < runs; i = next++) {
         const input = { order: { id: `o-${i}`, sum: i } };
-        const common = { runId: randomUUID(), projectId: pub.projectId, projectSlug: 'bench', workflowSlug: pub.workflow, version: pub.version, deliveryId: `bench-${i}`, input, at: new Date() };
+        const common = { chain: KEYS.chainKey(), runId: randomUUID(), projectId: pub.projectId, projectSlug: 'bench', workflowSlug: pub.workflow, version: pub.version, deliveryId: `bench-${i}`, input, at: new Date() };
         if (kind === 'state-stored') await startStateStoredRun(setup, common);
         else await startRun(setup, { ...common, rawBody: JSON.stringify(input) });
       }
@@ -340,13 +340,13 @@ async function runTrial(bench: Bench, variant: Variant, kind: Kind, runs: number
         const logs = await Promise.all(done.map((s) => loadEvents(post, pub.projectId, s.run_id)));
         const t2 = performance.now();
         let failures = 0;
-        for (const l of logs) if (!verifyLog(l[0].runId, l, definition).ok) failures++;
+        for (const l of logs) if (!verifyLog(l[0].runId, l, definition, { keys: KEYS.chainKeys() }).ok) failures++;
         const verifyMemMs = performance.now() - t2;
         const t3 = performance.now();
         for (const l of logs) replayLog(l);
         const foldMs = performance.now() - t3;
         const t4 = performance.now();
-        for (const s of done) if (!(await verifyRun(post, pub.projectId, s.run_id)).ok) failures++;
+        for (const s of done) if (!(await verifyRun(post, pub.projectId, s.run_id, { keys: KEYS.chainKeys() })).ok) failures++;
         const verifyDbMs = performance.now() - t4;
         const execPerRun = execMs / n;
         trial.replay = {

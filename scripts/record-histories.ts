@@ -15,9 +15,10 @@ import type { RecordedEvent } from '../src/domain/events';
 import { eventHash } from '../src/domain/hash-chain';
 import { readRunView } from '../src/replay-service';
 import { publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
-import { Keyring } from '../src/security/keyring';
+import { FIXTURE_KEYRING } from '../support/fixture-keyring';
 
-const KEYS = Keyring.generate('histories');
+// signed with the fixtures' key, so the suite can check their chains
+const KEYS = FIXTURE_KEYRING;
 import { loadEvents, startRun } from '../src/store/run-store';
 import { ControlledClock } from '../src/worker/clock';
 import { Worker } from '../src/worker/worker';
@@ -72,6 +73,7 @@ async function main(): Promise<void> {
       input,
       rawBody: JSON.stringify(input),
       at: clock.now(),
+      chain: KEYS.chainKey(),
     });
     worker.poke();
     if (during) await during(runId, pub.projectId);

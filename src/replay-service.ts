@@ -1,33 +1,59 @@
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { inProject } from './db/scope';
 import type { EngineFlags, RunState } from './domain/decider';
 import type { WorkflowDefinition } from './domain/definition';
 import type { RecordedEvent } from './domain/events';
-import { replayLog, verifyLog, VerifyReport } from './domain/replay';
+import { ChainKeys, checkHeadSignature } from './domain/hash-chain';
+import { LogVerifier, replayLog, VerifyReport } from './domain/replay';
 import { compareViews, RunView, toRunView } from './domain/run-view';
+import { checkAgainstCheckpoint, CheckpointIndex } from './integrity/checkpoints';
 import { loadVersion, NotFoundError } from './store/registry';
-import { loadEvents, viewFromRow } from './store/run-store';
+import { headOf, loadEvents, readEvents, rowToEvent, RowEvent, viewFromRow, writeRebuiltView } from './store/run-store';
 
-/* Replay and verify runs straight from the run log in Postgres. */
+/*
+ * Replay, verify and rebuild runs straight from the run log in Postgres.
+ *
+ * verify answers "is this run's log genuine and does it still replay?": the
+ * log is not empty; every link of its hash chain holds (signed links need the
+ * keyring); the run's signed head is genuine and is the log's last event (a
+ * log cut short no longer reaches it); the furthest checkpoint taken outside
+ * the database is still in the log (a rollback of both tables no longer
+ * reaches it); every decision re-made from the log's inputs matches it,
+ * against the version the run was pinned to; and the stored run view is what
+ * the log folds to. rebuild repairs only the last of these, and only for a
+ * run that passes all the others.
+ */
 
 export interface StoredRunView extends RunView {
   projectId: string;
   workflowId: string;
 }
 
-/** A run's stored view, or null when the project holds no such run (another project's run is "not found" too). */
-export async function readRunView(db: Pool, projectId: string, runId: string): Promise<StoredRunView | null> {
-  const { rows } = await inProject(db, projectId, (c) =>
-    c.query(
-      `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
-       JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
-       WHERE r.id = $1 AND r.project_id = $2`,
-      [runId, projectId],
-    ),
+interface StoredRow {
+  view: StoredRunView;
+  headHash: string | null;
+  headMac: string | null;
+}
+
+async function readStored(c: PoolClient, projectId: string, runId: string, lock = false): Promise<StoredRow | null> {
+  const { rows } = await c.query(
+    `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
+     JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
+     WHERE r.id = $1 AND r.project_id = $2 ${lock ? 'FOR UPDATE OF r' : ''}`,
+    [runId, projectId],
   );
   const r = rows[0];
   if (!r) return null;
-  return { ...viewFromRow(r, r.project_slug, r.workflow_slug), projectId: r.project_id, workflowId: r.workflow_id };
+  return {
+    view: { ...viewFromRow(r, r.project_slug, r.workflow_slug), projectId: r.project_id, workflowId: r.workflow_id },
+    headHash: r.head_hash,
+    headMac: r.head_mac,
+  };
+}
+
+/** A run's stored view, or null when the project holds no such run (another project's run is "not found" too). */
+export async function readRunView(db: Pool, projectId: string, runId: string): Promise<StoredRunView | null> {
+  return (await inProject(db, projectId, (c) => readStored(c, projectId, runId)))?.view ?? null;
 }
 
 export interface ReplayResult {
@@ -45,28 +71,234 @@ export async function replayRun(db: Pool, projectId: string, runId: string): Pro
 }
 
 export interface RunVerification extends VerifyReport {
+  /** the log holds no event at all */
+  empty: boolean;
+  /** what is wrong with the run's signed head, or null when it is genuine and is the log's last event */
+  headProblem: string | null;
+  /** what a checkpoint taken outside the database shows is missing, or null */
+  checkpointProblem: string | null;
   /** the stored run view equals the view replayed from the log */
   viewMatches: boolean;
   viewDifference: string | null;
 }
 
-/** Re-decide every step of a run against its pinned definition (or the one given) and check the hash chain. */
-export async function verifyRun(
-  db: Pool,
-  projectId: string,
-  runId: string,
-  opts: { flags?: EngineFlags; definition?: WorkflowDefinition } = {},
-): Promise<RunVerification> {
-  const stored = await readRunView(db, projectId, runId);
-  if (!stored) throw new NotFoundError(`run ${runId} not found`);
-  const events = await loadEvents(db, projectId, runId);
-  const definition = opts.definition ?? (await loadVersion(db, projectId, stored.workflowId, stored.version, { allowTampered: true })).definition;
-  const report = verifyLog(runId, events, definition, opts.flags);
-  const replayed = toRunView(report.state, events.length);
-  const diff = compareViews(stored, replayed);
-  // a definition handed in is a deliberate what-if; the stored one must be the one the run was pinned to
-  const pinnedIntact = opts.definition !== undefined || !report.definitionChanged;
-  return { ...report, ok: report.ok && !diff && pinnedIntact, viewMatches: !diff, viewDifference: diff };
+export interface VerifyRunOptions {
+  /** the chain keys (keyring.chainKeys()); without them a signed log cannot be checked and fails */
+  keys?: ChainKeys | null;
+  /** decide with these flags instead of the ones the run recorded (a what-if) */
+  flags?: EngineFlags;
+  /** replay against this definition instead of the pinned version (a what-if) */
+  definition?: WorkflowDefinition;
+  checkpoints?: CheckpointIndex | null;
+  /** accept a run with no signed head (written by an engine before 0.2) */
+  allowUnsignedHead?: boolean;
 }
 
-export { compareViews };
+/** Everything verify checks, from a log already read and the run's stored row. */
+function judge(
+  runId: string,
+  stored: StoredRow,
+  events: RecordedEvent[],
+  definition: WorkflowDefinition,
+  opts: VerifyRunOptions,
+  whatIf: boolean,
+): RunVerification {
+  const verifier = new LogVerifier(runId, definition, { flags: opts.flags, keys: opts.keys ?? null });
+  for (const e of events) verifier.push(e);
+  const report = verifier.finish();
+  const empty = events.length === 0;
+  const last = events[events.length - 1];
+  let headProblem: string | null = null;
+  const signedRun = report.state.semantics >= 2;
+  if (empty) headProblem = null;
+  else if (stored.headMac || signedRun || !opts.allowUnsignedHead) {
+    const head = { projectId: stored.view.projectId, runId, seq: stored.view.lastSeq, hash: stored.headHash ?? '' };
+    headProblem = opts.keys ? checkHeadSignature(opts.keys, head, stored.headMac) : 'the keyring is needed to check its signed head';
+    if (!headProblem && (stored.view.lastSeq !== last.seq || stored.headHash !== last.hash)) {
+      headProblem =
+        stored.view.lastSeq > last.seq
+          ? `its signed head is event ${stored.view.lastSeq}, but the log ends at event ${last.seq}: events ${last.seq + 1}-${stored.view.lastSeq} are missing`
+          : `its signed head is event ${stored.view.lastSeq} (${(stored.headHash ?? '').slice(0, 12)}), but the log's last event is ${last.seq} (${last.hash.slice(0, 12)})`;
+    }
+  }
+  const checkpointProblem = checkAgainstCheckpoint(opts.checkpoints?.of(runId) ?? null, events);
+  const replayed = empty ? null : toRunView(report.state, events.length);
+  const viewDifference = replayed ? compareViews(stored.view, replayed) : 'the log is empty, so no view can be replayed';
+  // a definition handed in is a deliberate what-if; the stored one must be the one the run was pinned to
+  const pinnedIntact = whatIf || !report.definitionChanged;
+  return {
+    ...report,
+    ok: report.ok && !empty && !headProblem && !checkpointProblem && !viewDifference && pinnedIntact,
+    empty,
+    headProblem,
+    checkpointProblem,
+    viewMatches: !viewDifference,
+    viewDifference,
+  };
+}
+
+/** Verify one run of a project (see the top of this file for what that covers). */
+export async function verifyRun(db: Pool, projectId: string, runId: string, opts: VerifyRunOptions = {}): Promise<RunVerification> {
+  const read = await inProject(db, projectId, async (c) => {
+    const stored = await readStored(c, projectId, runId);
+    return stored ? { stored, events: await readEvents(c, runId) } : null;
+  });
+  if (!read) throw new NotFoundError(`run ${runId} not found`);
+  const definition = opts.definition ?? (await loadVersion(db, projectId, read.stored.view.workflowId, read.stored.view.version, { allowTampered: true })).definition;
+  return judge(runId, read.stored, read.events, definition, opts, opts.definition !== undefined);
+}
+
+/** One line per problem of a verification, for reports and refusals. */
+export function problemsOf(v: RunVerification): string[] {
+  const out: string[] = [];
+  if (v.empty) out.push('the run has no events');
+  if (v.chainBreak) out.push(`hash chain broken at event ${v.chainBreak.seq}: ${v.chainBreak.reason}`);
+  if (v.headProblem) out.push(`head: ${v.headProblem}`);
+  if (v.checkpointProblem) out.push(`checkpoint: ${v.checkpointProblem}`);
+  if (v.divergence) out.push(`replay diverges at event ${v.divergence.seq}: ${v.divergence.reason}`);
+  if (v.definitionChanged) out.push('the definition differs from the version the run was pinned to');
+  if (!v.empty && v.viewDifference) out.push(`run view differs: ${v.viewDifference}`);
+  return out;
+}
+
+/**
+ * Verify every run of a project, one after another, reading each project's log
+ * in pages so that memory stays flat whatever the number of runs. Calls
+ * `onRun` with each verification; returns the counts.
+ */
+export async function verifyProject(
+  db: Pool,
+  projectId: string,
+  opts: VerifyRunOptions & { onRun?: (v: RunVerification) => void; pageSize?: number },
+): Promise<{ runs: number; events: number; bad: number }> {
+  const definitions = new Map<string, WorkflowDefinition>();
+  const definitionOf = async (workflowId: string, version: number): Promise<WorkflowDefinition> => {
+    const key = `${workflowId}:${version}`;
+    let d = definitions.get(key);
+    if (!d) {
+      d = (await loadVersion(db, projectId, workflowId, version, { allowTampered: true })).definition;
+      definitions.set(key, d);
+    }
+    return d;
+  };
+  const stored = await inProject(db, projectId, async (c) => {
+    const { rows } = await c.query(
+      `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
+       JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
+       WHERE r.project_id = $1 ORDER BY r.id`,
+      [projectId],
+    );
+    return rows.map(
+      (r): StoredRow => ({
+        view: { ...viewFromRow(r, r.project_slug, r.workflow_slug), projectId: r.project_id, workflowId: r.workflow_id },
+        headHash: r.head_hash,
+        headMac: r.head_mac,
+      }),
+    );
+  });
+  let events = 0;
+  let bad = 0;
+  const pageSize = opts.pageSize ?? 5_000;
+  let cursor: { run: string; seq: number } = { run: '00000000-0000-0000-0000-000000000000', seq: 0 };
+  const pending = new Map<string, RecordedEvent[]>();
+  let i = 0;
+  const settle = async (upTo: string | null): Promise<void> => {
+    // every run ordered before `upTo` has all its events read: judge it, and let its events go
+    while (i < stored.length && (upTo === null || stored[i].view.runId < upTo)) {
+      const s = stored[i++];
+      const mine = pending.get(s.view.runId) ?? [];
+      pending.delete(s.view.runId);
+      const v = judge(s.view.runId, s, mine, await definitionOf(s.view.workflowId, s.view.version), opts, false);
+      if (!v.ok) bad++;
+      opts.onRun?.(v);
+    }
+  };
+  for (;;) {
+    const page = await inProject(db, projectId, async (c) =>
+      (
+        await c.query<RowEvent>(
+          `SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid FROM run_events
+           WHERE project_id = $1 AND (run_id, seq) > ($2::uuid, $3) ORDER BY run_id, seq LIMIT $4`,
+          [projectId, cursor.run, cursor.seq, pageSize],
+        )
+      ).rows,
+    );
+    for (const r of page) {
+      const list = pending.get(r.run_id);
+      if (list) list.push(rowToEvent(r));
+      else pending.set(r.run_id, [rowToEvent(r)]);
+    }
+    events += page.length;
+    if (page.length < pageSize) break;
+    const last = page[page.length - 1];
+    cursor = { run: last.run_id, seq: last.seq };
+    await settle(last.run_id);
+  }
+  await settle(null);
+  return { runs: stored.length, events, bad };
+}
+
+export interface RebuildResult {
+  runs: number;
+  repaired: string[];
+  /** runs whose log is not genuine or cannot be folded: reported, their views left as they were */
+  refused: Array<{ runId: string; reason: string }>;
+}
+
+/**
+ * Recompute a project's run views from their logs and repair the ones that
+ * differ, but only for runs whose logs pass verification: a tampered log is
+ * reported and refused, never used to repair. Without `force`, a repair never
+ * moves a finished run back to unfinished and never lowers a run's last event.
+ */
+export async function rebuildViews(
+  db: Pool,
+  opts: VerifyRunOptions & { projectId: string; runId?: string; force?: boolean },
+): Promise<RebuildResult> {
+  const { projectId } = opts;
+  const ids = await inProject(db, projectId, async (c) =>
+    (await c.query(`SELECT id FROM runs WHERE project_id = $1 AND ($2::uuid IS NULL OR id = $2) ORDER BY created_at`, [projectId, opts.runId ?? null])).rows.map(
+      (r) => r.id as string,
+    ),
+  );
+  const repaired: string[] = [];
+  const refused: RebuildResult['refused'] = [];
+  const FINISHED = ['succeeded', 'failed', 'canceled'];
+  for (const id of ids) {
+    // the view row is locked so a worker's append cannot interleave with the rebuild
+    await inProject(db, projectId, async (client) => {
+      const stored = (await readStored(client, projectId, id, true))!;
+      const events = await readEvents(client, id);
+      let v: RunVerification;
+      try {
+        const definition = (await loadVersion(db, projectId, stored.view.workflowId, stored.view.version, { allowTampered: true })).definition;
+        v = judge(id, stored, events, definition, opts, false);
+      } catch (e) {
+        refused.push({ runId: id, reason: (e as Error).message });
+        return;
+      }
+      if (v.ok) return;
+      // only the view may be wrong; anything else means the log itself cannot be trusted
+      const problems = problemsOf({ ...v, viewDifference: null });
+      if (problems.length > 0) {
+        refused.push({ runId: id, reason: problems.join('; ') });
+        return;
+      }
+      const replayed = toRunView(v.state, events.length);
+      if (!opts.force && FINISHED.includes(stored.view.status) && !FINISHED.includes(replayed.status)) {
+        refused.push({ runId: id, reason: `it would move a ${stored.view.status} run back to ${replayed.status} (use --force if that is what the log says)` });
+        return;
+      }
+      if (!opts.force && stored.view.lastSeq > events.length) {
+        refused.push({ runId: id, reason: `it would lower the run's last event from ${stored.view.lastSeq} to ${events.length} (use --force)` });
+        return;
+      }
+      const last = events[events.length - 1];
+      await writeRebuiltView(client, v.state, events.length, { hash: last.hash, mac: stored.headMac });
+      repaired.push(id);
+    });
+  }
+  return { runs: ids.length, repaired, refused };
+}
+
+export { compareViews, headOf };

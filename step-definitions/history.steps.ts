@@ -5,6 +5,7 @@ import path from 'node:path';
 import { validateDefinition, WorkflowDefinition } from '../src/domain/definition';
 import type { RecordedEvent } from '../src/domain/events';
 import { verifyLog, VerifyReport } from '../src/domain/replay';
+import { FIXTURE_KEYRING } from '../support/fixture-keyring';
 import type { ReplayWorld } from '../support/world';
 
 /*
@@ -40,9 +41,9 @@ Given('the recorded history {string}', async function (this: ReplayWorld, name: 
 
 When('it is replayed against today\'s engine', async function (this: ReplayWorld) {
   const h = this.history!;
-  this.historyReport = verifyLog(h.runId, h.events, validateDefinition(h.definition));
+  this.historyReport = verifyLog(h.runId, h.events, validateDefinition(h.definition), { keys: FIXTURE_KEYRING.chainKeys() });
   // the scenario's replay steps read the same report shape as for live runs
-  this.verification = { ...this.historyReport, viewMatches: true, viewDifference: null };
+  this.verification = { ...this.historyReport, empty: h.events.length === 0, headProblem: null, checkpointProblem: null, viewMatches: true, viewDifference: null };
   this.lastError = null;
 });
 

@@ -2,7 +2,7 @@ import { Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import { canonicalJson } from '../src/domain/canonical';
 import type { EngineFlags } from '../src/domain/decider';
-import { compareViews, replayRun, RunVerification, verifyRun } from '../src/replay-service';
+import { compareViews, replayRun, RunVerification, verifyRun, problemsOf } from '../src/replay-service';
 import { normalise } from '../support/normalise';
 import type { ReplayWorld } from '../support/world';
 
@@ -15,14 +15,9 @@ declare module '../support/world' {
 }
 
 async function verifyAll(world: ReplayWorld, runId: string): Promise<RunVerification> {
-  const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId);
+  const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId, world.verifyOptions());
   if (!v.ok) {
-    throw new Error(
-      `run ${runId} does not replay exactly: ` +
-        (v.chainBreak ? `hash chain broken at event ${v.chainBreak.seq} (${v.chainBreak.reason}); ` : '') +
-        (v.divergence ? `divergence at event ${v.divergence.seq}: ${v.divergence.reason}; ` : '') +
-        (v.viewDifference ? `run view differs: ${v.viewDifference}` : ''),
-    );
+    throw new Error(`run ${runId} does not replay exactly: ${problemsOf(v).join('; ')}`);
   }
   return v;
 }
@@ -36,7 +31,7 @@ Then('replaying the run gives exactly the run view users saw', async function (t
 });
 
 Then('every decision re-made during replay matches the log', async function (this: ReplayWorld) {
-  const v = await verifyRun(this.engineDb, this.run.projectId, this.run.runId);
+  const v = await verifyRun(this.engineDb, this.run.projectId, this.run.runId, this.verifyOptions());
   expect(v.chainBreak).toBeNull();
   expect(v.divergence).toBeNull();
   expect(v.eventCount).toBeGreaterThan(1);
@@ -59,7 +54,7 @@ async function replayInto(world: ReplayWorld, flags: EngineFlags = {}): Promise<
   world.lastError = null;
   world.verification = undefined;
   try {
-    world.verification = await verifyRun(world.engineDb, world.run.projectId, world.run.runId, { flags });
+    world.verification = await verifyRun(world.engineDb, world.run.projectId, world.run.runId, { ...world.verifyOptions(), flags });
   } catch (e) {
     world.lastError = e as Error;
   }

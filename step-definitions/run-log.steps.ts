@@ -1,8 +1,8 @@
 import { Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import { canonicalJson } from '../src/domain/canonical';
-import { eventHash } from '../src/domain/hash-chain';
-import { RebuildResult, rebuildViews } from '../src/store/run-store';
+import { eventHash, signHead } from '../src/domain/hash-chain';
+import { RebuildResult, rebuildViews } from '../src/replay-service';
 import { ORDER } from './deliveries.steps';
 import { withProtectionOff } from '../support/tampering';
 import type { ReplayWorld } from '../support/world';
@@ -37,18 +37,23 @@ When('a newer engine appends a {string} event to the run', async function (this:
   const seq = last.seq + 1;
   const data = { step: 'push', amount: 42.5, currency: 'EUR' };
   const recordedAt = new Date().toISOString();
-  const hash = eventHash(last.hash, { runId: last.runId, seq, type, version: 1, data, recordedAt });
+  // a newer engine of this installation holds its keys: the link and the head are genuinely signed
+  const chain = this.keyring.chainKey();
+  const hash = eventHash(last.hash, { runId: last.runId, project: last.project, seq, type, version: 1, data, recordedAt }, chain.key);
   this.viewSnapshot = await this.view();
   await this.db.query(
-    `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash)
-     VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8)`,
-    [last.project, last.runId, seq, type, canonicalJson(data), recordedAt, last.hash, hash],
+    `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid)
+     VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9)`,
+    [last.project, last.runId, seq, type, canonicalJson(data), recordedAt, last.hash, hash, chain.kid],
   );
+  const mac = signHead(chain, { projectId: last.project, runId: last.runId, seq, hash });
+  await this.db.query('UPDATE runs SET last_seq = $2, head_hash = $3, head_mac = $4 WHERE id = $1', [last.runId, seq, hash, mac]);
+  this.viewSnapshot = await this.view();
 });
 
 When('the run views are rebuilt from the log', async function (this: ReplayWorld) {
   // every run in the project, as `meshhook rebuild` does: one bad log must not stop the rest
-  this.rebuilt = await rebuildViews(this.engineDb, { projectId: this.run.projectId });
+  this.rebuilt = await rebuildViews(this.engineDb, { ...this.verifyOptions(), projectId: this.run.projectId });
 });
 
 Then('rebuilding refuses the run because {string}', async function (this: ReplayWorld, reason: string) {

@@ -1,5 +1,5 @@
 import { FAILPOINTS } from '../src/faults/failpoints';
-import { readRunView, verifyRun } from '../src/replay-service';
+import { problemsOf, verifyRun } from '../src/replay-service';
 import type { StoredRunView } from '../src/replay-service';
 import { landedDuringStall, Stall, STALL_MS, strike } from './faults';
 import type { Fault } from './parameter-types';
@@ -157,12 +157,8 @@ async function judge(world: ReplayWorld, ref: Reference, run: FaultedRun): Promi
   const shape = shapeOf(await world.events(runId));
   if (shape.join(' ') !== ref.shape.join(' ')) diffs.push(`events [${shape.join(', ')}] differ from [${ref.shape.join(', ')}]`);
   run.sameAsReference = diffs.length ? diffs.join('; ') : null;
-  const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId);
-  run.replay = v.ok
-    ? null
-    : [v.chainBreak && `hash chain broken at ${v.chainBreak.seq}`, v.divergence && `divergence at ${v.divergence.seq}: ${v.divergence.reason}`, v.viewDifference]
-        .filter(Boolean)
-        .join('; ');
+  const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId, world.verifyOptions());
+  run.replay = v.ok ? null : problemsOf(v).join('; ');
   const target = await world.orderService();
   const steps = world.workflow(ref.project, ref.workflow).definition.steps.filter((s) => s.type === 'http_call').map((s) => s.id);
   const wrong = steps

@@ -1,6 +1,6 @@
 import { IWorldOptions, setWorldConstructor, World } from '@cucumber/cucumber';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Pool } from 'pg';
@@ -11,7 +11,8 @@ import type { RecordedEvent } from '../src/domain/events';
 import { TcpProxy } from '../src/faults/tcp-proxy';
 import { startIntake } from '../src/intake/server';
 import { deliver } from '../src/intake/sign';
-import { readRunView, StoredRunView } from '../src/replay-service';
+import { readRunView, StoredRunView, VerifyRunOptions } from '../src/replay-service';
+import { CheckpointIndex } from '../src/integrity/checkpoints';
 import { publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
 import { Keyring } from '../src/security/keyring';
 import { loadEvents } from '../src/store/run-store';
@@ -264,11 +265,22 @@ export class ReplayWorld extends World<ReplayParameters> {
       failpoints: failpoints.join(';'),
       failpointLog: path.join(this.scratch, `failpoints-${id}.log`),
       keys: this.keyring.toEnv(),
-      extraEnv: opts.env,
+      extraEnv: { MESHHOOK_HEAD_JOURNAL: this.journalOf(id), ...opts.env },
     });
     this.workers.push(worker);
     await worker.whenReady();
     return worker;
+  }
+
+  /** Where a worker writes a signed checkpoint of every head it commits (outside the database). */
+  journalOf(workerId: string): string {
+    return path.join(this.scratch, `heads-${workerId}.jsonl`);
+  }
+
+  /** How the scenario verifies runs: with the engine's keys, and against every checkpoint the workers wrote. */
+  verifyOptions(): VerifyRunOptions {
+    const journals = this.workers.map((w) => this.journalOf(w.opts.id)).filter((f) => existsSync(f));
+    return { keys: this.keyring.chainKeys(), checkpoints: CheckpointIndex.load(journals, this.keyring.chainKeys()) };
   }
 
   get aliveWorkers(): WorkerProcess[] {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { ensureKeyFile, Keyring } from '../security/keyring';
+import { addKeyToFile, ensureKeyFile, Keyring, tokenSecret } from '../security/keyring';
 import path from 'node:path';
 import type { Pool } from 'pg';
 import { openEnginePool, openPool } from '../db/pool';
@@ -10,10 +10,15 @@ import { InvalidDefinitionError, validateDefinition } from '../domain/definition
 import { UnknownEventTypeError } from '../domain/events';
 import { startEngine } from '../engine';
 import { deliver } from '../intake/sign';
-import { replayRun, RunVerification, verifyRun } from '../replay-service';
+import { CheckpointIndex, writeCheckpoints } from '../integrity/checkpoints';
+import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
+import { signProjectToken } from '../realtime/tokens';
+import { problemsOf, rebuildViews, replayRun, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
+import type { OperatorAction } from '../domain/events';
+import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError } from '../store/secrets';
 import { inProject } from '../db/scope';
 import { findProject, findWorkflow, NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../store/registry';
-import { rebuildViews } from '../store/run-store';
+import { listProjects, loadEvents } from '../store/run-store';
 import { migrate } from '../db/migrate';
 
 /*
@@ -490,14 +495,16 @@ export function formatVerification(v: RunVerification): string[] {
   const s = v.state;
   const lines: string[] = [];
   lines.push(`run ${v.runId}${s.project ? ` (${s.project}/${s.workflow} v${s.version}, ${s.status})` : ''}`);
-  lines.push(`  events:      ${v.eventCount}`);
-  lines.push(v.chainBreak ? `  hash chain:  BROKEN at event ${v.chainBreak.seq}: ${v.chainBreak.reason}` : '  hash chain:  ok');
+  lines.push(v.empty ? '  events:      NONE: the run has no events' : `  events:      ${v.eventCount}`);
+  lines.push(v.chainBreak ? `  hash chain:  BROKEN at event ${v.chainBreak.seq}: ${v.chainBreak.reason}` : v.empty ? '  hash chain:  (nothing to check)' : '  hash chain:  ok');
+  lines.push(v.headProblem ? `  head:        NOT OK: ${v.headProblem}` : '  head:        ok, signed and the last event');
+  if (v.checkpointProblem) lines.push(`  checkpoint:  NOT OK: ${v.checkpointProblem}`);
   if (v.divergence) {
     const d = v.divergence;
     lines.push(`  replay:      DIVERGES at event ${d.seq}: ${d.reason}`);
     lines.push(`    expected:  ${d.expected === null ? '(nothing)' : JSON.stringify(d.expected)}`);
     lines.push(`    recorded:  ${d.recorded === null ? '(nothing)' : JSON.stringify(d.recorded)}`);
-  } else {
+  } else if (!v.empty) {
     lines.push('  replay:      ok, every decision re-derived from its input');
   }
   if (v.definitionChanged) lines.push('  definition:  differs from the version the run was pinned to');
@@ -506,22 +513,40 @@ export function formatVerification(v: RunVerification): string[] {
   return lines;
 }
 
+const CHECKPOINTS_FLAG: FlagSpec = { name: 'checkpoints', value: 'file[,file]', help: 'checkpoint files (meshhook checkpoint, worker head journals) the logs must still reach' };
+const UNSIGNED_FLAG: FlagSpec = { name: 'allow-unsigned', help: 'accept runs without a signed head (written by an engine before 0.2)' };
+
+function verifyOptions(a: Parsed, io: Io): VerifyRunOptions {
+  const keyring = keyringOf(io);
+  const files = typeof a.flags.checkpoints === 'string' ? a.flags.checkpoints.split(',').map((f) => path.resolve(io.cwd, f)) : [];
+  const checkpoints = files.length ? CheckpointIndex.load(files, keyring.chainKeys()) : null;
+  for (const p of checkpoints?.problems ?? []) io.err(`checkpoint: ${p}`);
+  return { keys: keyring.chainKeys(), checkpoints, allowUnsignedHead: a.flags['allow-unsigned'] === true };
+}
+
 const verify: CommandSpec = {
   name: 'verify',
-  args: ['run-id'],
-  summary: "Check a run's hash chain, re-decide every batch against its pinned definition, and compare the stored run view. Exit 0 only when all is good.",
+  args: ['run-id?'],
+  summary:
+    "Check that runs are genuine and replay: the hash chain (signed links), the signed head, checkpoints, every decision re-derived against the pinned version, and the stored run view. Exit 0 only when all is good.",
   flags: [
     PROJECT_FLAG,
+    { name: 'all', help: 'every run of the project (or of every project, without --project), in one pass' },
+    CHECKPOINTS_FLAG,
+    UNSIGNED_FLAG,
     { name: 'json', help: 'print the report as JSON' },
     DB_FLAG,
   ],
   async run(a, io) {
+    if (a.flags.all) return verifyAll(a, io);
+    if (!a.positional[0]) throw new UsageError('name a run, or use --all');
     const runId = runIdArg(a);
+    const opts = verifyOptions(a, io);
     return withPool(a, io, async (pool) => {
       let v: RunVerification;
       try {
         const project = await projectOf(a, pool);
-        v = await verifyRun(pool, project.id, runId);
+        v = await verifyRun(pool, project.id, runId, opts);
       } catch (e) {
         if (e instanceof NotFoundError) {
           io.err(e.message);
@@ -536,17 +561,64 @@ const verify: CommandSpec = {
   },
 };
 
+/** verify --all: every run, streamed project by project; one line per bad run, then the figures. */
+async function verifyAll(a: Parsed, io: Io): Promise<number> {
+  const opts = verifyOptions(a, io);
+  return withPool(a, io, async (pool) => {
+    const projects = a.flags.project ? [await projectOf(a, pool)] : await listProjects(pool);
+    const started = performance.now();
+    let runs = 0;
+    let events = 0;
+    let bad = 0;
+    const seen = new Set<string>();
+    for (const p of projects) {
+      const r = await verifyProject(pool, p.id, {
+        ...opts,
+        onRun: (v) => {
+          seen.add(v.runId);
+          if (v.ok) return;
+          if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: v.runId, problems: problemsOf(v) }));
+          else io.out(`NOT ok  ${p.slug}  ${v.runId}  ${problemsOf(v).join('; ')}`);
+        },
+      });
+      runs += r.runs;
+      events += r.events;
+      bad += r.bad;
+    }
+    // a run a checkpoint remembers must still exist (when every project was visited)
+    if (!a.flags.project) {
+      for (const cp of opts.checkpoints?.runs() ?? []) {
+        if (seen.has(cp.runId)) continue;
+        bad++;
+        io.out(`NOT ok  ${cp.runId}  a checkpoint taken ${cp.at} saw this run at event ${cp.seq}, and it no longer exists`);
+      }
+    }
+    const ms = performance.now() - started;
+    io.out(`verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok, ${bad} NOT ok`);
+    return bad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+  });
+}
+
 const rebuild: CommandSpec = {
   name: 'rebuild',
   args: [],
-  summary: 'Recompute run views from their logs and repair the ones that differ.',
-  flags: [PROJECT_FLAG, { name: 'run', value: 'run-id', help: 'only this run' }, DB_FLAG],
+  summary:
+    'Recompute run views from their logs and repair the ones that differ. A run whose log does not verify is reported and refused, never repaired.',
+  flags: [
+    PROJECT_FLAG,
+    { name: 'run', value: 'run-id', help: 'only this run' },
+    CHECKPOINTS_FLAG,
+    UNSIGNED_FLAG,
+    { name: 'force', help: 'also repair when that moves a finished run back to unfinished or lowers its last event' },
+    DB_FLAG,
+  ],
   async run(a, io) {
     const runId = a.flags.run as string | undefined;
     if (runId !== undefined && !UUID.test(runId)) throw new UsageError(`"${runId}" is not a run id (a UUID)`);
+    const opts = verifyOptions(a, io);
     return withPool(a, io, async (pool) => {
       const project = await projectOf(a, pool);
-      const r = await rebuildViews(pool, { projectId: project.id, runId });
+      const r = await rebuildViews(pool, { ...opts, projectId: project.id, runId, force: a.flags.force === true });
       io.out(`runs checked: ${r.runs}`);
       io.out(`repaired:     ${r.repaired.length}`);
       for (const id of r.repaired) io.out(`  ${id}`);
@@ -563,7 +635,226 @@ const rebuild: CommandSpec = {
   },
 };
 
-export const COMMANDS: CommandSpec[] = [up, publish, deliverCmd, runs, replay, verify, rebuild];
+const checkpoint: CommandSpec = {
+  name: 'checkpoint',
+  args: [],
+  summary:
+    "Append every run's signed head to a file outside the database, so that `verify --checkpoints` notices a later rollback of the database. Run it often (cron), keep the file where the database's admins cannot write.",
+  flags: [{ name: 'out', value: 'file', help: 'the checkpoint file to append to (default <home>/checkpoints.jsonl)' }, DB_FLAG],
+  async run(a, io) {
+    const file = path.resolve(io.cwd, (a.flags.out as string | undefined) ?? path.join(homeDir(io), 'checkpoints.jsonl'));
+    const keyring = keyringOf(io);
+    return withPool(a, io, async (pool) => {
+      const r = await writeCheckpoints(pool, keyring.chainKey(), keyring.chainKeys(), await listProjects(pool), file);
+      io.out(`checkpointed ${r.written} runs to ${file}`);
+      for (const f of r.refused) io.out(`NOT checkpointed ${f.runId}: ${f.reason}`);
+      return r.refused.length ? 1 : 0;
+    });
+  },
+};
+
+// ───── operator actions
+
+const ACTION_SUMMARIES: Record<OperatorAction, string> = {
+  cancel: 'Cancel a running, waiting or paused run. A request already sent may still take effect at the target.',
+  pause: 'Pause a run: workers leave it alone (a step in flight finishes and is recorded) until it is unpaused.',
+  unpause: 'Let a paused run go on where it stopped.',
+  retry:
+    'Run a failed step again, or a step waiting for its next attempt now. Same execution: the idempotency key stays, so a target that honours it does not do the work twice.',
+  resume:
+    'Run a run again from a chosen step: earlier steps keep their recorded outputs, this step and every later one run again as a new execution, with new idempotency keys.',
+  skip: 'Mark the step the run is at (failed, waiting or in flight) as done, with an output you give, and go on with the next step.',
+  patch: "Change the run's input with a JSON merge patch, for the steps that have not run yet (or that a retry or resume runs again).",
+};
+
+function actionCommand(action: OperatorAction): CommandSpec {
+  const flags: FlagSpec[] = [PROJECT_FLAG, { name: 'reason', value: 'text', help: 'why (required; recorded in the run log)' }, { name: 'by', value: 'name', help: 'who acts (default: $MESHHOOK_OPERATOR, then $USER)' }];
+  if (action === 'retry' || action === 'skip') flags.push({ name: 'step', value: 'step', help: 'the step (default: the failed step, or the one the run is at)' });
+  if (action === 'resume') flags.push({ name: 'step', value: 'step', help: 'the step to run again from (required)' });
+  if (action === 'skip') flags.push({ name: 'output', value: 'json', help: 'the output the skipped step stands for (required)' });
+  if (action === 'patch') flags.push({ name: 'patch', value: 'json', help: 'a JSON merge patch of the input, e.g. {"order":{"sum":40}} (required)' });
+  flags.push(DB_FLAG);
+  return {
+    name: action,
+    args: ['run-id'],
+    summary: ACTION_SUMMARIES[action],
+    flags,
+    async run(a, io) {
+      const runId = runIdArg(a);
+      const reason = a.flags.reason as string | undefined;
+      if (!reason) throw new UsageError(`${action} needs --reason "<why>"`);
+      const parseJson = (name: string): unknown => {
+        const raw = a.flags[name];
+        if (typeof raw !== 'string') return undefined;
+        try {
+          return JSON.parse(raw);
+        } catch (e) {
+          throw new UsageError(`--${name} is not JSON: ${(e as Error).message}`);
+        }
+      };
+      const req: OperatorRequest = {
+        action,
+        by: (a.flags.by as string | undefined) ?? io.env.MESHHOOK_OPERATOR ?? io.env.USER ?? 'operator',
+        reason,
+        step: a.flags.step as string | undefined,
+        output: parseJson('output'),
+        patch: parseJson('patch'),
+      };
+      if (action === 'resume' && !req.step) throw new UsageError('resume needs --step <step>');
+      if (action === 'skip' && req.output === undefined) throw new UsageError('skip needs --output <json>');
+      if (action === 'patch' && req.patch === undefined) throw new UsageError('patch needs --patch <json>');
+      const keyring = keyringOf(io);
+      return withPool(a, io, async (pool) => {
+        try {
+          const project = await projectOf(a, pool);
+          const r = await operate(pool, { keyring }, project.id, runId, req);
+          io.out(`${action}: recorded as event ${r.recorded[0].seq} (${r.recorded.map((e) => e.type).join(', ')}); the run is now ${r.state.status}`);
+          return 0;
+        } catch (e) {
+          if (e instanceof OperatorActionError || e instanceof NotFoundError) {
+            io.err(`refused, nothing changed: ${e.message}`);
+            return 1;
+          }
+          throw e;
+        }
+      });
+    },
+  };
+}
+
+const history: CommandSpec = {
+  name: 'history',
+  args: ['run-id'],
+  summary: "A run's audit trail, in order: its start, every operator action (who, when, why, what it led to) and how it finished.",
+  flags: [PROJECT_FLAG, { name: 'json', help: 'print the trail as JSON' }, DB_FLAG],
+  async run(a, io) {
+    const runId = runIdArg(a);
+    return withPool(a, io, async (pool) => {
+      const project = await projectOf(a, pool);
+      const events = await loadEvents(pool, project.id, runId);
+      if (events.length === 0) {
+        io.err(`run ${runId} not found`);
+        return 1;
+      }
+      const trail = auditTrail(events);
+      if (a.flags.json) {
+        io.out(json(trail));
+        return 0;
+      }
+      for (const t of trail) {
+        const who = t.by ? ` by ${JSON.stringify(t.by)}` : '';
+        const why = t.reason ? `: ${JSON.stringify(t.reason)}` : '';
+        const step = t.step ? ` step ${t.step}` : '';
+        const detail = t.detail && Object.keys(t.detail as object).length ? `  ${JSON.stringify(t.detail)}` : '';
+        io.out(`#${String(t.seq).padEnd(4)} ${t.at}  ${t.what}${step}${who}${why}${detail}`);
+      }
+      return 0;
+    });
+  },
+};
+
+// ───── secrets, tokens, keys
+
+const secrets: CommandSpec = {
+  name: 'secrets',
+  args: ['set|list|rm', 'name?'],
+  summary:
+    "A project's vault. set reads the value from --value or standard input; values are sealed with the keyring before they reach the database and are never printed. http_call steps use one as a header: {\"secret\": \"<name>\", \"prefix\": \"Bearer \"}.",
+  flags: [PROJECT_FLAG, { name: 'value', value: 'text', help: 'the value (set); prefer standard input, which keeps it out of the shell history' }, DB_FLAG],
+  async run(a, io) {
+    const [verb, name] = a.positional;
+    if (!['set', 'list', 'rm'].includes(verb)) throw new UsageError(`secrets ${verb}: use set, list or rm`);
+    if (verb !== 'list' && !name) throw new UsageError(`secrets ${verb} needs a name`);
+    return withPool(a, io, async (pool) => {
+      const project = await projectOf(a, pool);
+      if (verb === 'list') {
+        const list = await listSecrets(pool, project.id);
+        if (list.length === 0) io.out(`${project.slug} has no secrets`);
+        for (const s of list) io.out(`${s.name}  (sealed with key ${s.keyId ?? '?'}, ${s.updatedAt})`);
+        return 0;
+      }
+      if (verb === 'rm') {
+        const gone = await deleteSecret(pool, project.id, name);
+        io.out(gone ? `removed ${name}` : `${project.slug} has no secret ${name}`);
+        return gone ? 0 : 1;
+      }
+      const value = typeof a.flags.value === 'string' ? a.flags.value : readFileSync(0, 'utf8').replace(/\r?\n$/, '');
+      try {
+        const r = await putSecret(pool, keyringOf(io), project.id, name, value);
+        io.out(`${r} ${project.slug}/${name} (sealed; the value is not shown again)`);
+        return 0;
+      } catch (e) {
+        if (e instanceof SecretValueError) {
+          io.err(e.message);
+          return 2;
+        }
+        throw e;
+      }
+    });
+  },
+};
+
+const token: CommandSpec = {
+  name: 'token',
+  args: [],
+  summary: "A project token (a JWT): reads that project's runs over HTTP (Authorization: Bearer) and follows their live logs. Prints the token only.",
+  flags: [PROJECT_FLAG, { name: 'ttl', value: 'duration', help: 'how long it is valid: 30m, 12h, 7d (default 1h)' }, DB_FLAG],
+  async run(a, io) {
+    const ttl = parseTtl((a.flags.ttl as string | undefined) ?? '1h');
+    return withPool(a, io, async (pool) => {
+      const project = await projectOf(a, pool);
+      io.out(await signProjectToken({ secret: tokenSecret(keyringOf(io), io.env), projectId: project.id, ttlSec: ttl, claims: { sub: `project:${project.slug}` } }));
+      return 0;
+    });
+  },
+};
+
+function parseTtl(text: string): number {
+  const m = /^(\d+)([smhd])$/.exec(text);
+  if (!m) throw new UsageError(`--ttl is a number and a unit: 90s, 30m, 12h or 7d, not "${text}"`);
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's']!;
+}
+
+const keys: CommandSpec = {
+  name: 'keys',
+  args: ['rotate'],
+  summary:
+    'Rotate the keyring: a new key goes first in the key file and becomes active (new secrets, links, heads and tokens use it), then every sealed secret is sealed again with it. Old keys stay readable: old links and heads still verify.',
+  flags: [DB_FLAG],
+  async run(a, io) {
+    if (a.positional[0] !== 'rotate') throw new UsageError('keys rotate is the only keys command');
+    if (io.env.MESHHOOK_KEYS) {
+      io.err('MESHHOOK_KEYS is set: rotate by putting a new "<id>:<base64 key>" first in it, then run `meshhook keys rotate` with MESHHOOK_KEY_FILE unset');
+    }
+    const file = io.env.MESHHOOK_KEY_FILE ?? keyFile(io);
+    if (!io.env.MESHHOOK_KEYS) {
+      const id = addKeyToFile(file);
+      io.out(`new active key ${id} in ${file}`);
+    }
+    const keyring = keyringOf(io);
+    return withPool(a, io, async (pool) => {
+      const n = await resealAll(pool, keyring, await listProjects(pool));
+      io.out(`sealed ${n} secrets again with key ${keyring.activeId}`);
+      return 0;
+    });
+  },
+};
+
+export const COMMANDS: CommandSpec[] = [
+  up,
+  publish,
+  deliverCmd,
+  runs,
+  replay,
+  verify,
+  rebuild,
+  checkpoint,
+  ...OPERATOR_ACTIONS.map(actionCommand),
+  history,
+  secrets,
+  token,
+  keys,
+];
 
 function mainUsage(): string {
   return [

@@ -197,6 +197,8 @@ export interface RecordedEvent<E extends RunEvent = RunEvent> {
   recordedAt: string;
   prevHash: string;
   hash: string;
+  /** the chain key this event's link is signed with; null for the plain links of the first releases */
+  kid?: string | null;
 }
 
 export class UnknownEventTypeError extends Error {

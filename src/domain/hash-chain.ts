@@ -1,4 +1,27 @@
+import { createHmac } from 'node:crypto';
 import { canonicalJson, sha256 } from './canonical';
+
+/*
+ * The run log's hash chain. Each event's hash covers the previous hash and
+ * the event's own canonical content, so an edited, deleted, reordered or
+ * inserted event breaks the chain at that point.
+ *
+ * A plain SHA-256 chain can be recomputed by anyone who can write the table,
+ * so since semantics 2 each link is an HMAC-SHA256 under the keyring's
+ * "chain" subkey, which the database never holds; `kid` names the key, so
+ * keys can be rotated while old links stay checkable. The keyed content also
+ * covers the project, so events cannot be moved between projects. Links with
+ * no kid are the plain SHA-256 links of the first releases.
+ */
+
+/** The key that signs new links and heads: the keyring's active key, by id. */
+export interface ChainKey {
+  kid: string;
+  key: Buffer;
+}
+
+/** Looks up the key of an older link; null when it is not held. */
+export type ChainKeys = (kid: string) => Buffer | null;
 
 /** The hash before event 1: tied to the run so events cannot be moved between runs. */
 export function genesisHash(runId: string): string {
@@ -7,6 +30,8 @@ export function genesisHash(runId: string): string {
 
 export interface HashedContent {
   runId: string;
+  /** the project's id; covered by keyed links only */
+  project?: string;
   seq: number;
   type: string;
   version: number;
@@ -14,20 +39,19 @@ export interface HashedContent {
   recordedAt: string;
 }
 
-/** Each hash covers the previous hash and the event's own canonical content. */
-export function eventHash(prevHash: string, content: HashedContent): string {
-  return sha256(
-    prevHash +
-      '\n' +
-      canonicalJson({
-        runId: content.runId,
-        seq: content.seq,
-        type: content.type,
-        version: content.version,
-        data: content.data,
-        recordedAt: content.recordedAt,
-      }),
-  );
+export function eventHash(prevHash: string, content: HashedContent, key?: Buffer | null): string {
+  const fields = {
+    runId: content.runId,
+    seq: content.seq,
+    type: content.type,
+    version: content.version,
+    data: content.data,
+    recordedAt: content.recordedAt,
+  };
+  if (!key) return sha256(prevHash + '\n' + canonicalJson(fields));
+  return createHmac('sha256', key)
+    .update(prevHash + '\n' + canonicalJson({ ...fields, project: content.project ?? null }))
+    .digest('hex');
 }
 
 export interface ChainBreak {
@@ -35,17 +59,74 @@ export interface ChainBreak {
   reason: string;
 }
 
-export function checkChain(
-  runId: string,
-  events: ReadonlyArray<HashedContent & { prevHash: string; hash: string }>,
-): ChainBreak | null {
+export interface ChainedEvent extends HashedContent {
+  prevHash: string;
+  hash: string;
+  kid?: string | null;
+}
+
+export interface ChainOptions {
+  /** every link must be keyed (a run started under semantics 2 or later) */
+  requireKeyed?: boolean;
+}
+
+/** Whether one link holds: the event follows `prev` as event number `seq`. */
+export function checkLink(prev: string, seq: number, e: ChainedEvent, keys: ChainKeys | null, mustBeKeyed: boolean): ChainBreak | null {
+  if (e.seq !== seq) return { seq: e.seq, reason: `expected event number ${seq}, found ${e.seq}` };
+  if (e.prevHash !== prev) return { seq: e.seq, reason: 'its previous-hash does not match the event before it' };
+  let key: Buffer | null = null;
+  if (e.kid) {
+    if (!keys) return { seq: e.seq, reason: `it is signed with key "${e.kid}", and no keyring was given to check it` };
+    key = keys(e.kid);
+    if (!key) return { seq: e.seq, reason: `it is signed with key "${e.kid}", which is not in the keyring` };
+  } else if (mustBeKeyed) {
+    return { seq: e.seq, reason: 'it is not signed with the chain key (an event written from outside the engine)' };
+  }
+  if (e.hash !== eventHash(prev, e, key)) return { seq: e.seq, reason: 'its content does not match its hash (edited after it was written)' };
+  return null;
+}
+
+/**
+ * The first broken link of a log, or null when every link holds. Once a link
+ * is keyed every later one must be; a run started under semantics 2 or later
+ * must be keyed from its first event.
+ */
+export function checkChain(runId: string, events: ReadonlyArray<ChainedEvent>, keys: ChainKeys | null = null, opts: ChainOptions = {}): ChainBreak | null {
   let prev = genesisHash(runId);
+  let keyed = opts.requireKeyed ?? false;
   for (const [i, e] of events.entries()) {
-    if (e.seq !== i + 1) return { seq: e.seq, reason: `expected event number ${i + 1}, found ${e.seq}` };
-    if (e.prevHash !== prev) return { seq: e.seq, reason: 'its previous-hash does not match the event before it' };
-    const expected = eventHash(prev, e);
-    if (e.hash !== expected) return { seq: e.seq, reason: 'its content does not match its hash (edited after it was written)' };
+    const broken = checkLink(prev, i + 1, e, keys, keyed);
+    if (broken) return broken;
+    if (e.kid) keyed = true;
     prev = e.hash;
   }
   return null;
+}
+
+// ───── the run's head: its last event, signed
+
+export interface RunHead {
+  projectId: string;
+  runId: string;
+  seq: number;
+  hash: string;
+}
+
+/** `<kid>:<hex HMAC>` over the head; stored with the run view and written to checkpoints. */
+export function signHead(key: ChainKey, head: RunHead): string {
+  return `${key.kid}:${headMac(key.key, head)}`;
+}
+
+function headMac(key: Buffer, h: RunHead): string {
+  return createHmac('sha256', key).update(`meshhook-head\n${h.projectId}\n${h.runId}\n${h.seq}\n${h.hash}`).digest('hex');
+}
+
+/** Why a signed head is not genuine, or null when it is. */
+export function checkHeadSignature(keys: ChainKeys, head: RunHead, signature: string | null): string | null {
+  if (!signature) return 'the run has no signed head';
+  const colon = signature.indexOf(':');
+  const kid = signature.slice(0, colon);
+  const key = colon > 0 ? keys(kid) : null;
+  if (!key) return `its head is signed with key "${kid}", which is not in the keyring`;
+  return signature.slice(colon + 1) === headMac(key, head) ? null : 'its head signature does not match (the head was changed outside the engine)';
 }

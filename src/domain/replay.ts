@@ -1,9 +1,9 @@
 import { canonicalJson } from './canonical';
-import { commandOf, createDecider, DecisionError, EngineFlags, evolve, initialState, RunState } from './decider';
+import { commandOf, createDecider, DecisionError, EngineFlags, evolve, initialState, RunDecider, RunState } from './decider';
 import type { WorkflowDefinition } from './definition';
 import { definitionHash } from './definition';
 import { assertKnownEvent, RecordedEvent, RunEvent } from './events';
-import { ChainBreak, checkChain } from './hash-chain';
+import { ChainBreak, ChainKeys, checkLink, genesisHash } from './hash-chain';
 
 /*
  * Replay as regression (Temporal-style): fold the log into state, and at every
@@ -44,77 +44,113 @@ export function replayLog(events: readonly RecordedEvent[]): RunState {
   return state;
 }
 
-export function verifyLog(
-  runId: string,
-  events: readonly RecordedEvent[],
-  definition: WorkflowDefinition,
+export interface VerifyOptions {
   /** decide with these flags instead of the ones the run recorded (a what-if) */
-  flags?: EngineFlags,
-): VerifyReport {
-  const chainBreak = checkChain(runId, events);
-  const decider = createDecider(definition, flags);
-  let state = initialState();
-  let divergence: Divergence | null = null;
-  let i = 0;
-  const domain = (e: RecordedEvent): RunEvent => toDomainEvent(e);
+  flags?: EngineFlags;
+  /** the chain keys to check signed links with (a keyring's chainKeys()) */
+  keys?: ChainKeys | null;
+}
 
-  outer: while (i < events.length) {
-    const recorded = events[i];
-    let input: RunEvent;
-    try {
-      input = domain(recorded);
-    } catch (e) {
-      divergence = { seq: recorded.seq, expected: null, recorded: pick(recorded), reason: (e as Error).message };
-      break;
-    }
-    const command = commandOf(input);
-    if (!command) {
-      divergence = {
-        seq: recorded.seq,
-        expected: null,
-        recorded: pick(recorded),
-        reason: `${recorded.type} is recorded where the engine expects an input (run start, step start, response or timer)`,
-      };
-      break;
-    }
-    let expected: RunEvent[];
-    try {
-      expected = decider.decide(command, state);
-    } catch (e) {
-      const reason = e instanceof DecisionError ? `the engine refuses it today: ${e.message}` : `the engine fails on it today: ${(e as Error).message}`;
-      divergence = { seq: recorded.seq, expected: null, recorded: pick(recorded), reason };
-      break;
-    }
-    for (const [j, exp] of expected.entries()) {
-      const rec = events[i + j];
-      if (!rec) {
-        divergence = {
-          seq: events.length + 1,
-          expected: exp,
-          recorded: null,
-          reason: `the log ends, but the engine would record ${exp.type}`,
-        };
-        break outer;
-      }
-      const recEvent = pick(rec);
-      if (canonicalJson(exp) !== canonicalJson(recEvent)) {
-        divergence = { seq: rec.seq, expected: exp, recorded: recEvent, reason: describeDifference(exp, recEvent) };
-        break outer;
-      }
-    }
-    for (const exp of expected) state = evolve(state, exp);
-    i += expected.length;
+/**
+ * Verify a log as it streams past, one event at a time, holding only the
+ * run's state and the batch being compared: memory does not grow with the
+ * log. The hash chain is checked link by link; at every input event the
+ * decider is asked again, and each following event must be what it decides.
+ */
+export class LogVerifier {
+  private readonly decider: RunDecider;
+  private state = initialState();
+  private queue: RunEvent[] = [];
+  private count = 0;
+  private prev: string;
+  private keyedSoFar = false;
+  private requireKeyed = false;
+  private chainBreak: ChainBreak | null = null;
+  private divergence: Divergence | null = null;
+
+  constructor(
+    readonly runId: string,
+    private readonly definition: WorkflowDefinition,
+    private readonly opts: VerifyOptions = {},
+  ) {
+    this.decider = createDecider(definition, opts.flags);
+    this.prev = genesisHash(runId);
   }
 
-  return {
-    runId,
-    ok: !chainBreak && !divergence,
-    eventCount: events.length,
-    chainBreak,
-    divergence,
-    definitionChanged: state.definitionHash !== null && state.definitionHash !== definitionHash(definition),
-    state,
-  };
+  push(recorded: RecordedEvent): void {
+    this.count++;
+    if (!this.chainBreak) this.checkLink(recorded);
+    if (!this.divergence) this.checkDecision(recorded);
+  }
+
+  private checkLink(e: RecordedEvent): void {
+    if (this.count === 1) this.requireKeyed = ((e.data as { engine?: { semantics?: number } }).engine?.semantics ?? 1) >= 2;
+    const broken = checkLink(this.prev, this.count, e, this.opts.keys ?? null, this.keyedSoFar || this.requireKeyed);
+    if (broken) {
+      this.chainBreak = broken;
+      return;
+    }
+    if (e.kid) this.keyedSoFar = true;
+    this.prev = e.hash;
+  }
+
+  private checkDecision(recorded: RecordedEvent): void {
+    if (this.queue.length === 0) {
+      let input: RunEvent;
+      try {
+        input = toDomainEvent(recorded);
+      } catch (e) {
+        this.divergence = { seq: recorded.seq, expected: null, recorded: pick(recorded), reason: (e as Error).message };
+        return;
+      }
+      const command = commandOf(input);
+      if (!command) {
+        this.divergence = {
+          seq: recorded.seq,
+          expected: null,
+          recorded: pick(recorded),
+          reason: `${recorded.type} is recorded where the engine expects an input (run start, step start, response, timer or operator action)`,
+        };
+        return;
+      }
+      try {
+        this.queue = this.decider.decide(command, this.state);
+      } catch (e) {
+        const reason = e instanceof DecisionError ? `the engine refuses it today: ${e.message}` : `the engine fails on it today: ${(e as Error).message}`;
+        this.divergence = { seq: recorded.seq, expected: null, recorded: pick(recorded), reason };
+        return;
+      }
+    }
+    const expected = this.queue.shift()!;
+    const recEvent = pick(recorded);
+    if (canonicalJson(expected) !== canonicalJson(recEvent)) {
+      this.divergence = { seq: recorded.seq, expected, recorded: recEvent, reason: describeDifference(expected, recEvent) };
+      return;
+    }
+    this.state = evolve(this.state, expected);
+  }
+
+  finish(): VerifyReport {
+    if (!this.divergence && this.queue.length > 0) {
+      const exp = this.queue[0];
+      this.divergence = { seq: this.count + 1, expected: exp, recorded: null, reason: `the log ends, but the engine would record ${exp.type}` };
+    }
+    return {
+      runId: this.runId,
+      ok: !this.chainBreak && !this.divergence,
+      eventCount: this.count,
+      chainBreak: this.chainBreak,
+      divergence: this.divergence,
+      definitionChanged: this.state.definitionHash !== null && this.state.definitionHash !== definitionHash(this.definition),
+      state: this.state,
+    };
+  }
+}
+
+export function verifyLog(runId: string, events: readonly RecordedEvent[], definition: WorkflowDefinition, opts: VerifyOptions = {}): VerifyReport {
+  const v = new LogVerifier(runId, definition, opts);
+  for (const e of events) v.push(e);
+  return v.finish();
 }
 
 function pick(e: RecordedEvent): { type: string; data: unknown } {

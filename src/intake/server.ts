@@ -420,6 +420,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         rawBody: raw,
         at: clock.now(),
         engine: engineInfo(opts.flags),
+        chain: opts.keyring.chainKey(),
       });
       log({ level: 'info', msg: started.duplicate ? 'delivery repeated' : 'run started', ...where, deliveryId, runId: started.runId, version: version.version });
       if (!started.duplicate) opts.onRunStarted?.(started.runId);

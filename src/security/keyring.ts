@@ -1,6 +1,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hkdfSync, randomBytes } from 'node:crypto';
 import path from 'node:path';
+import type { ChainKey, ChainKeys } from '../domain/hash-chain';
 
 /*
  * The engine's keys, which the database never holds. One master key per id;
@@ -60,6 +61,16 @@ export class Keyring {
       this.derived.set(cacheKey, k);
     }
     return k;
+  }
+
+  /** The key new hash-chain links and run heads are signed with. */
+  chainKey(): ChainKey {
+    return { kid: this.activeId, key: this.key('chain') };
+  }
+
+  /** Every chain key this keyring can check links with. */
+  chainKeys(): ChainKeys {
+    return (kid) => (this.keys.has(kid) ? this.key('chain', kid) : null);
   }
 
   /** MESHHOOK_KEYS form, to hand the same keys to a child process. */

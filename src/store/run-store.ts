@@ -3,7 +3,7 @@ import { beginInProject, inProject } from '../db/scope';
 import { canonicalJson, sha256 } from '../domain/canonical';
 import { createDecider, engineInfo, evolve, fold, initialState, RunState } from '../domain/decider';
 import { EngineInfo, EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
-import { eventHash, genesisHash } from '../domain/hash-chain';
+import { ChainKey, eventHash, genesisHash, signHead } from '../domain/hash-chain';
 import { replayLog } from '../domain/replay';
 import { compareViews, RunView, toRunView } from '../domain/run-view';
 import { Failpoints } from '../faults/failpoints';
@@ -45,6 +45,7 @@ export interface RowEvent {
   recorded_at: Date;
   prev_hash: string;
   hash: string;
+  kid: string | null;
 }
 
 export function rowToEvent(r: RowEvent): RecordedEvent {
@@ -58,6 +59,7 @@ export function rowToEvent(r: RowEvent): RecordedEvent {
     recordedAt: r.recorded_at.toISOString(),
     prevHash: r.prev_hash,
     hash: r.hash,
+    kid: r.kid,
   };
 }
 
@@ -66,7 +68,7 @@ type Queryable = Pool | PoolClient;
 /** A run's events, read inside a transaction that already acts for the run's project. */
 export async function readEvents(db: Queryable, runId: string): Promise<RecordedEvent[]> {
   const { rows } = await db.query<RowEvent>(
-    'SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash FROM run_events WHERE run_id = $1 ORDER BY seq',
+    'SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid FROM run_events WHERE run_id = $1 ORDER BY seq',
     [runId],
   );
   return rows.map(rowToEvent);
@@ -104,6 +106,8 @@ export interface BatchContext {
   prevHash: string;
   stateBefore: RunState;
   recordedAt: Date;
+  /** signs the new links and the run's head (null only for logs of the first releases, in tests) */
+  chain: ChainKey | null;
   failpoints: Failpoints;
   /** the step the batch is about, for failpoint matching */
   step: string | null;
@@ -116,7 +120,7 @@ export interface Committed {
   lastHash: string;
 }
 
-/** Turn domain events into hashed, numbered log entries following `prevHash`. */
+/** Turn domain events into hashed, numbered log entries following `prevHash`, signed with the chain key when one is given. */
 export function numberEvents(
   runId: string,
   projectId: string,
@@ -124,14 +128,15 @@ export function numberEvents(
   prevHash: string,
   events: RunEvent[],
   recordedAt: string,
+  chain: ChainKey | null = null,
 ): RecordedEvent[] {
   let prev = prevHash;
   return events.map((e, i) => {
     const seq = expectedSeq + i + 1;
     // a JSON round trip makes the hashed content exactly what jsonb gives back
     const data = JSON.parse(JSON.stringify(e.data));
-    const hash = eventHash(prev, { runId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt });
-    const rec: RecordedEvent = { runId, project: projectId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt, prevHash: prev, hash };
+    const hash = eventHash(prev, { runId, project: projectId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt }, chain?.key);
+    const rec: RecordedEvent = { runId, project: projectId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt, prevHash: prev, hash, kid: chain?.kid ?? null };
     prev = hash;
     return rec;
   });
@@ -140,22 +145,32 @@ export function numberEvents(
 async function insertEvents(client: PoolClient, recorded: RecordedEvent[]): Promise<void> {
   const values: unknown[] = [];
   const tuples = recorded.map((e, i) => {
-    values.push(e.project, e.runId, e.seq, e.type, e.version, canonicalJson(e.data), e.recordedAt, e.prevHash, e.hash);
-    const b = i * 9;
-    return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9})`;
+    values.push(e.project, e.runId, e.seq, e.type, e.version, canonicalJson(e.data), e.recordedAt, e.prevHash, e.hash, e.kid ?? null);
+    const b = i * 10;
+    return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, $${b + 10})`;
   });
   await client.query(
-    `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash) VALUES ${tuples.join(', ')}`,
+    `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid) VALUES ${tuples.join(', ')}`,
     values,
   );
 }
 
-async function writeView(client: PoolClient, state: RunState, lastSeq: number, expectedSeq: number | null): Promise<number> {
+/** The run's head as stored with its view: the last event, signed (null without a chain key). */
+export interface SignedHead {
+  hash: string;
+  mac: string | null;
+}
+
+export function headOf(projectId: string, runId: string, seq: number, hash: string, chain: ChainKey | null): SignedHead {
+  return { hash, mac: chain ? signHead(chain, { projectId, runId, seq, hash }) : null };
+}
+
+async function writeView(client: PoolClient, state: RunState, lastSeq: number, expectedSeq: number | null, head: SignedHead): Promise<number> {
   const v = toRunView(state, lastSeq);
   const res = await client.query(
     `UPDATE runs SET status = $2, current_step = $3, outputs = $4, attempts = $5, result = $6, wake_at = $7,
-       last_seq = $8, started_at = $9, finished_at = $10, updated_at = now()
-     WHERE id = $1 ${expectedSeq === null ? '' : 'AND last_seq = $11'}`,
+       last_seq = $8, started_at = $9, finished_at = $10, head_hash = $11, head_mac = $12, updated_at = now()
+     WHERE id = $1 ${expectedSeq === null ? '' : 'AND last_seq = $13'}`,
     [
       v.runId,
       v.status,
@@ -167,6 +182,8 @@ async function writeView(client: PoolClient, state: RunState, lastSeq: number, e
       v.lastSeq,
       v.startedAt,
       v.finishedAt,
+      head.hash,
+      head.mac,
       ...(expectedSeq === null ? [] : [expectedSeq]),
     ],
   );
@@ -182,7 +199,7 @@ function isRetryableConflict(e: unknown): boolean {
 /** Append one decided batch and update the run view (its status and when it is next due), in one transaction. */
 export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[]): Promise<Committed> {
   const recordedAt = ctx.recordedAt.toISOString();
-  const recorded = numberEvents(ctx.runId, ctx.projectId, ctx.expectedSeq, ctx.prevHash, events, recordedAt);
+  const recorded = numberEvents(ctx.runId, ctx.projectId, ctx.expectedSeq, ctx.prevHash, events, recordedAt, ctx.chain);
   const state = events.reduce(evolve, ctx.stateBefore);
   const lastSeq = ctx.expectedSeq + events.length;
   const fp = ctx.failpoints;
@@ -200,7 +217,8 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
     await client.query(beginInProject(ctx.projectId));
     await insertEvents(client, recorded);
     if (fp.armed) await fp.hit({ name: 'before-view-update', ...hit });
-    const updated = await writeView(client, state, lastSeq, ctx.expectedSeq);
+    const last = recorded[recorded.length - 1];
+    const updated = await writeView(client, state, lastSeq, ctx.expectedSeq, headOf(ctx.projectId, ctx.runId, last.seq, last.hash, ctx.chain));
     if (updated !== 1) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
     if (fp.armed) await fp.hit({ name: 'scheduling-next', ...hit });
     await client.query('COMMIT');
@@ -231,6 +249,8 @@ export interface StartRunInput {
   at: Date;
   /** what the run is decided under from now on (the current semantics and no flags unless given) */
   engine?: EngineInfo;
+  /** signs the run's first link and head */
+  chain: ChainKey | null;
 }
 
 export interface StartedRun {
@@ -265,7 +285,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     },
     initialState(),
   );
-  const recorded = numberEvents(s.runId, s.projectId, 0, genesisHash(s.runId), events, at);
+  const recorded = numberEvents(s.runId, s.projectId, 0, genesisHash(s.runId), events, at, s.chain);
   const state = fold(events);
   const client = await db.connect();
   try {
@@ -286,7 +306,8 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
       return sameDelivery(winner!, s.deliveryId, bodySha);
     }
     await insertEvents(client, recorded);
-    await writeView(client, state, recorded.length, 0);
+    const last = recorded[recorded.length - 1];
+    await writeView(client, state, recorded.length, 0, headOf(s.projectId, s.runId, last.seq, last.hash, s.chain));
     await client.query('COMMIT');
     return { runId: s.runId, duplicate: false };
   } catch (e) {
@@ -343,43 +364,9 @@ export function viewFromRow(r: any, project: string, workflow: string): RunView 
   };
 }
 
-export interface RebuildResult {
-  runs: number;
-  repaired: string[];
-  /** runs whose log this engine cannot fold (their views are left as they were) */
-  refused: Array<{ runId: string; reason: string }>;
-}
-
-/**
- * Recompute a project's run views from their logs; report the runs whose
- * stored view differed. One run that cannot be folded does not stop the others.
- */
-export async function rebuildViews(db: Pool, opts: { projectId: string; runId?: string }): Promise<RebuildResult> {
-  const ids = await inProject(db, opts.projectId, async (c) =>
-    (await c.query(`SELECT id FROM runs WHERE ($1::uuid IS NULL OR id = $1) ORDER BY created_at`, [opts.runId ?? null])).rows.map((r) => r.id as string),
-  );
-  const repaired: string[] = [];
-  const refused: RebuildResult['refused'] = [];
-  for (const id of ids) {
-    // the view row is locked so a worker's append cannot interleave with the rebuild
-    await inProject(db, opts.projectId, async (client) => {
-      const before = await client.query('SELECT * FROM runs WHERE id = $1 FOR UPDATE', [id]);
-      const events = await readEvents(client, id);
-      let state: RunState;
-      try {
-        state = replayLog(events);
-      } catch (e) {
-        refused.push({ runId: id, reason: (e as Error).message });
-        return;
-      }
-      const view = toRunView(state, events.length);
-      if (compareViews(viewFromRow(before.rows[0], view.project, view.workflow), view) !== null) {
-        await writeView(client, state, events.length, null);
-        repaired.push(id);
-      }
-    });
-  }
-  return { runs: ids.length, repaired, refused };
+/** Write a view recomputed from a verified log (rebuild); the head stays the one the engine signed. */
+export async function writeRebuiltView(client: PoolClient, state: RunState, lastSeq: number, head: SignedHead): Promise<void> {
+  await writeView(client, state, lastSeq, null, head);
 }
 
 /** Every project, one at a time: the engine never sees two projects in one transaction. */

@@ -34,6 +34,7 @@ async function main(): Promise<void> {
     clock,
     failpoints: Failpoints.fromEnv(),
     keyring: Keyring.required(),
+    headJournal: process.env.MESHHOOK_HEAD_JOURNAL || undefined,
     id: process.env.MESHHOOK_WORKER_ID || undefined,
     pollMs: intEnv('MESHHOOK_POLL_MS', 50),
     concurrency: intEnv('MESHHOOK_CONCURRENCY', undefined),

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
 import { Command, createDecider, DecisionError, EngineFlags, nextAction, RunDecider, RunState } from '../domain/decider';
 import { ENGINE_ROLE, inProject } from '../db/scope';
+import { HeadJournal } from '../integrity/checkpoints';
 import { Keyring } from '../security/keyring';
 import { loadSecretValues } from '../store/secrets';
 import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
@@ -29,8 +30,14 @@ export interface WorkerOptions {
   pollMs?: number;
   /** runs advanced at once by this worker */
   concurrency?: number;
-  /** opens the projects' secrets (header references are resolved at send time); without it a run using secrets cannot send */
+  /**
+   * Signs the log's links and run heads, and opens the projects' secrets
+   * (header references are resolved at send time). Without it the worker
+   * writes the unsigned links of the first releases (tests of old logs only).
+   */
   keyring?: Keyring;
+  /** append a signed checkpoint of every head this worker commits to this file (outside the database) */
+  headJournal?: string;
   /** jitter draws for retry backoff; recorded in the log, so replay needs no randomness */
   random?: () => number;
   log?: (entry: Record<string, unknown>) => void;
@@ -73,6 +80,7 @@ export class Worker {
   private lockOps: Promise<unknown> = Promise.resolve();
   /** runs that failed for an unexpected reason wait before they are tried again, instead of hot-looping */
   private readonly backoffUntil = new Map<string, { at: number; delayMs: number }>();
+  private readonly journal: HeadJournal | null;
   private loop: Promise<void> | null = null;
   private stopping = false;
   private wake: (() => void) | null = null;
@@ -86,6 +94,7 @@ export class Worker {
     this.concurrency = opts.concurrency ?? 4;
     this.random = opts.random ?? Math.random;
     this.log = opts.log ?? (() => undefined);
+    this.journal = opts.headJournal && opts.keyring ? new HeadJournal(opts.headJournal, opts.keyring.chainKey()) : null;
   }
 
   start(): void {
@@ -138,6 +147,7 @@ export class Worker {
       }
     }
     await Promise.allSettled([...running]);
+    await this.journal?.flush();
   }
 
   private async lock(): Promise<Client> {
@@ -270,9 +280,20 @@ export class Worker {
         const events = decider.decide(command, state);
         const committed = await commitBatch(
           this.pool,
-          { runId, projectId: run.projectId, expectedSeq: lastSeq, prevHash: lastHash, stateBefore: state, recordedAt: this.clock.now(), failpoints: this.failpoints, step },
+          {
+            runId,
+            projectId: run.projectId,
+            expectedSeq: lastSeq,
+            prevHash: lastHash,
+            stateBefore: state,
+            recordedAt: this.clock.now(),
+            chain: this.opts.keyring?.chainKey() ?? null,
+            failpoints: this.failpoints,
+            step,
+          },
           events,
         );
+        this.journal?.record({ projectId: run.projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, new Date());
         this.stats.batches++;
         this.backoffUntil.delete(runId);
         ({ state, lastSeq, lastHash } = committed);

@@ -53,7 +53,7 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       assert.deepEqual(view.body.result, { status: 'succeeded', reason: null, output: { orderId: 'ord_1' } });
       assert.equal(view.body.workflow, 'order-sync');
 
-      const report = await verifyRun(engine.pool, await projectId(engine.pool), runId);
+      const report = await verifyRun(engine.pool, await projectId(engine.pool), runId, { keys: KEYS.chainKeys() });
       assert.equal(report.ok, true, JSON.stringify({ chain: report.chainBreak, div: report.divergence, view: report.viewDifference }));
       assert.equal(report.eventCount, 12);
     } finally {

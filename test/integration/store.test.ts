@@ -5,9 +5,9 @@ import type { Pool } from 'pg';
 import { createDecider } from '../../src/domain/decider';
 import { definitionHash } from '../../src/domain/definition';
 import { Failpoints } from '../../src/faults/failpoints';
-import { readRunView, verifyRun } from '../../src/replay-service';
+import { readRunView, rebuildViews, verifyRun } from '../../src/replay-service';
 import { latestVersion, loadVersion, publishWorkflow, TamperedDefinitionError } from '../../src/store/registry';
-import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, rebuildViews, startRun } from '../../src/store/run-store';
+import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, startRun } from '../../src/store/run-store';
 import { Worker } from '../../src/worker/worker';
 import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus, projectId, KEYS, publish } from './helpers';
 
@@ -33,6 +33,7 @@ async function newRun(pool: Pool, def: Record<string, unknown>, input: unknown =
     input,
     rawBody: JSON.stringify(input),
     at: new Date(),
+    chain: KEYS.chainKey(),
   });
   return { runId, version, published };
 }
@@ -48,7 +49,7 @@ describe('run store', { timeout: 60_000 }, () => {
       const attempt = (ms: number) => {
         const at = new Date(Date.now() + ms);
         const events = decider.decide({ type: 'ExecuteStep', data: { at: at.toISOString() } }, run.state);
-        return commitBatch(pool, { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: at, failpoints: Failpoints.none(), step: null }, events);
+        return commitBatch(pool, { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: at, chain: KEYS.chainKey(), failpoints: Failpoints.none(), step: null }, events);
       };
       const results = await Promise.allSettled([attempt(0), attempt(1)]);
       const won = results.filter((r) => r.status === 'fulfilled');
@@ -60,7 +61,7 @@ describe('run store', { timeout: 60_000 }, () => {
     }
     const after = (await loadRun(pool, await projectId(pool), runId))!;
     assert.deepEqual(after.events.map((e) => e.seq), after.events.map((_, i) => i + 1), 'the log stays gap-free');
-    const report = await verifyRun(pool, await projectId(pool), runId);
+    const report = await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() });
     assert.equal(report.ok, true, JSON.stringify({ chain: report.chainBreak, div: report.divergence, view: report.viewDifference }));
   });
 
@@ -70,7 +71,7 @@ describe('run store', { timeout: 60_000 }, () => {
     const decider = createDecider(version.definition);
     const run = (await loadRun(pool, await projectId(pool), runId))!;
     const events = decider.decide({ type: 'ExecuteStep', data: { at: new Date().toISOString() } }, run.state);
-    const ctx = { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), failpoints: Failpoints.none(), step: null };
+    const ctx = { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), chain: KEYS.chainKey(), failpoints: Failpoints.none(), step: null };
     await commitBatch(pool, ctx, events);
     await assert.rejects(commitBatch(pool, ctx, events), ConcurrencyError);
     assert.equal(await count(pool, 'run_events'), 1 + events.length);
@@ -94,7 +95,7 @@ describe('run store', { timeout: 60_000 }, () => {
       });
     }
     assert.equal(await count(pool, 'run_events'), before);
-    assert.equal((await verifyRun(pool, await projectId(pool), runId)).ok, true);
+    assert.equal((await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() })).ok, true);
   });
 
   it('published versions are immutable too', async () => {
@@ -107,7 +108,7 @@ describe('run store', { timeout: 60_000 }, () => {
     const { pool, url } = await dbs.fresh();
     const target = await startTarget();
     const { runId } = await newRun(pool, orderSyncDefinition(target.url));
-    const worker = new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 20 });
+    const worker = new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 20, keyring: KEYS });
     worker.start();
     try {
       await waitFor('the run to finish', async () => (await runStatus(pool, runId)) === 'succeeded');
@@ -117,7 +118,7 @@ describe('run store', { timeout: 60_000 }, () => {
     }
     const good = await readRunView(pool, await projectId(pool), runId);
     await pool.query(`UPDATE runs SET status = 'failed', outputs = '{"map":"forged"}', current_step = 'push' WHERE id = $1`, [runId]);
-    const tampered = await verifyRun(pool, await projectId(pool), runId);
+    const tampered = await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() });
     assert.equal(tampered.ok, false);
     assert.equal(tampered.viewMatches, false);
     assert.equal(tampered.chainBreak, null, 'the log itself is intact');
@@ -125,12 +126,12 @@ describe('run store', { timeout: 60_000 }, () => {
     assert.match(tampered.viewDifference!, /^status: stored "failed", replayed "succeeded"/);
 
     const other = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9', 'other'));
-    const rebuilt = await rebuildViews(pool, { projectId: await projectId(pool) });
+    const rebuilt = await rebuildViews(pool, { keys: KEYS.chainKeys(), projectId: await projectId(pool) });
     assert.equal(rebuilt.runs, 2);
     assert.deepEqual(rebuilt.repaired, [runId], 'only the edited view is repaired; the other run is untouched');
     assert.deepEqual({ ...(await readRunView(pool, await projectId(pool), runId)), }, good);
-    assert.equal((await verifyRun(pool, await projectId(pool), runId)).ok, true);
-    assert.deepEqual((await rebuildViews(pool, { projectId: await projectId(pool), runId })).repaired, [], 'a second rebuild finds nothing to do');
+    assert.equal((await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() })).ok, true);
+    assert.deepEqual((await rebuildViews(pool, { keys: KEYS.chainKeys(), projectId: await projectId(pool), runId })).repaired, [], 'a second rebuild finds nothing to do');
     assert.equal((await readRunView(pool, await projectId(pool), other.runId))?.status, 'running');
   });
 
@@ -150,6 +151,7 @@ describe('run store', { timeout: 60_000 }, () => {
         input,
         rawBody: JSON.stringify(input),
         at: new Date(),
+        chain: KEYS.chainKey(),
       });
     assert.deepEqual(await redeliver({ order: { id: 'o-1', sum: 42 } }), { runId, duplicate: true });
     assert.equal(await count(pool, 'run_events'), rows);
@@ -174,12 +176,24 @@ describe('run store', { timeout: 60_000 }, () => {
        VALUES ($1, $2, 2, 'PaymentCaptured', 1, '{}', now(), $3, 'x')`,
       [last.project_id, unreadable.runId, last.hash],
     );
-    await pool.query(`UPDATE runs SET status = 'failed' WHERE id = $1`, [edited.runId]);
-    const rebuilt = await rebuildViews(pool, { projectId: await projectId(pool) });
+    await pool.query(`UPDATE runs SET outputs = '{"map":"forged"}' WHERE id = $1`, [edited.runId]);
+    const rebuilt = await rebuildViews(pool, { keys: KEYS.chainKeys(), projectId: await projectId(pool) });
     assert.deepEqual(rebuilt.repaired, [edited.runId]);
     assert.deepEqual(rebuilt.refused.map((r) => r.runId), [unreadable.runId]);
-    assert.match(rebuilt.refused[0].reason, /PaymentCaptured/);
-    assert.equal((await readRunView(pool, await projectId(pool), edited.runId))?.status, 'running');
+    assert.match(rebuilt.refused[0].reason, /not signed with the chain key/, 'a link written from outside the engine is refused, never repaired');
+    assert.deepEqual((await readRunView(pool, await projectId(pool), edited.runId))?.outputs, {});
+  });
+
+  it('rebuildViews never moves a finished run back to unfinished unless forced', async () => {
+    const { pool } = await dbs.fresh();
+    const { runId } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    await pool.query(`UPDATE runs SET status = 'succeeded' WHERE id = $1`, [runId]);
+    const careful = await rebuildViews(pool, { keys: KEYS.chainKeys(), projectId: await projectId(pool) });
+    assert.deepEqual(careful.repaired, []);
+    assert.match(careful.refused[0].reason, /would move a succeeded run back to running/);
+    const forced = await rebuildViews(pool, { keys: KEYS.chainKeys(), projectId: await projectId(pool), force: true });
+    assert.deepEqual(forced.repaired, [runId]);
+    assert.equal((await readRunView(pool, await projectId(pool), runId))?.status, 'running');
   });
 
   it('a published version edited behind the engine\'s back is refused to workers and reported by verify', async () => {
@@ -187,7 +201,7 @@ describe('run store', { timeout: 60_000 }, () => {
     const { runId, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
     await tamperWithVersions(pool, `UPDATE workflow_versions SET definition = jsonb_set(definition, '{description}', '"edited"')`);
     await assert.rejects(loadVersion(pool, published.projectId, published.workflowId, 1), TamperedDefinitionError);
-    const v = await verifyRun(pool, await projectId(pool), runId);
+    const v = await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() });
     assert.equal(v.divergence, null, 'the edit changes no decision of this run');
     assert.equal(v.definitionChanged, true);
     assert.equal(v.ok, false, 'but the run no longer runs on the version it was pinned to');
@@ -198,7 +212,7 @@ describe('run store', { timeout: 60_000 }, () => {
     const { runId, published } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
     const rewritten = { ...published.definition, description: 'rewritten' } as typeof published.definition;
     await tamperWithVersions(pool, 'UPDATE workflow_versions SET definition = $1, definition_hash = $2', [JSON.stringify(rewritten), definitionHash(rewritten)]);
-    const worker = new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 20 });
+    const worker = new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 20, keyring: KEYS });
     worker.start();
     try {
       await waitFor('the worker to refuse the run', async () => worker.stats.errors > 0);
@@ -207,6 +221,6 @@ describe('run store', { timeout: 60_000 }, () => {
     }
     assert.equal(worker.stats.batches, 0, 'not one step ran on the rewritten definition');
     assert.equal(await count(pool, 'run_events'), 1);
-    assert.equal((await verifyRun(pool, await projectId(pool), runId)).ok, false);
+    assert.equal((await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() })).ok, false);
   });
 });

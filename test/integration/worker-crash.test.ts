@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startIntake } from '../../src/intake/server';
 import { deliver } from '../../src/intake/sign';
-import { readRunView, verifyRun } from '../../src/replay-service';
+import { readRunView, rebuildViews, verifyRun } from '../../src/replay-service';
 import { orderSyncDefinition, runStatus, startDatabases, startTarget, TestDatabases, waitFor, projectId, KEYS, publish } from './helpers';
 
 /*
@@ -98,7 +98,7 @@ describe('a worker process that crashes mid-step', { timeout: 90_000 }, () => {
         `the second worker says it recovered the run:\n${second.output.join('\n')}`,
       );
 
-      const report = await verifyRun(pool, await projectId(pool), runId);
+      const report = await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() });
       assert.equal(report.ok, true, JSON.stringify({ chain: report.chainBreak, div: report.divergence, view: report.viewDifference }));
       const prepared = report.state.attempts.push;
       assert.equal(prepared, 1, 'the crash is not a retry: still attempt 1');

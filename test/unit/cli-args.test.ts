@@ -15,7 +15,7 @@ describe('cli argument parsing', () => {
   it('refuses unknown options, missing values and missing arguments', () => {
     assert.throws(() => parseArgs(['x.json', '--nope'], spec('publish')), /unknown option --nope/);
     assert.throws(() => parseArgs(['x.json', '--project'], spec('publish')), /--project needs a value/);
-    assert.throws(() => parseArgs([], spec('verify')), /"verify" needs <run-id>/);
+    assert.throws(() => parseArgs([], spec('replay')), /"replay" needs <run-id>/);
     assert.throws(() => parseArgs(['a', 'b'], spec('verify')), /takes 1 argument/);
   });
 

@@ -1,0 +1,136 @@
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
+import type { Pool } from 'pg';
+import { inProject } from '../db/scope';
+import { ChainKey, ChainKeys, checkHeadSignature, RunHead, signHead } from '../domain/hash-chain';
+
+/*
+ * Checkpoints: signed run heads written outside the database, to an
+ * append-only file. Someone with full database access can roll both the log
+ * and the run views back to an earlier, consistent state (one they copied
+ * before); the signatures would still hold. A checkpoint taken after that
+ * earlier state remembers the later head, and `verify --checkpoints` finds
+ * the log no longer reaching it. Workers can write one for every batch they
+ * commit (MESHHOOK_HEAD_JOURNAL); `meshhook checkpoint` writes one for every
+ * run at once.
+ *
+ * One JSON object per line: {"projectId","runId","seq","hash","at","sig"}.
+ */
+
+export interface Checkpoint extends RunHead {
+  at: string;
+  /** signHead(): "<kid>:<hex>" */
+  sig: string;
+}
+
+export function checkpointLine(chain: ChainKey, head: RunHead, at: Date): string {
+  const cp: Checkpoint = { ...head, at: at.toISOString(), sig: signHead(chain, head) };
+  return JSON.stringify(cp) + '\n';
+}
+
+/** What a verifier knows from checkpoint files: the furthest signed head of every run, and what was wrong with the files. */
+export class CheckpointIndex {
+  private readonly latest = new Map<string, Checkpoint>();
+  readonly problems: string[] = [];
+  lines = 0;
+
+  static load(files: string[], keys: ChainKeys): CheckpointIndex {
+    const index = new CheckpointIndex();
+    for (const file of files) {
+      if (!existsSync(file)) {
+        index.problems.push(`${file}: no such checkpoint file`);
+        continue;
+      }
+      const lines = readFileSync(file, 'utf8').split('\n');
+      lines.forEach((line, i) => {
+        if (!line.trim()) return;
+        index.lines++;
+        let cp: Checkpoint;
+        try {
+          cp = JSON.parse(line) as Checkpoint;
+        } catch {
+          // the last line of a journal may be cut short by a crash; anything else is damage
+          if (i < lines.length - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
+          return;
+        }
+        const forged = checkHeadSignature(keys, cp, cp.sig);
+        if (forged) {
+          index.problems.push(`${file}:${i + 1}: checkpoint of run ${String(cp.runId).slice(0, 36)} is not genuine (${forged})`);
+          return;
+        }
+        const known = index.latest.get(cp.runId);
+        if (!known || cp.seq > known.seq) index.latest.set(cp.runId, cp);
+      });
+    }
+    return index;
+  }
+
+  /** The furthest head a checkpoint remembers for a run. */
+  of(runId: string): Checkpoint | null {
+    return this.latest.get(runId) ?? null;
+  }
+
+  runs(): Checkpoint[] {
+    return [...this.latest.values()];
+  }
+}
+
+/** Why a log does not reach what a checkpoint remembers, or null when it does. */
+export function checkAgainstCheckpoint(cp: Checkpoint | null, events: ReadonlyArray<{ seq: number; hash: string }>): string | null {
+  if (!cp) return null;
+  const e = events[cp.seq - 1];
+  if (!e) return `a checkpoint taken ${cp.at} saw event ${cp.seq}, but the log ends at event ${events.length}: the log was cut back`;
+  if (e.hash !== cp.hash) return `a checkpoint taken ${cp.at} saw a different event ${cp.seq}: the log was rewritten`;
+  return null;
+}
+
+/** Append a signed head for every run of every project to `file`; returns how many were written and which heads were not genuine. */
+export async function writeCheckpoints(
+  db: Pool,
+  chain: ChainKey,
+  keys: ChainKeys,
+  projects: Array<{ id: string }>,
+  file: string,
+  at = new Date(),
+): Promise<{ written: number; refused: Array<{ runId: string; reason: string }> }> {
+  let written = 0;
+  const refused: Array<{ runId: string; reason: string }> = [];
+  for (const p of projects) {
+    const rows = await inProject(db, p.id, async (c) =>
+      (await c.query('SELECT id, last_seq, head_hash, head_mac FROM runs WHERE project_id = $1 ORDER BY created_at', [p.id])).rows,
+    );
+    let chunk = '';
+    for (const r of rows) {
+      if (!r.head_hash) continue;
+      const head: RunHead = { projectId: p.id, runId: r.id, seq: r.last_seq, hash: r.head_hash };
+      // a head that is not genuine is reported, never made genuine by signing it again
+      const forged = checkHeadSignature(keys, head, r.head_mac);
+      if (forged) {
+        refused.push({ runId: r.id, reason: forged });
+        continue;
+      }
+      chunk += checkpointLine(chain, head, at);
+      written++;
+    }
+    if (chunk) appendFileSync(file, chunk, { mode: 0o600 });
+  }
+  return { written, refused };
+}
+
+/** A worker's journal of every head it committed, appended in order without waiting on the disk. */
+export class HeadJournal {
+  private tail: Promise<void> = Promise.resolve();
+  constructor(
+    readonly file: string,
+    private readonly chain: ChainKey,
+  ) {}
+
+  record(head: RunHead, at: Date): void {
+    const line = checkpointLine(this.chain, head, at);
+    this.tail = this.tail.then(() => appendFile(this.file, line, { mode: 0o600 })).catch(() => undefined);
+  }
+
+  flush(): Promise<void> {
+    return this.tail;
+  }
+}

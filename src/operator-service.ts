@@ -1,0 +1,165 @@
+import type { Pool } from 'pg';
+import { createDecider, DecisionError, RunState } from './domain/decider';
+import type { OperatorAction, OperatorActed, RecordedEvent } from './domain/events';
+import { Failpoints } from './faults/failpoints';
+import type { Keyring } from './security/keyring';
+import { loadVersion, NotFoundError, TamperedDefinitionError } from './store/registry';
+import { commitBatch, ConcurrencyError, loadRun } from './store/run-store';
+import { Clock, systemClock } from './worker/clock';
+
+/*
+ * Operator actions: cancel, pause, unpause, retry, resume, skip, patch. Each
+ * is a command through the decider that appends an OperatorActed event (who,
+ * when, why, what) and its consequences, never an UPDATE; the run then
+ * replays and verifies like any other. An action that makes no sense for the
+ * run's state is refused with the decider's reason and changes nothing.
+ *
+ * An action races workers safely: both append at the sequence they expect,
+ * so one of them loses and tries again on the new state. If the action no
+ * longer makes sense then (the run finished meanwhile), it is refused.
+ */
+
+export interface OperatorRequest {
+  action: OperatorAction;
+  /** who acts: a name or an e-mail address */
+  by: string;
+  /** why, in the operator's words */
+  reason: string;
+  step?: string;
+  output?: unknown;
+  patch?: unknown;
+}
+
+export class OperatorActionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OperatorActionError';
+  }
+}
+
+export const OPERATOR_ACTIONS: readonly OperatorAction[] = ['cancel', 'pause', 'unpause', 'retry', 'resume', 'skip', 'patch'];
+const MAX_BY = 100;
+const MAX_REASON = 500;
+const MAX_JSON_BYTES = 64 * 1024;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
+/** Why a request cannot be an operator action at all (before any run is read), or null. */
+export function checkRequest(req: OperatorRequest): string | null {
+  if (!OPERATOR_ACTIONS.includes(req.action)) return `"${String(req.action).slice(0, 40)}" is not an operator action (${OPERATOR_ACTIONS.join(', ')})`;
+  if (typeof req.by !== 'string' || !req.by.trim() || req.by.length > MAX_BY || CONTROL.test(req.by)) {
+    return `say who acts: 1 to ${MAX_BY} characters without control characters`;
+  }
+  if (typeof req.reason !== 'string' || !req.reason.trim() || req.reason.length > MAX_REASON || CONTROL.test(req.reason)) {
+    return `give a reason: 1 to ${MAX_REASON} characters without control characters or line breaks`;
+  }
+  if (req.step !== undefined && !/^[a-z][a-z0-9_-]{0,62}$/.test(req.step)) return 'a step is named by its id (lower-case letters, digits, - and _)';
+  for (const [name, value] of [['output', req.output], ['patch', req.patch]] as const) {
+    if (value === undefined) continue;
+    const text = JSON.stringify(value);
+    if (text === undefined || Buffer.byteLength(text) > MAX_JSON_BYTES) return `the ${name} must be JSON of at most ${MAX_JSON_BYTES / 1024} KiB`;
+    if (/\\u0000/.test(text)) return `the ${name} contains a NUL character, which cannot be stored`;
+  }
+  return null;
+}
+
+export interface OperatorContext {
+  keyring: Keyring;
+  clock?: Clock;
+  /** attempts when a worker keeps appending first */
+  maxRaces?: number;
+}
+
+export interface ActionResult {
+  runId: string;
+  recorded: RecordedEvent[];
+  state: RunState;
+}
+
+/** Apply an operator action to a run of a project. Throws NotFoundError, OperatorActionError. */
+export async function operate(db: Pool, ctx: OperatorContext, projectId: string, runId: string, req: OperatorRequest): Promise<ActionResult> {
+  const invalid = checkRequest(req);
+  if (invalid) throw new OperatorActionError(invalid);
+  const clock = ctx.clock ?? systemClock;
+  const races = ctx.maxRaces ?? 10;
+  for (let attempt = 1; ; attempt++) {
+    const run = await loadRun(db, projectId, runId);
+    if (!run) throw new NotFoundError(`run ${runId} not found`);
+    const version = await loadVersion(db, projectId, run.workflowId, run.version);
+    if (run.state.definitionHash && run.state.definitionHash !== version.definitionHash) throw new TamperedDefinitionError(run.workflowId, run.version);
+    const decider = createDecider(version.definition);
+    const at = clock.now();
+    const data: OperatorActed['data'] = { action: req.action, by: req.by.trim(), reason: req.reason.trim(), at: at.toISOString() };
+    if (req.step !== undefined) data.step = req.step;
+    if (req.output !== undefined) data.output = req.output;
+    if (req.patch !== undefined) data.patch = req.patch;
+    let events;
+    try {
+      events = decider.decide({ type: 'Operate', data }, run.state);
+    } catch (e) {
+      if (e instanceof DecisionError) throw new OperatorActionError(e.message);
+      throw e;
+    }
+    try {
+      const committed = await commitBatch(
+        db,
+        {
+          runId,
+          projectId,
+          expectedSeq: run.lastSeq,
+          prevHash: run.lastHash,
+          stateBefore: run.state,
+          recordedAt: at,
+          chain: ctx.keyring.chainKey(),
+          failpoints: Failpoints.none(),
+          step: req.step ?? null,
+        },
+        events,
+      );
+      return { runId, recorded: committed.recorded, state: committed.state };
+    } catch (e) {
+      // a worker appended first: decide again on what it wrote
+      if (e instanceof ConcurrencyError && attempt < races) continue;
+      throw e;
+    }
+  }
+}
+
+export interface AuditEntry {
+  seq: number;
+  at: string;
+  what: string;
+  by: string | null;
+  reason: string | null;
+  step: string | null;
+  detail: unknown;
+}
+
+/**
+ * A run's audit trail, in order: its start, every operator action with who,
+ * when, why and what it led to, and how it finished (each time, when an
+ * operator sent it back to work).
+ */
+export function auditTrail(events: readonly RecordedEvent[]): AuditEntry[] {
+  const out: AuditEntry[] = [];
+  for (const [i, e] of events.entries()) {
+    const d = e.data as Record<string, any>;
+    if (e.type === 'RunStarted') {
+      out.push({ seq: e.seq, at: d.at, what: 'run started', by: null, reason: null, step: null, detail: { delivery: d.deliveryId, version: d.version } });
+    } else if (e.type === 'OperatorActed') {
+      const next = events[i + 1];
+      const led = next && next.type !== 'OperatorActed' && next.type !== 'StepStarted' ? next.type : null;
+      out.push({
+        seq: e.seq,
+        at: d.at,
+        what: d.action,
+        by: d.by,
+        reason: d.reason,
+        step: d.step ?? null,
+        detail: { ...(d.output !== undefined ? { output: d.output } : {}), ...(d.patch !== undefined ? { patch: d.patch } : {}), ...(led ? { then: led } : {}) },
+      });
+    } else if (e.type === 'RunFinished') {
+      out.push({ seq: e.seq, at: e.recordedAt, what: `run ${d.status}`, by: null, reason: d.reason ?? null, step: null, detail: null });
+    }
+  }
+  return out;
+}
