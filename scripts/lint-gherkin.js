@@ -13,7 +13,7 @@ const { IdGenerator } = require('@cucumber/messages');
 const root = path.resolve(__dirname, '..');
 const lint = spawnSync(process.execPath, [require.resolve('gherkin-lint/dist/main.js'), '-c', '.gherkin-lintrc', 'features'], { cwd: root, stdio: 'inherit' });
 
-const AREAS = ['@replay', '@crash', '@db-faults', '@sweep', '@intake', '@realtime', '@tenancy', '@operator', '@tamper', '@secrets'];
+const AREAS = ['@replay', '@crash', '@db-faults', '@sweep', '@intake', '@realtime', '@tenancy', '@intervention', '@tamper', '@secrets', '@bad-input'];
 const problems = [];
 const files = [];
 (function walk(dir) {

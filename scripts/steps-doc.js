@@ -10,6 +10,8 @@ const os = require('node:os');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
+require('ts-node/register');
+const { PROBLEMS } = require('../support/webhook-problems');
 const out = path.join(root, 'docs', 'steps.md');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'steps-'));
 const usageFile = path.join(tmp, 'usage.json');
@@ -48,6 +50,8 @@ const GROUPS = {
   'replay.steps.ts': 'Replay and divergence',
   'history.steps.ts': 'Recorded histories',
   'run-log.steps.ts': 'The run log',
+  'operator.steps.ts': 'Operator actions',
+  'tampering.steps.ts': 'Tampering and verification',
 };
 
 const keywordOf = (uri, line) => {
@@ -98,6 +102,31 @@ const lines = [
   '| `the network to the database goes silent for <duration>` | the proxy holds every byte back, then delivers it |',
   '| `the database is unreachable for <duration>` | connections are cut and new ones refused for that long |',
   '| `the database crashes and restarts` | the postmaster is SIGKILLed and restarted on its data directory (WAL recovery) |',
+  '',
+  '`{problem}` is what is wrong with a webhook (`When a webhook <problem> is sent to "<workflow>" of "<project>"`):',
+  '',
+  ...Object.keys(PROBLEMS).map((p) => `- \`${p}\``),
+  '',
+  '`{operator}` is someone acting on runs by hand, by e-mail address: `"dana@acme.example"`. `{action}` is what they do,',
+  'said the way the sentence needs it: `cancels the run` / `cancel the run`, `pauses the run`, `unpauses the run`,',
+  '`retries "<step>"`, `resumes the run from "<step>"`, `skips "<step>"`, `patches the run\'s input`.',
+  '`{situation}` is where a run stands when the operator steps in (`Given a run of "<workflow>" that is <situation>`):',
+  '`finished`, `waiting in "<step>"`, `between attempts of "<step>"`, `failed at "<step>"` (the order service refused it once),',
+  '`left in the middle of "<step>" by a crashed worker`, `paused in "<step>"`. `{status}` is a run\'s status:',
+  '`running`, `waiting`, `paused`, `succeeded`, `failed`, `canceled`.',
+  '',
+  '`{place}` names an event of a run log in business words, so no scenario has to count events:',
+  '',
+  '| place | the event |',
+  '| --- | --- |',
+  '| `the start of the run` | RunStarted (always event 1) |',
+  '| `the start of "<step>"` | the step\'s StepStarted |',
+  '| `the request of "<step>"` | the call\'s first HttpRequestPrepared |',
+  '| `the answer to "<step>"` | the call\'s first HttpResponseRecorded |',
+  '| `the timer of "<step>"` | the TimerScheduled of a delay, or the RetryScheduled of a call |',
+  '| `the result of "<step>"` | the step\'s last StepSucceeded, StepSkipped or StepFailed |',
+  '| `the end of the run` | RunFinished |',
+  '| `event <n>` | the n-th event (see docs/domain-language.md for how a log is numbered) |',
   '',
   '## Workflow tables',
   '',

@@ -4,7 +4,7 @@ import type { OperatorAction, OperatorActed, RecordedEvent } from './domain/even
 import { Failpoints } from './faults/failpoints';
 import type { Keyring } from './security/keyring';
 import { loadVersion, NotFoundError, TamperedDefinitionError } from './store/registry';
-import { commitBatch, ConcurrencyError, loadRun } from './store/run-store';
+import { assertIntact, commitBatch, ConcurrencyError, loadRun, TamperedRunError } from './store/run-store';
 import { Clock, systemClock } from './worker/clock';
 
 /*
@@ -84,6 +84,12 @@ export async function operate(db: Pool, ctx: OperatorContext, projectId: string,
   for (let attempt = 1; ; attempt++) {
     const run = await loadRun(db, projectId, runId);
     if (!run) throw new NotFoundError(`run ${runId} not found`);
+    try {
+      assertIntact(run, ctx.keyring.chainKeys());
+    } catch (e) {
+      if (e instanceof TamperedRunError) throw new OperatorActionError(e.message);
+      throw e;
+    }
     const version = await loadVersion(db, projectId, run.workflowId, run.version);
     if (run.state.definitionHash && run.state.definitionHash !== version.definitionHash) throw new TamperedDefinitionError(run.workflowId, run.version);
     const decider = createDecider(version.definition);

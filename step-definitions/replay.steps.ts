@@ -38,7 +38,8 @@ Then('every decision re-made during replay matches the log', async function (thi
 });
 
 Then('the run replays exactly from its log', async function (this: ReplayWorld) {
-  await this.waitUntilFinished();
+  // a paused run, or one waiting on a timer, has settled too: its log so far must replay
+  await this.waitUntilSettled();
   await verifyAll(this, this.run.runId);
 });
 
@@ -50,18 +51,19 @@ Then('every run replays exactly from its log', async function (this: ReplayWorld
   }
 });
 
-async function replayInto(world: ReplayWorld, flags: EngineFlags = {}): Promise<void> {
+async function replayInto(world: ReplayWorld, flags?: EngineFlags): Promise<void> {
   world.lastError = null;
   world.verification = undefined;
   try {
-    world.verification = await verifyRun(world.engineDb, world.run.projectId, world.run.runId, { ...world.verifyOptions(), flags });
+    world.verification = await verifyRun(world.engineDb, world.run.projectId, world.run.runId, { ...world.verifyOptions(), ...(flags ? { flags } : {}) });
   } catch (e) {
     world.lastError = e as Error;
   }
 }
 
 When('the run is replayed', async function (this: ReplayWorld) {
-  await this.waitUntilFinished();
+  // a run someone tampered with is replayed as it now stands
+  if (!this.logBeforeTampering) await this.waitUntilFinished();
   await replayInto(this);
 });
 

@@ -18,6 +18,17 @@ Given('the worker will crash {moment}', async function (this: ReplayWorld, momen
   });
 });
 
+/** The next worker the scenario starts (for instance to carry out an operator's action) dies at the moment. */
+Given('the next worker to start will crash {moment}', async function (this: ReplayWorld, moment: Moment) {
+  this.pendingFailpoints = [`${moment.site}=crash`];
+  const site = moment.site;
+  this.recordFault(`the next worker crashes ${moment.text}`, async () => {
+    const armed = this.workers.filter((w) => (w.opts.failpoints ?? '').includes(`${site}=crash`));
+    const died = armed.find((w) => w.exitStatus?.signal === 'SIGKILL' && this.firedFailpoints().some((f) => f.pid === w.pid && f.action === 'crash'));
+    return died ? `${died.opts.id} died by SIGKILL at ${site}` : null;
+  });
+});
+
 /** A crash armed with a failpoint must happen before anyone takes over; then a clean worker starts. */
 When('a new worker takes over', async function (this: ReplayWorld) {
   const armed = this.workers.filter((w) => w.alive && w.opts.failpoints);

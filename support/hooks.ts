@@ -2,6 +2,7 @@ import { After, AfterAll, Before, BeforeAll, ITestCaseHookParameter, setDefaultT
 import { getCluster, shutdownCluster } from './cluster';
 import { renderTimeline, renderTimelineText } from './timeline';
 import { assertWorkerBuilt } from './worker-process';
+import { findLeaks, Place } from './leak-check';
 import type { ReplayWorld } from './world';
 
 // Inner waits (runs settling, workers starting) give up before this, so a
@@ -33,6 +34,25 @@ Before({ tags: '@db-crash', name: 'needs a Postgres the suite owns' }, async fun
 // the workers' failpoint logs.
 After({ name: 'stop everything the scenario started', timeout: 30_000 }, async function (this: ReplayWorld) {
   await this.cleanup();
+});
+
+// Runs after the attachments are made and before teardown: no secret in use may
+// be found anywhere the scenario can read, whatever the scenario was about.
+After({ name: 'no secret in the run log, run views, worker output, live logs or report' }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
+  if (result?.status !== Status.PASSED || !this.db) return;
+  const secrets = this.secretsInUse();
+  if (secrets.length === 0) return;
+  const places: Place[] = [];
+  const events = await this.db.query<{ run_id: string; payload: string }>('SELECT run_id, payload::text AS payload FROM run_events');
+  for (const e of events.rows) places.push({ place: `the run log of ${e.run_id}`, text: e.payload });
+  const views = await this.db.query<{ id: string; v: string }>('SELECT id, (outputs::text || coalesce(result::text, \'\') || attempts::text) AS v FROM runs');
+  for (const r of views.rows) places.push({ place: `the run view of ${r.id}`, text: r.v });
+  for (const w of this.workers) places.push({ place: `worker ${w.opts.id}'s output`, text: w.stream });
+  for (const a of this.attachments) places.push({ place: `the report attachment ${a.name}`, text: a.text });
+  for (const f of this.liveFrames()) places.push({ place: 'a live-log frame', text: f });
+  if (this.lastAnswer) places.push({ place: "the intake's last answer", text: JSON.stringify(this.lastAnswer) });
+  const leaks = findLeaks(secrets, places);
+  if (leaks.length) throw new Error(`a secret leaked: ${leaks.slice(0, 10).join('; ')}`);
 });
 
 After({ name: 'attach run logs and timelines' }, async function (this: ReplayWorld, { result, pickle }: ITestCaseHookParameter) {
@@ -74,22 +94,4 @@ After({ name: 'every injected fault fired' }, async function (this: ReplayWorld,
   if (unproven.length) {
     throw new Error(`these faults were injected but never fired, so the scenario proved nothing about them: ${unproven.join('; ')}`);
   }
-});
-
-// Defined last, so it runs first: secrets must never reach the run log, the
-// run views or anything the workers print, whatever the scenario was about.
-After({ name: 'no signing secret in the run log, run views or worker logs' }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
-  if (result?.status !== Status.PASSED || !this.db) return;
-  const secrets = [...this.workflows.values()].map((w) => w.secret);
-  if (secrets.length === 0) return;
-  const { rows } = await this.db.query<{ place: string; n: number }>(
-    `SELECT 'run_events' AS place, count(*)::int AS n FROM run_events e, unnest($1::text[]) s WHERE strpos(e.payload::text, s) > 0
-     UNION ALL
-     SELECT 'runs', count(*)::int FROM runs r, unnest($1::text[]) s
-      WHERE strpos(r.outputs::text || coalesce(r.result::text, '') || r.attempts::text, s) > 0`,
-    [secrets],
-  );
-  const leaks = rows.filter((r) => r.n > 0).map((r) => `${r.place} (${r.n})`);
-  for (const w of this.workers) if (w.output.some((line) => secrets.some((s) => line.includes(s)))) leaks.push(`worker ${w.opts.id}'s log`);
-  if (leaks.length) throw new Error(`a signing secret leaked into: ${leaks.join(', ')}`);
 });

@@ -1,4 +1,5 @@
 import { defineParameterType } from '@cucumber/cucumber';
+import { PLACE_PATTERN, parsePlace } from './places';
 import { PROBLEM_PATTERN } from './webhook-problems';
 import { parseDuration } from './workflow-table';
 
@@ -109,3 +110,77 @@ const SLUG = /"([a-z][a-z0-9-]*)"/;
 defineParameterType({ name: 'project', regexp: SLUG, transformer: (name: string) => name });
 defineParameterType({ name: 'workflow', regexp: SLUG, transformer: (name: string) => name });
 defineParameterType({ name: 'step', regexp: /"([a-z][a-z0-9_-]*)"/, transformer: (id: string) => id });
+
+/** Someone acting on runs by hand, named by an e-mail address in quotes: `"dana@acme.example"`. */
+defineParameterType({ name: 'operator', regexp: /"([^"@\s]+@[^"\s]+)"/, transformer: (who: string) => who });
+
+/**
+ * What an operator can do to a run, said the way a sentence needs it:
+ * `cancels the run` / `cancel the run`, `pauses`, `unpauses`, `retries "push"`
+ * (`retries the run`: the failed step, or the one in flight), `resumes the run
+ * from "map"`, `skips "wait"`, `patches the run's input`.
+ */
+export interface ActionPhrase {
+  action: 'cancel' | 'pause' | 'unpause' | 'retry' | 'resume' | 'skip' | 'patch';
+  step?: string;
+  text: string;
+}
+
+const VERBS: Record<string, ActionPhrase['action']> = {
+  cancel: 'cancel', cancels: 'cancel', pause: 'pause', pauses: 'pause', unpause: 'unpause', unpauses: 'unpause',
+  retry: 'retry', retries: 'retry', resume: 'resume', resumes: 'resume', skip: 'skip', skips: 'skip', patch: 'patch', patches: 'patch',
+};
+const ACTION = /^(cancels?|pauses?|unpauses?|retry|retries|resumes?|skips?|patch(?:es)?) (?:the run(?: from "([a-z][a-z0-9_-]*)")?|the run's input|"([a-z][a-z0-9_-]*)")$/;
+
+export function parseAction(text: string): ActionPhrase {
+  const m = ACTION.exec(text);
+  if (!m) throw new Error(`unknown operator action "${text}"`);
+  return { action: VERBS[m[1]], step: m[2] ?? m[3], text };
+}
+
+defineParameterType({
+  name: 'action',
+  regexp: /(?:cancels?|pauses?|unpauses?|retry|retries|resumes?|skips?|patch(?:es)?) (?:the run(?: from "[a-z][a-z0-9_-]*")?|the run's input|"[a-z][a-z0-9_-]*")/,
+  transformer: (text: string) => parseAction(text),
+});
+
+/** What a run can be: `running`, `waiting`, `paused`, `succeeded`, `failed`, `canceled`. */
+defineParameterType({ name: 'status', regexp: /running|waiting|paused|succeeded|failed|canceled/, transformer: (s: string) => s });
+
+/**
+ * Where a run stands when an operator steps in, for the {situation} of
+ * `Given a run of {workflow} that is {situation}`.
+ */
+export type Situation =
+  | { kind: 'finished'; text: string }
+  | { kind: 'waiting'; step: string; text: string }
+  | { kind: 'between-attempts'; step: string; text: string }
+  | { kind: 'failed'; step: string; text: string }
+  | { kind: 'left-by-crash'; step: string; text: string }
+  | { kind: 'paused'; step: string; text: string };
+
+const SITUATIONS: Array<[RegExp, (step: string, text: string) => Situation]> = [
+  [/^finished$/, (_s, text) => ({ kind: 'finished', text })],
+  [/^waiting in "([^"]+)"$/, (step, text) => ({ kind: 'waiting', step, text })],
+  [/^between attempts of "([^"]+)"$/, (step, text) => ({ kind: 'between-attempts', step, text })],
+  [/^failed at "([^"]+)"$/, (step, text) => ({ kind: 'failed', step, text })],
+  [/^left in the middle of "([^"]+)" by a crashed worker$/, (step, text) => ({ kind: 'left-by-crash', step, text })],
+  [/^paused in "([^"]+)"$/, (step, text) => ({ kind: 'paused', step, text })],
+];
+
+export function parseSituation(text: string): Situation {
+  for (const [re, make] of SITUATIONS) {
+    const m = re.exec(text);
+    if (m) return make(m[1], text);
+  }
+  throw new Error(`unknown situation "${text}"`);
+}
+
+defineParameterType({
+  name: 'situation',
+  regexp: /finished|waiting in "[^"]+"|between attempts of "[^"]+"|failed at "[^"]+"|left in the middle of "[^"]+" by a crashed worker|paused in "[^"]+"/,
+  transformer: (text: string) => parseSituation(text),
+});
+
+/** A place in a run log in business words (support/places.ts): `the result of "push"`, `the end of the run`, `event 7`. */
+defineParameterType({ name: 'place', regexp: PLACE_PATTERN, transformer: (text: string) => parsePlace(text) });

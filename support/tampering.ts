@@ -21,3 +21,25 @@ export async function withProtectionOff<T>(db: Pool, table: string, trigger: str
     client.release();
   }
 }
+
+/**
+ * Everything that protects the run log (append-only, gap-free numbering)
+ * switched off for one transaction, as its owner could: the change is made,
+ * the protection is back before anyone else sees the table.
+ */
+export async function withLogProtectionOff<T>(db: Pool, change: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('ALTER TABLE run_events DISABLE TRIGGER USER');
+    const result = await change(client);
+    await client.query('ALTER TABLE run_events ENABLE TRIGGER USER');
+    await client.query('COMMIT');
+    return result;
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  } finally {
+    client.release();
+  }
+}

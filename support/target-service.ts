@@ -11,8 +11,10 @@ import { createHash } from 'node:crypto';
  * Rules:
  * - Keys are global to the service (not per path), as in Stripe-like APIs, so an
  *   engine that reuses one key for two different calls gets the first call's
- *   stored response back and fewer effects than expected — a visible bug. Such a
- *   repeat is flagged with keyMismatch on the recorded request.
+ *   stored response back and fewer effects than expected — a visible bug.
+ * - Like Stripe, a known key that arrives with other bytes (method, path or the
+ *   exact body) is refused with 400 idempotency_error and flagged keyMismatch:
+ *   every retry under one key must send exactly what the first attempt sent.
  * - Only 2xx answers create effects and only those are stored for replay; a key
  *   whose first attempt failed is processed afresh next time.
  * - Scripted behaviours are consumed before the dedupe lookup: they model the
@@ -36,6 +38,8 @@ export interface RecordedRequest {
   headers: Record<string, string>;
   /** Parsed JSON when content-type mentions json (null when empty), else the raw string. */
   body: unknown;
+  /** The body exactly as its bytes arrived (UTF-8). */
+  raw: string;
   idempotencyKey: string | null;
   at: Date;
   outcome: Outcome;
@@ -231,6 +235,7 @@ export class TargetService {
       url,
       headers,
       body,
+      raw,
       idempotencyKey: headers['idempotency-key'] ?? null,
       at,
       outcome: 'answered',
@@ -309,12 +314,17 @@ export class TargetService {
    */
   private commit(rec: RecordedRequest, scripted: Extract<Behaviour, { kind: 'respond' }> | undefined): Prepared {
     const key = rec.idempotencyKey;
-    const fingerprint = `${rec.method} ${rec.path} ${stableStringify(rec.body)}`;
+    const fingerprint = `${rec.method} ${rec.path} ${sha256(rec.raw)}`;
     if (key !== null) {
       const stored = this.store.get(key);
+      if (stored && stored.fingerprint !== fingerprint) {
+        rec.keyMismatch = true;
+        return json(400, {
+          error: { type: 'idempotency_error', message: 'Keys for idempotent requests can only be used with the same parameters they were first used with.' },
+        });
+      }
       if (stored) {
         rec.replayed = true;
-        rec.keyMismatch = stored.fingerprint !== fingerprint;
         return { status: stored.status, headers: { ...stored.headers, 'idempotent-replayed': 'true' }, payload: stored.payload };
       }
     }
@@ -385,13 +395,3 @@ function abort(sock: Socket): void {
   }
 }
 
-/** JSON with sorted object keys, so key order does not count as a different body. */
-function stableStringify(v: unknown): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'undefined';
-  if (Array.isArray(v)) return `[${v.map(stableStringify).join(',')}]`;
-  const o = v as Record<string, unknown>;
-  return `{${Object.keys(o)
-    .sort()
-    .map((k) => `${JSON.stringify(k)}:${stableStringify(o[k])}`)
-    .join(',')}}`;
-}

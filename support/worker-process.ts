@@ -30,6 +30,8 @@ export interface WorkerExit {
 export class WorkerProcess {
   readonly child: ChildProcess;
   readonly output: string[] = [];
+  /** everything the worker wrote, as one stream (a value split across two writes is whole here) */
+  stream = '';
   readonly exited: Promise<WorkerExit>;
   private exit: WorkerExit | null = null;
   private readonly ready: Promise<void>;
@@ -50,8 +52,13 @@ export class WorkerProcess {
       },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
+    let partial = '';
     const collect = (chunk: Buffer): void => {
-      for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) this.output.push(line);
+      const text = chunk.toString('utf8');
+      this.stream += text;
+      const lines = (partial + text).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) if (line.trim()) this.output.push(line);
     };
     // IPC or signal failures on a dying child are noted, never thrown into whichever step is running
     this.child.on('error', (e) => this.output.push(`[harness] ${e.message}`));

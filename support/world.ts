@@ -13,8 +13,12 @@ import { startIntake } from '../src/intake/server';
 import { deliver } from '../src/intake/sign';
 import { readRunView, StoredRunView, VerifyRunOptions } from '../src/replay-service';
 import { CheckpointIndex } from '../src/integrity/checkpoints';
-import { publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
+import { NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
+import { operate, OperatorActionError } from '../src/operator-service';
+import { replayLog } from '../src/domain/replay';
+import type { ActionPhrase } from './parameter-types';
 import { Keyring } from '../src/security/keyring';
+import type { SecretValue } from '../src/security/redact';
 import { loadEvents } from '../src/store/run-store';
 import { ControlledClock } from '../src/worker/clock';
 import { createScenarioDatabase, dropScenarioDatabase, getCluster } from './cluster';
@@ -90,11 +94,42 @@ export class ReplayWorld extends World<ReplayParameters> {
   /** events committed before a fault, by run: none of them may go missing */
   acknowledged = new Map<string, Array<{ seq: number; hash: string }>>();
   lastAnswer: { status: number; body: any } | null = null;
+  /** the run log as it was before someone tampered with it, so places keep naming the events they named */
+  logBeforeTampering: RecordedEvent[] | null = null;
+  /** what `meshhook verify --all` said */
+  verified: { code: number; out: string[] } | null = null;
+  /** the engine's database URL without the proxy (for the CLI the scenario runs) */
+  engineDirectUrl = '';
+  /** the last operator action the scenario tried: the log before it, and its refusal if it was refused */
+  lastAction: { phrase: ActionPhrase; before: string[]; refusal: string | null } | null = null;
+  /** vault secrets the scenario gave its projects: the leak check looks for them everywhere */
+  readonly vaultSecrets: SecretValue[] = [];
+  /** what the scenario attached to the report, as text, so the leak check reads it too */
+  readonly attachments: Array<{ name: string; text: string }> = [];
   lastError: Error | null = null;
   private workerCount = 0;
 
   constructor(options: IWorldOptions<ReplayParameters>) {
     super(options);
+    // every attachment passes through here on its way into the report
+    const attach = this.attach.bind(this);
+    Object.defineProperty(this, 'attach', {
+      value: (data: unknown, opts?: unknown) => {
+        const name = typeof opts === 'object' && opts && 'fileName' in opts ? String((opts as { fileName?: string }).fileName) : String(opts ?? 'attachment');
+        this.attachments.push({ name, text: Buffer.isBuffer(data) ? data.toString('utf8') : String(data) });
+        return attach(data as never, opts as never);
+      },
+    });
+  }
+
+  /** Every secret value in use in the scenario: workflow signing secrets and vault secrets. */
+  secretsInUse(): SecretValue[] {
+    return [...[...this.workflows.values()].map((w) => ({ name: `signing secret of ${w.project}/${w.workflow}`, value: w.secret })), ...this.vaultSecrets];
+  }
+
+  /** The live-log frames the scenario's subscribers received, as text. */
+  liveFrames(): string[] {
+    return [];
   }
 
   get timeoutMs(): number {
@@ -109,6 +144,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     this.directDbUrl = db.url;
     this.db = openPool(db.url, { max: 4 });
     this.engineDb = openEnginePool(db.engineUrl, { max: 4 });
+    this.engineDirectUrl = db.engineUrl;
     this.proxy = new TcpProxy({ targetHost: server.host, targetPort: server.port });
     const port = await this.proxy.start();
     const u = new URL(db.engineUrl);
@@ -154,6 +190,13 @@ export class ReplayWorld extends World<ReplayParameters> {
     };
     this.workflows.set(key, published);
     return published;
+  }
+
+  /** The project that has a workflow of this name (the first one set up). */
+  projectWith(workflow: string): string {
+    const w = [...this.workflows.values()].find((x) => x.workflow === workflow);
+    if (!w) throw new Error(`the scenario has not set up a workflow "${workflow}"`);
+    return w.project;
   }
 
   workflow(project: string, workflow: string): PublishedWorkflow {
@@ -234,6 +277,19 @@ export class ReplayWorld extends World<ReplayParameters> {
     }
   }
 
+  /** Until the run has finished, or rests: paused, or waiting for a timer nobody moves the clock past. */
+  async waitUntilSettled(runId = this.run.runId): Promise<StoredRunView> {
+    let settled: StoredRunView | null = null;
+    await this.waitUntil(`run ${runId} to finish or rest`, async () => {
+      const v = await this.readView(runId);
+      settled = v && [...FINISHED, 'paused', 'waiting'].includes(v.status) ? v : null;
+      return settled !== null;
+    }).catch(async (e) => {
+      throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun(runId)}`);
+    });
+    return settled!;
+  }
+
   async waitUntil(
     what: string,
     predicate: () => Promise<boolean>,
@@ -248,8 +304,53 @@ export class ReplayWorld extends World<ReplayParameters> {
     return v ? `status ${v.status}, step ${v.currentStep ?? '-'}, ${v.lastSeq} events, ${alive} worker(s) alive` : 'no run view yet';
   }
 
-  idempotencyKey(step: string, runId = this.run.runId): string {
-    return idempotencyKeyFor(runId, step);
+  idempotencyKey(step: string, runId = this.run.runId, execution = 1): string {
+    return idempotencyKeyFor(runId, step, execution);
+  }
+
+  /** Which execution of a step the run is on (2 after an operator resumed it once). */
+  async executionsOf(step: string, runId = this.run.runId): Promise<number> {
+    return replayLog(await this.events(runId)).executions[step] ?? 1;
+  }
+
+  /** The idempotency keys the order service saw for a step of the run, in the order they first arrived. */
+  async keysSentFor(step: string, runId = this.run.runId): Promise<string[]> {
+    const target = await this.orderService();
+    const executions = await this.executionsOf(step, runId);
+    const mine = new Set(Array.from({ length: executions }, (_, i) => this.idempotencyKey(step, runId, i + 1)));
+    return [...new Set(target.requests.map((r) => r.idempotencyKey).filter((k): k is string => k !== null && mine.has(k)))];
+  }
+
+  // ───── operator actions
+
+  /**
+   * Act on the current run as an operator would, through the engine; a
+   * refusal is kept, not thrown. Workers carry the action out: if none is
+   * running (the last one crashed), one is started.
+   */
+  async act(who: string, phrase: ActionPhrase, reason: string, extra: { output?: unknown; patch?: unknown } = {}): Promise<void> {
+    const run = this.run;
+    const before = (await this.events(run.runId)).map((e) => `${e.seq} ${e.type}`);
+    this.lastAction = { phrase, before, refusal: null };
+    try {
+      await operate(this.engineDb, { keyring: this.keyring, clock: this.clock }, run.projectId, run.runId, {
+        action: phrase.action,
+        by: who,
+        reason,
+        step: phrase.step,
+        output: phrase.action === 'skip' ? extra.output : undefined,
+        patch: phrase.action === 'patch' ? extra.patch : undefined,
+      });
+    } catch (e) {
+      if (!(e instanceof OperatorActionError) && !(e instanceof NotFoundError)) throw e;
+      this.lastAction.refusal = e.message;
+      return;
+    }
+    if (this.aliveWorkers.length === 0) await this.startWorker();
+  }
+
+  expectActed(): void {
+    if (this.lastAction?.refusal) throw new Error(`the operator's "${this.lastAction.phrase.text}" was refused: ${this.lastAction.refusal}`);
   }
 
   // ───── workers

@@ -72,7 +72,8 @@ export interface ChainOptions {
 
 /** Whether one link holds: the event follows `prev` as event number `seq`. */
 export function checkLink(prev: string, seq: number, e: ChainedEvent, keys: ChainKeys | null, mustBeKeyed: boolean): ChainBreak | null {
-  if (e.seq !== seq) return { seq: e.seq, reason: `expected event number ${seq}, found ${e.seq}` };
+  if (e.seq > seq) return { seq, reason: `event ${seq} is missing from its place: event ${e.seq} comes next (deleted or moved)` };
+  if (e.seq !== seq) return { seq, reason: `event ${e.seq} appears again where event ${seq} should be (moved or copied)` };
   if (e.prevHash !== prev) return { seq: e.seq, reason: 'its previous-hash does not match the event before it' };
   let key: Buffer | null = null;
   if (e.kid) {

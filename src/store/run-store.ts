@@ -3,7 +3,7 @@ import { beginInProject, inProject } from '../db/scope';
 import { canonicalJson, sha256 } from '../domain/canonical';
 import { createDecider, engineInfo, evolve, fold, initialState, RunState } from '../domain/decider';
 import { EngineInfo, EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
-import { ChainKey, eventHash, genesisHash, signHead } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkChain, checkHeadSignature, eventHash, genesisHash, signHead } from '../domain/hash-chain';
 import { replayLog } from '../domain/replay';
 import { compareViews, RunView, toRunView } from '../domain/run-view';
 import { Failpoints } from '../faults/failpoints';
@@ -33,6 +33,34 @@ export interface LoadedRun {
   state: RunState;
   lastSeq: number;
   lastHash: string;
+  /** the head stored with the run view: what the engine last signed */
+  head: { seq: number; hash: string | null; mac: string | null };
+}
+
+export class TamperedRunError extends Error {
+  constructor(readonly runId: string, readonly problem: string) {
+    super(`run ${runId} fails its integrity check (${problem}); the engine will not act on it until it is investigated`);
+    this.name = 'TamperedRunError';
+  }
+}
+
+/**
+ * Before the engine acts on a run, its log must be genuine: every link signed
+ * and unbroken, and the signed head the last event. A log cut short, edited
+ * or forged behind the engine's back is never acted on (a worker would
+ * otherwise send a cut call again, or decide from forged data).
+ */
+export function assertIntact(run: LoadedRun, keys: ChainKeys): void {
+  const semantics = run.state.semantics;
+  const broken = checkChain(run.runId, run.events, keys, { requireKeyed: semantics >= 2 });
+  if (broken) throw new TamperedRunError(run.runId, `event ${broken.seq}: ${broken.reason}`);
+  if (semantics < 2 && !run.head.mac) return;
+  const head = { projectId: run.projectId, runId: run.runId, seq: run.head.seq, hash: run.head.hash ?? '' };
+  const forged = checkHeadSignature(keys, head, run.head.mac);
+  if (forged) throw new TamperedRunError(run.runId, forged);
+  if (run.head.seq !== run.lastSeq || run.head.hash !== run.lastHash) {
+    throw new TamperedRunError(run.runId, `its signed head is event ${run.head.seq}, but the log ends at event ${run.lastSeq}`);
+  }
 }
 
 export interface RowEvent {
@@ -81,7 +109,7 @@ export async function loadEvents(db: Pool, projectId: string, runId: string): Pr
 
 export async function loadRun(db: Pool, projectId: string, runId: string): Promise<LoadedRun | null> {
   const loaded = await inProject(db, projectId, async (c) => {
-    const run = await c.query('SELECT id, project_id, workflow_id, version FROM runs WHERE id = $1', [runId]);
+    const run = await c.query('SELECT id, project_id, workflow_id, version, last_seq, head_hash, head_mac FROM runs WHERE id = $1', [runId]);
     return run.rows[0] ? { run, events: await readEvents(c, runId) } : null;
   });
   if (!loaded) return null;
@@ -96,6 +124,7 @@ export async function loadRun(db: Pool, projectId: string, runId: string): Promi
     state: replayLog(events),
     lastSeq: last?.seq ?? 0,
     lastHash: last?.hash ?? genesisHash(runId),
+    head: { seq: run.rows[0].last_seq, hash: run.rows[0].head_hash, mac: run.rows[0].head_mac },
   };
 }
 

@@ -7,7 +7,7 @@ import { Keyring } from '../security/keyring';
 import { loadSecretValues } from '../store/secrets';
 import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
 import { loadVersion, LoadedVersion, TamperedDefinitionError } from '../store/registry';
-import { commitBatch, ConcurrencyError, LoadedRun, loadRun } from '../store/run-store';
+import { assertIntact, commitBatch, ConcurrencyError, LoadedRun, loadRun, TamperedRunError } from '../store/run-store';
 import { Clock, systemClock } from './clock';
 import { SendContext, sendRequest } from './http-client';
 
@@ -246,6 +246,7 @@ export class Worker {
     try {
       const run = await loadRun(this.pool, projectId, runId);
       if (!run) return;
+      if (this.opts.keyring) assertIntact(run, this.opts.keyring.chainKeys());
       const decider = await this.deciderFor(run);
       let { state, lastSeq, lastHash } = run;
       if (isRecovery(state)) {
@@ -312,7 +313,7 @@ export class Worker {
         const prev = this.backoffUntil.get(runId)?.delayMs ?? 0;
         const delayMs = Math.min(30_000, prev ? prev * 2 : 250);
         this.backoffUntil.set(runId, { at: Date.now() + delayMs, delayMs });
-        const expected = e instanceof DecisionError || e instanceof FailpointError;
+        const expected = e instanceof DecisionError || e instanceof FailpointError || e instanceof TamperedRunError;
         this.log({
           level: expected ? 'warn' : 'error',
           worker: this.id,

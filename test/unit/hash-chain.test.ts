@@ -36,13 +36,13 @@ describe('hash chain', () => {
   it('reordered events are caught at the first one out of place', () => {
     const events = log();
     [events[2], events[3]] = [events[3], events[2]];
-    assert.deepEqual(checkChain(RUN_ID, events), { seq: 4, reason: 'expected event number 3, found 4' });
+    assert.deepEqual(checkChain(RUN_ID, events), { seq: 3, reason: 'event 3 is missing from its place: event 4 comes next (deleted or moved)' });
   });
 
   it('a gap is caught where the missing event should be', () => {
     const events = log();
     events.splice(4, 1);
-    assert.deepEqual(checkChain(RUN_ID, events), { seq: 6, reason: 'expected event number 5, found 6' });
+    assert.deepEqual(checkChain(RUN_ID, events), { seq: 5, reason: 'event 5 is missing from its place: event 6 comes next (deleted or moved)' });
   });
 
   it('reordered events renumbered to hide it still break the chain', () => {
@@ -59,5 +59,48 @@ describe('hash chain', () => {
     const e = log()[0];
     const reordered = Object.fromEntries(Object.entries(e.data as object).reverse());
     assert.equal(eventHash(e.prevHash, { ...e, data: reordered }), e.hash);
+  });
+
+  describe('signed links (semantics 2)', () => {
+    const key = Buffer.alloc(32, 7);
+    const keys = (kid: string) => (kid === 'k1' ? key : null);
+    const signed = (): RecordedEvent[] => {
+      let prev = genesisHash(RUN_ID);
+      return log().map((e) => {
+        const hash = eventHash(prev, e, key);
+        const out = { ...e, prevHash: prev, hash, kid: 'k1' };
+        prev = hash;
+        return out;
+      });
+    };
+
+    it('a signed log checks out with the key, and not without it', () => {
+      assert.equal(checkChain(RUN_ID, signed(), keys), null);
+      assert.match(checkChain(RUN_ID, signed(), null)!.reason, /no keyring was given/);
+      assert.match(checkChain(RUN_ID, signed(), () => null)!.reason, /not in the keyring/);
+    });
+
+    it('an edited event re-hashed with plain SHA-256 (all the database could do) is caught there', () => {
+      const events = signed();
+      const data = { ...(events[3].data as object), output: 'forged' } as never;
+      let prev = events[2].hash;
+      for (let i = 3; i < events.length; i++) {
+        const e = { ...events[i], ...(i === 3 ? { data } : {}), prevHash: prev, kid: null };
+        e.hash = eventHash(prev, e);
+        events[i] = e;
+        prev = e.hash;
+      }
+      assert.deepEqual(checkChain(RUN_ID, events, keys), { seq: 4, reason: 'it is not signed with the chain key (an event written from outside the engine)' });
+    });
+
+    it('a log re-hashed from the start without the key is caught when the run must be signed', () => {
+      assert.match(checkChain(RUN_ID, log(), keys, { requireKeyed: true })!.reason, /not signed with the chain key/);
+    });
+
+    it('the project is part of a signed link: an event moved to another project fails', () => {
+      const events = signed();
+      events[0] = { ...events[0], project: '00000000-0000-4000-8000-00000000beef' };
+      assert.equal(checkChain(RUN_ID, events, keys)?.seq, 1);
+    });
   });
 });

@@ -86,9 +86,10 @@ describe('TargetService', () => {
     assert.equal(svc.effects().length, 3);
     assert.notEqual(svc.effects()[1].id, svc.effects()[2].id);
 
-    // Same key, different body: still the stored answer, but flagged.
+    // Same key, different body: refused like Stripe does, and flagged.
     const c = await call(base, '/orders', { body: { n: 99 }, key: 'k1' });
-    assert.equal(c.raw, a.raw);
+    assert.equal(c.status, 400);
+    assert.match(c.raw, /idempotency_error/);
     assert.equal(svc.requests.at(-1)!.keyMismatch, true);
     assert.deepEqual(svc.stats(), {
       attempts: 5,

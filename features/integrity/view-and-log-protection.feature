@@ -1,4 +1,4 @@
-@replay
+@tamper
 Feature: Tampering with a run is caught, and its view can be rebuilt from the log
   The run log is the only record of what happened, so it must not change once
   written. The database refuses every change to a recorded event; and if
@@ -25,7 +25,7 @@ Feature: Tampering with a run is caught, and its view can be rebuilt from the lo
   @smoke
   Scenario: A recorded output rewritten with the protection switched off breaks the hash chain there
     Given "acme" has a finished run of "order-sync"
-    When someone rewrites the recorded output of "map" behind the engine's back
+    When someone rewrites the result of "map" behind the engine's back
     And the run is replayed
     Then replay reports the hash chain broken at event 3
 

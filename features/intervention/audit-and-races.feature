@@ -1,0 +1,60 @@
+@intervention
+Feature: Operator actions are audited, and hold against workers and crashes
+  Who changed a run, when and why is part of its log, in order, for anyone who
+  reads its history later. An action lands between a worker's steps, never in
+  the middle of one: a worker busy with the run when the action lands loses
+  its place and the run ends as the action says; a worker that dies right
+  after an action leaves a run the next worker finishes as the action says.
+
+  Background:
+    Given the project "acme" with the workflow "order-sync":
+      | step     | type      | does                                                                    | then                |
+      | map      | transform | {id: order.id, total: order.sum}                                        | push                |
+      | push     | http_call | POST the mapped order to /orders, up to 2 attempts, backing off 1 minute | check               |
+      | check    | branch    | when push answered 200                                                  | done, else rejected |
+      | done     | terminate | succeeded                                                               |                     |
+      | rejected | terminate | failed: the order service refused it                                    |                     |
+    And the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+
+  @smoke
+  Scenario: The audit trail tells who did what to a run, when and why
+    Given a run of "order-follow-up" that is paused in "wait"
+    When "lee@acme.example" patches the run's input because "the customer added a line", with:
+      """json
+      { "order": { "sum": 99.9 } }
+      """
+    And "dana@acme.example" unpauses the run because "the review is done"
+    And the clock moves forward 2 hours
+    Then the run's audit trail reads:
+      | what          | by                | reason                   |
+      | run started   |                   |                          |
+      | pause         | ops@acme.example  | held for review          |
+      | patch         | lee@acme.example  | the customer added a line |
+      | unpause       | dana@acme.example | the review is done       |
+      | run succeeded |                   |                          |
+
+  Scenario: An operator cancels a run while its worker waits for the order service, and the cancel stands
+    Given the worker will stall after the request of "push" is sent
+    When "acme" delivers an order webhook to "order-sync"
+    And "dana@acme.example" cancels the run during that pause, because "the customer withdrew the order"
+    Then the run is canceled
+    And the run replays exactly from its log
+
+  Scenario: An operator pauses a run while its worker waits for the order service; the answer is kept and nothing more happens
+    Given the worker will stall after the request of "push" is sent
+    When "acme" delivers an order webhook to "order-sync"
+    And "dana@acme.example" pauses the run during that pause, because "hold the order for a fraud check"
+    Then the run is paused
+    And the run replays exactly from its log
+
+  Scenario: A worker dies right after an operator retried the run's call, and the next worker finishes it as retried
+    Given a run of "order-sync" that is left in the middle of "push" by a crashed worker
+    And the next worker to start will crash after the request of "push" is sent
+    When "dana@acme.example" retries "push" because "the worker host went away"
+    And a new worker takes over
+    Then the run succeeds
+    And the order service saw 3 attempts but took the order once

@@ -1,0 +1,135 @@
+import { DataTable, Given, Then, When } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import { auditTrail } from '../src/operator-service';
+import type { ActionPhrase, Situation } from '../support/parameter-types';
+import type { StoredRunView } from '../src/replay-service';
+import { expectAccepted, ORDER } from './deliveries.steps';
+import { landedDuringStall, whenStalled } from '../support/faults';
+import type { ReplayWorld } from '../support/world';
+
+/* Operator actions: people fixing runs by hand, through the engine, never behind its back. */
+
+/**
+ * A run brought to where an operator would step in, with the order service and
+ * workers scripted to get it there. Each fault used on the way must fire.
+ */
+Given('a run of {workflow} that is {situation}', async function (this: ReplayWorld, workflow: string, situation: Situation) {
+  const project = this.projectWith(workflow);
+  const target = await this.orderService();
+  const deliver = async (): Promise<void> => expectAccepted(await this.deliver(project, workflow, JSON.stringify(ORDER)));
+  const waitFor = async (what: string, ok: (v: StoredRunView) => boolean): Promise<void> => {
+    await this.waitUntil(`the run to be ${what}`, async () => ok(await this.view())).catch(async (e) => {
+      throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun()}`);
+    });
+  };
+  switch (situation.kind) {
+    case 'finished':
+      await deliver();
+      await this.waitUntilFinished();
+      return;
+    case 'waiting':
+    case 'paused':
+      await deliver();
+      await waitFor(`waiting in "${situation.step}"`, (v) => v.status === 'waiting' && v.currentStep === situation.step);
+      if (situation.kind === 'paused') {
+        await this.act('ops@acme.example', { action: 'pause', text: 'pauses the run' }, 'held for review');
+        this.expectActed();
+      }
+      return;
+    case 'between-attempts':
+      target.script('*', { kind: 'fail', status: 503, times: 1 });
+      this.recordFault('the order service answers 503 once', async () => (target.requests.some((r) => r.outcome === 'failed') ? 'answered 503' : null));
+      await deliver();
+      await waitFor(`between attempts of "${situation.step}"`, (v) => v.status === 'waiting' && v.currentStep === situation.step);
+      return;
+    case 'failed':
+      target.script('*', { kind: 'respond', status: 422, body: { error: { code: 'invalid_order', message: 'the order total does not match its lines' } }, times: 1 });
+      await deliver();
+      await waitFor(`failed at "${situation.step}"`, (v) => v.status === 'failed');
+      return;
+    case 'left-by-crash': {
+      const worker = await this.startWorker({ failpoints: [`after-request-sent@${situation.step}=crash`] });
+      this.recordFault(`a worker crash after the request of "${situation.step}" is sent`, async () =>
+        worker.exitStatus?.signal === 'SIGKILL' && this.firedFailpoints().some((f) => f.pid === worker.pid && f.action === 'crash') ? 'SIGKILL' : null,
+      );
+      await deliver();
+      await this.waitUntil(`worker ${worker.opts.id} to crash in "${situation.step}"`, async () => !worker.alive);
+      return;
+    }
+  }
+});
+
+/** Output and patch when a scenario does not spell one out: enough for actions that are refused anyway. */
+const DEFAULT_EXTRA = { output: { skipped: true }, patch: { note: 'changed by an operator' } };
+
+When('{operator} {action} because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
+  await this.act(who, phrase, reason, DEFAULT_EXTRA);
+  this.expectActed();
+});
+
+When('{operator} {action} because {string}, with:', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string, json: string) {
+  const value = JSON.parse(json);
+  await this.act(who, phrase, reason, { output: value, patch: value });
+  this.expectActed();
+});
+
+/** The action lands while a worker is paused mid-step (Given the worker will stall <moment>): operator and worker race. */
+When('{operator} {action} during that pause, because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
+  const stall = await whenStalled(this);
+  const at = new Date();
+  await this.act(who, phrase, reason, DEFAULT_EXTRA);
+  this.expectActed();
+  const acted = new Date();
+  this.recordFault(`"${phrase.text}" while ${stall.worker.opts.id} is paused at ${stall.site}`, async () =>
+    landedDuringStall(stall, acted, `the action was recorded ${acted.getTime() - at.getTime()} ms after it was asked for`),
+  );
+});
+
+When('{operator} tries to {action} because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
+  await this.act(who, phrase, reason, DEFAULT_EXTRA);
+});
+
+Then('the action is refused because {string}', async function (this: ReplayWorld, why: string) {
+  const last = this.lastAction;
+  expect(last?.refusal ?? `the action was not refused (${last?.phrase.text})`).toContain(why);
+});
+
+Then('the run log is unchanged', async function (this: ReplayWorld) {
+  const events = await this.events();
+  expect(events.map((e) => `${e.seq} ${e.type}`)).toEqual(this.lastAction!.before);
+});
+
+Then('the run is {status}', async function (this: ReplayWorld, status: string) {
+  await this.waitUntil(`the run to be ${status}`, async () => (await this.view()).status === status).catch(async (e) => {
+    throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun()}`);
+  });
+});
+
+/** The clock moves past the timer the run waits on, and the workers get the time to look at it. */
+When("the run's timer comes due", async function (this: ReplayWorld) {
+  const view = await this.view();
+  if (!view.wakeAt) throw new Error(`the run waits on no timer: ${await this.describeRun()}`);
+  this.advanceClock(Date.parse(view.wakeAt) - this.clock.now().getTime() + 1_000);
+  // several polls of every worker: a run that may go on has gone on by then
+  await new Promise((r) => setTimeout(r, 500));
+});
+
+Then("the run's audit trail reads:", async function (this: ReplayWorld, table: DataTable) {
+  const expected = table.hashes().map((r) => ({ what: r.what, by: r.by ?? '', reason: r.reason ?? '' }));
+  const read = async () => auditTrail(await this.events()).map((t) => ({ what: t.what, by: t.by ?? '', reason: t.reason ?? '' }));
+  // the run may still be on its way to the last entry the table expects
+  await this.waitUntil(`the audit trail to have ${expected.length} entries`, async () => (await read()).length >= expected.length).catch(() => undefined);
+  expect(await read()).toEqual(expected);
+});
+
+Then('every attempt at {step} carried the same idempotency key', async function (this: ReplayWorld, step: string) {
+  await this.waitUntilFinished();
+  const keys = await this.keysSentFor(step);
+  expect(keys).toEqual([this.idempotencyKey(step, this.run.runId, 1)]);
+});
+
+Then('{step} was sent again under a new idempotency key', async function (this: ReplayWorld, step: string) {
+  await this.waitUntilFinished();
+  const keys = await this.keysSentFor(step);
+  expect(keys).toEqual([this.idempotencyKey(step, this.run.runId, 1), this.idempotencyKey(step, this.run.runId, 2)]);
+});

@@ -1,0 +1,193 @@
+import { Then, When } from '@cucumber/cucumber';
+import { expect } from 'expect';
+import type { PoolClient } from 'pg';
+import { runCli } from '../src/cli/main';
+import { canonicalJson } from '../src/domain/canonical';
+import type { RecordedEvent } from '../src/domain/events';
+import { eventHash, signHead } from '../src/domain/hash-chain';
+import { replayLog } from '../src/domain/replay';
+import { writeRebuiltView } from '../src/store/run-store';
+import { eventAt, Place } from '../support/places';
+import { withLogProtectionOff } from '../support/tampering';
+import type { ReplayWorld } from '../support/world';
+
+/*
+ * Tampering: someone with full access to the database (its owner, who can
+ * switch the log's protection off) changes a run behind the engine's back.
+ * Each step does it the way a careful intruder would, keeping everything the
+ * database itself could check consistent; what they cannot do is sign, since
+ * the engine's keys are not in the database. Verification must still name the
+ * run and the first bad event.
+ */
+
+/** The log as it was before the tampering, so places keep naming the events they named. */
+async function before(world: ReplayWorld): Promise<RecordedEvent[]> {
+  await world.waitUntilSettled();
+  world.logBeforeTampering = await world.events();
+  return world.logBeforeTampering;
+}
+
+const runOf = (world: ReplayWorld): string => world.run.runId;
+
+When('someone rewrites {place} behind the engine\'s back', async function (this: ReplayWorld, place: Place) {
+  const e = eventAt(place, await before(this));
+  await withLogProtectionOff(this.db, (c) => c.query('UPDATE run_events SET payload = $1 WHERE run_id = $2 AND seq = $3', [canonicalJson(forge(e)), runOf(this), e.seq]));
+});
+
+When('someone rewrites {place} and recomputes the hash chain behind the engine\'s back', async function (this: ReplayWorld, place: Place) {
+  const log = await before(this);
+  const e = eventAt(place, log);
+  await withLogProtectionOff(this.db, async (c) => {
+    // all the database could do: SHA-256 links, since the engine's key is not in it
+    let prev = e.prevHash;
+    for (const x of log.filter((y) => y.seq >= e.seq)) {
+      const data = x.seq === e.seq ? forge(x) : x.data;
+      const hash = eventHash(prev, { ...x, data });
+      await c.query('UPDATE run_events SET payload = $1, prev_hash = $2, hash = $3, kid = NULL WHERE run_id = $4 AND seq = $5', [canonicalJson(data), prev, hash, x.runId, x.seq]);
+      prev = hash;
+    }
+    await c.query('UPDATE runs SET head_hash = $2 WHERE id = $1', [e.runId, prev]);
+  });
+});
+
+When('someone deletes {place} from the run log behind the engine\'s back', async function (this: ReplayWorld, place: Place) {
+  const e = eventAt(place, await before(this));
+  await withLogProtectionOff(this.db, (c) => c.query('DELETE FROM run_events WHERE run_id = $1 AND seq = $2', [e.runId, e.seq]));
+});
+
+When('someone swaps {place} and {place} in the run log behind the engine\'s back', async function (this: ReplayWorld, a: Place, b: Place) {
+  const log = await before(this);
+  const [x, y] = [eventAt(a, log), eventAt(b, log)];
+  await withLogProtectionOff(this.db, async (c) => {
+    await c.query('UPDATE run_events SET seq = 100000 WHERE run_id = $1 AND seq = $2', [x.runId, x.seq]);
+    await c.query('UPDATE run_events SET seq = $3 WHERE run_id = $1 AND seq = $2', [x.runId, y.seq, x.seq]);
+    await c.query('UPDATE run_events SET seq = $2 WHERE run_id = $1 AND seq = 100000', [x.runId, y.seq]);
+  });
+});
+
+When('someone inserts a forged event after {place} behind the engine\'s back', async function (this: ReplayWorld, place: Place) {
+  const e = eventAt(place, await before(this));
+  await withLogProtectionOff(this.db, async (c) => {
+    // make room, as if the log had always held it
+    await c.query('UPDATE run_events SET seq = seq + 100000 WHERE run_id = $1 AND seq > $2', [e.runId, e.seq]);
+    await c.query('UPDATE run_events SET seq = seq - 99999 WHERE run_id = $1 AND seq > 100000', [e.runId]);
+    const forged = { runId: e.runId, project: e.project, seq: e.seq + 1, type: 'StepSucceeded', version: 1, data: { step: 'refund', output: { refunded: 42.5 }, next: null }, recordedAt: e.recordedAt };
+    await c.query(
+      `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8)`,
+      [e.project, e.runId, forged.seq, forged.type, canonicalJson(forged.data), e.recordedAt, e.hash, eventHash(e.hash, forged)],
+    );
+  });
+});
+
+When('someone cuts the run log short after {place} behind the engine\'s back', async function (this: ReplayWorld, place: Place) {
+  const log = await before(this);
+  const e = eventAt(place, log);
+  // the run view is made to agree with the shorter log; only the head's signature cannot be made
+  await rollBack(this, log, e, null);
+});
+
+When('someone rolls the run back to {place} behind the engine\'s back', async function (this: ReplayWorld, place: Place) {
+  const log = await before(this);
+  const e = eventAt(place, log);
+  // the head saved when the run stood there is genuinely signed: log, view and head all agree again
+  const mac = signHead(this.keyring.chainKey(), { projectId: e.project, runId: e.runId, seq: e.seq, hash: e.hash });
+  await rollBack(this, log, e, mac);
+});
+
+When('someone empties the run log behind the engine\'s back', async function (this: ReplayWorld) {
+  await before(this);
+  await withLogProtectionOff(this.db, (c) => c.query('DELETE FROM run_events WHERE run_id = $1', [runOf(this)]));
+});
+
+When('someone marks the run as {status} behind the engine\'s back', async function (this: ReplayWorld, status: string) {
+  await before(this);
+  this.viewSnapshot = await this.view();
+  const res = await this.db.query('UPDATE runs SET status = $2 WHERE id = $1 AND status <> $2', [runOf(this), status]);
+  expect(res.rowCount).toBe(1);
+});
+
+When('someone tries to delete {place} from the run log', async function (this: ReplayWorld, place: Place) {
+  const e = eventAt(place, await before(this));
+  this.lastError = null;
+  await this.db.query('DELETE FROM run_events WHERE run_id = $1 AND seq = $2', [e.runId, e.seq]).catch((err: Error) => (this.lastError = err));
+});
+
+When("the engine's own role tries to switch the log's protection off", async function (this: ReplayWorld) {
+  this.lastError = null;
+  await this.engineDb.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete').catch((err: Error) => (this.lastError = err));
+});
+
+// ───── what verification says, through the real `meshhook verify --all`
+
+When('the runs are verified', async function (this: ReplayWorld) {
+  const journals = this.workers.map((w) => this.journalOf(w.opts.id));
+  const out: string[] = [];
+  const code = await runCli(['verify', '--all', '--project', this.run.project, '--checkpoints', journals.join(',')], {
+    out: (l) => out.push(l),
+    err: (l) => out.push(l),
+    env: { DATABASE_URL: this.engineDirectUrl, MESHHOOK_KEYS: this.keyring.toEnv() },
+    cwd: this.scratch,
+  });
+  this.verified = { code, out };
+});
+
+function verdictOf(world: ReplayWorld): string {
+  const v = world.verified;
+  if (!v) throw new Error('the runs have not been verified: add "When the runs are verified"');
+  expect({ exitCode: v.code }).toEqual({ exitCode: 1 });
+  const line = v.out.find((l) => l.startsWith('NOT ok') && l.includes(world.run.runId));
+  if (!line) throw new Error(`verification did not name run ${world.run.runId}:\n${v.out.join('\n')}`);
+  return line;
+}
+
+Then('verification names {place} as the first bad event', async function (this: ReplayWorld, place: Place) {
+  const seq = eventAt(place, this.logBeforeTampering!).seq;
+  expect(verdictOf(this)).toMatch(new RegExp(`(broken|diverges) at event ${seq}:`));
+});
+
+Then('verification names the event after {place} as the first bad event', async function (this: ReplayWorld, place: Place) {
+  const seq = eventAt(place, this.logBeforeTampering!).seq + 1;
+  expect(verdictOf(this)).toMatch(new RegExp(`(broken|diverges) at event ${seq}:`));
+});
+
+Then('verification finds the run log cut short after {place}', async function (this: ReplayWorld, place: Place) {
+  const seq = eventAt(place, this.logBeforeTampering!).seq;
+  expect(verdictOf(this)).toMatch(new RegExp(`head: .*(signature does not match|the log ends at event ${seq})`));
+});
+
+Then('verification finds the run rolled back behind a checkpoint', async function (this: ReplayWorld) {
+  expect(verdictOf(this)).toMatch(/checkpoint: a checkpoint taken .* saw event \d+, but the log ends at event \d+: the log was cut back/);
+});
+
+Then('verification finds the run log empty', async function (this: ReplayWorld) {
+  expect(verdictOf(this)).toContain('the run has no events');
+});
+
+Then('verification finds every other run intact', async function (this: ReplayWorld) {
+  const v = this.verified!;
+  const others = this.runs.filter((r) => r.runId !== this.run.runId).map((r) => r.runId);
+  expect(others.length).toBeGreaterThan(0);
+  expect(v.out.filter((l) => l.startsWith('NOT ok') && others.some((id) => l.includes(id)))).toEqual([]);
+  expect(v.out.join('\n')).toMatch(new RegExp(`verified ${this.runs.length} runs, \\d+ events in [\\d.]+ s: ${this.runs.length - 1} ok, 1 NOT ok`));
+});
+
+// ───── mechanics
+
+/** A forged version of an event's content: the kind of change that would matter (an amount). */
+function forge(e: RecordedEvent): unknown {
+  const d = e.data as Record<string, unknown>;
+  if (e.type === 'StepSucceeded') return { ...d, output: { ...((d.output as object) ?? {}), total: 0.01 } };
+  if (e.type === 'HttpResponseRecorded') return { ...d, outcome: { kind: 'response', status: 200, headers: {}, body: { orderId: 'ord_forged' } } };
+  return { ...d, forged: true };
+}
+
+/** Cut the log after `e` and make the run view agree with what is left; sign the head only when given a genuine signature. */
+async function rollBack(world: ReplayWorld, log: RecordedEvent[], e: RecordedEvent, mac: string | null): Promise<void> {
+  const kept = log.filter((x) => x.seq <= e.seq);
+  const state = replayLog(kept);
+  await withLogProtectionOff(world.db, async (c: PoolClient) => {
+    await c.query('DELETE FROM run_events WHERE run_id = $1 AND seq > $2', [e.runId, e.seq]);
+    const stale = (await c.query('SELECT head_mac FROM runs WHERE id = $1', [e.runId])).rows[0].head_mac;
+    await writeRebuiltView(c, state, e.seq, { hash: e.hash, mac: mac ?? stale });
+  });
+}
