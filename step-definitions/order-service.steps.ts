@@ -109,3 +109,30 @@ Then('every order reached the order service exactly once', async function (this:
   }
 });
 
+
+/** The amount an order carries, wherever the workflow put it (a mapped `total` or the raw `order.sum`). */
+function amountOf(body: unknown): number | undefined {
+  if (body === null || typeof body !== 'object') return undefined;
+  const b = body as Record<string, unknown>;
+  for (const field of ['total', 'sum']) if (typeof b[field] === 'number') return b[field] as number;
+  for (const v of Object.values(b)) {
+    const found = amountOf(v);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
+Then('the order service received an order worth {float}', async function (this: ReplayWorld, amount: number) {
+  await this.waitUntilFinished();
+  const target = await this.orderService();
+  const amounts = target.effects().map((e) => amountOf(e.body));
+  // the last order the service took is the one that counts: an earlier, refused attempt may carry the old amount
+  expect({ ordersTaken: amounts.length, lastWorth: amounts.at(-1) }).toEqual({ ordersTaken: amounts.length || 1, lastWorth: amount });
+});
+
+Then('the order service was never called', async function (this: ReplayWorld) {
+  // several polls of every worker after the last change: a call that was going to happen has happened
+  await new Promise((r) => setTimeout(r, 500));
+  const target = await this.orderService();
+  expect(target.requests.map((r) => `${r.method} ${r.path}`)).toEqual([]);
+});
