@@ -6,7 +6,7 @@ import { SignJWT, compactVerify, decodeJwt, decodeProtectedHeader, errors as jos
  *   signProjectToken  → { role: 'authenticated', project_id, iat, exp }: what a live-log client joins with
  *   signAnonKey       → { role: 'anon', iss, iat, exp (10 years) }: the apikey every socket presents
  *   verifyToken       → the claims, or a TokenError whose `reason` is the string the real Realtime
- *                       server puts in a refused join (docs: shared/reference/realtime-protocol.md §8)
+ *                       server puts in a refused join (see src/realtime/README.md)
  */
 
 export interface TokenClaims {

@@ -1,0 +1,111 @@
+import type { Pool, PoolClient } from 'pg';
+import { quoteIdent, type RelationInfo } from './feed';
+
+/*
+ * Who may see a change, decided the way the real server's `realtime.apply_rls` does:
+ * under the subscriber's role and JWT claims, in a transaction that is always rolled back,
+ *
+ *   BEGIN; SET LOCAL ROLE <claims.role>;
+ *   SELECT set_config('request.jwt.claims', <claims json>, true);
+ *   SELECT EXISTS (SELECT 1 FROM <schema>.<table> WHERE <pk> = <values>);   -- batched, see below
+ *   ROLLBACK;
+ *
+ * The row is looked up as it is *now* (after the commit), like the real server. Batching: the server
+ * asks once per (role, claims, table) per transaction with every primary key of that transaction in
+ * one VALUES list, and gets back the visible ones. Deterministic refusals (no privilege, unknown role)
+ * mean "not visible"; any other error is thrown so the feed retries the transaction instead of
+ * silently dropping it.
+ */
+
+const DENIED = new Set(['42501', '42704', '42P01', '22023', '3F000']);
+const CHUNK = 500;
+
+export function isDenial(e: unknown): boolean {
+  return DENIED.has((e as { code?: string })?.code ?? '');
+}
+
+export class Visibility {
+  constructor(private readonly pool: Pool) {}
+
+  /** For each primary key tuple (WAL text, in rel.primaryKey order): is that row visible to role + claims now? */
+  async visibleKeys(rel: RelationInfo, role: string, claims: Record<string, unknown>, keys: Array<Array<string | null>>): Promise<boolean[]> {
+    const out = keys.map(() => false);
+    if (keys.length === 0 || rel.primaryKey.length === 0) return out;
+    const pk = rel.primaryKey.map((name) => rel.byName.get(name));
+    if (pk.some((c) => !c)) return out;
+    let client: PoolClient | null = null;
+    let broken = false;
+    try {
+      client = await this.pool.connect();
+      await client.query('BEGIN');
+      await client.query(`SET LOCAL ROLE ${quoteIdent(role)}`);
+      await client.query(`SELECT set_config('request.jwt.claims', $1, true)`, [JSON.stringify(claims)]);
+      const table = `${quoteIdent(rel.schema)}.${quoteIdent(rel.table)}`;
+      const names = pk.map((_, j) => `k${j}`);
+      const where = pk.map((c, j) => `t.${quoteIdent(c!.name)} = v.${names[j]}`).join(' AND ');
+      for (let from = 0; from < keys.length; from += CHUNK) {
+        const slice = keys.slice(from, from + CHUNK);
+        const params: unknown[] = [];
+        const rows = slice.map((key, i) => {
+          params.push(from + i);
+          const cells = [`$${params.length}::int4`];
+          key.forEach((v, j) => {
+            params.push(v);
+            cells.push(`$${params.length}::${pk[j]!.sqlType}`);
+          });
+          return `(${cells.join(', ')})`;
+        });
+        const sql = `SELECT v.i FROM (VALUES ${rows.join(', ')}) AS v(i, ${names.join(', ')}) WHERE EXISTS (SELECT 1 FROM ${table} t WHERE ${where})`;
+        const res = await client.query<{ i: number }>(sql, params);
+        for (const r of res.rows) out[r.i] = true;
+      }
+      await client.query('ROLLBACK');
+      return out;
+    } catch (e) {
+      if (client) await client.query('ROLLBACK').catch(() => (broken = true));
+      if (isDenial(e)) return out;
+      broken = true;
+      throw e;
+    } finally {
+      client?.release(broken);
+    }
+  }
+
+  /** Columns of the relation the role may SELECT (cached per relation message and role). */
+  selectableColumns(rel: RelationInfo, role: string): Promise<Set<string>> {
+    let p = rel.selectable.get(role);
+    if (!p) {
+      p = this.pool
+        .query<{ attname: string }>(
+          `SELECT a.attname::text AS attname FROM pg_attribute a
+            WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+              AND has_column_privilege($2::text, a.attrelid, a.attnum, 'SELECT')`,
+          [rel.oid, role],
+        )
+        .then(
+          (r) => new Set(r.rows.map((x) => x.attname)),
+          (e) => {
+            if (isDenial(e)) return new Set<string>();
+            rel.selectable.delete(role);
+            throw e;
+          },
+        );
+      rel.selectable.set(role, p);
+    }
+    return p;
+  }
+
+  async roleExists(role: string): Promise<boolean> {
+    const r = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
+    return r.rowCount === 1;
+  }
+
+  /** Is schema.table (any table of the schema when table is null) in the publication? */
+  async published(publication: string, schema: string | null, table: string | null): Promise<boolean> {
+    const r = await this.pool.query(
+      `SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND ($2::text IS NULL OR schemaname = $2) AND ($3::text IS NULL OR tablename = $3) LIMIT 1`,
+      [publication, schema, table],
+    );
+    return r.rowCount === 1;
+  }
+}

@@ -1,0 +1,1018 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Pool } from 'pg';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { Visibility } from './auth';
+import { parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
+import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
+import {
+  FrameError,
+  decodeFrame,
+  encodeBroadcastBinary,
+  encodeFrame,
+  negotiateVsn,
+  reply,
+  type PhxMessage,
+  type RawBroadcast,
+  type Vsn,
+} from './protocol';
+import { TokenError, verifyToken, type TokenClaims } from './tokens';
+
+/*
+ * A Supabase-Realtime-compatible server for the unmodified supabase-js client
+ * (protocol and design notes: src/realtime/README.md).
+ *
+ *   ws   /realtime/v1/websocket and /socket/websocket   (?apikey=<jwt>&vsn=1.0.0|2.0.0)
+ *   POST /realtime/v1/api/broadcast (and /api/broadcast) → 202
+ *   POST /realtime/v1/api/broadcast/<topic>/events/<event> (httpSend) → 202
+ *   GET  /healthcheck
+ *
+ * postgres_changes come only from committed data (feed.ts: pgoutput logical replication) and are
+ * authorised per subscriber role and claims under RLS (auth.ts).
+ */
+
+export interface DroppedChange {
+  table: string;
+  type: ChangeType;
+  record: Record<string, unknown>;
+  commitTimestamp: string;
+}
+
+export interface RealtimeServerOptions {
+  /** a role with REPLICATION that may SET ROLE to the token roles (a superuser in tests) */
+  databaseUrl: string;
+  /** HS256 secret of the apikey and the channel tokens */
+  jwtSecret: string;
+  /** 0 (default) = a free port */
+  port?: number;
+  host?: string;
+  /** default supabase_realtime */
+  publication?: string;
+  /** a permanent replication slot of this name; temporary slots when absent (see feed.ts) */
+  slotName?: string;
+  /** a socket that sends nothing (not even heartbeats) this long is closed; default 60 s */
+  heartbeatTimeoutMs?: number;
+  /** how long a postgres_changes join waits for the feed before an error reply; default 5 s (the client gives up at 10 s) */
+  joinTimeoutMs?: number;
+  /**
+   * slow subscribers: a socket with more than this many bytes waiting to go out for 2 s, or more than 4 × this
+   * at all, is closed (it reconnects and catches up); default 8 MiB
+   */
+  maxBufferedBytes?: number;
+  log?: (entry: Record<string, unknown>) => void;
+  /** test-only failpoint: drop a matching change instead of delivering it (env MESHHOOK_REALTIME_DROP too) */
+  dropChange?: (c: { table: string; record: Record<string, unknown> }) => boolean;
+}
+
+export interface RealtimeStats {
+  /** open sockets */
+  sockets: number;
+  /** joined channels */
+  channels: number;
+  /** postgres_changes frames sent (one per channel per change) */
+  changesDelivered: number;
+  /** every frame sent */
+  framesSent: number;
+  /** changes the dropChange failpoint swallowed */
+  dropped: DroppedChange[];
+  /** sockets closed because they could not keep up */
+  slowSocketsClosed: number;
+  feed: FeedState;
+}
+
+interface Conn {
+  id: number;
+  ws: WebSocket;
+  vsn: Vsn;
+  apikey: string;
+  channels: Map<string, Channel>;
+  pending: Map<string, PendingJoin>;
+  hbTimer: NodeJS.Timeout;
+  closed: boolean;
+  /** since when more than maxBufferedBytes have been waiting to go out (null: not over) */
+  overSince: number | null;
+}
+
+interface PendingJoin {
+  cancelled: boolean;
+  timer: NodeJS.Timeout | null;
+  complete: (() => void) | null;
+}
+
+interface Channel {
+  conn: Conn;
+  topic: string;
+  name: string;
+  joinRef: string | null;
+  topicKey: string;
+  claims: TokenClaims;
+  claimsKey: string;
+  role: string;
+  bindings: PgBinding[];
+  self: boolean;
+  ack: boolean;
+  presenceEnabled: boolean;
+  presenceKey: string;
+  expTimer: NodeJS.Timeout | null;
+  active: boolean;
+}
+
+interface PresenceEntry {
+  channel: Channel;
+  meta: Record<string, unknown>;
+}
+
+const SOCKET_PATHS = new Set(['/realtime/v1/websocket', '/socket/websocket']);
+const BROADCAST_PATHS = new Set(['/realtime/v1/api/broadcast', '/api/broadcast']);
+const UNAVAILABLE = 'UnableToConnectToProject: Realtime was unable to connect to the project database';
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** a socket over maxBufferedBytes this long, or over SLOW_HARD_FACTOR × maxBufferedBytes at all, is closed */
+const SLOW_GRACE_MS = 2000;
+const SLOW_HARD_FACTOR = 4;
+
+/** `table:column=value[,column=value][;table:…]` (env MESHHOOK_REALTIME_DROP) → a dropChange predicate */
+export function parseDropSpec(spec: string): (c: { table: string; record: Record<string, unknown> }) => boolean {
+  const rules = spec
+    .split(';')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => {
+      const colon = s.indexOf(':');
+      if (colon <= 0) throw new Error(`MESHHOOK_REALTIME_DROP: expected table:column=value, got "${s}"`);
+      const table = s.slice(0, colon);
+      const conds = s
+        .slice(colon + 1)
+        .split(',')
+        .map((kv) => {
+          const eq = kv.indexOf('=');
+          if (eq <= 0) throw new Error(`MESHHOOK_REALTIME_DROP: expected column=value, got "${kv}"`);
+          return [kv.slice(0, eq).trim(), kv.slice(eq + 1).trim()] as const;
+        });
+      return { table, conds };
+    });
+  return (c) =>
+    rules.some(
+      (r) =>
+        (r.table === c.table || r.table === `public.${c.table}`) &&
+        r.conds.every(([k, v]) => {
+          const x = c.record[k];
+          return x !== undefined && x !== null && (typeof x === 'object' ? JSON.stringify(x) : String(x)) === v;
+        }),
+    );
+}
+
+export class RealtimeServer {
+  readonly stats: RealtimeStats = { sockets: 0, channels: 0, changesDelivered: 0, framesSent: 0, dropped: [], slowSocketsClosed: 0, feed: 'idle' };
+  private readonly opts: Required<Pick<RealtimeServerOptions, 'host' | 'publication' | 'heartbeatTimeoutMs' | 'joinTimeoutMs' | 'maxBufferedBytes'>> &
+    RealtimeServerOptions;
+  private readonly log: (entry: Record<string, unknown>) => void;
+  private readonly dropChange: RealtimeServerOptions['dropChange'];
+  private readonly http: http.Server;
+  private readonly wss: WebSocketServer;
+  private readonly pool: Pool;
+  private readonly visibility: Visibility;
+  private readonly feed: ReplicationFeed;
+  private readonly conns = new Set<Conn>();
+  private readonly topics = new Map<string, Set<Channel>>();
+  private readonly pgChannels = new Set<Channel>();
+  private readonly presence = new Map<string, Map<string, Map<string, PresenceEntry>>>();
+  private readonly waitingJoins = new Set<PendingJoin>();
+  private nextConnId = 1;
+  private closing: Promise<void> | null = null;
+  private address: { url: string; port: number } | null = null;
+
+  constructor(options: RealtimeServerOptions) {
+    if (!options.databaseUrl) throw new Error('RealtimeServer: databaseUrl is required');
+    if (!options.jwtSecret) throw new Error('RealtimeServer: jwtSecret is required');
+    this.opts = {
+      host: '127.0.0.1',
+      publication: 'supabase_realtime',
+      heartbeatTimeoutMs: 60_000,
+      joinTimeoutMs: 5_000,
+      maxBufferedBytes: 8 * 1024 * 1024,
+      ...options,
+    };
+    const userLog = options.log ?? (() => undefined);
+    this.log = (entry) => {
+      try {
+        userLog({ component: 'realtime', ...entry });
+      } catch {
+        /* a logger must not break the server */
+      }
+    };
+    const envDrop = process.env.MESHHOOK_REALTIME_DROP;
+    this.dropChange = options.dropChange ?? (envDrop ? parseDropSpec(envDrop) : undefined);
+    this.pool = new Pool({ connectionString: options.databaseUrl, max: 4, idleTimeoutMillis: 10_000, connectionTimeoutMillis: 5_000, keepAlive: true });
+    this.pool.on('error', (e) => this.log({ level: 'warn', msg: 'realtime pool connection error', error: e.message }));
+    this.visibility = new Visibility(this.pool);
+    this.feed = new ReplicationFeed({
+      databaseUrl: options.databaseUrl,
+      publication: this.opts.publication,
+      slotName: options.slotName,
+      pool: this.pool,
+      log: this.log,
+      onTransaction: (tx) => this.dispatch(tx),
+      onLive: ({ lossy }) => this.onFeedLive(lossy),
+      onDown: ({ lossy, error }) => this.onFeedDown(lossy, error),
+    });
+    Object.defineProperty(this.stats, 'feed', { get: () => this.feed.state, enumerable: true });
+    this.http = http.createServer((req, res) => this.onHttp(req, res));
+    this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket as Duplex, head));
+    this.http.on('clientError', (_e, socket) => socket.destroy());
+    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
+  }
+
+  /** where supabase-js should point: createClient(url, anonKey) */
+  get url(): string {
+    if (!this.address) throw new Error('RealtimeServer: not started');
+    return this.address.url;
+  }
+
+  get feedState(): FeedState {
+    return this.feed.state;
+  }
+
+  async start(): Promise<{ url: string; port: number }> {
+    if (this.address) return this.address;
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(this.opts.port ?? 0, this.opts.host, () => {
+        this.http.off('error', reject);
+        resolve();
+      });
+    });
+    const port = (this.http.address() as AddressInfo).port;
+    const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
+    this.address = { url: `http://${host}:${port}`, port };
+    this.log({ level: 'info', msg: 'realtime listening', url: this.address.url, publication: this.opts.publication, slot: this.opts.slotName ?? '(temporary)' });
+    return this.address;
+  }
+
+  /** End every socket and the replication connection. `dropSlot` drops a permanent slot too. */
+  close(opts: { dropSlot?: boolean } = {}): Promise<void> {
+    if (!this.closing) {
+      this.closing = this.shutdown(opts);
+      return this.closing;
+    }
+    // closed already, and now asked to drop the slot too
+    if (opts.dropSlot && this.opts.slotName) {
+      const slot = this.opts.slotName;
+      return this.closing.then(async () => void (await dropSlot(this.opts.databaseUrl, slot)));
+    }
+    return this.closing;
+  }
+
+  private async shutdown(opts: { dropSlot?: boolean }): Promise<void> {
+    for (const p of this.waitingJoins) {
+      p.cancelled = true;
+      if (p.timer) clearTimeout(p.timer);
+    }
+    this.waitingJoins.clear();
+    const closed: Promise<void>[] = [];
+    for (const conn of this.conns) {
+      closed.push(new Promise<void>((resolve) => (conn.ws.readyState === WebSocket.CLOSED ? resolve() : conn.ws.once('close', () => resolve()))));
+      this.dropConn(conn);
+      try {
+        conn.ws.close(1001, 'server shutting down');
+      } catch {
+        conn.ws.terminate();
+      }
+    }
+    this.http.close();
+    this.http.closeAllConnections();
+    const all = Promise.all(closed);
+    if (!(await Promise.race([all.then(() => true), sleep(250).then(() => false)]))) {
+      for (const conn of this.conns) conn.ws.terminate();
+    }
+    this.conns.clear();
+    this.wss.close();
+    await this.feed.close({ dropSlot: opts.dropSlot });
+    await Promise.race([this.pool.end().catch(() => undefined), sleep(300)]);
+    this.log({ level: 'info', msg: 'realtime closed' });
+  }
+
+  // ---------------------------------------------------------------- HTTP and upgrade
+
+  private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const u = new URL(req.url ?? '/', 'http://localhost');
+    const path = u.pathname.replace(/\/+$/, '');
+    if (!SOCKET_PATHS.has(path)) return refuse(socket, 404, 'Not Found');
+    if (this.closing) return refuse(socket, 503, 'Realtime is shutting down');
+    const vsn = negotiateVsn(u.searchParams.get('vsn'));
+    if (!vsn) return refuse(socket, 400, `unsupported vsn ${u.searchParams.get('vsn')}`);
+    const header = req.headers['x-api-key'];
+    const apikey = (Array.isArray(header) ? header[0] : header) || u.searchParams.get('apikey') || '';
+    if (!apikey) return refuse(socket, 401, 'Unauthorized: apikey is required');
+    verifyToken(this.opts.jwtSecret, apikey).then(
+      (claims) => {
+        if (this.closing) return refuse(socket, 503, 'Realtime is shutting down');
+        try {
+          this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, vsn, apikey, claims));
+        } catch {
+          socket.destroy();
+        }
+      },
+      (e) => {
+        this.log({ level: 'info', msg: 'realtime connection refused', reason: reasonOf(e) });
+        refuse(socket, 401, reasonOf(e));
+      },
+    );
+  }
+
+  private onHttp(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const u = new URL(req.url ?? '/', 'http://localhost');
+    const path = u.pathname.replace(/\/+$/, '');
+    if (req.method === 'GET' && (path === '/healthcheck' || path === '/realtime/v1/healthcheck')) return sendJson(res, 200, { status: 'ok' });
+    const single = /^(?:\/realtime\/v1)?\/api\/broadcast\/([^/]+)\/events\/([^/]+)$/.exec(path);
+    if (req.method === 'POST' && (BROADCAST_PATHS.has(path) || single)) {
+      readBody(req, 1024 * 1024)
+        .then(
+          (body) => this.restBroadcast(req, u, body, single ? { topic: decodeURIComponent(single[1]), event: decodeURIComponent(single[2]) } : null, res),
+          () => sendJson(res, 413, { error: 'Payload Too Large' }),
+        )
+        .catch((e) => {
+          this.log({ level: 'error', msg: 'realtime REST broadcast failed', error: String(e) });
+          if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+        });
+      return;
+    }
+    sendJson(res, 404, { error: 'Not Found' });
+  }
+
+  private async restBroadcast(
+    req: http.IncomingMessage,
+    u: URL,
+    body: Buffer,
+    single: { topic: string; event: string } | null,
+    res: http.ServerResponse,
+  ): Promise<void> {
+    const header = req.headers['apikey'] ?? req.headers['x-api-key'];
+    const apikey = (Array.isArray(header) ? header[0] : header) || u.searchParams.get('apikey') || '';
+    const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    try {
+      if (!apikey && !bearer) throw new TokenError('InvalidJWTToken', 'Fields `role` and `exp` are required in JWT');
+      if (apikey) await verifyToken(this.opts.jwtSecret, apikey);
+      if (bearer && !bearer.startsWith('sb_')) await verifyToken(this.opts.jwtSecret, bearer);
+    } catch (e) {
+      return sendJson(res, 401, { error: reasonOf(e) });
+    }
+    let messages: Array<{ topic?: unknown; event?: unknown; payload?: unknown; private?: unknown }>;
+    if (single) {
+      const isPrivate = u.searchParams.get('private') === 'true';
+      let payload: unknown;
+      if ((req.headers['content-type'] ?? '').startsWith('application/octet-stream')) {
+        this.fanOut(`${isPrivate ? 'private' : 'public'}:realtime:${single.topic}`, null, single.event, null, { event: single.event, meta: null, bytes: body });
+        res.writeHead(202).end();
+        return;
+      }
+      try {
+        payload = body.length ? JSON.parse(body.toString('utf8')) : {};
+      } catch {
+        return sendJson(res, 400, { error: 'body is not JSON' });
+      }
+      messages = [{ topic: single.topic, event: single.event, payload, private: isPrivate }];
+    } else {
+      try {
+        const parsed = JSON.parse(body.toString('utf8')) as { messages?: unknown };
+        if (!Array.isArray(parsed.messages)) throw new Error('messages');
+        messages = parsed.messages;
+      } catch {
+        return sendJson(res, 400, { error: 'expected {"messages": [{"topic", "event", "payload"}]}' });
+      }
+    }
+    for (const m of messages) {
+      if (typeof m.topic !== 'string' || typeof m.event !== 'string') continue;
+      const topic = `realtime:${m.topic}`;
+      this.fanOut(`${m.private === true ? 'private' : 'public'}:${topic}`, null, m.event, { type: 'broadcast', event: m.event, payload: m.payload ?? {} });
+    }
+    res.writeHead(202).end();
+  }
+
+  // ---------------------------------------------------------------- sockets
+
+  private onConnection(ws: WebSocket, vsn: Vsn, apikey: string, claims: TokenClaims): void {
+    const conn: Conn = {
+      id: this.nextConnId++,
+      ws,
+      vsn,
+      apikey,
+      channels: new Map(),
+      pending: new Map(),
+      hbTimer: setTimeout(() => this.heartbeatTimeout(conn), this.opts.heartbeatTimeoutMs),
+      closed: false,
+      overSince: null,
+    };
+    this.conns.add(conn);
+    this.stats.sockets = this.conns.size;
+    this.log({ level: 'debug', msg: 'realtime socket open', socket: conn.id, vsn, role: claims.role });
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      conn.hbTimer.refresh();
+      let msg: PhxMessage & { raw?: RawBroadcast };
+      try {
+        msg = decodeFrame(vsn, toBuffer(data), isBinary);
+      } catch (e) {
+        this.log({ level: 'warn', msg: 'realtime bad frame', socket: conn.id, error: e instanceof FrameError ? e.message : String(e) });
+        return;
+      }
+      try {
+        this.onMessage(conn, msg);
+      } catch (e) {
+        this.log({ level: 'error', msg: 'realtime message handler failed', socket: conn.id, event: msg.event, error: String(e) });
+      }
+    });
+    ws.on('close', () => {
+      this.dropConn(conn);
+      this.conns.delete(conn);
+      this.stats.sockets = this.conns.size;
+    });
+    ws.on('error', (e) => this.log({ level: 'debug', msg: 'realtime socket error', socket: conn.id, error: e.message }));
+  }
+
+  private heartbeatTimeout(conn: Conn): void {
+    if (conn.closed) return;
+    this.log({ level: 'info', msg: 'realtime heartbeat timeout', socket: conn.id, afterMs: this.opts.heartbeatTimeoutMs });
+    this.dropConn(conn);
+    conn.ws.close(1000, 'heartbeat timeout');
+    setTimeout(() => conn.ws.terminate(), 1000).unref();
+  }
+
+  /** forget a socket's channels and pending joins (the socket itself is closed by the caller or already) */
+  private dropConn(conn: Conn): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    clearTimeout(conn.hbTimer);
+    for (const p of conn.pending.values()) this.cancelPending(p);
+    conn.pending.clear();
+    for (const ch of [...conn.channels.values()]) this.removeChannel(ch);
+  }
+
+  private send(conn: Conn, msg: PhxMessage): boolean {
+    return this.sendRaw(conn, encodeFrame(conn.vsn, msg));
+  }
+
+  private sendRaw(conn: Conn, data: string | Buffer): boolean {
+    const ws = conn.ws;
+    if (conn.closed && ws.readyState !== WebSocket.OPEN) return false;
+    if (ws.readyState !== WebSocket.OPEN) return false;
+    const buffered = ws.bufferedAmount;
+    if (buffered <= this.opts.maxBufferedBytes) conn.overSince = null;
+    else if (conn.overSince === null) conn.overSince = Date.now();
+    if (conn.overSince !== null && (Date.now() - conn.overSince > SLOW_GRACE_MS || buffered > SLOW_HARD_FACTOR * this.opts.maxBufferedBytes)) {
+      // back-pressure policy: a subscriber that stays over the limit (or far over it) is cut off; it reconnects
+      // and catches up, and the feed and every other subscriber go on without waiting for it
+      this.stats.slowSocketsClosed++;
+      this.log({ level: 'warn', msg: 'realtime slow subscriber closed', socket: conn.id, bufferedBytes: ws.bufferedAmount });
+      this.dropConn(conn);
+      ws.terminate();
+      return false;
+    }
+    ws.send(data);
+    this.stats.framesSent++;
+    return true;
+  }
+
+  private onMessage(conn: Conn, msg: PhxMessage & { raw?: RawBroadcast }): void {
+    if (conn.closed) return;
+    if (msg.topic === 'phoenix') {
+      if (msg.event === 'heartbeat') this.send(conn, reply(msg, 'ok', {}));
+      return;
+    }
+    switch (msg.event) {
+      case 'phx_join':
+        this.join(conn, msg).catch((e) => this.log({ level: 'error', msg: 'realtime join failed', socket: conn.id, topic: msg.topic, error: String(e) }));
+        return;
+      case 'phx_leave': {
+        const p = conn.pending.get(msg.topic);
+        if (p) {
+          this.cancelPending(p);
+          conn.pending.delete(msg.topic);
+        }
+        const ch = conn.channels.get(msg.topic);
+        if (ch) this.removeChannel(ch);
+        this.send(conn, reply(msg, 'ok', {}));
+        return;
+      }
+    }
+    const ch = conn.channels.get(msg.topic);
+    if (!ch) {
+      this.send(conn, reply(msg, 'error', { reason: 'unmatched topic' }));
+      return;
+    }
+    switch (msg.event) {
+      case 'broadcast':
+        return this.clientBroadcast(ch, msg);
+      case 'presence':
+        return this.clientPresence(ch, msg);
+      case 'access_token':
+        this.refreshToken(ch, msg).catch((e) => this.log({ level: 'error', msg: 'realtime token refresh failed', topic: ch.topic, error: String(e) }));
+        return;
+      default:
+        this.log({ level: 'debug', msg: 'realtime unknown event', socket: conn.id, event: msg.event });
+    }
+  }
+
+  // ---------------------------------------------------------------- join / leave / tokens
+
+  private channelToken(conn: Conn, payload: Record<string, unknown>): string {
+    for (const k of ['access_token', 'user_token']) {
+      const t = payload[k];
+      if (typeof t === 'string' && t !== '' && !t.startsWith('sb_')) return t;
+    }
+    return conn.apikey;
+  }
+
+  private async join(conn: Conn, msg: PhxMessage): Promise<void> {
+    const topic = msg.topic;
+    if (!topic.startsWith('realtime:')) {
+      this.send(conn, reply(msg, 'error', { reason: 'unmatched topic' }));
+      return;
+    }
+    const name = topic.slice('realtime:'.length);
+    const previous = conn.pending.get(topic);
+    if (previous) this.cancelPending(previous);
+    // a join on a joined topic replaces the channel (Phoenix closes the old one on its old join_ref)
+    const old = conn.channels.get(topic);
+    if (old) {
+      this.removeChannel(old);
+      this.send(conn, { join_ref: old.joinRef, ref: old.joinRef, topic, event: 'phx_close', payload: {} });
+    }
+    const pending: PendingJoin = { cancelled: false, timer: null, complete: null };
+    conn.pending.set(topic, pending);
+    const payload = (msg.payload && typeof msg.payload === 'object' ? msg.payload : {}) as Record<string, unknown>;
+    const config = (payload.config && typeof payload.config === 'object' ? payload.config : {}) as Record<string, any>;
+    const fail = (reason: string) => {
+      if (conn.pending.get(topic) === pending) conn.pending.delete(topic);
+      this.log({ level: 'info', msg: 'realtime join refused', socket: conn.id, topic, reason });
+      this.send(conn, reply(msg, 'error', { reason }));
+    };
+    let claims: TokenClaims;
+    try {
+      claims = await verifyToken(this.opts.jwtSecret, this.channelToken(conn, payload));
+    } catch (e) {
+      if (!pending.cancelled && !conn.closed) fail(reasonOf(e));
+      return;
+    }
+    if (pending.cancelled || conn.closed) return;
+    if (config.private === true) {
+      // private channels need realtime.messages policies, which this server does not implement: refused like a
+      // real server without such a policy
+      fail(`Unauthorized: You do not have permissions to read from this Channel topic: ${name}`);
+      return;
+    }
+    const bindings = (Array.isArray(config.postgres_changes) ? config.postgres_changes : []).map(parseBinding);
+    const complete = () => {
+      if (pending.cancelled || conn.closed) return;
+      if (pending.timer) clearTimeout(pending.timer);
+      this.waitingJoins.delete(pending);
+      conn.pending.delete(topic);
+      const ch: Channel = {
+        conn,
+        topic,
+        name,
+        joinRef: msg.join_ref ?? msg.ref,
+        topicKey: `public:${topic}`,
+        claims,
+        claimsKey: JSON.stringify(claims),
+        role: claims.role,
+        bindings,
+        self: config.broadcast?.self === true,
+        ack: config.broadcast?.ack === true,
+        presenceEnabled: config.presence?.enabled === true,
+        presenceKey: typeof config.presence?.key === 'string' && config.presence.key !== '' ? config.presence.key : randomUUID(),
+        expTimer: null,
+        active: true,
+      };
+      this.addChannel(ch);
+      this.send(conn, reply(msg, 'ok', { postgres_changes: bindings.map((b) => b.echo) }));
+      if (ch.presenceEnabled) this.send(conn, { join_ref: ch.joinRef, ref: null, topic, event: 'presence_state', payload: this.presenceState(ch.topicKey) });
+      if (bindings.length > 0)
+        this.announceSubscription(ch).catch((e) => this.log({ level: 'error', msg: 'realtime system message failed', topic: ch.topic, error: String(e) }));
+      this.log({ level: 'debug', msg: 'realtime joined', socket: conn.id, topic, role: ch.role, bindings: bindings.length });
+    };
+    if (bindings.length === 0 || this.feed.state === 'live') {
+      complete();
+      return;
+    }
+    // postgres_changes need the feed: hold the join until it is live (then complete synchronously,
+    // before any change of the new stream is dispatched) or answer with an error after joinTimeoutMs
+    this.feed.start();
+    pending.complete = complete;
+    pending.timer = setTimeout(() => {
+      if (pending.cancelled || conn.closed) return;
+      this.waitingJoins.delete(pending);
+      pending.cancelled = true;
+      fail(UNAVAILABLE);
+    }, this.opts.joinTimeoutMs);
+    this.waitingJoins.add(pending);
+  }
+
+  private cancelPending(p: PendingJoin): void {
+    p.cancelled = true;
+    if (p.timer) clearTimeout(p.timer);
+    this.waitingJoins.delete(p);
+  }
+
+  private addChannel(ch: Channel): void {
+    ch.conn.channels.set(ch.topic, ch);
+    let set = this.topics.get(ch.topicKey);
+    if (!set) this.topics.set(ch.topicKey, (set = new Set()));
+    set.add(ch);
+    if (ch.bindings.length > 0) this.pgChannels.add(ch);
+    this.armExpiry(ch);
+    this.stats.channels++;
+  }
+
+  private removeChannel(ch: Channel): void {
+    if (!ch.active) return;
+    ch.active = false;
+    if (ch.expTimer) clearTimeout(ch.expTimer);
+    if (ch.conn.channels.get(ch.topic) === ch) ch.conn.channels.delete(ch.topic);
+    const set = this.topics.get(ch.topicKey);
+    set?.delete(ch);
+    if (set && set.size === 0) this.topics.delete(ch.topicKey);
+    this.pgChannels.delete(ch);
+    this.untrack(ch);
+    this.stats.channels--;
+  }
+
+  /** close a channel from the server side: system error, then phx_close (the client does not rejoin) */
+  private stopChannel(ch: Channel, reason: string): void {
+    if (!ch.active) return;
+    this.log({ level: 'info', msg: 'realtime channel stopped', socket: ch.conn.id, topic: ch.topic, reason });
+    this.send(ch.conn, { join_ref: ch.joinRef, ref: null, topic: ch.topic, event: 'system', payload: { extension: 'system', status: 'error', message: reason } });
+    this.send(ch.conn, { join_ref: ch.joinRef, ref: ch.joinRef, topic: ch.topic, event: 'phx_close', payload: {} });
+    this.removeChannel(ch);
+  }
+
+  private armExpiry(ch: Channel): void {
+    if (ch.expTimer) clearTimeout(ch.expTimer);
+    const ms = ch.claims.exp * 1000 - Date.now();
+    ch.expTimer = setTimeout(
+      () => {
+        if (!ch.active) return;
+        if (ch.claims.exp * 1000 > Date.now()) return this.armExpiry(ch);
+        this.stopChannel(ch, `InvalidJWTToken: Token has expired ${Math.max(0, Math.floor(Date.now() / 1000 - ch.claims.exp))} seconds ago`);
+      },
+      Math.min(Math.max(ms + 5, 0), MAX_TIMER_MS),
+    );
+    ch.expTimer.unref();
+  }
+
+  private async refreshToken(ch: Channel, msg: PhxMessage): Promise<void> {
+    const token = (msg.payload as Record<string, unknown> | null)?.access_token;
+    if (typeof token !== 'string' || token === '' || token.startsWith('sb_')) return;
+    try {
+      const claims = await verifyToken(this.opts.jwtSecret, token);
+      if (!ch.active) return;
+      ch.claims = claims;
+      ch.claimsKey = JSON.stringify(claims);
+      ch.role = claims.role;
+      this.armExpiry(ch);
+    } catch (e) {
+      if (ch.active) this.stopChannel(ch, reasonOf(e));
+    }
+  }
+
+  /** the `system` postgres_changes message, once the feed carries this channel's bindings */
+  private async announceSubscription(ch: Channel): Promise<void> {
+    const problems: string[] = [];
+    try {
+      for (const b of ch.bindings) {
+        if (b.error) problems.push(b.error);
+        else if (!(await this.visibility.published(this.opts.publication, b.schema, b.table)))
+          problems.push(`[schema: ${b.schema ?? '*'}, table: ${b.table ?? '*'}, filters: ${b.filter ? `[${b.filter.column}, ${b.filter.op}, ${b.filter.values.join(',')}]` : '[]'}]`);
+      }
+      if (!(await this.visibility.roleExists(ch.role))) problems.push(`role "${ch.role}" does not exist`);
+    } catch (e) {
+      this.log({ level: 'warn', msg: 'realtime subscription check failed', topic: ch.topic, error: String(e) });
+    }
+    if (!ch.active) return;
+    const payload =
+      problems.length === 0
+        ? { extension: 'postgres_changes', status: 'ok', message: 'Subscribed to PostgreSQL', channel: ch.name }
+        : {
+            extension: 'postgres_changes',
+            status: 'error',
+            message: `Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given connect parameters: ${problems.join('; ')}`,
+            channel: ch.name,
+          };
+    this.send(ch.conn, { join_ref: ch.joinRef, ref: null, topic: ch.topic, event: 'system', payload });
+  }
+
+  // ---------------------------------------------------------------- feed state
+
+  private onFeedLive(lossy: boolean): void {
+    if (lossy) this.errorPgChannels('replication slot was re-created: changes may have been lost');
+    for (const p of [...this.waitingJoins]) p.complete?.();
+  }
+
+  private onFeedDown(lossy: boolean, error: string): void {
+    if (lossy) this.errorPgChannels(`replication interrupted (${error}): changes may be lost`);
+  }
+
+  /** phx_error on every postgres_changes channel: the client rejoins (held until the feed is back) and catches up */
+  private errorPgChannels(why: string): void {
+    const chans = [...this.pgChannels];
+    if (chans.length === 0) return;
+    this.log({ level: 'warn', msg: 'realtime erroring postgres_changes channels', channels: chans.length, why });
+    for (const ch of chans) {
+      this.send(ch.conn, { join_ref: ch.joinRef, ref: ch.joinRef, topic: ch.topic, event: 'phx_error', payload: {} });
+      this.removeChannel(ch);
+    }
+  }
+
+  // ---------------------------------------------------------------- postgres_changes
+
+  private async dispatch(tx: FeedTransaction): Promise<void> {
+    interface Prepared {
+      change: FeedChange;
+      record: Record<string, unknown> | null;
+      oldRecord: Record<string, unknown> | null;
+      /** claims as they were when matched (an access_token refresh may land while the checks run) */
+      targets: Array<{ ch: Channel; ids: number[]; role: string; claims: Record<string, unknown>; claimsKey: string }>;
+      needsCheck: boolean;
+    }
+    const prepared: Prepared[] = [];
+    for (const change of tx.changes) {
+      const rel = change.rel;
+      const record = change.newRow ? jsonRow(rel, change.newRow) : null;
+      const oldRecord = change.oldRow ? jsonRow(rel, change.oldRow) : null;
+      if (this.dropChange) {
+        const subject = (change.type === 'DELETE' ? oldRecord : record) ?? {};
+        let drop = false;
+        try {
+          drop = this.dropChange({ table: rel.table, record: subject });
+        } catch {
+          drop = false;
+        }
+        if (drop) {
+          this.stats.dropped.push({ table: rel.table, type: change.type, record: subject, commitTimestamp: tx.commitTimestamp });
+          this.log({ level: 'warn', msg: 'realtime failpoint dropped a change', table: rel.table, type: change.type });
+          continue;
+        }
+      }
+      const filterRow = change.type === 'DELETE' ? change.oldRow : change.newRow;
+      const targets: Prepared['targets'] = [];
+      for (const ch of this.pgChannels) {
+        const ids: number[] = [];
+        for (const b of ch.bindings) if (bindingMatches(b, change.type, rel, filterRow, change.oldRow)) ids.push(b.id);
+        if (ids.length > 0) targets.push({ ch, ids: [...new Set(ids)], role: ch.role, claims: ch.claims, claimsKey: ch.claimsKey });
+      }
+      if (targets.length === 0) continue;
+      prepared.push({ change, record, oldRecord, targets, needsCheck: rel.rls && change.type !== 'DELETE' && rel.primaryKey.length > 0 });
+    }
+    if (prepared.length === 0) return;
+
+    // one visibility query per (claims, table) for the whole transaction
+    const groups = new Map<string, { role: string; claims: Record<string, unknown>; rel: RelationInfo; keys: Array<Array<string | null>>; index: Map<string, number> }>();
+    for (const p of prepared) {
+      if (!p.needsCheck) continue;
+      const rel = p.change.rel;
+      const key = rel.primaryKey.map((c) => p.change.newRow?.[c] ?? null);
+      const keyText = JSON.stringify(key);
+      for (const t of p.targets) {
+        const g = `${t.claimsKey}\u0000${rel.oid}`;
+        let group = groups.get(g);
+        if (!group) groups.set(g, (group = { role: t.role, claims: t.claims, rel, keys: [], index: new Map() }));
+        if (!group.index.has(keyText)) {
+          group.index.set(keyText, group.keys.length);
+          group.keys.push(key);
+        }
+      }
+    }
+    const verdicts = new Map<string, boolean[]>();
+    await Promise.all(
+      [...groups].map(async ([g, group]) => {
+        verdicts.set(g, await this.visibility.visibleKeys(group.rel, group.role, group.claims, group.keys));
+      }),
+    );
+    const columnsFor = new Map<string, Set<string>>();
+    for (const p of prepared) {
+      for (const t of p.targets) {
+        const k = `${t.role}\u0000${p.change.rel.oid}`;
+        if (!columnsFor.has(k)) columnsFor.set(k, await this.visibility.selectableColumns(p.change.rel, t.role));
+      }
+    }
+
+    for (const p of prepared) {
+      const rel = p.change.rel;
+      // let the sockets flush between changes when a big transaction piles frames up: a subscriber is only
+      // cut off when what it was sent before is still waiting (sendRaw), not for one transaction's burst
+      if (p.targets.some((t) => t.ch.conn.ws.bufferedAmount > this.opts.maxBufferedBytes / 2)) await new Promise((r) => setImmediate(r));
+      const keyText = p.needsCheck ? JSON.stringify(rel.primaryKey.map((c) => p.change.newRow?.[c] ?? null)) : '';
+      for (const { ch, ids, role, claimsKey } of p.targets) {
+        if (!ch.active) continue;
+        if (p.needsCheck) {
+          const g = `${claimsKey}\u0000${rel.oid}`;
+          const group = groups.get(g);
+          const verdict = group ? verdicts.get(g)?.[group.index.get(keyText) ?? -1] : false;
+          if (!verdict) continue;
+        }
+        const selectable = columnsFor.get(`${role}\u0000${rel.oid}`) ?? new Set<string>();
+        if (selectable.size === 0) continue;
+        const data = this.changeData(tx, p.change.type, rel, selectable, p.record, p.oldRecord);
+        if (this.send(ch.conn, { join_ref: null, ref: null, topic: ch.topic, event: 'postgres_changes', payload: { ids, data } })) this.stats.changesDelivered++;
+      }
+    }
+  }
+
+  private changeData(
+    tx: FeedTransaction,
+    type: ChangeType,
+    rel: RelationInfo,
+    selectable: Set<string>,
+    record: Record<string, unknown> | null,
+    oldRecord: Record<string, unknown> | null,
+  ): Record<string, unknown> {
+    const columns = rel.columns.filter((c) => selectable.has(c.name)).map((c) => ({ name: c.name, type: c.typname }));
+    const pick = (row: Record<string, unknown> | null, only?: string[]) => {
+      const out: Record<string, unknown> = {};
+      if (!row) return out;
+      for (const c of rel.columns) {
+        if (!selectable.has(c.name) || !(c.name in row)) continue;
+        if (only && !only.includes(c.name)) continue;
+        out[c.name] = row[c.name];
+      }
+      return out;
+    };
+    const noKey = rel.primaryKey.length === 0;
+    const errors = noKey ? ['Error 400: Bad Request, no primary key'] : null;
+    const data: Record<string, unknown> = { schema: rel.schema, table: rel.table, commit_timestamp: tx.commitTimestamp, type, columns };
+    if (type === 'INSERT' || type === 'UPDATE') data.record = noKey ? {} : pick(record);
+    if (type === 'UPDATE') data.old_record = noKey ? {} : oldRecord ? pick(oldRecord) : pick(record, rel.primaryKey);
+    if (type === 'DELETE') data.old_record = noKey ? {} : pick(oldRecord, rel.rls ? rel.primaryKey : undefined);
+    data.errors = errors;
+    return data;
+  }
+
+  // ---------------------------------------------------------------- broadcast and presence
+
+  private clientBroadcast(ch: Channel, msg: PhxMessage & { raw?: RawBroadcast }): void {
+    const p = (msg.payload ?? {}) as Record<string, unknown>;
+    const event = typeof p.event === 'string' ? p.event : '';
+    if (msg.raw) this.fanOut(ch.topicKey, ch.self ? null : ch, event, null, msg.raw);
+    else {
+      const out: Record<string, unknown> = { type: 'broadcast', event, payload: p.payload ?? {} };
+      if (p.meta !== undefined) out.meta = p.meta;
+      this.fanOut(ch.topicKey, ch.self ? null : ch, event, out);
+    }
+    if (ch.ack) this.send(ch.conn, reply(msg, 'ok', {}));
+  }
+
+  private fanOut(topicKey: string, except: Channel | null, event: string, payload: Record<string, unknown> | null, raw?: RawBroadcast): void {
+    const set = this.topics.get(topicKey);
+    if (!set) return;
+    for (const ch of [...set]) {
+      if (ch === except || !ch.active) continue;
+      if (raw) {
+        // raw bytes only travel as binary kind 4, which vsn 1 clients cannot read
+        if (ch.conn.vsn === '2.0.0') this.sendRaw(ch.conn, encodeBroadcastBinary(ch.topic, event, raw.bytes, raw.meta));
+      } else {
+        this.send(ch.conn, { join_ref: null, ref: null, topic: ch.topic, event: 'broadcast', payload });
+      }
+    }
+  }
+
+  private clientPresence(ch: Channel, msg: PhxMessage): void {
+    const p = (msg.payload ?? {}) as Record<string, unknown>;
+    if (p.event === 'track') {
+      const meta = p.payload && typeof p.payload === 'object' ? (p.payload as Record<string, unknown>) : {};
+      const leaves = this.untrack(ch, false);
+      const ref = randomBytes(8).toString('base64url');
+      let byKey = this.presence.get(ch.topicKey);
+      if (!byKey) this.presence.set(ch.topicKey, (byKey = new Map()));
+      let metas = byKey.get(ch.presenceKey);
+      if (!metas) byKey.set(ch.presenceKey, (metas = new Map()));
+      metas.set(ref, { channel: ch, meta: { ...meta, phx_ref: ref } });
+      this.presenceDiff(ch.topicKey, { [ch.presenceKey]: { metas: [{ ...meta, phx_ref: ref }] } }, leaves);
+      this.send(ch.conn, reply(msg, 'ok', {}));
+    } else if (p.event === 'untrack') {
+      this.untrack(ch);
+      this.send(ch.conn, reply(msg, 'ok', {}));
+    } else {
+      this.send(ch.conn, reply(msg, 'error', { reason: 'unknown presence event' }));
+    }
+  }
+
+  /** remove the channel's presences; with `announce`, push the diff; returns the leaves */
+  private untrack(ch: Channel, announce = true): Record<string, { metas: unknown[] }> {
+    const byKey = this.presence.get(ch.topicKey);
+    const leaves: Record<string, { metas: unknown[] }> = {};
+    if (!byKey) return leaves;
+    for (const [key, metas] of byKey) {
+      for (const [ref, entry] of metas) {
+        if (entry.channel !== ch) continue;
+        metas.delete(ref);
+        (leaves[key] ??= { metas: [] }).metas.push(entry.meta);
+      }
+      if (metas.size === 0) byKey.delete(key);
+    }
+    if (byKey.size === 0) this.presence.delete(ch.topicKey);
+    if (announce && Object.keys(leaves).length > 0) this.presenceDiff(ch.topicKey, {}, leaves);
+    return leaves;
+  }
+
+  private presenceDiff(topicKey: string, joins: Record<string, unknown>, leaves: Record<string, unknown>): void {
+    const set = this.topics.get(topicKey);
+    if (!set) return;
+    for (const ch of set) {
+      if (!ch.active || !ch.presenceEnabled) continue;
+      this.send(ch.conn, { join_ref: null, ref: null, topic: ch.topic, event: 'presence_diff', payload: { joins, leaves } });
+    }
+  }
+
+  private presenceState(topicKey: string): Record<string, { metas: unknown[] }> {
+    const out: Record<string, { metas: unknown[] }> = {};
+    for (const [key, metas] of this.presence.get(topicKey) ?? []) out[key] = { metas: [...metas.values()].map((e) => e.meta) };
+    return out;
+  }
+}
+
+/** create and start a server */
+export async function startRealtimeServer(options: RealtimeServerOptions): Promise<RealtimeServer> {
+  const server = new RealtimeServer(options);
+  await server.start();
+  return server;
+}
+
+export { dropSlot };
+
+function bindingMatches(b: PgBinding, type: ChangeType, rel: RelationInfo, row: WalRow | null, oldRow: WalRow | null): boolean {
+  if (b.error) return false;
+  if (b.event !== '*' && b.event !== type) return false;
+  if (b.schema !== null && b.schema !== rel.schema) return false;
+  if (b.table !== null && b.table !== rel.table) return false;
+  if (!b.filter) return true;
+  const col = rel.byName.get(b.filter.column);
+  if (!col) return false;
+  if (row && filterMatches(b.filter, col.typname, row[col.name])) return true;
+  // DELETEs are also tried against the old values (only the key without REPLICA IDENTITY FULL)
+  return type === 'DELETE' && oldRow !== row && !!oldRow && filterMatches(b.filter, col.typname, oldRow[col.name]);
+}
+
+function jsonRow(rel: RelationInfo, row: WalRow): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const c of rel.columns) {
+    if (!(c.name in row) || row[c.name] === undefined) continue;
+    out[c.name] = walToJson(c.typname, row[c.name]);
+  }
+  return out;
+}
+
+function reasonOf(e: unknown): string {
+  if (e instanceof TokenError) return e.reason;
+  return `MalformedJWT: The token provided is not a valid JWT`;
+}
+
+function refuse(socket: Duplex, status: number, error: string): void {
+  const body = JSON.stringify({ error });
+  try {
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\n` +
+        'Content-Type: application/json\r\n' +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+        'Connection: close\r\n\r\n' +
+        body,
+    );
+  } catch {
+    socket.destroy();
+  }
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        reject(new Error('too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data as ArrayBuffer);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

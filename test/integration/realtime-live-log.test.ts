@@ -1,0 +1,189 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { Client, Pool } from 'pg';
+import { freePort, provisionPostgres, type PostgresServer } from '../../src/db/postgres';
+import { LiveLog, type CaughtUpEvent } from '../../src/realtime/live-log';
+import { RealtimeServer } from '../../src/realtime/server';
+import { createRealtimeTestSchema } from '../../src/realtime/testing';
+import { signAnonKey, signProjectToken } from '../../src/realtime/tokens';
+
+/*
+ * The live-log subscriber (real supabase-js underneath) against the compatible server: a change
+ * the server silently drops is reported as a gap, while events missed across a reconnect are
+ * caught up without being called a gap.
+ */
+
+const SECRET = 'realtime-live-log-test-secret-32-characters-plus';
+const A = randomUUID();
+
+let pg: PostgresServer;
+let dbUrl: string;
+let pool: Pool;
+let anon: string;
+let tokA: string;
+const toClose: Array<{ close(): Promise<void> }> = [];
+
+async function until<T>(what: string, probe: () => T | null | undefined | false, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function append(run: string, seq: number, type = 'StepSucceeded'): Promise<void> {
+  await pool.query('INSERT INTO run_events (project_id, run_id, seq, type, payload, hash) VALUES ($1, $2, $3, $4, $5, $6)', [
+    A,
+    run,
+    seq,
+    type,
+    JSON.stringify({ seq }),
+    `hash-${run.slice(0, 8)}-${seq}`,
+  ]);
+}
+
+async function runLog(run: string): Promise<Array<{ seq: number; type: string; hash: string }>> {
+  return (await pool.query('SELECT seq, type, hash FROM run_events WHERE run_id = $1 ORDER BY seq', [run])).rows;
+}
+
+/** stands in for the engine's history API: every run of the project, after what the caller knows */
+let catchUpCalls = 0;
+async function catchUp(known: Map<string, number>): Promise<CaughtUpEvent[]> {
+  catchUpCalls++;
+  const { rows } = await pool.query('SELECT run_id::text, seq, type, payload, hash FROM run_events WHERE project_id = $1 ORDER BY run_id, seq', [A]);
+  return rows
+    .filter((r) => r.seq > (known.get(r.run_id) ?? 0))
+    .map((r) => ({ runId: r.run_id, seq: r.seq, type: r.type, data: r.payload, hash: r.hash }));
+}
+
+async function server(extra: { port?: number; dropChange?: (c: { table: string; record: Record<string, unknown> }) => boolean } = {}): Promise<RealtimeServer> {
+  const s = new RealtimeServer({ databaseUrl: dbUrl, jwtSecret: SECRET, ...extra });
+  await s.start();
+  toClose.push(s);
+  return s;
+}
+
+async function liveLog(url: string, scope: { projectId: string } | { runId: string } = { projectId: A }): Promise<LiveLog> {
+  const live = await LiveLog.open({ url, anonKey: anon, accessToken: tokA, scope, catchUp });
+  toClose.unshift(live);
+  await live.ready();
+  return live;
+}
+
+before(async () => {
+  pg = await provisionPostgres();
+  const admin = new Client({ connectionString: pg.urlFor('postgres') });
+  await admin.connect();
+  const name = `rt_live_${process.pid}`;
+  await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  dbUrl = pg.urlFor(name);
+  pool = new Pool({ connectionString: dbUrl, max: 4 });
+  pool.on('error', () => undefined);
+  const c = await pool.connect();
+  await createRealtimeTestSchema(c);
+  c.release();
+  anon = await signAnonKey({ secret: SECRET });
+  tokA = await signProjectToken({ secret: SECRET, projectId: A, ttlSec: 3600 });
+});
+
+after(async () => {
+  for (const x of toClose) await x.close().catch(() => undefined);
+  await pool?.end().catch(() => undefined);
+  await pg?.stop();
+});
+
+describe('live log', { timeout: 60_000 }, () => {
+  it('reports a change the server dropped while subscribed as a gap, and still ends complete through a catch-up', async () => {
+    const run = randomUUID();
+    const other = randomUUID();
+    const fp = await server({ dropChange: (c) => c.table === 'run_events' && c.record.run_id === run && c.record.seq === 3 });
+    const live = await liveLog(fp.url);
+    for (let seq = 1; seq <= 4; seq++) {
+      await append(run, seq, seq === 1 ? 'RunStarted' : 'StepSucceeded');
+      if (seq <= 3) await append(other, seq);
+    }
+    await live.waitUntilHolds(run, 4);
+    await live.settled();
+    await append(run, 5, 'RunSucceeded');
+    await live.waitUntilHolds(run, 5);
+    await live.waitUntilHolds(other, 3);
+
+    assert.equal(fp.stats.dropped.length, 1, 'the failpoint fired once');
+    assert.deepEqual(live.gaps, [{ runId: run, expectedSeq: 3, gotSeq: 4 }]);
+    assert.deepEqual(
+      live.eventsOf(run).map((e) => [e.seq, e.via]),
+      [
+        [1, 'live'],
+        [2, 'live'],
+        [3, 'catch-up'],
+        [4, 'live'],
+        [5, 'live'],
+      ],
+    );
+    const log = await runLog(run);
+    assert.equal(live.compareWith(run, log), `run ${run}: gap while subscribed: event 3 never arrived live (event 4 came next; catch-up filled it)`);
+    assert.equal(live.compareWith(other, await runLog(other)), null, 'the other run is intact');
+    assert.deepEqual(live.eventsOf(run)[4].data, { seq: 5 });
+
+    // and the first difference in content is named
+    assert.match(String(live.compareWith(run, [...log, { seq: 6, type: 'Extra', hash: 'x' }])), /missing event 6 \(Extra\)$/);
+    assert.match(String(live.compareWith(run, log.slice(0, 4))), /holds event 5 \(RunSucceeded\) that the run log does not have$/);
+    assert.match(String(live.compareWith(run, log.map((e) => (e.seq === 2 ? { ...e, hash: 'forged-hash' } : e)))), /event 2 \(StepSucceeded\) has hash hash-\w+… in the live log but forged-hash in the run log$/);
+    assert.match(String(live.compareWith(run, log.map((e) => (e.seq === 1 ? { ...e, type: 'Other' } : e)))), /event 1 is RunStarted in the live log but Other in the run log$/);
+  });
+
+  it('does not count what a reconnect catch-up brings as a gap', async () => {
+    const run = randomUUID();
+    const port = await freePort();
+    const s1 = await server({ port });
+    const live = await liveLog(s1.url);
+    await append(run, 1, 'RunStarted');
+    await append(run, 2);
+    await live.waitUntilHolds(run, 2);
+    const callsBefore = catchUpCalls;
+
+    await s1.close(); // the socket drops: supabase-js reconnects on its own (1 s, 2 s, 5 s, 10 s)
+    await until('the channel to notice', () => live.status !== 'SUBSCRIBED');
+    await append(run, 3); // committed while no server is listening
+    await append(run, 4);
+    await server({ port });
+    await until('the rejoin', () => live.subscribedCount >= 2, 15_000);
+    await live.settled();
+    await live.waitUntilHolds(run, 4);
+    await append(run, 5, 'RunSucceeded');
+    await live.waitUntilHolds(run, 5);
+
+    assert.ok(catchUpCalls > callsBefore, 'the rejoin caught up');
+    assert.deepEqual(live.gaps, []);
+    assert.deepEqual(
+      live.eventsOf(run).map((e) => [e.seq, e.via]),
+      [
+        [1, 'live'],
+        [2, 'live'],
+        [3, 'catch-up'],
+        [4, 'catch-up'],
+        [5, 'live'],
+      ],
+    );
+    assert.equal(live.compareWith(run, await runLog(run)), null);
+  });
+
+  it('a run-scoped live log holds only its run', async () => {
+    const s = await server();
+    const mine = randomUUID();
+    const notMine = randomUUID();
+    const live = await liveLog(s.url, { runId: mine });
+    await append(notMine, 1);
+    await append(mine, 1, 'RunStarted');
+    await append(mine, 2);
+    await live.waitUntilHolds(mine, 2);
+    assert.deepEqual(live.runIds(), [mine]);
+    assert.equal(live.compareWith(mine, await runLog(mine)), null);
+    assert.deepEqual(live.gaps, []);
+  });
+});
