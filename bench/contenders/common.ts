@@ -1,0 +1,213 @@
+/*
+ * What the bench contenders (bench/contenders/*.ts) share: the result shape,
+ * the step logic, and the Postgres counters every trial is charged with.
+ *
+ * The step logic is the engine bench's (bench/run.ts): the same JMESPath
+ * expressions, evaluated the way src/domain/decider.ts evaluates them
+ * (`search` over { ...body, input, steps }, then a JSON round trip), so a
+ * contender's step does the same CPU work as an engine step.
+ *
+ * Counters, read from another database of the same server so reading them adds nothing:
+ *   commits     pg_stat_database.xact_commit of the trial database. A backend publishes its
+ *               counts when it goes idle (at most once a second) or exits, so a snapshot is
+ *               only exact once no client backend is left in the database: snapshot() waits
+ *               for that (the same rule as bench/run.ts).
+ *   statements  sum(calls) of pg_stat_statements rows of the trial database (top-level
+ *               statements, BEGIN and COMMIT included), exact at any moment. Needs the
+ *               server started with shared_preload_libraries=pg_stat_statements (bench/side-by-side.ts
+ *               arranges it on its embedded Postgres); without it `statements` is NaN
+ *               (null in JSON) and `statementsSource` says 'unavailable'.
+ */
+import { createHash } from 'node:crypto';
+import { search } from '@jmespath-community/jmespath';
+import { Client } from 'pg';
+
+export type Variant = 'pure' | 'http';
+
+export interface TrialResult {
+  contender: 'dbos' | 'floor';
+  variant: Variant;
+  /** workflows created for the trial */
+  workflows: number;
+  /** first workflow's start to last workflow's completion */
+  ms: number;
+  /** finished workflows per second over `ms` */
+  wfPerSec: number;
+  /** xact_commit delta of the trial database over the executors' whole life (start-up and shut-down included) */
+  commits: number;
+  /** pg_stat_statements calls over the same window; NaN when pg_stat_statements is not loaded */
+  statements: number;
+  commitsPerWf: number;
+  statementsPerWf: number;
+  // ── beyond the required shape
+  /** workflows that finished successfully (should equal `workflows`) */
+  succeeded: number;
+  failed: number;
+  statementsSource: 'pg_stat_statements' | 'unavailable';
+  /** how `ms` was taken */
+  clock: string;
+  /** in-flight workflows per executor (DBOS queue workerConcurrency) or pollers (floor) */
+  concurrency: number;
+  executors: number;
+  /** the most frequent statements of the window, per workflow (pg_stat_statements only) */
+  topStatements: { perWf: number; query: string }[];
+  /** contender-specific details (launch spread, HTTP hits, ...) */
+  details: Record<string, unknown>;
+}
+
+// ───── the workflow steps, as in bench/run.ts
+
+export const SHAPE_EXPR = '{id: input.order.id, total: input.order.sum}';
+export const TAX_EXPR = '{id: steps.shape.id, gross: steps.shape.total}';
+export const PURE_OUTPUT_EXPR = 'steps.tax';
+export const HTTP_OUTPUT_EXPR = 'steps.push.body';
+
+export interface OrderInput {
+  order: { id: string; sum: number };
+}
+
+export function inputFor(i: number): OrderInput {
+  return { order: { id: `o-${i}`, sum: i } };
+}
+
+/** Exactly how the engine evaluates an expression (src/domain/decider.ts `evaluate` + `contextOf`). */
+export function evaluate(expr: string, input: unknown, steps: Record<string, unknown>): unknown {
+  const body = input && typeof input === 'object' && !Array.isArray(input) ? (input as Record<string, unknown>) : {};
+  const result = search({ ...body, input, steps } as never, expr);
+  return result === undefined ? null : JSON.parse(JSON.stringify(result));
+}
+
+/** The engine's idempotency key shape (src/domain/decider.ts idempotencyKeyFor). */
+export function idempotencyKeyFor(runId: string, step: string): string {
+  return `mh_${createHash('sha256').update(`${runId}:${step}`).digest('hex').slice(0, 40)}`;
+}
+
+/** POST a JSON body like the engine's http client (global fetch, a timeout); the step's recorded output. */
+export async function postJson(url: string, body: unknown, idempotencyKey: string): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await res.text();
+  if (res.status >= 400) throw new Error(`POST ${url} answered ${res.status}`);
+  let parsed: unknown = text;
+  if ((res.headers.get('content-type') ?? '').includes('json')) parsed = JSON.parse(text);
+  return { status: res.status, body: parsed };
+}
+
+// ───── small helpers
+
+export const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
+
+export function round(x: number, digits = 2): number {
+  return Number.isFinite(x) ? Number(x.toFixed(digits)) : x;
+}
+
+export function databaseName(url: string): string {
+  return decodeURIComponent(new URL(url).pathname.slice(1)) || 'postgres';
+}
+
+/** The same server's `postgres` database (or `maintenance`), where the counters are read. */
+export function siblingUrl(url: string, database = 'postgres'): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+// ───── counters
+
+export interface CounterSnapshot {
+  commits: number;
+  statements: number;
+  /** calls per pg_stat_statements entry (queryid), for the breakdown */
+  byQuery: Map<string, { calls: number; query: string }>;
+}
+
+export class PgCounters {
+  private constructor(
+    private readonly admin: Client,
+    readonly database: string,
+    private readonly oid: number,
+    readonly statementsAvailable: boolean,
+  ) {}
+
+  /** `adminUrl`: a database of the same server other than the trial's (default: `postgres`). */
+  static async open(databaseUrl: string, adminUrl?: string): Promise<PgCounters> {
+    const database = databaseName(databaseUrl);
+    if (database === 'postgres' && !adminUrl) throw new Error('a trial needs a database of its own: the counters are read from `postgres`');
+    const admin = new Client({ connectionString: adminUrl ?? siblingUrl(databaseUrl) });
+    await admin.connect();
+    const { rows } = await admin.query('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [database]);
+    if (!rows[0]) {
+      await admin.end();
+      throw new Error(`database ${database} does not exist`);
+    }
+    // only when the server preloads the library: never create an extension that cannot work
+    const { rows: preload } = await admin.query(`SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements' AS loaded`);
+    let available = false;
+    if (preload[0].loaded) {
+      try {
+        await admin.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+        await admin.query('SELECT 1 FROM pg_stat_statements LIMIT 1');
+        available = true;
+      } catch {
+        available = false;
+      }
+    }
+    return new PgCounters(admin, database, rows[0].oid, available);
+  }
+
+  /** Client backends connected to the trial database right now. */
+  async backends(): Promise<number> {
+    const { rows } = await this.admin.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, [this.database]);
+    return rows[0].n;
+  }
+
+  /**
+   * Read the counters. With `settled` (the default) first wait until no client
+   * backend is left in the database, so xact_commit includes everything.
+   */
+  async snapshot(settled = true, timeoutMs = 10_000): Promise<CounterSnapshot & { settled: boolean }> {
+    let quiet = !settled;
+    if (settled) {
+      const until = Date.now() + timeoutMs;
+      while (Date.now() < until) {
+        if ((await this.backends()) === 0) {
+          quiet = true;
+          break;
+        }
+        await sleep(10);
+      }
+    }
+    await this.admin.query('SELECT pg_stat_clear_snapshot()');
+    const { rows } = await this.admin.query('SELECT coalesce(xact_commit, 0)::bigint AS n FROM pg_stat_database WHERE datname = $1', [this.database]);
+    const byQuery = new Map<string, { calls: number; query: string }>();
+    let statements = NaN;
+    if (this.statementsAvailable) {
+      const res = await this.admin.query(`SELECT queryid::text AS id, calls::bigint AS calls, query FROM pg_stat_statements WHERE dbid = $1`, [this.oid]);
+      statements = 0;
+      for (const r of res.rows) {
+        const calls = Number(r.calls);
+        statements += calls;
+        const prev = byQuery.get(r.id);
+        byQuery.set(r.id, { calls: (prev?.calls ?? 0) + calls, query: r.query });
+      }
+    }
+    return { commits: Number(rows[0]?.n ?? 0), statements, byQuery, settled: quiet };
+  }
+
+  static top(before: CounterSnapshot, after: CounterSnapshot, perWf: number, n = 12): { perWf: number; query: string }[] {
+    const out: { perWf: number; query: string }[] = [];
+    for (const [id, a] of after.byQuery) {
+      const d = a.calls - (before.byQuery.get(id)?.calls ?? 0);
+      if (d > 0) out.push({ perWf: round(d / Math.max(1, perWf), 3), query: a.query.replace(/\s+/g, ' ').slice(0, 140) });
+    }
+    return out.sort((x, y) => y.perWf - x.perWf).slice(0, n);
+  }
+
+  async close(): Promise<void> {
+    await this.admin.end().catch(() => undefined);
+  }
+}
