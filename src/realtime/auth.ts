@@ -24,8 +24,41 @@ export function isDenial(e: unknown): boolean {
   return DENIED.has((e as { code?: string })?.code ?? '');
 }
 
+// Is this 32-bit xid (as pgoutput gives it) still in progress? Widened to
+// xid8 against the snapshot's own epoch so wraparound cannot confuse it.
+const RUNNING_SQL = `WITH s AS (SELECT pg_current_snapshot() AS snap),
+     e AS (SELECT snap, pg_snapshot_xmax(snap)::text::numeric AS xmax8 FROM s),
+     c AS (SELECT snap, xmax8, floor(xmax8 / 4294967296) * 4294967296 + $1::numeric AS cand FROM e)
+SELECT NOT pg_visible_in_snapshot((CASE WHEN cand > xmax8 + 2147483648 THEN cand - 4294967296 ELSE cand END)::text::xid8, snap) AS running FROM c`;
+
 export class Visibility {
   constructor(private readonly pool: Pool) {}
+
+  /**
+   * Wait until a transaction that logical decoding has already handed us is
+   * visible to new snapshots. Postgres writes (and streams) the commit record
+   * before it takes the transaction out of the running set, so for a moment a
+   * decoded commit is still invisible to everyone else, and a visibility check
+   * in that moment would wrongly withhold the change. One short query, usually
+   * answered at once; gives up after `timeoutMs` (the check then decides).
+   */
+  async awaitCommitted(xid: number, timeoutMs = 2000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let running: boolean;
+      try {
+        const { rows } = await this.pool.query<{ running: boolean }>(
+          RUNNING_SQL,
+          [String(xid)],
+        );
+        running = rows[0]?.running === true;
+      } catch {
+        return; // the visibility check that follows reports the database's trouble
+      }
+      if (!running || Date.now() > deadline) return;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
 
   /** For each primary key tuple (WAL text, in rel.primaryKey order): is that row visible to role + claims now? */
   async visibleKeys(rel: RelationInfo, role: string, claims: Record<string, unknown>, keys: Array<Array<string | null>>): Promise<boolean[]> {

@@ -784,6 +784,7 @@ export class RealtimeServer {
       }
     }
     const verdicts = new Map<string, boolean[]>();
+    if (groups.size > 0) await this.visibility.awaitCommitted(tx.xid);
     await Promise.all(
       [...groups].map(async ([g, group]) => {
         verdicts.set(g, await this.visibility.visibleKeys(group.rel, group.role, group.claims, group.keys));
