@@ -28,6 +28,9 @@ module.exports = {
   'db-faults': profile('@db-faults and not @wip'),
   sweep: profile('@sweep and not @wip'),
   intake: profile('@intake and not @wip'),
+  intervention: profile('@intervention and not @wip'),
+  tamper: profile('@tamper and not @wip'),
+  realtime: profile('@realtime and not @wip'),
   wip: profile('@wip'),
   // the step catalogue (npm run steps): every scenario, no reports written
   catalogue: { requireModule: common.requireModule, require: common.require, tags: 'not @wip', format: ['summary'] },

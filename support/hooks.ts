@@ -95,3 +95,22 @@ After({ name: 'every injected fault fired' }, async function (this: ReplayWorld,
     throw new Error(`these faults were injected but never fired, so the scenario proved nothing about them: ${unproven.join('; ')}`);
   }
 });
+
+// Runs first of all: every run the scenario touched, as a subscriber that was
+// listening from before it started saw it live, ends equal to its run log —
+// same events, same order, no gap while subscribed, nothing the log lacks.
+// A scenario that tampered with the log behind the engine's back is verify's
+// business, not the live log's: its runs are left out.
+After({ name: "every run's live log ends equal to its run log", timeout: 45_000 }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
+  if (result?.status !== Status.PASSED || !this.db || !this.realtime || this.logBeforeTampering || this.liveGapPlanted) return;
+  const differences: string[] = [];
+  for (const run of this.runs) {
+    const { rows } = await this.db.query<{ seq: number; type: string; hash: string }>('SELECT seq, type, hash FROM run_events WHERE run_id = $1 ORDER BY seq', [run.runId]);
+    const difference = await this.realtime.differenceFrom(run.projectId, run.runId, rows);
+    if (difference) differences.push(difference);
+  }
+  if (differences.length) {
+    this.attach(this.realtime.journal.join('\n'), { mediaType: 'text/plain', fileName: 'live-log-journal.txt' });
+    throw new Error(`the live log differs from the run log: ${differences.join('; ')}\n${this.realtime.journal.slice(-15).join('\n')}`);
+  }
+});

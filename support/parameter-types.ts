@@ -184,3 +184,24 @@ defineParameterType({
 
 /** A place in a run log in business words (support/places.ts): `the result of "push"`, `the end of the run`, `event 7`. */
 defineParameterType({ name: 'place', regexp: PLACE_PATTERN, transformer: (text: string) => parsePlace(text) });
+
+/** Someone watching live logs, named by a first name in quotes: `"Priya"`. */
+defineParameterType({ name: 'viewer', regexp: /"([A-Z][a-z]+)"/, transformer: (name: string) => name });
+
+/**
+ * What a viewer presents to the live-log server instead of a good token:
+ * `an expired token`, `a token signed with another key`, `a token that is not a token`,
+ * `no token of their own` (only the public key every page carries).
+ */
+export type Credential = 'expired' | 'forged' | 'garbage' | 'anonymous';
+const CREDENTIALS: Record<string, Credential> = {
+  'an expired token': 'expired',
+  'a token signed with another key': 'forged',
+  'a token that is not a token': 'garbage',
+  'no token of their own': 'anonymous',
+};
+defineParameterType({
+  name: 'credential',
+  regexp: new RegExp(Object.keys(CREDENTIALS).join('|')),
+  transformer: (text: string) => CREDENTIALS[text],
+});

@@ -17,7 +17,9 @@ import { NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../src/s
 import { operate, OperatorActionError } from '../src/operator-service';
 import { replayLog } from '../src/domain/replay';
 import type { ActionPhrase } from './parameter-types';
-import { Keyring } from '../src/security/keyring';
+import { Keyring, tokenSecret } from '../src/security/keyring';
+import { parseDropSpec } from '../src/realtime/server';
+import { LiveLogs } from './live-logs';
 import type { SecretValue } from '../src/security/redact';
 import { loadEvents } from '../src/store/run-store';
 import { ControlledClock } from '../src/worker/clock';
@@ -107,6 +109,15 @@ export class ReplayWorld extends World<ReplayParameters> {
   /** what the scenario attached to the report, as text, so the leak check reads it too */
   readonly attachments: Array<{ name: string; text: string }> = [];
   lastError: Error | null = null;
+  /**
+   * The realtime handles: a supabase-js client per project the scenario sets
+   * up, subscribed to its live log before any of its runs starts.
+   */
+  realtime!: LiveLogs;
+  /** a scenario that planted a gap in a live log and checked it was caught */
+  liveGapPlanted = false;
+  /** viewers whose connection a scenario stalled: told the bytes delivered when it recovers */
+  readonly stalledViewers = new Map<string, (bytesDownAtRecovery: number) => void>();
   private workerCount = 0;
 
   constructor(options: IWorldOptions<ReplayParameters>) {
@@ -129,7 +140,7 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   /** The live-log frames the scenario's subscribers received, as text. */
   liveFrames(): string[] {
-    return [];
+    return this.realtime?.frames() ?? [];
   }
 
   get timeoutMs(): number {
@@ -150,6 +161,14 @@ export class ReplayWorld extends World<ReplayParameters> {
     const u = new URL(db.engineUrl);
     u.host = `127.0.0.1:${port}`;
     this.engineDbUrl = u.toString();
+    const drop = process.env.MESHHOOK_REALTIME_DROP;
+    this.realtime = new LiveLogs({
+      ownerUrl: db.url,
+      jwtSecret: tokenSecret(keyring),
+      engineDb: this.engineDb,
+      drop: drop ? parseDropSpec(drop) : undefined,
+    });
+    await this.realtime.start();
   }
 
   // ───── the order service and the webhook intake
@@ -189,7 +208,16 @@ export class ReplayWorld extends World<ReplayParameters> {
       definition: p.definition,
     };
     this.workflows.set(key, published);
+    // listen before any run of the project starts, as a dashboard would be open already
+    await this.realtime.watch(p.projectId);
     return published;
+  }
+
+  /** The id of a project the scenario set up. */
+  projectIdFor(project: string): string {
+    const w = [...this.workflows.values()].find((x) => x.project === project);
+    if (!w) throw new Error(`the scenario has not set up the project "${project}"`);
+    return w.projectId;
   }
 
   /** The project that has a workflow of this name (the first one set up). */
@@ -421,6 +449,8 @@ export class ReplayWorld extends World<ReplayParameters> {
     await this.intake?.close().catch(() => undefined);
     await this.target?.close().catch(() => undefined);
     await this.proxy?.close().catch(() => undefined);
+    // before the database is dropped: the server's replication connection holds it open
+    await this.realtime?.close().catch(() => undefined);
     await this.db?.end().catch(() => undefined);
     await this.engineDb?.end().catch(() => undefined);
     if (this.dbName) await dropScenarioDatabase(this.dbName).catch(() => undefined);

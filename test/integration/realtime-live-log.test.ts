@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Client, Pool } from 'pg';
 import { freePort, provisionPostgres, type PostgresServer } from '../../src/db/postgres';
+import { Visibility } from '../../src/realtime/auth';
 import { LiveLog, type CaughtUpEvent } from '../../src/realtime/live-log';
 import { RealtimeServer } from '../../src/realtime/server';
 import { createRealtimeTestSchema } from '../../src/realtime/testing';
@@ -185,5 +186,29 @@ describe('live log', { timeout: 60_000 }, () => {
     assert.deepEqual(live.runIds(), [mine]);
     assert.equal(live.compareWith(mine, await runLog(mine)), null);
     assert.deepEqual(live.gaps, []);
+  });
+});
+
+describe('a decoded commit and the running set', { timeout: 30_000 }, () => {
+  // Postgres streams a commit before it leaves the running set; the server waits for that
+  // moment before asking whether the rows are visible to a subscriber's role.
+  it('awaitCommitted waits while the transaction runs and returns once it has committed', async () => {
+    const vis = new Visibility(pool);
+    const open = await pool.connect();
+    try {
+      await open.query('BEGIN');
+      const xid = Number((await open.query("SELECT (pg_current_xact_id()::text::numeric % 4294967296)::text AS x")).rows[0].x);
+      let t0 = Date.now();
+      await vis.awaitCommitted(xid, 300);
+      assert.ok(Date.now() - t0 >= 300, 'an in-progress transaction is waited for until the cap');
+      const done = vis.awaitCommitted(xid, 10_000);
+      t0 = Date.now();
+      setTimeout(() => void open.query('COMMIT'), 200);
+      await done;
+      const waited = Date.now() - t0;
+      assert.ok(waited >= 150 && waited < 5_000, `returned ${waited} ms after the commit was scheduled`);
+    } finally {
+      open.release();
+    }
   });
 });
