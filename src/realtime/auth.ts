@@ -28,8 +28,15 @@ export function isDenial(e: unknown): boolean {
 // xid8 against the snapshot's own epoch so wraparound cannot confuse it.
 const RUNNING_SQL = `WITH s AS (SELECT pg_current_snapshot() AS snap),
      e AS (SELECT snap, pg_snapshot_xmax(snap)::text::numeric AS xmax8 FROM s),
-     c AS (SELECT snap, xmax8, floor(xmax8 / 4294967296) * 4294967296 + $1::numeric AS cand FROM e)
-SELECT NOT pg_visible_in_snapshot((CASE WHEN cand > xmax8 + 2147483648 THEN cand - 4294967296 ELSE cand END)::text::xid8, snap) AS running FROM c`;
+     c AS (SELECT snap, xmax8, floor(xmax8 / 4294967296) * 4294967296 + x AS cand FROM e, unnest($1::numeric[]) AS x)
+SELECT COALESCE(bool_or(NOT pg_visible_in_snapshot((CASE WHEN cand > xmax8 + 2147483648 THEN cand - 4294967296 ELSE cand END)::text::xid8, snap)), false) AS running FROM c`;
+
+export interface VisibilityGroup {
+  rel: RelationInfo;
+  role: string;
+  claims: Record<string, unknown>;
+  keys: Array<Array<string | null>>;
+}
 
 export class Visibility {
   constructor(private readonly pool: Pool) {}
@@ -43,13 +50,14 @@ export class Visibility {
    * answered at once; gives up after `timeoutMs` (the check then decides).
    */
   async awaitCommitted(xid: number, timeoutMs = 2000): Promise<void> {
+    // (one xid at a time; visibleGroups asks for a whole batch in its own round trip)
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       let running: boolean;
       try {
         const { rows } = await this.pool.query<{ running: boolean }>(
           RUNNING_SQL,
-          [String(xid)],
+          [[String(xid)]],
         );
         running = rows[0]?.running === true;
       } catch {
@@ -58,6 +66,69 @@ export class Visibility {
       if (!running || Date.now() > deadline) return;
       await new Promise((r) => setTimeout(r, 1));
     }
+  }
+
+  /**
+   * Every group's verdicts in one round trip: a single simple-protocol batch
+   * (BEGIN, the running-xid check, then SET LOCAL ROLE / set_config / lookup
+   * per group, ROLLBACK) with values as escaped literals. A commit still in
+   * progress (see awaitCommitted) is asked again after a millisecond. Anything
+   * unusual (an error, a denial, a huge key list) falls back to one
+   * transaction per group, which sorts denials from failures.
+   */
+  async visibleGroups(xids: number[], groups: VisibilityGroup[], timeoutMs = 2000): Promise<boolean[][]> {
+    if (groups.length === 0) return [];
+    if (groups.some((g) => g.keys.length > 4 * CHUNK) || groups.some((g) => g.rel.primaryKey.length === 0 || g.rel.primaryKey.some((n) => !g.rel.byName.get(n)))) {
+      for (const xid of xids) await this.awaitCommitted(xid, timeoutMs);
+      return this.oneByOne(groups);
+    }
+    const deadline = Date.now() + timeoutMs;
+    let client: PoolClient | null = null;
+    let broken = false;
+    try {
+      client = await this.pool.connect();
+      const lit = (v: string): string => client!.escapeLiteral(v);
+      const sql: string[] = ['BEGIN', RUNNING_SQL.replace('$1::numeric[]', `ARRAY[${xids.map((x) => Math.trunc(x)).join(',') || 'NULL'}]::numeric[]`)];
+      for (const g of groups) {
+        const pk = g.rel.primaryKey.map((n) => g.rel.byName.get(n)!);
+        const names = pk.map((_, j) => `k${j}`);
+        const where = pk.map((c, j) => `t.${quoteIdent(c.name)} = v.${names[j]}`).join(' AND ');
+        const rows = g.keys.map((key, i) => `(${[`${i}::int4`, ...key.map((v, j) => `${v === null ? 'NULL' : lit(v)}::${pk[j].sqlType}`)].join(', ')})`);
+        sql.push(`SET LOCAL ROLE ${quoteIdent(g.role)}`);
+        sql.push(`SELECT set_config('request.jwt.claims', ${lit(JSON.stringify(g.claims))}, true)`);
+        sql.push(
+          rows.length === 0
+            ? 'SELECT NULL::int4 AS i WHERE false'
+            : `SELECT v.i FROM (VALUES ${rows.join(', ')}) AS v(i, ${names.join(', ')}) WHERE EXISTS (SELECT 1 FROM ${quoteIdent(g.rel.schema)}.${quoteIdent(g.rel.table)} t WHERE ${where})`,
+        );
+      }
+      sql.push('ROLLBACK');
+      const text = sql.join(';\n');
+      for (;;) {
+        const results = (await client.query(text)) as unknown as Array<{ rows: Array<Record<string, unknown>> }>;
+        const running = results[1]?.rows[0]?.running === true;
+        if (running && Date.now() <= deadline) {
+          await new Promise((r) => setTimeout(r, 1));
+          continue;
+        }
+        return groups.map((g, k) => {
+          const out = g.keys.map(() => false);
+          for (const row of results[2 + 3 * k + 2].rows) out[Number(row.i)] = true;
+          return out;
+        });
+      }
+    } catch {
+      if (client) await client.query('ROLLBACK').catch(() => (broken = true));
+      client?.release(broken);
+      client = null;
+      return this.oneByOne(groups);
+    } finally {
+      client?.release(broken);
+    }
+  }
+
+  private oneByOne(groups: VisibilityGroup[]): Promise<boolean[][]> {
+    return Promise.all(groups.map((g) => this.visibleKeys(g.rel, g.role, g.claims, g.keys)));
   }
 
   /** For each primary key tuple (WAL text, in rel.primaryKey order): is that row visible to role + claims now? */

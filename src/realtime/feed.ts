@@ -85,7 +85,8 @@ export interface FeedOptions {
   pool: Pool;
   log: (entry: Record<string, unknown>) => void;
   /** called in commit order, one at a time; a throw restarts the feed */
-  onTransaction: (tx: FeedTransaction) => Promise<void>;
+  /** committed transactions in commit order: usually one, more when the consumer fell behind */
+  onTransactions: (txs: FeedTransaction[]) => Promise<void>;
   /** synchronous: the stream is live (before any change of it is processed) */
   onLive: (info: { lossy: boolean; first: boolean }) => void;
   /** synchronous: the stream was live and is now interrupted */
@@ -93,6 +94,9 @@ export interface FeedOptions {
 }
 
 const BACKOFF_MS = [100, 250, 500, 1000];
+/** at most this much is dispatched together when the consumer fell behind */
+const MAX_BATCH_TXS = 64;
+const MAX_BATCH_CHANGES = 500;
 const PAUSE_ABOVE = 256;
 const RESUME_BELOW = 32;
 const STATUS_EVERY_MS = 1000;
@@ -387,29 +391,37 @@ export class ReplicationFeed {
     this.draining = true;
     try {
       while (this.queue.length > 0 && !this.closed) {
-        const raw = this.queue.shift()!;
-        const end = lsnToBigInt(raw.endLsn!);
-        if (this.lastEnd !== null && end <= this.lastEnd) continue;
+        // what queued up while the last dispatch ran goes out together (bounded), in order
+        const batch: Array<{ raw: RawTx; end: bigint }> = [];
+        let changeCount = 0;
+        while (this.queue.length > 0 && batch.length < MAX_BATCH_TXS && changeCount < MAX_BATCH_CHANGES) {
+          const raw = this.queue.shift()!;
+          const end = lsnToBigInt(raw.endLsn!);
+          const lastEnd = batch.length > 0 ? batch[batch.length - 1].end : this.lastEnd;
+          if (lastEnd !== null && end <= lastEnd) continue;
+          batch.push({ raw, end });
+          changeCount += raw.changes.length;
+        }
+        if (batch.length === 0) continue;
         try {
-          const changes: FeedChange[] = [];
-          for (const ch of raw.changes) changes.push({ type: ch.type, rel: await this.relationInfo(ch.relation), newRow: ch.newRow, oldRow: ch.oldRow });
-          await this.opts.onTransaction({
-            xid: raw.xid,
-            commitTimestamp: commitTimestamp(raw.commitTime),
-            commitLsn: raw.commitLsn,
-            endLsn: raw.endLsn!,
-            changes,
-          });
+          const txs: FeedTransaction[] = [];
+          for (const { raw } of batch) {
+            const changes: FeedChange[] = [];
+            for (const ch of raw.changes) changes.push({ type: ch.type, rel: await this.relationInfo(ch.relation), newRow: ch.newRow, oldRow: ch.oldRow });
+            txs.push({ xid: raw.xid, commitTimestamp: commitTimestamp(raw.commitTime), commitLsn: raw.commitLsn, endLsn: raw.endLsn!, changes });
+          }
+          await this.opts.onTransactions(txs);
         } catch (e) {
           // not dispatched: a permanent slot re-sends it after the restart; a temporary one reports the loss
           this.queue.length = 0;
           this.restart(`dispatch failed: ${(e as Error)?.message ?? String(e)}`);
           return;
         }
-        this.lastEnd = end;
+        const last = batch[batch.length - 1];
+        this.lastEnd = last.end;
         const c = this.conn;
         if (c) {
-          c.confirmed = maxLsn(c.confirmed, raw.endLsn!);
+          c.confirmed = maxLsn(c.confirmed, last.raw.endLsn!);
           if (c.paused && this.queue.length < RESUME_BELOW) {
             c.paused = false;
             streamOf(c.svc)?.resume?.();

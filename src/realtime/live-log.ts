@@ -220,6 +220,12 @@ export class LiveLog {
   }
 
   /** the events held for a run, in seq order */
+  /** Called whenever the log holds something new (live or caught up); returns the unsubscribe. */
+  onChange(listener: () => void): () => void {
+    this.events.on('change', listener);
+    return () => this.events.off('change', listener);
+  }
+
   eventsOf(runId: string): LiveEvent[] {
     const run = this.runs.get(runId);
     if (!run) return [];

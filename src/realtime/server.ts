@@ -93,6 +93,8 @@ interface Conn {
   closed: boolean;
   /** since when more than maxBufferedBytes have been waiting to go out (null: not over) */
   overSince: number | null;
+  /** the socket is corked until the end of this tick (see sendRaw) */
+  corked?: boolean;
 }
 
 interface PendingJoin {
@@ -213,7 +215,7 @@ export class RealtimeServer {
       slotName: options.slotName,
       pool: this.pool,
       log: this.log,
-      onTransaction: (tx) => this.dispatch(tx),
+      onTransactions: (txs) => this.dispatch(txs),
       onLive: ({ lossy }) => this.onFeedLive(lossy),
       onDown: ({ lossy, error }) => this.onFeedDown(lossy, error),
     });
@@ -468,6 +470,16 @@ export class RealtimeServer {
       this.dropConn(conn);
       ws.terminate();
       return false;
+    }
+    // frames sent in one turn of the event loop (a transaction's changes) leave in one write
+    const socket = (ws as unknown as { _socket?: import('node:net').Socket })._socket;
+    if (socket && !conn.corked) {
+      conn.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        conn.corked = false;
+        socket.uncork();
+      });
     }
     ws.send(data);
     this.stats.framesSent++;
@@ -726,8 +738,14 @@ export class RealtimeServer {
 
   // ---------------------------------------------------------------- postgres_changes
 
-  private async dispatch(tx: FeedTransaction): Promise<void> {
+  /**
+   * Deliver a run of committed transactions, in commit order. While the server
+   * keeps up this is one transaction; when it falls behind, the feed hands over
+   * what queued up, and the visibility checks for all of it take one round trip.
+   */
+  private async dispatch(txs: FeedTransaction[]): Promise<void> {
     interface Prepared {
+      tx: FeedTransaction;
       change: FeedChange;
       record: Record<string, unknown> | null;
       oldRecord: Record<string, unknown> | null;
@@ -736,7 +754,7 @@ export class RealtimeServer {
       needsCheck: boolean;
     }
     const prepared: Prepared[] = [];
-    for (const change of tx.changes) {
+    for (const tx of txs) for (const change of tx.changes) {
       const rel = change.rel;
       const record = change.newRow ? jsonRow(rel, change.newRow) : null;
       const oldRecord = change.oldRow ? jsonRow(rel, change.oldRow) : null;
@@ -762,7 +780,7 @@ export class RealtimeServer {
         if (ids.length > 0) targets.push({ ch, ids: [...new Set(ids)], role: ch.role, claims: ch.claims, claimsKey: ch.claimsKey });
       }
       if (targets.length === 0) continue;
-      prepared.push({ change, record, oldRecord, targets, needsCheck: rel.rls && change.type !== 'DELETE' && rel.primaryKey.length > 0 });
+      prepared.push({ tx, change, record, oldRecord, targets, needsCheck: rel.rls && change.type !== 'DELETE' && rel.primaryKey.length > 0 });
     }
     if (prepared.length === 0) return;
 
@@ -783,13 +801,11 @@ export class RealtimeServer {
         }
       }
     }
+    // one round trip for every group, once the commit is visible to new snapshots
     const verdicts = new Map<string, boolean[]>();
-    if (groups.size > 0) await this.visibility.awaitCommitted(tx.xid);
-    await Promise.all(
-      [...groups].map(async ([g, group]) => {
-        verdicts.set(g, await this.visibility.visibleKeys(group.rel, group.role, group.claims, group.keys));
-      }),
-    );
+    const groupList = [...groups];
+    const answers = await this.visibility.visibleGroups([...new Set(txs.map((t) => t.xid))], groupList.map(([, group]) => group));
+    groupList.forEach(([g], i) => verdicts.set(g, answers[i]));
     const columnsFor = new Map<string, Set<string>>();
     for (const p of prepared) {
       for (const t of p.targets) {
@@ -804,6 +820,7 @@ export class RealtimeServer {
       // cut off when what it was sent before is still waiting (sendRaw), not for one transaction's burst
       if (p.targets.some((t) => t.ch.conn.ws.bufferedAmount > this.opts.maxBufferedBytes / 2)) await new Promise((r) => setImmediate(r));
       const keyText = p.needsCheck ? JSON.stringify(rel.primaryKey.map((c) => p.change.newRow?.[c] ?? null)) : '';
+      const dataByRole = new Map<string, string>();
       for (const { ch, ids, role, claimsKey } of p.targets) {
         if (!ch.active) continue;
         if (p.needsCheck) {
@@ -814,8 +831,15 @@ export class RealtimeServer {
         }
         const selectable = columnsFor.get(`${role}\u0000${rel.oid}`) ?? new Set<string>();
         if (selectable.size === 0) continue;
-        const data = this.changeData(tx, p.change.type, rel, selectable, p.record, p.oldRecord);
-        if (this.send(ch.conn, { join_ref: null, ref: null, topic: ch.topic, event: 'postgres_changes', payload: { ids, data } })) this.stats.changesDelivered++;
+        // the change's data is the same for every subscriber of a role: serialised once, framed per channel
+        let dataJson = dataByRole.get(role);
+        if (dataJson === undefined) dataByRole.set(role, (dataJson = JSON.stringify(this.changeData(p.tx, p.change.type, rel, selectable, p.record, p.oldRecord))));
+        const payload = `{"ids":${JSON.stringify(ids)},"data":${dataJson}}`;
+        const frame =
+          ch.conn.vsn === '2.0.0'
+            ? `[null,null,${JSON.stringify(ch.topic)},"postgres_changes",${payload}]`
+            : `{"topic":${JSON.stringify(ch.topic)},"event":"postgres_changes","payload":${payload},"ref":null}`;
+        if (this.sendRaw(ch.conn, frame)) this.stats.changesDelivered++;
       }
     }
   }

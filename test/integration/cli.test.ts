@@ -3,7 +3,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { runCli } from '../../src/cli/main';
+import { startRealtimeServer } from '../../src/realtime/server';
+import { tokenSecret } from '../../src/security/keyring';
 import { startEngine } from '../../src/engine';
 import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish } from './helpers';
 
@@ -98,6 +102,51 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     } finally {
       await engine.stop();
       await target.close();
+    }
+  });
+
+  it('tail follows a run live through the Realtime protocol: the run log so far, then each event as it commits', async () => {
+    const { url } = await dbs.fresh();
+    // an order service that holds its answer until the test lets it go, so the run waits mid-step
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    let seen = 0;
+    const target = http.createServer((req, res) => {
+      seen++;
+      req.resume();
+      void held.then(() => res.writeHead(201, { 'content-type': 'application/json' }).end('{"orderId":"ord_1"}'));
+    });
+    await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
+    const targetUrl = `http://127.0.0.1:${(target.address() as AddressInfo).port}`;
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const realtime = await startRealtimeServer({ databaseUrl: url, jwtSecret: tokenSecret(KEYS, env) });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-tail-'));
+    try {
+      await publish(engine.pool, 'acme', orderSyncDefinition(targetUrl));
+      const delivered = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"o-9","sum":9}}', '--url', engine.intake.url], env, dir);
+      const runId = /run ([0-9a-f-]{36}) started/.exec(delivered.out)![1];
+      await waitFor('the request to reach the order service', async () => seen > 0);
+
+      const lines: string[] = [];
+      const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(`ERR ${l}`), env, cwd: dir };
+      const tailing = runCli(['tail', runId, '--project', 'acme', '--json', '--url', realtime.url], io);
+      await waitFor('tail to print what the run log holds so far', async () => lines.length >= 5);
+      release();
+      assert.equal(await tailing, 0, lines.join('\n'));
+      const events = lines.map((l) => JSON.parse(l) as { seq: number; type: string; via: string });
+      assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 'every event once, in order');
+      assert.equal(events.at(-1)!.type, 'RunFinished', 'tail stops when the run finishes');
+      assert.ok(events.slice(5).every((e) => e.via === 'live'), `the answer and what followed arrived live: ${JSON.stringify(events.slice(5))}`);
+
+      const stranger = await cli(['tail', runId, '--project', 'globex', '--url', realtime.url], env, dir);
+      assert.notEqual(stranger.code, 0, 'another project cannot follow the run');
+      assert.match(stranger.err, /no project globex|not found/);
+    } finally {
+      release();
+      await realtime.close();
+      await engine.stop();
+      await new Promise<void>((r) => target.close(() => r()));
     }
   });
 });
