@@ -12,7 +12,9 @@ import { startEngine } from '../engine';
 import { deliver } from '../intake/sign';
 import { CheckpointIndex, writeCheckpoints } from '../integrity/checkpoints';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
-import { signProjectToken } from '../realtime/tokens';
+import { LiveLog, openRealtimeClient } from '../realtime/live-log';
+import { startRealtimeServer, type RealtimeServer } from '../realtime/server';
+import { signAnonKey, signProjectToken } from '../realtime/tokens';
 import { problemsOf, rebuildViews, replayRun, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
 import type { OperatorAction } from '../domain/events';
 import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError } from '../store/secrets';
@@ -113,6 +115,7 @@ function usageOf(spec: CommandSpec): string {
 interface State {
   databaseUrl?: string;
   intakeUrl?: string;
+  realtimeUrl?: string;
   pid?: number;
   startedAt?: string;
 }
@@ -225,10 +228,12 @@ const up: CommandSpec = {
     { name: 'host', value: 'addr', help: 'intake address (default 127.0.0.1)' },
     { name: 'workers', value: 'n', help: 'in-process workers (default 2)' },
     { name: 'pg-port', value: 'n', help: 'port of the embedded Postgres (default: a free one)' },
+    { name: 'realtime-port', value: 'n', help: 'port of the live-log server (Supabase Realtime protocol; default 4000, 0 = a free one)' },
     DB_FLAG,
   ],
   async run(a, io) {
     const port = intFlag(a, 'port', 8080);
+    const realtimePort = intFlag(a, 'realtime-port', 4000);
     const workers = intFlag(a, 'workers', 2);
     const given = (a.flags['database-url'] as string | undefined) ?? io.env.DATABASE_URL;
     const previous = readState(io);
@@ -262,12 +267,28 @@ const up: CommandSpec = {
       await pg?.stop();
       throw e;
     }
-    const state: State = { databaseUrl: url, intakeUrl: engine.intake.url, pid: process.pid, startedAt: new Date().toISOString() };
+    // live logs: fed by logical replication of committed rows, never by the workers themselves
+    let realtime: RealtimeServer | null = null;
+    try {
+      realtime = await startRealtimeServer({
+        databaseUrl: url,
+        jwtSecret: tokenSecret(keyring, io.env),
+        port: realtimePort,
+        ...(a.flags.host ? { host: a.flags.host as string } : {}),
+        log: (e) => {
+          if (e.level !== 'debug') printLog({ ...e, component: 'realtime' }, io);
+        },
+      });
+    } catch (e) {
+      io.err(`live logs are off: the live-log server did not start (${(e as Error).message})`);
+    }
+    const state: State = { databaseUrl: url, intakeUrl: engine.intake.url, realtimeUrl: realtime?.url, pid: process.pid, startedAt: new Date().toISOString() };
     // the state holds the database's password: readable by this user only
     writeFileSync(stateFile(io), json(state) + '\n', { mode: 0o600 });
     io.out('');
     io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'})`);
     io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);
+    if (realtime) io.out(`  live logs: ${realtime.url}  (Supabase Realtime protocol; \`meshhook tail <run-id>\` follows one)`);
     io.out(`  database: ${redact(url)}  (full URL in the state file)`);
     io.out(`  state:    ${path.relative(io.cwd, stateFile(io))}`);
     io.out('');
@@ -275,6 +296,7 @@ const up: CommandSpec = {
     io.out('  meshhook publish examples/order-sync.json --project acme');
     io.out(`  meshhook deliver acme order-sync --body '{"order":{"id":"o-1","sum":42}}'`);
     io.out('  meshhook runs');
+    io.out('  meshhook tail <run-id> --project acme');
     io.out('  meshhook verify <run-id>');
     io.out('Ctrl-C stops everything.');
     await new Promise<void>((resolve) => {
@@ -289,6 +311,7 @@ const up: CommandSpec = {
       process.on('SIGINT', onInt);
       process.on('SIGTERM', onTerm);
     });
+    await realtime?.close().catch(() => undefined);
     await engine.stop();
     if (pg) await pg.stop();
     rmSync(stateFile(io), { force: true });
@@ -753,6 +776,98 @@ const history: CommandSpec = {
   },
 };
 
+const tail: CommandSpec = {
+  name: 'tail',
+  args: ['run-id'],
+  summary:
+    "Follow a run's live log through Supabase Realtime (supabase-js, as a dashboard would): what the run log already holds first, then each event as it commits. Stops when the run finishes unless --follow.",
+  flags: [
+    PROJECT_FLAG,
+    { name: 'url', value: 'url', help: 'the live-log server (default: the one `meshhook up` started, then MESHHOOK_REALTIME_URL)' },
+    { name: 'follow', help: 'keep following after the run finishes (an operator may act on it again)' },
+    { name: 'json', help: 'one JSON object per event' },
+    DB_FLAG,
+  ],
+  async run(a, io) {
+    const runId = runIdArg(a);
+    const url = (a.flags.url as string | undefined) ?? readState(io).realtimeUrl ?? io.env.MESHHOOK_REALTIME_URL;
+    if (!url) throw new SetupError('no live-log server: start one with `meshhook up`, or pass --url / set MESHHOOK_REALTIME_URL');
+    return withPool(a, io, async (pool) => {
+      const project = await projectOf(a, pool);
+      if ((await loadEvents(pool, project.id, runId)).length === 0) {
+        io.err(`run ${runId} not found`);
+        return 1;
+      }
+      const secret = tokenSecret(keyringOf(io), io.env);
+      const client = await openRealtimeClient({
+        url,
+        anonKey: await signAnonKey({ secret }),
+        // a short-lived project token, renewed at each heartbeat
+        accessToken: () => signProjectToken({ secret, projectId: project.id, ttlSec: 600, claims: { sub: `project:${project.slug}` } }),
+      });
+      const live = new LiveLog({
+        client,
+        scope: { runId },
+        ownsClient: true,
+        // what the run log holds beyond what has arrived: the same read any other command makes
+        catchUp: async (known) =>
+          (await loadEvents(pool, project.id, runId))
+            .filter((e) => e.seq > (known.get(runId) ?? 0))
+            .map((e) => ({ runId, seq: e.seq, type: e.type, data: e.data, hash: e.hash })),
+      });
+      let printed = 0;
+      let finished = false;
+      const print = (): void => {
+        // in seq order, never past a hole: a late event waits for the catch-up that fills it
+        for (const e of live.eventsOf(runId)) {
+          if (e.seq !== printed + 1) {
+            if (e.seq <= printed) continue;
+            break;
+          }
+          printed = e.seq;
+          if (a.flags.json) io.out(JSON.stringify({ seq: e.seq, type: e.type, data: e.data, via: e.via }));
+          else io.out(tailLine(e));
+          if (e.type === 'RunFinished') finished = true;
+        }
+      };
+      let stop: () => void = () => undefined;
+      const stopped = new Promise<string>((resolve) => {
+        const onInt = () => resolve('SIGINT');
+        process.once('SIGINT', onInt);
+        stop = () => {
+          process.off('SIGINT', onInt);
+          resolve('done');
+        };
+      });
+      const off = live.onChange(() => {
+        print();
+        if (finished && !a.flags.follow) stop();
+      });
+      try {
+        await live.ready(15_000);
+      } catch (e) {
+        off();
+        await live.close();
+        io.err(`the live log refused to open: ${live.lastError ?? (e as Error).message}`);
+        return 1;
+      }
+      print();
+      if (!(finished && !a.flags.follow)) await stopped;
+      off();
+      await live.close();
+      return 0;
+    });
+  },
+};
+
+/** One event for a terminal: sequence, type, step, and a short, escaped view of the data. */
+function tailLine(e: { seq: number; type: string; data: unknown }): string {
+  const data = (e.data ?? {}) as Record<string, unknown>;
+  const step = typeof data.step === 'string' ? data.step : '';
+  const detail = JSON.stringify(e.data ?? null);
+  return `#${String(e.seq).padEnd(4)} ${e.type.padEnd(22)} ${JSON.stringify(step).slice(1, -1).padEnd(12)} ${detail.length > 140 ? detail.slice(0, 139) + '…' : detail}`;
+}
+
 // ───── secrets, tokens, keys
 
 const secrets: CommandSpec = {
@@ -851,6 +966,7 @@ export const COMMANDS: CommandSpec[] = [
   checkpoint,
   ...OPERATOR_ACTIONS.map(actionCommand),
   history,
+  tail,
   secrets,
   token,
   keys,

@@ -1,0 +1,291 @@
+/*
+ * npm run bench:live — what live logs cost, as ratios measured in the same run.
+ *
+ * One embedded Postgres, one migrated database, the compatible Realtime server
+ * (src/realtime/server.ts) fed by logical replication. Trials alternate between
+ * no subscriber and SUBSCRIBERS dashboards (real supabase-js clients, each with
+ * its own project token, so the server checks visibility per user as it must),
+ * each trial executing RUNS three-step workflows with WORKERS in-process
+ * workers. Reported:
+ *   - workers' throughput with SUBSCRIBERS subscribers ÷ with none (median of
+ *     the paired repeats; the target is ≥ 0.95×)
+ *   - commit → subscriber delay over every event one subscriber received
+ *     (median, p99), from the transaction's commit timestamp that pgoutput
+ *     carries to the moment supabase-js handed the change over
+ * Figures only: nothing asserts a timing. Writes reports/bench-live-logs.json.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Client } from 'pg';
+import type { SupabaseClient } from '@supabase/supabase-js';
+import { migrate } from '../src/db/migrate';
+import { openPool } from '../src/db/pool';
+import { provisionPostgres } from '../src/db/postgres';
+import { closeRealtimeClient, openRealtimeClient } from '../src/realtime/live-log';
+import { RealtimeServer } from '../src/realtime/server';
+import { signAnonKey, signProjectToken } from '../src/realtime/tokens';
+import { Keyring } from '../src/security/keyring';
+import { latestVersion, publishWorkflow } from '../src/store/registry';
+import { startRun } from '../src/store/run-store';
+import { Worker } from '../src/worker/worker';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 200);
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 4);
+const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? 50);
+const DEADLINE_MS = 60_000;
+const KEYS = Keyring.generate('bench-live');
+const SECRET = 'bench-live-logs-jwt-secret-at-least-32-characters';
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+};
+const r = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
+
+interface Subscribers {
+  clients: SupabaseClient[];
+  received: number;
+  /** commit → delivery, ms, as the first subscriber saw it */
+  delays: number[];
+}
+
+async function subscribe(url: string, projectId: string, n: number): Promise<Subscribers> {
+  const anon = await signAnonKey({ secret: SECRET });
+  const subs: Subscribers = { clients: [], received: 0, delays: [] };
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const token = await signProjectToken({ secret: SECRET, projectId, ttlSec: 3600, claims: { sub: process.env.BENCH_SAME_USER ? 'user' : `user-${i}` } });
+      const client = await openRealtimeClient({ url, anonKey: anon, accessToken: token });
+      subs.clients.push(client);
+      await new Promise<void>((resolve, reject) => {
+        client
+          .channel(`bench-${i}-${randomUUID().slice(0, 6)}`)
+          .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'run_events', filter: `project_id=eq.${projectId}` }, (p) => {
+            subs.received++;
+            if (i === 0) subs.delays.push(Date.now() - Date.parse(p.commit_timestamp));
+          })
+          .subscribe((status, err) => {
+            if (status === 'SUBSCRIBED') resolve();
+            else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') reject(err ?? new Error(status));
+          });
+      });
+    }),
+  );
+  // the server says "Subscribed to PostgreSQL" after the join: give every binding a moment to be live
+  await new Promise((res) => setTimeout(res, 500));
+  return subs;
+}
+
+/**
+ * The live-log server and the subscribers each run in a child process of their
+ * own, as in production (a server process; dashboards in browsers elsewhere):
+ * what is measured is what each costs the database and the machine, not a
+ * shared event loop. Here all three share the machine's 2 cores.
+ */
+interface ChildReport {
+  /** CPU the child used from ready to report, ms */
+  cpuMs: number;
+  received: number;
+  delays: number[];
+  stats: { framesSent: number; slowSocketsClosed: number };
+  url: string;
+}
+
+type ChildArgs = { mode: 'server'; url: string } | { mode: 'subscribers'; url: string; projectId: string; n: number };
+
+async function startChild(args: ChildArgs): Promise<{ ready: ChildReport; stop(): Promise<ChildReport> }> {
+  const child: ChildProcess = fork(__filename, ['--live-side'], { execArgv: ['-r', 'ts-node/register', ...(process.env.BENCH_PROF && args.mode === 'server' ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const next = (type: string): Promise<ChildReport> =>
+    new Promise((resolve, reject) => {
+      const onMessage = (m: { type: string; data: ChildReport; error?: string }) => {
+        if (m.type === 'error') reject(new Error(m.error));
+        else if (m.type === type) {
+          child.off('message', onMessage);
+          resolve(m.data);
+        }
+      };
+      child.on('message', onMessage);
+      child.once('exit', (code) => reject(new Error(`live side exited (${code})`)));
+    });
+  const readyP = next('ready');
+  child.send(args);
+  const ready = await readyP;
+  return {
+    ready,
+    async stop() {
+      const report = next('report');
+      child.send({ stop: true });
+      const r = await report;
+      await new Promise((res) => child.once('exit', res));
+      return r;
+    },
+  };
+}
+
+async function liveSide(): Promise<void> {
+  const args = await new Promise<ChildArgs>((resolve) => process.once('message', resolve as (m: unknown) => void));
+  const empty = { received: 0, delays: [] as number[], stats: { framesSent: 0, slowSocketsClosed: 0 }, url: '', cpuMs: 0 };
+  try {
+    if (args.mode === 'server') {
+      const server = new RealtimeServer({ databaseUrl: args.url, jwtSecret: SECRET });
+      const { url } = await server.start();
+      const cpu0 = process.cpuUsage();
+      process.send!({ type: 'ready', data: { ...empty, url } });
+      await new Promise((resolve) => process.once('message', resolve));
+      const used = process.cpuUsage(cpu0);
+      const stats = { framesSent: server.stats.framesSent, slowSocketsClosed: server.stats.slowSocketsClosed };
+      await server.close();
+      process.send!({ type: 'report', data: { ...empty, url, stats, cpuMs: (used.user + used.system) / 1000 } }, () => process.exit(0));
+    } else {
+      const subs = await subscribe(args.url, args.projectId, args.n);
+      const cpu0 = process.cpuUsage();
+      process.send!({ type: 'ready', data: empty });
+      await new Promise((resolve) => process.once('message', resolve));
+      // let the last frames arrive before counting them
+      let last = -1;
+      while (last !== subs.received) {
+        last = subs.received;
+        await new Promise((res) => setTimeout(res, 500));
+      }
+      const used = process.cpuUsage(cpu0);
+      await Promise.all(subs.clients.map((c) => closeRealtimeClient(c)));
+      process.send!({ type: 'report', data: { ...empty, received: subs.received, delays: subs.delays, cpuMs: (used.user + used.system) / 1000 } }, () => process.exit(0));
+    }
+  } catch (e) {
+    process.send!({ type: 'error', error: (e as Error).message }, () => process.exit(1));
+  }
+}
+
+async function withLiveSide<T>(url: string, projectId: string, n: number, body: () => Promise<T>): Promise<{ result: T; server: ChildReport; subscribers: ChildReport | null }> {
+  const server = await startChild({ mode: 'server', url });
+  const subscribers = n > 0 ? await startChild({ mode: 'subscribers', url: server.ready.url, projectId, n }) : null;
+  const result = await body();
+  const subReport = subscribers ? await subscribers.stop() : null;
+  return { result, subscribers: subReport, server: await server.stop() };
+}
+
+async function trial(url: string, pub: { projectId: string; workflow: string; version: Awaited<ReturnType<typeof latestVersion>> }) {
+  const setup = openPool(url, { max: 8 }, () => undefined);
+  await Promise.all(
+    Array.from({ length: 8 }, async (_, k) => {
+      for (let i = k; i < RUNS; i += 8) {
+        const input = { order: { id: `o-${i}`, sum: i } };
+        await startRun(setup, { chain: KEYS.chainKey(), runId: randomUUID(), projectId: pub.projectId, projectSlug: 'bench', workflowSlug: pub.workflow, version: pub.version, deliveryId: `live-${randomUUID()}`, input, at: new Date(), rawBody: JSON.stringify(input) });
+      }
+    }),
+  );
+  await setup.end();
+  const pool = openPool(url, { max: 20 }, () => undefined);
+  let done = (): void => undefined;
+  const finished = new Promise<void>((res) => (done = res));
+  const workers: Worker[] = [];
+  const log = (): void => {
+    if (workers.reduce((n, w) => n + w.stats.runsFinished, 0) >= RUNS) done();
+  };
+  for (let i = 0; i < WORKERS; i++) workers.push(new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 10, concurrency: CONCURRENCY, id: `live-${i + 1}`, keyring: KEYS, log }));
+  const t0 = performance.now();
+  for (const w of workers) w.start();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([finished, new Promise<void>((res) => (timer = setTimeout(res, DEADLINE_MS)))]);
+  const ms = performance.now() - t0;
+  clearTimeout(timer);
+  const n = workers.reduce((k, w) => k + w.stats.runsFinished, 0);
+  await Promise.all(workers.map((w) => w.stop()));
+  await pool.end();
+  return { runs: n, runsPerSec: n / (ms / 1000) };
+}
+
+async function main(): Promise<void> {
+  process.stdout.write(`bench:live: ${RUNS} runs × ${REPEATS} repeats, 0 vs ${SUBSCRIBERS} subscribers; ${WORKERS} workers × ${CONCURRENCY}; ${os.cpus().length} CPUs, node ${process.version}\n`);
+  const pg = await provisionPostgres();
+  const admin = new Client({ connectionString: pg.urlFor('postgres') });
+  await admin.connect();
+  const db = `bench_live_${process.pid}`;
+  await admin.query(`CREATE DATABASE ${db}`);
+  const url = pg.urlFor(db);
+  try {
+    const p = openPool(url, { max: 2 }, () => undefined);
+    await migrate(p);
+    const published = await publishWorkflow(p, KEYS, 'bench', {
+      name: 'three-transforms',
+      steps: [
+        { id: 'shape', type: 'transform', expression: '{id: input.order.id, total: input.order.sum}', next: 'tax' },
+        { id: 'tax', type: 'transform', expression: '{id: steps.shape.id, gross: steps.shape.total}', next: 'done' },
+        { id: 'done', type: 'terminate', status: 'succeeded', output: 'steps.tax' },
+      ],
+    });
+    const pub = { projectId: published.projectId, workflow: published.workflow, version: await latestVersion(p, published.projectId, published.workflowId) };
+    await p.end();
+    // warm up: the engine's paths and the server's decoding
+    await withLiveSide(url, pub.projectId, 1, () => trial(url, pub));
+    const pairs: Array<{ none: number; many: number }> = [];
+    const delays: number[] = [];
+    let delivered = 0;
+    let framesSent = 0; // eslint-disable-line prefer-const
+    let slowClosed = 0;
+    const cpu = { server: [] as number[], subscribers: [] as number[] };
+    for (let rep = 0; rep < REPEATS; rep++) {
+      const order = rep % 2 === 0 ? (['none', 'many'] as const) : (['many', 'none'] as const);
+      const pair = { none: 0, many: 0 };
+      for (const which of order) {
+        // the server runs in both: what differs is who listens
+        const { result: t, server, subscribers } = await withLiveSide(url, pub.projectId, which === 'none' ? 0 : SUBSCRIBERS, () => trial(url, pub));
+        if (which === 'none') pair.none = t.runsPerSec;
+        else {
+          pair.many = t.runsPerSec;
+          delays.push(...subscribers!.delays);
+          delivered += subscribers!.received;
+          framesSent += server.stats.framesSent;
+          slowClosed += server.stats.slowSocketsClosed;
+          cpu.server.push(server.cpuMs / subscribers!.received * 1000);
+          cpu.subscribers.push(subscribers!.cpuMs / subscribers!.received * 1000);
+        }
+        process.stdout.write('.');
+      }
+      pairs.push(pair);
+    }
+    const ratio = median(pairs.map((x) => x.many / x.none));
+    const result = {
+      runs: RUNS,
+      repeats: REPEATS,
+      subscribers: SUBSCRIBERS,
+      workers: WORKERS,
+      runsPerSecNone: r(median(pairs.map((x) => x.none)), 1),
+      runsPerSecWithSubscribers: r(median(pairs.map((x) => x.many)), 1),
+      throughputRatio: r(ratio),
+      commitToSubscriberMs: { events: delays.length, p50: pct(delays, 50), p99: pct(delays, 99), max: Math.max(...delays) },
+      framesDelivered: delivered,
+      cpuMicrosecondsPerDeliveredFrame: { server: r(median(cpu.server), 1), subscribers: r(median(cpu.subscribers), 1) },
+      serverStats: { framesSent, slowSocketsClosed: slowClosed },
+      pairs: pairs.map((x) => ({ none: r(x.none, 1), many: r(x.many, 1) })),
+    };
+    mkdirSync('reports', { recursive: true });
+    writeFileSync(path.join('reports', 'bench-live-logs.json'), JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write('\n\n');
+    process.stdout.write(`workers' throughput, ${SUBSCRIBERS} subscribers ÷ none: ${result.throughputRatio}× (${result.runsPerSecWithSubscribers} vs ${result.runsPerSecNone} runs/s; target ≥ 0.95×)\n`);
+    process.stdout.write(`commit → subscriber over ${delays.length} events: median ${result.commitToSubscriberMs.p50} ms, p99 ${result.commitToSubscriberMs.p99} ms (max ${result.commitToSubscriberMs.max} ms)\n`);
+    process.stdout.write(`CPU per delivered frame: server ${result.cpuMicrosecondsPerDeliveredFrame.server} µs, subscribers (supabase-js) ${result.cpuMicrosecondsPerDeliveredFrame.subscribers} µs — on this machine they share 2 cores with the workers and Postgres\n`);
+    process.stdout.write(`frames delivered to subscribers: ${delivered}; slow sockets closed: ${slowClosed}\n`);
+    process.stdout.write('reports/bench-live-logs.json\n');
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+    await admin.end();
+    await pg.stop();
+  }
+}
+
+if (process.argv.includes('--live-side')) void liveSide();
+else main().catch((e) => {
+  process.stderr.write(`${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
