@@ -31,6 +31,7 @@ module.exports = {
   intervention: profile('@intervention and not @wip'),
   tamper: profile('@tamper and not @wip'),
   realtime: profile('@realtime and not @wip'),
+  security: profile('(@tenancy or @secrets or @bad-input) and not @wip'),
   wip: profile('@wip'),
   // the step catalogue (npm run steps): every scenario, no reports written
   catalogue: { requireModule: common.requireModule, require: common.require, tags: 'not @wip', format: ['summary'] },

@@ -52,6 +52,8 @@ const GROUPS = {
   'run-log.steps.ts': 'The run log',
   'operator.steps.ts': 'Operator actions',
   'tampering.steps.ts': 'Tampering and verification',
+  'live-logs.steps.ts': 'Live logs',
+  'security.steps.ts': 'Tenancy and secrets',
 };
 
 const keywordOf = (uri, line) => {
@@ -114,6 +116,13 @@ const lines = [
   '`finished`, `waiting in "<step>"`, `between attempts of "<step>"`, `failed at "<step>"` (the order service refused it once),',
   '`left in the middle of "<step>" by a crashed worker`, `paused in "<step>"`. `{status}` is a run\'s status:',
   '`running`, `waiting`, `paused`, `succeeded`, `failed`, `canceled`.',
+  '',
+  '`{viewer}` is someone watching live logs, by first name: `"Priya"`. Every project of a scenario is already watched from',
+  'before its runs start (and checked after the scenario); a viewer is someone more, with a token of their own.',
+  '`{credential}` is a bad token a viewer may try: `an expired token`, `a token signed with another key`,',
+  '`a token that is not a token`, `no token of their own` (only the public key).',
+  '`{reach}` is a door a project knocks on for a run (`When "globex" <reach> "acme"\'s run`): `reads` (over HTTP, with its',
+  'token), `replays`, `verifies`, `rebuilds the view of`, `reads the audit trail of`, `cancels`.',
   '',
   '`{place}` names an event of a run log in business words, so no scenario has to count events:',
   '',

@@ -205,3 +205,11 @@ defineParameterType({
   regexp: new RegExp(Object.keys(CREDENTIALS).join('|')),
   transformer: (text: string) => CREDENTIALS[text],
 });
+
+/**
+ * A door a project knocks on for a run (features/security): `reads` (GET /runs/:id with its token),
+ * `replays`, `verifies`, `rebuilds the view of`, `reads the audit trail of`, `cancels`.
+ */
+export type Reach = 'reads' | 'replays' | 'verifies' | 'rebuilds the view of' | 'reads the audit trail of' | 'cancels';
+export const REACHES: Reach[] = ['reads the audit trail of', 'rebuilds the view of', 'reads', 'replays', 'verifies', 'cancels'];
+defineParameterType({ name: 'reach', regexp: new RegExp(REACHES.join('|')), transformer: (text: string) => text as Reach });

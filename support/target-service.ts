@@ -111,6 +111,13 @@ export class TargetService {
   private server: http.Server | null = null;
   private url: string | null = null;
   private readonly idPrefix: string;
+  /** when set, only requests carrying `Authorization: Bearer <this>` reach the business logic */
+  private bearer: string | null = null;
+
+  /** Require a bearer token, as a real order API would (401 without it). */
+  requireBearer(token: string | null): void {
+    this.bearer = token;
+  }
 
   constructor(opts: TargetServiceOptions = {}) {
     this.idPrefix = opts.idPrefix ?? 'ord_';
@@ -244,6 +251,12 @@ export class TargetService {
       keyMismatch: false,
     };
     this.requests.push(rec);
+    if (this.bearer !== null && rec.headers.authorization !== `Bearer ${this.bearer}`) {
+      rec.outcome = 'failed';
+      rec.status = 401;
+      send(res, json(401, { error: { type: 'unauthorized', message: 'a valid bearer token is required' } }));
+      return;
+    }
     const behaviour = this.nextBehaviour(path);
     const sock = req.socket;
 

@@ -47,6 +47,17 @@ export const PROBLEMS: Record<string, (good: Delivery) => Delivery> = {
   'for a project that does not exist': (d) => ({ ...d, project: 'globex' }),
   'for a workflow the project does not have': (d) => ({ ...d, workflow: 'invoice-sync' }),
   'sent as a form instead of JSON': (d) => ({ ...d, contentType: 'application/x-www-form-urlencoded' }),
+  // hostile: whatever arrives in a path, a header or a body is data, never code, a log line or a terminal command
+  'for a project whose name is a database command': (d) => ({ ...d, project: "acme'; DROP TABLE runs; --" }),
+  'for a project with a 10 kB name': (d) => ({ ...d, project: 'a'.repeat(10_240) }),
+  'for a workflow whose name holds a line break': (d) => ({ ...d, workflow: 'order-sync\nlevel=error msg="database wiped"' }),
+  'for a workflow whose name holds a NUL': (d) => ({ ...d, workflow: 'order-sync\u0000' }),
+  'for a workflow whose name holds terminal escapes': (d) => ({ ...d, workflow: 'order-sync\u001b[2J\u001b[31m' }),
+  'with a delivery id holding markup and quotes': (d) => ({ ...d, deliveryId: 'dlv_"><script>alert(1)</script>' }),
+  'with a 10 kB delivery id': (d) => ({ ...d, deliveryId: `dlv_${'x'.repeat(10_240)}` }),
+  // Postgres cannot store \u0000 in JSON: refused up front, never half-stored
+  'whose order holds a NUL character': (d) => ({ ...d, body: d.body.replace(/\}\s*$/, ', "note": "before\\u0000after"}') }),
+  'with a 10 kB signature': (d) => ({ ...d, signature: `t=${unix(d.at)},v2=${'a'.repeat(10_240)}` }),
 };
 
 /** The delivery to send: spoiled, and signed correctly unless the problem set a signature itself. */

@@ -92,7 +92,10 @@ export function tableToDefinition(name: string, rows: WorkflowRow[], targetBaseU
         }
         const timeout = /at most ([\d.]+ \w+) (?:each|per attempt)/.exec(rest);
         if (timeout) timeoutMs = parseDuration(timeout[1]);
-        return { id: r.step, type: 'http_call', method: method as 'POST', url: `${targetBaseUrl}${path}`, headers: {}, body, timeoutMs, retry, next };
+        // `with the "orders-token" secret`: the project's vault secret, sent as a bearer token
+        const secret = /with the "([a-z][a-z0-9_-]*)" secret/.exec(rest);
+        const headers: Record<string, string | { secret: string; prefix?: string }> = secret ? { authorization: { secret: secret[1], prefix: 'Bearer ' } } : {};
+        return { id: r.step, type: 'http_call', method: method as 'POST', url: `${targetBaseUrl}${path}`, headers, body, timeoutMs, retry, next };
       }
       case 'branch': {
         const m = /^(\w[\w-]*),\s*else\s+(\w[\w-]*)$/.exec(r.then?.trim() ?? '');

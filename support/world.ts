@@ -116,6 +116,10 @@ export class ReplayWorld extends World<ReplayParameters> {
   realtime!: LiveLogs;
   /** a scenario that planted a gap in a live log and checked it was caught */
   liveGapPlanted = false;
+  /** the last time a project tried to reach a run (features/security) */
+  reached: { actor: string; reach: import('./parameter-types').Reach; owner: string; run: TrackedRun; before: string; result: { found: boolean; detail: string } } | null = null;
+  /** the order service's API key each project keeps in its vault */
+  readonly apiKeys = new Map<string, string>();
   /** viewers whose connection a scenario stalled: told the bytes delivered when it recovers */
   readonly stalledViewers = new Map<string, (bytesDownAtRecovery: number) => void>();
   private workerCount = 0;

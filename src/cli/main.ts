@@ -642,16 +642,17 @@ const rebuild: CommandSpec = {
     return withPool(a, io, async (pool) => {
       const project = await projectOf(a, pool);
       const r = await rebuildViews(pool, { ...opts, projectId: project.id, runId, force: a.flags.force === true });
+      if (runId && r.runs === 0) {
+        // another project's run, or none at all: the same answer, so run ids cannot be probed
+        io.err(`run ${runId} not found`);
+        return 1;
+      }
       io.out(`runs checked: ${r.runs}`);
       io.out(`repaired:     ${r.repaired.length}`);
       for (const id of r.repaired) io.out(`  ${id}`);
       if (r.refused.length > 0) {
         io.out(`refused:      ${r.refused.length}`);
         for (const f of r.refused) io.out(`  ${f.runId}: ${f.reason}`);
-      }
-      if (runId && r.runs === 0) {
-        io.err(`no run ${runId}`);
-        return 1;
       }
       return r.refused.length > 0 ? 1 : 0;
     });

@@ -1,0 +1,51 @@
+@tenancy
+Feature: A project reaches only its own runs
+  MeshHook hosts many teams on one database. Whatever door a team knocks on —
+  reading a run over HTTP, replaying it, verifying it, rebuilding its view,
+  reading its audit trail or cancelling it — a run of another team does not
+  exist for it, and knocking leaves that run exactly as it was. Each refusal is
+  checked against the same door opening for the team's own run, so "not found"
+  always means "not yours". Two teams may even name their workflows alike.
+
+  Background:
+    Given the project "acme" with the workflow "order-sync":
+      | step | type      | does                             | then |
+      | map  | transform | {id: order.id, total: order.sum} | push |
+      | push | http_call | POST the mapped order to /orders | done |
+      | done | terminate | succeeded                        |      |
+    And the project "globex" with the workflow "order-sync":
+      | step | type      | does                             | then |
+      | map  | transform | {id: order.id, total: order.sum} | push |
+      | push | http_call | POST the mapped order to /orders | done |
+      | done | terminate | succeeded                        |      |
+
+  Scenario Outline: Another project's run does not exist for a project that <reach> it
+    Given "acme" has a finished run of "order-sync"
+    And "globex" has a finished run of "order-sync"
+    When "globex" <reach> "acme"'s run
+    Then "globex" is told that run does not exist
+    And the same request for its own run is answered
+    And "acme"'s run is untouched
+
+    Examples:
+      | reach                    |
+      | reads                    |
+      | replays                  |
+      | verifies                 |
+      | rebuilds the view of     |
+      | reads the audit trail of |
+      | cancels                  |
+
+  Scenario: The isolation holds the other way round too
+    Given "globex" has a finished run of "order-sync"
+    And "acme" has a finished run of "order-sync"
+    When "acme" replays "globex"'s run
+    Then "acme" is told that run does not exist
+    And the same request for its own run is answered
+    And "globex"'s run is untouched
+
+  Scenario: Two projects with a workflow of the same name keep their runs apart
+    When "acme" delivers an order webhook to "order-sync"
+    And "globex" delivers an order webhook to "order-sync"
+    Then every run succeeds
+    And each project's run ran its own project's workflow
