@@ -4,7 +4,7 @@ import { PROBLEM_PATTERN } from './webhook-problems';
 import { parseDuration } from './workflow-table';
 
 /*
- * Domain parameter types, so steps read in the words of LANGUAGE.md. A
+ * Domain parameter types, so steps read in the words of docs/domain-language.md. A
  * {moment} is a named point in a step's life, turned here into the failpoint
  * that makes a worker die exactly there.
  */
@@ -43,7 +43,7 @@ defineParameterType({
 
 /**
  * A {fault} is something that goes wrong between the engine and its database,
- * in the words of LANGUAGE.md. Each lands while a worker is paused mid-step.
+ * in the words of docs/domain-language.md. Each lands while a worker is paused mid-step.
  */
 export type Fault =
   | { kind: 'drop-connections'; text: string }
@@ -104,7 +104,7 @@ defineParameterType({
 });
 
 // Names in double quotes, typed by what they name, so the catalogue reads like
-// LANGUAGE.md: `{project} delivers an order webhook to {workflow}`.
+// docs/domain-language.md: `{project} delivers an order webhook to {workflow}`.
 const SLUG = /"([a-z][a-z0-9-]*)"/;
 
 defineParameterType({ name: 'project', regexp: SLUG, transformer: (name: string) => name });
