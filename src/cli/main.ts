@@ -229,9 +229,12 @@ const up: CommandSpec = {
     { name: 'workers', value: 'n', help: 'in-process workers (default 2)' },
     { name: 'pg-port', value: 'n', help: 'port of the embedded Postgres (default: a free one)' },
     { name: 'realtime-port', value: 'n', help: 'port of the live-log server (Supabase Realtime protocol; default 4000, 0 = a free one)' },
+    { name: 'data-dir', value: 'dir', help: 'where Postgres data, keys and state live (default $MESHHOOK_HOME, then ./.meshhook); other commands find it through MESHHOOK_HOME' },
     DB_FLAG,
   ],
-  async run(a, io) {
+  async run(a, givenIo) {
+    const dataDirFlag = a.flags['data-dir'] as string | undefined;
+    const io: Io = dataDirFlag ? { ...givenIo, env: { ...givenIo.env, MESHHOOK_HOME: path.resolve(givenIo.cwd, dataDirFlag) } } : givenIo;
     const port = intFlag(a, 'port', 8080);
     const realtimePort = intFlag(a, 'realtime-port', 4000);
     const workers = intFlag(a, 'workers', 2);
@@ -290,7 +293,8 @@ const up: CommandSpec = {
     io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);
     if (realtime) io.out(`  live logs: ${realtime.url}  (Supabase Realtime protocol; \`meshhook tail <run-id>\` follows one)`);
     io.out(`  database: ${redact(url)}  (full URL in the state file)`);
-    io.out(`  state:    ${path.relative(io.cwd, stateFile(io))}`);
+    io.out(`  state:    ${path.relative(io.cwd, stateFile(io)) || stateFile(io)}`);
+    if (dataDirFlag) io.out(`  other commands find this through: export MESHHOOK_HOME=${homeDir(io)}`);
     io.out('');
     io.out('next, in another terminal:');
     io.out('  meshhook publish examples/order-sync.json --project acme');
@@ -300,21 +304,23 @@ const up: CommandSpec = {
     io.out('  meshhook verify <run-id>');
     io.out('Ctrl-C stops everything.');
     await new Promise<void>((resolve) => {
+      const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+      const handlers = signals.map((sig) => [sig, () => done(sig)] as const);
       const done = (sig: string) => {
         io.out(`\n${sig}: stopping ...`);
-        process.off('SIGINT', onInt);
-        process.off('SIGTERM', onTerm);
+        for (const [s, h] of handlers) process.off(s, h);
         resolve();
       };
-      const onInt = () => done('SIGINT');
-      const onTerm = () => done('SIGTERM');
-      process.on('SIGINT', onInt);
-      process.on('SIGTERM', onTerm);
+      for (const [s, h] of handlers) process.on(s, h);
     });
-    await realtime?.close().catch(() => undefined);
-    await engine.stop();
-    if (pg) await pg.stop();
-    rmSync(stateFile(io), { force: true });
+    // each part stops even if one before it fails (Postgres may have crashed): nothing is left behind
+    try {
+      await realtime?.close().catch(() => undefined);
+      await engine.stop().catch((e: unknown) => io.err(`stopping the engine: ${(e as Error)?.message ?? String(e)}`));
+      if (pg) await pg.stop().catch((e: unknown) => io.err(`stopping Postgres: ${(e as Error)?.message ?? String(e)}`));
+    } finally {
+      rmSync(stateFile(io), { force: true });
+    }
     io.out('stopped.');
     return 0;
   },
@@ -1015,7 +1021,7 @@ export async function runCli(argv: string[], io: Partial<Io> = {}): Promise<numb
       full.err(e instanceof SetupError ? e.message : `${e.message}\n\n${usageOf(spec)}`);
       return 2;
     }
-    full.err(`meshhook ${name}: ${(e as Error).message}`);
+    full.err(`meshhook ${name}: ${e instanceof Error ? e.message : e === undefined ? 'failed without a reason' : String(e)}`);
     return 1;
   }
 }

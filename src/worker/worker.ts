@@ -119,8 +119,13 @@ export class Worker {
 
   private async run(): Promise<void> {
     const running = new Set<Promise<void>>();
+    // while the database is away: one line when claims start failing, one when they work again,
+    // and a backoff between tries (doubling from pollMs, at most a second) instead of a line per poll
+    let failing = 0;
+    let firstFailure = 0;
     while (!this.stopping) {
       let claimed = 0;
+      let failed = false;
       try {
         const free = this.concurrency - this.inFlight.size;
         if (free > 0) {
@@ -132,12 +137,22 @@ export class Worker {
         }
       } catch (e) {
         this.stats.errors++;
-        this.log({ level: 'warn', worker: this.id, msg: 'claim failed', error: (e as Error).message });
+        failed = true;
+        if (failing === 0) {
+          firstFailure = Date.now();
+          this.log({ level: 'warn', worker: this.id, msg: 'claim failed', error: (e as Error).message });
+        }
+        failing++;
         await this.closeLockClient();
       }
+      if (!failed && failing > 0) {
+        this.log({ level: 'info', worker: this.id, msg: 'claims work again', failedTries: failing, afterMs: Date.now() - firstFailure });
+        failing = 0;
+      }
       if (claimed === 0 && !this.stopping) {
+        const wait = failing > 0 ? Math.min(1000, this.pollMs * 2 ** Math.min(failing, 10)) : this.pollMs;
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, this.pollMs);
+          const t = setTimeout(resolve, wait);
           this.wake = () => {
             clearTimeout(t);
             resolve();
