@@ -20,6 +20,7 @@ const cli = path.join(root, 'node_modules', '@cucumber', 'cucumber', 'bin', 'cuc
 const res = spawnSync(process.execPath, [cli, ...args, '--format', `message:${messages}`], { stdio: 'inherit', cwd: root, env: process.env });
 if (res.error) throw res.error;
 const code = res.status ?? 1;
+suggestForUndefined(messages);
 if (dryRun) process.exit(code);
 
 const summary = summarise(messages);
@@ -68,4 +69,68 @@ function summarise(file) {
     else failed++;
   }
   return { passed, failed, skipped, total: finalByCase.size };
+}
+
+/**
+ * For every step no definition matches, print the closest existing steps by
+ * their words, so a new scenario's author sees what to write instead of only
+ * a snippet to implement.
+ */
+function suggestForUndefined(file) {
+  if (!fs.existsSync(file)) return;
+  const defs = [];
+  const pickleSteps = new Map(); // pickleStepId -> { text, uri, astNodeIds }
+  const astLines = new Map(); // astNodeId -> line
+  const undefinedSteps = [];
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    const m = JSON.parse(line);
+    if (m.stepDefinition) defs.push(m.stepDefinition.pattern.source);
+    else if (m.gherkinDocument) collectLines(m.gherkinDocument.feature, astLines);
+    else if (m.pickle) for (const st of m.pickle.steps) pickleSteps.set(st.id, { text: st.text, uri: m.pickle.uri, astNodeIds: st.astNodeIds });
+    else if (m.testCase) for (const ts of m.testCase.testSteps) if (ts.pickleStepId && ts.stepDefinitionIds && ts.stepDefinitionIds.length === 0) undefinedSteps.push(ts.pickleStepId);
+  }
+  const seen = new Set();
+  const STOP = new Set(['the', 'a', 'an', 'of', 'to', 'is', 'it', 'its', 'and', 'by', 'in', 'on', 'at', 'with', 'that', 'as']);
+  const words = (t) =>
+    t
+      .replace(/"[^"]*"/g, ' {string} ')
+      .replace(/\b\d+(\.\d+)?\b/g, ' {int} ')
+      .replace(/\{(float|int)\}/g, '{int}')
+      .toLowerCase()
+      .split(/[^a-z{}']+/)
+      .filter((w) => w && !STOP.has(w));
+  const defWords = defs.map((d) => ({ d, w: new Set(words(d.replace(/\{(project|workflow|step|viewer|operator|string)\}/g, '{string}'))) }));
+  for (const id of undefinedSteps) {
+    const st = pickleSteps.get(id);
+    if (!st || seen.has(st.text)) continue;
+    seen.add(st.text);
+    const mine = new Set(words(st.text));
+    const ranked = defWords
+      .map(({ d, w }) => {
+        let common = 0;
+        for (const x of mine) if (w.has(x)) common++;
+        return { d, score: common / (mine.size + w.size - common || 1) };
+      })
+      .sort((x, y) => y.score - x.score)
+      .slice(0, 3)
+      .filter((x) => x.score > 0);
+    const where = `${st.uri}:${astLines.get(st.astNodeIds[0]) ?? '?'}`;
+    console.error(`\nundefined step: ${st.text}  (${where})`);
+    if (ranked.length === 0) console.error('  no existing step is close; see docs/steps.md');
+    else {
+      console.error('  closest existing steps (docs/steps.md lists them all):');
+      for (const r of ranked) console.error(`    ${r.d}`);
+    }
+  }
+}
+
+function collectLines(node, out) {
+  if (!node) return;
+  for (const child of node.children ?? []) {
+    const block = child.background ?? child.scenario ?? child.rule;
+    if (child.rule) collectLines(child.rule, out);
+    if (!block) continue;
+    for (const st of block.steps ?? []) out.set(st.id, st.location.line);
+  }
 }

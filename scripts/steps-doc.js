@@ -115,7 +115,8 @@ const lines = [
   '`retries "<step>"`, `resumes the run from "<step>"`, `skips "<step>"`, `patches the run\'s input`.',
   '`{situation}` is where a run stands when the operator steps in (`Given a run of "<workflow>" that is <situation>`):',
   '`finished`, `waiting in "<step>"`, `between attempts of "<step>"`, `failed at "<step>"` (the order service refused it once),',
-  '`left in the middle of "<step>" by a crashed worker`, `paused in "<step>"`. `{status}` is a run\'s status:',
+  '`left in the middle of "<step>" by a crashed worker`, `paused in "<step>"`. "waiting in" and "paused in" need a step the',
+  'run rests at (a delay step); a run that finishes first fails the step at once, saying so. `{status}` is a run\'s status:',
   '`running`, `waiting`, `paused`, `succeeded`, `failed`, `canceled`.',
   '',
   '`{viewer}` is someone watching live logs, by first name: `"Priya"`. Every project of a scenario is already watched from',
@@ -155,6 +156,20 @@ const lines = [
 const order = Object.keys(GROUPS);
 const files = [...byFile.keys()].sort((a, b) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99));
 let unused = 0;
+// recipes: complete scenarios of the common shapes, copied from a feature the suite runs
+const recipes = fs.readFileSync(path.join(root, 'features', 'recipes', 'recipes.feature'), 'utf8').trimEnd();
+lines.push(
+  '## Recipes',
+  '',
+  'Complete scenarios of the common shapes, to copy and change: replay a finished order, a worker dying at a moment,',
+  'a fault × moment matrix, an edit that replay names, a refused webhook, an operator\'s action, a dashboard watching',
+  'live. They come from `features/recipes/recipes.feature`, which the suite runs, so each is known to pass.',
+  '',
+  '```gherkin',
+  recipes,
+  '```',
+  '',
+);
 for (const file of files) {
   lines.push(`## ${GROUPS[file] ?? file}`, '', `Defined in \`step-definitions/${file}\`.`, '', '| step | example | used |', '| --- | --- | --- |');
   for (const def of byFile.get(file).sort((a, b) => a.line - b.line)) {

@@ -18,9 +18,21 @@ Given('a run of {workflow} that is {situation}', async function (this: ReplayWor
   const target = await this.orderService();
   const deliver = async (): Promise<void> => expectAccepted(await this.deliver(project, workflow, JSON.stringify(ORDER)));
   const waitFor = async (what: string, ok: (v: StoredRunView) => boolean): Promise<void> => {
-    await this.waitUntil(`the run to be ${what}`, async () => ok(await this.view())).catch(async (e) => {
+    // a run that finished first will never get there: say so at once, not after the timeout
+    let finishedFirst: string | null = null;
+    await this.waitUntil(`the run to be ${what}`, async () => {
+      const v = await this.view();
+      if (ok(v)) return true;
+      if (['succeeded', 'failed', 'canceled'].includes(v.status)) finishedFirst = v.status;
+      return finishedFirst !== null;
+    }).catch(async (e) => {
       throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun()}`);
     });
+    if (finishedFirst)
+      throw new Error(
+        `the run ${finishedFirst} before it was ${what}, so it never will be: "waiting in" and "paused in" need a step the run rests at ` +
+          '(a delay step); "between attempts of" needs a call with retries',
+      );
   };
   switch (situation.kind) {
     case 'finished':

@@ -1,5 +1,6 @@
 import { Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
+import { eventAt, type Place } from '../support/places';
 import { canonicalJson } from '../src/domain/canonical';
 import type { EngineFlags } from '../src/domain/decider';
 import { compareViews, replayRun, RunVerification, verifyRun, problemsOf } from '../src/replay-service';
@@ -87,10 +88,13 @@ Then('replay says the version the run was pinned to has been changed', async fun
   expect(this.verification?.ok).toBe(false);
 });
 
-Then('replay reports the first divergence at event {int}', async function (this: ReplayWorld, seq: number) {
+Then('replay reports the first divergence at {place}', async function (this: ReplayWorld, place: Place) {
   expect(this.lastError).toBeNull();
   expect(this.verification?.ok).toBe(false);
-  expect(this.verification?.divergence?.seq).toBe(seq);
+  // a place in business words (`the result of "map"`) or a number (`event 3`), found in the run's own log
+  // the log that was replayed: a recorded history's, or the scenario's run's
+  const at = eventAt(place, this.history ? this.history.events : await this.events());
+  expect({ divergenceAt: this.verification?.divergence?.seq }).toEqual({ divergenceAt: at.seq });
 });
 
 Then('the divergence says {string}', async function (this: ReplayWorld, text: string) {

@@ -70,8 +70,8 @@ export class Visibility {
 
   /**
    * Every group's verdicts in one round trip: a single simple-protocol batch
-   * (BEGIN, the running-xid check, then SET LOCAL ROLE / set_config / lookup
-   * per group, ROLLBACK) with values as escaped literals. A commit still in
+   * (BEGIN, the running-xid check, then role and claims / lookup per group,
+   * ROLLBACK) with values as escaped literals. A commit still in
    * progress (see awaitCommitted) is asked again after a millisecond. Anything
    * unusual (an error, a denial, a huge key list) falls back to one
    * transaction per group, which sorts denials from failures.
@@ -94,8 +94,8 @@ export class Visibility {
         const names = pk.map((_, j) => `k${j}`);
         const where = pk.map((c, j) => `t.${quoteIdent(c.name)} = v.${names[j]}`).join(' AND ');
         const rows = g.keys.map((key, i) => `(${[`${i}::int4`, ...key.map((v, j) => `${v === null ? 'NULL' : lit(v)}::${pk[j].sqlType}`)].join(', ')})`);
-        sql.push(`SET LOCAL ROLE ${quoteIdent(g.role)}`);
-        sql.push(`SELECT set_config('request.jwt.claims', ${lit(JSON.stringify(g.claims))}, true)`);
+        // role and claims in one statement, as realtime.apply_rls sets them
+        sql.push(`SELECT set_config('role', ${lit(g.role)}, true), set_config('request.jwt.claims', ${lit(JSON.stringify(g.claims))}, true)`);
         sql.push(
           rows.length === 0
             ? 'SELECT NULL::int4 AS i WHERE false'
@@ -113,7 +113,7 @@ export class Visibility {
         }
         return groups.map((g, k) => {
           const out = g.keys.map(() => false);
-          for (const row of results[2 + 3 * k + 2].rows) out[Number(row.i)] = true;
+          for (const row of results[2 + 2 * k + 1].rows) out[Number(row.i)] = true;
           return out;
         });
       }
