@@ -35,7 +35,9 @@ import { Client } from 'pg';
 import { provisionPostgres, PostgresServer } from '../src/db/postgres';
 import { round, sleep, TrialResult } from './contenders/common';
 import { dbosVersion, runDbosTrial } from './contenders/dbos';
+import { runEngineTrial } from './contenders/engine';
 import { FLOOR_SCHEMA, runFloorTrial } from './contenders/floor';
+import { migrate } from '../src/db/migrate';
 
 const QUICK = process.argv.includes('--quick');
 const SCALING = process.argv.includes('--scaling');
@@ -59,13 +61,15 @@ const gc: (() => void) | null = (() => {
 
 interface Case {
   key: string;
-  contender: 'dbos' | 'floor';
+  contender: 'dbos' | 'floor' | 'engine';
   variant: 'pure' | 'http';
 }
 const CASES: Case[] = [
   { key: 'dbos/pure', contender: 'dbos', variant: 'pure' },
   { key: 'floor/pure', contender: 'floor', variant: 'pure' },
+  { key: 'engine/pure', contender: 'engine', variant: 'pure' },
   { key: 'dbos/http', contender: 'dbos', variant: 'http' },
+  { key: 'engine/http', contender: 'engine', variant: 'http' },
 ];
 
 function median(xs: number[]): number {
@@ -169,7 +173,7 @@ async function main(): Promise<void> {
   const out = (s: string): void => void process.stdout.write(s);
   const loadBefore = os.loadavg().map((x) => round(x, 2));
   out(
-    `side-by-side: DBOS Transact ${dbosVersion()} vs the SKIP LOCKED floor — ${WORKFLOWS} workflows per trial, ${REPEATS} repeats, ` +
+    `side-by-side: the engine vs DBOS Transact ${dbosVersion()} vs the SKIP LOCKED floor — ${WORKFLOWS} workflows per trial, ${REPEATS} repeats, ` +
       `concurrency ${CONCURRENCY}, poll ${POLL_MS} ms${QUICK ? ' (quick)' : ''}; ${os.cpus().length} CPUs, node ${process.version}\n`,
   );
   const { server, cleanup } = await startPostgres(out);
@@ -192,6 +196,8 @@ async function main(): Promise<void> {
     const t = new Client({ connectionString: server.urlFor(template) });
     await t.connect();
     await t.query(FLOOR_SCHEMA);
+    // and the engine's schema (its roles are the cluster's: created once here)
+    await migrate(t);
     await t.end();
     await waitNoBackends(admin, template);
 
@@ -208,7 +214,9 @@ async function main(): Promise<void> {
         const r =
           cse.contender === 'dbos'
             ? await runDbosTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, executors: extra.executors ?? 1, pollMs: POLL_MS })
-            : await runFloorTrial({ databaseUrl, workflows, concurrency, pollMs: POLL_MS });
+            : cse.contender === 'engine'
+              ? await runEngineTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, pollMs: POLL_MS })
+              : await runFloorTrial({ databaseUrl, workflows, concurrency, pollMs: POLL_MS });
         return { ...r, db, case: cse.key };
       } finally {
         await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
@@ -278,10 +286,10 @@ async function main(): Promise<void> {
         ];
       }),
     );
-    const pairedRatio = (get: (t: TrialResult) => number) => {
+    const pairedRatio = (get: (t: TrialResult) => number, num = 'dbos/pure', den = 'floor/pure') => {
       const per = Array.from({ length: repeats }, (_, i) => {
-        const d = trials.find((x) => x.repeat === i + 1 && x.case === 'dbos/pure');
-        const f = trials.find((x) => x.repeat === i + 1 && x.case === 'floor/pure');
+        const d = trials.find((x) => x.repeat === i + 1 && x.case === num);
+        const f = trials.find((x) => x.repeat === i + 1 && x.case === den);
         return d && f && get(f) > 0 ? get(d) / get(f) : NaN;
       }).filter(Number.isFinite);
       return { ratio: round(median(per), 3), min: round(Math.min(...per), 3), max: round(Math.max(...per), 3), perRepeat: per.map((x) => round(x, 3)) };
@@ -292,6 +300,15 @@ async function main(): Promise<void> {
         commitsPerWf: pairedRatio((x) => x.commitsPerWf),
         statementsPerWf: pairedRatio((x) => x.statementsPerWf),
       },
+      engineVsDbosPure: {
+        throughput: pairedRatio((x) => x.wfPerSec, 'engine/pure', 'dbos/pure'),
+        commitsPerWf: pairedRatio((x) => x.commitsPerWf, 'engine/pure', 'dbos/pure'),
+      },
+      engineVsDbosHttp: {
+        throughput: pairedRatio((x) => x.wfPerSec, 'engine/http', 'dbos/http'),
+        commitsPerWf: pairedRatio((x) => x.commitsPerWf, 'engine/http', 'dbos/http'),
+      },
+      engineVsFloorPure: { throughput: pairedRatio((x) => x.wfPerSec, 'engine/pure', 'floor/pure') },
     };
 
     out(`\nmedians over ${repeats} repeats (${WORKFLOWS} workflows per trial)\n`);
@@ -304,6 +321,12 @@ async function main(): Promise<void> {
     }
     const tr = ratios.dbosVsFloorPure.throughput;
     out(`  dbos / floor throughput (pure): ${tr.ratio}× [${tr.min}–${tr.max}]\n`);
+    for (const [label, r] of [
+      ['engine / dbos throughput (pure)', ratios.engineVsDbosPure.throughput],
+      ['engine / dbos throughput (http)', ratios.engineVsDbosHttp.throughput],
+      ['engine / floor throughput (pure)', ratios.engineVsFloorPure.throughput],
+    ] as const)
+      out(`  ${label}: ${r.ratio}× [${r.min}–${r.max}]\n`);
     const ts = target.stats();
     out(`  http target: ${ts.requests} requests, ${ts.distinctKeys} distinct Idempotency-Keys, ${ts.replayed} replayed, ${ts.withoutKey} without a key\n`);
 

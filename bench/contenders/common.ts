@@ -25,7 +25,7 @@ import { Client } from 'pg';
 export type Variant = 'pure' | 'http';
 
 export interface TrialResult {
-  contender: 'dbos' | 'floor';
+  contender: 'dbos' | 'floor' | 'engine';
   variant: Variant;
   /** workflows created for the trial */
   workflows: number;
