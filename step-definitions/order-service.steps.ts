@@ -136,3 +136,18 @@ Then('the order service was never called', async function (this: ReplayWorld) {
   const target = await this.orderService();
   expect(target.requests.map((r) => `${r.method} ${r.path}`)).toEqual([]);
 });
+
+Given('the order service ignores idempotency keys', async function (this: ReplayWorld) {
+  // a service with no idempotency: each request it takes is a new order, key or not
+  (await this.orderService()).ignoreIdempotencyKeys();
+});
+
+Then('the order service took the order {int} time(s)', async function (this: ReplayWorld, times: number) {
+  await this.waitUntilFinished();
+  const target = await this.orderService();
+  const key = this.idempotencyKey(httpSteps(this)[0]);
+  // every attempt carried the same key and the same bytes; only the service decided to act twice
+  const sent = target.requests.filter((r) => r.idempotencyKey === key);
+  expect(new Set(sent.map((r) => r.raw)).size).toBe(1);
+  expect(target.effects().filter((e) => e.idempotencyKey === key).length).toBe(times);
+});

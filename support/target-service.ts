@@ -114,6 +114,14 @@ export class TargetService {
   /** when set, only requests carrying `Authorization: Bearer <this>` reach the business logic */
   private bearer: string | null = null;
 
+  /** when set, the service does what every request asks, key or not (a service with no idempotency) */
+  private ignoreKeys = false;
+
+  /** Act on every request as new, as a service that does not honour Idempotency-Key would. */
+  ignoreIdempotencyKeys(): void {
+    this.ignoreKeys = true;
+  }
+
   /** Require a bearer token, as a real order API would (401 without it). */
   requireBearer(token: string | null): void {
     this.bearer = token;
@@ -328,7 +336,7 @@ export class TargetService {
   private commit(rec: RecordedRequest, scripted: Extract<Behaviour, { kind: 'respond' }> | undefined): Prepared {
     const key = rec.idempotencyKey;
     const fingerprint = `${rec.method} ${rec.path} ${sha256(rec.raw)}`;
-    if (key !== null) {
+    if (key !== null && !this.ignoreKeys) {
       const stored = this.store.get(key);
       if (stored && stored.fingerprint !== fingerprint) {
         rec.keyMismatch = true;
@@ -341,7 +349,7 @@ export class TargetService {
         return { status: stored.status, headers: { ...stored.headers, 'idempotent-replayed': 'true' }, payload: stored.payload };
       }
     }
-    const id = key !== null ? this.idFor(key) : this.idPrefix + sha256(`nokey:${this.effectList.length}`).slice(0, 10);
+    const id = key !== null && !this.ignoreKeys ? this.idFor(key) : this.idPrefix + sha256(`nokey:${this.effectList.length}`).slice(0, 10);
     let prepared: Prepared;
     if (scripted) {
       prepared = encode(scripted.status, scripted.body, scripted.headers);
@@ -365,7 +373,7 @@ export class TargetService {
         requestIndex: rec.index,
         status: prepared.status,
       });
-      if (key !== null) this.store.set(key, { ...prepared, fingerprint, effectId: id });
+      if (key !== null && !this.ignoreKeys) this.store.set(key, { ...prepared, fingerprint, effectId: id });
     }
     return prepared;
   }
