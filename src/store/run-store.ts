@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
-import { beginInProject, inProject } from '../db/scope';
+import { assertProjectId, beginInProject, inProject } from '../db/scope';
 import { canonicalJson, sha256 } from '../domain/canonical';
 import { createDecider, engineInfo, evolve, fold, initialState, RunState } from '../domain/decider';
 import { EngineInfo, EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
@@ -108,23 +108,26 @@ export async function loadEvents(db: Pool, projectId: string, runId: string): Pr
 }
 
 export async function loadRun(db: Pool, projectId: string, runId: string): Promise<LoadedRun | null> {
-  const loaded = await inProject(db, projectId, async (c) => {
-    const run = await c.query('SELECT id, project_id, workflow_id, version, last_seq, head_hash, head_mac FROM runs WHERE id = $1', [runId]);
-    return run.rows[0] ? { run, events: await readEvents(c, runId) } : null;
-  });
-  if (!loaded) return null;
-  const { run, events } = loaded;
+  assertProjectId(projectId);
+  // one round trip, one snapshot: the run's head and its log (migrations/004_commit_batch.sql)
+  const { rows } = await db.query<RowEvent & { r_project_id: string; r_workflow_id: string; r_version: number; r_last_seq: number; r_head_hash: string | null; r_head_mac: string | null }>(
+    'SELECT * FROM meshhook_load_run($1, $2)',
+    [projectId, runId],
+  );
+  if (rows.length === 0) return null;
+  const head = rows[0];
+  const events = rows.filter((r) => r.seq !== null).map(rowToEvent);
   const last = events[events.length - 1];
   return {
     runId,
-    projectId: run.rows[0].project_id,
-    workflowId: run.rows[0].workflow_id,
-    version: run.rows[0].version,
+    projectId: head.r_project_id,
+    workflowId: head.r_workflow_id,
+    version: head.r_version,
     events,
     state: replayLog(events),
     lastSeq: last?.seq ?? 0,
     lastHash: last?.hash ?? genesisHash(runId),
-    head: { seq: run.rows[0].last_seq, hash: run.rows[0].head_hash, mac: run.rows[0].head_mac },
+    head: { seq: head.r_last_seq, hash: head.r_head_hash, mac: head.r_head_mac },
   };
 }
 
@@ -219,6 +222,37 @@ async function writeView(client: PoolClient, state: RunState, lastSeq: number, e
   return res.rowCount ?? 0;
 }
 
+async function appendInOneCall(db: Pool, ctx: BatchContext, recorded: RecordedEvent[], state: RunState, lastSeq: number, head: SignedHead): Promise<void> {
+  const v = toRunView(state, lastSeq);
+  await db.query(
+    `SELECT meshhook_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+    [
+      ctx.projectId,
+      ctx.runId,
+      ctx.expectedSeq,
+      recorded.map((e) => e.seq),
+      recorded.map((e) => e.type),
+      recorded.map((e) => e.version),
+      recorded.map((e) => canonicalJson(e.data)),
+      recorded[0].recordedAt,
+      recorded.map((e) => e.prevHash),
+      recorded.map((e) => e.hash),
+      recorded.map((e) => e.kid ?? null),
+      v.status,
+      v.currentStep,
+      canonicalJson(v.outputs),
+      canonicalJson(v.attempts),
+      v.result ? canonicalJson(v.result) : null,
+      v.wakeAt,
+      v.lastSeq,
+      v.startedAt,
+      v.finishedAt,
+      head.hash,
+      head.mac,
+    ],
+  );
+}
+
 function isRetryableConflict(e: unknown): boolean {
   const code = (e as { code?: string }).code;
   // unique violation on (run_id, seq) or the gap-free trigger: someone else appended
@@ -235,6 +269,20 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
   const hit = { runId: ctx.runId, step: ctx.step, events: events.map((e) => e.type) };
 
   if (fp.armed) await fp.hit({ name: 'before-append', ...hit });
+  const last = recorded[recorded.length - 1];
+  const head = headOf(ctx.projectId, ctx.runId, last.seq, last.hash, ctx.chain);
+  if (!fp.armed) {
+    // one round trip: the batch and the view in one call, its own transaction (migrations/004_commit_batch.sql).
+    // With failpoints armed the statements below run one by one instead, so a failpoint can stop a worker
+    // between them, inside the open transaction, as the crash-point scenarios need.
+    try {
+      await appendInOneCall(db, ctx, recorded, state, lastSeq, head);
+    } catch (e) {
+      if (isRetryableConflict(e)) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
+      throw e;
+    }
+    return { recorded, state, lastSeq, lastHash: last.hash };
+  }
   const client = await db.connect();
   let broken = false;
   // a connection cut while checked out emits 'error' on the client; unhandled, it would end the worker process
@@ -246,8 +294,7 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
     await client.query(beginInProject(ctx.projectId));
     await insertEvents(client, recorded);
     if (fp.armed) await fp.hit({ name: 'before-view-update', ...hit });
-    const last = recorded[recorded.length - 1];
-    const updated = await writeView(client, state, lastSeq, ctx.expectedSeq, headOf(ctx.projectId, ctx.runId, last.seq, last.hash, ctx.chain));
+    const updated = await writeView(client, state, lastSeq, ctx.expectedSeq, head);
     if (updated !== 1) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
     if (fp.armed) await fp.hit({ name: 'scheduling-next', ...hit });
     await client.query('COMMIT');
@@ -263,7 +310,7 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
     client.release(broken ? true : undefined);
   }
   if (fp.armed) await fp.hit({ name: 'after-append', ...hit });
-  return { recorded, state, lastSeq, lastHash: recorded[recorded.length - 1].hash };
+  return { recorded, state, lastSeq, lastHash: last.hash };
 }
 
 export interface StartRunInput {

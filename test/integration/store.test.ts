@@ -77,6 +77,19 @@ describe('run store', { timeout: 60_000 }, () => {
     assert.equal(await count(pool, 'run_events'), 1 + events.length);
   });
 
+  it('a batch whose run view moved on keeps nothing: no event without its view update', async () => {
+    const { pool } = await dbs.fresh();
+    const { runId, version } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const decider = createDecider(version.definition);
+    const run = (await loadRun(pool, await projectId(pool), runId))!;
+    const events = decider.decide({ type: 'ExecuteStep', data: { at: new Date().toISOString() } }, run.state);
+    // the events themselves would fit (no one appended them), but the view is no longer where the writer expects
+    await pool.query('UPDATE runs SET last_seq = 99 WHERE id = $1', [runId]);
+    const ctx = { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), chain: KEYS.chainKey(), failpoints: Failpoints.none(), step: null };
+    await assert.rejects(commitBatch(pool, ctx, events), ConcurrencyError);
+    assert.equal(await count(pool, 'run_events'), 1, 'the batch left no event behind');
+  });
+
   it('the database refuses UPDATE, DELETE and TRUNCATE on run_events', async () => {
     const { pool } = await dbs.fresh();
     const { runId } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
