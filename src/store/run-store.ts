@@ -230,14 +230,7 @@ async function appendInOneCall(db: Pool, ctx: BatchContext, recorded: RecordedEv
       ctx.projectId,
       ctx.runId,
       ctx.expectedSeq,
-      recorded.map((e) => e.seq),
-      recorded.map((e) => e.type),
-      recorded.map((e) => e.version),
-      recorded.map((e) => canonicalJson(e.data)),
-      recorded[0].recordedAt,
-      recorded.map((e) => e.prevHash),
-      recorded.map((e) => e.hash),
-      recorded.map((e) => e.kid ?? null),
+      ...eventColumns(recorded),
       v.status,
       v.currentStep,
       canonicalJson(v.outputs),
@@ -339,9 +332,8 @@ export interface StartedRun {
  * id seen before returns the run it started and writes nothing.
  */
 export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> {
+  assertProjectId(s.projectId);
   const bodySha = sha256(String(s.rawBody));
-  const existing = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
-  if (existing) return sameDelivery(existing, s.deliveryId, bodySha);
   const decider = createDecider(s.version.definition);
   const at = s.at.toISOString();
   const events = decider.decide(
@@ -363,35 +355,59 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
   );
   const recorded = numberEvents(s.runId, s.projectId, 0, genesisHash(s.runId), events, at, s.chain);
   const state = fold(events);
-  const client = await db.connect();
+  const last = recorded[recorded.length - 1];
+  const head = headOf(s.projectId, s.runId, last.seq, last.hash, s.chain);
+  const v = toRunView(state, recorded.length);
   try {
-    await client.query(beginInProject(s.projectId));
-    await client.query(
-      `INSERT INTO runs (id, project_id, workflow_id, version, status, last_seq) VALUES ($1, $2, $3, $4, 'running', 0)`,
-      [s.runId, s.projectId, s.version.workflowId, s.version.version],
+    // one round trip: the delivery seen before, or the delivery, the run, its first events and its view
+    // (migrations/005_start_run.sql)
+    const { rows } = await db.query<{ run_id: string; body_sha256: string; duplicate: boolean }>(
+      `SELECT * FROM meshhook_start_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`,
+      [
+        s.projectId,
+        s.version.workflowId,
+        s.version.version,
+        s.deliveryId,
+        bodySha,
+        at,
+        s.runId,
+        ...eventColumns(recorded),
+        v.status,
+        v.currentStep,
+        canonicalJson(v.outputs),
+        canonicalJson(v.attempts),
+        v.result ? canonicalJson(v.result) : null,
+        v.wakeAt,
+        v.lastSeq,
+        v.startedAt,
+        v.finishedAt,
+        head.hash,
+        head.mac,
+      ],
     );
-    const delivery = await client.query(
-      `INSERT INTO deliveries (project_id, workflow_id, delivery_id, run_id, body_sha256, received_at)
-       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING run_id`,
-      [s.projectId, s.version.workflowId, s.deliveryId, s.runId, bodySha, at],
-    );
-    if (delivery.rowCount === 0) {
-      // a concurrent re-delivery won the race: keep its run, write nothing
-      await client.query('ROLLBACK');
-      const winner = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
-      return sameDelivery(winner!, s.deliveryId, bodySha);
-    }
-    await insertEvents(client, recorded);
-    const last = recorded[recorded.length - 1];
-    await writeView(client, state, recorded.length, 0, headOf(s.projectId, s.runId, last.seq, last.hash, s.chain));
-    await client.query('COMMIT');
+    const r = rows[0];
+    if (r.duplicate) return sameDelivery({ runId: r.run_id, bodySha: r.body_sha256 }, s.deliveryId, bodySha);
     return { runId: s.runId, duplicate: false };
   } catch (e) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw e;
-  } finally {
-    client.release();
+    if ((e as { code?: string }).code !== '40001') throw e;
+    // a concurrent re-delivery won the race: keep its run
+    const winner = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
+    return sameDelivery(winner!, s.deliveryId, bodySha);
   }
+}
+
+/** The columns of a batch's events, as meshhook_commit_batch and meshhook_start_run take them. */
+function eventColumns(recorded: RecordedEvent[]): unknown[] {
+  return [
+    recorded.map((e) => e.seq),
+    recorded.map((e) => e.type),
+    recorded.map((e) => e.version),
+    recorded.map((e) => canonicalJson(e.data)),
+    recorded[0].recordedAt,
+    recorded.map((e) => e.prevHash),
+    recorded.map((e) => e.hash),
+    recorded.map((e) => e.kid ?? null),
+  ];
 }
 
 /** A delivery id names one body: a re-delivery must carry the same bytes. */

@@ -1,0 +1,47 @@
+-- One round trip to start a run from a webhook: the delivery, the run row, its
+-- first events and its view, in one call and one transaction, as the
+-- project's caller (SECURITY INVOKER). A delivery id seen before returns the
+-- run it started and writes nothing; a concurrent re-delivery that wins the
+-- race makes this call fail with 40001 and keep nothing (the caller then
+-- reads the winner).
+CREATE FUNCTION meshhook_start_run(
+  p_project uuid, p_workflow uuid, p_version integer, p_delivery_id text, p_body_sha text, p_received_at timestamptz,
+  p_run uuid,
+  p_seqs integer[], p_types text[], p_versions smallint[], p_payloads jsonb[], p_recorded_at timestamptz,
+  p_prev_hashes text[], p_hashes text[], p_kids text[],
+  p_status text, p_current_step text, p_outputs jsonb, p_attempts jsonb, p_result jsonb, p_wake_at timestamptz,
+  p_last_seq integer, p_started_at timestamptz, p_finished_at timestamptz, p_head_hash text, p_head_mac text
+) RETURNS TABLE (run_id uuid, body_sha256 text, duplicate boolean)
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp AS $$
+DECLARE
+  seen record;
+BEGIN
+  PERFORM set_config('meshhook.project', p_project::text, true);
+  SELECT d.run_id, d.body_sha256 INTO seen FROM deliveries d
+  WHERE d.project_id = p_project AND d.workflow_id = p_workflow AND d.delivery_id = p_delivery_id;
+  IF FOUND THEN
+    RETURN QUERY SELECT seen.run_id, seen.body_sha256, true;
+    RETURN;
+  END IF;
+  INSERT INTO runs (id, project_id, workflow_id, version, status, last_seq) VALUES (p_run, p_project, p_workflow, p_version, 'running', 0);
+  INSERT INTO deliveries (project_id, workflow_id, delivery_id, run_id, body_sha256, received_at)
+  VALUES (p_project, p_workflow, p_delivery_id, p_run, p_body_sha, p_received_at)
+  ON CONFLICT DO NOTHING;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'delivery % was recorded by a concurrent request', p_delivery_id USING ERRCODE = 'serialization_failure';
+  END IF;
+  INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid)
+  SELECT p_project, p_run, e.seq, e.type, e.version, e.payload, p_recorded_at, e.prev_hash, e.hash, e.kid
+  FROM unnest(p_seqs, p_types, p_versions, p_payloads, p_prev_hashes, p_hashes, p_kids)
+    AS e(seq, type, version, payload, prev_hash, hash, kid)
+  ORDER BY e.seq;
+  UPDATE runs SET status = p_status, current_step = p_current_step, outputs = p_outputs, attempts = p_attempts,
+    result = p_result, wake_at = p_wake_at, last_seq = p_last_seq, started_at = p_started_at,
+    finished_at = p_finished_at, head_hash = p_head_hash, head_mac = p_head_mac, updated_at = now()
+  WHERE id = p_run AND last_seq = 0;
+  RETURN QUERY SELECT p_run, p_body_sha, false;
+END $$;
+REVOKE ALL ON FUNCTION meshhook_start_run(uuid, uuid, integer, text, text, timestamptz, uuid, integer[], text[], smallint[], jsonb[],
+  timestamptz, text[], text[], text[], text, text, jsonb, jsonb, jsonb, timestamptz, integer, timestamptz, timestamptz, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION meshhook_start_run(uuid, uuid, integer, text, text, timestamptz, uuid, integer[], text[], smallint[], jsonb[],
+  timestamptz, text[], text[], text[], text, text, jsonb, jsonb, jsonb, timestamptz, integer, timestamptz, timestamptz, text, text) TO meshhook_engine;
