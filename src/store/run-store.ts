@@ -205,17 +205,7 @@ async function writeView(client: PoolClient, state: RunState, lastSeq: number, e
      WHERE id = $1 ${expectedSeq === null ? '' : 'AND last_seq = $13'}`,
     [
       v.runId,
-      v.status,
-      v.currentStep,
-      canonicalJson(v.outputs),
-      canonicalJson(v.attempts),
-      v.result ? canonicalJson(v.result) : null,
-      v.wakeAt,
-      v.lastSeq,
-      v.startedAt,
-      v.finishedAt,
-      head.hash,
-      head.mac,
+      ...viewColumns(v, head),
       ...(expectedSeq === null ? [] : [expectedSeq]),
     ],
   );
@@ -372,17 +362,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
         at,
         s.runId,
         ...eventColumns(recorded),
-        v.status,
-        v.currentStep,
-        canonicalJson(v.outputs),
-        canonicalJson(v.attempts),
-        v.result ? canonicalJson(v.result) : null,
-        v.wakeAt,
-        v.lastSeq,
-        v.startedAt,
-        v.finishedAt,
-        head.hash,
-        head.mac,
+        ...viewColumns(v, head),
       ],
     );
     const r = rows[0];
@@ -394,6 +374,23 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     const winner = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
     return sameDelivery(winner!, s.deliveryId, bodySha);
   }
+}
+
+/** The run view's columns after a batch, as meshhook_commit_batch and meshhook_start_run take them. */
+function viewColumns(v: RunView, head: SignedHead): unknown[] {
+  return [
+    v.status,
+    v.currentStep,
+    canonicalJson(v.outputs),
+    canonicalJson(v.attempts),
+    v.result ? canonicalJson(v.result) : null,
+    v.wakeAt,
+    v.lastSeq,
+    v.startedAt,
+    v.finishedAt,
+    head.hash,
+    head.mac,
+  ];
 }
 
 /** The columns of a batch's events, as meshhook_commit_batch and meshhook_start_run take them. */
