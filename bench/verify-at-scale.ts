@@ -1,0 +1,119 @@
+/*
+ * npm run bench:verify — `verify --all` over a project of about 100,000 events,
+ * against the floor of reading and parsing the same rows, in the same run.
+ *
+ * Setup (not measured): 12,500 three-step runs (8 events each) executed by the
+ * engine's own workers on an embedded Postgres. Then, interleaved, REPEATS times:
+ *   floor   SELECT every run_events row of the project (payload parsed by pg), nothing else
+ *   verify  verifyProject(): every run's chain links and signed head, every decision
+ *           re-made by the decider, every run view compared — what `meshhook verify --all` does
+ * Reported: events/s of each and verify ÷ floor time (the issue's target is ≤ 1.2×). Figures only.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Client } from 'pg';
+import { migrate } from '../src/db/migrate';
+import { openEnginePool, openPool } from '../src/db/pool';
+import { provisionPostgres } from '../src/db/postgres';
+import { inProject } from '../src/db/scope';
+import { verifyProject } from '../src/replay-service';
+import { Keyring } from '../src/security/keyring';
+import { latestVersion, publishWorkflow } from '../src/store/registry';
+import { startRun } from '../src/store/run-store';
+import { Worker } from '../src/worker/worker';
+
+const RUNS = Number(process.env.BENCH_VERIFY_RUNS ?? 12_500);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const KEYS = Keyring.generate('verify-bench');
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const r = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
+
+async function main(): Promise<void> {
+  const pg = await provisionPostgres();
+  const admin = new Client({ connectionString: pg.urlFor('postgres') });
+  await admin.connect();
+  const db = `bench_verify_${process.pid}`;
+  await admin.query(`CREATE DATABASE ${db}`);
+  const url = pg.urlFor(db);
+  try {
+    const owner = openPool(url, { max: 8 }, () => undefined);
+    await migrate(owner);
+    const p = await publishWorkflow(owner, KEYS, 'bench', {
+      name: 'three-transforms',
+      steps: [
+        { id: 'shape', type: 'transform', expression: '{id: input.order.id, total: input.order.sum}', next: 'tax' },
+        { id: 'tax', type: 'transform', expression: '{id: steps.shape.id, gross: steps.shape.total}', next: 'done' },
+        { id: 'done', type: 'terminate', status: 'succeeded', output: 'steps.tax' },
+      ],
+    });
+    const version = await latestVersion(owner, p.projectId, p.workflowId);
+    process.stdout.write(`bench:verify: creating and executing ${RUNS} runs ...`);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        for (let i = next++; i < RUNS; i = next++) {
+          const input = { order: { id: `o-${i}`, sum: i } };
+          await startRun(owner, { chain: KEYS.chainKey(), runId: randomUUID(), projectId: p.projectId, projectSlug: 'bench', workflowSlug: p.workflow, version, deliveryId: `v-${i}`, input, at: new Date(), rawBody: JSON.stringify(input) });
+        }
+      }),
+    );
+    const pool = openPool(url, { max: 20 }, () => undefined);
+    const workers = [1, 2].map((i) => new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 10, concurrency: 8, id: `v-${i}`, keyring: KEYS }));
+    for (const w of workers) w.start();
+    while (workers.reduce((n, w) => n + w.stats.runsFinished, 0) < RUNS) await new Promise((res) => setTimeout(res, 200));
+    await Promise.all(workers.map((w) => w.stop()));
+    await pool.end();
+    await owner.end();
+    process.stdout.write(' done\n');
+
+    const engine = openEnginePool(url, { max: 4 }, () => undefined);
+    const floorMs: number[] = [];
+    const verifyMs: number[] = [];
+    let events = 0;
+    let bad = -1;
+    for (let rep = 0; rep < REPEATS; rep++) {
+      for (const which of rep % 2 === 0 ? ['floor', 'verify'] : ['verify', 'floor']) {
+        const t0 = performance.now();
+        if (which === 'floor') {
+          const n = await inProject(engine, p.projectId, async (c) => (await c.query('SELECT run_id, seq, type, payload, hash FROM run_events')).rowCount ?? 0);
+          floorMs.push(performance.now() - t0);
+          events = n;
+        } else {
+          const res = await verifyProject(engine, p.projectId, { keys: KEYS.chainKeys() });
+          verifyMs.push(performance.now() - t0);
+          bad = res.bad;
+        }
+        process.stdout.write('.');
+      }
+    }
+    await engine.end();
+    const result = {
+      runs: RUNS,
+      events,
+      badRuns: bad,
+      floorMs: r(median(floorMs), 0),
+      verifyMs: r(median(verifyMs), 0),
+      floorEventsPerSec: r(events / (median(floorMs) / 1000), 0),
+      verifyEventsPerSec: r(events / (median(verifyMs) / 1000), 0),
+      verifyOverFloor: r(median(verifyMs) / median(floorMs)),
+    };
+    mkdirSync('reports', { recursive: true });
+    writeFileSync(path.join('reports', 'bench-verify.json'), JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write(
+      `\n\nverify --all over ${events} events (${RUNS} runs, ${bad} bad): ${result.verifyMs} ms (${result.verifyEventsPerSec} events/s)\n` +
+        `floor (read + parse the rows): ${result.floorMs} ms (${result.floorEventsPerSec} events/s)\n` +
+        `verify ÷ floor: ${result.verifyOverFloor}× (target ≤ 1.2×)\nreports/bench-verify.json\n`,
+    );
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+    await admin.end();
+    await pg.stop();
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
