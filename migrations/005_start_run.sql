@@ -30,15 +30,10 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'delivery % was recorded by a concurrent request', p_delivery_id USING ERRCODE = 'serialization_failure';
   END IF;
-  INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid)
-  SELECT p_project, p_run, e.seq, e.type, e.version, e.payload, p_recorded_at, e.prev_hash, e.hash, e.kid
-  FROM unnest(p_seqs, p_types, p_versions, p_payloads, p_prev_hashes, p_hashes, p_kids)
-    AS e(seq, type, version, payload, prev_hash, hash, kid)
-  ORDER BY e.seq;
-  UPDATE runs SET status = p_status, current_step = p_current_step, outputs = p_outputs, attempts = p_attempts,
-    result = p_result, wake_at = p_wake_at, last_seq = p_last_seq, started_at = p_started_at,
-    finished_at = p_finished_at, head_hash = p_head_hash, head_mac = p_head_mac, updated_at = now()
-  WHERE id = p_run AND last_seq = 0;
+  -- the first batch is appended like every other one
+  PERFORM meshhook_commit_batch(p_project, p_run, 0, p_seqs, p_types, p_versions, p_payloads, p_recorded_at,
+    p_prev_hashes, p_hashes, p_kids, p_status, p_current_step, p_outputs, p_attempts, p_result, p_wake_at,
+    p_last_seq, p_started_at, p_finished_at, p_head_hash, p_head_mac);
   RETURN QUERY SELECT p_run, p_body_sha, false;
 END $$;
 REVOKE ALL ON FUNCTION meshhook_start_run(uuid, uuid, integer, text, text, timestamptz, uuid, integer[], text[], smallint[], jsonb[],

@@ -221,17 +221,7 @@ async function appendInOneCall(db: Pool, ctx: BatchContext, recorded: RecordedEv
       ctx.runId,
       ctx.expectedSeq,
       ...eventColumns(recorded),
-      v.status,
-      v.currentStep,
-      canonicalJson(v.outputs),
-      canonicalJson(v.attempts),
-      v.result ? canonicalJson(v.result) : null,
-      v.wakeAt,
-      v.lastSeq,
-      v.startedAt,
-      v.finishedAt,
-      head.hash,
-      head.mac,
+      ...viewColumns(v, head),
     ],
   );
 }
