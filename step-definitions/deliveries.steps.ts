@@ -1,15 +1,9 @@
 import { Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import type { ReplayWorld } from '../support/world';
+import { expectAccepted, ORDER } from '../support/orders';
 
 /* Webhook deliveries, always over real HTTP and signed like a real sender would. */
-
-export const ORDER = { order: { id: 'A-1001', sum: 42.5, currency: 'EUR', customer: { name: 'Ada Lovelace', email: 'ada@example.com' } } };
-
-/** On a refusal, show the intake's answer, not just its status. */
-export function expectAccepted(answer: { status: number; body: unknown }): void {
-  expect({ status: answer.status, body: answer.status === 202 ? "accepted" : answer.body }).toEqual({ status: 202, body: "accepted" });
-}
 
 function orderWorth(amount: number): string {
   return JSON.stringify({ ...ORDER, order: { ...ORDER.order, sum: amount } });

@@ -1,6 +1,7 @@
 import { After, Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import { crashSpec, stallSpec, unfinishedRuns, workerHoldingRun } from '../support/faults';
+import { expectReachable, untilArmedWorkersCrashed, waitForMoment } from '../support/moments';
 import type { Moment } from '../support/parameter-types';
 import type { ReplayWorld } from '../support/world';
 
@@ -11,35 +12,26 @@ import type { ReplayWorld } from '../support/world';
  * worker killed while runs are in flight, and a slow order service.
  */
 
-/** Waits until every worker armed to crash has died, so the next worker starts after the crash. */
-async function afterArmedCrashes(world: ReplayWorld): Promise<void> {
-  const armed = world.workers.filter((w) => w.alive && /=crash/.test(w.opts.failpoints ?? ''));
-  await world.waitUntil(`the crashing worker(s) to die (${armed.map((w) => w.opts.id).join(', ')})`, async () => armed.every((w) => !w.alive)).catch(
-    async (e) => {
-      throw new Error(`${(e as Error).message}; run: ${await world.describeRun()}`);
-    },
-  );
-}
-
 Given('the worker will stall {moment}', async function (this: ReplayWorld, moment: Moment) {
-  await this.startWorker({ failpoints: [stallSpec(moment)] });
+  expectReachable(this, moment);
+  await this.startWorker({ failpoints: [stallSpec(moment)], moment });
 });
 
 When('another worker takes over but crashes {moment}', async function (this: ReplayWorld, moment: Moment) {
-  await afterArmedCrashes(this);
+  await untilArmedWorkersCrashed(this);
   await this.acknowledgeCommitted();
-  const worker = await this.startWorker({ failpoints: [crashSpec(moment)] });
+  const worker = await this.startWorker({ failpoints: [crashSpec(moment)], moment });
   this.recordFault(`the worker taking over crashes ${moment.text}`, async () => {
     const fired = this.firedFailpoints().some((f) => f.pid === worker.pid && f.action === 'crash' && f.name === moment.site.split('@')[0].split('+')[0]);
     return fired && worker.exitStatus?.signal === 'SIGKILL' ? `${worker.opts.id} died by SIGKILL at ${moment.site}` : null;
   });
-  await this.waitUntil(`worker ${worker.opts.id} to crash ${moment.text}`, async () => !worker.alive);
+  await waitForMoment(this, worker, moment, 'crash', () => !worker.alive);
 });
 
 When('another worker takes over but stalls {moment}', async function (this: ReplayWorld, moment: Moment) {
-  await afterArmedCrashes(this);
+  await untilArmedWorkersCrashed(this);
   await this.acknowledgeCommitted();
-  await this.startWorker({ failpoints: [stallSpec(moment)] });
+  await this.startWorker({ failpoints: [stallSpec(moment)], moment });
 });
 
 When('the worker running the order is killed', async function (this: ReplayWorld) {

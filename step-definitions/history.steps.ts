@@ -6,6 +6,7 @@ import { validateDefinition, WorkflowDefinition } from '../src/domain/definition
 import type { RecordedEvent } from '../src/domain/events';
 import { verifyLog, VerifyReport } from '../src/domain/replay';
 import { FIXTURE_KEYRING } from '../support/fixture-keyring';
+import { HISTORIES, RecordedHistory } from '../support/histories';
 import type { ReplayWorld } from '../support/world';
 
 /*
@@ -14,24 +15,6 @@ import type { ReplayWorld } from '../support/world';
  * against today's decider; no database or outside world is needed, because
  * every outside input is in the log.
  */
-
-export const HISTORIES = path.resolve(__dirname, '..', 'features', 'fixtures', 'histories');
-
-export interface RecordedHistory {
-  name: string;
-  description: string;
-  recordedWith: string;
-  runId: string;
-  definition: WorkflowDefinition;
-  events: RecordedEvent[];
-}
-
-declare module '../support/world' {
-  interface ReplayWorld {
-    history?: RecordedHistory;
-    historyReport?: VerifyReport;
-  }
-}
 
 Given('the recorded history {string}', async function (this: ReplayWorld, name: string) {
   const file = path.join(HISTORIES, `${name}.json`);

@@ -2,7 +2,7 @@ import { Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import { deliver } from '../src/intake/sign';
 import { badDelivery, Delivery } from '../support/webhook-problems';
-import { ORDER } from './deliveries.steps';
+import { ORDER } from '../support/orders';
 import type { ReplayWorld } from '../support/world';
 
 /* Webhooks that should never start anything. */
@@ -13,12 +13,6 @@ async function counts(world: ReplayWorld): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const t of TABLES) out[t] = (await world.db.query(`SELECT count(*)::int AS n FROM ${t}`)).rows[0].n;
   return out;
-}
-
-declare module '../support/world' {
-  interface ReplayWorld {
-    countsBefore?: Record<string, number>;
-  }
 }
 
 When('a webhook {problem} is sent to {workflow} of {project}', async function (this: ReplayWorld, problem: string, workflow: string, project: string) {

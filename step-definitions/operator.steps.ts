@@ -3,7 +3,7 @@ import { expect } from 'expect';
 import { auditTrail } from '../src/operator-service';
 import type { ActionPhrase, Situation } from '../support/parameter-types';
 import type { StoredRunView } from '../src/replay-service';
-import { expectAccepted, ORDER } from './deliveries.steps';
+import { expectAccepted, ORDER } from '../support/orders';
 import { landedDuringStall, whenStalled } from '../support/faults';
 import type { ReplayWorld } from '../support/world';
 

@@ -9,12 +9,6 @@ import type { ReplayWorld } from '../support/world';
 
 /* Replay: rebuild a run from its log alone and re-make every decision. */
 
-declare module '../support/world' {
-  interface ReplayWorld {
-    verification?: RunVerification;
-  }
-}
-
 async function verifyAll(world: ReplayWorld, runId: string): Promise<RunVerification> {
   const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId, world.verifyOptions());
   if (!v.ok) {

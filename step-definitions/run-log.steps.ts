@@ -3,17 +3,10 @@ import { expect } from 'expect';
 import { canonicalJson } from '../src/domain/canonical';
 import { eventHash, signHead } from '../src/domain/hash-chain';
 import { RebuildResult, rebuildViews } from '../src/replay-service';
-import { ORDER } from './deliveries.steps';
+import { ORDER } from '../support/orders';
 import type { ReplayWorld } from '../support/world';
 
 /* The run log itself: its length, its integrity, and events it cannot read. */
-
-declare module '../support/world' {
-  interface ReplayWorld {
-    viewSnapshot?: unknown;
-    rebuilt?: RebuildResult;
-  }
-}
 
 Given('{project} has a finished run of {workflow}', async function (this: ReplayWorld, project: string, workflow: string) {
   const answer = await this.deliver(project, workflow, JSON.stringify(ORDER));

@@ -1,5 +1,6 @@
 import { Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
+import { expectReachable, untilArmedWorkersCrashed } from '../support/moments';
 import type { Moment } from '../support/parameter-types';
 import type { ReplayWorld } from '../support/world';
 
@@ -10,7 +11,8 @@ Given('{int} workers are running', async function (this: ReplayWorld, n: number)
 });
 
 Given('the worker will crash {moment}', async function (this: ReplayWorld, moment: Moment) {
-  const worker = await this.startWorker({ failpoints: [`${moment.site}=crash`] });
+  expectReachable(this, moment);
+  const worker = await this.startWorker({ failpoints: [`${moment.site}=crash`], moment });
   this.recordFault(`worker crash ${moment.text}`, async () => {
     const fired = this.firedFailpoints().some((f) => f.pid === worker.pid && f.action === 'crash');
     const exit = worker.exitStatus;
@@ -20,7 +22,9 @@ Given('the worker will crash {moment}', async function (this: ReplayWorld, momen
 
 /** The next worker the scenario starts (for instance to carry out an operator's action) dies at the moment. */
 Given('the next worker to start will crash {moment}', async function (this: ReplayWorld, moment: Moment) {
+  expectReachable(this, moment);
   this.pendingFailpoints = [`${moment.site}=crash`];
+  this.pendingMoment = moment;
   const site = moment.site;
   this.recordFault(`the next worker crashes ${moment.text}`, async () => {
     const armed = this.workers.filter((w) => (w.opts.failpoints ?? '').includes(`${site}=crash`));
@@ -31,13 +35,7 @@ Given('the next worker to start will crash {moment}', async function (this: Repl
 
 /** A crash armed with a failpoint must happen before anyone takes over; then a clean worker starts. */
 When('a new worker takes over', async function (this: ReplayWorld) {
-  const armed = this.workers.filter((w) => w.alive && w.opts.failpoints);
-  await this.waitUntil(
-    `the crashing worker(s) to die (${armed.map((w) => w.opts.id).join(', ')})`,
-    async () => this.workers.every((w) => !w.alive || !w.opts.failpoints),
-  ).catch(async (e) => {
-    throw new Error(`${e.message}; run: ${await this.describeRun()}`);
-  });
+  await untilArmedWorkersCrashed(this, 'and any other armed worker died');
   await this.acknowledgeCommitted();
   await this.startWorker({ failpoints: [] });
 });

@@ -1,5 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import { getCluster } from './cluster';
+import { waitForMoment } from './moments';
 import type { Fault, Moment } from './parameter-types';
 import type { WorkerProcess } from './worker-process';
 import { FINISHED, ReplayWorld } from './world';
@@ -35,11 +36,14 @@ export async function whenStalled(world: ReplayWorld): Promise<Stall> {
   if (armed.length === 0) throw new Error('no worker was set to stall: add "Given the worker will stall <moment>" first');
   const worker = armed[armed.length - 1];
   let stall: Stall | null = null;
-  await world.waitUntil(`worker ${worker.opts.id} to stall at ${worker.opts.failpoints}`, async () => {
+  const reached = () => {
     const hit = world.firedFailpoints().find((f) => f.pid === worker.pid && f.action === 'delay');
     if (hit) stall = { worker, site: `${hit.name}${hit.step ? `@${hit.step}` : ''}`, firedAt: new Date(hit.at) };
     return stall !== null;
-  });
+  };
+  const moment = world.armedAt.get(worker.opts.id);
+  if (moment) await waitForMoment(world, worker, moment, 'stall', reached);
+  else await world.waitUntil(`worker ${worker.opts.id} to stall at ${worker.opts.failpoints}`, async () => reached());
   return stall!;
 }
 

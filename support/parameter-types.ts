@@ -22,6 +22,7 @@ const MOMENTS: Array<[RegExp, (step: string) => string]> = [
   [/^after the request of "([^"]+)" is sent$/, (s) => `after-request-sent@${s}`],
   [/^while the response of "([^"]+)" is being recorded$/, (s) => `before-view-update@${s}+HttpResponseRecorded`],
   [/^while the step after "([^"]+)" is being scheduled$/, (s) => `scheduling-next@${s}+StepSucceeded`],
+  [/^when the timer of "([^"]+)" is set$/, (s) => `after-append@${s}+TimerScheduled`],
   [/^when the timer of "([^"]+)" fires$/, (s) => `timer-fired@${s}`],
   [/^while it recovers the run$/, () => 'during-recovery'],
 ];
@@ -37,7 +38,7 @@ export function parseMoment(text: string): Moment {
 defineParameterType({
   name: 'moment',
   regexp:
-    /(?:before|after) step "[^"]+" is recorded|(?:before|after) the request of "[^"]+" is sent|while the response of "[^"]+" is being recorded|while the step after "[^"]+" is being scheduled|when the timer of "[^"]+" fires|while it recovers the run/,
+    /(?:before|after) step "[^"]+" is recorded|(?:before|after) the request of "[^"]+" is sent|while the response of "[^"]+" is being recorded|while the step after "[^"]+" is being scheduled|when the timer of "[^"]+" (?:is set|fires)|while it recovers the run/,
   transformer: (text: string) => parseMoment(text),
 });
 

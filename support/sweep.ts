@@ -68,13 +68,6 @@ export interface FaultedRun {
   error: string | null;
 }
 
-declare module './world' {
-  interface ReplayWorld {
-    reference?: Reference;
-    faultedRuns?: FaultedRun[];
-  }
-}
-
 /** The batch's last event type names it best: HttpRequestPrepared, StepSucceeded, RunFinished, TimerScheduled… */
 export function baseOf(r: Pick<TraceRecord, 'name' | 'step' | 'events'>): string {
   const type = r.events && r.events.length ? `+${r.events[r.events.length - 1]}` : '';

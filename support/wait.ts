@@ -1,3 +1,11 @@
+/** Thrown by a predicate that knows the wait is hopeless: waitFor rethrows it at once. */
+export class StopWaiting extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StopWaiting';
+  }
+}
+
 export interface WaitForOptions {
   /** Default 5000. */
   timeoutMs?: number;
@@ -29,6 +37,7 @@ export async function waitFor<T>(
       if (value) return value as NonNullable<T>;
       lastError = undefined;
     } catch (err) {
+      if (err instanceof StopWaiting) throw err;
       lastError = err;
     }
     if (Date.now() >= deadline) break;

@@ -11,12 +11,14 @@ import type { RecordedEvent } from '../src/domain/events';
 import { TcpProxy } from '../src/faults/tcp-proxy';
 import { startIntake } from '../src/intake/server';
 import { deliver } from '../src/intake/sign';
-import { readRunView, StoredRunView, VerifyRunOptions } from '../src/replay-service';
+import { readRunView, RebuildResult, RunVerification, StoredRunView, VerifyRunOptions } from '../src/replay-service';
 import { CheckpointIndex } from '../src/integrity/checkpoints';
 import { NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
 import { operate, OperatorActionError } from '../src/operator-service';
-import { replayLog } from '../src/domain/replay';
-import type { ActionPhrase } from './parameter-types';
+import { replayLog, VerifyReport } from '../src/domain/replay';
+import type { ActionPhrase, Moment, Reach } from './parameter-types';
+import type { RecordedHistory } from './histories';
+import type { FaultedRun, Reference } from './sweep';
 import { Keyring, tokenSecret } from '../src/security/keyring';
 import { parseDropSpec } from '../src/realtime/server';
 import { LiveLogs } from './live-logs';
@@ -69,8 +71,9 @@ export interface InjectedFault {
 export const FINISHED = ['succeeded', 'failed', 'canceled'];
 
 export class ReplayWorld extends World<ReplayParameters> {
-  readonly clock = new ControlledClock();
-  readonly scratch = mkdtempSync(path.join(os.tmpdir(), 'meshhook-scenario-'));
+  // ───── every field the scenario keeps lives here, grouped by concept; step files add none of their own
+
+  // the database
   dbName = '';
   /**
    * The scenario's own connection as the database's owner, straight to Postgres
@@ -85,30 +88,56 @@ export class ReplayWorld extends World<ReplayParameters> {
   proxy!: TcpProxy;
   engineDbUrl = '';
   directDbUrl = '';
+  /** the engine's database URL without the proxy (for the CLI the scenario runs) */
+  engineDirectUrl = '';
+  readonly scratch = mkdtempSync(path.join(os.tmpdir(), 'meshhook-scenario-'));
+
+  // time
+  readonly clock = new ControlledClock();
+
+  // projects, workflows and deliveries
   target: TargetService | null = null;
   intake: { url: string; close(): Promise<void> } | null = null;
-  readonly workers: WorkerProcess[] = [];
   readonly workflows = new Map<string, PublishedWorkflow>();
   readonly runs: TrackedRun[] = [];
-  readonly faults: InjectedFault[] = [];
-  /** failpoints the next worker is started with */
+  lastAnswer: { status: number; body: any } | null = null;
+  /** row counts before a refused webhook (features/intake): a refusal writes nothing */
+  countsBefore?: Record<string, number>;
+
+  // workers, moments and faults
+  readonly workers: WorkerProcess[] = [];
+  /** failpoints the next worker is started with, and the moment they stand for */
   pendingFailpoints: string[] = [];
+  pendingMoment: Moment | null = null;
+  /** the moment each armed worker is to crash or stall at, by worker id */
+  readonly armedAt = new Map<string, Moment>();
+  readonly faults: InjectedFault[] = [];
   /** events committed before a fault, by run: none of them may go missing */
   acknowledged = new Map<string, Array<{ seq: number; hash: string }>>();
-  lastAnswer: { status: number; body: any } | null = null;
+  /** the crash-point sweep: the fault-free reference run and the runs faulted at each of its points */
+  reference?: Reference;
+  faultedRuns?: FaultedRun[];
+
+  // replay, recorded histories and the run log
+  /** the last replay and verification of a run */
+  verification?: RunVerification;
+  /** a golden history the scenario loaded, and what replaying it found */
+  history?: RecordedHistory;
+  historyReport?: VerifyReport;
+  /** the run view as it was before a rebuild, and what the rebuild did */
+  viewSnapshot?: unknown;
+  rebuilt?: RebuildResult;
+
+  // operator actions and tampering
+  /** the last operator action the scenario tried: the log before it, and its refusal if it was refused */
+  lastAction: { phrase: ActionPhrase; before: string[]; refusal: string | null } | null = null;
   /** the run log as it was before someone tampered with it, so places keep naming the events they named */
   logBeforeTampering: RecordedEvent[] | null = null;
   /** what `meshhook verify --all` said */
   verified: { code: number; out: string[] } | null = null;
-  /** the engine's database URL without the proxy (for the CLI the scenario runs) */
-  engineDirectUrl = '';
-  /** the last operator action the scenario tried: the log before it, and its refusal if it was refused */
-  lastAction: { phrase: ActionPhrase; before: string[]; refusal: string | null } | null = null;
-  /** vault secrets the scenario gave its projects: the leak check looks for them everywhere */
-  readonly vaultSecrets: SecretValue[] = [];
-  /** what the scenario attached to the report, as text, so the leak check reads it too */
-  readonly attachments: Array<{ name: string; text: string }> = [];
   lastError: Error | null = null;
+
+  // live logs
   /**
    * The realtime handles: a supabase-js client per project the scenario sets
    * up, subscribed to its live log before any of its runs starts.
@@ -116,12 +145,18 @@ export class ReplayWorld extends World<ReplayParameters> {
   realtime!: LiveLogs;
   /** a scenario that planted a gap in a live log and checked it was caught */
   liveGapPlanted = false;
-  /** the last time a project tried to reach a run (features/security) */
-  reached: { actor: string; reach: import('./parameter-types').Reach; owner: string; run: TrackedRun; before: string; result: { found: boolean; detail: string } } | null = null;
-  /** the order service's API key each project keeps in its vault */
-  readonly apiKeys = new Map<string, string>();
   /** viewers whose connection a scenario stalled: told the bytes delivered when it recovers */
   readonly stalledViewers = new Map<string, (bytesDownAtRecovery: number) => void>();
+
+  // tenancy and secrets
+  /** vault secrets the scenario gave its projects: the leak check looks for them everywhere */
+  readonly vaultSecrets: SecretValue[] = [];
+  /** the order service's API key each project keeps in its vault */
+  readonly apiKeys = new Map<string, string>();
+  /** the last time a project tried to reach a run (features/security) */
+  reached: { actor: string; reach: Reach; owner: string; run: TrackedRun; before: string; result: { found: boolean; detail: string } } | null = null;
+  /** what the scenario attached to the report, as text, so the leak check reads it too */
+  readonly attachments: Array<{ name: string; text: string }> = [];
   private workerCount = 0;
 
   constructor(options: IWorldOptions<ReplayParameters>) {
@@ -387,10 +422,14 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   // ───── workers
 
-  async startWorker(opts: { failpoints?: string[]; env?: Record<string, string> } = {}): Promise<WorkerProcess> {
+  /** `moment`: what the failpoints stand for, so a wait for it can tell when it can no longer happen. */
+  async startWorker(opts: { failpoints?: string[]; moment?: Moment; env?: Record<string, string> } = {}): Promise<WorkerProcess> {
     const id = `w${++this.workerCount}`;
     const failpoints = opts.failpoints ?? this.pendingFailpoints;
+    const moment = opts.failpoints ? opts.moment : (this.pendingMoment ?? undefined);
+    if (moment) this.armedAt.set(id, moment);
     this.pendingFailpoints = [];
+    this.pendingMoment = null;
     const worker = new WorkerProcess({
       id,
       databaseUrl: this.engineDbUrl,

@@ -161,6 +161,16 @@ Feature: A run survives its worker dying at any moment
     And the run replays exactly from its log
     And the order service received the order exactly once
 
+  Scenario: The worker dies just after setting the timer, and a new worker wakes the run once
+    Given the worker will crash when the timer of "wait" is set
+    When "acme" delivers an order webhook to "order-follow-up"
+    And a new worker takes over
+    And the clock moves forward 1 hour
+    Then the run succeeds with the timer of "wait" fired once
+    And it ends exactly as the same run without the fault
+    And the run replays exactly from its log
+    And nothing the engine committed was lost
+
   Scenario: The worker dies just as the timer fires, and a new worker fires it once
     Given the worker will crash when the timer of "wait" fires
     When "acme" delivers an order webhook to "order-follow-up"
