@@ -26,11 +26,28 @@ if (!fs.existsSync(usageFile)) {
   process.exit(1);
 }
 const usage = JSON.parse(fs.readFileSync(usageFile, 'utf8'));
-const statuses = fs
+const envelopes = fs
   .readFileSync(messagesFile, 'utf8')
   .split('\n')
   .filter(Boolean)
-  .map((l) => JSON.parse(l))
+  .map((l) => JSON.parse(l));
+// the project's own parameter types, for the editor: the Cucumber extension matches steps with them
+const parameterTypes = envelopes
+  .filter((m) => m.parameterType)
+  .map(({ parameterType: t }) => ({ name: t.name, regexp: t.regularExpressions.length === 1 ? t.regularExpressions[0] : t.regularExpressions.map((r) => `(?:${r})`).join('|') }))
+  .sort((a, b) => a.name.localeCompare(b.name));
+const settingsFile = path.join(root, '.vscode', 'settings.json');
+const settingsText =
+  JSON.stringify(
+    {
+      'cucumber.features': ['features/**/*.feature'],
+      'cucumber.glue': ['step-definitions/**/*.ts', 'support/**/*.ts'],
+      'cucumber.parameterTypes': parameterTypes,
+    },
+    null,
+    2,
+  ) + '\n';
+const statuses = envelopes
   .filter((m) => m.testStepFinished)
   .map((m) => m.testStepFinished.testStepResult.status);
 const broken = statuses.filter((s) => s === 'UNDEFINED' || s === 'AMBIGUOUS').length;
@@ -84,16 +101,21 @@ const lines = [
   '`{duration}` reads like `30 seconds`, `5 minutes`, `1 hour`; `{outcome}` is `succeeds` or `fails`;',
   '`{moment}` names a point in a step\'s life where a worker can be made to crash:',
   '',
-  '| moment | where the worker dies |',
-  '| --- | --- |',
-  '| `before step "<step>" is recorded` | the step is decided but its result not yet written |',
-  '| `after step "<step>" is recorded` | the step\'s result is committed, nothing after it yet |',
-  '| `before the request of "<step>" is sent` | the call is prepared and committed, not yet sent |',
-  '| `after the request of "<step>" is sent` | the order service answered, the answer is not yet recorded |',
-  '| `while the response of "<step>" is being recorded` | inside the transaction that records the answer |',
-  '| `while the step after "<step>" is being scheduled` | inside the transaction, after the run view is updated |',
-  '| `when the timer of "<step>" fires` | a durable timer is due and about to be recorded as fired |',
-  '| `while it recovers the run` | a worker picking up a run another worker left |',
+  '| moment | where the worker dies | can happen in |',
+  '| --- | --- | --- |',
+  '| `before step "<step>" is recorded` | the step is decided but its result not yet written; for a delay, that is after its timer fired | any step |',
+  '| `after step "<step>" is recorded` | the step\'s result is committed, nothing after it yet | any step |',
+  '| `before the request of "<step>" is sent` | the call is prepared and committed, not yet sent | a call |',
+  '| `after the request of "<step>" is sent` | the order service answered, the answer is not yet recorded | a call |',
+  '| `while the response of "<step>" is being recorded` | inside the transaction that records the answer | a call |',
+  '| `while the step after "<step>" is being scheduled` | inside the transaction, after the run view is updated | any step |',
+  '| `when the timer of "<step>" is set` | the delay\'s timer is committed; nothing waits on it in memory any more | a delay |',
+  '| `when the timer of "<step>" fires` | a durable timer is due and about to be recorded as fired | a delay, or a call between attempts |',
+  '| `while it recovers the run` | a worker picking up a run another worker left in the middle of a step (not one that rests at a timer, which any worker simply fires) | any run left by a crash |',
+  '',
+  'A moment that can no longer happen fails the step at once (within a second) and says why: the workflow has no',
+  'such step, the step is of a kind that never reaches it, or the run finished, moved past it, is paused, or waits',
+  'on a timer nobody moves the clock past. The sentence names the moment and where the run is.',
   '',
   '`{fault}` is something that goes wrong between the engine and its database while a worker is paused at its',
   'moment (`Given the worker will stall <moment>`); each is shown to have fired, and to have landed during the pause:',
@@ -194,9 +216,18 @@ if (process.argv.includes('--check')) {
     console.error('docs/steps.md is out of date: run "npm run steps:doc" and commit it');
     ok = false;
   }
+  if ((fs.existsSync(settingsFile) ? fs.readFileSync(settingsFile, 'utf8') : '') !== settingsText) {
+    console.error('.vscode/settings.json does not list the current parameter types: run "npm run steps:doc" and commit it');
+    ok = false;
+  }
+  if (unused) {
+    console.error(`${unused} step(s) are used by no scenario (marked "not used yet" in docs/steps.md): use each in a scenario or remove it`);
+    ok = false;
+  }
   console.log(ok ? `step catalogue: ${usage.length} steps, docs/steps.md up to date` : 'step catalogue: problems found');
   process.exit(ok ? 0 : 1);
 }
 fs.mkdirSync(path.dirname(out), { recursive: true });
 fs.writeFileSync(out, text);
+fs.writeFileSync(settingsFile, settingsText);
 console.log(`wrote docs/steps.md: ${usage.length} steps${unused ? `, ${unused} not used yet` : ''}`);
