@@ -150,7 +150,8 @@ function readState(io: Io): State {
 }
 
 function databaseUrl(a: Parsed, io: Io): string {
-  const url = (a.flags['database-url'] as string | undefined) ?? io.env.DATABASE_URL ?? readState(io).databaseUrl;
+  // an empty DATABASE_URL counts as unset, as it does for `up`
+  const url = (a.flags['database-url'] as string | undefined) || io.env.DATABASE_URL || readState(io).databaseUrl;
   if (!url) throw new SetupError('no database: start one with `meshhook up`, or pass --database-url / set DATABASE_URL');
   return url;
 }
