@@ -131,3 +131,19 @@ export function checkHeadSignature(keys: ChainKeys, head: RunHead, signature: st
   if (!key) return `its head is signed with key "${kid}", which is not in the keyring`;
   return signature.slice(colon + 1) === headMac(key, head) ? null : 'its head signature does not match (the head was changed outside the engine)';
 }
+
+/**
+ * The same events linked again from the genesis under another chain key:
+ * content, numbers and order unchanged, every link and kid new. Only for
+ * handing a run that verified under its own keys to a place that checks with
+ * other keys (a golden history for the suite); never for a live log.
+ */
+export function relink<E extends ChainedEvent>(runId: string, events: readonly E[], key: ChainKey): E[] {
+  let prev = genesisHash(runId);
+  return events.map((e) => {
+    const hash = eventHash(prev, e, key.key);
+    const out = { ...e, prevHash: prev, hash, kid: key.kid };
+    prev = hash;
+    return out;
+  });
+}

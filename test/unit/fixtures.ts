@@ -1,6 +1,6 @@
 import { Command, createDecider, RunDecider } from '../../src/domain/decider';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../../src/domain/definition';
-import type { HttpOutcome, RecordedEvent, RunEvent } from '../../src/domain/events';
+import type { EngineInfo, HttpOutcome, RecordedEvent, RunEvent } from '../../src/domain/events';
 import { genesisHash } from '../../src/domain/hash-chain';
 import { numberEvents } from '../../src/store/run-store';
 
@@ -63,7 +63,7 @@ export function status(code: number): HttpOutcome {
 export function simulate(
   def: WorkflowDefinition,
   outcomes: HttpOutcome[] = [],
-  opts: { input?: unknown; jitter?: number; decider?: RunDecider; maxBatches?: number } = {},
+  opts: { input?: unknown; jitter?: number; decider?: RunDecider; maxBatches?: number; engine?: EngineInfo } = {},
 ): RecordedEvent[] {
   const decider = opts.decider ?? createDecider(def);
   let state = decider.initialState();
@@ -74,7 +74,8 @@ export function simulate(
     log.push(...numberEvents(RUN_ID, PROJECT_ID, log.length, prev, events, at(clock)));
     state = events.reduce(decider.evolve, state);
   };
-  append(decider.decide({ type: 'StartRun', data: (runStarted(def, opts.input ?? INPUT) as Extract<RunEvent, { type: 'RunStarted' }>).data }, state));
+  const started = (runStarted(def, opts.input ?? INPUT) as Extract<RunEvent, { type: 'RunStarted' }>).data;
+  append(decider.decide({ type: 'StartRun', data: opts.engine ? { ...started, engine: opts.engine } : started }, state));
   const queue = [...outcomes];
   for (let i = 0; i < (opts.maxBatches ?? 100) && state.phase !== 'done'; i++) {
     clock += 10;
