@@ -221,8 +221,11 @@ async function send(d: Delivery): Promise<void> {
       if (before && before !== runId) refusedOtherwise.push(`delivery ${d.id} acknowledged as run ${before}, then as ${runId}`);
       acknowledged.set(d.id, runId);
       d.runId = runId;
-    } else if (res.status !== 503) {
-      refusedOtherwise.push(`delivery ${d.id}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+    } else if (res.status >= 500) {
+      // a sender delivers again after any 5xx; only 503 is the right answer while the database is away
+      if (res.status !== 503) refusedOtherwise.push(`delivery ${d.id}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+    } else {
+      refusedOtherwise.push(`delivery ${d.id} refused: HTTP ${res.status} ${JSON.stringify(res.body)}`);
       d.runId = 'refused';
     }
   } catch {

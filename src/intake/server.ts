@@ -183,9 +183,14 @@ function unstorable(value: unknown, depth: number): string | null {
   return null;
 }
 
-function isConnectionError(e: unknown): boolean {
+/** The database is gone or going, not the request wrong: the sender should deliver again (503). */
+export function isConnectionError(e: unknown): boolean {
   const code = (e as { code?: string }).code ?? '';
-  return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|57P0[1-3]|08\d{3})$/.test(code) || /Connection terminated|timeout exceeded when trying to connect/i.test((e as Error).message ?? '');
+  return (
+    /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|57P0[1-3]|08\d{3})$/.test(code) ||
+    // pg's own words for a connection that died under a pooled client (no code): seen when the postmaster is killed mid-request
+    /Connection terminated|timeout exceeded when trying to connect|connection error and is not queryable/i.test((e as Error).message ?? '')
+  );
 }
 
 /** A value from a request, fit for a log line: cut short (control characters are escaped by the JSON log itself). */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { checkSignature, MAX_BODY_DEPTH, parseSignatureHeader, parseWebhookBody } from '../../src/intake/server';
+import { checkSignature, isConnectionError, MAX_BODY_DEPTH, parseSignatureHeader, parseWebhookBody } from '../../src/intake/server';
 import { computeSignature, signPayload } from '../../src/intake/sign';
 
 const SECRET = 'whsec_test';
@@ -98,5 +98,21 @@ describe('webhook bodies', () => {
     assert.match(refusal(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d])), /UTF-8/);
     assert.match(refusal('['.repeat(MAX_BODY_DEPTH + 1) + ']'.repeat(MAX_BODY_DEPTH + 1)), /nested deeper/);
     assert.doesNotThrow(() => parseWebhookBody(Buffer.from('['.repeat(MAX_BODY_DEPTH) + ']'.repeat(MAX_BODY_DEPTH))));
+  });
+});
+
+describe('a database that went away answers 503, not 500', () => {
+  it('knows the ways pg says the connection died', () => {
+    for (const e of [
+      Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
+      Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
+      new Error('Connection terminated unexpectedly'),
+      // what a pooled client throws when the postmaster was SIGKILLed mid-request (found by npm run chaos)
+      new Error('Client has encountered a connection error and is not queryable'),
+    ]) {
+      assert.equal(isConnectionError(e), true, e.message);
+    }
+    assert.equal(isConnectionError(Object.assign(new Error('duplicate key value'), { code: '23505' })), false);
+    assert.equal(isConnectionError(new Error('Cannot read properties of undefined')), false);
   });
 });
