@@ -136,8 +136,9 @@ done   | terminate | succeeded                     |`),
     },
   );
 
-  // An engine before 0.1 recorded a branch's output as { taken }. Its history
-  // is kept to show what replay says when old decisions no longer hold.
+  // Not a recording: order-sync-succeeded with its branch decision rewritten by
+  // hand to an older shape ({ taken }) and the chain re-hashed, labelled as such.
+  // It stands for a log whose decisions today's engine would not make.
   const old = JSON.parse(JSON.stringify(sync.events)) as RecordedEvent[];
   let prev = old[0].prevHash;
   for (const e of old) {
@@ -148,12 +149,13 @@ done   | terminate | succeeded                     |`),
     prev = e.hash;
   }
   writeFileSync(
-    path.join(OUT, 'order-sync-engine-0.9-branch-output.json'),
+    path.join(OUT, 'order-sync-edited-branch-output.json'),
     JSON.stringify(
       {
-        name: 'order-sync-engine-0.9-branch-output',
-        description: 'Recorded by engine 0.9, which wrote a branch decision as { taken }; today the engine records { condition, next }.',
-        recordedWith: 'meshhook-replay 0.9.0',
+        name: 'order-sync-edited-branch-output',
+        description:
+          "Not recorded by any engine: order-sync-succeeded with its branch decision rewritten by hand to an older shape ({ taken } instead of { condition, next }) and its chain re-hashed to match. It stands for a log whose recorded decisions today's engine would not make.",
+        recordedWith: 'hand-edited by scripts/record-histories.ts from a meshhook-replay 0.1.0 recording',
         runId: sync.runId,
         definition: sync.definition,
         events: old,
@@ -162,7 +164,7 @@ done   | terminate | succeeded                     |`),
       2,
     ) + '\n',
   );
-  console.log('recorded order-sync-engine-0.9-branch-output');
+  console.log('wrote order-sync-edited-branch-output');
 
   await worker.stop();
   await target.close();

@@ -139,13 +139,30 @@ function judge(
 
 /** Verify one run of a project (see the top of this file for what that covers). */
 export async function verifyRun(db: Pool, projectId: string, runId: string, opts: VerifyRunOptions = {}): Promise<RunVerification> {
+  return (await readAndJudge(db, projectId, runId, opts)).verification;
+}
+
+export interface VerifiedRun {
+  verification: RunVerification;
+  events: RecordedEvent[];
+  /** the version the run is pinned to */
+  definition: WorkflowDefinition;
+}
+
+/** A run's log and pinned definition with its verification, read once: what export-history writes. */
+export async function readVerifiedRun(db: Pool, projectId: string, runId: string, opts: VerifyRunOptions = {}): Promise<VerifiedRun> {
+  return readAndJudge(db, projectId, runId, opts);
+}
+
+async function readAndJudge(db: Pool, projectId: string, runId: string, opts: VerifyRunOptions): Promise<VerifiedRun> {
   const read = await inProject(db, projectId, async (c) => {
     const stored = await readStored(c, projectId, runId);
     return stored ? { stored, events: await readEvents(c, runId) } : null;
   });
   if (!read) throw new NotFoundError(`run ${runId} not found`);
   const definition = opts.definition ?? (await loadVersion(db, projectId, read.stored.view.workflowId, read.stored.view.version, { allowTampered: true })).definition;
-  return judge(runId, read.stored, read.events, definition, opts, opts.definition !== undefined);
+  const verification = judge(runId, read.stored, read.events, definition, opts, opts.definition !== undefined);
+  return { verification, events: read.events, definition };
 }
 
 /** One line per problem of a verification, for reports and refusals. */

@@ -1,9 +1,11 @@
-import { createHash } from 'node:crypto';
+import path from 'node:path';
 import { Keyring } from '../src/security/keyring';
 
 /**
  * The key the recorded histories under features/fixtures/histories were
- * signed with. It guards nothing (it is in the repository); it only lets their
- * hash chains be checked like any installation's.
+ * linked with, from features/fixtures/keyring.json (the file
+ * `meshhook export-history --sign-with` takes). It guards nothing; it only lets
+ * their hash chains be checked like any installation's.
  */
-export const FIXTURE_KEYRING = new Keyring([{ id: 'fixtures', key: createHash('sha256').update('meshhook-replay fixtures: not a secret').digest() }]);
+export const FIXTURE_KEY_FILE = path.resolve(__dirname, '..', 'features', 'fixtures', 'keyring.json');
+export const FIXTURE_KEYRING = Keyring.fromFile(FIXTURE_KEY_FILE);

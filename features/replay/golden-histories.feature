@@ -3,7 +3,8 @@ Feature: Recorded histories still replay on today's engine
   Run logs recorded by the engine are kept under features/fixtures/histories.
   Every change to the engine must still replay them: same decisions, same
   ending, intact hash chain. A history the engine no longer agrees with fails
-  and shows where. Record new ones with `npm run record-histories`.
+  and shows where. A real run becomes one with `meshhook export-history`
+  (see the README); `npm run record-histories` re-records the originals.
 
   @smoke
   Scenario Outline: The history "<history>" replays without divergence
@@ -21,8 +22,8 @@ Feature: Recorded histories still replay on today's engine
       | order-review-else-branch | succeeded |
       | order-follow-up-delayed  | succeeded |
 
-  Scenario: A history from an engine that decided differently fails with the divergence shown
-    Given the recorded history "order-sync-engine-0.9-branch-output"
+  Scenario: A history whose recorded decisions today's engine would not make fails with the divergence shown
+    Given the recorded history "order-sync-edited-branch-output"
     When it is replayed against today's engine
     Then replay reports the first divergence at event 9
     And the divergence shows the engine now decides "\"condition\":true" where the log has "\"taken\":\"done\""

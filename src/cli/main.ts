@@ -15,7 +15,8 @@ import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorReq
 import { LiveLog, openRealtimeClient } from '../realtime/live-log';
 import { startRealtimeServer, type RealtimeServer } from '../realtime/server';
 import { signAnonKey, signProjectToken } from '../realtime/tokens';
-import { problemsOf, rebuildViews, replayRun, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
+import { problemsOf, readVerifiedRun, rebuildViews, replayRun, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
+import { relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
 import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError } from '../store/secrets';
 import { inProject } from '../db/scope';
@@ -666,6 +667,80 @@ const rebuild: CommandSpec = {
   },
 };
 
+const exportHistory: CommandSpec = {
+  name: 'export-history',
+  args: ['run-id'],
+  summary:
+    'Write a finished run as a golden history: its pinned definition and every event, after verifying it. Saved under features/fixtures/histories, it holds every later engine to the same decisions.',
+  flags: [
+    PROJECT_FLAG,
+    { name: 'name', value: 'name', help: "the history's name (default <workflow>-<status>-<first 8 of the run id>)" },
+    { name: 'description', value: 'text', help: 'what the run shows, in a sentence' },
+    { name: 'out', value: 'file', help: 'write the history here instead of to standard output' },
+    {
+      name: 'sign-with',
+      value: 'key-file',
+      help: "link the chain again under this keyring so a suite holding it can check the chain (the suite's is features/fixtures/keyring.json); the history says so",
+    },
+    DB_FLAG,
+  ],
+  async run(a, io) {
+    const runId = runIdArg(a);
+    const name = a.flags.name as string | undefined;
+    if (name !== undefined && !SLUG.test(name)) throw new UsageError(`--name "${name}" is not a slug (lower-case letters, digits and -)`);
+    const signWith = a.flags['sign-with'] as string | undefined;
+    const fixtureKeys = signWith ? Keyring.fromFile(path.resolve(io.cwd, signWith)) : null;
+    const opts = verifyOptions(a, io);
+    return withPool(a, io, async (pool) => {
+      let read;
+      try {
+        const project = await projectOf(a, pool);
+        read = await readVerifiedRun(pool, project.id, runId, opts);
+      } catch (e) {
+        if (e instanceof NotFoundError) {
+          io.err(e.message);
+          return 1;
+        }
+        throw e;
+      }
+      const { verification: v, definition } = read;
+      if (!v.ok) {
+        io.err(`run ${runId} does not verify, and only a genuine run becomes a golden history:`);
+        for (const p of problemsOf(v)) io.err(`  - ${p}`);
+        return 1;
+      }
+      if (!['succeeded', 'failed', 'canceled'].includes(v.state.status)) {
+        io.err(`run ${runId} is ${v.state.status}: export it once it has finished`);
+        return 1;
+      }
+      const started = read.events[0].data as { engine?: { version?: string } };
+      const recordedBy = `meshhook-replay ${started.engine?.version ?? 'before 0.2 (no version recorded)'}`;
+      const events = fixtureKeys ? relink(runId, read.events, fixtureKeys.chainKey()) : read.events;
+      const kids = [...new Set(read.events.map((e) => e.kid ?? 'none'))].join(', ');
+      const history = {
+        name: name ?? `${definition.name}-${v.state.status}-${runId.slice(0, 8)}`,
+        description: (a.flags.description as string | undefined) ?? `A ${v.state.status} run of ${definition.name}, exported from run ${runId}.`,
+        recordedWith: recordedBy,
+        provenance: fixtureKeys
+          ? `exported by meshhook export-history after it verified under key ${kids}; the chain was linked again under key ${fixtureKeys.activeId}, content and order unchanged`
+          : `exported by meshhook export-history after it verified under key ${kids}`,
+        runId,
+        definition,
+        events,
+      };
+      const text = json(history) + '\n';
+      const out = a.flags.out as string | undefined;
+      if (out) {
+        writeFileSync(path.resolve(io.cwd, out), text);
+        io.out(`wrote ${out}: ${events.length} events, ${v.state.status}, ${recordedBy}`);
+      } else {
+        io.out(text.trimEnd());
+      }
+      return 0;
+    });
+  },
+};
+
 const checkpoint: CommandSpec = {
   name: 'checkpoint',
   args: [],
@@ -974,6 +1049,7 @@ export const COMMANDS: CommandSpec[] = [
   checkpoint,
   ...OPERATOR_ACTIONS.map(actionCommand),
   history,
+  exportHistory,
   tail,
   secrets,
   token,
@@ -985,7 +1061,7 @@ function mainUsage(): string {
     'usage: meshhook <command> [options]',
     '',
     'commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(10)}${c.summary.split('. ')[0].replace(/\.$/, '')}`),
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(16)}${c.summary.split('. ')[0].replace(/\.$/, '')}`),
     '',
     'meshhook <command> --help shows a command\'s options.',
   ].join('\n');

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +9,9 @@ import { runCli } from '../../src/cli/main';
 import { startRealtimeServer } from '../../src/realtime/server';
 import { tokenSecret } from '../../src/security/keyring';
 import { startEngine } from '../../src/engine';
+import { validateDefinition } from '../../src/domain/definition';
+import { verifyLog } from '../../src/domain/replay';
+import { FIXTURE_KEY_FILE, FIXTURE_KEYRING } from '../../support/fixture-keyring';
 import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish } from './helpers';
 
 let dbs: TestDatabases;
@@ -84,8 +87,31 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       assert.match(verified.out, /run view:\s+matches the log/);
       assert.match(verified.out, /verified: ok$/);
 
+      // a real run becomes a golden history that today's engine replays, its chain checkable with the fixtures' key
+      const golden = path.join(dir, 'golden.json');
+      const exported = await cli(
+        ['export-history', runId, '--project', 'acme', '--name', 'order-sync-from-cli', '--out', golden, '--sign-with', FIXTURE_KEY_FILE],
+        env,
+        dir,
+      );
+      assert.equal(exported.code, 0, exported.err);
+      assert.match(exported.out, /wrote .*golden\.json: 12 events, succeeded, meshhook-replay \d+\.\d+\.\d+/);
+      const history = JSON.parse(readFileSync(golden, 'utf8'));
+      assert.equal(history.name, 'order-sync-from-cli');
+      assert.match(history.provenance, /verified under key .*linked again under key fixtures/);
+      const replayed12 = verifyLog(runId, history.events, validateDefinition(history.definition), { keys: FIXTURE_KEYRING.chainKeys() });
+      assert.equal(replayed12.ok, true, JSON.stringify(replayed12.divergence ?? replayed12.chainBreak));
+      assert.equal(replayed12.state.status, 'succeeded');
+      // without re-linking, the chain holds the installation's own key: the fixtures' key cannot check it
+      const asIs = JSON.parse((await cli(['export-history', runId, '--project', 'acme'], env, dir)).out);
+      assert.ok(verifyLog(runId, asIs.events, validateDefinition(asIs.definition), { keys: FIXTURE_KEYRING.chainKeys() }).chainBreak);
+      assert.equal(verifyLog(runId, asIs.events, validateDefinition(asIs.definition), { keys: KEYS.chainKeys() }).ok, true);
+
       // as the database's owner: the engine's own role may not do this behind the log's back
       await owner.query(`UPDATE runs SET status = 'failed' WHERE id = $1`, [runId]);
+      const refusedExport = await cli(['export-history', runId, '--project', 'acme'], env, dir);
+      assert.equal(refusedExport.code, 1);
+      assert.match(refusedExport.err, /does not verify, and only a genuine run becomes a golden history/);
       const broken = await cli(['verify', runId, '--project', 'acme'], env, dir);
       assert.equal(broken.code, 1);
       assert.match(broken.out, /run view:\s+DIFFERS from the log: status: stored "failed", replayed "succeeded"/);
