@@ -1,3 +1,4 @@
+import type { RecordedEvent } from '../src/domain/events';
 import { Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import { eventAt, type Place } from '../support/places';
@@ -127,9 +128,19 @@ Then('it ends exactly as the same run without the fault', async function (this: 
 });
 
 Then('nothing the engine committed was lost', async function (this: ReplayWorld) {
+  const logs = new Map<string, RecordedEvent[]>();
+  const logOf = async (runId: string) => logs.get(runId) ?? logs.set(runId, await this.events(runId)).get(runId)!;
+  // what each worker was told was committed: its own journal of heads, written after COMMIT returned
+  const told = this.headsToldCommitted();
+  expect(told.length).toBeGreaterThan(0);
+  for (const h of told) {
+    const e = (await logOf(h.runId))[h.seq - 1];
+    expect({ worker: h.worker, run: h.runId, seq: h.seq, hash: e?.hash }).toEqual({ worker: h.worker, run: h.runId, seq: h.seq, hash: h.hash });
+  }
+  // and what the database showed as committed at the moment of the fault
   expect(this.acknowledged.size).toBeGreaterThan(0);
   for (const [runId, acked] of this.acknowledged) {
-    const now = await this.events(runId);
+    const now = await logOf(runId);
     for (const a of acked) {
       const e = now[a.seq - 1];
       expect({ run: runId, seq: a.seq, hash: e?.hash }).toEqual({ run: runId, seq: a.seq, hash: a.hash });

@@ -1,6 +1,6 @@
 import { IWorldOptions, setWorldConstructor, World } from '@cucumber/cucumber';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Pool } from 'pg';
@@ -472,6 +472,26 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   recordFault(label: string, proof: () => Promise<string | null>): void {
     this.faults.push({ at: new Date(), label, proof });
+  }
+
+  /**
+   * Every head a worker was told was committed: its journal line is written
+   * only after COMMIT returned (a line cut short by a kill is not counted).
+   */
+  headsToldCommitted(): Array<{ worker: string; runId: string; seq: number; hash: string }> {
+    return this.workers.flatMap((w) => {
+      const file = this.journalOf(w.opts.id);
+      if (!existsSync(file)) return [];
+      const text = readFileSync(file, 'utf8');
+      const whole = text.slice(0, text.lastIndexOf('\n') + 1);
+      return whole
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => {
+          const cp = JSON.parse(l) as { runId: string; seq: number; hash: string };
+          return { worker: w.opts.id, runId: cp.runId, seq: cp.seq, hash: cp.hash };
+        });
+    });
   }
 
   /** Remember every event committed so far: none of them may be lost later. */
