@@ -14,7 +14,11 @@ const common = {
   ],
   formatOptions: { snippetInterface: 'async-await', junit: { suiteName: 'meshhook-replay' } },
   parallel,
-  worldParameters: { runTimeoutMs: Number(process.env.MESHHOOK_RUN_TIMEOUT_MS ?? 20000) },
+  worldParameters: {
+    runTimeoutMs: Number(process.env.MESHHOOK_RUN_TIMEOUT_MS ?? 20000),
+    // the fault matrix (crash-point-sweep.feature) runs a seeded sample of its crash points except in `sweep`
+    sweepShare: Number(process.env.MESHHOOK_SWEEP_SHARE ?? 0.05),
+  },
 };
 
 const profile = (tags) => ({ ...common, tags });
@@ -26,7 +30,8 @@ module.exports = {
   replay: profile('@replay and not @wip'),
   crash: profile('@crash and not @wip'),
   'db-faults': profile('@db-faults and not @wip'),
-  sweep: profile('@sweep and not @wip'),
+  // every crash point of every reference under every disruption (nightly in CI)
+  sweep: { ...profile('@sweep and not @wip'), worldParameters: { ...common.worldParameters, sweepShare: Number(process.env.MESHHOOK_SWEEP_SHARE ?? 1) } },
   intake: profile('@intake and not @wip'),
   intervention: profile('@intervention and not @wip'),
   tamper: profile('@tamper and not @wip'),

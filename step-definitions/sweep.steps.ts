@@ -1,7 +1,8 @@
 import { Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import fc from 'fast-check';
-import { CrashPoint, FaultedRun, FaultKind, PACE_MS, PlannedFault, report, runWithFaults, runWithTimedKill, sweepCrashPoints, traceReference } from '../support/sweep';
+import type { Disruption } from '../support/parameter-types';
+import { CrashPoint, FaultedRun, FaultKind, PACE_MS, PlannedFault, report, runWithFaults, runWithTimedKill, samplePoints, sweepCrashPoints, traceReference } from '../support/sweep';
 import type { ReplayWorld } from '../support/world';
 
 /*
@@ -41,7 +42,8 @@ Given('{string} has run a reference order through {string}, noting every crash p
   this.workflow(project, workflow);
   this.reference = await traceReference(this, project, workflow, JSON.stringify(REFERENCE_ORDER));
   const ref = this.reference;
-  expect(ref.view.status).toBe('succeeded');
+  // a reference may end either way (a refused order fails); it must end
+  expect(['succeeded', 'failed']).toContain(ref.view.status);
   expect(ref.points.length).toBeGreaterThan(0);
   this.log(`reference run of "${workflow}" passed ${ref.points.length} crash points: ${ref.points.map((p) => p.spec).join(', ')}`);
 });
@@ -50,6 +52,17 @@ When('the order is run again once per crash point, with a worker dying there and
   const ref = reference(this);
   const runs = await sweepCrashPoints(this, ref);
   publish(this, runs, `crash-point sweep of "${ref.workflow}" covered ${ref.points.length} crash points`);
+});
+
+// the fault matrix: every crash point (profile sweep) or a seeded sample of them (any other profile)
+When('the order is run again once per crash point, and at each one {disruption}', { timeout: 1_800_000 }, async function (this: ReplayWorld, kind: Disruption) {
+  const ref = reference(this);
+  const share = this.sweepShare;
+  const seed = process.env.MESHHOOK_SEED ? Number(process.env.MESHHOOK_SEED) : Date.now() % 2 ** 31;
+  const points = samplePoints(ref.points, share, seed);
+  if (share < 1) this.log(`sampled ${points.length} of ${ref.points.length} crash points (seed ${seed}); all of them: npm run acceptance -- -p sweep, or MESHHOOK_SEED=${seed} for this sample`);
+  const runs = await sweepCrashPoints(this, ref, kind, points);
+  publish(this, runs, `${kind} at ${points.length} of ${ref.points.length} crash points of "${ref.workflow}"`);
 });
 
 /** Groups trace positions by the batch (or request, or timer) they belong to: a later fault must come from a later group. */
@@ -103,6 +116,11 @@ Then('every faulted order replays exactly from its log', async function (this: R
   expect(faulted(this).filter((r) => r.replay || r.error).map((r) => `${r.label}: ${r.replay ?? r.error}`)).toEqual([]);
 });
 
+Then('the order service took every faulted order as it took the reference order', async function (this: ReplayWorld) {
+  expect(faulted(this).filter((r) => r.effects || r.error).map((r) => `${r.label}: ${r.effects ?? r.error}`)).toEqual([]);
+});
+
 Then('the order service took every faulted order exactly once', async function (this: ReplayWorld) {
+  expect(Object.values(reference(this).effects)).toEqual(Object.values(reference(this).effects).map(() => 1));
   expect(faulted(this).filter((r) => r.effects || r.error).map((r) => `${r.label}: ${r.effects ?? r.error}`)).toEqual([]);
 });

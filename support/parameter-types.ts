@@ -86,6 +86,27 @@ defineParameterType({
   transformer: (text: string) => parseFault(text),
 });
 
+/**
+ * A {disruption} is what the crash-point sweep does to a run at each crash
+ * point: the worker crashes there by itself, is SIGKILLed from outside while
+ * paused there, or one of the database faults lands while it is paused there.
+ */
+export const DISRUPTIONS = {
+  'its worker dies': 'crash',
+  'its worker is killed from outside': 'kill',
+  "the database drops the engine's connections": 'drop-connections',
+  'the network to the database is cut': 'sever',
+  'the network to the database goes silent': 'blackhole',
+  'the database crashes and restarts': 'db-restart',
+} as const;
+export type Disruption = (typeof DISRUPTIONS)[keyof typeof DISRUPTIONS];
+
+defineParameterType({
+  name: 'disruption',
+  regexp: new RegExp(Object.keys(DISRUPTIONS).join('|')),
+  transformer: (text: string) => DISRUPTIONS[text as keyof typeof DISRUPTIONS],
+});
+
 defineParameterType({
   name: 'problem',
   regexp: PROBLEM_PATTERN,

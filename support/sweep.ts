@@ -48,6 +48,8 @@ export interface Reference {
   view: StoredRunView;
   shape: string[];
   points: CrashPoint[];
+  /** how many effects the order service took for each call step of the reference (0 when it refused every attempt) */
+  effects: Record<string, number>;
 }
 
 export type FaultKind = 'crash' | 'kill' | 'sever' | 'blackhole' | 'drop-connections' | 'db-restart';
@@ -137,7 +139,14 @@ export async function traceReference(world: ReplayWorld, project: string, workfl
   const view = await settle(world, runId);
   await tracer.stop();
   const trace = (world.firedFailpoints() as unknown as TraceRecord[]).filter((r) => r.pid === tracer.pid && r.runId === runId);
-  return { project, workflow, body, runId, view: view!, shape: shapeOf(await world.events(runId)), points: crashPointsFrom(trace) };
+  return { project, workflow, body, runId, view: view!, shape: shapeOf(await world.events(runId)), points: crashPointsFrom(trace), effects: await effectsOf(world, project, workflow, runId) };
+}
+
+/** The effects the order service took for each call step of a run, by the run's idempotency keys. */
+async function effectsOf(world: ReplayWorld, project: string, workflow: string, runId: string): Promise<Record<string, number>> {
+  const target = await world.orderService();
+  const steps = world.workflow(project, workflow).definition.steps.filter((s) => s.type === 'http_call').map((s) => s.id);
+  return Object.fromEntries(steps.map((s) => [s, target.effects().filter((e) => e.idempotencyKey === world.idempotencyKey(s, runId)).length]));
 }
 
 /** The checks every faulted run must pass, each as a problem sentence or null. */
@@ -152,22 +161,42 @@ async function judge(world: ReplayWorld, ref: Reference, run: FaultedRun): Promi
   run.sameAsReference = diffs.length ? diffs.join('; ') : null;
   const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId, world.verifyOptions());
   run.replay = v.ok ? null : problemsOf(v).join('; ');
-  const target = await world.orderService();
-  const steps = world.workflow(ref.project, ref.workflow).definition.steps.filter((s) => s.type === 'http_call').map((s) => s.id);
-  const wrong = steps
-    .map((s) => ({ s, n: target.effects().filter((e) => e.idempotencyKey === world.idempotencyKey(s, runId)).length }))
-    .filter(({ n }) => n !== 1)
-    .map(({ s, n }) => `${s} took effect ${n} times`);
+  const took = await effectsOf(world, ref.project, ref.workflow, runId);
+  const wrong = Object.entries(took)
+    .filter(([s, n]) => n !== ref.effects[s])
+    .map(([s, n]) => `${s} took effect ${n} times, the reference ${ref.effects[s]}`);
   run.effects = wrong.length ? wrong.join('; ') : null;
 }
 
-/** One run per crash point: a worker dies exactly there, a new worker takes over. */
-export async function sweepCrashPoints(world: ReplayWorld, ref: Reference): Promise<FaultedRun[]> {
+/** One run per crash point (or per sampled crash point): the fault strikes exactly there, a new worker takes over when one died. */
+export async function sweepCrashPoints(world: ReplayWorld, ref: Reference, kind: FaultKind = 'crash', points: CrashPoint[] = ref.points): Promise<FaultedRun[]> {
   const results: FaultedRun[] = [];
-  for (const point of ref.points) {
-    results.push(await runWithFaults(world, ref, [{ point, kind: 'crash' }]));
+  for (const point of points) {
+    results.push(await runWithFaults(world, ref, [{ point, kind }]));
   }
   return results;
+}
+
+/**
+ * `share` of the crash points, at least one, chosen by a seeded shuffle: the
+ * ci profile samples the fault matrix on every run, the sweep profile takes
+ * every point (share 1).
+ */
+export function samplePoints(points: CrashPoint[], share: number, seed: number): CrashPoint[] {
+  if (share >= 1) return points;
+  const k = Math.max(1, Math.round(points.length * share));
+  let a = seed >>> 0;
+  const random = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const order = points.map((p) => ({ p, r: random() })).sort((x, y) => x.r - y.r);
+  return order
+    .slice(0, k)
+    .map((x) => x.p)
+    .sort((x, y) => x.index - y.index);
 }
 
 /**

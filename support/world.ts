@@ -40,6 +40,8 @@ import { readFailpointLog, WorkerProcess } from './worker-process';
 export interface ReplayParameters {
   /** how long a step waits for a run to settle before it fails, in ms */
   runTimeoutMs: number;
+  /** the share of crash points the fault matrix runs: 1 in the sweep profile, a seeded sample elsewhere */
+  sweepShare?: number;
 }
 
 export interface PublishedWorkflow {
@@ -184,6 +186,10 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   get timeoutMs(): number {
     return this.parameters.runTimeoutMs ?? 20_000;
+  }
+
+  get sweepShare(): number {
+    return this.parameters.sweepShare ?? 1;
   }
 
   async init(): Promise<void> {

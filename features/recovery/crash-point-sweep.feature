@@ -10,6 +10,11 @@ Feature: A run survives its worker dying at every crash point it passes
   nothing that was committed and reach the order service exactly once. New crash
   points in the engine are swept as soon as they exist.
 
+  The fault matrix then tries every other disruption at every crash point, and
+  every disruption on the paths a refused or unavailable order service takes.
+  The sweep profile (nightly) runs every point of it; every other run takes a
+  seeded 5% sample and prints the seed.
+
   The random schedule mixes worker crashes, kills, a cut or silent network,
   dropped connections and a database crash at random crash points; the random
   kills come from outside at random times into the run, wherever it happens to
@@ -43,6 +48,52 @@ Feature: A run survives its worker dying at every crash point it passes
       | workflow        |
       | order-sync      |
       | order-follow-up |
+
+  Scenario Outline: Every crash point of "<workflow>" meets "<disruption>"
+    Given "acme" has run a reference order through "<workflow>", noting every crash point it passed
+    When the order is run again once per crash point, and at each one <disruption>
+    Then every planned fault fired
+    And every faulted order ended exactly as the reference order
+    And every faulted order replays exactly from its log
+    And the order service took every faulted order exactly once
+    And nothing the engine committed was lost
+
+    Examples:
+      | workflow        | disruption                                  |
+      | order-sync      | its worker is killed from outside           |
+      | order-sync      | the database drops the engine's connections |
+      | order-sync      | the network to the database is cut          |
+      | order-sync      | the database crashes and restarts           |
+      | order-follow-up | its worker is killed from outside           |
+      | order-follow-up | the database drops the engine's connections |
+      | order-follow-up | the network to the database is cut          |
+      | order-follow-up | the database crashes and restarts           |
+
+  Scenario Outline: While the order service answers <status>, every crash point of "order-sync" meets "<disruption>"
+    Given the order service answers every order with <status>
+    And "acme" has run a reference order through "order-sync", noting every crash point it passed
+    When the order is run again once per crash point, and at each one <disruption>
+    Then every planned fault fired
+    And every faulted order ended exactly as the reference order
+    And every faulted order replays exactly from its log
+    And the order service took every faulted order as it took the reference order
+    And nothing the engine committed was lost
+
+    Examples: refused: the run takes the else branch
+      | status | disruption                                  |
+      | 422    | its worker dies                             |
+      | 422    | its worker is killed from outside           |
+      | 422    | the database drops the engine's connections |
+      | 422    | the network to the database is cut          |
+      | 422    | the database crashes and restarts           |
+
+    Examples: unavailable: every attempt is retried until the run gives up
+      | status | disruption                                  |
+      | 503    | its worker dies                             |
+      | 503    | its worker is killed from outside           |
+      | 503    | the database drops the engine's connections |
+      | 503    | the network to the database is cut          |
+      | 503    | the database crashes and restarts           |
 
   @slow @db-crash
   Scenario: Orders meet a seeded random schedule of faults and still end as the reference order
