@@ -63,11 +63,15 @@ Feature: A run survives its worker dying at every crash point it passes
       | order-sync      | its worker is killed from outside           |
       | order-sync      | the database drops the engine's connections |
       | order-sync      | the network to the database is cut          |
-      | order-sync      | the database crashes and restarts           |
       | order-follow-up | its worker is killed from outside           |
       | order-follow-up | the database drops the engine's connections |
       | order-follow-up | the network to the database is cut          |
-      | order-follow-up | the database crashes and restarts           |
+
+    @db-crash
+    Examples: the database itself crashes
+      | workflow        | disruption                        |
+      | order-sync      | the database crashes and restarts |
+      | order-follow-up | the database crashes and restarts |
 
   Scenario Outline: While the order service answers <status>, every crash point of "order-sync" meets "<disruption>"
     Given the order service answers every order with <status>
@@ -85,7 +89,6 @@ Feature: A run survives its worker dying at every crash point it passes
       | 422    | its worker is killed from outside           |
       | 422    | the database drops the engine's connections |
       | 422    | the network to the database is cut          |
-      | 422    | the database crashes and restarts           |
 
     Examples: unavailable: every attempt is retried until the run gives up
       | status | disruption                                  |
@@ -93,7 +96,12 @@ Feature: A run survives its worker dying at every crash point it passes
       | 503    | its worker is killed from outside           |
       | 503    | the database drops the engine's connections |
       | 503    | the network to the database is cut          |
-      | 503    | the database crashes and restarts           |
+
+    @db-crash
+    Examples: the database itself crashes
+      | status | disruption                        |
+      | 422    | the database crashes and restarts |
+      | 503    | the database crashes and restarts |
 
   @slow @db-crash
   Scenario: Orders meet a seeded random schedule of faults and still end as the reference order
