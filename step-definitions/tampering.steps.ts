@@ -183,6 +183,9 @@ function forge(e: RecordedEvent): unknown {
 
 /** Cut the log after `e` and make the run view agree with what is left; sign the head only when given a genuine signature. */
 async function rollBack(world: ReplayWorld, log: RecordedEvent[], e: RecordedEvent, mac: string | null): Promise<void> {
+  // a rolled-back run looks unfinished and claimable: with workers still running, one would take it up and
+  // write over the evidence before the scenario verifies it (what it writes is caught too, but as another finding)
+  await Promise.all(world.aliveWorkers.map((w) => w.stop(2_000)));
   const kept = log.filter((x) => x.seq <= e.seq);
   const state = replayLog(kept);
   await withLogProtectionOff(world.db, async (c: PoolClient) => {
