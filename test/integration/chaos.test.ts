@@ -30,7 +30,7 @@ function chaos(...args: string[]): { code: number | null; out: string } {
 
 describe('npm run chaos (short)', () => {
   it('keeps every invariant while meshhook up is killed under load', () => {
-    const r = chaos('--seed', '1', '--minutes', '0.4');
+    const r = chaos('--seed', '1', '--minutes', '0.3');
     const line = r.out.split('\n').find((l) => l.startsWith('chaos seed=1')) ?? '';
     assert.equal(r.code, 0, r.out);
     assert.match(line, /, 0 stuck\)/);
@@ -41,7 +41,7 @@ describe('npm run chaos (short)', () => {
   });
 
   it('fails when the order service ignores idempotency keys', () => {
-    const r = chaos('--seed', '4', '--minutes', '0.3', '--plant-duplicates');
+    const r = chaos('--seed', '4', '--minutes', '0.2', '--plant-duplicates');
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /keys with more than one effect/);
   });
