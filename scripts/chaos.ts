@@ -29,6 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'pg';
+import { isAlive, postmasterPidIn } from '../src/db/postgres';
 import { deliver } from '../src/intake/sign';
 import { TargetService, type RecordedRequest } from '../support/target-service';
 
@@ -131,22 +132,7 @@ async function startUp(): Promise<Up> {
   }
 }
 
-function postmasterPid(): number | null {
-  try {
-    return Number(readFileSync(path.join(home, 'pgdata', 'postmaster.pid'), 'utf8').split('\n')[0]) || null;
-  } catch {
-    return null;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const postmasterPid = (): number | null => postmasterPidIn(path.join(home, 'pgdata'));
 
 type KillKind = 'group' | 'node' | 'postmaster';
 const kills: Record<KillKind, number> = { group: 0, node: 0, postmaster: 0 };
@@ -160,7 +146,7 @@ async function killAndRestart(kind: KillKind): Promise<void> {
   else if (kind === 'node') process.kill(pid, 'SIGKILL');
   else {
     const pm = postmasterPid();
-    if (!pm || !alive(pm)) throw new Error('no postmaster to kill');
+    if (!pm || !isAlive(pm)) throw new Error('no postmaster to kill');
     process.kill(pm, 'SIGKILL');
     // the operator notices the database is gone and stops `up`
     await sleep(between(200, 1500));
@@ -377,7 +363,7 @@ async function main(): Promise<number> {
   process.kill(last.child.pid!, 'SIGINT');
   const code = await Promise.race([last.exited, sleep(30_000).then(() => 'hung' as const)]);
   if (code !== 0) problems.push(`the last Ctrl-C: meshhook up ended with ${code}`);
-  if (pm && alive(pm)) problems.push(`the postmaster (pid ${pm}) outlived meshhook up`);
+  if (pm && isAlive(pm)) problems.push(`the postmaster (pid ${pm}) outlived meshhook up`);
   if (existsSync(path.join(home, 'state.json'))) problems.push('state.json left behind after a clean stop');
   await target.close();
 

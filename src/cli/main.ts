@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Pool } from 'pg';
 import { openEnginePool, openPool } from '../db/pool';
 import type { PostgresServer } from '../db/postgres';
-import { provisionPostgres } from '../db/postgres';
+import { isAlive, provisionPostgres } from '../db/postgres';
 import { InvalidDefinitionError, validateDefinition } from '../domain/definition';
 import { UnknownEventTypeError } from '../domain/events';
 import { startEngine } from '../engine';
@@ -328,14 +328,6 @@ const up: CommandSpec = {
   },
 };
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * One log line per entry, logfmt-style. Values come from requests, so every

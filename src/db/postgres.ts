@@ -150,12 +150,7 @@ function loadEmbeddedPostgres(): typeof EmbeddedPostgresClass {
 
 /** Stop a postmaster whose pid file is in dataDir and who is still alive: fast shutdown, then immediate. */
 async function stopLeftoverPostmaster(dataDir: string, log: (line: string) => void): Promise<void> {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  } catch {
-    return;
-  }
+  const pid = postmasterPidIn(dataDir);
   if (!pid || !isAlive(pid)) return; // a stale pid file: Postgres removes it itself
   log(`stopping a Postgres left running on ${dataDir} (pid ${pid})`);
   for (const [signal, waitMs] of [['SIGINT', 15_000], ['SIGQUIT', 5_000], ['SIGKILL', 5_000]] as const) {
@@ -238,13 +233,7 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
     throw new Error(`embedded Postgres in ${dataDir} did not start (${said})${recent.length ? `; its last words:\n  ${recent.slice(-8).join('\n  ')}` : ''}`);
   }
 
-  const postmasterPid = (): number | null => {
-    try {
-      return Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || null;
-    } catch {
-      return null;
-    }
-  };
+  const postmasterPid = (): number | null => postmasterPidIn(dataDir);
 
   const waitReady = async (timeoutMs: number): Promise<void> => {
     const deadline = Date.now() + timeoutMs;
@@ -311,11 +300,21 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   return server;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this pid is alive (signal 0 probes without touching it). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
   } catch {
     return false;
+  }
+}
+
+/** The postmaster's pid from its pid file in a data directory; null when there is none. */
+export function postmasterPidIn(dataDir: string): number | null {
+  try {
+    return Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || null;
+  } catch {
+    return null;
   }
 }
