@@ -203,6 +203,20 @@ async function migrateAsOwner(a: Parsed, io: Io): Promise<void> {
   }
 }
 
+/** fn for the --project's run; a run not found (or another project's) prints the same one line and gives null. */
+async function inRunsProject<T>(a: Parsed, io: Io, pool: Pool, fn: (projectId: string) => Promise<T>): Promise<T | null> {
+  try {
+    const project = await projectOf(a, pool);
+    return await fn(project.id);
+  } catch (e) {
+    if (e instanceof NotFoundError) {
+      io.err(e.message);
+      return null;
+    }
+    throw e;
+  }
+}
+
 function runIdArg(a: Parsed): string {
   const id = a.positional[0];
   if (!UUID.test(id)) throw new UsageError(`"${id}" is not a run id (a UUID)`);
@@ -566,17 +580,8 @@ const verify: CommandSpec = {
     const runId = runIdArg(a);
     const opts = verifyOptions(a, io);
     return withPool(a, io, async (pool) => {
-      let v: RunVerification;
-      try {
-        const project = await projectOf(a, pool);
-        v = await verifyRun(pool, project.id, runId, opts);
-      } catch (e) {
-        if (e instanceof NotFoundError) {
-          io.err(e.message);
-          return 1;
-        }
-        throw e;
-      }
+      const v = await inRunsProject(a, io, pool, (projectId) => verifyRun(pool, projectId, runId, opts));
+      if (!v) return 1;
       if (a.flags.json) io.out(json({ ...v, state: undefined }));
       else for (const line of formatVerification(v)) io.out(line);
       return v.ok ? 0 : 1;
@@ -684,17 +689,8 @@ const exportHistory: CommandSpec = {
     const fixtureKeys = signWith ? Keyring.fromFile(path.resolve(io.cwd, signWith)) : null;
     const opts = verifyOptions(a, io);
     return withPool(a, io, async (pool) => {
-      let read;
-      try {
-        const project = await projectOf(a, pool);
-        read = await readVerifiedRun(pool, project.id, runId, opts);
-      } catch (e) {
-        if (e instanceof NotFoundError) {
-          io.err(e.message);
-          return 1;
-        }
-        throw e;
-      }
+      const read = await inRunsProject(a, io, pool, (projectId) => readVerifiedRun(pool, projectId, runId, opts));
+      if (!read) return 1;
       const { verification: v, definition } = read;
       if (!v.ok) {
         io.err(`run ${runId} does not verify, and only a genuine run becomes a golden history:`);
