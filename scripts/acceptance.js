@@ -29,11 +29,16 @@ if (!summary) {
   console.log('0 passed, 1 failed');
   process.exit(code || 1);
 }
-const { passed, failed, skipped, total } = summary;
+const { passed, failed, skipped, total, failures } = summary;
 if (total === 0) {
   console.error(`\nacceptance: no scenario matched the selection (${args.join(' ') || 'default profile'}). Check the tag, profile or path.`);
   console.log('0 passed, 1 failed');
   process.exit(1);
+}
+// the failed scenarios again, last, so a log cut to its tail still names them
+if (failures.length) {
+  console.log(`\nfailed scenarios:`);
+  for (const f of failures) console.log(`  ${f.where}  ${f.name}\n      ${f.status}: ${f.message}`);
 }
 console.log(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 // a skipped scenario proves nothing: it never counts as a pass
@@ -45,30 +50,45 @@ function summarise(file) {
   const testCaseOfStarted = new Map();
   const worst = new Map(); // testCaseStartedId -> status
   const finalByCase = new Map(); // testCaseId -> status of its last attempt
+  const firstError = new Map(); // testCaseStartedId -> first line of the first failing step's message
+  const pickleOfCase = new Map(); // testCaseId -> pickleId
+  const pickles = new Map(); // pickleId -> { name, uri, astNodeId }
+  const lines = new Map(); // scenario or example-row astNodeId -> line
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
     if (!line.trim()) continue;
     const m = JSON.parse(line);
-    if (m.testCaseStarted) {
+    if (m.gherkinDocument) collectScenarioLines(m.gherkinDocument.feature, lines);
+    else if (m.pickle) pickles.set(m.pickle.id, { name: m.pickle.name, uri: m.pickle.uri, astNodeIds: m.pickle.astNodeIds });
+    else if (m.testCase) pickleOfCase.set(m.testCase.id, m.testCase.pickleId);
+    else if (m.testCaseStarted) {
       testCaseOfStarted.set(m.testCaseStarted.id, m.testCaseStarted.testCaseId);
       worst.set(m.testCaseStarted.id, 'PASSED');
     } else if (m.testStepFinished) {
       const id = m.testStepFinished.testCaseStartedId;
-      const s = m.testStepFinished.testStepResult.status;
+      const r = m.testStepFinished.testStepResult;
+      const s = r.status;
       if (rank[s] > rank[worst.get(id) ?? 'PASSED']) worst.set(id, s);
+      if (s !== 'PASSED' && s !== 'SKIPPED' && !firstError.has(id)) firstError.set(id, (r.message ?? s).split('\n').find((l) => l.trim()) ?? s);
     } else if (m.testCaseFinished && !m.testCaseFinished.willBeRetried) {
       const id = m.testCaseFinished.testCaseStartedId;
-      finalByCase.set(testCaseOfStarted.get(id), worst.get(id) ?? 'PASSED');
+      finalByCase.set(testCaseOfStarted.get(id), { status: worst.get(id) ?? 'PASSED', message: firstError.get(id) });
     }
   }
+  const failures = [];
   let passed = 0;
   let failed = 0;
   let skipped = 0;
-  for (const s of finalByCase.values()) {
+  for (const [caseId, { status: s, message }] of finalByCase) {
     if (s === 'PASSED') passed++;
     else if (s === 'SKIPPED') skipped++;
-    else failed++;
+    else {
+      failed++;
+      const p = pickles.get(pickleOfCase.get(caseId)) ?? { name: '?', uri: '?', astNodeIds: [] };
+      const line = lines.get(p.astNodeIds[p.astNodeIds.length - 1]) ?? lines.get(p.astNodeIds[0]) ?? '?';
+      failures.push({ where: `${p.uri}:${line}`, name: p.name, status: s, message: (message ?? '').trim().slice(0, 300) });
+    }
   }
-  return { passed, failed, skipped, total: finalByCase.size };
+  return { passed, failed, skipped, total: finalByCase.size, failures };
 }
 
 /**
@@ -122,6 +142,17 @@ function suggestForUndefined(file) {
       console.error('  closest existing steps (docs/steps.md lists them all):');
       for (const r of ranked) console.error(`    ${r.d}`);
     }
+  }
+}
+
+function collectScenarioLines(node, out) {
+  if (!node) return;
+  for (const child of node.children ?? []) {
+    if (child.rule) collectScenarioLines(child.rule, out);
+    const sc = child.scenario;
+    if (!sc) continue;
+    out.set(sc.id, sc.location.line);
+    for (const ex of sc.examples ?? []) for (const row of ex.tableBody ?? []) out.set(row.id, row.location.line);
   }
 }
 

@@ -24,6 +24,7 @@ const stages = [
 
 const results = [];
 let acceptanceLine = null;
+let failedScenarios = [];
 for (const [name, cmd, args] of stages) {
   console.log(`\n━━━ ${name} ━━━`);
   const started = Date.now();
@@ -32,7 +33,13 @@ for (const [name, cmd, args] of stages) {
   if (isAcceptance && res.stdout) {
     const out = res.stdout.toString();
     process.stdout.write(out);
-    acceptanceLine = out.split('\n').reverse().find((l) => /^\d+ passed, \d+ failed/.test(l.trim())) ?? null;
+    const lines = out.split('\n');
+    acceptanceLine = [...lines].reverse().find((l) => /^\d+ passed, \d+ failed/.test(l.trim())) ?? null;
+    const from = lines.lastIndexOf('failed scenarios:');
+    if (from >= 0) {
+      const end = lines.findIndex((l, i) => i > from && !l.startsWith('  '));
+      failedScenarios = lines.slice(from, end < 0 ? undefined : end);
+    }
   }
   results.push({ name, ok: res.status === 0, seconds: ((Date.now() - started) / 1000).toFixed(1) });
 }
@@ -41,6 +48,7 @@ console.log('\n━━━ summary ━━━');
 for (const r of results) console.log(`${r.ok ? 'ok  ' : 'FAIL'}  ${r.name} (${r.seconds} s)`);
 const failed = results.filter((r) => !r.ok);
 if (failed.length) console.log(`failed stages: ${failed.map((r) => r.name).join(', ')}`);
+if (failedScenarios.length) console.log(failedScenarios.join('\n'));
 // the plain closing line CI reads: the acceptance scenarios
 console.log(acceptanceLine ? acceptanceLine.trim() : '0 passed, 1 failed');
 process.exit(failed.length ? 1 : 0);
