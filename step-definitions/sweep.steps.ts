@@ -1,8 +1,8 @@
 import { Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import fc from 'fast-check';
-import type { Disruption } from '../support/parameter-types';
-import { CrashPoint, FaultedRun, FaultKind, PACE_MS, PlannedFault, report, runWithFaults, runWithTimedKill, samplePoints, sweepCrashPoints, traceReference } from '../support/sweep';
+import type { Disruption, Moment } from '../support/parameter-types';
+import { CrashPoint, FaultedRun, FaultKind, PACE_MS, PlannedFault, report, runWithFaults, runWithTimedKill, samplePoints, sideBySide, sweepCrashPoints, traceReference, traceTakeoverReference } from '../support/sweep';
 import type { ReplayWorld } from '../support/world';
 
 /*
@@ -48,6 +48,15 @@ Given('{string} has run a reference order through {string}, noting every crash p
   this.log(`reference run of "${workflow}" passed ${ref.points.length} crash points: ${ref.points.map((p) => p.spec).join(', ')}`);
 });
 
+Given('{string} has run a reference order through {string} whose worker died {moment}, noting every crash point of the worker that took over', { timeout: 60_000 }, async function (this: ReplayWorld, project: string, workflow: string, moment: Moment) {
+  this.workflow(project, workflow);
+  this.reference = await traceTakeoverReference(this, project, workflow, JSON.stringify(REFERENCE_ORDER), moment.site);
+  const ref = this.reference;
+  expect(['succeeded', 'failed']).toContain(ref.view.status);
+  expect(ref.points[0].base).toMatch(/^during-recovery/);
+  this.log(`after its first worker died ${moment.text}, the worker taking over "${workflow}" passed ${ref.points.length} crash points: ${ref.points.map((p) => p.spec).join(', ')}`);
+});
+
 When('the order is run again once per crash point, with a worker dying there and a new worker taking over', { timeout: 600_000 }, async function (this: ReplayWorld) {
   const ref = reference(this);
   const runs = await sweepCrashPoints(this, ref);
@@ -82,8 +91,8 @@ When('{int} more orders each meet a random schedule of faults', { timeout: 600_0
     [...fs].sort((a, b) => a.at - b.at).map((f): PlannedFault => ({ point: ref.points[f.at], kind: f.kind })),
   );
   const plans = fc.sample(schedule, { seed, numRuns: orders });
-  const runs: FaultedRun[] = [];
-  for (const plan of plans) runs.push(await runWithFaults(this, ref, plan));
+  const crashesTheDatabase = plans.some((plan) => plan.some((f) => f.kind === 'db-restart'));
+  const runs = await sideBySide(this, crashesTheDatabase, plans, (lane, plan) => runWithFaults(lane, ref, plan));
   publish(this, runs, `random fault schedule (seed ${seed})`);
 });
 
@@ -94,8 +103,7 @@ When('{int} more orders each lose their worker at a random time', { timeout: 600
   // a paced run lasts at least PACE_MS per crash point; kills land in its first two thirds
   const span = Math.floor((ref.points.length * PACE_MS * 2) / 3);
   const delays = fc.sample(fc.noBias(fc.integer({ min: 0, max: span })), { seed, numRuns: orders });
-  const runs: FaultedRun[] = [];
-  for (const delayMs of delays) runs.push(await runWithTimedKill(this, ref, delayMs));
+  const runs = await sideBySide(this, false, delays, (lane, delayMs) => runWithTimedKill(lane, ref, delayMs));
   publish(this, runs, `workers killed at random times (seed ${seed})`);
 });
 

@@ -43,13 +43,16 @@ After({ name: 'no secret in the run log, run views, worker output, live logs or 
   const secrets = this.secretsInUse();
   if (secrets.length === 0) return;
   const places: Place[] = [];
-  const events = await this.db.query<{ run_id: string; payload: string }>('SELECT run_id, payload::text AS payload FROM run_events');
-  for (const e of events.rows) places.push({ place: `the run log of ${e.run_id}`, text: e.payload });
-  const views = await this.db.query<{ id: string; v: string }>('SELECT id, (outputs::text || coalesce(result::text, \'\') || attempts::text) AS v FROM runs');
-  for (const r of views.rows) places.push({ place: `the run view of ${r.id}`, text: r.v });
-  for (const w of this.workers) places.push({ place: `worker ${w.opts.id}'s output`, text: w.stream });
+  // the sweep's lanes are databases of their own, with workers and live logs of their own
+  for (const world of this.allLanes) {
+    const events = await world.db.query<{ run_id: string; payload: string }>('SELECT run_id, payload::text AS payload FROM run_events');
+    for (const e of events.rows) places.push({ place: `the run log of ${e.run_id}`, text: e.payload });
+    const views = await world.db.query<{ id: string; v: string }>('SELECT id, (outputs::text || coalesce(result::text, \'\') || attempts::text) AS v FROM runs');
+    for (const r of views.rows) places.push({ place: `the run view of ${r.id}`, text: r.v });
+    for (const w of world.workers) places.push({ place: `worker ${w.opts.id}'s output`, text: w.stream });
+    for (const f of world.liveFrames()) places.push({ place: 'a live-log frame', text: f });
+  }
   for (const a of this.attachments) places.push({ place: `the report attachment ${a.name}`, text: a.text });
-  for (const f of this.liveFrames()) places.push({ place: 'a live-log frame', text: f });
   if (this.lastAnswer) places.push({ place: "the intake's last answer", text: JSON.stringify(this.lastAnswer) });
   const leaks = findLeaks(secrets, places);
   if (leaks.length) throw new Error(`a secret leaked: ${leaks.slice(0, 10).join('; ')}`);
@@ -104,10 +107,12 @@ After({ name: 'every injected fault fired' }, async function (this: ReplayWorld,
 After({ name: "every run's live log ends equal to its run log", timeout: 45_000 }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
   if (result?.status !== Status.PASSED || !this.db || !this.realtime || this.logBeforeTampering || this.liveGapPlanted) return;
   const differences: string[] = [];
-  for (const run of this.runs) {
-    const { rows } = await this.db.query<{ seq: number; type: string; hash: string }>('SELECT seq, type, hash FROM run_events WHERE run_id = $1 ORDER BY seq', [run.runId]);
-    const difference = await this.realtime.differenceFrom(run.projectId, run.runId, rows);
-    if (difference) differences.push(difference);
+  for (const world of this.allLanes) {
+    for (const run of world.runs) {
+      const { rows } = await world.db.query<{ seq: number; type: string; hash: string }>('SELECT seq, type, hash FROM run_events WHERE run_id = $1 ORDER BY seq', [run.runId]);
+      const difference = await world.realtime.differenceFrom(run.projectId, run.runId, rows);
+      if (difference) differences.push(difference);
+    }
   }
   if (differences.length) {
     this.attach(this.realtime.journal.join('\n'), { mediaType: 'text/plain', fileName: 'live-log-journal.txt' });

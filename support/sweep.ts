@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { FAILPOINTS } from '../src/faults/failpoints';
 import { problemsOf, verifyRun } from '../src/replay-service';
 import type { StoredRunView } from '../src/replay-service';
@@ -38,6 +39,8 @@ export interface CrashPoint {
   occurrence: number;
   /** e.g. before-view-update@push+StepSucceeded#1 */
   spec: string;
+  /** a point of the worker that took a run over: its occurrence counts from that worker's start, and only it is armed there */
+  afterTakeover?: boolean;
 }
 
 export interface Reference {
@@ -50,6 +53,8 @@ export interface Reference {
   points: CrashPoint[];
   /** how many effects the order service took for each call step of the reference (0 when it refused every attempt) */
   effects: Record<string, number>;
+  /** a takeover reference: its first worker died here, and `points` are those of the worker that took the run over */
+  firstWorkerDied?: CrashPoint;
 }
 
 export type FaultKind = 'crash' | 'kill' | 'sever' | 'blackhole' | 'drop-connections' | 'db-restart';
@@ -132,14 +137,54 @@ function fired(world: ReplayWorld, worker: WorkerProcess, action: string): Trace
 /** The reference: a fault-free run of the workflow on a worker that notes every failpoint it passes. */
 export async function traceReference(world: ReplayWorld, project: string, workflow: string, body: string): Promise<Reference> {
   await stopAll(world);
-  const tracer = await world.startWorker({ failpoints: TRACE_ALL });
-  const answer = await world.deliver(project, workflow, body);
+  const tracer = await world.startWorker({ failpoints: TRACE_ALL, intake: true });
+  const answer = await world.deliver(project, workflow, body, { via: tracer.intakeUrl! });
   if (answer.status !== 202) throw new Error(`the reference delivery was refused: ${JSON.stringify(answer)}`);
   const runId: string = answer.body.runId;
   const view = await settle(world, runId);
   await tracer.stop();
   const trace = (world.firedFailpoints() as unknown as TraceRecord[]).filter((r) => r.pid === tracer.pid && r.runId === runId);
   return { project, workflow, body, runId, view: view!, shape: shapeOf(await world.events(runId)), points: crashPointsFrom(trace), effects: await effectsOf(world, project, workflow, runId) };
+}
+
+/**
+ * A takeover reference: the order's first worker dies at `site` (a moment that
+ * leaves the run mid-step), and a tracing worker takes the run over. Its crash
+ * points — from picking the run up (during-recovery) to the end — are the
+ * ones a sweep of this reference strikes, each after the same first death.
+ */
+export async function traceTakeoverReference(world: ReplayWorld, project: string, workflow: string, body: string, site: string): Promise<Reference> {
+  await stopAll(world);
+  const first = await world.startWorker({ failpoints: [`${site}#1=crash`], intake: true });
+  const answer = await world.deliver(project, workflow, body, { via: first.intakeUrl! });
+  if (answer.status !== 202) throw new Error(`the reference delivery was refused: ${JSON.stringify(answer)}`);
+  const runId: string = answer.body.runId;
+  // a delay before the moment: move the clock past its timer
+  await settleOrReach(world, () => runId, () => !first.alive).catch(() => undefined);
+  const exit = first.exitStatus;
+  if (!exit || exit.signal !== 'SIGKILL' || !fired(world, first, 'crash')) throw new Error(`the reference's first worker did not die at ${site} (${await world.describeRun(runId)})`);
+  await world.acknowledgeCommitted();
+  const tracer = await world.startWorker({ failpoints: TRACE_ALL });
+  const view = await settle(world, runId);
+  await tracer.stop();
+  const trace = (world.firedFailpoints() as unknown as TraceRecord[]).filter((r) => r.pid === tracer.pid && r.runId === runId);
+  if (!trace.some((r) => r.name === 'during-recovery')) throw new Error(`the worker taking over never recovered the run: ${site} did not leave it mid-step`);
+  return {
+    project,
+    workflow,
+    body,
+    runId,
+    view: view!,
+    shape: shapeOf(await world.events(runId)),
+    points: crashPointsFrom(trace).map((p) => ({ ...p, afterTakeover: true })),
+    effects: await effectsOf(world, project, workflow, runId),
+    firstWorkerDied: { index: -1, base: site, occurrence: 1, spec: `${site}#1` },
+  };
+}
+
+/** The faults of one run of the sweep: the fault at the point, after the reference's own first death if it had one. */
+export function planFor(ref: Reference, point: CrashPoint, kind: FaultKind): PlannedFault[] {
+  return ref.firstWorkerDied ? [{ point: ref.firstWorkerDied, kind: 'crash' }, { point, kind }] : [{ point, kind }];
 }
 
 /** The effects the order service took for each call step of a run, by the run's idempotency keys. */
@@ -158,6 +203,10 @@ async function judge(world: ReplayWorld, ref: Reference, run: FaultedRun): Promi
   else if (JSON.stringify(pick(view)) !== JSON.stringify(pick(ref.view))) diffs.push(`view ${JSON.stringify(pick(view))} differs from ${JSON.stringify(pick(ref.view))}`);
   const shape = shapeOf(await world.events(runId));
   if (shape.join(' ') !== ref.shape.join(' ')) diffs.push(`events [${shape.join(', ')}] differ from [${ref.shape.join(', ')}]`);
+  // one delivery, one run: a start the sender was never told about would be a second run of the order
+  const { rows } = await world.db.query<{ id: string }>('SELECT id::text FROM runs');
+  const unknown = rows.filter((r) => !world.runs.some((t) => t.runId === r.id));
+  if (unknown.length) diffs.push(`${unknown.length} run(s) started that no sender was told about: ${unknown.map((r) => r.id).join(', ')}`);
   run.sameAsReference = diffs.length ? diffs.join('; ') : null;
   const v = await verifyRun(world.engineDb, await world.projectIdOf(runId), runId, world.verifyOptions());
   run.replay = v.ok ? null : problemsOf(v).join('; ');
@@ -170,10 +219,26 @@ async function judge(world: ReplayWorld, ref: Reference, run: FaultedRun): Promi
 
 /** One run per crash point (or per sampled crash point): the fault strikes exactly there, a new worker takes over when one died. */
 export async function sweepCrashPoints(world: ReplayWorld, ref: Reference, kind: FaultKind = 'crash', points: CrashPoint[] = ref.points): Promise<FaultedRun[]> {
-  const results: FaultedRun[] = [];
-  for (const point of points) {
-    results.push(await runWithFaults(world, ref, [{ point, kind }]));
-  }
+  return sideBySide(world, kind === 'db-restart', points, (lane, point) => runWithFaults(lane, ref, planFor(ref, point, kind)));
+}
+
+/**
+ * One faulted run per item, on as many lanes (databases) as the world allows,
+ * each lane taking the next item when its run is over. A database crash takes
+ * the whole server down, and every lane with it: those runs go one at a time.
+ */
+export async function sideBySide<T>(world: ReplayWorld, oneAtATime: boolean, items: T[], runOne: (lane: ReplayWorld, item: T) => Promise<FaultedRun>): Promise<FaultedRun[]> {
+  const lanes = oneAtATime ? [world] : await world.openLanes(Math.min(world.sweepLanes, items.length));
+  const results: FaultedRun[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    lanes.map(async (lane) => {
+      while (next < items.length) {
+        const i = next++;
+        results[i] = await runOne(lane, items[i]);
+      }
+    }),
+  );
   return results;
 }
 
@@ -210,23 +275,33 @@ export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: Pl
   const run: FaultedRun = { label, runId: null, faults: [], recovered: false, sameAsReference: null, replay: null, effects: null, error: null };
   await stopAll(world);
   const armFor = (rest: PlannedFault[], fromStart: boolean): string[] =>
-    rest.map((f) => {
-      // from the start of the run, occurrences count exactly as in the trace; a worker taking over counts afresh
-      const where = fromStart ? f.point.spec : `${f.point.base}#1`;
-      return `${where}=${f.kind === 'crash' ? 'crash' : `delay:${STALL_MS}`}`;
-    });
+    rest
+      // a takeover's points belong to the worker that takes over, never to the first
+      .filter((f) => !(fromStart && f.point.afterTakeover))
+      .map((f) => {
+        // from the start of the run (or of a takeover reference's second worker), occurrences count exactly as in
+        // the trace; a worker taking over at a random schedule's fault counts afresh
+        const where = fromStart || f.point.afterTakeover ? f.point.spec : `${f.point.base}#1`;
+        return `${where}=${f.kind === 'crash' ? 'crash' : `delay:${STALL_MS}`}`;
+      });
   try {
-    let worker = await world.startWorker({ failpoints: armFor(plan, true) });
-    const answer = await world.deliver(ref.project, ref.workflow, ref.body);
-    if (answer.status !== 202) throw new Error(`delivery refused: ${JSON.stringify(answer)}`);
-    const runId: string = answer.body.runId;
-    run.runId = runId;
+    // every worker serves the intake too, so the start of the run has crash points like any step
+    let worker = await world.startWorker({ failpoints: armFor(plan, true), intake: true });
+    let deliveryFailed = false;
+    const delivered = deliverUntilAcknowledged(world, ref, () => worker).then(
+      (id) => (run.runId = id),
+      (e: Error) => {
+        deliveryFailed = true;
+        throw e;
+      },
+    );
+    delivered.catch(() => undefined);
     for (let i = 0; i < plan.length; i++) {
       const fault = plan[i];
       const armedHits = () => (world.firedFailpoints() as unknown as TraceRecord[]).filter((f) => f.pid === worker.pid && f.action !== 'trace');
       const before = armedHits().length;
-      const reached = () => armedHits().length > before || !worker.alive;
-      await settle(world, runId, reached);
+      const reached = () => armedHits().length > before || !worker.alive || deliveryFailed;
+      await settleOrReach(world, () => run.runId, reached);
       // the last crash points come after the run is recorded as finished: give the worker a moment to reach them
       if (!reached()) await world.waitUntil('the worker to reach its crash point', async () => reached(), 3_000).catch(() => undefined);
       const hit = armedHits()[before];
@@ -239,16 +314,54 @@ export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: Pl
       run.faults.push({ label: `${fault.kind} at ${fault.point.spec}`, proof });
       if (!worker.alive) {
         await world.acknowledgeCommitted();
-        worker = await world.startWorker({ failpoints: [...armFor(plan.slice(i + 1), false), ...TRACE_ALL] });
+        worker = await world.startWorker({ failpoints: [...armFor(plan.slice(i + 1), false), ...TRACE_ALL], intake: true });
       }
     }
-    if (world.aliveWorkers.length === 0) worker = await world.startWorker({ failpoints: TRACE_ALL });
+    if (world.aliveWorkers.length === 0) worker = await world.startWorker({ failpoints: TRACE_ALL, intake: true });
+    await delivered;
     await finishAndJudge(world, ref, run);
   } catch (e) {
     run.error = (e as Error).message;
     await stopAll(world).catch(() => undefined);
   }
   return run;
+}
+
+/**
+ * Deliver the order as a webhook sender does: to the intake of whichever
+ * worker is up, and until it is acknowledged, the same delivery (id and
+ * exact bytes) again. A fault at the start of the run leaves the sender with
+ * no answer or a 503; a refusal of any other kind is a defect.
+ */
+async function deliverUntilAcknowledged(world: ReplayWorld, ref: Reference, current: () => WorkerProcess): Promise<string> {
+  const deliveryId = `dlv_${randomUUID().slice(0, 13)}`;
+  const deadline = Date.now() + world.timeoutMs;
+  let last = 'no worker with an intake was up';
+  while (Date.now() < deadline) {
+    const w = current();
+    if (w.alive && w.intakeUrl) {
+      const answer = await world.deliver(ref.project, ref.workflow, ref.body, { deliveryId, via: w.intakeUrl }).catch((e: Error) => e);
+      if (answer instanceof Error) last = `${answer.message}${answer.cause ? ` (${(answer.cause as Error).message})` : ''}`;
+      else if (answer.status === 202 || answer.status === 200) return answer.body.runId;
+      else if (answer.status === 503) last = `503 ${JSON.stringify(answer.body)}`;
+      else throw new Error(`the delivery was refused: ${answer.status} ${JSON.stringify(answer.body)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`the delivery was never acknowledged (last: ${last})`);
+}
+
+/** Until the run (once the intake has started it) has finished, or `until` holds; moves the clock past any timer it waits for. */
+async function settleOrReach(world: ReplayWorld, runId: () => string | null, until: () => boolean): Promise<void> {
+  await world.waitUntil('the order to finish or the worker to reach its crash point', async () => {
+    const id = runId();
+    if (id) {
+      const v = await readView(world, id);
+      if (v && FINISHED.includes(v.status)) return true;
+      await nudgeClock(world, v);
+    }
+    return until();
+  });
 }
 
 /** Let the run finish on the workers now running, note whether one had to recover it, and judge it against the reference. */

@@ -35,6 +35,8 @@ export class WorkerProcess {
   readonly exited: Promise<WorkerExit>;
   private exit: WorkerExit | null = null;
   private readonly ready: Promise<void>;
+  /** the webhook intake the process serves, when started with one (MESHHOOK_INTAKE_PORT) */
+  intakeUrl: string | null = null;
 
   constructor(readonly opts: WorkerProcessOptions) {
     this.child = fork(WORKER_ENTRY, [], {
@@ -71,8 +73,10 @@ export class WorkerProcess {
       });
     });
     this.ready = new Promise((resolve, reject) => {
-      this.child.on('message', (m: { type?: string }) => {
-        if (m?.type === 'ready') resolve();
+      this.child.on('message', (m: { type?: string; intakeUrl?: string }) => {
+        if (m?.type !== 'ready') return;
+        this.intakeUrl = m.intakeUrl ?? null;
+        resolve();
       });
       void this.exited.then((e) => reject(new Error(`worker ${opts.id} exited before it was ready (${e.signal ?? e.code}): ${this.output.slice(-5).join(' | ')}`)));
     });

@@ -42,6 +42,8 @@ export interface ReplayParameters {
   runTimeoutMs: number;
   /** the share of crash points the fault matrix runs: 1 in the sweep profile, a seeded sample elsewhere */
   sweepShare?: number;
+  /** faulted runs of the sweep that go side by side, each on its own database */
+  sweepLanes?: number;
 }
 
 export interface PublishedWorkflow {
@@ -119,6 +121,13 @@ export class ReplayWorld extends World<ReplayParameters> {
   /** the crash-point sweep: the fault-free reference run and the runs faulted at each of its points */
   reference?: Reference;
   faultedRuns?: FaultedRun[];
+  /**
+   * The sweep's other lanes: worlds of their own (database, proxy, live logs,
+   * workers) that share this scenario's order service, so faulted runs go
+   * side by side without claiming each other's orders.
+   */
+  readonly lanes: ReplayWorld[] = [];
+  private sharesOrderService = false;
 
   // replay, recorded histories and the run log
   /** the last replay and verification of a run */
@@ -190,6 +199,35 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   get sweepShare(): number {
     return this.parameters.sweepShare ?? 1;
+  }
+
+  /** how many faulted runs of the sweep go side by side, each on a database of its own */
+  get sweepLanes(): number {
+    return Math.max(1, this.parameters.sweepLanes ?? 1);
+  }
+
+  /** This world and every lane the sweep opened. */
+  get allLanes(): ReplayWorld[] {
+    return [this, ...this.lanes];
+  }
+
+  /**
+   * This world and `count - 1` more lanes, each a fresh database with the
+   * scenario's workflows published again and the same order service behind it.
+   */
+  async openLanes(count: number): Promise<ReplayWorld[]> {
+    const target = await this.orderService();
+    while (this.lanes.length < count - 1) {
+      const quiet = () => undefined;
+      const lane = new ReplayWorld({ parameters: this.parameters, attach: quiet as never, log: quiet, link: quiet });
+      // listed before it opens, so teardown covers a lane that failed half way
+      this.lanes.push(lane);
+      await lane.init();
+      lane.target = target;
+      lane.sharesOrderService = true;
+      for (const w of this.workflows.values()) await lane.publish(w.project, w.definition);
+    }
+    return this.allLanes;
   }
 
   async init(): Promise<void> {
@@ -283,9 +321,10 @@ export class ReplayWorld extends World<ReplayParameters> {
     project: string,
     workflow: string,
     body: string,
-    opts: { deliveryId?: string; secret?: string; signature?: string; track?: boolean } = {},
+    opts: { deliveryId?: string; secret?: string; signature?: string; track?: boolean; via?: string } = {},
   ): Promise<{ status: number; body: any }> {
-    const url = await this.ensureIntake();
+    // `via`: another intake than the scenario's own (a worker process's)
+    const url = opts.via ?? (await this.ensureIntake());
     if (this.workers.length === 0) await this.startWorker();
     const w = this.workflows.get(`${project}/${workflow}`);
     const deliveryId = opts.deliveryId ?? `dlv_${randomUUID().slice(0, 13)}`;
@@ -429,7 +468,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   // ───── workers
 
   /** `moment`: what the failpoints stand for, so a wait for it can tell when it can no longer happen. */
-  async startWorker(opts: { failpoints?: string[]; moment?: Moment; env?: Record<string, string> } = {}): Promise<WorkerProcess> {
+  /** `intake`: the worker process serves a webhook intake of its own too (its `intakeUrl`), under the same failpoints. */
+  async startWorker(opts: { failpoints?: string[]; moment?: Moment; env?: Record<string, string>; intake?: boolean } = {}): Promise<WorkerProcess> {
     const id = `w${++this.workerCount}`;
     const failpoints = opts.failpoints ?? this.pendingFailpoints;
     const moment = opts.failpoints ? opts.moment : (this.pendingMoment ?? undefined);
@@ -443,7 +483,7 @@ export class ReplayWorld extends World<ReplayParameters> {
       failpoints: failpoints.join(';'),
       failpointLog: path.join(this.scratch, `failpoints-${id}.log`),
       keys: this.keyring.toEnv(),
-      extraEnv: { MESHHOOK_HEAD_JOURNAL: this.journalOf(id), ...opts.env },
+      extraEnv: { MESHHOOK_HEAD_JOURNAL: this.journalOf(id), ...(opts.intake ? { MESHHOOK_INTAKE_PORT: '0' } : {}), ...opts.env },
     });
     this.workers.push(worker);
     await worker.whenReady();
@@ -514,9 +554,10 @@ export class ReplayWorld extends World<ReplayParameters> {
   // ───── teardown
 
   async cleanup(): Promise<void> {
+    await Promise.allSettled(this.lanes.map((l) => l.cleanup()));
     await Promise.allSettled(this.workers.map((w) => w.stop(2_000)));
     await this.intake?.close().catch(() => undefined);
-    await this.target?.close().catch(() => undefined);
+    if (!this.sharesOrderService) await this.target?.close().catch(() => undefined);
     await this.proxy?.close().catch(() => undefined);
     // before the database is dropped: the server's replication connection holds it open
     await this.realtime?.close().catch(() => undefined);

@@ -11,7 +11,8 @@ Feature: A run survives its worker dying at every crash point it passes
   points in the engine are swept as soon as they exist.
 
   The fault matrix then tries every other disruption at every crash point, and
-  every disruption on the paths a refused or unavailable order service takes.
+  every disruption on the paths a refused or unavailable order service takes,
+  and on the path of a worker taking over a run another worker left mid-step.
   The sweep profile (nightly) runs every point of it; every other run takes a
   seeded 5% sample and prints the seed.
 
@@ -102,6 +103,28 @@ Feature: A run survives its worker dying at every crash point it passes
       | status | disruption                        |
       | 422    | the database crashes and restarts |
       | 503    | the database crashes and restarts |
+
+  Scenario Outline: After a death <moment>, the worker taking over "<workflow>" meets "<disruption>" at every crash point of its own
+    Given "acme" has run a reference order through "<workflow>" whose worker died <moment>, noting every crash point of the worker that took over
+    When the order is run again once per crash point, and at each one <disruption>
+    Then every planned fault fired
+    And every faulted order ended exactly as the reference order
+    And every faulted order replays exactly from its log
+    And the order service took every faulted order exactly once
+    And nothing the engine committed was lost
+
+    Examples:
+      | workflow        | moment                                | disruption                                  |
+      | order-sync      | after the request of "push" is sent   | its worker dies                             |
+      | order-sync      | after the request of "push" is sent   | the database drops the engine's connections |
+      | order-sync      | after the request of "push" is sent   | the network to the database is cut          |
+      | order-follow-up | after the request of "remind" is sent | its worker is killed from outside           |
+      | order-follow-up | after the request of "remind" is sent | the network to the database goes silent     |
+
+    @db-crash
+    Examples: the database itself crashes
+      | workflow   | moment                              | disruption                        |
+      | order-sync | after the request of "push" is sent | the database crashes and restarts |
 
   @slow @db-crash
   Scenario: Orders meet a seeded random schedule of faults and still end as the reference order

@@ -22,6 +22,10 @@ export const FAILPOINTS = [
   'timer-fired',
   /** a worker picked up a run another worker left unfinished, before resuming it */
   'during-recovery',
+  /** the intake is about to record a delivery and its run's first events (one statement) */
+  'before-start-run',
+  /** the delivery and its run are committed; the sender has not been answered yet */
+  'after-start-run',
 ] as const;
 export type FailpointName = (typeof FAILPOINTS)[number];
 

@@ -10,6 +10,7 @@ import { readRunView } from '../replay-service';
 import { Keyring, tokenSecret } from '../security/keyring';
 import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, WorkflowRow } from '../store/registry';
 import { DeliveryReusedError, readEvents, startRun } from '../store/run-store';
+import type { Failpoints } from '../faults/failpoints';
 import { Clock, systemClock } from '../worker/clock';
 import { computeSignature, DELIVERY_HEADER, SIGNATURE_HEADER } from './sign';
 
@@ -50,6 +51,8 @@ export interface IntakeOptions {
   flags?: EngineFlags;
   log?: (entry: Record<string, unknown>) => void;
   onRunStarted?: (runId: string) => void;
+  /** where the start of a run can be made to fail on purpose (the crash-point sweep) */
+  failpoints?: Failpoints;
 }
 
 export interface Intake {
@@ -426,6 +429,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         at: clock.now(),
         engine: engineInfo(opts.flags),
         chain: opts.keyring.chainKey(),
+        failpoints: opts.failpoints,
       });
       log({ level: 'info', msg: started.duplicate ? 'delivery repeated' : 'run started', ...where, deliveryId, runId: started.runId, version: version.version });
       if (!started.duplicate) opts.onRunStarted?.(started.runId);

@@ -300,6 +300,8 @@ export interface StartRunInput {
   engine?: EngineInfo;
   /** signs the run's first link and head */
   chain: ChainKey | null;
+  /** before-start-run and after-start-run, where the intake can be made to fail on purpose */
+  failpoints?: Failpoints;
 }
 
 export interface StartedRun {
@@ -338,6 +340,9 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
   const last = recorded[recorded.length - 1];
   const head = headOf(s.projectId, s.runId, last.seq, last.hash, s.chain);
   const v = toRunView(state, recorded.length);
+  const fp = s.failpoints;
+  const hit = { runId: s.runId, step: null, events: recorded.map((e) => e.type) };
+  if (fp?.armed) await fp.hit({ name: 'before-start-run', ...hit });
   try {
     // one round trip: the delivery seen before, or the delivery, the run, its first events and its view
     // (migrations/005_start_run.sql)
@@ -357,6 +362,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     );
     const r = rows[0];
     if (r.duplicate) return sameDelivery({ runId: r.run_id, bodySha: r.body_sha256 }, s.deliveryId, bodySha);
+    if (fp?.armed) await fp.hit({ name: 'after-start-run', ...hit });
     return { runId: s.runId, duplicate: false };
   } catch (e) {
     if ((e as { code?: string }).code !== '40001') throw e;

@@ -1,12 +1,14 @@
 /*
  * A worker as its own process: `node dist/worker/main.js`. Configured by env
  * (DATABASE_URL, MESHHOOK_WORKER_ID, MESHHOOK_POLL_MS, MESHHOOK_CONCURRENCY,
- * MESHHOOK_CLOCK_OFFSET_MS, MESHHOOK_FAILPOINTS, MESHHOOK_FAILPOINT_LOG) and
+ * MESHHOOK_CLOCK_OFFSET_MS, MESHHOOK_FAILPOINTS, MESHHOOK_FAILPOINT_LOG, and
+ * MESHHOOK_INTAKE_PORT to serve the webhook intake from the same process) and
  * IPC messages ({ type: 'clock', offsetMs } | { type: 'stop' }). JSON log
  * lines on stdout. SIGTERM, SIGINT or 'stop' end it gracefully with exit 0.
  */
 import { openEnginePool } from '../db/pool';
 import { Failpoints } from '../faults/failpoints';
+import { startIntake } from '../intake/server';
 import { Keyring } from '../security/keyring';
 import { ControlledClock } from './clock';
 import { Worker } from './worker';
@@ -28,12 +30,14 @@ async function main(): Promise<void> {
   if (!url) throw new Error('DATABASE_URL is not set');
   const clock = new ControlledClock(intEnv('MESHHOOK_CLOCK_OFFSET_MS', 0));
   const pool = openEnginePool(url, {}, (e) => log({ level: 'warn', msg: 'idle database connection lost', error: e.message }));
+  const failpoints = Failpoints.fromEnv();
+  const keyring = Keyring.required();
   const worker = new Worker({
     pool,
     lockConnection: { connectionString: url },
     clock,
-    failpoints: Failpoints.fromEnv(),
-    keyring: Keyring.required(),
+    failpoints,
+    keyring,
     headJournal: process.env.MESHHOOK_HEAD_JOURNAL || undefined,
     id: process.env.MESHHOOK_WORKER_ID || undefined,
     pollMs: intEnv('MESHHOOK_POLL_MS', 50),
@@ -42,10 +46,19 @@ async function main(): Promise<void> {
     log,
   });
 
+  // the intake in the worker's own process: one process to kill takes both down, as in `meshhook up`,
+  // and the start of a run passes the same failpoints as the worker's steps
+  const intakePort = intEnv('MESHHOOK_INTAKE_PORT', undefined);
+  const intake =
+    intakePort === undefined
+      ? null
+      : await startIntake({ pool, keyring, clock, port: intakePort, failpoints, log, onRunStarted: () => worker.poke() });
+
   let stopping: Promise<void> | null = null;
   const stop = (why: string): Promise<void> =>
     (stopping ??= (async () => {
       log({ level: 'info', worker: worker.id, msg: 'stopping', why });
+      await intake?.close().catch(() => undefined);
       await worker.stop();
       await pool.end().catch(() => undefined);
       log({ level: 'info', worker: worker.id, msg: 'stopped', stats: worker.stats });
@@ -69,8 +82,8 @@ async function main(): Promise<void> {
   process.on('disconnect', () => void stop('parent disconnected'));
 
   worker.start();
-  log({ level: 'info', worker: worker.id, msg: 'worker running', pollMs: intEnv('MESHHOOK_POLL_MS', 50) });
-  process.send?.({ type: 'ready', pid: process.pid, workerId: worker.id });
+  log({ level: 'info', worker: worker.id, msg: 'worker running', pollMs: intEnv('MESHHOOK_POLL_MS', 50), intake: intake?.url });
+  process.send?.({ type: 'ready', pid: process.pid, workerId: worker.id, intakeUrl: intake?.url });
 }
 
 main().catch((e: Error) => {
