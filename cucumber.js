@@ -18,7 +18,7 @@ const common = {
   worldParameters: {
     runTimeoutMs: Number(process.env.MESHHOOK_RUN_TIMEOUT_MS ?? 20000),
     // the fault matrix (crash-point-sweep.feature) runs a seeded sample of its crash points except in `sweep`
-    sweepShare: Number(process.env.MESHHOOK_SWEEP_SHARE ?? 0.05),
+    sweepShare: Number(process.env.MESHHOOK_SWEEP_SHARE ?? 0.1),
     // faulted runs that go side by side in one scenario, each on a database of its own
     sweepLanes: Number(process.env.MESHHOOK_SWEEP_LANES ?? 3),
   },

@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import type { Disruption, Moment } from '../support/parameter-types';
 import { CrashPoint, FaultedRun, FaultKind, PACE_MS, PlannedFault, report, runWithFaults, runWithTimedKill, samplePoints, sideBySide, sweepCrashPoints, traceReference, traceTakeoverReference } from '../support/sweep';
 import type { ReplayWorld } from '../support/world';
+import { lanesHaveOwnServers } from '../support/cluster';
 
 /*
  * The crash-point sweep and the seeded random fault schedule. Both start from
@@ -91,7 +92,7 @@ When('{int} more orders each meet a random schedule of faults', { timeout: 600_0
     [...fs].sort((a, b) => a.at - b.at).map((f): PlannedFault => ({ point: ref.points[f.at], kind: f.kind })),
   );
   const plans = fc.sample(schedule, { seed, numRuns: orders });
-  const crashesTheDatabase = plans.some((plan) => plan.some((f) => f.kind === 'db-restart'));
+  const crashesTheDatabase = plans.some((plan) => plan.some((f) => f.kind === 'db-restart')) && !lanesHaveOwnServers();
   const runs = await sideBySide(this, crashesTheDatabase, plans, (lane, plan) => runWithFaults(lane, ref, plan));
   publish(this, runs, `random fault schedule (seed ${seed})`);
 });

@@ -7,7 +7,8 @@ import { openPool } from '../src/db/pool';
 import { provisionPostgres, PostgresServer } from '../src/db/postgres';
 
 /*
- * One Postgres per cucumber worker process, one database per scenario. The
+ * One Postgres per cucumber worker process (and one more per lane of the
+ * crash-point sweep), one database per scenario. The
  * scenario database is cloned from a migrated template (CREATE DATABASE …
  * TEMPLATE …), which costs milliseconds. A scenario that crashes "the
  * database" crashes only its own worker's server, so parallel workers never
@@ -24,19 +25,37 @@ export interface Cluster {
   keyring: Keyring;
 }
 
-let cluster: Promise<Cluster> | null = null;
+const clusters = new Map<number, Promise<Cluster>>();
 let counter = 0;
 const tag = `${process.pid}`;
 
-export function getCluster(): Promise<Cluster> {
-  if (!cluster) cluster = boot();
-  return cluster;
+/**
+ * The Postgres of this cucumber worker (slot 0), or of one of the sweep's
+ * lanes (slot 1, 2…): an embedded server each, so a lane can crash its own
+ * database without touching the others. A server the suite does not start
+ * (DATABASE_URL, testcontainers) is shared by every slot.
+ */
+export function getCluster(slot = 0): Promise<Cluster> {
+  const key = lanesHaveOwnServers() ? slot : 0;
+  let c = clusters.get(key);
+  if (!c) {
+    c = boot(key);
+    clusters.set(key, c);
+  }
+  return c;
 }
 
-async function boot(): Promise<Cluster> {
-  const server = await provisionPostgres();
+/** Whether each lane gets a Postgres of its own (the embedded default) or shares the one it was given. */
+export function lanesHaveOwnServers(): boolean {
+  return !process.env.DATABASE_URL && process.env.MESHHOOK_DB !== 'testcontainers';
+}
+
+async function boot(slot: number): Promise<Cluster> {
+  // one keyring per cucumber worker, whichever server a scenario or lane uses
+  const keyring = slot === 0 ? Keyring.generate('suite') : (await getCluster(0)).keyring;
+  const server = await provisionPostgres({ durable: false });
   const admin = openPool(server.urlFor('postgres'), { max: 3 });
-  const template = `mh_tpl_${tag}`;
+  const template = `mh_tpl_${tag}_${slot}`;
   await admin.query(`DROP DATABASE IF EXISTS ${template}`);
   await admin.query(`CREATE DATABASE ${template}`);
   const c = new Client({ connectionString: server.urlFor(template) });
@@ -55,28 +74,32 @@ async function boot(): Promise<Cluster> {
     u.password = password;
     return u.toString();
   };
-  return { server, admin, template, engineUrlFor, keyring: Keyring.generate('suite') };
+  return { server, admin, template, engineUrlFor, keyring };
 }
 
-export async function createScenarioDatabase(): Promise<{ name: string; url: string; engineUrl: string }> {
-  const { server, admin, template, engineUrlFor } = await getCluster();
-  const name = `mh_s_${tag}_${++counter}`;
+export async function createScenarioDatabase(slot = 0): Promise<{ name: string; url: string; engineUrl: string }> {
+  const { server, admin, template, engineUrlFor } = await getCluster(slot);
+  const name = `mh_s_${tag}_${slot}_${++counter}`;
   await withRetry(() => admin.query(`CREATE DATABASE ${name} TEMPLATE ${template}`));
   return { name, url: server.urlFor(name), engineUrl: engineUrlFor(name) };
 }
 
-export async function dropScenarioDatabase(name: string): Promise<void> {
-  const { admin } = await getCluster();
+export async function dropScenarioDatabase(name: string, slot = 0): Promise<void> {
+  const { admin } = await getCluster(slot);
   await withRetry(() => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
 }
 
 export async function shutdownCluster(): Promise<void> {
-  if (!cluster) return;
-  const { server, admin, template } = await cluster;
-  cluster = null;
-  await admin.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`).catch(() => undefined);
-  await admin.end().catch(() => undefined);
-  await server.stop();
+  const all = [...clusters.values()];
+  clusters.clear();
+  await Promise.allSettled(
+    all.map(async (cluster) => {
+      const { server, admin, template } = await cluster;
+      await admin.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`).catch(() => undefined);
+      await admin.end().catch(() => undefined);
+      await server.stop();
+    }),
+  );
 }
 
 /** After a database crash and restart the admin pool's old connections are dead: try once more on a fresh one. */

@@ -1,5 +1,4 @@
 import type { Pool, PoolClient } from 'pg';
-import { getCluster } from './cluster';
 import { waitForMoment } from './moments';
 import type { Fault, Moment } from './parameter-types';
 import type { WorkerProcess } from './worker-process';
@@ -81,7 +80,7 @@ export async function ownBackendPids(pool: Pool): Promise<number[]> {
 /** The engine's sessions on the scenario database, as the server sees them. */
 export async function engineBackends(world: ReplayWorld): Promise<Array<{ pid: number; app: string; state: string }>> {
   const own = [...(await ownBackendPids(world.db)), ...(await ownBackendPids(world.engineDb))];
-  const { admin } = await getCluster();
+  const { admin } = await world.cluster();
   const { rows } = await admin.query<{ pid: number; app: string; state: string }>(
     `SELECT pid, application_name AS app, coalesce(state, '') AS state FROM pg_stat_activity
       WHERE datname = $1 AND backend_type = 'client backend' AND pid <> ALL($2::int[]) AND pid <> pg_backend_pid()`,
@@ -93,7 +92,7 @@ export async function engineBackends(world: ReplayWorld): Promise<Array<{ pid: n
 /** Cut every engine session from the server side; the scenario's own sessions stay. */
 export async function terminateEngineBackends(world: ReplayWorld): Promise<Array<{ pid: number; app: string; state: string }>> {
   const victims = await engineBackends(world);
-  const { admin } = await getCluster();
+  const { admin } = await world.cluster();
   const killed: Array<{ pid: number; app: string; state: string }> = [];
   for (const v of victims) {
     const { rows } = await admin.query<{ ok: boolean }>('SELECT pg_terminate_backend($1) AS ok', [v.pid]);
@@ -133,7 +132,7 @@ export async function refreshPool(pool: Pool, what: string): Promise<void> {
 
 /** The scenario's own connections and the cluster's admin pool, usable again after a database crash. */
 export async function refreshOwnConnections(world: ReplayWorld): Promise<void> {
-  const { admin } = await getCluster();
+  const { admin } = await world.cluster();
   await refreshPool(admin, 'admin');
   await refreshPool(world.db, "scenario's own");
   await refreshPool(world.engineDb, "scenario's engine");
@@ -153,7 +152,7 @@ export async function retryOnce<T>(fn: () => Promise<T>): Promise<T> {
 export async function crashAndRestartDatabase(
   world: ReplayWorld,
 ): Promise<{ before: number | null; after: number | null; killedAt: Date }> {
-  const { server } = await getCluster();
+  const { server } = await world.cluster();
   if (!server.canCrash) throw new Error(`the ${server.kind} Postgres cannot be crashed by the suite`);
   const before = server.pid();
   await server.kill();
@@ -245,7 +244,7 @@ export async function strike(world: ReplayWorld, fault: Fault, stall?: Stall): P
       // what was committed before the crash must come back from the write-ahead log
       await world.acknowledgeCommitted();
       const { before, after, killedAt } = await crashAndRestartDatabase(world);
-      const { admin } = await getCluster();
+      const { admin } = await world.cluster();
       const up = await admin.query('SELECT 1').then(
         () => true,
         () => false,

@@ -5,7 +5,8 @@ import type { StoredRunView } from '../src/replay-service';
 import { landedDuringStall, Stall, STALL_MS, strike } from './faults';
 import type { Fault } from './parameter-types';
 import { normalise } from './normalise';
-import type { WorkerProcess } from './worker-process';
+import { readFailpointLog, type WorkerProcess } from './worker-process';
+import { lanesHaveOwnServers } from './cluster';
 import { FINISHED, ReplayWorld } from './world';
 
 /*
@@ -16,6 +17,9 @@ import { FINISHED, ReplayWorld } from './world';
  * over. A new failpoint in the engine shows up in the trace, and so in the
  * sweep, without touching the specs.
  */
+
+/** How often a sweep looks at its run: a sweep runs hundreds of them on 2 cores, and a fault needs only land inside a 2 s stall. */
+const SWEEP_POLL_MS = 50;
 
 export const TRACE_ALL = FAILPOINTS.map((name) => `${name}=trace`);
 
@@ -122,7 +126,7 @@ export async function settle(world: ReplayWorld, runId: string, until: () => boo
     if (v && FINISHED.includes(v.status)) finished = v;
     else await nudgeClock(world, v);
     return finished !== null || until();
-  });
+  }, world.timeoutMs, SWEEP_POLL_MS);
   return finished;
 }
 
@@ -130,8 +134,13 @@ async function stopAll(world: ReplayWorld): Promise<void> {
   await Promise.all(world.aliveWorkers.map((w) => w.stop(2_000)));
 }
 
-function fired(world: ReplayWorld, worker: WorkerProcess, action: string): TraceRecord | null {
-  return (world.firedFailpoints().find((f) => f.pid === worker.pid && f.action === action) as TraceRecord | undefined) ?? null;
+/** What one worker's failpoints recorded (its own log only: a lane's many workers are not re-read on every poll). */
+function firedBy(worker: WorkerProcess): TraceRecord[] {
+  return readFailpointLog(worker.opts.failpointLog) as unknown as TraceRecord[];
+}
+
+function fired(_world: ReplayWorld, worker: WorkerProcess, action: string): TraceRecord | null {
+  return firedBy(worker).find((f) => f.action === action) ?? null;
 }
 
 /** The reference: a fault-free run of the workflow on a worker that notes every failpoint it passes. */
@@ -143,7 +152,7 @@ export async function traceReference(world: ReplayWorld, project: string, workfl
   const runId: string = answer.body.runId;
   const view = await settle(world, runId);
   await tracer.stop();
-  const trace = (world.firedFailpoints() as unknown as TraceRecord[]).filter((r) => r.pid === tracer.pid && r.runId === runId);
+  const trace = firedBy(tracer).filter((r) => r.runId === runId);
   return { project, workflow, body, runId, view: view!, shape: shapeOf(await world.events(runId)), points: crashPointsFrom(trace), effects: await effectsOf(world, project, workflow, runId) };
 }
 
@@ -167,7 +176,7 @@ export async function traceTakeoverReference(world: ReplayWorld, project: string
   const tracer = await world.startWorker({ failpoints: TRACE_ALL });
   const view = await settle(world, runId);
   await tracer.stop();
-  const trace = (world.firedFailpoints() as unknown as TraceRecord[]).filter((r) => r.pid === tracer.pid && r.runId === runId);
+  const trace = firedBy(tracer).filter((r) => r.runId === runId);
   if (!trace.some((r) => r.name === 'during-recovery')) throw new Error(`the worker taking over never recovered the run: ${site} did not leave it mid-step`);
   return {
     project,
@@ -219,13 +228,14 @@ async function judge(world: ReplayWorld, ref: Reference, run: FaultedRun): Promi
 
 /** One run per crash point (or per sampled crash point): the fault strikes exactly there, a new worker takes over when one died. */
 export async function sweepCrashPoints(world: ReplayWorld, ref: Reference, kind: FaultKind = 'crash', points: CrashPoint[] = ref.points): Promise<FaultedRun[]> {
-  return sideBySide(world, kind === 'db-restart', points, (lane, point) => runWithFaults(lane, ref, planFor(ref, point, kind)));
+  return sideBySide(world, kind === 'db-restart' && !lanesHaveOwnServers(), points, (lane, point) => runWithFaults(lane, ref, planFor(ref, point, kind)));
 }
 
 /**
- * One faulted run per item, on as many lanes (databases) as the world allows,
- * each lane taking the next item when its run is over. A database crash takes
- * the whole server down, and every lane with it: those runs go one at a time.
+ * One faulted run per item, on as many lanes as the world allows, each lane
+ * taking the next item when its run is over. A lane is a database on a
+ * Postgres of its own, so one lane's database crash touches no other; on a
+ * server the lanes share, runs that crash it go one at a time.
  */
 export async function sideBySide<T>(world: ReplayWorld, oneAtATime: boolean, items: T[], runOne: (lane: ReplayWorld, item: T) => Promise<FaultedRun>): Promise<FaultedRun[]> {
   const lanes = oneAtATime ? [world] : await world.openLanes(Math.min(world.sweepLanes, items.length));
@@ -298,7 +308,7 @@ export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: Pl
     delivered.catch(() => undefined);
     for (let i = 0; i < plan.length; i++) {
       const fault = plan[i];
-      const armedHits = () => (world.firedFailpoints() as unknown as TraceRecord[]).filter((f) => f.pid === worker.pid && f.action !== 'trace');
+      const armedHits = () => firedBy(worker).filter((f) => f.action !== 'trace');
       const before = armedHits().length;
       const reached = () => armedHits().length > before || !worker.alive || deliveryFailed;
       await settleOrReach(world, () => run.runId, reached);
@@ -361,7 +371,7 @@ async function settleOrReach(world: ReplayWorld, runId: () => string | null, unt
       await nudgeClock(world, v);
     }
     return until();
-  });
+  }, world.timeoutMs, SWEEP_POLL_MS);
 }
 
 /** Let the run finish on the workers now running, note whether one had to recover it, and judge it against the reference. */
@@ -424,7 +434,7 @@ export async function runWithTimedKill(world: ReplayWorld, ref: Reference, delay
     const runId: string = answer.body.runId;
     run.runId = runId;
     // time counts from the worker's first failpoint on this run, so the kill lands while it works on it
-    await world.waitUntil('the worker to start on the run', async () => world.firedFailpoints().some((f) => f.runId === runId && f.pid === worker.pid));
+    await world.waitUntil('the worker to start on the run', async () => firedBy(worker).some((f) => f.runId === runId));
     await new Promise((r) => setTimeout(r, delayMs));
     const exit = await worker.kill();
     const interrupted = await readView(world, runId);

@@ -79,6 +79,8 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   // the database
   dbName = '';
+  /** which of this cucumber worker's Postgres servers the database is on: 0, or a sweep lane's own */
+  clusterSlot = 0;
   /**
    * The scenario's own connection as the database's owner, straight to Postgres
    * (never through the proxy): what an inspector — or an intruder with DBA
@@ -206,6 +208,11 @@ export class ReplayWorld extends World<ReplayParameters> {
     return Math.max(1, this.parameters.sweepLanes ?? 1);
   }
 
+  /** The Postgres server (and its admin pool) this world's database lives on. */
+  cluster(): ReturnType<typeof getCluster> {
+    return getCluster(this.clusterSlot);
+  }
+
   /** This world and every lane the sweep opened. */
   get allLanes(): ReplayWorld[] {
     return [this, ...this.lanes];
@@ -217,23 +224,31 @@ export class ReplayWorld extends World<ReplayParameters> {
    */
   async openLanes(count: number): Promise<ReplayWorld[]> {
     const target = await this.orderService();
+    const opening: Array<Promise<void>> = [];
     while (this.lanes.length < count - 1) {
       const quiet = () => undefined;
       const lane = new ReplayWorld({ parameters: this.parameters, attach: quiet as never, log: quiet, link: quiet });
       // listed before it opens, so teardown covers a lane that failed half way
       this.lanes.push(lane);
-      await lane.init();
-      lane.target = target;
-      lane.sharesOrderService = true;
-      for (const w of this.workflows.values()) await lane.publish(w.project, w.definition);
+      // a Postgres of its own, so the lane can crash its database while the others run on
+      lane.clusterSlot = this.lanes.length;
+      opening.push(
+        (async () => {
+          await lane.init();
+          lane.target = target;
+          lane.sharesOrderService = true;
+          for (const w of this.workflows.values()) await lane.publish(w.project, w.definition);
+        })(),
+      );
     }
+    await Promise.all(opening);
     return this.allLanes;
   }
 
   async init(): Promise<void> {
-    const { server, keyring } = await getCluster();
+    const { server, keyring } = await this.cluster();
     this.keyring = keyring;
-    const db = await createScenarioDatabase();
+    const db = await createScenarioDatabase(this.clusterSlot);
     this.dbName = db.name;
     this.directDbUrl = db.url;
     this.db = openPool(db.url, { max: 4 });
@@ -406,8 +421,9 @@ export class ReplayWorld extends World<ReplayParameters> {
     what: string,
     predicate: () => Promise<boolean>,
     timeoutMs = this.timeoutMs,
+    intervalMs?: number,
   ): Promise<void> {
-    await waitFor(async () => ((await predicate()) ? true : null), { what, timeoutMs });
+    await waitFor(async () => ((await predicate()) ? true : null), { what, timeoutMs, intervalMs });
   }
 
   async describeRun(runId = this.run.runId): Promise<string> {
@@ -563,7 +579,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     await this.realtime?.close().catch(() => undefined);
     await this.db?.end().catch(() => undefined);
     await this.engineDb?.end().catch(() => undefined);
-    if (this.dbName) await dropScenarioDatabase(this.dbName).catch(() => undefined);
+    if (this.dbName) await dropScenarioDatabase(this.dbName, this.clusterSlot).catch(() => undefined);
     rmSync(this.scratch, { recursive: true, force: true });
   }
 }

@@ -14,7 +14,7 @@ Feature: A run survives its worker dying at every crash point it passes
   every disruption on the paths a refused or unavailable order service takes,
   and on the path of a worker taking over a run another worker left mid-step.
   The sweep profile (nightly) runs every point of it; every other run takes a
-  seeded 5% sample and prints the seed.
+  seeded 10% sample and prints the seed.
 
   The random schedule mixes worker crashes, kills, a cut or silent network,
   dropped connections and a database crash at random crash points; the random
@@ -59,6 +59,12 @@ Feature: A run survives its worker dying at every crash point it passes
     And the order service took every faulted order exactly once
     And nothing the engine committed was lost
 
+    @db-crash
+    Examples: the database itself crashes
+      | workflow        | disruption                        |
+      | order-sync      | the database crashes and restarts |
+      | order-follow-up | the database crashes and restarts |
+
     Examples:
       | workflow        | disruption                                  |
       | order-sync      | its worker is killed from outside           |
@@ -67,12 +73,6 @@ Feature: A run survives its worker dying at every crash point it passes
       | order-follow-up | its worker is killed from outside           |
       | order-follow-up | the database drops the engine's connections |
       | order-follow-up | the network to the database is cut          |
-
-    @db-crash
-    Examples: the database itself crashes
-      | workflow        | disruption                        |
-      | order-sync      | the database crashes and restarts |
-      | order-follow-up | the database crashes and restarts |
 
   Scenario Outline: While the order service answers <status>, every crash point of "order-sync" meets "<disruption>"
     Given the order service answers every order with <status>
@@ -83,6 +83,12 @@ Feature: A run survives its worker dying at every crash point it passes
     And every faulted order replays exactly from its log
     And the order service took every faulted order as it took the reference order
     And nothing the engine committed was lost
+
+    @db-crash
+    Examples: the database itself crashes
+      | status | disruption                        |
+      | 422    | the database crashes and restarts |
+      | 503    | the database crashes and restarts |
 
     Examples: refused: the run takes the else branch
       | status | disruption                                  |
@@ -98,12 +104,6 @@ Feature: A run survives its worker dying at every crash point it passes
       | 503    | the database drops the engine's connections |
       | 503    | the network to the database is cut          |
 
-    @db-crash
-    Examples: the database itself crashes
-      | status | disruption                        |
-      | 422    | the database crashes and restarts |
-      | 503    | the database crashes and restarts |
-
   Scenario Outline: After a death <moment>, the worker taking over "<workflow>" meets "<disruption>" at every crash point of its own
     Given "acme" has run a reference order through "<workflow>" whose worker died <moment>, noting every crash point of the worker that took over
     When the order is run again once per crash point, and at each one <disruption>
@@ -113,6 +113,11 @@ Feature: A run survives its worker dying at every crash point it passes
     And the order service took every faulted order exactly once
     And nothing the engine committed was lost
 
+    @db-crash
+    Examples: the database itself crashes
+      | workflow   | moment                              | disruption                        |
+      | order-sync | after the request of "push" is sent | the database crashes and restarts |
+
     Examples:
       | workflow        | moment                                | disruption                                  |
       | order-sync      | after the request of "push" is sent   | its worker dies                             |
@@ -120,11 +125,6 @@ Feature: A run survives its worker dying at every crash point it passes
       | order-sync      | after the request of "push" is sent   | the network to the database is cut          |
       | order-follow-up | after the request of "remind" is sent | its worker is killed from outside           |
       | order-follow-up | after the request of "remind" is sent | the network to the database goes silent     |
-
-    @db-crash
-    Examples: the database itself crashes
-      | workflow   | moment                              | disruption                        |
-      | order-sync | after the request of "push" is sent | the database crashes and restarts |
 
   @slow @db-crash
   Scenario: Orders meet a seeded random schedule of faults and still end as the reference order

@@ -40,6 +40,12 @@ export interface ProvisionOptions {
   port?: number;
   /** keep the data directory after stop (the CLI's `up`) */
   persistent?: boolean;
+  /**
+   * false: WAL is written before COMMIT returns but never flushed to disk
+   * (fsync=off). Safe against killed processes — the kernel keeps what was
+   * written — and not against a lost machine: for test servers only.
+   */
+  durable?: boolean;
   log?: (line: string) => void;
 }
 
@@ -208,8 +214,9 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
       '-c', 'listen_addresses=127.0.0.1',
       '-c', 'unix_socket_directories=',
       '-c', 'shared_buffers=64MB',
-      // durability stays on: database-crash scenarios rely on WAL recovery
-      '-c', 'fsync=on',
+      // every COMMIT writes its WAL before it returns; a SIGKILLed Postgres recovers it from the kernel's
+      // page cache even without fsync, which only a lost machine needs (the suite crashes processes, never the machine)
+      '-c', `fsync=${opts.durable === false ? 'off' : 'on'}`,
       '-c', 'synchronous_commit=on',
     ],
     onLog: (m: unknown) => {

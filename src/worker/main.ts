@@ -8,7 +8,6 @@
  */
 import { openEnginePool } from '../db/pool';
 import { Failpoints } from '../faults/failpoints';
-import { startIntake } from '../intake/server';
 import { Keyring } from '../security/keyring';
 import { ControlledClock } from './clock';
 import { Worker } from './worker';
@@ -52,7 +51,8 @@ async function main(): Promise<void> {
   const intake =
     intakePort === undefined
       ? null
-      : await startIntake({ pool, keyring, clock, port: intakePort, failpoints, log, onRunStarted: () => worker.poke() });
+      : // loaded only when asked for: a plain worker starts without the HTTP server's modules
+        await (require('../intake/server') as typeof import('../intake/server')).startIntake({ pool, keyring, clock, port: intakePort, failpoints, log, onRunStarted: () => worker.poke() });
 
   let stopping: Promise<void> | null = null;
   const stop = (why: string): Promise<void> =>

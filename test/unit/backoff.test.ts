@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { backoffDelayMs } from '../../src/domain/backoff';
-import { retryPolicySchema } from '../../src/domain/definition';
+import { retryPolicySchema } from '../../src/domain/definition-schema';
 
 describe('retry backoff', () => {
   const exact = retryPolicySchema.parse({ maxAttempts: 10, initialDelayMs: 100, multiplier: 2, maxDelayMs: 1000, jitter: 0 });

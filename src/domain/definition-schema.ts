@@ -1,0 +1,84 @@
+import { z } from 'zod';
+
+/*
+ * The schema of a workflow definition (zod). Apart from definition.ts so that
+ * a worker, which only runs definitions already published, never loads zod:
+ * it is a third of a worker's start-up.
+ */
+
+const stepId = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'step ids are lower-case letters, digits, - and _');
+const jmes = z.string().min(1);
+
+const transformStep = z.object({
+  id: stepId,
+  type: z.literal('transform'),
+  /** JMESPath over the run context: { input, steps: { <id>: output } } */
+  expression: jmes,
+  next: stepId.optional(),
+});
+
+export const retryPolicySchema = z.object({
+  maxAttempts: z.number().int().min(1).max(100).default(3),
+  initialDelayMs: z.number().int().min(0).default(500),
+  multiplier: z.number().min(1).max(10).default(2),
+  maxDelayMs: z.number().int().min(0).default(60_000),
+  /** 0 = no jitter; 0.2 = ±20 % around the exponential delay */
+  jitter: z.number().min(0).max(1).default(0.2),
+});
+export type RetryPolicy = z.infer<typeof retryPolicySchema>;
+
+const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/, 'header names are HTTP tokens (letters, digits and !#$%&\'*+.^_`|~-)');
+const headerText = z.string().max(4096).refine((v) => !/[\u0000\r\n]/.test(v), 'header values may not contain line breaks or NUL');
+/** a literal value, or a secret of the project's vault by name (the value is never written into the run log) */
+const headerValue = z.union([
+  headerText,
+  z.object({ secret: z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'secret names are lower-case letters, digits, - and _'), prefix: headerText.optional() }).strict(),
+]);
+
+export const httpCallStep = z.object({
+  id: stepId,
+  type: z.literal('http_call'),
+  method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
+  url: z.string().url().refine((u) => /^https?:\/\//i.test(u), 'only http and https URLs can be called'),
+  headers: z.record(headerName, headerValue).default({}),
+  /** JMESPath over the run context giving the JSON body; omitted = no body */
+  body: jmes.optional(),
+  timeoutMs: z.number().int().min(1).max(600_000).default(10_000),
+  retry: retryPolicySchema.default({ maxAttempts: 3, initialDelayMs: 500, multiplier: 2, maxDelayMs: 60_000, jitter: 0.2 }),
+  next: stepId.optional(),
+});
+
+const branchStep = z.object({
+  id: stepId,
+  type: z.literal('branch'),
+  /** JMESPath; a truthy result (JMESPath truthiness) takes `then` */
+  condition: jmes,
+  then: stepId,
+  else: stepId,
+});
+
+const delayStep = z.object({
+  id: stepId,
+  type: z.literal('delay'),
+  durationMs: z.number().int().min(0).max(366 * 24 * 3600 * 1000),
+  next: stepId.optional(),
+});
+
+const terminateStep = z.object({
+  id: stepId,
+  type: z.literal('terminate'),
+  status: z.enum(['succeeded', 'failed']),
+  reason: z.string().max(500).optional(),
+  /** JMESPath giving the run's output */
+  output: jmes.optional(),
+});
+
+export const stepSchema = z.discriminatedUnion('type', [transformStep, httpCallStep, branchStep, delayStep, terminateStep]);
+
+export const definitionSchema = z.object({
+  name: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, 'workflow names are lower-case slugs'),
+  description: z.string().max(2000).optional(),
+  /** first step; defaults to the first in the list */
+  start: stepId.optional(),
+  steps: z.array(stepSchema).min(1).max(200),
+});
