@@ -139,7 +139,7 @@ function firedBy(worker: WorkerProcess): TraceRecord[] {
   return readFailpointLog(worker.opts.failpointLog) as unknown as TraceRecord[];
 }
 
-function fired(_world: ReplayWorld, worker: WorkerProcess, action: string): TraceRecord | null {
+function fired(worker: WorkerProcess, action: string): TraceRecord | null {
   return firedBy(worker).find((f) => f.action === action) ?? null;
 }
 
@@ -171,7 +171,7 @@ export async function traceTakeoverReference(world: ReplayWorld, project: string
   // a delay before the moment: move the clock past its timer
   await settleOrReach(world, () => runId, () => !first.alive).catch(() => undefined);
   const exit = first.exitStatus;
-  if (!exit || exit.signal !== 'SIGKILL' || !fired(world, first, 'crash')) throw new Error(`the reference's first worker did not die at ${site} (${await world.describeRun(runId)})`);
+  if (!exit || exit.signal !== 'SIGKILL' || !fired(first, 'crash')) throw new Error(`the reference's first worker did not die at ${site} (${await world.describeRun(runId)})`);
   await world.acknowledgeCommitted();
   const tracer = await world.startWorker({ failpoints: TRACE_ALL });
   const view = await settle(world, runId);
@@ -388,7 +388,7 @@ async function inject(world: ReplayWorld, worker: WorkerProcess, kind: FaultKind
   switch (kind) {
     case 'crash': {
       const exit = await worker.exited;
-      return fired(world, worker, 'crash') && exit.signal === 'SIGKILL' ? `${worker.opts.id} died by SIGKILL at ${at}` : null;
+      return fired(worker, 'crash') && exit.signal === 'SIGKILL' ? `${worker.opts.id} died by SIGKILL at ${at}` : null;
     }
     case 'kill': {
       const exit = await worker.kill();
