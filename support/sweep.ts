@@ -120,14 +120,7 @@ async function nudgeClock(world: ReplayWorld, view: StoredRunView | null): Promi
 
 /** Wait until the run has finished, moving the clock past any timer it waits for. */
 export async function settle(world: ReplayWorld, runId: string, until: () => boolean = () => false): Promise<StoredRunView | null> {
-  let finished: StoredRunView | null = null;
-  await world.waitUntil(`run ${runId} to finish (${await world.describeRun(runId)})`, async () => {
-    const v = await readView(world, runId);
-    if (v && FINISHED.includes(v.status)) finished = v;
-    else await nudgeClock(world, v);
-    return finished !== null || until();
-  }, world.timeoutMs, SWEEP_POLL_MS);
-  return finished;
+  return settleOrReach(world, () => runId, until);
 }
 
 async function stopAll(world: ReplayWorld): Promise<void> {
@@ -361,17 +354,28 @@ async function deliverUntilAcknowledged(world: ReplayWorld, ref: Reference, curr
   throw new Error(`the delivery was never acknowledged (last: ${last})`);
 }
 
-/** Until the run (once the intake has started it) has finished, or `until` holds; moves the clock past any timer it waits for. */
-async function settleOrReach(world: ReplayWorld, runId: () => string | null, until: () => boolean): Promise<void> {
-  await world.waitUntil('the order to finish or the worker to reach its crash point', async () => {
-    const id = runId();
-    if (id) {
-      const v = await readView(world, id);
-      if (v && FINISHED.includes(v.status)) return true;
-      await nudgeClock(world, v);
-    }
-    return until();
-  }, world.timeoutMs, SWEEP_POLL_MS);
+/**
+ * Until the run (once the intake has started it) has finished, or `until`
+ * holds; moves the clock past any timer it waits for. Resolves to the finished
+ * run's view, or null when `until` ended the wait first.
+ */
+async function settleOrReach(world: ReplayWorld, runId: () => string | null, until: () => boolean): Promise<StoredRunView | null> {
+  let finished: StoredRunView | null = null;
+  await world.waitUntil(
+    `the order to finish or the worker to reach its crash point (${runId() ? await world.describeRun(runId()!) : 'not started yet'})`,
+    async () => {
+      const id = runId();
+      if (id) {
+        const v = await readView(world, id);
+        if (v && FINISHED.includes(v.status)) finished = v;
+        else await nudgeClock(world, v);
+      }
+      return finished !== null || until();
+    },
+    world.timeoutMs,
+    SWEEP_POLL_MS,
+  );
+  return finished;
 }
 
 /** Let the run finish on the workers now running, note whether one had to recover it, and judge it against the reference. */
