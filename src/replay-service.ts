@@ -1,14 +1,14 @@
 import type { Pool, PoolClient } from 'pg';
 import { inProject } from './db/scope';
-import type { EngineFlags, RunState } from './domain/decider';
+import { EngineFlags, evolveInPlace, initialState, RunState } from './domain/decider';
 import type { WorkflowDefinition } from './domain/definition';
 import type { RecordedEvent } from './domain/events';
 import { ChainKeys, checkHeadSignature } from './domain/hash-chain';
-import { LogVerifier, replayLog, VerifyReport } from './domain/replay';
+import { LogVerifier, replayLog, toDomainEvent, VerifyReport } from './domain/replay';
 import { compareViews, RunView, toRunView } from './domain/run-view';
-import { checkAgainstCheckpoint, CheckpointIndex } from './integrity/checkpoints';
-import { loadVersion, NotFoundError } from './store/registry';
-import { headOf, loadEvents, readEvents, rowToEvent, RowEvent, viewFromRow, writeRebuiltView } from './store/run-store';
+import { Checkpoint, CheckpointIndex, checkpointProblem } from './integrity/checkpoints';
+import { loadVersion, NotFoundError, readVersion } from './store/registry';
+import { headOf, loadEvents, readEvents, streamEvents, viewFromRow, writeRebuiltView } from './store/run-store';
 
 /*
  * Replay, verify and rebuild runs straight from the run log in Postgres.
@@ -70,6 +70,29 @@ export async function replayRun(db: Pool, projectId: string, runId: string): Pro
   return { events, state, view: toRunView(state, events.length) };
 }
 
+/**
+ * Replay a run straight from Postgres without holding its log: the events
+ * stream through a cursor (in one snapshot) and fold in place, so memory
+ * stays flat however long the run is. What `replayRun` gives, less the events.
+ */
+export async function replayRunState(db: Pool, projectId: string, runId: string): Promise<Omit<ReplayResult, 'events'> & { eventCount: number }> {
+  const folded = await inProject(
+    db,
+    projectId,
+    async (c) => {
+      if (!(await readStored(c, projectId, runId))) return null;
+      const state = initialState();
+      const eventCount = await streamEvents(c, { runId }, (page) => {
+        for (const e of page) evolveInPlace(state, toDomainEvent(e));
+      });
+      return { state, eventCount };
+    },
+    { snapshot: true },
+  );
+  if (!folded) throw new NotFoundError(`run ${runId} not found`);
+  return { ...folded, view: toRunView(folded.state, folded.eventCount) };
+}
+
 export interface RunVerification extends VerifyReport {
   /** the log holds no event at all */
   empty: boolean;
@@ -94,6 +117,70 @@ export interface VerifyRunOptions {
   allowUnsignedHead?: boolean;
 }
 
+/**
+ * Everything verify checks, fed the log one event at a time: it holds the
+ * run's state, its last event and the event a checkpoint names, never the
+ * log, so a run of any length is judged in flat memory.
+ */
+class RunJudge {
+  private readonly verifier: LogVerifier;
+  private readonly checkpoint: Checkpoint | null;
+  private count = 0;
+  private last: RecordedEvent | null = null;
+  private atCheckpoint: RecordedEvent | null = null;
+
+  constructor(
+    readonly runId: string,
+    private readonly stored: StoredRow,
+    definition: WorkflowDefinition,
+    private readonly opts: VerifyRunOptions,
+    private readonly whatIf: boolean,
+  ) {
+    this.verifier = new LogVerifier(runId, definition, { flags: opts.flags, keys: opts.keys ?? null });
+    this.checkpoint = opts.checkpoints?.of(runId) ?? null;
+  }
+
+  push(e: RecordedEvent): void {
+    this.verifier.push(e);
+    this.count++;
+    this.last = e;
+    if (this.count === this.checkpoint?.seq) this.atCheckpoint = e;
+  }
+
+  finish(): RunVerification {
+    const { runId, stored, opts, last } = this;
+    const report = this.verifier.finish();
+    const empty = last === null;
+    let headProblem: string | null = null;
+    const signedRun = report.state.semantics >= 2;
+    if (last === null) headProblem = null;
+    else if (stored.headMac || signedRun || !opts.allowUnsignedHead) {
+      const head = { projectId: stored.view.projectId, runId, seq: stored.view.lastSeq, hash: stored.headHash ?? '' };
+      headProblem = opts.keys ? checkHeadSignature(opts.keys, head, stored.headMac) : 'the keyring is needed to check its signed head';
+      if (!headProblem && (stored.view.lastSeq !== last.seq || stored.headHash !== last.hash)) {
+        headProblem =
+          stored.view.lastSeq > last.seq
+            ? `its signed head is event ${stored.view.lastSeq}, but the log ends at event ${last.seq}: events ${last.seq + 1}-${stored.view.lastSeq} are missing`
+            : `its signed head is event ${stored.view.lastSeq} (${(stored.headHash ?? '').slice(0, 12)}), but the log's last event is ${last.seq} (${last.hash.slice(0, 12)})`;
+      }
+    }
+    const cpProblem = this.checkpoint ? checkpointProblem(this.checkpoint, this.atCheckpoint, this.count) : null;
+    const replayed = empty ? null : toRunView(report.state, this.count);
+    const viewDifference = replayed ? compareViews(stored.view, replayed) : 'the log is empty, so no view can be replayed';
+    // a definition handed in is a deliberate what-if; the stored one must be the one the run was pinned to
+    const pinnedIntact = this.whatIf || !report.definitionChanged;
+    return {
+      ...report,
+      ok: report.ok && !empty && !headProblem && !cpProblem && !viewDifference && pinnedIntact,
+      empty,
+      headProblem,
+      checkpointProblem: cpProblem,
+      viewMatches: !viewDifference,
+      viewDifference,
+    };
+  }
+}
+
 /** Everything verify checks, from a log already read and the run's stored row. */
 function judge(
   runId: string,
@@ -103,43 +190,34 @@ function judge(
   opts: VerifyRunOptions,
   whatIf: boolean,
 ): RunVerification {
-  const verifier = new LogVerifier(runId, definition, { flags: opts.flags, keys: opts.keys ?? null });
-  for (const e of events) verifier.push(e);
-  const report = verifier.finish();
-  const empty = events.length === 0;
-  const last = events[events.length - 1];
-  let headProblem: string | null = null;
-  const signedRun = report.state.semantics >= 2;
-  if (empty) headProblem = null;
-  else if (stored.headMac || signedRun || !opts.allowUnsignedHead) {
-    const head = { projectId: stored.view.projectId, runId, seq: stored.view.lastSeq, hash: stored.headHash ?? '' };
-    headProblem = opts.keys ? checkHeadSignature(opts.keys, head, stored.headMac) : 'the keyring is needed to check its signed head';
-    if (!headProblem && (stored.view.lastSeq !== last.seq || stored.headHash !== last.hash)) {
-      headProblem =
-        stored.view.lastSeq > last.seq
-          ? `its signed head is event ${stored.view.lastSeq}, but the log ends at event ${last.seq}: events ${last.seq + 1}-${stored.view.lastSeq} are missing`
-          : `its signed head is event ${stored.view.lastSeq} (${(stored.headHash ?? '').slice(0, 12)}), but the log's last event is ${last.seq} (${last.hash.slice(0, 12)})`;
-    }
-  }
-  const checkpointProblem = checkAgainstCheckpoint(opts.checkpoints?.of(runId) ?? null, events);
-  const replayed = empty ? null : toRunView(report.state, events.length);
-  const viewDifference = replayed ? compareViews(stored.view, replayed) : 'the log is empty, so no view can be replayed';
-  // a definition handed in is a deliberate what-if; the stored one must be the one the run was pinned to
-  const pinnedIntact = whatIf || !report.definitionChanged;
-  return {
-    ...report,
-    ok: report.ok && !empty && !headProblem && !checkpointProblem && !viewDifference && pinnedIntact,
-    empty,
-    headProblem,
-    checkpointProblem,
-    viewMatches: !viewDifference,
-    viewDifference,
-  };
+  const j = new RunJudge(runId, stored, definition, opts, whatIf);
+  for (const e of events) j.push(e);
+  return j.finish();
 }
 
-/** Verify one run of a project (see the top of this file for what that covers). */
+/**
+ * Verify one run of a project (see the top of this file for what that covers).
+ * The log streams through a cursor, never held whole, in one snapshot: the
+ * run's head and every page of its log agree even while a worker appends.
+ */
 export async function verifyRun(db: Pool, projectId: string, runId: string, opts: VerifyRunOptions = {}): Promise<RunVerification> {
-  return (await readAndJudge(db, projectId, runId, opts)).verification;
+  const verification = await inProject(
+    db,
+    projectId,
+    async (c) => {
+      const stored = await readStored(c, projectId, runId);
+      if (!stored) return null;
+      const definition = opts.definition ?? (await readVersion(c, stored.view.workflowId, stored.view.version, { allowTampered: true })).definition;
+      const j = new RunJudge(runId, stored, definition, opts, opts.definition !== undefined);
+      await streamEvents(c, { runId }, (page) => {
+        for (const e of page) j.push(e);
+      });
+      return j.finish();
+    },
+    { snapshot: true },
+  );
+  if (!verification) throw new NotFoundError(`run ${runId} not found`);
+  return verification;
 }
 
 export interface VerifiedRun {
@@ -179,8 +257,9 @@ export function problemsOf(v: RunVerification): string[] {
 }
 
 /**
- * Verify every run of a project, one after another, reading each project's log
- * in pages so that memory stays flat whatever the number of runs. Calls
+ * Verify every run of a project in one snapshot, its whole log streamed
+ * through a cursor in run order and judged as it passes: memory holds one
+ * run's state and a page of events, whatever the length of the logs. Calls
  * `onRun` with each verification; returns the counts.
  */
 export async function verifyProject(
@@ -188,71 +267,71 @@ export async function verifyProject(
   projectId: string,
   opts: VerifyRunOptions & { onRun?: (v: RunVerification) => void; pageSize?: number },
 ): Promise<{ runs: number; events: number; bad: number }> {
-  const definitions = new Map<string, WorkflowDefinition>();
-  const definitionOf = async (workflowId: string, version: number): Promise<WorkflowDefinition> => {
-    const key = `${workflowId}:${version}`;
-    let d = definitions.get(key);
-    if (!d) {
-      d = (await loadVersion(db, projectId, workflowId, version, { allowTampered: true })).definition;
-      definitions.set(key, d);
-    }
-    return d;
-  };
-  const stored = await inProject(db, projectId, async (c) => {
-    const { rows } = await c.query(
-      `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
-       JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
-       WHERE r.project_id = $1 ORDER BY r.id`,
-      [projectId],
-    );
-    return rows.map(
-      (r): StoredRow => ({
-        view: { ...viewFromRow(r, r.project_slug, r.workflow_slug), projectId: r.project_id, workflowId: r.workflow_id },
-        headHash: r.head_hash,
-        headMac: r.head_mac,
-      }),
-    );
-  });
-  let events = 0;
-  let bad = 0;
-  const pageSize = opts.pageSize ?? 5_000;
-  let cursor: { run: string; seq: number } = { run: '00000000-0000-0000-0000-000000000000', seq: 0 };
-  const pending = new Map<string, RecordedEvent[]>();
-  let i = 0;
-  const settle = async (upTo: string | null): Promise<void> => {
-    // every run ordered before `upTo` has all its events read: judge it, and let its events go
-    while (i < stored.length && (upTo === null || stored[i].view.runId < upTo)) {
-      const s = stored[i++];
-      const mine = pending.get(s.view.runId) ?? [];
-      pending.delete(s.view.runId);
-      const v = judge(s.view.runId, s, mine, await definitionOf(s.view.workflowId, s.view.version), opts, false);
-      if (!v.ok) bad++;
-      opts.onRun?.(v);
-    }
-  };
-  for (;;) {
-    const page = await inProject(db, projectId, async (c) =>
-      (
-        await c.query<RowEvent>(
-          `SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid FROM run_events
-           WHERE project_id = $1 AND (run_id, seq) > ($2::uuid, $3) ORDER BY run_id, seq LIMIT $4`,
-          [projectId, cursor.run, cursor.seq, pageSize],
-        )
-      ).rows,
-    );
-    for (const r of page) {
-      const list = pending.get(r.run_id);
-      if (list) list.push(rowToEvent(r));
-      else pending.set(r.run_id, [rowToEvent(r)]);
-    }
-    events += page.length;
-    if (page.length < pageSize) break;
-    const last = page[page.length - 1];
-    cursor = { run: last.run_id, seq: last.seq };
-    await settle(last.run_id);
-  }
-  await settle(null);
-  return { runs: stored.length, events, bad };
+  return inProject(
+    db,
+    projectId,
+    async (c) => {
+      const { rows } = await c.query(
+        `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
+         JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
+         WHERE r.project_id = $1 ORDER BY r.id`,
+        [projectId],
+      );
+      const stored = rows.map(
+        (r): StoredRow => ({
+          view: { ...viewFromRow(r, r.project_slug, r.workflow_slug), projectId: r.project_id, workflowId: r.workflow_id },
+          headHash: r.head_hash,
+          headMac: r.head_mac,
+        }),
+      );
+      const definitions = new Map<string, WorkflowDefinition>();
+      for (const s of stored) {
+        const key = `${s.view.workflowId}:${s.view.version}`;
+        if (!definitions.has(key)) definitions.set(key, (await readVersion(c, s.view.workflowId, s.view.version, { allowTampered: true })).definition);
+      }
+      let bad = 0;
+      let i = 0;
+      let open: RunJudge | null = null;
+      const close = (): void => {
+        if (!open) return;
+        const v = open.finish();
+        if (!v.ok) bad++;
+        opts.onRun?.(v);
+        open = null;
+      };
+      // runs and events come in the same order (by run id): a merge, each run judged as its last event passes
+      const advanceTo = (runId: string | null): void => {
+        while (i < stored.length && (runId === null || stored[i].view.runId <= runId)) {
+          if (open) close();
+          const s = stored[i++];
+          open = new RunJudge(s.view.runId, s, definitions.get(`${s.view.workflowId}:${s.view.version}`)!, opts, false);
+          if (s.view.runId === runId) return;
+          close(); // a run with no events at all
+        }
+      };
+      let current: string | null = null;
+      const events = await streamEvents(
+        c,
+        { projectId },
+        (page) => {
+          for (const e of page) {
+            if (e.runId !== current) {
+              current = e.runId;
+              if (open) close();
+              advanceTo(e.runId);
+            }
+            // events of a run with no view row are not any run's: they stay unjudged, as before
+            if (open && (open as RunJudge).runId === e.runId) (open as RunJudge).push(e);
+          }
+        },
+        opts.pageSize ?? 5_000,
+      );
+      if (open) close();
+      advanceTo(null);
+      return { runs: stored.length, events, bad };
+    },
+    { snapshot: true },
+  );
 }
 
 export interface RebuildResult {

@@ -15,7 +15,7 @@ import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorReq
 import { LiveLog, openRealtimeClient } from '../realtime/live-log';
 import { startRealtimeServer, type RealtimeServer } from '../realtime/server';
 import { signAnonKey, signProjectToken } from '../realtime/tokens';
-import { problemsOf, readVerifiedRun, rebuildViews, replayRun, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
+import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
 import { relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
 import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError } from '../store/secrets';
@@ -514,8 +514,14 @@ const replay: CommandSpec = {
     return withPool(a, io, async (pool) => {
       try {
         const project = await projectOf(a, pool);
-        const r = await replayRun(pool, project.id, runId);
-        io.out(json({ view: r.view, state: r.state, eventCount: r.events.length, ...(a.flags.events ? { events: r.events } : {}) }));
+        if (a.flags.events) {
+          const r = await replayRun(pool, project.id, runId);
+          io.out(json({ view: r.view, state: r.state, eventCount: r.events.length, events: r.events }));
+        } else {
+          // without the events, the log streams past and is never held whole
+          const r = await replayRunState(pool, project.id, runId);
+          io.out(json({ view: r.view, state: r.state, eventCount: r.eventCount }));
+        }
         return 0;
       } catch (e) {
         if (e instanceof NotFoundError || e instanceof UnknownEventTypeError) {

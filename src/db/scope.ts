@@ -16,18 +16,22 @@ export function assertProjectId(projectId: string): void {
   if (typeof projectId !== 'string' || !UUID.test(projectId)) throw new Error(`not a project id: ${JSON.stringify(String(projectId).slice(0, 60))}`);
 }
 
-/** BEGIN and name the project in one round trip (the id is checked to be a UUID, so it is safe to inline). */
-export function beginInProject(projectId: string): string {
+/**
+ * BEGIN and name the project in one round trip (the id is checked to be a UUID, so it is safe to inline).
+ * A snapshot transaction reads one consistent state of the database from its first statement to its
+ * last (a run's head and all the pages of its log agree even while a worker appends) and writes nothing.
+ */
+export function beginInProject(projectId: string, snapshot = false): string {
   assertProjectId(projectId);
-  return `BEGIN; SELECT set_config('meshhook.project', '${projectId}', true)`;
+  return `BEGIN${snapshot ? ' ISOLATION LEVEL REPEATABLE READ READ ONLY' : ''}; SELECT set_config('meshhook.project', '${projectId}', true)`;
 }
 
 /**
  * Run `fn` in one transaction that sees only `projectId`'s rows. A client
  * whose connection failed is not given back to the pool.
  */
-export async function inProject<T>(db: Pool, projectId: string, fn: (client: PoolClient) => Promise<T>): Promise<T> {
-  const begin = beginInProject(projectId);
+export async function inProject<T>(db: Pool, projectId: string, fn: (client: PoolClient) => Promise<T>, opts: { snapshot?: boolean } = {}): Promise<T> {
+  const begin = beginInProject(projectId, opts.snapshot);
   const client = await db.connect();
   let broken = false;
   const onLost = (): void => {

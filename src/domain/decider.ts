@@ -1,4 +1,4 @@
-import { search } from '@jmespath-community/jmespath';
+import { compile, TreeInterpreter } from '@jmespath-community/jmespath';
 import { backoffDelayMs } from './backoff';
 import { canonicalJson, sha256 } from './canonical';
 import type { HttpCallStep, StepDefinition, WorkflowDefinition } from './definition';
@@ -103,139 +103,177 @@ function liveStatus(s: RunState, waiting: boolean): RunStatus {
   return waiting ? 'waiting' : 'running';
 }
 
-/** A copy of a map with one key set (or removed when value is undefined). */
-function withKey<T>(map: Record<string, T>, key: string, value: T | undefined): Record<string, T> {
-  const out = { ...map };
-  if (value === undefined) delete out[key];
-  else out[key] = value;
-  return out;
+/**
+ * The pure evolve: a new state, the old one untouched. It copies the state
+ * and only the maps this event changes (copy on write), so folding a long log
+ * does not copy every growing map at every event.
+ */
+export function evolve(state: RunState, event: RunEvent): RunState {
+  const s = { ...state };
+  apply(s, event, false);
+  return s;
 }
 
-export function evolve(state: RunState, event: RunEvent): RunState {
-  const s: RunState = { ...state, eventCount: state.eventCount + 1 };
+/**
+ * Fold a log into a state of one's own, changing it in place: no copy per
+ * event, so replay costs the same per event however long the log is. Only for
+ * a state nobody else holds (a fresh `initialState()` that the fold owns);
+ * a property test checks that it ends where the pure `evolve` does.
+ */
+export function foldInPlace(events: Iterable<RunEvent>, owned: RunState = initialState()): RunState {
+  for (const e of events) apply(owned, e, true);
+  return owned;
+}
+
+/** evolve one event into a state the caller owns (see foldInPlace). */
+export function evolveInPlace(owned: RunState, event: RunEvent): RunState {
+  apply(owned, event, true);
+  return owned;
+}
+
+/** A map to change: itself when the fold owns it, else a copy (the caller's stays as it was). */
+function writable<T>(map: Record<string, T>, owned: boolean): Record<string, T> {
+  return owned ? map : { ...map };
+}
+
+function apply(s: RunState, event: RunEvent, owned: boolean): void {
+  s.eventCount++;
   switch (event.type) {
     case 'RunStarted': {
       const d = event.data;
-      return {
-        ...s,
-        runId: d.runId,
-        project: d.project,
-        workflow: d.workflow,
-        version: d.version,
-        definitionHash: d.definitionHash,
-        deliveryId: d.deliveryId,
-        input: d.input,
-        semantics: d.engine?.semantics ?? 1,
-        flags: d.engine?.flags ?? {},
-        status: 'running',
-        phase: 'ready',
-        startedAt: d.at,
-        lastEventAt: d.at,
-        // the start step is chosen by the first ExecuteStep
-        cursor: null,
-      };
+      s.runId = d.runId;
+      s.project = d.project;
+      s.workflow = d.workflow;
+      s.version = d.version;
+      s.definitionHash = d.definitionHash;
+      s.deliveryId = d.deliveryId;
+      s.input = d.input;
+      s.semantics = d.engine?.semantics ?? 1;
+      s.flags = d.engine?.flags ?? {};
+      s.status = 'running';
+      s.phase = 'ready';
+      s.startedAt = d.at;
+      s.lastEventAt = d.at;
+      // the start step is chosen by the first ExecuteStep
+      s.cursor = null;
+      return;
     }
     case 'StepStarted':
-      return { ...s, cursor: event.data.step, lastEventAt: event.data.at };
+      s.cursor = event.data.step;
+      s.lastEventAt = event.data.at;
+      return;
     case 'StepSucceeded':
-      return {
-        ...s,
-        outputs: withKey(s.outputs, event.data.step, event.data.output),
-        cursor: event.data.next,
-        phase: event.data.next ? 'ready' : s.phase,
-        status: liveStatus(s, false),
-        pendingRequest: null,
-        pendingTimer: null,
-      };
+      s.outputs = setKey(s.outputs, event.data.step, event.data.output, owned);
+      s.cursor = event.data.next;
+      if (event.data.next) s.phase = 'ready';
+      s.status = liveStatus(s, false);
+      s.pendingRequest = null;
+      s.pendingTimer = null;
+      return;
     case 'StepFailed':
-      return { ...s, pendingRequest: null, pendingTimer: null, failedStep: event.data.step };
+      s.pendingRequest = null;
+      s.pendingTimer = null;
+      s.failedStep = event.data.step;
+      return;
     case 'HttpRequestPrepared':
-      return {
-        ...s,
-        phase: 'awaiting_response',
-        status: liveStatus(s, false),
-        pendingRequest: event.data,
-        pendingTimer: null,
-        attempts: withKey(s.attempts, event.data.step, event.data.attempt),
-      };
+      s.phase = 'awaiting_response';
+      s.status = liveStatus(s, false);
+      s.pendingRequest = event.data;
+      s.pendingTimer = null;
+      s.attempts = setKey(s.attempts, event.data.step, event.data.attempt, owned);
+      return;
     case 'HttpResponseRecorded':
-      return { ...s, lastResponse: event.data.outcome, lastEventAt: event.data.at };
+      s.lastResponse = event.data.outcome;
+      s.lastEventAt = event.data.at;
+      return;
     case 'RetryScheduled':
-      return {
-        ...s,
-        phase: 'awaiting_timer',
-        status: liveStatus(s, true),
-        pendingRequest: null,
-        pendingTimer: {
-          timerId: event.data.timerId,
-          step: event.data.step,
-          purpose: 'retry',
-          dueAt: event.data.dueAt,
-          attempt: event.data.attempt,
-        },
+      s.phase = 'awaiting_timer';
+      s.status = liveStatus(s, true);
+      s.pendingRequest = null;
+      s.pendingTimer = {
+        timerId: event.data.timerId,
+        step: event.data.step,
+        purpose: 'retry',
+        dueAt: event.data.dueAt,
+        attempt: event.data.attempt,
       };
+      return;
     case 'TimerScheduled':
-      return {
-        ...s,
-        phase: 'awaiting_timer',
-        status: liveStatus(s, true),
-        pendingTimer: { timerId: event.data.timerId, step: event.data.step, purpose: 'delay', dueAt: event.data.dueAt },
-      };
+      s.phase = 'awaiting_timer';
+      s.status = liveStatus(s, true);
+      s.pendingTimer = { timerId: event.data.timerId, step: event.data.step, purpose: 'delay', dueAt: event.data.dueAt };
+      return;
     case 'TimerFired':
-      return { ...s, status: liveStatus(s, false), lastEventAt: event.data.at };
+      s.status = liveStatus(s, false);
+      s.lastEventAt = event.data.at;
+      return;
     case 'RunFinished':
-      return {
-        ...s,
-        status: event.data.status,
-        phase: 'done',
-        paused: false,
-        result: { ...event.data },
-        finishedAt: s.lastEventAt,
-        pendingRequest: null,
-        pendingTimer: null,
-      };
+      s.status = event.data.status;
+      s.phase = 'done';
+      s.paused = false;
+      s.result = { ...event.data };
+      s.finishedAt = s.lastEventAt;
+      s.pendingRequest = null;
+      s.pendingTimer = null;
+      return;
     case 'OperatorActed':
-      return { ...s, lastEventAt: event.data.at };
+      s.lastEventAt = event.data.at;
+      return;
     case 'RunPaused':
-      return { ...s, paused: true, status: 'paused' };
+      s.paused = true;
+      s.status = 'paused';
+      return;
     case 'RunUnpaused':
-      return { ...s, paused: false, status: s.phase === 'awaiting_timer' ? 'waiting' : 'running' };
+      s.paused = false;
+      s.status = s.phase === 'awaiting_timer' ? 'waiting' : 'running';
+      return;
     case 'StepRescheduled': {
       const d = event.data;
-      const outputs = { ...s.outputs };
-      const executions = { ...s.executions };
-      const retryBase = { ...s.retryBase };
+      const outputs = writable(s.outputs, owned);
+      const executions = writable(s.executions, owned);
+      const retryBase = writable(s.retryBase, owned);
       for (const step of d.cleared) {
         delete outputs[step];
         executions[step] = (executions[step] ?? 1) + 1;
       }
       // attempt numbers keep rising; each step sent back to work gets a fresh budget from here
       for (const step of d.mode === 'retry' ? [d.step] : d.cleared) retryBase[step] = s.attempts[step] ?? 0;
-      return { ...s, ...reopened(s), outputs, executions, retryBase, cursor: d.step, phase: 'ready' };
+      reopen(s);
+      s.outputs = outputs;
+      s.executions = executions;
+      s.retryBase = retryBase;
+      s.cursor = d.step;
+      s.phase = 'ready';
+      return;
     }
     case 'StepSkipped':
-      return {
-        ...s,
-        ...reopened(s),
-        outputs: withKey(s.outputs, event.data.step, event.data.output),
-        cursor: event.data.next,
-        phase: event.data.next ? 'ready' : s.phase,
-      };
+      reopen(s);
+      s.outputs = setKey(s.outputs, event.data.step, event.data.output, owned);
+      s.cursor = event.data.next;
+      if (event.data.next) s.phase = 'ready';
+      return;
     case 'InputPatched':
-      return { ...s, input: mergePatch(s.input, event.data.patch) };
+      s.input = mergePatch(s.input, event.data.patch);
+      return;
   }
 }
 
+/** The map with one key set (or removed when value is undefined): changed in place when owned, else a copy. */
+function setKey<T>(map: Record<string, T>, key: string, value: T | undefined, owned: boolean): Record<string, T> {
+  const out = writable(map, owned);
+  if (value === undefined) delete out[key];
+  else out[key] = value;
+  return out;
+}
+
 /** What changes when an operator sends a finished or stuck run back to work. */
-function reopened(s: RunState): Partial<RunState> {
-  return {
-    status: s.paused ? 'paused' : 'running',
-    result: null,
-    finishedAt: null,
-    failedStep: null,
-    pendingRequest: null,
-    pendingTimer: null,
-  };
+function reopen(s: RunState): void {
+  s.status = s.paused ? 'paused' : 'running';
+  s.result = null;
+  s.finishedAt = null;
+  s.failedStep = null;
+  s.pendingRequest = null;
+  s.pendingTimer = null;
 }
 
 /** JSON Merge Patch (RFC 7386): null removes a member, objects merge, anything else replaces. */
@@ -324,9 +362,22 @@ export function contextOf(state: RunState): Record<string, unknown> {
   return { ...body, input: state.input, steps: state.outputs };
 }
 
+// compiled expressions by text: a definition's few expressions are parsed once, not at every step
+const compiled = new Map<string, ReturnType<typeof compile>>();
+
+function parsed(expr: string): ReturnType<typeof compile> {
+  let ast = compiled.get(expr);
+  if (!ast) {
+    ast = compile(expr);
+    if (compiled.size >= 2_000) compiled.clear();
+    compiled.set(expr, ast);
+  }
+  return ast;
+}
+
 function evaluate(expr: string, state: RunState): unknown {
   // JMESPath cannot see undefined; normalise so the output is JSON.
-  const result = search(contextOf(state) as never, expr);
+  const result = TreeInterpreter.search(parsed(expr), contextOf(state) as never);
   return result === undefined ? null : JSON.parse(JSON.stringify(result));
 }
 

@@ -39,19 +39,50 @@ export interface HashedContent {
   recordedAt: string;
 }
 
-export function eventHash(prevHash: string, content: HashedContent, key?: Buffer | null): string {
-  const fields = {
-    runId: content.runId,
-    seq: content.seq,
-    type: content.type,
-    version: content.version,
-    data: content.data,
-    recordedAt: content.recordedAt,
-  };
-  if (!key) return sha256(prevHash + '\n' + canonicalJson(fields));
+export function eventHash(prevHash: string, content: HashedContent, key?: Buffer | null, dataText?: string): string {
+  const text = linkedText(content, !!key, dataText);
+  if (!key) return sha256(prevHash + '\n' + text);
   return createHmac('sha256', key)
-    .update(prevHash + '\n' + canonicalJson({ ...fields, project: content.project ?? null }))
+    .update(prevHash + '\n' + text)
     .digest('hex');
+}
+
+/**
+ * The canonical JSON of what a link covers: {runId, seq, type, version, data,
+ * recordedAt}, plus the project when keyed. Written out in its sorted key
+ * order so the data's text, already made by the caller (to store it or to
+ * compare it), is not made twice; anything unusual takes the general path.
+ */
+function linkedText(c: HashedContent, keyed: boolean, dataText?: string): string {
+  const project = c.project ?? null;
+  if (
+    c.data === undefined ||
+    typeof c.runId !== 'string' ||
+    typeof c.type !== 'string' ||
+    typeof c.recordedAt !== 'string' ||
+    typeof c.seq !== 'number' ||
+    typeof c.version !== 'number' ||
+    (keyed && project !== null && typeof project !== 'string')
+  ) {
+    const fields = { runId: c.runId, seq: c.seq, type: c.type, version: c.version, data: c.data, recordedAt: c.recordedAt };
+    return canonicalJson(keyed ? { ...fields, project } : fields);
+  }
+  return (
+    '{"data":' +
+    (dataText ?? canonicalJson(c.data)) +
+    (keyed ? ',"project":' + JSON.stringify(project) : '') +
+    ',"recordedAt":' +
+    JSON.stringify(c.recordedAt) +
+    ',"runId":' +
+    JSON.stringify(c.runId) +
+    ',"seq":' +
+    JSON.stringify(c.seq) +
+    ',"type":' +
+    JSON.stringify(c.type) +
+    ',"version":' +
+    JSON.stringify(c.version) +
+    '}'
+  );
 }
 
 export interface ChainBreak {
@@ -71,7 +102,7 @@ export interface ChainOptions {
 }
 
 /** Whether one link holds: the event follows `prev` as event number `seq`. */
-export function checkLink(prev: string, seq: number, e: ChainedEvent, keys: ChainKeys | null, mustBeKeyed: boolean): ChainBreak | null {
+export function checkLink(prev: string, seq: number, e: ChainedEvent, keys: ChainKeys | null, mustBeKeyed: boolean, dataText?: string): ChainBreak | null {
   if (e.seq > seq) return { seq, reason: `event ${seq} is missing from its place: event ${e.seq} comes next (deleted or moved)` };
   if (e.seq !== seq) return { seq, reason: `event ${e.seq} appears again where event ${seq} should be (moved or copied)` };
   if (e.prevHash !== prev) return { seq: e.seq, reason: 'its previous-hash does not match the event before it' };
@@ -83,7 +114,7 @@ export function checkLink(prev: string, seq: number, e: ChainedEvent, keys: Chai
   } else if (mustBeKeyed) {
     return { seq: e.seq, reason: 'it is not signed with the chain key (an event written from outside the engine)' };
   }
-  if (e.hash !== eventHash(prev, e, key)) return { seq: e.seq, reason: 'its content does not match its hash (edited after it was written)' };
+  if (e.hash !== eventHash(prev, e, key, dataText)) return { seq: e.seq, reason: 'its content does not match its hash (edited after it was written)' };
   return null;
 }
 

@@ -1,5 +1,5 @@
-import { canonicalJson } from './canonical';
-import { commandOf, createDecider, DecisionError, EngineFlags, evolve, initialState, RunDecider, RunState } from './decider';
+import { canonicalJson, deepEqualCanonical } from './canonical';
+import { commandOf, createDecider, DecisionError, EngineFlags, evolveInPlace, initialState, RunDecider, RunState } from './decider';
 import type { WorkflowDefinition } from './definition';
 import { definitionHash } from './definition';
 import { assertKnownEvent, RecordedEvent, RunEvent } from './events';
@@ -38,9 +38,10 @@ export function toDomainEvent(e: RecordedEvent): RunEvent {
 }
 
 /** Fold a recorded log into state. Throws UnknownEventTypeError on an event it does not know. */
-export function replayLog(events: readonly RecordedEvent[]): RunState {
-  let state = initialState();
-  for (const e of events) state = evolve(state, toDomainEvent(e));
+export function replayLog(events: Iterable<RecordedEvent>): RunState {
+  // the fold owns its state, so it changes it in place: no copy per event
+  const state = initialState();
+  for (const e of events) evolveInPlace(state, toDomainEvent(e));
   return state;
 }
 
@@ -59,7 +60,8 @@ export interface VerifyOptions {
  */
 export class LogVerifier {
   private readonly decider: RunDecider;
-  private state = initialState();
+  // owned by the verifier and folded in place (see foldInPlace)
+  private readonly state = initialState();
   private queue: RunEvent[] = [];
   private count = 0;
   private prev: string;
@@ -123,11 +125,11 @@ export class LogVerifier {
     }
     const expected = this.queue.shift()!;
     const recEvent = pick(recorded);
-    if (canonicalJson(expected) !== canonicalJson(recEvent)) {
+    if (!deepEqualCanonical(expected, recEvent)) {
       this.divergence = { seq: recorded.seq, expected, recorded: recEvent, reason: describeDifference(expected, recEvent) };
       return;
     }
-    this.state = evolve(this.state, expected);
+    evolveInPlace(this.state, expected);
   }
 
   finish(): VerifyReport {

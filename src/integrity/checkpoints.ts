@@ -77,9 +77,12 @@ export class CheckpointIndex {
 
 /** Why a log does not reach what a checkpoint remembers, or null when it does. */
 export function checkAgainstCheckpoint(cp: Checkpoint | null, events: ReadonlyArray<{ seq: number; hash: string }>): string | null {
-  if (!cp) return null;
-  const e = events[cp.seq - 1];
-  if (!e) return `a checkpoint taken ${cp.at} saw event ${cp.seq}, but the log ends at event ${events.length}: the log was cut back`;
+  return cp ? checkpointProblem(cp, events[cp.seq - 1] ?? null, events.length) : null;
+}
+
+/** The same check on a log read as a stream: `e` is the log's event in the checkpoint's position (if it has one), `length` how many it has. */
+export function checkpointProblem(cp: Checkpoint, e: { hash: string } | null, length: number): string | null {
+  if (!e) return `a checkpoint taken ${cp.at} saw event ${cp.seq}, but the log ends at event ${length}: the log was cut back`;
   if (e.hash !== cp.hash) return `a checkpoint taken ${cp.at} saw a different event ${cp.seq}: the log was rewritten`;
   return null;
 }

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { canonicalJson } from '../domain/canonical';
 import { inProject } from '../db/scope';
 import { Keyring } from '../security/keyring';
@@ -163,10 +163,15 @@ export async function latestVersion(db: Pool, projectId: string, workflowId: str
 }
 
 export async function loadVersion(db: Pool, projectId: string, workflowId: string, version: number, opts: LoadOptions = {}): Promise<LoadedVersion> {
-  const { rows } = await inProject(db, projectId, (c) => c.query(
+  return inProject(db, projectId, (c) => readVersion(c, workflowId, version, opts));
+}
+
+/** loadVersion inside a transaction that already acts for the workflow's project. */
+export async function readVersion(c: PoolClient, workflowId: string, version: number, opts: LoadOptions = {}): Promise<LoadedVersion> {
+  const { rows } = await c.query(
     'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 AND version = $2',
     [workflowId, version],
-  ));
+  );
   if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no version ${version}`);
   return toLoaded(rows[0], opts);
 }

@@ -96,10 +96,50 @@ type Queryable = Pool | PoolClient;
 /** A run's events, read inside a transaction that already acts for the run's project. */
 export async function readEvents(db: Queryable, runId: string): Promise<RecordedEvent[]> {
   const { rows } = await db.query<RowEvent>(
-    'SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid FROM run_events WHERE run_id = $1 ORDER BY seq',
+    `SELECT ${EVENT_COLUMNS} FROM run_events WHERE run_id = $1 ORDER BY seq`,
     [runId],
   );
   return rows.map(rowToEvent);
+}
+
+const EVENT_COLUMNS = 'project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid';
+
+/**
+ * Read a log page by page through a cursor, inside a transaction that already
+ * acts for the project: one run's events in order, or (with `projectId`)
+ * every event of the project ordered by run and number. Each page is handed
+ * to `onPage` while the next is already on its way, so memory holds about two
+ * pages however long the log is. Returns how many events were read.
+ */
+export async function streamEvents(
+  c: PoolClient,
+  which: { runId: string } | { projectId: string },
+  onPage: (events: RecordedEvent[]) => void | Promise<void>,
+  pageSize = 2_000,
+): Promise<number> {
+  // ids are checked to be UUIDs, so they are safe to inline (DECLARE takes no parameters)
+  const where = 'runId' in which ? (assertProjectId(which.runId), `run_id = '${which.runId}' ORDER BY seq`) : (assertProjectId(which.projectId), `project_id = '${which.projectId}' ORDER BY run_id, seq`);
+  await c.query(`DECLARE meshhook_log NO SCROLL CURSOR FOR SELECT ${EVENT_COLUMNS} FROM run_events WHERE ${where}`);
+  const fetch = (): Promise<{ rows: RowEvent[] }> => c.query<RowEvent>(`FETCH ${pageSize} FROM meshhook_log`);
+  let read = 0;
+  const ask = (): Promise<{ rows: RowEvent[] }> => {
+    const p = fetch();
+    // awaited below; marked handled so a failure while the last page is worked on is not an unhandled rejection
+    p.catch(() => undefined);
+    return p;
+  };
+  let next = ask();
+  for (;;) {
+    const { rows } = await next;
+    const more = rows.length === pageSize;
+    // ask for the next page before working on this one: Postgres prepares it meanwhile
+    if (more) next = ask();
+    read += rows.length;
+    await onPage(rows.map(rowToEvent));
+    if (!more) break;
+  }
+  await c.query('CLOSE meshhook_log');
+  return read;
 }
 
 /** A run's events; an empty list when the project holds no such run. */

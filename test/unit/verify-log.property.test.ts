@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { engineInfo } from '../../src/domain/decider';
+import { engineInfo, evolve, foldInPlace, initialState, type RunState } from '../../src/domain/decider';
 import { validateDefinition, type WorkflowDefinition } from '../../src/domain/definition';
-import type { HttpOutcome, RecordedEvent } from '../../src/domain/events';
+import type { HttpOutcome, RecordedEvent, RunEvent } from '../../src/domain/events';
 import { eventHash, genesisHash, relink, type ChainKey } from '../../src/domain/hash-chain';
-import { replayLog, verifyLog } from '../../src/domain/replay';
+import { replayLog, toDomainEvent, verifyLog } from '../../src/domain/replay';
 import { created, RUN_ID, simulate, status } from './fixtures';
 
 /*
@@ -177,6 +177,46 @@ describe('verifyLog, property-based', () => {
         // a log may end between batches (a run in progress); cut inside a batch, the engine names what it would still record
         if (report.ok) assert.notEqual(report.state.phase, 'done');
         else assert.equal(report.divergence?.seq, cut + 1);
+      }),
+      RUNS,
+    );
+  });
+
+  it('folds a log in place to exactly the state the pure evolve reaches, and evolve changes nothing it is given', () => {
+    // operator events anywhere in the log too: evolve is total, so any order is a fair test of the two folds
+    const operatorEvent = fc.oneof(
+      fc.constant<RunEvent>({ type: 'RunPaused', data: {} }),
+      fc.constant<RunEvent>({ type: 'RunUnpaused', data: {} }),
+      fc.record({ step: fc.constantFrom('s0', 's1', 'check'), mode: fc.constantFrom<'retry' | 'resume'>('retry', 'resume'), cleared: fc.subarray(['s0', 's1', 's2', 'check']) }).map(
+        (data): RunEvent => ({ type: 'StepRescheduled', data }),
+      ),
+      fc.record({ step: fc.constantFrom('s0', 's1'), output: fc.jsonValue(), next: fc.constantFrom('s1', 'done', null) }).map((data): RunEvent => ({ type: 'StepSkipped', data })),
+      fc.jsonValue().map((patch): RunEvent => ({ type: 'InputPatched', data: { patch } })),
+      fc.constant<RunEvent>({ type: 'OperatorActed', data: { action: 'retry', by: 'ops@acme.test', reason: 'target fixed', at: '2030-01-01T01:00:00.000Z' } as never }),
+    );
+    const deepFreeze = <T>(v: T): T => {
+      if (v && typeof v === 'object' && !Object.isFrozen(v)) {
+        Object.freeze(v);
+        for (const x of Object.values(v)) deepFreeze(x);
+      }
+      return v;
+    };
+    fc.assert(
+      fc.property(recordedRun, fc.array(fc.tuple(fc.nat(), operatorEvent), { maxLength: 6 }), ({ events }, extra) => {
+        const log: RunEvent[] = events.map(toDomainEvent);
+        for (const [at, e] of extra) log.splice(at % (log.length + 1), 0, e);
+        const states: RunState[] = [];
+        let pure = deepFreeze(initialState());
+        for (const e of log) {
+          // frozen: a pure evolve that wrote into its input (or a map it shares) would throw here
+          pure = deepFreeze(evolve(pure, structuredClone(e)));
+          states.push(pure);
+        }
+        const owned = foldInPlace(log.map((e) => structuredClone(e)));
+        assert.deepEqual(owned, pure);
+        // and every earlier state is still what it was when it was made
+        assert.equal(states.length, log.length);
+        for (const [i, st] of states.entries()) assert.equal(st.eventCount, i + 1);
       }),
       RUNS,
     );
