@@ -4,7 +4,8 @@
  *
  * Setup (not measured): 12,500 three-step runs (8 events each) executed by the
  * engine's own workers on an embedded Postgres. Then, interleaved, REPEATS times:
- *   floor   SELECT every run_events row of the project (payload parsed by pg), nothing else
+ *   floor   SELECT every run_events row of the project, the columns verify reads in the order it needs
+ *           them (run, then number), parsed by pg, nothing else
  *   verify  verifyProject(): every run's chain links and signed head, every decision
  *           re-made by the decider, every run view compared — what `meshhook verify --all` does
  * Reported: events/s of each and verify ÷ floor time (the issue's target is ≤ 1.2×). Figures only.
@@ -77,7 +78,7 @@ async function main(): Promise<void> {
       for (const which of rep % 2 === 0 ? ['floor', 'verify'] : ['verify', 'floor']) {
         const t0 = performance.now();
         if (which === 'floor') {
-          const n = await inProject(engine, p.projectId, async (c) => (await c.query('SELECT run_id, seq, type, payload, hash FROM run_events')).rowCount ?? 0);
+          const n = await inProject(engine, p.projectId, async (c) => (await c.query('SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid FROM run_events ORDER BY run_id, seq')).rowCount ?? 0);
           floorMs.push(performance.now() - t0);
           events = n;
         } else {

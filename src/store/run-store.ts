@@ -207,17 +207,23 @@ export function numberEvents(
     const seq = expectedSeq + i + 1;
     // a JSON round trip makes the hashed content exactly what jsonb gives back
     const data = JSON.parse(JSON.stringify(e.data));
-    const hash = eventHash(prev, { runId, project: projectId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt }, chain?.key);
+    const text = canonicalJson(data);
+    const hash = eventHash(prev, { runId, project: projectId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt }, chain?.key, text);
     const rec: RecordedEvent = { runId, project: projectId, seq, type: e.type, version: EVENT_VERSION, data, recordedAt, prevHash: prev, hash, kid: chain?.kid ?? null };
+    payloadText.set(rec, text);
     prev = hash;
     return rec;
   });
 }
 
+// the canonical text of each numbered event's data, made once for its hash and stored as it is
+const payloadText = new WeakMap<RecordedEvent, string>();
+const payloadOf = (e: RecordedEvent): string => payloadText.get(e) ?? canonicalJson(e.data);
+
 async function insertEvents(client: PoolClient, recorded: RecordedEvent[]): Promise<void> {
   const values: unknown[] = [];
   const tuples = recorded.map((e, i) => {
-    values.push(e.project, e.runId, e.seq, e.type, e.version, canonicalJson(e.data), e.recordedAt, e.prevHash, e.hash, e.kid ?? null);
+    values.push(e.project, e.runId, e.seq, e.type, e.version, payloadOf(e), e.recordedAt, e.prevHash, e.hash, e.kid ?? null);
     const b = i * 10;
     return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, $${b + 10})`;
   });
@@ -435,7 +441,7 @@ function eventColumns(recorded: RecordedEvent[]): unknown[] {
     recorded.map((e) => e.seq),
     recorded.map((e) => e.type),
     recorded.map((e) => e.version),
-    recorded.map((e) => canonicalJson(e.data)),
+    recorded.map(payloadOf),
     recorded[0].recordedAt,
     recorded.map((e) => e.prevHash),
     recorded.map((e) => e.hash),

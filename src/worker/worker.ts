@@ -131,7 +131,11 @@ export class Worker {
         if (free > 0) {
           for (const { id: runId, projectId } of await this.claim(free)) {
             claimed++;
-            const p = this.advance(runId, projectId).finally(() => running.delete(p));
+            const p = this.advance(runId, projectId).finally(() => {
+              running.delete(p);
+              // a slot is free: look for more work now rather than at the next poll
+              this.wake?.();
+            });
             running.add(p);
           }
         }
@@ -195,27 +199,34 @@ export class Worker {
     if (c) await c.end().catch(() => undefined);
   }
 
-  /** Runs that are due, of any project, locked for this worker. */
+  /**
+   * Runs that are due, of any project, locked for this worker: one round trip
+   * on the lock session, which takes each lock as it finds a due run it does
+   * not hold yet and stops at `max`.
+   */
   private async claim(max: number): Promise<Array<{ id: string; projectId: string }>> {
     const now = this.clock.now();
-    const { rows } = await this.pool.query<{ id: string; project_id: string }>('SELECT id, project_id FROM meshhook_due_runs($1, $2)', [now, max * 4]);
-    const got: Array<{ id: string; projectId: string }> = [];
     const wall = Date.now();
-    const candidates = rows.filter(({ id }) => !this.inFlight.has(id) && (this.backoffUntil.get(id)?.at ?? 0) <= wall);
+    const skip = [...this.inFlight];
+    for (const [id, b] of this.backoffUntil) if (b.at > wall) skip.push(id);
     if (this.opts.ignoreLocks) {
-      for (const { id, project_id } of candidates.slice(0, max)) this.inFlight.add(id), got.push({ id, projectId: project_id });
-      return got;
+      const { rows } = await this.pool.query<{ id: string; project_id: string }>('SELECT id, project_id FROM meshhook_due_runs($1, $2) WHERE NOT (id = ANY($3::uuid[])) LIMIT $4', [now, max * 4, skip, max]);
+      for (const { id } of rows) this.inFlight.add(id);
+      return rows.map(({ id, project_id }) => ({ id, projectId: project_id }));
     }
     const lock = await this.lock();
-    for (const { id, project_id } of candidates) {
-      if (got.length >= max) break;
-      const r = await this.onLock(() => lock.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [LOCK_CLASS, id]));
-      if (r.rows[0].ok) {
-        this.inFlight.add(id);
-        got.push({ id, projectId: project_id });
-      }
-    }
-    return got;
+    // the inner query is fenced (OFFSET 0) so runs this worker holds are left out before a lock is tried:
+    // session locks are re-entrant, and a second hold of one would never be released
+    const { rows } = await this.onLock(() =>
+      lock.query<{ id: string; project_id: string }>(
+        `SELECT id, project_id FROM (
+           SELECT id, project_id FROM meshhook_due_runs($1, $2) WHERE NOT (id = ANY($3::uuid[])) OFFSET 0
+         ) due WHERE pg_try_advisory_lock($4, hashtext(id::text)) LIMIT $5`,
+        [now, max * 4, skip, LOCK_CLASS, max],
+      ),
+    );
+    for (const { id } of rows) this.inFlight.add(id);
+    return rows.map(({ id, project_id }) => ({ id, projectId: project_id }));
   }
 
   private async release(runId: string): Promise<void> {
