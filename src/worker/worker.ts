@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
 import { Command, createDecider, DecisionError, EngineFlags, nextAction, RunDecider, RunState } from '../domain/decider';
+import type { RunEvent } from '../domain/events';
 import { ENGINE_ROLE, inProject } from '../db/scope';
 import { HeadJournal } from '../integrity/checkpoints';
 import { Keyring } from '../security/keyring';
@@ -57,6 +58,8 @@ export interface WorkerStats {
   recoveries: number;
 }
 
+/** at most this many events of pure steps are decided before they are committed together */
+const MAX_MERGED_EVENTS = 64;
 const LOCK_CLASS = 0x4d48; // "MH": keeps our advisory locks apart from anyone else's
 /** a secret added or a project setting changed reaches workers within this long */
 const SEND_CONTEXT_TTL_MS = 2_000;
@@ -280,13 +283,47 @@ export class Worker {
         this.log({ level: 'info', worker: this.id, run: runId, msg: 'resuming a run another worker left', seq: lastSeq });
         await this.hit('during-recovery', runId, state.pendingRequest?.step ?? state.cursor);
       }
+      // decided but not yet committed: steps that need nothing from outside (transforms, branches, the
+      // end) are decided one after another and committed together, the way the log would hold them
+      // anyway; whatever needs the outside world (a request to send, a timer) is committed first.
+      // With failpoints armed every step is its own batch, so each crash point stays addressable.
+      let pending: RunEvent[] = [];
+      let pendingStep: string | null = null;
+      let working = state;
+      const commit = async (): Promise<void> => {
+        const committed = await commitBatch(
+          this.pool,
+          {
+            runId,
+            projectId: run.projectId,
+            expectedSeq: lastSeq,
+            prevHash: lastHash,
+            stateBefore: state,
+            recordedAt: this.clock.now(),
+            chain: this.opts.keyring?.chainKey() ?? null,
+            failpoints: this.failpoints,
+            step: pendingStep,
+          },
+          pending,
+        );
+        pending = [];
+        this.journal?.record({ projectId: run.projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, new Date());
+        this.stats.batches++;
+        this.backoffUntil.delete(runId);
+        ({ state, lastSeq, lastHash } = committed);
+        working = state;
+        if (state.phase === 'done') {
+          this.stats.runsFinished++;
+          this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${state.status}`, seq: lastSeq });
+        }
+      };
       while (!this.stopping) {
-        const action = nextAction(state);
+        const action = nextAction(working);
         let command: Command;
         let step: string | null;
         if (action.kind === 'none') break;
         if (action.kind === 'execute-step') {
-          step = state.cursor ?? decider.definition.start ?? decider.definition.steps[0].id;
+          step = working.cursor ?? decider.definition.start ?? decider.definition.steps[0].id;
           command = { type: 'ExecuteStep', data: { at: this.clock.now().toISOString() } };
         } else if (action.kind === 'send-request') {
           const req = action.request;
@@ -300,35 +337,18 @@ export class Worker {
         } else {
           const now = this.clock.now();
           if (now.getTime() < Date.parse(action.dueAt)) break; // wake_at is already stored; a later claim fires it
-          step = state.pendingTimer!.step;
+          step = working.pendingTimer!.step;
           await this.hit('timer-fired', runId, step);
           command = { type: 'FireTimer', data: { timerId: action.timerId, at: now.toISOString() } };
         }
-        const events = decider.decide(command, state);
-        const committed = await commitBatch(
-          this.pool,
-          {
-            runId,
-            projectId: run.projectId,
-            expectedSeq: lastSeq,
-            prevHash: lastHash,
-            stateBefore: state,
-            recordedAt: this.clock.now(),
-            chain: this.opts.keyring?.chainKey() ?? null,
-            failpoints: this.failpoints,
-            step,
-          },
-          events,
-        );
-        this.journal?.record({ projectId: run.projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, new Date());
-        this.stats.batches++;
-        this.backoffUntil.delete(runId);
-        ({ state, lastSeq, lastHash } = committed);
-        if (state.phase === 'done') {
-          this.stats.runsFinished++;
-          this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${state.status}`, seq: lastSeq });
-        }
+        const events = decider.decide(command, working);
+        if (pending.length === 0) pendingStep = step;
+        pending.push(...events);
+        working = events.reduce(decider.evolve, working);
+        const more = !this.failpoints.armed && !this.stopping && pending.length < MAX_MERGED_EVENTS && nextAction(working).kind === 'execute-step';
+        if (!more) await commit();
       }
+      if (pending.length > 0) await commit();
     } catch (e) {
       if (e instanceof ConcurrencyError) {
         this.stats.conflicts++;
