@@ -183,6 +183,8 @@ export interface BatchContext {
   failpoints: Failpoints;
   /** the step the batch is about, for failpoint matching */
   step: string | null;
+  /** the state after the events, when the caller has already folded them (saves folding twice) */
+  stateAfter?: RunState;
 }
 
 export interface Committed {
@@ -282,7 +284,7 @@ function isRetryableConflict(e: unknown): boolean {
 export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[]): Promise<Committed> {
   const recordedAt = ctx.recordedAt.toISOString();
   const recorded = numberEvents(ctx.runId, ctx.projectId, ctx.expectedSeq, ctx.prevHash, events, recordedAt, ctx.chain);
-  const state = events.reduce(evolve, ctx.stateBefore);
+  const state = ctx.stateAfter ?? events.reduce(evolve, ctx.stateBefore);
   const lastSeq = ctx.expectedSeq + events.length;
   const fp = ctx.failpoints;
   const hit = { runId: ctx.runId, step: ctx.step, events: events.map((e) => e.type) };

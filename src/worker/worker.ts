@@ -303,6 +303,7 @@ export class Worker {
             chain: this.opts.keyring?.chainKey() ?? null,
             failpoints: this.failpoints,
             step: pendingStep,
+            stateAfter: working,
           },
           pending,
         );
