@@ -2,7 +2,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Pool } from 'pg';
+import type { Pool } from 'pg';
+import { openPool } from '../db/pool';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { Visibility } from './auth';
 import { parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
@@ -206,8 +207,9 @@ export class RealtimeServer {
     };
     const envDrop = process.env.MESHHOOK_REALTIME_DROP;
     this.dropChange = options.dropChange ?? (envDrop ? parseDropSpec(envDrop) : undefined);
-    this.pool = new Pool({ connectionString: options.databaseUrl, max: 4, idleTimeoutMillis: 10_000, connectionTimeoutMillis: 5_000, keepAlive: true });
-    this.pool.on('error', (e) => this.log({ level: 'warn', msg: 'realtime pool connection error', error: e.message }));
+    // openPool listens on every client, checked out or idle: pg emits 'error' on a client whose connection the
+    // database cut (a crash, a restart), and an unheard one would end the process hosting this server
+    this.pool = openPool(options.databaseUrl, { max: 4, keepAliveInitialDelayMillis: 0 }, (e) => this.log({ level: 'warn', msg: 'realtime pool connection error', error: e.message }));
     this.visibility = new Visibility(this.pool);
     this.feed = new ReplicationFeed({
       databaseUrl: options.databaseUrl,
