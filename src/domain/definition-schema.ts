@@ -27,7 +27,7 @@ export const retryPolicySchema = z.object({
 });
 export type RetryPolicy = z.infer<typeof retryPolicySchema>;
 
-const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/, 'header names are HTTP tokens (letters, digits and !#$%&\'*+.^_`|~-)');
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/;
 const headerText = z.string().max(4096).refine((v) => !/[\u0000\r\n]/.test(v), 'header values may not contain line breaks or NUL');
 /** a literal value, or a secret of the project's vault by name (the value is never written into the run log) */
 const headerValue = z.union([
@@ -40,7 +40,16 @@ export const httpCallStep = z.object({
   type: z.literal('http_call'),
   method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
   url: z.string().url().refine((u) => /^https?:\/\//i.test(u), 'only http and https URLs can be called'),
-  headers: z.record(headerName, headerValue).default({}),
+  // keys checked here rather than by a key schema: zod reports a record's bad key as "Invalid key in record",
+  // without the rule it broke
+  headers: z
+    .record(z.string(), headerValue)
+    .superRefine((headers, ctx) => {
+      for (const name of Object.keys(headers)) {
+        if (!HEADER_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: "header names are HTTP tokens of 1 to 100 characters (letters, digits and !#$%&'*+.^_`|~-)" });
+      }
+    })
+    .default({}),
   /** JMESPath over the run context giving the JSON body; omitted = no body */
   body: jmes.optional(),
   timeoutMs: z.number().int().min(1).max(600_000).default(10_000),

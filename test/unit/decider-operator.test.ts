@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createDecider, DecisionError, engineInfo, fold, idempotencyKeyFor, mergePatch, nextAction, stepsFrom, type Command } from '../../src/domain/decider';
+import { commandOf, createDecider, DecisionError, engineInfo, fold, idempotencyKeyFor, mergePatch, nextAction, stepsFrom, type Command } from '../../src/domain/decider';
 import type { OperatorActed, RunEvent } from '../../src/domain/events';
 import { validateDefinition } from '../../src/domain/definition';
 import { specFor } from './decider-spec';
@@ -217,5 +217,60 @@ describe('helpers the actions rest on', () => {
   it('nextAction reads what a worker does off the state', () => {
     assert.equal(nextAction(fold(inFlight)).kind, 'send-request');
     assert.deepEqual(nextAction(fold(succeeded)), { kind: 'none' });
+  });
+});
+
+describe('operator actions: the edges of where a run is', () => {
+  const upTo = (batches: number) => asEvents(simulate(orderSync, [created()], { engine, maxBatches: batches }));
+  const atDone = upTo(4); // map, push prepared, push answered, check: the run is at its terminate step
+  const refusedOrder = asEvents(simulate(orderSync, [status(200)], { engine })); // check takes else: the run ends failed by design
+  const canceled = [...inFlight, ...after(inFlight, act('cancel')).events];
+
+  it('the fixtures are where their names say', () => {
+    assert.equal(fold(atDone).cursor, 'done');
+    assert.equal(fold(atDone).phase, 'ready');
+    assert.equal(fold(refusedOrder).status, 'failed');
+    assert.equal(fold(refusedOrder).failedStep ?? null, null);
+  });
+
+  it('skips the first step of a run that has not begun it', () => {
+    const start = asEvents(simulate(orderSync, [], { engine, maxBatches: 0 }));
+    const c = act('skip', { step: 'map', output: { id: 'o-1', total: 40 } });
+    given(start).when(c).then([acted(c), { type: 'StepSkipped', data: { step: 'map', output: { id: 'o-1', total: 40 }, next: 'push' } }]);
+  });
+
+  it('refuses to skip a terminate step, a canceled run, or a run with nothing to skip', () => {
+    given(atDone).when(act('skip', { output: {} })).thenThrows(DecisionError, /^cannot skip run .*: step "done" ends the run; cancel the run instead$/);
+    given(canceled).when(act('skip', { output: {} })).thenThrows(DecisionError, /: it was canceled$/);
+    given(refusedOrder).when(act('skip', { output: {} })).thenThrows(DecisionError, /: no step is waiting, failed or in flight$/);
+  });
+
+  it('refuses to retry when no step failed or is in flight', () => {
+    given(refusedOrder).when(act('retry')).thenThrows(DecisionError, /: no step has failed or is in flight$/);
+    given(atDone).when(act('retry', { step: 'push' })).thenThrows(DecisionError, /step "push" succeeded/);
+  });
+
+  it('resumes from any step the run reached: the one in flight, the one it is at, the failed one, the one it waits on', () => {
+    const resumed = (log: RunEvent[], step: string, d = decider) => specFor(d).given(log).when(act('resume', { step })).thenMatches(() => undefined)[1];
+    assert.deepEqual(resumed(inFlight, 'push'), { type: 'StepRescheduled', data: { step: 'push', mode: 'resume', cleared: ['push'] } });
+    assert.deepEqual(resumed(atDone, 'done'), { type: 'StepRescheduled', data: { step: 'done', mode: 'resume', cleared: ['done'] } });
+    assert.deepEqual(resumed(failed, 'push'), { type: 'StepRescheduled', data: { step: 'push', mode: 'resume', cleared: ['push'] } });
+    const waiting = asEvents(simulate(withDelay, [], { engine, maxBatches: 1 }));
+    assert.equal(fold(waiting).phase, 'awaiting_timer');
+    assert.deepEqual(resumed(waiting, 'wait', createDecider(withDelay)), { type: 'StepRescheduled', data: { step: 'wait', mode: 'resume', cleared: ['wait'] } });
+    given(atDone).when(act('resume', { step: 'failed' })).thenThrows(DecisionError, /step "failed" was never reached/);
+  });
+
+  it('refuses to patch or retry a canceled run, and to cancel it again', () => {
+    given(canceled).when(act('patch', { patch: { a: 1 } })).thenThrows(DecisionError, /: it was canceled; its input can change nothing any more$/);
+    given(canceled).when(act('retry')).thenThrows(DecisionError, /: it was canceled; resume it from a step instead$/);
+    given(canceled).when(act('cancel')).thenThrows(DecisionError, /: it already was canceled$/);
+    given(refusedOrder).when(act('cancel')).thenThrows(DecisionError, /: it already failed$/);
+  });
+
+  it('an operator action replays as the command that made it', () => {
+    const c = act('patch', { patch: { order: { sum: 40 } } });
+    const [event] = after(failed, c).events;
+    assert.deepEqual(commandOf(event), c);
   });
 });

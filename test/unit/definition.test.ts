@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { definitionHash, InvalidDefinitionError, validateDefinition } from '../../src/domain/definition';
+import { definitionHash, expressionsOf, InvalidDefinitionError, secretsUsedBy, stepOf, successorsOf, validateDefinition } from '../../src/domain/definition';
 
 function problemsOf(raw: unknown): string[] {
   try {
@@ -83,5 +83,125 @@ describe('definition validation', () => {
     const b = validateDefinition({ steps: [{ expression: 'input', type: 'transform', id: 'a' }], name: 'k' });
     assert.equal(definitionHash(a), definitionHash(b));
     assert.notEqual(definitionHash(a), definitionHash(validateDefinition({ name: 'k', steps: [{ id: 'a', type: 'transform', expression: 'input.x' }] })));
+  });
+});
+
+describe('definition schema edges', () => {
+  const call = (extra: Record<string, unknown>) => ({ name: 'h', steps: [{ id: 'call', type: 'http_call', method: 'POST', url: 'https://orders.example.com/v1/orders', ...extra }] });
+  const accepted = (raw: unknown) => assert.doesNotThrow(() => validateDefinition(raw));
+
+  it('step ids are whole lower-case slugs of at most 63 characters', () => {
+    accepted({ name: 'ids', steps: [t(`a${'b'.repeat(62)}`)] });
+    for (const id of ['9lives', 'ship!', `a${'b'.repeat(63)}`, 'Ship']) {
+      assert.ok(problemsOf({ name: 'ids', steps: [t(id)] }).some((p) => p === 'steps.0.id: step ids are lower-case letters, digits, - and _'), id);
+    }
+  });
+
+  it('workflow names are whole lower-case slugs and descriptions at most 2000 characters', () => {
+    accepted({ name: 'order-sync', description: 'd'.repeat(2000), steps: [t('a')] });
+    assert.deepEqual(problemsOf({ name: 'order-sync!', steps: [t('a')] }), ['name: workflow names are lower-case slugs']);
+    assert.ok(problemsOf({ name: 'order-sync', description: 'd'.repeat(2001), steps: [t('a')] }).some((p) => p.startsWith('description:')));
+  });
+
+  it('header names are whole HTTP tokens of 1 to 100 characters', () => {
+    accepted(call({ headers: { 'X-Api-Key': 'k', ["!#$%&'*+.^_`|~-"]: 'v', ['h'.repeat(100)]: 'v' } }));
+    for (const name of ['bad header', 'X-Key:', ':X-Key', 'h'.repeat(101), '']) {
+      const problems = problemsOf(call({ headers: { [name]: 'v' } }));
+      assert.ok(problems.some((p) => p.includes('header names are HTTP tokens')), `${JSON.stringify(name)}: ${problems.join('; ')}`);
+    }
+  });
+
+  it('header values are at most 4096 characters with no line break or NUL', () => {
+    accepted(call({ headers: { 'X-Note': 'v'.repeat(4096) } }));
+    assert.ok(problemsOf(call({ headers: { 'X-Note': 'v'.repeat(4097) } })).length > 0);
+    for (const bad of ['a\r\nInjected: 1', 'a\nb', 'a\u0000b']) {
+      const problems = problemsOf(call({ headers: { 'X-Note': bad } }));
+      assert.ok(problems.some((p) => p.includes('header values may not contain line breaks or NUL')), problems.join('; '));
+    }
+  });
+
+  it('a header may name a vault secret (with a literal prefix) by a lower-case name, and nothing else', () => {
+    const def = validateDefinition(call({ headers: { Authorization: { secret: 'order-api', prefix: 'Bearer ' }, 'X-Trace': 'abc' } }));
+    assert.deepEqual(secretsUsedBy(def), ['order-api']);
+    for (const secret of ['Order-api', '1key', 'key!', `k${'e'.repeat(63)}`]) {
+      const problems = problemsOf(call({ headers: { Authorization: { secret } } }));
+      assert.ok(problems.some((p) => p.includes('secret names are lower-case letters, digits, - and _')), `${secret}: ${problems.join('; ')}`);
+    }
+    assert.ok(problemsOf(call({ headers: { Authorization: { secret: 'order-api', value: 'sk_live_123' } } })).length > 0, 'a secret reference carries no value');
+    assert.ok(problemsOf(call({ headers: { Authorization: { secret: 'order-api', prefix: 'Bearer\r\n' } } })).length > 0);
+  });
+
+  it('every request method the engine speaks is accepted, and only http(s) URLs', () => {
+    for (const method of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']) accepted(call({ method }));
+    accepted(call({ url: 'HTTP://orders.example.com/v1' }));
+    accepted(call({ url: 'http://orders.example.com/v1' }));
+    for (const url of ['ftp://orders.example.com/v1', 'file:///etc/passwd', 'mailto:ops@example.com']) {
+      assert.deepEqual(problemsOf(call({ url })), ['steps.0.url: only http and https URLs can be called'], url);
+    }
+  });
+
+  it('a delay lasts at most 366 days', () => {
+    const day = 24 * 3600 * 1000;
+    accepted({ name: 'wait', steps: [{ id: 'pause', type: 'delay', durationMs: 366 * day }] });
+    assert.ok(problemsOf({ name: 'wait', steps: [{ id: 'pause', type: 'delay', durationMs: 366 * day + 1 }] }).some((p) => p.startsWith('steps.0.durationMs:')));
+  });
+
+  it('a problem with the whole document is reported at (root)', () => {
+    assert.ok(problemsOf(null).every((p) => p.startsWith('(root): ')), problemsOf(null).join('; '));
+  });
+});
+
+describe('definition helpers', () => {
+  it('the error is an InvalidDefinitionError by name, listing its problems', () => {
+    const e = new InvalidDefinitionError(['one', 'two']);
+    assert.equal(e.name, 'InvalidDefinitionError');
+    assert.equal(e.message, 'invalid workflow definition: one; two');
+  });
+
+  it('a cycle is shown from where it closes, not from the start', () => {
+    assert.deepEqual(problemsOf({ name: 'c', steps: [t('intake', 'a'), t('a', 'b'), t('b', 'a')] }), ['steps form a cycle: a -> b -> a']);
+  });
+
+  it('two paths meeting again are no cycle', () => {
+    const def = validateDefinition({ name: 'diamond', steps: [{ id: 'check', type: 'branch', condition: 'input.vip', then: 'left', else: 'right' }, t('left', 'done'), t('right', 'done'), end('done')] });
+    assert.equal(def.steps.length, 4);
+  });
+
+  it('names the expressions of each step type, and only those present', () => {
+    const steps = validateDefinition({
+      name: 'x',
+      steps: [
+        { id: 'a', type: 'transform', expression: 'input', next: 'b' },
+        { id: 'b', type: 'http_call', method: 'GET', url: 'http://x.test/', next: 'c' },
+        { id: 'c', type: 'http_call', method: 'POST', url: 'http://x.test/', body: 'input', next: 'd' },
+        { id: 'd', type: 'branch', condition: 'input.ok', then: 'e', else: 'f' },
+        { id: 'e', type: 'delay', durationMs: 5, next: 'f' },
+        { id: 'f', type: 'terminate', status: 'succeeded', output: 'steps' },
+      ],
+    }).steps;
+    assert.deepEqual(steps.map(expressionsOf), [[['expression', 'input']], [], [['body', 'input']], [['condition', 'input.ok']], [], [['output', 'steps']]]);
+    assert.deepEqual(expressionsOf(end('g') as never), []);
+    assert.deepEqual(steps.map(successorsOf), [['b'], ['c'], ['d'], ['e', 'f'], ['f'], []]);
+    // a terminate step ends the run whatever else it carries
+    assert.deepEqual(successorsOf({ id: 'z', type: 'terminate', status: 'failed', next: 'a' } as never), []);
+  });
+
+  it('finds a step by id and names the one it lacks', () => {
+    const def = validateDefinition({ name: 'order-sync', steps: [t('a', 'b'), end('b')] });
+    assert.equal(stepOf(def, 'b').type, 'terminate');
+    assert.throws(() => stepOf(def, 'ghost'), /^Error: workflow "order-sync" has no step "ghost"$/);
+  });
+
+  it('lists the secrets a definition uses once each, sorted, and none for steps without requests', () => {
+    const def = validateDefinition({
+      name: 's',
+      steps: [
+        { id: 'a', type: 'http_call', method: 'GET', url: 'http://x.test/', headers: { Authorization: { secret: 'zeta' }, 'X-Alt': { secret: 'alpha' }, 'X-Plain': 'text' }, next: 'b' },
+        { id: 'b', type: 'http_call', method: 'GET', url: 'http://x.test/', headers: { Authorization: { secret: 'zeta' } }, next: 'c' },
+        t('c'),
+      ],
+    });
+    assert.deepEqual(secretsUsedBy(def), ['alpha', 'zeta']);
+    assert.deepEqual(secretsUsedBy(validateDefinition({ name: 'n', steps: [t('a')] })), []);
   });
 });

@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { contextOf, createDecider, engineInfo, fold, idempotencyKeyFor } from '../../src/domain/decider';
+import { validateDefinition, type WorkflowDefinition } from '../../src/domain/definition';
+import type { HttpOutcome, RunEvent } from '../../src/domain/events';
+import { RUN_ID, runStarted, simulate, status } from './fixtures';
+
+/*
+ * The decider's edges, one rule per test: where a response counts as done,
+ * which values a branch takes as true, which bytes and headers a request
+ * carries, and what an expression sees. Each pins a boundary mutation testing
+ * found unguarded (npm run mutation).
+ */
+
+const engine = engineInfo();
+type Of<T extends RunEvent['type']> = Extract<RunEvent, { type: T }>['data'];
+const eventsOf = (def: WorkflowDefinition, outcomes: HttpOutcome[] = [], opts: Parameters<typeof simulate>[2] = {}): RunEvent[] =>
+  simulate(def, outcomes, { engine, ...opts }).map((e) => ({ type: e.type, data: e.data }) as RunEvent);
+const first = <T extends RunEvent['type']>(events: RunEvent[], type: T): Of<T> => {
+  const e = events.find((x) => x.type === type);
+  assert.ok(e, `no ${type} in ${events.map((x) => x.type).join(', ')}`);
+  return e.data as Of<T>;
+};
+
+const call = (headers: Record<string, unknown> = {}, body?: string): WorkflowDefinition =>
+  validateDefinition({
+    name: 'push-order',
+    steps: [{ id: 'push', type: 'http_call', method: 'POST', url: 'https://orders.example.com/v1/orders', headers, ...(body ? { body } : {}), retry: { maxAttempts: 2, initialDelayMs: 10, jitter: 0 } }],
+  });
+
+describe('decider edges: which responses finish a step', () => {
+  const outcome = (s: number) => eventsOf(call(), [status(s), status(s)]);
+
+  it('200 and 299 succeed, with the status as their reason', () => {
+    for (const s of [200, 299]) {
+      const events = outcome(s);
+      assert.deepEqual(first(events, 'StepSucceeded').output, { status: s, body: null });
+      assert.equal(first(events, 'RunFinished').status, 'succeeded');
+    }
+  });
+
+  it('300 and 199 are refusals, not retried', () => {
+    for (const s of [300, 199]) {
+      const events = outcome(s);
+      assert.equal(events.filter((e) => e.type === 'RetryScheduled').length, 0, String(s));
+      assert.equal(first(events, 'StepFailed').reason, `step "push" was refused: HTTP ${s}`);
+    }
+  });
+
+  it('with conflictIsSuccess a 409 finishes the step as done', () => {
+    const events = simulate(call(), [status(409)], { engine, decider: createDecider(call(), { conflictIsSuccess: true }) }).map((e) => ({ type: e.type, data: e.data }) as RunEvent);
+    assert.equal(first(events, 'RunFinished').status, 'succeeded');
+    assert.deepEqual(first(events, 'StepSucceeded').output, { status: 409, body: null });
+  });
+
+  it('a target the engine may not call is refused at once, naming the code', () => {
+    const forbidden: HttpOutcome = { kind: 'error', code: 'TARGET_FORBIDDEN', message: '10.0.0.5 is a private address' };
+    const events = eventsOf(call(), [forbidden]);
+    assert.equal(events.filter((e) => e.type === 'RetryScheduled').length, 0);
+    assert.match(first(events, 'StepFailed').reason, /TARGET_FORBIDDEN: 10\.0\.0\.5 is a private address/);
+  });
+
+  it('a network error is retried with the error as its reason', () => {
+    const reset: HttpOutcome = { kind: 'error', code: 'ECONNRESET', message: 'socket hang up' };
+    const events = eventsOf(call(), [reset, status(201)]);
+    assert.equal(first(events, 'RetryScheduled').reason, 'ECONNRESET: socket hang up');
+    assert.equal(first(events, 'RunFinished').status, 'succeeded');
+  });
+});
+
+describe('decider edges: JMESPath truthiness in a branch', () => {
+  const branch = validateDefinition({
+    name: 'vip-check',
+    steps: [
+      { id: 'check', type: 'branch', condition: 'input.v', then: 'yes', else: 'no' },
+      { id: 'yes', type: 'terminate', status: 'succeeded' },
+      { id: 'no', type: 'terminate', status: 'failed', reason: 'took else' },
+    ],
+  });
+  const takes = (v: unknown): boolean => {
+    const out = first(eventsOf(branch, [], { input: { v } }), 'StepSucceeded').output as { condition: boolean; next: string };
+    assert.equal(out.next, out.condition ? 'yes' : 'no');
+    return out.condition;
+  };
+
+  it('false, null, "", [] and {} (and a missing field) take else', () => {
+    for (const v of [false, null, '', [], {}, undefined]) assert.equal(takes(v), false, JSON.stringify(v));
+  });
+
+  it('true, 0, "0", a non-empty list and a non-empty object take then', () => {
+    for (const v of [true, 0, '0', 'no', [0], [false], { a: null }]) assert.equal(takes(v), true, JSON.stringify(v));
+  });
+});
+
+describe('decider edges: the request a step prepares', () => {
+  const prepared = (def: WorkflowDefinition) => first(eventsOf(def, [status(201)], { input: { order: { sku: 'A-1', qty: 2 } } }), 'HttpRequestPrepared') as Of<'HttpRequestPrepared'> & { bodyText?: string | null };
+
+  it('a JSON body is sent as canonical bytes, labelled application/json', () => {
+    const p = prepared(call({ 'X-Trace': 'abc' }, 'input.order'));
+    assert.equal(p.bodyText, '{"qty":2,"sku":"A-1"}');
+    assert.deepEqual(p.headers, { 'X-Trace': 'abc', 'content-type': 'application/json' });
+  });
+
+  it("a Content-Type the workflow sets (in any case) is kept, not doubled", () => {
+    const p = prepared(call({ 'Content-Type': 'application/vnd.orders+json' }, 'input.order'));
+    assert.deepEqual(p.headers, { 'Content-Type': 'application/vnd.orders+json' });
+  });
+
+  it('without a body there are no bytes and no content type', () => {
+    const p = prepared(call({ 'X-Trace': 'abc' }));
+    assert.equal(p.bodyText, null);
+    assert.deepEqual(p.headers, { 'X-Trace': 'abc' });
+  });
+
+  it('the definition keeps its own headers: preparing a request does not write into them', () => {
+    const def = call({ 'X-Trace': 'abc' }, 'input.order');
+    prepared(def);
+    assert.deepEqual((def.steps[0] as { headers: unknown }).headers, { 'X-Trace': 'abc' });
+  });
+
+  it('the key of a first execution hashes run and step; a later execution adds its number', () => {
+    const sha = (s: string) => `mh_${createHash('sha256').update(s).digest('hex').slice(0, 40)}`;
+    assert.equal(idempotencyKeyFor(RUN_ID, 'push'), sha(`${RUN_ID}:push`));
+    assert.equal(idempotencyKeyFor(RUN_ID, 'push', 1), sha(`${RUN_ID}:push`));
+    assert.equal(idempotencyKeyFor(RUN_ID, 'push', 2), sha(`${RUN_ID}:push:2`));
+    assert.equal(prepared(call()).idempotencyKey, sha(`${RUN_ID}:push`));
+  });
+});
+
+describe('decider edges: what an expression sees', () => {
+  it('an object body spreads its fields, and input and steps win over fields of the same name', () => {
+    const state = fold([runStarted(call(), { order: { id: 'o-1' }, steps: 'spoofed', input: 'spoofed' })]);
+    const ctx = contextOf(state);
+    assert.deepEqual(ctx.order, { id: 'o-1' });
+    assert.deepEqual(ctx.steps, {});
+    assert.deepEqual(ctx.input, { order: { id: 'o-1' }, steps: 'spoofed', input: 'spoofed' });
+  });
+
+  it('a list or a scalar body is only seen as input', () => {
+    for (const input of [['a', 'b'], 'text', 7, null]) {
+      assert.deepEqual(contextOf(fold([runStarted(call(), input)])), { input, steps: {} }, JSON.stringify(input));
+    }
+  });
+});
