@@ -121,6 +121,9 @@ export async function operate(db: Pool, ctx: OperatorContext, projectId: string,
         },
         events,
       );
+      // a run retried, resumed or unpaused is due now: wake the workers rather than wait for their poll
+      // (best effort: the action is committed, and a worker finds the run at its next poll anyway)
+      await db.query(`SELECT pg_notify('meshhook_due', '')`).catch(() => undefined);
       return { runId, recorded: committed.recorded, state: committed.state };
     } catch (e) {
       // a worker appended first: decide again on what it wrote

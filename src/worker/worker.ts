@@ -87,6 +87,8 @@ export class Worker {
   private loop: Promise<void> | null = null;
   private stopping = false;
   private wake: (() => void) | null = null;
+  /** a wake-up that came while the loop was not waiting (a claim in flight): the next wait is skipped */
+  private woken = false;
 
   constructor(private readonly opts: WorkerOptions) {
     this.id = opts.id ?? `worker-${randomUUID().slice(0, 8)}`;
@@ -109,7 +111,7 @@ export class Worker {
   /** Finish the batches in flight, release every run, close the lock session. */
   async stop(): Promise<void> {
     this.stopping = true;
-    this.wake?.();
+    this.nudge();
     await this.loop;
     this.loop = null;
     await this.closeLockClient();
@@ -117,6 +119,11 @@ export class Worker {
 
   /** Look for due work now instead of at the next poll. */
   poke(): void {
+    this.nudge();
+  }
+
+  private nudge(): void {
+    this.woken = true;
     this.wake?.();
   }
 
@@ -137,7 +144,7 @@ export class Worker {
             const p = this.advance(runId, projectId).finally(() => {
               running.delete(p);
               // a slot is free: look for more work now rather than at the next poll
-              this.wake?.();
+              this.nudge();
             });
             running.add(p);
           }
@@ -156,7 +163,7 @@ export class Worker {
         this.log({ level: 'info', worker: this.id, msg: 'claims work again', failedTries: failing, afterMs: Date.now() - firstFailure });
         failing = 0;
       }
-      if (claimed === 0 && !this.stopping) {
+      if (claimed === 0 && !this.stopping && !(this.woken && failing === 0)) {
         const wait = failing > 0 ? Math.min(1000, this.pollMs * 2 ** Math.min(failing, 10)) : this.pollMs;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, wait);
@@ -167,6 +174,7 @@ export class Worker {
         });
         this.wake = null;
       }
+      this.woken = false;
     }
     await Promise.allSettled([...running]);
     await this.journal?.flush();
@@ -185,7 +193,15 @@ export class Worker {
       this.log({ level: 'warn', worker: this.id, msg: 'lock session lost', error: e.message });
       if (this.lockClient === c) this.lockClient = null;
     });
+    // a new run wakes this worker (migrations/006_wake_workers.sql); polling remains the fallback
+    c.on('notification', () => this.nudge());
     await c.connect();
+    try {
+      await c.query('LISTEN meshhook_due');
+    } catch (e) {
+      await c.end().catch(() => undefined);
+      throw e;
+    }
     this.lockClient = c;
     return c;
   }

@@ -117,6 +117,26 @@ describe('run store', { timeout: 60_000 }, () => {
     await assert.rejects(pool.query(`UPDATE workflow_versions SET definition = '{}'`), /immutable/);
   });
 
+  it('a new run wakes an idle worker at once: it does not wait for its next poll', async () => {
+    const { pool, url } = await dbs.fresh();
+    const target = await startTarget();
+    // an hour between polls: without the notification the run would sit until the test times out
+    const worker = new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 3_600_000, keyring: KEYS });
+    worker.start();
+    try {
+      // the worker's first claim found nothing and it now waits, listening on its lock session
+      await waitFor('the worker to wait', async () => {
+        const { rows } = await pool.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'`, [`meshhook-lock-${worker.id}`]);
+        return rows.length === 1;
+      });
+      const { runId } = await newRun(pool, orderSyncDefinition(target.url));
+      await waitFor('the run to finish', async () => (await runStatus(pool, runId)) === 'succeeded');
+    } finally {
+      await worker.stop();
+      await target.close();
+    }
+  });
+
   it('rebuildViews repairs a run view edited behind the engine\'s back', async () => {
     const { pool, url } = await dbs.fresh();
     const target = await startTarget();
