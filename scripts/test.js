@@ -19,6 +19,8 @@ const stages = [
   ['step catalogue', process.execPath, ['scripts/steps-doc.js', '--check']],
   ['unit tests', 'sh', ['-c', 'node --test -r ts-node/register test/unit/*.test.ts']],
   ['integration tests', 'sh', ['-c', 'node --test --test-concurrency=1 -r ts-node/register test/integration/*.test.ts']],
+  // figures only (nothing asserts a timing): shows the benchmarks still run and writes reports/bench.md
+  ['benchmarks (quick)', process.execPath, ['scripts/bench.js', '--quick']],
   ['acceptance (profile ci)', process.execPath, ['scripts/acceptance.js', '-p', 'ci', ...extra]],
 ];
 

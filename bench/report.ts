@@ -1,0 +1,178 @@
+/*
+ * npm run bench (last stage) — one page from the benchmarks' JSON reports:
+ * reports/bench.md, with each figure beside its baseline and target, and one
+ * SVG chart per benchmark (reports/bench-<name>.svg). It measures nothing:
+ * it reads whatever reports/*.json the benches wrote and says when each was
+ * measured, so a figure from an earlier run is never passed off as fresh.
+ *
+ * The charts are plain SVG written here (horizontal bars of ratios with the
+ * target as a line): a charting library would be a large dependency for
+ * a dozen bars.
+ */
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const dir = path.resolve(__dirname, '..', 'reports');
+
+interface Bar {
+  label: string;
+  value: number | null;
+  /** the ratio the performance issue asks for */
+  target: number;
+  /** 'min': the value should reach the target; 'max': stay under it */
+  want: 'min' | 'max';
+}
+
+interface Section {
+  name: string;
+  title: string;
+  measuredAt: string;
+  command: string;
+  lines: string[];
+  bars: Bar[];
+}
+
+function read<T>(file: string): { data: T; at: string } | null {
+  const p = path.join(dir, file);
+  if (!existsSync(p)) return null;
+  const data = JSON.parse(readFileSync(p, 'utf8')) as T;
+  const own = (data as { generatedAt?: string; at?: string }).generatedAt ?? (data as { at?: string }).at;
+  return { data, at: own ?? statSync(p).mtime.toISOString() };
+}
+
+const fmt = (v: number | null | undefined, digits = 2): string => (v === null || v === undefined || !Number.isFinite(v) ? '—' : String(Math.round(v * 10 ** digits) / 10 ** digits));
+const met = (b: Bar): string => (b.value === null ? 'not measured' : (b.want === 'min' ? b.value >= b.target : b.value <= b.target) ? 'met' : 'not met');
+
+/** A horizontal bar chart of ratios, the target drawn as a dashed line on each bar's row. */
+export function barChart(title: string, bars: Bar[]): string {
+  const width = 640;
+  const labelW = 260;
+  const rowH = 28;
+  const top = 36;
+  const height = top + bars.length * rowH + 28;
+  const max = Math.max(1.2, ...bars.map((b) => Math.max(b.value ?? 0, b.target))) * 1.1;
+  const x = (v: number) => labelW + (v / max) * (width - labelW - 60);
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  const rows = bars.map((b, i) => {
+    const y = top + i * rowH;
+    const ok = met(b) === 'met';
+    const fill = b.value === null ? '#bbb' : ok ? '#2e7d32' : '#c62828';
+    return [
+      `<text x="${labelW - 8}" y="${y + 17}" text-anchor="end" font-size="12">${esc(b.label)}</text>`,
+      b.value === null ? '' : `<rect x="${labelW}" y="${y + 5}" width="${Math.max(1, x(b.value) - labelW).toFixed(1)}" height="16" fill="${fill}"/>`,
+      `<text x="${((b.value === null ? labelW : x(b.value)) + 4).toFixed(1)}" y="${y + 17}" font-size="12">${b.value === null ? 'not measured' : `${fmt(b.value)}×`}</text>`,
+      `<line x1="${x(b.target).toFixed(1)}" x2="${x(b.target).toFixed(1)}" y1="${y + 2}" y2="${y + 24}" stroke="#333" stroke-dasharray="3,2"/>`,
+    ].join('');
+  });
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="8" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`,
+    ...rows,
+    `<line x1="${x(1).toFixed(1)}" x2="${x(1).toFixed(1)}" y1="${top - 4}" y2="${height - 24}" stroke="#999"/>`,
+    `<text x="${x(1).toFixed(1)}" y="${height - 8}" text-anchor="middle" font-size="11">1× (baseline)</text>`,
+    `<text x="${width - 8}" y="${height - 8}" text-anchor="end" font-size="11">dashed: target; green met, red not</text>`,
+    `</svg>`,
+  ].join('\n');
+}
+
+function sideBySide(): Section | null {
+  type R = { config: { workflows: number; repeats: number; quick: boolean; dbosVersion: string }; results: Record<string, { wfPerSec: number; commitsPerWf: number; statementsPerWf: number }>; ratios: Record<string, { throughput: { ratio: number; min: number; max: number } }> };
+  const f = read<R>('side-by-side.json');
+  if (!f) return null;
+  const { config, results, ratios } = f.data;
+  const lines = [
+    `${config.workflows} workflows per trial × ${config.repeats} repeats${config.quick ? ' (quick mode)' : ''}, DBOS Transact ${config.dbosVersion}, one embedded Postgres, interleaved.`,
+    '',
+    '| case | wf/s (median) | commits / wf | statements / wf |',
+    '| --- | --- | --- | --- |',
+    ...Object.entries(results).map(([k, v]) => `| ${k} | ${fmt(v.wfPerSec, 1)} | ${fmt(v.commitsPerWf)} | ${fmt(v.statementsPerWf)} |`),
+  ];
+  const r = (k: string) => ratios[k]?.throughput;
+  const bars: Bar[] = [
+    { label: 'engine ÷ DBOS, 3 pure steps', value: r('engineVsDbosPure')?.ratio ?? null, target: 4, want: 'min' },
+    { label: 'engine ÷ DBOS, one HTTP step', value: r('engineVsDbosHttp')?.ratio ?? null, target: 4, want: 'min' },
+    { label: 'engine ÷ SKIP LOCKED floor', value: r('engineVsFloorPure')?.ratio ?? null, target: 1, want: 'min' },
+  ];
+  const commits = results['engine/pure']?.commitsPerWf ?? null;
+  lines.push('', `Engine commits per workflow (pure): ${fmt(commits)} (target ≤ 4: ${commits === null ? 'not measured' : commits <= 4 ? 'met' : 'not met'}).`);
+  return { name: 'dbos', title: 'End to end, side by side with DBOS', measuredAt: f.at, command: config.quick ? 'npm run bench:dbos -- --quick' : 'npm run bench:dbos', lines, bars };
+}
+
+function replayAtScale(): Section | null {
+  type Row = { events: number; floorMs: number; replayMs: number; verifyMs: number; replaySpeedVsFloor: number; verifySpeedVsFloor: number; floorPeakMb: number; replayPeakMb: number; verifyPeakMb: number };
+  const f = read<{ repeats: number; runs: Row[] }>('bench-replay.json');
+  if (!f) return null;
+  const lines = [
+    `One run's log read back from Postgres, medians of ${f.data.repeats} repeat(s), each measurement in a fresh child process after a warm-up. Speed vs floor = the floor's time ÷ its time; peak MB = RSS growth during the measurement.`,
+    '',
+    '| events | floor ms (peak MB) | replay ms (× floor speed, peak MB) | verify ms (× floor speed, peak MB) |',
+    '| --- | --- | --- | --- |',
+    ...f.data.runs.map((x) => `| ${x.events} | ${fmt(x.floorMs, 1)} (${fmt(x.floorPeakMb, 1)}) | ${fmt(x.replayMs, 1)} (${fmt(x.replaySpeedVsFloor)}×, ${fmt(x.replayPeakMb, 1)}) | ${fmt(x.verifyMs, 1)} (${fmt(x.verifySpeedVsFloor)}×, ${fmt(x.verifyPeakMb, 1)}) |`),
+  ];
+  const bars = f.data.runs.flatMap((x): Bar[] => [
+    { label: `replay, ${x.events} events`, value: x.replaySpeedVsFloor, target: 0.9, want: 'min' },
+    { label: `verify, ${x.events} events`, value: x.verifySpeedVsFloor, target: 0.9, want: 'min' },
+  ]);
+  return { name: 'replay', title: 'Replay and verify from Postgres, speed vs reading the rows', measuredAt: f.at, command: 'npm run bench:replay', lines, bars };
+}
+
+function verifyAtScale(): Section | null {
+  type R = { runs: number; events: number; floorMs: number; verifyMs: number; verifyOverFloor: number; badRuns: number };
+  const f = read<R>('bench-verify.json');
+  if (!f) return null;
+  const d = f.data;
+  const lines = [`\`meshhook verify --all\` over ${d.events} events (${d.runs} runs, ${d.badRuns} bad): ${fmt(d.verifyMs, 0)} ms; reading and parsing the same rows: ${fmt(d.floorMs, 0)} ms.`];
+  return { name: 'verify', title: 'Verify a whole project, time vs the floor', measuredAt: f.at, command: 'npm run bench:verify', lines, bars: [{ label: `verify --all ÷ floor (${d.events} events)`, value: d.verifyOverFloor, target: 1.2, want: 'max' }] };
+}
+
+function engineVsStateStored(): Section | null {
+  type R = { at: string; config: { runs: number; repeats: number }; ratios: { engineVsStateStored: Record<string, { ratio: number | null }>; failpointsNoMatchVsNone: Record<string, { ratio: number | null }> }; verdicts: string[] };
+  const f = read<R>('bench.json');
+  if (!f) return null;
+  const { ratios, verdicts, config } = f.data;
+  const lines = [`${config.runs} runs × ${config.repeats} repeats per executor, interleaved.`, '', ...verdicts.map((v) => `- ${v}`)];
+  const bars: Bar[] = [
+    { label: 'engine ÷ state-stored throughput', value: ratios.engineVsStateStored.throughput?.ratio ?? null, target: 1, want: 'min' },
+    { label: 'armed failpoint ÷ none throughput', value: ratios.failpointsNoMatchVsNone.throughput?.ratio ?? null, target: 0.95, want: 'min' },
+  ];
+  return { name: 'engine', title: 'What the log costs: engine vs a state-stored twin', measuredAt: f.at, command: 'npm run bench:engine', lines, bars };
+}
+
+function liveLogs(): Section | null {
+  type R = { subscribers: number; throughputRatio: number; commitToSubscriberMs: { p50: number; p99: number; events: number }; runsPerSecNone: number; runsPerSecWithSubscribers: number };
+  const f = read<R>('bench-live-logs.json');
+  if (!f) return null;
+  const d = f.data;
+  const lines = [
+    `Commit → subscriber over ${d.commitToSubscriberMs.events} events: median ${fmt(d.commitToSubscriberMs.p50, 1)} ms, p99 ${fmt(d.commitToSubscriberMs.p99, 1)} ms.`,
+    `Workers' throughput with ${d.subscribers} supabase-js subscribers: ${fmt(d.runsPerSecWithSubscribers, 1)} runs/s against ${fmt(d.runsPerSecNone, 1)} with none.`,
+  ];
+  return { name: 'live', title: 'Live logs: throughput with subscribers', measuredAt: f.at, command: 'npm run bench:live', lines, bars: [{ label: `with ${d.subscribers} subscribers ÷ none`, value: d.throughputRatio, target: 0.95, want: 'min' }] };
+}
+
+export function writeReport(): string {
+  const sections = [sideBySide(), replayAtScale(), verifyAtScale(), engineVsStateStored(), liveLogs()].filter((s): s is Section => s !== null);
+  const md: string[] = [
+    '# Benchmarks',
+    '',
+    `Written ${new Date().toISOString()} on ${os.cpus().length} CPU(s) (${os.cpus()[0]?.model ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}. Figures are ratios against a baseline measured in the same run; nothing here is a timed test.`,
+    '',
+    '| figure | ratio | target | |',
+    '| --- | --- | --- | --- |',
+    ...sections.flatMap((s) => s.bars.map((b) => `| ${b.label} | ${b.value === null ? '—' : `${fmt(b.value)}×`} | ${b.want === 'min' ? '≥' : '≤'} ${b.target}× | ${met(b)} |`)),
+  ];
+  for (const s of sections) {
+    const svg = `bench-${s.name}.svg`;
+    writeFileSync(path.join(dir, svg), barChart(s.title, s.bars) + '\n');
+    md.push('', `## ${s.title}`, '', `Measured ${s.measuredAt} by \`${s.command}\`.`, '', ...s.lines, '', `![${s.title}](${svg})`);
+  }
+  if (sections.length === 0) md.push('', 'No benchmark has written its report yet: run `npm run bench`.');
+  writeFileSync(path.join(dir, 'bench.md'), md.join('\n') + '\n');
+  return md.slice(0, 7 + sections.reduce((n, s) => n + s.bars.length, 0)).join('\n');
+}
+
+if (require.main === module) {
+  process.stdout.write(writeReport() + '\n\nreports/bench.md and reports/bench-*.svg\n');
+}
