@@ -140,6 +140,23 @@ function engineVsStateStored(): Section | null {
   return { name: 'engine', title: 'What the log costs: engine vs a state-stored twin', measuredAt: f.at, command: 'npm run bench:engine', lines, bars };
 }
 
+function recovery(): Section | null {
+  type R = { config: { runs: number; repeats: number; workers: number; concurrency: number }; noCrashMs: number; crashMs: number; finishOverNoCrash: number; resumeMs: number; inFlightAtKill: number; repeatedRequests: number; repeatsWithOtherBytes: number };
+  const f = read<R>('bench-recovery.json');
+  if (!f) return null;
+  const d = f.data;
+  const lines = [
+    `${d.config.runs} runs, ${d.config.workers} worker processes × concurrency ${d.config.concurrency}, every worker SIGKILLed half way, fresh ones started at once; medians of ${d.config.repeats}.`,
+    `${d.inFlightAtKill} runs in flight at the kill, all moving again ${fmt(d.resumeMs, 0)} ms after the fresh workers were spawned (process start included; target ≤ 1 s).`,
+    `Working time with the crash ${fmt(d.crashMs, 0)} ms against ${fmt(d.noCrashMs, 0)} ms without. Requests sent again under a known key: ${d.repeatedRequests}, of them with other bytes: ${d.repeatsWithOtherBytes}.`,
+  ];
+  const bars: Bar[] = [
+    { label: 'working time, crash ÷ no crash', value: d.finishOverNoCrash, target: 1.1, want: 'max' },
+    { label: 'in-flight runs moving again ÷ 1 s', value: d.resumeMs / 1000, target: 1, want: 'max' },
+  ];
+  return { name: 'recovery', title: 'Recovery after every worker is SIGKILLed', measuredAt: f.at, command: 'npm run bench:recovery', lines, bars };
+}
+
 function liveLogs(): Section | null {
   type R = { subscribers: number; throughputRatio: number; commitToSubscriberMs: { p50: number; p99: number; events: number }; runsPerSecNone: number; runsPerSecWithSubscribers: number };
   const f = read<R>('bench-live-logs.json');
@@ -153,7 +170,7 @@ function liveLogs(): Section | null {
 }
 
 export function writeReport(): string {
-  const sections = [sideBySide(), replayAtScale(), verifyAtScale(), engineVsStateStored(), liveLogs()].filter((s): s is Section => s !== null);
+  const sections = [sideBySide(), replayAtScale(), verifyAtScale(), recovery(), engineVsStateStored(), liveLogs()].filter((s): s is Section => s !== null);
   const md: string[] = [
     '# Benchmarks',
     '',

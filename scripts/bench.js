@@ -22,6 +22,7 @@ const benches = quick
       ['side by side with DBOS', ...node(['bench/side-by-side.ts'])],
       ['verify at scale', ...node(['bench/verify-at-scale.ts'])],
       ['replay at scale', ...node(['--expose-gc', 'bench/replay-at-scale.ts'])],
+      ['recovery after every worker is killed', ...node(['bench/recovery.ts'])],
       ['live logs', ...node(['bench/live-logs.ts'])],
     ];
 
