@@ -94,6 +94,7 @@ function sideBySide(): Section | null {
     { label: 'engine ÷ DBOS, 3 pure steps', value: r('engineVsDbosPure')?.ratio ?? null, target: 4, want: 'min' },
     { label: 'engine ÷ DBOS, one HTTP step', value: r('engineVsDbosHttp')?.ratio ?? null, target: 4, want: 'min' },
     { label: 'engine ÷ SKIP LOCKED floor', value: r('engineVsFloorPure')?.ratio ?? null, target: 1, want: 'min' },
+    { label: 'group commit ÷ one tx per batch', value: r('groupCommitVsSinglePure')?.ratio ?? null, target: 1, want: 'min' },
   ];
   const commits = results['engine/pure']?.commitsPerWf ?? null;
   lines.push('', `Engine commits per workflow (pure): ${fmt(commits)} (target ≤ 4: ${commits === null ? 'not measured' : commits <= 4 ? 'met' : 'not met'}).`);

@@ -63,11 +63,14 @@ interface Case {
   key: string;
   contender: 'dbos' | 'floor' | 'engine';
   variant: 'pure' | 'http';
+  /** the engine with one transaction per batch instead of group commit across runs */
+  single?: boolean;
 }
 const CASES: Case[] = [
   { key: 'dbos/pure', contender: 'dbos', variant: 'pure' },
   { key: 'floor/pure', contender: 'floor', variant: 'pure' },
   { key: 'engine/pure', contender: 'engine', variant: 'pure' },
+  { key: 'engine-single/pure', contender: 'engine', variant: 'pure', single: true },
   { key: 'dbos/http', contender: 'dbos', variant: 'http' },
   { key: 'engine/http', contender: 'engine', variant: 'http' },
 ];
@@ -215,7 +218,7 @@ async function main(): Promise<void> {
           cse.contender === 'dbos'
             ? await runDbosTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, executors: extra.executors ?? 1, pollMs: POLL_MS })
             : cse.contender === 'engine'
-              ? await runEngineTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, pollMs: POLL_MS })
+              ? await runEngineTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, pollMs: POLL_MS, groupCommit: !cse.single })
               : await runFloorTrial({ databaseUrl, workflows, concurrency, pollMs: POLL_MS });
         return { ...r, db, case: cse.key };
       } finally {
@@ -309,6 +312,10 @@ async function main(): Promise<void> {
         commitsPerWf: pairedRatio((x) => x.commitsPerWf, 'engine/http', 'dbos/http'),
       },
       engineVsFloorPure: { throughput: pairedRatio((x) => x.wfPerSec, 'engine/pure', 'floor/pure') },
+      groupCommitVsSinglePure: {
+        throughput: pairedRatio((x) => x.wfPerSec, 'engine/pure', 'engine-single/pure'),
+        commitsPerWf: pairedRatio((x) => x.commitsPerWf, 'engine/pure', 'engine-single/pure'),
+      },
     };
 
     out(`\nmedians over ${repeats} repeats (${WORKFLOWS} workflows per trial)\n`);
@@ -325,6 +332,7 @@ async function main(): Promise<void> {
       ['engine / dbos throughput (pure)', ratios.engineVsDbosPure.throughput],
       ['engine / dbos throughput (http)', ratios.engineVsDbosHttp.throughput],
       ['engine / floor throughput (pure)', ratios.engineVsFloorPure.throughput],
+      ['group commit / one transaction per batch (pure)', ratios.groupCommitVsSinglePure.throughput],
     ] as const)
       out(`  ${label}: ${r.ratio}× [${r.min}–${r.max}]\n`);
     const ts = target.stats();

@@ -35,6 +35,8 @@ export interface EngineTrialOptions {
   pollMs?: number;
   adminUrl?: string;
   deadlineMs?: number;
+  /** group commit across runs (the worker's default); false: one transaction per batch */
+  groupCommit?: boolean;
 }
 
 function definition(variant: Variant, targetUrl: string): Record<string, unknown> {
@@ -95,7 +97,7 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
     };
     const each = Math.max(1, Math.round(o.concurrency / o.workers));
     for (let i = 0; i < o.workers; i++) {
-      workers.push(new Worker({ pool, lockConnection: { connectionString: o.databaseUrl }, pollMs: o.pollMs, concurrency: each, id: `sbs-${i + 1}`, keyring: KEYS, log }));
+      workers.push(new Worker({ pool, lockConnection: { connectionString: o.databaseUrl }, pollMs: o.pollMs, concurrency: each, id: `sbs-${i + 1}`, keyring: KEYS, log, groupCommit: o.groupCommit }));
     }
     const cpuBefore = process.cpuUsage();
     const t0 = performance.now();

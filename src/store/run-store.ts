@@ -185,6 +185,22 @@ export interface BatchContext {
   step: string | null;
   /** the state after the events, when the caller has already folded them (saves folding twice) */
   stateAfter?: RunState;
+  /** commits this batch together with other runs' batches (src/store/group-commit.ts); unused while failpoints are armed */
+  group?: BatchGroup;
+}
+
+/** A batch ready to append: its log entries and the run view after them, in the columns the store writes. */
+export interface PreparedBatch {
+  projectId: string;
+  runId: string;
+  expectedSeq: number;
+  /** meshhook_commit_batch's arguments after the first three, in order */
+  columns: unknown[];
+}
+
+/** Somewhere batches of many runs are committed together: resolves when this one is, rejects with ConcurrencyError when another writer won. */
+export interface BatchGroup {
+  append(batch: PreparedBatch): Promise<void>;
 }
 
 export interface Committed {
@@ -260,18 +276,39 @@ async function writeView(client: PoolClient, state: RunState, lastSeq: number, e
   return res.rowCount ?? 0;
 }
 
-async function appendInOneCall(db: Pool, ctx: BatchContext, recorded: RecordedEvent[], state: RunState, lastSeq: number, head: SignedHead): Promise<void> {
-  const v = toRunView(state, lastSeq);
-  await db.query(
-    `SELECT meshhook_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
-    [
-      ctx.projectId,
-      ctx.runId,
-      ctx.expectedSeq,
-      ...eventColumns(recorded),
-      ...viewColumns(v, head),
-    ],
-  );
+function prepared(ctx: BatchContext, recorded: RecordedEvent[], state: RunState, lastSeq: number, head: SignedHead): PreparedBatch {
+  return { projectId: ctx.projectId, runId: ctx.runId, expectedSeq: ctx.expectedSeq, columns: [...eventColumns(recorded), ...viewColumns(toRunView(state, lastSeq), head)] };
+}
+
+/** One batch, one call, its own transaction (migrations/004_commit_batch.sql). Throws ConcurrencyError when another writer won. */
+export async function appendBatch(db: Pool, b: PreparedBatch): Promise<void> {
+  try {
+    await db.query(`SELECT meshhook_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`, [b.projectId, b.runId, b.expectedSeq, ...b.columns]);
+  } catch (e) {
+    if (isRetryableConflict(e)) throw new ConcurrencyError(b.runId, b.expectedSeq);
+    throw e;
+  }
+}
+
+const BATCH_FIELDS = ['seqs', 'types', 'versions', 'payloads', 'recordedAt', 'prevHashes', 'hashes', 'kids', 'status', 'currentStep', 'outputs', 'attempts', 'result', 'wakeAt', 'lastSeq', 'startedAt', 'finishedAt', 'headHash', 'headMac'] as const;
+
+/**
+ * Many runs' batches in one call and one transaction (migrations/007_commit_batches.sql):
+ * for each, true when it was kept, false when another writer had moved its run on.
+ * Any other error fails them all.
+ */
+export async function appendBatches(db: Pool, batches: PreparedBatch[]): Promise<boolean[]> {
+  const doc = batches.map((b) => {
+    const o: Record<string, unknown> = { project: b.projectId, run: b.runId, expectedSeq: b.expectedSeq };
+    BATCH_FIELDS.forEach((f, i) => {
+      const v = b.columns[i];
+      // arrays travel as texts (the function casts them back); everything else as its text or null
+      o[f] = Array.isArray(v) ? v.map((x) => (x === null || x === undefined ? null : String(x))) : v === null || v === undefined ? null : String(v);
+    });
+    return o;
+  });
+  const { rows } = await db.query<{ ok: boolean }>('SELECT ok FROM meshhook_commit_batches($1::jsonb) AS ok', [JSON.stringify(doc)]);
+  return rows.map((r) => r.ok);
 }
 
 function isRetryableConflict(e: unknown): boolean {
@@ -296,12 +333,8 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
     // one round trip: the batch and the view in one call, its own transaction (migrations/004_commit_batch.sql).
     // With failpoints armed the statements below run one by one instead, so a failpoint can stop a worker
     // between them, inside the open transaction, as the crash-point scenarios need.
-    try {
-      await appendInOneCall(db, ctx, recorded, state, lastSeq, head);
-    } catch (e) {
-      if (isRetryableConflict(e)) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
-      throw e;
-    }
+    const batch = prepared(ctx, recorded, state, lastSeq, head);
+    await (ctx.group ? ctx.group.append(batch) : appendBatch(db, batch));
     return { recorded, state, lastSeq, lastHash: last.hash };
   }
   const client = await db.connect();

@@ -1,7 +1,7 @@
 /*
  * A worker as its own process: `node dist/worker/main.js`. Configured by env
  * (DATABASE_URL, MESHHOOK_WORKER_ID, MESHHOOK_POLL_MS, MESHHOOK_CONCURRENCY,
- * MESHHOOK_CLOCK_OFFSET_MS, MESHHOOK_FAILPOINTS, MESHHOOK_FAILPOINT_LOG, and
+ * MESHHOOK_CLOCK_OFFSET_MS, MESHHOOK_GROUP_COMMIT=0 (one transaction per batch), MESHHOOK_FAILPOINTS, MESHHOOK_FAILPOINT_LOG, and
  * MESHHOOK_INTAKE_PORT to serve the webhook intake from the same process) and
  * IPC messages ({ type: 'clock', offsetMs } | { type: 'stop' }). JSON log
  * lines on stdout. SIGTERM, SIGINT or 'stop' end it gracefully with exit 0.
@@ -42,6 +42,7 @@ async function main(): Promise<void> {
     pollMs: intEnv('MESHHOOK_POLL_MS', 50),
     concurrency: intEnv('MESHHOOK_CONCURRENCY', undefined),
     ignoreLocks: process.env.MESHHOOK_UNSAFE_IGNORE_LOCKS === '1',
+    groupCommit: process.env.MESHHOOK_GROUP_COMMIT !== '0',
     log,
   });
 

@@ -8,6 +8,7 @@ import { Keyring } from '../security/keyring';
 import { loadSecretValues } from '../store/secrets';
 import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
 import { loadVersion, LoadedVersion, TamperedDefinitionError } from '../store/registry';
+import { GroupCommit } from '../store/group-commit';
 import { assertIntact, commitBatch, ConcurrencyError, LoadedRun, loadRun, TamperedRunError } from '../store/run-store';
 import { Clock, systemClock } from './clock';
 import { SendContext, sendRequest } from './http-client';
@@ -48,6 +49,8 @@ export interface WorkerOptions {
    * append, not on the lock.
    */
   ignoreLocks?: boolean;
+  /** commit the batches of runs decided meanwhile together, one transaction for many (default on; src/store/group-commit.ts) */
+  groupCommit?: boolean;
 }
 
 export interface WorkerStats {
@@ -84,6 +87,8 @@ export class Worker {
   /** runs that failed for an unexpected reason wait before they are tried again, instead of hot-looping */
   private readonly backoffUntil = new Map<string, { at: number; delayMs: number }>();
   private readonly journal: HeadJournal | null;
+  /** batches of many runs in one transaction; with failpoints armed commitBatch goes batch by batch instead */
+  readonly group: GroupCommit | undefined;
   private loop: Promise<void> | null = null;
   private stopping = false;
   private wake: (() => void) | null = null;
@@ -100,6 +105,7 @@ export class Worker {
     this.random = opts.random ?? Math.random;
     this.log = opts.log ?? (() => undefined);
     this.journal = opts.headJournal && opts.keyring ? new HeadJournal(opts.headJournal, opts.keyring.chainKey()) : null;
+    this.group = opts.groupCommit === false ? undefined : new GroupCommit(this.pool);
   }
 
   start(): void {
@@ -320,6 +326,7 @@ export class Worker {
             failpoints: this.failpoints,
             step: pendingStep,
             stateAfter: working,
+            group: this.group,
           },
           pending,
         );

@@ -7,7 +7,8 @@ import { definitionHash } from '../../src/domain/definition';
 import { Failpoints } from '../../src/faults/failpoints';
 import { readRunView, rebuildViews, verifyRun } from '../../src/replay-service';
 import { latestVersion, loadVersion, publishWorkflow, TamperedDefinitionError } from '../../src/store/registry';
-import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, startRun } from '../../src/store/run-store';
+import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, PreparedBatch, startRun } from '../../src/store/run-store';
+import { GroupCommit } from '../../src/store/group-commit';
 import { Worker } from '../../src/worker/worker';
 import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus, projectId, KEYS, publish } from './helpers';
 
@@ -88,6 +89,58 @@ describe('run store', { timeout: 60_000 }, () => {
     const ctx = { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), chain: KEYS.chainKey(), failpoints: Failpoints.none(), step: null };
     await assert.rejects(commitBatch(pool, ctx, events), ConcurrencyError);
     assert.equal(await count(pool, 'run_events'), 1, 'the batch left no event behind');
+  });
+
+  it('group commit: three runs\' batches in one transaction; the one whose run moved on is refused alone', async () => {
+    const { pool } = await dbs.fresh();
+    const group = new GroupCommit(pool);
+    const made = [];
+    for (let i = 0; i < 3; i++) made.push(await newRun(pool, orderSyncDefinition('http://127.0.0.1:9', `sync-${i}`)));
+    const before = await count(pool, 'run_events');
+    const batches = [];
+    for (const [i, { runId, version }] of made.entries()) {
+      const run = (await loadRun(pool, await projectId(pool), runId))!;
+      const events = createDecider(version.definition).decide({ type: 'ExecuteStep', data: { at: new Date().toISOString() } }, run.state);
+      // the second run's view moves on behind the writer's back: its batch must be refused, the others kept
+      if (i === 1) await pool.query('UPDATE runs SET last_seq = 99 WHERE id = $1', [runId]);
+      const ctx = { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), chain: KEYS.chainKey(), failpoints: Failpoints.none(), step: null, group };
+      batches.push({ ctx, events });
+    }
+    // decided in the same turn of the event loop, as a worker's runs are: they go together
+    const settled = await Promise.allSettled(batches.map(({ ctx, events }) => commitBatch(pool, ctx, events).then(() => events.length)));
+    assert.equal(group.stats.calls, 1, 'one call for the three batches');
+    assert.equal(group.stats.largest, 3);
+    assert.equal(settled[0].status, 'fulfilled');
+    assert.equal(settled[2].status, 'fulfilled');
+    assert.equal(settled[1].status, 'rejected');
+    assert.ok((settled[1] as PromiseRejectedResult).reason instanceof ConcurrencyError);
+    const kept = (settled[0] as PromiseFulfilledResult<number>).value + (settled[2] as PromiseFulfilledResult<number>).value;
+    assert.equal(await count(pool, 'run_events'), before + kept, 'the refused batch left nothing behind');
+    for (const i of [0, 2]) assert.equal((await verifyRun(pool, await projectId(pool), made[i].runId, { keys: KEYS.chainKeys() })).ok, true);
+  });
+
+  it('group commit: a call that fails for another reason is tried batch by batch, so only the bad batch fails', async () => {
+    const { pool } = await dbs.fresh();
+    const group = new GroupCommit(pool);
+    const made = [];
+    for (let i = 0; i < 2; i++) made.push(await newRun(pool, orderSyncDefinition('http://127.0.0.1:9', `sync-${i}`)));
+    // each run's batch as the store would send it (captured, not committed)
+    const prepared: PreparedBatch[] = [];
+    const capture = { append: async (b: PreparedBatch) => void prepared.push(b) };
+    for (const { runId, version } of made) {
+      const run = (await loadRun(pool, await projectId(pool), runId))!;
+      const events = createDecider(version.definition).decide({ type: 'ExecuteStep', data: { at: new Date().toISOString() } }, run.state);
+      await commitBatch(pool, { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), chain: KEYS.chainKey(), failpoints: Failpoints.none(), step: null, group: capture }, events);
+    }
+    // the first batch carries a payload that is not JSON: an error that is no conflict, and fails the whole call
+    const columns = [...prepared[0].columns];
+    columns[3] = (columns[3] as string[]).map(() => '{not json');
+    const [bad, good] = await Promise.allSettled([group.append({ ...prepared[0], columns }), group.append(prepared[1])]);
+    assert.equal(group.stats.fallbacks, 1, 'the group call failed and was tried batch by batch');
+    assert.equal(bad.status, 'rejected');
+    assert.ok(!((bad as PromiseRejectedResult).reason instanceof ConcurrencyError), 'the bad batch gets its own error, not a conflict');
+    assert.equal(good.status, 'fulfilled', 'the good batch is kept');
+    assert.equal((await verifyRun(pool, await projectId(pool), made[1].runId, { keys: KEYS.chainKeys() })).ok, true);
   });
 
   it('the database refuses UPDATE, DELETE and TRUNCATE on run_events', async () => {
