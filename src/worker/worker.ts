@@ -84,6 +84,9 @@ export class Worker {
   private lockClient: Client | null = null;
   /** pg allows one query at a time per client: lock and unlock calls queue here */
   private lockOps: Promise<unknown> = Promise.resolve();
+  /** runs released and not yet unlocked, and the queued statement that will unlock them */
+  private unlocks: string[] = [];
+  private unlocking: Promise<void> | null = null;
   /** runs that failed for an unexpected reason wait before they are tried again, instead of hot-looping */
   private readonly backoffUntil = new Map<string, { at: number; delayMs: number }>();
   private readonly journal: HeadJournal | null;
@@ -254,11 +257,30 @@ export class Worker {
     return rows.map(({ id, project_id }) => ({ id, projectId: project_id }));
   }
 
-  private async release(runId: string): Promise<void> {
+  /**
+   * Runs given back together: every run released before the unlock statement
+   * reaches the lock session goes in the same statement. The unlock is queued
+   * on the lock session at once, so a claim made after this release runs
+   * after the unlock (a session lock is re-entrant: claiming a run still held
+   * would hold it twice and one unlock would not free it).
+   */
+  private release(runId: string): Promise<void> {
     this.inFlight.delete(runId);
-    const c = this.lockClient;
-    if (!c) return;
-    await this.onLock(() => c.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_CLASS, runId])).catch(() => undefined);
+    if (!this.lockClient) return Promise.resolve();
+    this.unlocks.push(runId);
+    this.unlocking ??= this.onLock(async () => {
+      const ids = this.unlocks;
+      this.unlocks = [];
+      this.unlocking = null;
+      // the session as it is now: if it was replaced since, the old one's locks went with it
+      const c = this.lockClient;
+      if (!c) return;
+      await c.query('SELECT pg_advisory_unlock($1, hashtext(id)) FROM unnest($2::text[]) AS id', [LOCK_CLASS, ids]);
+    }).then(
+      () => undefined,
+      () => undefined,
+    );
+    return this.unlocking;
   }
 
   private async deciderFor(run: LoadedRun): Promise<RunDecider> {
