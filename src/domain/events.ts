@@ -177,15 +177,6 @@ export const EVENT_TYPES: readonly RunEventType[] = [
 /** Schema version of every event payload written today; bumped per type when a payload changes shape. */
 export const EVENT_VERSION = 1;
 
-/** Input events open a batch; the rest of the batch is decided from them. */
-export const INPUT_EVENT_TYPES: ReadonlySet<RunEventType> = new Set([
-  'RunStarted',
-  'StepStarted',
-  'HttpResponseRecorded',
-  'TimerFired',
-  'OperatorActed',
-]);
-
 /** An event as stored in the run log. */
 export interface RecordedEvent<E extends RunEvent = RunEvent> {
   runId: string;
