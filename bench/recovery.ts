@@ -97,27 +97,15 @@ function spawnWorkers(url: string, tag: string): ChildProcess[] {
   );
 }
 
-async function killAll(children: ChildProcess[]): Promise<void> {
+/** Signal every worker process and wait for each to be gone: SIGKILL for the crash, SIGTERM to end a trial. */
+async function endAll(children: ChildProcess[], signal: NodeJS.Signals): Promise<void> {
   await Promise.all(
     children.map(
       (c) =>
         new Promise<void>((res) => {
           if (c.exitCode !== null || c.signalCode !== null) return res();
           c.once('exit', () => res());
-          c.kill('SIGKILL');
-        }),
-    ),
-  );
-}
-
-async function stopAll(children: ChildProcess[]): Promise<void> {
-  await Promise.all(
-    children.map(
-      (c) =>
-        new Promise<void>((res) => {
-          if (c.exitCode !== null || c.signalCode !== null) return res();
-          c.once('exit', () => res());
-          c.kill('SIGTERM');
+          c.kill(signal);
         }),
     ),
   );
@@ -172,7 +160,7 @@ async function main(): Promise<void> {
         const figures: Record<string, number> = {};
         if (kind === 'crash') {
           while ((await done()) < RUNS / 2) await sleep(5);
-          await killAll(workers);
+          await endAll(workers, 'SIGKILL');
           const tKill = performance.now();
           // in flight: started its steps and not finished; each must record something new after the restart
           const { rows } = await watch.query<{ id: string; last_seq: number }>(
@@ -208,7 +196,7 @@ async function main(): Promise<void> {
           while ((await done()) < RUNS) await sleep(10);
           figures.workMs = performance.now() - t0;
         }
-        await stopAll(workers);
+        await endAll(workers, 'SIGTERM');
         await watch.end();
         const t = target.figures();
         Object.assign(figures, { keys: t.keys, repeatedRequests: t.repeats, repeatsWithOtherBytes: t.otherBytes });
