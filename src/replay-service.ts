@@ -8,7 +8,7 @@ import { LogVerifier, replayLog, toDomainEvent, VerifyReport } from './domain/re
 import { compareViews, RunView, toRunView } from './domain/run-view';
 import { Checkpoint, CheckpointIndex, checkpointProblem } from './integrity/checkpoints';
 import { loadVersion, NotFoundError, readVersion } from './store/registry';
-import { headOf, loadEvents, readEvents, streamEvents, viewFromRow, writeRebuiltView } from './store/run-store';
+import { headOf, loadEvents, readEvents, streamEvents, streamFoldedEvents, viewFromRow, writeRebuiltView } from './store/run-store';
 
 /*
  * Replay, verify and rebuild runs straight from the run log in Postgres.
@@ -82,7 +82,7 @@ export async function replayRunState(db: Pool, projectId: string, runId: string)
     async (c) => {
       if (!(await readStored(c, projectId, runId))) return null;
       const state = initialState();
-      const eventCount = await streamEvents(c, { runId }, (page) => {
+      const eventCount = await streamFoldedEvents(c, runId, (page) => {
         for (const e of page) evolveInPlace(state, toDomainEvent(e));
       });
       return { state, eventCount };
@@ -324,7 +324,7 @@ export async function verifyProject(
             if (open && (open as RunJudge).runId === e.runId) (open as RunJudge).push(e);
           }
         },
-        opts.pageSize ?? 5_000,
+        opts.pageSize,
       );
       if (open) close();
       advanceTo(null);

@@ -32,7 +32,7 @@ export interface VerifyReport {
   state: RunState;
 }
 
-export function toDomainEvent(e: RecordedEvent): RunEvent {
+export function toDomainEvent(e: Pick<RecordedEvent, 'seq' | 'type' | 'version' | 'data'>): RunEvent {
   assertKnownEvent(e.seq, e.type, e.version);
   return { type: e.type, data: e.data } as RunEvent;
 }
