@@ -6,6 +6,7 @@
 // is the acceptance result, "N passed, N failed".
 'use strict';
 const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
@@ -25,6 +26,9 @@ const stages = [
 ];
 
 const results = [];
+// each cucumber worker writes how long its scenarios waited for a fresh database (support/cluster.ts)
+const costDir = path.join(root, 'reports', 'suite-cost');
+fs.rmSync(costDir, { recursive: true, force: true });
 let acceptanceLine = null;
 let failedScenarios = [];
 for (const [name, cmd, args] of stages) {
@@ -48,9 +52,36 @@ for (const [name, cmd, args] of stages) {
 
 console.log('\n━━━ summary ━━━');
 for (const r of results) console.log(`${r.ok ? 'ok  ' : 'FAIL'}  ${r.name} (${r.seconds} s)`);
+reportSuiteCost();
 const failed = results.filter((r) => !r.ok);
 if (failed.length) console.log(`failed stages: ${failed.map((r) => r.name).join(', ')}`);
 if (failedScenarios.length) console.log(failedScenarios.join('\n'));
 // the plain closing line CI reads: the acceptance scenarios
 console.log(acceptanceLine ? acceptanceLine.trim() : '0 passed, 1 failed');
 process.exit(failed.length ? 1 : 0);
+
+/** The suite's cost, tracked: stage times and the time to give a scenario a fresh database, in reports/suite-cost.json. */
+function reportSuiteCost() {
+  let fresh = [];
+  try {
+    for (const f of fs.readdirSync(costDir)) fresh = fresh.concat(JSON.parse(fs.readFileSync(path.join(costDir, f), 'utf8')).freshDatabaseMs);
+  } catch {
+    // no acceptance stage ran
+  }
+  const sorted = [...fresh].sort((a, b) => a - b);
+  const at = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] : null);
+  const cost = {
+    at: new Date().toISOString(),
+    node: process.version,
+    cpus: require('node:os').cpus().length,
+    stages: Object.fromEntries(results.map((r) => [r.name, Number(r.seconds)])),
+    freshDatabaseMs: { scenarios: sorted.length, p50: at(0.5), p95: at(0.95), max: sorted.length ? sorted[sorted.length - 1] : null },
+  };
+  try {
+    fs.mkdirSync(path.join(root, 'reports'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'reports', 'suite-cost.json'), JSON.stringify(cost, null, 2) + '\n');
+  } catch {
+    // figures only
+  }
+  if (sorted.length) console.log(`suite cost: a fresh database per scenario took ${cost.freshDatabaseMs.p50} ms (median; p95 ${cost.freshDatabaseMs.p95} ms) over ${sorted.length} databases; reports/suite-cost.json`);
+}

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Client, Pool } from 'pg';
 import { ENGINE_ROLE } from '../src/db/scope';
 import { Keyring } from '../src/security/keyring';
@@ -80,7 +83,9 @@ async function boot(slot: number): Promise<Cluster> {
 export async function createScenarioDatabase(slot = 0): Promise<{ name: string; url: string; engineUrl: string }> {
   const { server, admin, template, engineUrlFor } = await getCluster(slot);
   const name = `mh_s_${tag}_${slot}_${++counter}`;
+  const t0 = performance.now();
   await withRetry(() => admin.query(`CREATE DATABASE ${name} TEMPLATE ${template}`));
+  freshDatabaseMs.push(performance.now() - t0);
   return { name, url: server.urlFor(name), engineUrl: engineUrlFor(name) };
 }
 
@@ -89,7 +94,26 @@ export async function dropScenarioDatabase(name: string, slot = 0): Promise<void
   await withRetry(() => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
 }
 
+/*
+ * What the suite costs, tracked (scripts/test.js sums it up): how long each
+ * scenario waited for its fresh database, written by every cucumber worker
+ * process as it stops. Figures only: nothing asserts a timing.
+ */
+const freshDatabaseMs: number[] = [];
+
+function writeSuiteCost(): void {
+  if (freshDatabaseMs.length === 0) return;
+  try {
+    const dir = path.join('reports', 'suite-cost');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, `${process.pid}.json`), JSON.stringify({ pid: process.pid, freshDatabaseMs: freshDatabaseMs.map((ms) => Math.round(ms * 10) / 10) }) + '\n');
+  } catch {
+    // a report that cannot be written must not fail the suite
+  }
+}
+
 export async function shutdownCluster(): Promise<void> {
+  writeSuiteCost();
   const all = [...clusters.values()];
   clusters.clear();
   await Promise.allSettled(
