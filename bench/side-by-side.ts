@@ -19,7 +19,8 @@
  *
  * --quick      40 workflows per trial, 2 repeats (about 15 s); the normal run is 500 × 6 (about 1.5 min)
  * SBS_WORKFLOWS, SBS_REPEATS, SBS_WARMUP_WORKFLOWS, SBS_CONCURRENCY, SBS_BUDGET_MS override the defaults
- * --scaling    also DBOS with 1/2/4 executors (child processes, workerConcurrency 4 each)
+ * --scaling    also DBOS with 1/2/4 executors (child processes, workerConcurrency 4 each), the floor
+ *              with 4/8/16 pollers and the engine with 1/2/4 in-process workers × 4, one trial each
  *              against the floor with 4/8/16 pollers, one trial each
  * Writes reports/side-by-side.json. Figures only: nothing asserts a timing.
  */
@@ -205,7 +206,7 @@ async function main(): Promise<void> {
     await waitNoBackends(admin, template);
 
     let dbCounter = 0;
-    const runCase = async (cse: Case, workflows: number, extra: { executors?: number; concurrency?: number } = {}) => {
+    const runCase = async (cse: Case, workflows: number, extra: { executors?: number; concurrency?: number; workers?: number } = {}) => {
       const db = `sbs_${process.pid}_${++dbCounter}`;
       await admin.query(`CREATE DATABASE ${db} TEMPLATE ${template}`);
       try {
@@ -218,7 +219,7 @@ async function main(): Promise<void> {
           cse.contender === 'dbos'
             ? await runDbosTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, executors: extra.executors ?? 1, pollMs: POLL_MS })
             : cse.contender === 'engine'
-              ? await runEngineTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, pollMs: POLL_MS, groupCommit: !cse.single })
+              ? await runEngineTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, pollMs: POLL_MS, groupCommit: !cse.single, ...(extra.workers ? { workers: extra.workers } : {}) })
               : await runFloorTrial({ databaseUrl, workflows, concurrency, pollMs: POLL_MS });
         return { ...r, db, case: cse.key };
       } finally {
@@ -264,6 +265,11 @@ async function main(): Promise<void> {
         const f = await runCase(CASES[1], WORKFLOWS, { concurrency: 4 * n });
         scaling.push(f);
         line(f, `floor ${4 * n} pollers`);
+        // the engine's workers run in this one process (DBOS's executors each have a process of their own)
+        const e = await runCase(CASES[2], WORKFLOWS, { concurrency: 4 * n, workers: n });
+        scaling.push(e);
+        line(e, `engine ${n} worker${n > 1 ? 's' : ''}`);
+        out(`  engine ÷ DBOS with ${n}: ${round(e.wfPerSec / d.wfPerSec, 2)}×\n`);
       }
     }
 
