@@ -125,7 +125,7 @@ export type FoldedEvent = Pick<RecordedEvent, 'seq' | 'type' | 'version' | 'data
 
 /**
  * One run's events as `streamEvents` reads them, but only the columns a fold
- * needs: replay reads a third of the bytes and turns no timestamp into text.
+ * needs: replay reads no ids, hashes or timestamps, and turns no timestamp into text.
  */
 export async function streamFoldedEvents(c: PoolClient, runId: string, onPage: (events: FoldedEvent[]) => void): Promise<number> {
   return streamRows<FoldedEvent>(c, { runId }, 'seq, type, version, payload AS data', onPage);
