@@ -221,11 +221,14 @@ export async function strike(world: ReplayWorld, fault: Fault, stall?: Stall): P
       const injectedAt = new Date();
       await world.acknowledgeCommitted();
       await sleep(fault.ms);
-      // whatever the engine sent into the silence is delivered when the network comes back
-      const before = world.proxy.stats().bytesUp;
+      // whatever crossed into the silence, either way, is delivered when the network comes back: a worker waiting
+      // for the answer to a query it sent just before sends nothing more, but that answer is held
+      const before = world.proxy.stats();
       world.proxy.heal();
-      const held = world.proxy.stats().bytesUp - before;
-      return { injectedAt, proof: held > 0 ? `${held} bytes the engine sent were held back until the network healed` : null };
+      const after = world.proxy.stats();
+      const up = after.bytesUp - before.bytesUp;
+      const down = after.bytesDown - before.bytesDown;
+      return { injectedAt, proof: up + down > 0 ? `${up} bytes the engine sent and ${down} the database answered were held back until the network healed` : null };
     }
     case 'unreachable': {
       const before = world.proxy.stats();

@@ -299,10 +299,13 @@ export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: Pl
       },
     );
     delivered.catch(() => undefined);
+    // the armed points this worker has hit and the schedule has already dealt with: a worker may reach its next
+    // point while the fault before is still being applied, and that hit is the next fault's, not one to wait past
+    let handled = 0;
     for (let i = 0; i < plan.length; i++) {
       const fault = plan[i];
       const armedHits = () => firedBy(worker).filter((f) => f.action !== 'trace');
-      const before = armedHits().length;
+      const before = handled;
       const reached = () => armedHits().length > before || !worker.alive || deliveryFailed;
       await settleOrReach(world, () => run.runId, reached);
       // the last crash points come after the run is recorded as finished: give the worker a moment to reach them
@@ -315,9 +318,11 @@ export async function runWithFaults(world: ReplayWorld, ref: Reference, plan: Pl
       const at = `${baseOf(hit)}#${hit.occurrence}`;
       const proof = await inject(world, worker, fault.kind, at, hit);
       run.faults.push({ label: `${fault.kind} at ${fault.point.spec}`, proof });
+      handled = before + 1;
       if (!worker.alive) {
         await world.acknowledgeCommitted();
         worker = await world.startWorker({ failpoints: [...armFor(plan.slice(i + 1), false), ...TRACE_ALL], intake: true });
+        handled = 0;
       }
     }
     if (world.aliveWorkers.length === 0) worker = await world.startWorker({ failpoints: TRACE_ALL, intake: true });
