@@ -1,7 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import { inProject } from './db/scope';
 import { EngineFlags, evolveInPlace, initialState, RunState } from './domain/decider';
-import type { WorkflowDefinition } from './domain/definition';
+import { definitionHash, WorkflowDefinition } from './domain/definition';
 import type { RecordedEvent } from './domain/events';
 import { ChainKeys, checkHeadSignature } from './domain/hash-chain';
 import { LogVerifier, replayLog, toDomainEvent, VerifyReport } from './domain/replay';
@@ -135,8 +135,9 @@ class RunJudge {
     definition: WorkflowDefinition,
     private readonly opts: VerifyRunOptions,
     private readonly whatIf: boolean,
+    definitionHash?: string,
   ) {
-    this.verifier = new LogVerifier(runId, definition, { flags: opts.flags, keys: opts.keys ?? null });
+    this.verifier = new LogVerifier(runId, definition, { flags: opts.flags, keys: opts.keys ?? null, definitionHash });
     this.checkpoint = opts.checkpoints?.of(runId) ?? null;
   }
 
@@ -209,7 +210,7 @@ export async function verifyRun(db: Pool, projectId: string, runId: string, opts
       if (!stored) return null;
       const definition = opts.definition ?? (await readVersion(c, stored.view.workflowId, stored.view.version, { allowTampered: true })).definition;
       const j = new RunJudge(runId, stored, definition, opts, opts.definition !== undefined);
-      await streamEvents(c, { runId }, (page) => {
+      await streamEvents(c, { projectId, runId }, (page) => {
         for (const e of page) j.push(e);
       });
       return j.finish();
@@ -284,10 +285,13 @@ export async function verifyProject(
           headMac: r.head_mac,
         }),
       );
-      const definitions = new Map<string, WorkflowDefinition>();
+      // each version read and hashed once, however many runs it has
+      const definitions = new Map<string, { definition: WorkflowDefinition; hash: string }>();
       for (const s of stored) {
         const key = `${s.view.workflowId}:${s.view.version}`;
-        if (!definitions.has(key)) definitions.set(key, (await readVersion(c, s.view.workflowId, s.view.version, { allowTampered: true })).definition);
+        if (definitions.has(key)) continue;
+        const { definition } = await readVersion(c, s.view.workflowId, s.view.version, { allowTampered: true });
+        definitions.set(key, { definition, hash: definitionHash(definition) });
       }
       let bad = 0;
       let i = 0;
@@ -304,7 +308,8 @@ export async function verifyProject(
         while (i < stored.length && (runId === null || stored[i].view.runId <= runId)) {
           if (open) close();
           const s = stored[i++];
-          open = new RunJudge(s.view.runId, s, definitions.get(`${s.view.workflowId}:${s.view.version}`)!, opts, false);
+          const version = definitions.get(`${s.view.workflowId}:${s.view.version}`)!;
+          open = new RunJudge(s.view.runId, s, version.definition, opts, false, version.hash);
           if (s.view.runId === runId) return;
           close(); // a run with no events at all
         }

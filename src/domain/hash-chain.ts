@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { canonicalJson, sha256 } from './canonical';
 
 /*
@@ -42,9 +42,39 @@ export interface HashedContent {
 export function eventHash(prevHash: string, content: HashedContent, key?: Buffer | null, dataText?: string): string {
   const text = linkedText(content, !!key, dataText);
   if (!key) return sha256(prevHash + '\n' + text);
-  return createHmac('sha256', key)
-    .update(prevHash + '\n' + text)
-    .digest('hex');
+  return hmacSha256Hex(key, prevHash + '\n' + text);
+}
+
+/*
+ * HMAC-SHA256 (RFC 2104) written out over the one-shot hash: a Hmac object
+ * per link cost more than the hashing itself, and verify computes one per
+ * event. The padded keys are made once per key. Where crypto.hash is missing
+ * (Node before 20.12) the Hmac object is used; a unit test holds both equal.
+ */
+const oneShot = (crypto as { hash?: (algorithm: string, data: Buffer, encoding: string) => Buffer | string }).hash;
+const pads = new WeakMap<Buffer, { inner: Buffer; outer: Buffer }>();
+let scratch = Buffer.allocUnsafe(4096);
+
+export function hmacSha256Hex(key: Buffer, text: string): string {
+  // (a text of over a million units is hashed the usual way, so the scratch buffer never holds on to megabytes)
+  if (!oneShot || key.length > 64 || text.length > 1 << 20) return crypto.createHmac('sha256', key).update(text).digest('hex');
+  let p = pads.get(key);
+  if (!p) {
+    const inner = Buffer.alloc(64, 0x36);
+    const outer = Buffer.alloc(96, 0x5c);
+    for (let i = 0; i < key.length; i++) {
+      inner[i] ^= key[i];
+      outer[i] ^= key[i];
+    }
+    p = { inner, outer };
+    pads.set(key, p);
+  }
+  // at most 3 bytes of UTF-8 per UTF-16 unit
+  if (64 + text.length * 3 > scratch.length) scratch = Buffer.allocUnsafe(64 + text.length * 3);
+  p.inner.copy(scratch, 0);
+  const n = scratch.write(text, 64, 'utf8');
+  (oneShot('sha256', scratch.subarray(0, 64 + n), 'buffer') as Buffer).copy(p.outer, 64);
+  return oneShot('sha256', p.outer, 'hex') as string;
 }
 
 /**
@@ -150,7 +180,7 @@ export function signHead(key: ChainKey, head: RunHead): string {
 }
 
 function headMac(key: Buffer, h: RunHead): string {
-  return createHmac('sha256', key).update(`meshhook-head\n${h.projectId}\n${h.runId}\n${h.seq}\n${h.hash}`).digest('hex');
+  return hmacSha256Hex(key, `meshhook-head\n${h.projectId}\n${h.runId}\n${h.seq}\n${h.hash}`);
 }
 
 /** Why a signed head is not genuine, or null when it is. */

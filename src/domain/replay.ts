@@ -50,6 +50,8 @@ export interface VerifyOptions {
   flags?: EngineFlags;
   /** the chain keys to check signed links with (a keyring's chainKeys()) */
   keys?: ChainKeys | null;
+  /** the definition's hash, when the caller has it already (verify --all judges many runs of one version) */
+  definitionHash?: string;
 }
 
 /**
@@ -143,7 +145,7 @@ export class LogVerifier {
       eventCount: this.count,
       chainBreak: this.chainBreak,
       divergence: this.divergence,
-      definitionChanged: this.state.definitionHash !== null && this.state.definitionHash !== definitionHash(this.definition),
+      definitionChanged: this.state.definitionHash !== null && this.state.definitionHash !== (this.opts.definitionHash ?? definitionHash(this.definition)),
       state: this.state,
     };
   }

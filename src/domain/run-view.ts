@@ -1,4 +1,4 @@
-import { canonicalJson } from './canonical';
+import { canonicalJson, deepEqualCanonical } from './canonical';
 import type { RunState } from './decider';
 
 /** What users see about a run: a projection of the run log, rebuildable at any time. */
@@ -51,7 +51,7 @@ const VIEW_FIELDS: Array<keyof RunView> = [
 /** The first field where a stored view differs from the replayed one, as one readable line; null when equal. */
 export function compareViews(stored: RunView, replayed: RunView): string | null {
   for (const f of VIEW_FIELDS) {
-    if (canonicalJson(stored[f] ?? null) !== canonicalJson(replayed[f] ?? null)) {
+    if (!deepEqualCanonical(stored[f] ?? null, replayed[f] ?? null)) {
       return `${f}: stored ${canonicalJson(stored[f] ?? null)}, replayed ${canonicalJson(replayed[f] ?? null)}`;
     }
   }

@@ -70,7 +70,16 @@ export class Keyring {
 
   /** Every chain key this keyring can check links with. */
   chainKeys(): ChainKeys {
-    return (kid) => (this.keys.has(kid) ? this.key('chain', kid) : null);
+    // verify asks once per event: the answer per key id is kept
+    const found = new Map<string, Buffer | null>();
+    return (kid) => {
+      let k = found.get(kid);
+      if (k === undefined) {
+        k = this.keys.has(kid) ? this.key('chain', kid) : null;
+        if (found.size < 64) found.set(kid, k);
+      }
+      return k;
+    };
   }
 
   /** MESHHOOK_KEYS form, to hand the same keys to a child process. */

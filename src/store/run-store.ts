@@ -1,4 +1,4 @@
-import type { Pool, PoolClient } from 'pg';
+import { types as pgTypes, type Pool, type PoolClient } from 'pg';
 import { assertProjectId, beginInProject, inProject } from '../db/scope';
 import { canonicalJson, sha256 } from '../domain/canonical';
 import { createDecider, engineInfo, evolve, fold, initialState, RunState } from '../domain/decider';
@@ -70,7 +70,8 @@ export interface RowEvent {
   type: string;
   version: number;
   payload: unknown;
-  recorded_at: Date;
+  /** as text in ISO form when read with EVENT_TYPES, else as pg parses it */
+  recorded_at: Date | string;
   prev_hash: string;
   hash: string;
   kid: string | null;
@@ -84,10 +85,34 @@ export function rowToEvent(r: RowEvent): RecordedEvent {
     type: r.type as RecordedEvent['type'],
     version: r.version,
     data: r.payload as RecordedEvent['data'],
-    recordedAt: r.recorded_at.toISOString(),
+    recordedAt: typeof r.recorded_at === 'string' ? r.recorded_at : r.recorded_at.toISOString(),
     prevHash: r.prev_hash,
     hash: r.hash,
     kid: r.kid,
+  };
+}
+
+const TIMESTAMPTZ = 1184;
+const parseTimestamptz = pgTypes.getTypeParser(TIMESTAMPTZ, 'text') as (text: string) => Date;
+
+/*
+ * How event rows are read: as pg reads them, except that a timestamp comes as
+ * the ISO text an event holds. The events of one batch share their time, so
+ * the text of the row before is kept and a repeat costs no Date and no text.
+ */
+function eventTypes(): { getTypeParser: typeof pgTypes.getTypeParser } {
+  let lastText = '';
+  let lastIso = '';
+  const isoOf = (text: string): string => {
+    if (text !== lastText) {
+      lastIso = parseTimestamptz(text).toISOString();
+      lastText = text;
+    }
+    return lastIso;
+  };
+  return {
+    getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+      oid === TIMESTAMPTZ && format !== 'binary' ? isoOf : pgTypes.getTypeParser(oid, format as 'text')) as typeof pgTypes.getTypeParser,
   };
 }
 
@@ -95,10 +120,7 @@ type Queryable = Pool | PoolClient;
 
 /** A run's events, read inside a transaction that already acts for the run's project. */
 export async function readEvents(db: Queryable, runId: string): Promise<RecordedEvent[]> {
-  const { rows } = await db.query<RowEvent>(
-    `SELECT ${EVENT_COLUMNS} FROM run_events WHERE run_id = $1 ORDER BY seq`,
-    [runId],
-  );
+  const { rows } = await db.query<RowEvent>({ text: `SELECT ${EVENT_COLUMNS} FROM run_events WHERE run_id = $1 ORDER BY seq`, values: [runId], types: eventTypes() });
   return rows.map(rowToEvent);
 }
 
@@ -106,18 +128,44 @@ const EVENT_COLUMNS = 'project_id, run_id, seq, type, version, payload, recorded
 
 /**
  * Read a log page by page through a cursor, inside a transaction that already
- * acts for the project: one run's events in order, or (with `projectId`)
+ * acts for the project: one run's events in order, or (without `runId`)
  * every event of the project ordered by run and number. Each page is handed
  * to `onPage` while the next is already on its way, so memory holds about two
  * pages however long the log is. Returns how many events were read.
  */
 export async function streamEvents(
   c: PoolClient,
-  which: { runId: string } | { projectId: string },
+  which: { projectId: string; runId?: string },
   onPage: (events: RecordedEvent[]) => void | Promise<void>,
   pageSize = PAGE_SIZE,
 ): Promise<number> {
-  return streamRows<RowEvent>(c, which, EVENT_COLUMNS, (rows) => onPage(rows.map(rowToEvent)), pageSize);
+  const { projectId, runId } = which;
+  // the project (and the run, when it is one run) is known: it is not read again for every row
+  const columns = `${runId ? '' : 'run_id, '}seq, type, version, payload, recorded_at, prev_hash, hash, kid`;
+  return streamRows<RowEvent>(
+    c,
+    runId ? { runId } : { projectId },
+    columns,
+    (rows) =>
+      onPage(
+        rows.map(
+          (r): RecordedEvent => ({
+            runId: runId ?? r.run_id,
+            project: projectId,
+            seq: r.seq,
+            type: r.type as RecordedEvent['type'],
+            version: r.version,
+            data: r.payload as RecordedEvent['data'],
+            recordedAt: r.recorded_at as string,
+            prevHash: r.prev_hash,
+            hash: r.hash,
+            kid: r.kid,
+          }),
+        ),
+      ),
+    pageSize,
+    eventTypes(),
+  );
 }
 
 /** What folding a log needs of each event: no chain, no time (replay recomputes neither). */
@@ -144,11 +192,12 @@ async function streamRows<R>(
   columns: string,
   onPage: (rows: R[]) => void | Promise<void>,
   pageSize = PAGE_SIZE,
+  types?: ReturnType<typeof eventTypes>,
 ): Promise<number> {
   // ids are checked to be UUIDs, so they are safe to inline (DECLARE takes no parameters)
   const where = 'runId' in which ? (assertProjectId(which.runId), `run_id = '${which.runId}' ORDER BY seq`) : (assertProjectId(which.projectId), `project_id = '${which.projectId}' ORDER BY run_id, seq`);
   await c.query(`DECLARE meshhook_log NO SCROLL CURSOR FOR SELECT ${columns} FROM run_events WHERE ${where}`);
-  const fetch = (): Promise<{ rows: R[] }> => c.query(`FETCH ${pageSize} FROM meshhook_log`) as unknown as Promise<{ rows: R[] }>;
+  const fetch = (): Promise<{ rows: R[] }> => c.query({ text: `FETCH ${pageSize} FROM meshhook_log`, types }) as unknown as Promise<{ rows: R[] }>;
   let read = 0;
   const ask = (): Promise<{ rows: R[] }> => {
     const p = fetch();
@@ -179,8 +228,7 @@ export async function loadRun(db: Pool, projectId: string, runId: string): Promi
   assertProjectId(projectId);
   // one round trip, one snapshot: the run's head and its log (migrations/004_commit_batch.sql)
   const { rows } = await db.query<RowEvent & { r_project_id: string; r_workflow_id: string; r_version: number; r_last_seq: number; r_head_hash: string | null; r_head_mac: string | null }>(
-    'SELECT * FROM meshhook_load_run($1, $2)',
-    [projectId, runId],
+    { text: 'SELECT * FROM meshhook_load_run($1, $2)', values: [projectId, runId], types: eventTypes() },
   );
   if (rows.length === 0) return null;
   const head = rows[0];

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { EVENT_TYPES, UnknownEventTypeError, assertKnownEvent } from '../../src/domain/events';
-import { eventHash } from '../../src/domain/hash-chain';
+import { eventHash, hmacSha256Hex } from '../../src/domain/hash-chain';
 
 /*
  * What a link covers, pinned to exact bytes: the hash is written out by hand
@@ -58,5 +58,16 @@ describe('the event types this engine knows', () => {
   it('refuses a type it does not know, and a known type of another payload version', () => {
     assert.throws(() => assertKnownEvent(4, 'StepTeleported', 1), (e: unknown) => e instanceof UnknownEventTypeError && e.name === 'UnknownEventTypeError' && /event 4 has type "StepTeleported"/.test(e.message));
     assert.throws(() => assertKnownEvent(5, 'StepStarted', 2), /"StepStarted v2"/);
+  });
+});
+
+describe('the HMAC written out over the one-shot hash', () => {
+  it('equals node:crypto Hmac for keys of every length and texts of every kind', () => {
+    const texts = ['', 'a', 'prev\n' + TEXT, 'ünïcødé ✓ 🚀'.repeat(50), 'x'.repeat(5000)];
+    for (const len of [1, 16, 32, 63, 64, 65, 100]) {
+      const key = Buffer.alloc(len, 7);
+      for (let i = 0; i < len; i++) key[i] = (i * 31 + len) & 0xff;
+      for (const t of texts) assert.equal(hmacSha256Hex(key, t), createHmac('sha256', key).update(t).digest('hex'), `key ${len} bytes, text ${t.length} units`);
+    }
   });
 });
