@@ -17,7 +17,9 @@ const tmp = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'acceptance-')
 const messages = path.join(tmp, 'messages.ndjson');
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
 const cli = path.join(root, 'node_modules', '@cucumber', 'cucumber', 'bin', 'cucumber.js');
+const started = Date.now();
 const res = spawnSync(process.execPath, [cli, ...args, '--format', `message:${messages}`], { stdio: 'inherit', cwd: root, env: process.env });
+const wallSeconds = (Date.now() - started) / 1000;
 if (res.error) throw res.error;
 const code = res.status ?? 1;
 suggestForUndefined(messages);
@@ -40,9 +42,39 @@ if (failures.length) {
   console.log(`\nfailed scenarios:`);
   for (const f of failures) console.log(`  ${f.where}  ${f.name}\n      ${f.status}: ${f.message}`);
 }
+recordWallTime({ passed, failed, skipped, total });
 console.log(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 // a skipped scenario proves nothing: it never counts as a pass
 process.exit(code !== 0 || failed > 0 || skipped > 0 ? code || 1 : 0);
+
+/**
+ * The suite's cost, tracked per selection: each run's wall time is kept in
+ * reports/suite-wall-times.json under its profile (and tags or paths, when
+ * given), so `smoke` and `ci` can be compared from run to run.
+ */
+function recordWallTime(counts) {
+  const at = (flag) => {
+    const i = args.findIndex((a) => a === flag || a === (flag === '-p' ? '--profile' : flag));
+    return i >= 0 ? args[i + 1] : null;
+  };
+  const positional = args.filter((a, i) => !a.startsWith('-') && !(i > 0 && args[i - 1].startsWith('-')));
+  const key = [at('-p') ?? 'default', at('--tags'), positional.join(' ') || null].filter(Boolean).join(' ');
+  const file = path.join(root, 'reports', 'suite-wall-times.json');
+  let all = {};
+  try {
+    all = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    // first run, or an unreadable file: start again
+  }
+  all[key] = { at: new Date().toISOString(), seconds: Math.round(wallSeconds * 10) / 10, scenarios: counts.total, passed: counts.passed, failed: counts.failed, skipped: counts.skipped, cpus: require('node:os').cpus().length, node: process.version };
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, JSON.stringify(all, null, 2) + '\n');
+  } catch {
+    // figures only
+  }
+  console.log(`\nsuite cost: ${key} took ${all[key].seconds} s for ${counts.total} scenarios (reports/suite-wall-times.json)`);
+}
 
 function summarise(file) {
   if (!fs.existsSync(file)) return null;
