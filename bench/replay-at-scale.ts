@@ -29,7 +29,8 @@ import { migrate } from '../src/db/migrate';
 import { openEnginePool, openPool } from '../src/db/pool';
 import { provisionPostgres } from '../src/db/postgres';
 import { inProject } from '../src/db/scope';
-import { Command, createDecider, evolve, RunState } from '../src/domain/decider';
+import { createDecider } from '../src/domain/decider';
+import { driveLoop, runLoop } from '../src/domain/run-loop';
 import { validateDefinition } from '../src/domain/definition';
 import type { HttpOutcome, RunEvent } from '../src/domain/events';
 import { Failpoints } from '../src/faults/failpoints';
@@ -133,36 +134,42 @@ async function main(): Promise<void> {
       await startRun(owner, { chain: KEYS.chainKey(), runId, projectId: p.projectId, projectSlug: 'bench', workflowSlug: p.workflow, version, deliveryId: `r-${size}`, input, at: new Date(), rawBody: JSON.stringify(input) });
       const loaded = (await loadRun(owner, p.projectId, runId))!;
       const decider = createDecider(version.definition);
-      let state: RunState = loaded.state;
-      let committed = { state, lastSeq: loaded.lastSeq, lastHash: loaded.lastHash };
+      let committed = { state: loaded.state, lastSeq: loaded.lastSeq, lastHash: loaded.lastHash };
       let batch: RunEvent[] = [];
-      let clock = Date.parse(state.startedAt!);
+      let clock = Date.parse(loaded.state.startedAt!);
+      let ticked = false;
       // many decided batches go into one commit: the log is the same, only recordedAt is shared
       const flush = async (): Promise<void> => {
         const ctx = { runId, projectId: p.projectId, expectedSeq: committed.lastSeq, prevHash: committed.lastHash, stateBefore: committed.state, recordedAt: new Date(clock), chain: KEYS.chainKey(), failpoints: Failpoints.none(), step: null };
         committed = await commitBatch(owner, ctx, batch);
         batch = [];
       };
-      while (state.phase !== 'done') {
-        clock += 5;
-        let command: Command;
-        if (state.phase === 'ready') command = { type: 'ExecuteStep', data: { at: new Date(clock).toISOString() } };
-        else if (state.phase === 'awaiting_response') {
-          const req = state.pendingRequest!;
-          const outcome: HttpOutcome =
-            req.attempt < 100
+      // the engine's run loop, answered from a script: 5 ms per decision, the target failing 99 times per step
+      await driveLoop(runLoop(decider, loaded.state, { merge: false }), {
+        now: () => {
+          if (!ticked) clock += 5;
+          ticked = true;
+          return new Date(clock);
+        },
+        send: ({ request }) => ({
+          outcome: (request.attempt < 100
               ? { kind: 'response', status: 503, headers: {}, body: null }
-              : { kind: 'response', status: 201, headers: { 'content-type': 'application/json' }, body: { orderId: `ord_${req.step}` } };
-          command = { type: 'RecordHttpResult', data: { step: req.step, attempt: req.attempt, at: new Date(clock).toISOString(), durationMs: 3, jitter: 0.5, outcome } };
-        } else {
-          clock = Math.max(clock, Date.parse(state.pendingTimer!.dueAt));
-          command = { type: 'FireTimer', data: { timerId: state.pendingTimer!.timerId, at: new Date(clock).toISOString() } };
-        }
-        const events = decider.decide(command, state);
-        state = events.reduce(evolve, state);
-        batch.push(...events);
-        if (batch.length >= 2_000) await flush();
-      }
+              : { kind: 'response', status: 201, headers: { 'content-type': 'application/json' }, body: { orderId: `ord_${request.step}` } }) as HttpOutcome,
+          durationMs: 3,
+        }),
+        jitter: () => 0.5,
+        due: ({ dueAt }) => {
+          clock = Math.max(clock, Date.parse(dueAt));
+          return true;
+        },
+        moment: () => undefined,
+        commit: async ({ batch: decided }) => {
+          batch.push(...decided.events);
+          ticked = false;
+          if (batch.length >= 2_000) await flush();
+          return decided.stateAfter;
+        },
+      });
       if (batch.length) await flush();
       runs.push({ size, runId, projectId: p.projectId, events: committed.lastSeq });
       process.stdout.write(` ${committed.lastSeq} events\n`);

@@ -3,7 +3,8 @@
  *
  * It does the same work as the engine's Worker (src/worker/worker.ts) for the
  * same workflows, so the bench can say what event sourcing costs:
- *   - the same pure step logic: createDecider / decide / nextAction / evolve from src/domain
+ *   - the same pure step logic: createDecider / decide / evolve from src/domain, driven by the
+ *     engine's own run loop (src/domain/run-loop.ts), pure steps merged into one batch
  *   - the same claim pattern: a SELECT of due runs, then pg_try_advisory_lock per candidate
  *     on a dedicated lock session, `concurrency` runs in flight, idle polling every `pollMs`
  *   - the same HTTP client (src/worker/http-client.ts) and the same recorded jitter draw
@@ -18,7 +19,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
-import { Command, createDecider, evolve, initialState, nextAction, RunDecider, RunState } from '../src/domain/decider';
+import { createDecider, evolve, initialState, RunDecider, RunState } from '../src/domain/decider';
+import { driveLoop, runLoop } from '../src/domain/run-loop';
 import type { LoadedVersion } from '../src/store/registry';
 import { loadVersion } from '../src/store/registry';
 import { sendRequest } from '../src/worker/http-client';
@@ -255,38 +257,28 @@ export class StateStoredWorker {
       );
       if (!rows[0]) return;
       const decider = await this.deciderFor(rows[0].project_id, rows[0].workflow_id, rows[0].version);
-      let state = rows[0].state;
       let revision = rows[0].revision;
-      while (!this.stopping) {
-        const action = nextAction(state);
-        let command: Command;
-        if (action.kind === 'none') break;
-        if (action.kind === 'execute-step') {
-          command = { type: 'ExecuteStep', data: { at: new Date().toISOString() } };
-        } else if (action.kind === 'send-request') {
-          const req = action.request;
-          const { outcome, durationMs } = await sendRequest(req);
-          command = {
-            type: 'RecordHttpResult',
-            data: { step: req.step, attempt: req.attempt, at: new Date().toISOString(), durationMs, jitter: round6(this.random()), outcome },
-          };
-        } else {
-          const now = new Date();
-          if (now.getTime() < Date.parse(action.dueAt)) break;
-          command = { type: 'FireTimer', data: { timerId: action.timerId, at: now.toISOString() } };
-        }
-        const events = decider.decide(command, state);
-        const next = events.reduce(evolve, state);
-        await this.commit(runId, revision, next, new Date());
-        this.stats.batches++;
-        this.backoffUntil.delete(runId);
-        state = next;
-        revision = next.eventCount;
-        if (state.phase === 'done') {
-          this.stats.runsFinished++;
-          this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${state.status}`, revision });
-        }
-      }
+      // the engine's own loop (src/domain/run-loop.ts), pure steps merged into one batch as the engine does,
+      // answered with the state row instead of the log
+      await driveLoop(runLoop(decider, rows[0].state, { merge: true, stopping: () => this.stopping }), {
+        now: () => new Date(),
+        send: ({ request }) => sendRequest(request),
+        jitter: () => this.random(),
+        due: () => false,
+        moment: () => undefined,
+        commit: async ({ batch }) => {
+          const next = batch.stateAfter;
+          await this.commit(runId, revision, next, new Date());
+          this.stats.batches++;
+          this.backoffUntil.delete(runId);
+          revision = next.eventCount;
+          if (next.phase === 'done') {
+            this.stats.runsFinished++;
+            this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${next.status}`, revision });
+          }
+          return next;
+        },
+      });
     } catch (e) {
       if (e instanceof StaleStateError) {
         this.stats.conflicts++;
@@ -341,8 +333,4 @@ export class StateStoredWorker {
       client.release(broken ? true : undefined);
     }
   }
-}
-
-function round6(x: number): number {
-  return Math.round(x * 1e6) / 1e6;
 }

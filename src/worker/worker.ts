@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
-import { Command, createDecider, DecisionError, EngineFlags, nextAction, RunDecider, RunState } from '../domain/decider';
-import type { RunEvent } from '../domain/events';
+import { createDecider, DecisionError, EngineFlags, RunDecider, RunState } from '../domain/decider';
+import { driveLoop, runLoop } from '../domain/run-loop';
 import { ENGINE_ROLE, inProject } from '../db/scope';
 import { HeadJournal } from '../integrity/checkpoints';
 import { Keyring } from '../security/keyring';
@@ -61,8 +61,6 @@ export interface WorkerStats {
   recoveries: number;
 }
 
-/** at most this many events of pure steps are decided before they are committed together */
-const MAX_MERGED_EVENTS = 64;
 const LOCK_CLASS = 0x4d48; // "MH": keeps our advisory locks apart from anyone else's
 /** a secret added or a project setting changed reaches workers within this long */
 const SEND_CONTEXT_TTL_MS = 2_000;
@@ -321,80 +319,50 @@ export class Worker {
       if (!run) return;
       if (this.opts.keyring) assertIntact(run, this.opts.keyring.chainKeys());
       const decider = await this.deciderFor(run);
-      let { state, lastSeq, lastHash } = run;
-      if (isRecovery(state)) {
+      if (isRecovery(run.state)) {
         this.stats.recoveries++;
-        this.log({ level: 'info', worker: this.id, run: runId, msg: 'resuming a run another worker left', seq: lastSeq });
-        await this.hit('during-recovery', runId, state.pendingRequest?.step ?? state.cursor);
+        this.log({ level: 'info', worker: this.id, run: runId, msg: 'resuming a run another worker left', seq: run.lastSeq });
+        await this.hit('during-recovery', runId, run.state.pendingRequest?.step ?? run.state.cursor);
       }
-      // decided but not yet committed: steps that need nothing from outside (transforms, branches, the
-      // end) are decided one after another and committed together, the way the log would hold them
-      // anyway; whatever needs the outside world (a request to send, a timer) is committed first.
+      let { lastSeq, lastHash } = run;
+      // the run moves as src/domain/run-loop.ts says; this worker answers with the clock, real HTTP and Postgres.
       // With failpoints armed every step is its own batch, so each crash point stays addressable.
-      let pending: RunEvent[] = [];
-      let pendingStep: string | null = null;
-      let working = state;
-      const commit = async (): Promise<void> => {
-        const committed = await commitBatch(
-          this.pool,
-          {
-            runId,
-            projectId: run.projectId,
-            expectedSeq: lastSeq,
-            prevHash: lastHash,
-            stateBefore: state,
-            recordedAt: this.clock.now(),
-            chain: this.opts.keyring?.chainKey() ?? null,
-            failpoints: this.failpoints,
-            step: pendingStep,
-            stateAfter: working,
-            group: this.group,
-          },
-          pending,
-        );
-        pending = [];
-        this.journal?.record({ projectId: run.projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, new Date());
-        this.stats.batches++;
-        this.backoffUntil.delete(runId);
-        ({ state, lastSeq, lastHash } = committed);
-        working = state;
-        if (state.phase === 'done') {
-          this.stats.runsFinished++;
-          this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${state.status}`, seq: lastSeq });
-        }
-      };
-      while (!this.stopping) {
-        const action = nextAction(working);
-        let command: Command;
-        let step: string | null;
-        if (action.kind === 'none') break;
-        if (action.kind === 'execute-step') {
-          step = working.cursor ?? decider.definition.start ?? decider.definition.steps[0].id;
-          command = { type: 'ExecuteStep', data: { at: this.clock.now().toISOString() } };
-        } else if (action.kind === 'send-request') {
-          const req = action.request;
-          step = req.step;
-          const { outcome, durationMs } = await sendRequest(req, await this.sendContext(projectId));
-          await this.hit('after-request-sent', runId, step);
-          command = {
-            type: 'RecordHttpResult',
-            data: { step, attempt: req.attempt, at: this.clock.now().toISOString(), durationMs, jitter: round6(this.random()), outcome },
-          };
-        } else {
-          const now = this.clock.now();
-          if (now.getTime() < Date.parse(action.dueAt)) break; // wake_at is already stored; a later claim fires it
-          step = working.pendingTimer!.step;
-          await this.hit('timer-fired', runId, step);
-          command = { type: 'FireTimer', data: { timerId: action.timerId, at: now.toISOString() } };
-        }
-        const events = decider.decide(command, working);
-        if (pending.length === 0) pendingStep = step;
-        pending.push(...events);
-        working = events.reduce(decider.evolve, working);
-        const more = !this.failpoints.armed && !this.stopping && pending.length < MAX_MERGED_EVENTS && nextAction(working).kind === 'execute-step';
-        if (!more) await commit();
-      }
-      if (pending.length > 0) await commit();
+      const loop = runLoop(decider, run.state, { merge: !this.failpoints.armed, stopping: () => this.stopping });
+      await driveLoop(loop, {
+        now: () => this.clock.now(),
+        send: async ({ request }) => sendRequest(request, await this.sendContext(projectId)),
+        jitter: () => this.random(),
+        due: () => false, // wake_at is already stored; a later claim fires it
+        moment: ({ name, step }) => this.hit(name, runId, step),
+        commit: async ({ batch }) => {
+          const committed = await commitBatch(
+            this.pool,
+            {
+              runId,
+              projectId: run.projectId,
+              expectedSeq: lastSeq,
+              prevHash: lastHash,
+              stateBefore: batch.stateBefore,
+              recordedAt: this.clock.now(),
+              chain: this.opts.keyring?.chainKey() ?? null,
+              failpoints: this.failpoints,
+              step: batch.step,
+              stateAfter: batch.stateAfter,
+              group: this.group,
+            },
+            batch.events,
+          );
+          this.journal?.record({ projectId: run.projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, new Date());
+          this.stats.batches++;
+          this.backoffUntil.delete(runId);
+          ({ lastSeq, lastHash } = committed);
+          if (committed.state.phase === 'done') {
+            this.stats.runsFinished++;
+            this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${committed.state.status}`, seq: lastSeq });
+          }
+          return committed.state;
+        },
+      });
     } catch (e) {
       if (e instanceof ConcurrencyError) {
         this.stats.conflicts++;
@@ -424,8 +392,4 @@ export class Worker {
 /** A run found mid-step was left by a worker that stopped without finishing it. */
 export function isRecovery(state: RunState): boolean {
   return state.phase === 'awaiting_response' || (state.phase === 'ready' && Object.keys(state.outputs).length > 0);
-}
-
-function round6(x: number): number {
-  return Math.round(x * 1e6) / 1e6;
 }

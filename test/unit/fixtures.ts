@@ -1,4 +1,5 @@
-import { Command, createDecider, RunDecider } from '../../src/domain/decider';
+import { createDecider, RunDecider } from '../../src/domain/decider';
+import { driveLoopSync, runLoop } from '../../src/domain/run-loop';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../../src/domain/definition';
 import type { EngineInfo, HttpOutcome, RecordedEvent, RunEvent } from '../../src/domain/events';
 import { genesisHash } from '../../src/domain/hash-chain';
@@ -77,20 +78,32 @@ export function simulate(
   const started = (runStarted(def, opts.input ?? INPUT) as Extract<RunEvent, { type: 'RunStarted' }>).data;
   append(decider.decide({ type: 'StartRun', data: opts.engine ? { ...started, engine: opts.engine } : started }, state));
   const queue = [...outcomes];
-  for (let i = 0; i < (opts.maxBatches ?? 100) && state.phase !== 'done'; i++) {
-    clock += 10;
-    let command: Command;
-    if (state.phase === 'ready') command = { type: 'ExecuteStep', data: { at: at(clock) } };
-    else if (state.phase === 'awaiting_response') {
+  // the clock moves 10 ms for each batch; a timer not yet due moves it to the timer's time
+  let batches = 0;
+  let ticked = false;
+  driveLoopSync(runLoop(decider, state, { merge: false, stopping: () => batches >= (opts.maxBatches ?? 100) }), {
+    now: () => {
+      if (!ticked) clock += 10;
+      ticked = true;
+      return new Date(at(clock));
+    },
+    send: () => {
       const outcome = queue.shift();
       if (!outcome) throw new Error('simulate: no scripted outcome left');
-      const req = state.pendingRequest!;
-      command = { type: 'RecordHttpResult', data: { step: req.step, attempt: req.attempt, at: at(clock), durationMs: 5, jitter: opts.jitter ?? 0.5, outcome } };
-    } else if (state.phase === 'awaiting_timer') {
-      clock = Date.parse(state.pendingTimer!.dueAt) - Date.parse(T0);
-      command = { type: 'FireTimer', data: { timerId: state.pendingTimer!.timerId, at: at(clock) } };
-    } else break;
-    append(decider.decide(command, state));
-  }
+      return { outcome, durationMs: 5 };
+    },
+    jitter: () => opts.jitter ?? 0.5,
+    due: ({ dueAt }) => {
+      clock = Date.parse(dueAt) - Date.parse(T0);
+      return true;
+    },
+    moment: () => undefined,
+    commit: ({ batch }) => {
+      append(batch.events);
+      batches++;
+      ticked = false;
+      return state;
+    },
+  });
   return log;
 }
