@@ -290,6 +290,7 @@ async function main(): Promise<void> {
             commitsPerWf: round(median(ts.map((x) => x.commitsPerWf)), 2),
             statementsPerWf: round(median(ts.map((x) => x.statementsPerWf)), 2),
             nodeCpuMsPerWf: round(median(ts.map((x) => Number(x.details.nodeCpuMs) / Math.max(1, x.succeeded))), 3),
+            pgCpuMsPerWf: round(median(ts.map((x) => Number(x.details.pgCpuMs) / Math.max(1, x.succeeded))), 3),
             topStatements: ts[ts.length - 1]?.topStatements ?? [],
           },
         ];
@@ -325,11 +326,11 @@ async function main(): Promise<void> {
     };
 
     out(`\nmedians over ${repeats} repeats (${WORKFLOWS} workflows per trial)\n`);
-    out(`  ${'case'.padEnd(12)} ${'wf/s'.padStart(8)} ${'[min–max]'.padStart(15)} ${'ms'.padStart(8)} ${'commits/wf'.padStart(11)} ${'stmts/wf'.padStart(9)} ${'node cpu ms/wf'.padStart(15)}\n`);
+    out(`  ${'case'.padEnd(12)} ${'wf/s'.padStart(8)} ${'[min–max]'.padStart(15)} ${'ms'.padStart(8)} ${'commits/wf'.padStart(11)} ${'stmts/wf'.padStart(9)} ${'node cpu ms/wf'.padStart(15)} ${'pg cpu ms/wf'.padStart(13)}\n`);
     for (const [k, v] of Object.entries(results)) {
       out(
         `  ${k.padEnd(12)} ${String(v.wfPerSec).padStart(8)} ${`[${v.wfPerSecMin}–${v.wfPerSecMax}]`.padStart(15)} ${String(v.ms).padStart(8)} ` +
-          `${String(v.commitsPerWf).padStart(11)} ${String(v.statementsPerWf).padStart(9)} ${String(v.nodeCpuMsPerWf).padStart(15)}\n`,
+          `${String(v.commitsPerWf).padStart(11)} ${String(v.statementsPerWf).padStart(9)} ${String(v.nodeCpuMsPerWf).padStart(15)} ${String(v.pgCpuMsPerWf).padStart(13)}\n`,
       );
     }
     const tr = ratios.dbosVsFloorPure.throughput;

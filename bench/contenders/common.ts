@@ -19,6 +19,7 @@
  *               (null in JSON) and `statementsSource` says 'unavailable'.
  */
 import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { search } from '@jmespath-community/jmespath';
 import { Client } from 'pg';
 
@@ -100,6 +101,40 @@ export async function postJson(url: string, body: unknown, idempotencyKey: strin
 // ───── small helpers
 
 export const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
+
+/*
+ * CPU the database server has used so far (ms), read from /proc: every
+ * process named postgres, plus what its postmaster has collected from
+ * backends that already exited. The difference over a trial's window is what
+ * the trial cost Postgres: with node's own CPU it says which side of the two
+ * shared cores a contender is waiting on. NaN where /proc is not there.
+ */
+export function postgresCpuMs(): number {
+  let ticks = 0;
+  let found = false;
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return NaN;
+  }
+  for (const pid of pids) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const close = stat.lastIndexOf(')');
+    if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
+    // after "pid (comm) ": state ppid ... utime(14) stime(15) cutime(16) cstime(17), counted from 1
+    const f = stat.slice(close + 2).split(' ');
+    ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    found = true;
+  }
+  // USER_HZ is 100 on every Linux this runs on
+  return found ? ticks * 10 : NaN;
+}
 
 export function round(x: number, digits = 2): number {
   return Number.isFinite(x) ? Number(x.toFixed(digits)) : x;

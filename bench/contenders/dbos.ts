@@ -39,7 +39,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { DBOS, DBOSClient } from '@dbos-inc/dbos-sdk';
 import { Client } from 'pg';
-import { databaseName, inputFor, PgCounters, round, sleep, TrialResult, Variant } from './common';
+import { databaseName, inputFor, PgCounters, postgresCpuMs, round, sleep, TrialResult, Variant } from './common';
 import { configureDbos, DBOS_APP_NAME, DBOS_APP_VERSION, DBOS_QUEUE, DBOS_WORKFLOW_NAMES, executorHooks } from './dbos-workflows';
 
 export interface DbosTrialOptions {
@@ -199,6 +199,7 @@ export async function runDbosTrial(opts: DbosTrialOptions): Promise<TrialResult>
     executors = o.executors <= 1 ? inProcessExecutor(o, onSettled) : await childExecutors(o, o.executors, onSettled);
     const before = await counters.snapshot();
     const cpuBefore = process.cpuUsage();
+    const pgCpuBefore = postgresCpuMs();
     const { spreadMs } = await executors.launch();
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([allSettled.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), o.deadlineMs)))]);
@@ -206,6 +207,7 @@ export async function runDbosTrial(opts: DbosTrialOptions): Promise<TrialResult>
     await executors.stop();
     executors = null;
     const cpu = process.cpuUsage(cpuBefore);
+    const pgCpuMs = postgresCpuMs() - pgCpuBefore;
     const after = await counters.snapshot();
 
     // ── the clock and the outcome, from DBOS's own rows (read after the counters)
@@ -254,6 +256,7 @@ export async function runDbosTrial(opts: DbosTrialOptions): Promise<TrialResult>
         launchSpreadMs: spreadMs,
         /** CPU this process used from launch to shutdown (the executor itself only when executors = 1) */
         nodeCpuMs: round((cpu.user + cpu.system) / 1000, 0),
+        pgCpuMs: round(pgCpuMs, 0),
         bodiesFailed,
         timedOut,
         countersSettled: before.settled && after.settled,

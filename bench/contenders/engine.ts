@@ -18,7 +18,7 @@ import { Keyring } from '../../src/security/keyring';
 import { latestVersion, publishWorkflow, setAllowPrivateTargets } from '../../src/store/registry';
 import { startRun } from '../../src/store/run-store';
 import { Worker } from '../../src/worker/worker';
-import { HTTP_OUTPUT_EXPR, inputFor, PgCounters, PURE_OUTPUT_EXPR, round, SHAPE_EXPR, TAX_EXPR, TrialResult, Variant } from './common';
+import { HTTP_OUTPUT_EXPR, inputFor, PgCounters, postgresCpuMs, PURE_OUTPUT_EXPR, round, SHAPE_EXPR, TAX_EXPR, TrialResult, Variant } from './common';
 
 const KEYS = Keyring.generate('side-by-side');
 
@@ -100,6 +100,7 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
       workers.push(new Worker({ pool, lockConnection: { connectionString: o.databaseUrl }, pollMs: o.pollMs, concurrency: each, id: `sbs-${i + 1}`, keyring: KEYS, log, groupCommit: o.groupCommit }));
     }
     const cpuBefore = process.cpuUsage();
+    const pgCpuBefore = postgresCpuMs();
     const t0 = performance.now();
     for (const w of workers) w.start();
     let timer: NodeJS.Timeout | undefined;
@@ -107,6 +108,7 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
     clearTimeout(timer);
     const ms = (lastDone || performance.now()) - t0;
     const cpu = process.cpuUsage(cpuBefore);
+    const pgCpuMs = postgresCpuMs() - pgCpuBefore;
     await Promise.all(workers.map((w) => w.stop()));
     await pool.end();
     const after = await counters.snapshot();
@@ -145,6 +147,7 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
       details: {
         pollMs: o.pollMs,
         nodeCpuMs: round((cpu.user + cpu.system) / 1000, 0),
+        pgCpuMs: round(pgCpuMs, 0),
         timedOut,
         batches: workers.reduce((k, w) => k + w.stats.batches, 0),
         conflicts: workers.reduce((k, w) => k + w.stats.conflicts, 0),

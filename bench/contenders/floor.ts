@@ -22,7 +22,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Client } from 'pg';
-import { evaluate, inputFor, PgCounters, PURE_OUTPUT_EXPR, round, SHAPE_EXPR, sleep, TAX_EXPR, TrialResult } from './common';
+import { evaluate, inputFor, PgCounters, postgresCpuMs, PURE_OUTPUT_EXPR, round, SHAPE_EXPR, sleep, TAX_EXPR, TrialResult } from './common';
 
 export const FLOOR_SCHEMA = `
 CREATE TABLE IF NOT EXISTS floor_jobs (
@@ -138,6 +138,7 @@ export async function runFloorTrial(opts: FloorTrialOptions): Promise<TrialResul
     };
 
     const cpuBefore = process.cpuUsage();
+    const pgCpuBefore = postgresCpuMs();
     const t0 = performance.now();
     const loops = pollers.map((c) => poll(c));
     let timer: NodeJS.Timeout | undefined;
@@ -145,6 +146,7 @@ export async function runFloorTrial(opts: FloorTrialOptions): Promise<TrialResul
     clearTimeout(timer);
     const ms = (finished + failed >= o.workflows ? lastDone : performance.now()) - t0;
     const cpu = process.cpuUsage(cpuBefore);
+    const pgCpuMs = postgresCpuMs() - pgCpuBefore;
     stop = true;
     await Promise.allSettled(loops);
     await Promise.all(pollers.splice(0).map((c) => c.end().catch(() => undefined)));
@@ -182,7 +184,8 @@ export async function runFloorTrial(opts: FloorTrialOptions): Promise<TrialResul
       concurrency: o.concurrency,
       executors: 1,
       topStatements: counters.statementsAvailable ? PgCounters.top(before, after, n) : [],
-      details: { pollMs: o.pollMs, nodeCpuMs: round((cpu.user + cpu.system) / 1000, 0), idlePolls, conflicts, timedOut, sampleOutput: sample, countersSettled: before.settled && after.settled },
+      details: { pollMs: o.pollMs, nodeCpuMs: round((cpu.user + cpu.system) / 1000, 0),
+        pgCpuMs: round(pgCpuMs, 0), idlePolls, conflicts, timedOut, sampleOutput: sample, countersSettled: before.settled && after.settled },
     };
   } finally {
     await Promise.all(pollers.map((c) => c.end().catch(() => undefined)));
