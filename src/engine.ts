@@ -62,7 +62,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
           pool,
           lockConnection: { connectionString: opts.databaseUrl },
           clock,
-          pollMs: opts.pollMs ?? 50,
+          pollMs: opts.pollMs,
           concurrency: opts.concurrency,
           id: `worker-${process.pid}-${i + 1}`,
           keyring: opts.keyring,

@@ -50,8 +50,8 @@ export interface TrialResult {
   /** in-flight workflows per executor (DBOS queue workerConcurrency) or pollers (floor) */
   concurrency: number;
   executors: number;
-  /** the most frequent statements of the window, per workflow (pg_stat_statements only) */
-  topStatements: { perWf: number; query: string }[];
+  /** the most frequent statements of the window, calls and execution ms per workflow (pg_stat_statements only) */
+  topStatements: { perWf: number; msPerWf?: number; query: string }[];
   /** contender-specific details (launch spread, HTTP hits, ...) */
   details: Record<string, unknown>;
 }
@@ -103,37 +103,33 @@ export async function postJson(url: string, body: unknown, idempotencyKey: strin
 export const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
 
 /*
- * CPU the database server has used so far (ms), read from /proc: every
- * process named postgres, plus what its postmaster has collected from
- * backends that already exited. The difference over a trial's window is what
- * the trial cost Postgres: with node's own CPU it says which side of the two
- * shared cores a contender is waiting on. NaN where /proc is not there.
+ * CPU one database server has used so far (ms), read from /proc: its
+ * postmaster, every process the postmaster started, and what the postmaster
+ * has collected from those that already exited. The difference over a
+ * trial's window is what the trial cost Postgres: with node's own CPU it says
+ * which side of the two shared cores a contender is waiting on. Other
+ * clusters on the machine are left out. NaN where /proc is not there.
  */
-export function postgresCpuMs(): number {
-  let ticks = 0;
-  let found = false;
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
-  } catch {
-    return NaN;
-  }
-  for (const pid of pids) {
-    let stat: string;
+export function postgresCpuMs(postmaster: number): number {
+  const fields = (pid: string): string[] | null => {
     try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // after "pid (comm) ": state ppid ... utime stime cutime cstime (the 14th to 17th fields of the line)
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     } catch {
-      continue; // gone meanwhile
+      return null; // gone meanwhile
     }
-    const close = stat.lastIndexOf(')');
-    if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
-    // after "pid (comm) ": state ppid ... utime(14) stime(15) cutime(16) cstime(17), counted from 1
-    const f = stat.slice(close + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-    found = true;
+  };
+  const own = fields(String(postmaster));
+  if (!own) return NaN;
+  let ticks = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const f = fields(pid);
+    if (f && Number(f[1]) === postmaster) ticks += Number(f[11]) + Number(f[12]);
   }
   // USER_HZ is 100 on every Linux this runs on
-  return found ? ticks * 10 : NaN;
+  return ticks * 10;
 }
 
 export function round(x: number, digits = 2): number {
@@ -156,8 +152,8 @@ export function siblingUrl(url: string, database = 'postgres'): string {
 export interface CounterSnapshot {
   commits: number;
   statements: number;
-  /** calls per pg_stat_statements entry (queryid), for the breakdown */
-  byQuery: Map<string, { calls: number; query: string }>;
+  /** calls and execution time (ms) per pg_stat_statements entry (queryid), for the breakdown */
+  byQuery: Map<string, { calls: number; ms: number; query: string }>;
 }
 
 export class PgCounters {
@@ -218,28 +214,42 @@ export class PgCounters {
     }
     await this.admin.query('SELECT pg_stat_clear_snapshot()');
     const { rows } = await this.admin.query('SELECT coalesce(xact_commit, 0)::bigint AS n FROM pg_stat_database WHERE datname = $1', [this.database]);
-    const byQuery = new Map<string, { calls: number; query: string }>();
+    const byQuery = new Map<string, { calls: number; ms: number; query: string }>();
     let statements = NaN;
     if (this.statementsAvailable) {
-      const res = await this.admin.query(`SELECT queryid::text AS id, calls::bigint AS calls, query FROM pg_stat_statements WHERE dbid = $1`, [this.oid]);
+      const res = await this.admin.query(`SELECT queryid::text AS id, calls::bigint AS calls, total_exec_time AS ms, query FROM pg_stat_statements WHERE dbid = $1`, [this.oid]);
       statements = 0;
       for (const r of res.rows) {
         const calls = Number(r.calls);
         statements += calls;
         const prev = byQuery.get(r.id);
-        byQuery.set(r.id, { calls: (prev?.calls ?? 0) + calls, query: r.query });
+        byQuery.set(r.id, { calls: (prev?.calls ?? 0) + calls, ms: (prev?.ms ?? 0) + Number(r.ms), query: r.query });
       }
     }
     return { commits: Number(rows[0]?.n ?? 0), statements, byQuery, settled: quiet };
   }
 
-  static top(before: CounterSnapshot, after: CounterSnapshot, perWf: number, n = 12): { perWf: number; query: string }[] {
-    const out: { perWf: number; query: string }[] = [];
+  /** The statements of a window by calls per workflow, with the time Postgres spent executing each (ms per workflow, nested statements included). */
+  static top(before: CounterSnapshot, after: CounterSnapshot, perWf: number, n = 12): { perWf: number; msPerWf: number; query: string }[] {
+    const out: { perWf: number; msPerWf: number; query: string }[] = [];
     for (const [id, a] of after.byQuery) {
-      const d = a.calls - (before.byQuery.get(id)?.calls ?? 0);
-      if (d > 0) out.push({ perWf: round(d / Math.max(1, perWf), 3), query: a.query.replace(/\s+/g, ' ').slice(0, 140) });
+      const b = before.byQuery.get(id);
+      const d = a.calls - (b?.calls ?? 0);
+      const ms = a.ms - (b?.ms ?? 0);
+      if (d > 0) out.push({ perWf: round(d / Math.max(1, perWf), 3), msPerWf: round(ms / Math.max(1, perWf), 3), query: a.query.replace(/\s+/g, ' ').slice(0, 140) });
     }
     return out.sort((x, y) => y.perWf - x.perWf).slice(0, n);
+  }
+
+  /** The server's postmaster process (the parent of this connection's backend), for postgresCpuMs. */
+  async postmaster(): Promise<number> {
+    const { rows } = await this.admin.query('SELECT pg_backend_pid() AS pid');
+    try {
+      const stat = readFileSync(`/proc/${rows[0].pid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    } catch {
+      return NaN;
+    }
   }
 
   async close(): Promise<void> {

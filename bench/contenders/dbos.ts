@@ -198,8 +198,9 @@ export async function runDbosTrial(opts: DbosTrialOptions): Promise<TrialResult>
     if (o.workflows === 0) onAll();
     executors = o.executors <= 1 ? inProcessExecutor(o, onSettled) : await childExecutors(o, o.executors, onSettled);
     const before = await counters.snapshot();
+    const postmaster = await counters.postmaster();
     const cpuBefore = process.cpuUsage();
-    const pgCpuBefore = postgresCpuMs();
+    const pgCpuBefore = postgresCpuMs(postmaster);
     const { spreadMs } = await executors.launch();
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([allSettled.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), o.deadlineMs)))]);
@@ -207,7 +208,7 @@ export async function runDbosTrial(opts: DbosTrialOptions): Promise<TrialResult>
     await executors.stop();
     executors = null;
     const cpu = process.cpuUsage(cpuBefore);
-    const pgCpuMs = postgresCpuMs() - pgCpuBefore;
+    const pgCpuMs = postgresCpuMs(postmaster) - pgCpuBefore;
     const after = await counters.snapshot();
 
     // ── the clock and the outcome, from DBOS's own rows (read after the counters)

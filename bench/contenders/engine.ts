@@ -99,8 +99,9 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
     for (let i = 0; i < o.workers; i++) {
       workers.push(new Worker({ pool, lockConnection: { connectionString: o.databaseUrl }, pollMs: o.pollMs, concurrency: each, id: `sbs-${i + 1}`, keyring: KEYS, log, groupCommit: o.groupCommit }));
     }
+    const postmaster = await counters.postmaster();
     const cpuBefore = process.cpuUsage();
-    const pgCpuBefore = postgresCpuMs();
+    const pgCpuBefore = postgresCpuMs(postmaster);
     const t0 = performance.now();
     for (const w of workers) w.start();
     let timer: NodeJS.Timeout | undefined;
@@ -108,7 +109,7 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
     clearTimeout(timer);
     const ms = (lastDone || performance.now()) - t0;
     const cpu = process.cpuUsage(cpuBefore);
-    const pgCpuMs = postgresCpuMs() - pgCpuBefore;
+    const pgCpuMs = postgresCpuMs(postmaster) - pgCpuBefore;
     await Promise.all(workers.map((w) => w.stop()));
     await pool.end();
     const after = await counters.snapshot();

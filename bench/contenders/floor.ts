@@ -137,8 +137,9 @@ export async function runFloorTrial(opts: FloorTrialOptions): Promise<TrialResul
       }
     };
 
+    const postmaster = await counters.postmaster();
     const cpuBefore = process.cpuUsage();
-    const pgCpuBefore = postgresCpuMs();
+    const pgCpuBefore = postgresCpuMs(postmaster);
     const t0 = performance.now();
     const loops = pollers.map((c) => poll(c));
     let timer: NodeJS.Timeout | undefined;
@@ -146,7 +147,7 @@ export async function runFloorTrial(opts: FloorTrialOptions): Promise<TrialResul
     clearTimeout(timer);
     const ms = (finished + failed >= o.workflows ? lastDone : performance.now()) - t0;
     const cpu = process.cpuUsage(cpuBefore);
-    const pgCpuMs = postgresCpuMs() - pgCpuBefore;
+    const pgCpuMs = postgresCpuMs(postmaster) - pgCpuBefore;
     stop = true;
     await Promise.allSettled(loops);
     await Promise.all(pollers.splice(0).map((c) => c.end().catch(() => undefined)));

@@ -10,7 +10,7 @@ import { openEnginePool } from '../db/pool';
 import { Failpoints } from '../faults/failpoints';
 import { Keyring } from '../security/keyring';
 import { ControlledClock } from './clock';
-import { Worker } from './worker';
+import { DEFAULT_POLL_MS, Worker } from './worker';
 
 const log = (entry: Record<string, unknown>): void => {
   process.stdout.write(JSON.stringify({ at: new Date().toISOString(), pid: process.pid, ...entry }) + '\n');
@@ -39,7 +39,7 @@ async function main(): Promise<void> {
     keyring,
     headJournal: process.env.MESHHOOK_HEAD_JOURNAL || undefined,
     id: process.env.MESHHOOK_WORKER_ID || undefined,
-    pollMs: intEnv('MESHHOOK_POLL_MS', 50),
+    pollMs: intEnv('MESHHOOK_POLL_MS', DEFAULT_POLL_MS),
     concurrency: intEnv('MESHHOOK_CONCURRENCY', undefined),
     ignoreLocks: process.env.MESHHOOK_UNSAFE_IGNORE_LOCKS === '1',
     groupCommit: process.env.MESHHOOK_GROUP_COMMIT !== '0',
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   process.on('disconnect', () => void stop('parent disconnected'));
 
   worker.start();
-  log({ level: 'info', worker: worker.id, msg: 'worker running', pollMs: intEnv('MESHHOOK_POLL_MS', 50), intake: intake?.url });
+  log({ level: 'info', worker: worker.id, msg: 'worker running', pollMs: intEnv('MESHHOOK_POLL_MS', DEFAULT_POLL_MS), intake: intake?.url });
   process.send?.({ type: 'ready', pid: process.pid, workerId: worker.id, intakeUrl: intake?.url });
 }
 
