@@ -160,6 +160,12 @@ async function main(): Promise<void> {
         const figures: Record<string, number> = {};
         if (kind === 'crash') {
           while ((await done()) < RUNS / 2) await sleep(5);
+          // runs finish in waves (every slot's run started together), so half way can fall just between two
+          // waves with nothing in flight: wait (at most 3 s) until some run is mid-step, then kill
+          const inFlightNow = `SELECT count(*)::int AS n FROM runs WHERE status = 'running' AND last_seq > (SELECT min(last_seq) FROM runs)`;
+          for (const until = performance.now() + 3_000; performance.now() < until; await sleep(2)) {
+            if ((await watch.query<{ n: number }>(inFlightNow)).rows[0].n > 0) break;
+          }
           await endAll(workers, 'SIGKILL');
           const tKill = performance.now();
           // in flight: started its steps and not finished; each must record something new after the restart
