@@ -181,6 +181,8 @@ async function withLiveSide<T>(url: string, projectId: string, n: number, body: 
 
 async function trial(url: string, pub: { projectId: string; workflow: string; version: Awaited<ReturnType<typeof latestVersion>> }) {
   const setup = openPool(url, { max: 8 }, () => undefined);
+  const logLength = async (db: typeof setup): Promise<number> => Number((await db.query('SELECT count(*)::int AS n FROM run_events')).rows[0].n);
+  const before = await logLength(setup);
   await Promise.all(
     Array.from({ length: 8 }, async (_, k) => {
       for (let i = k; i < RUNS; i += 8) {
@@ -189,7 +191,6 @@ async function trial(url: string, pub: { projectId: string; workflow: string; ve
       }
     }),
   );
-  await setup.end();
   const pool = openPool(url, { max: 20 }, () => undefined);
   let done = (): void => undefined;
   const finished = new Promise<void>((res) => (done = res));
@@ -207,7 +208,10 @@ async function trial(url: string, pub: { projectId: string; workflow: string; ve
   const n = workers.reduce((k, w) => k + w.stats.runsFinished, 0);
   await Promise.all(workers.map((w) => w.stop()));
   await pool.end();
-  return { runs: n, runsPerSec: n / (ms / 1000) };
+  // every event the trial wrote (each subscriber must get each one)
+  const events = (await logLength(setup)) - before;
+  await setup.end();
+  return { runs: n, runsPerSec: n / (ms / 1000), events };
 }
 
 async function main(): Promise<void> {
@@ -248,13 +252,14 @@ async function main(): Promise<void> {
         // the server runs in every trial: what differs is who listens, and whether the listening side
         // competes with the workers for the cores ('many') or takes only what they leave idle ('apart')
         const { result: t, server, subscribers } = await withLiveSide(url, pub.projectId, which === 'none' ? 0 : SUBSCRIBERS, () => trial(url, pub), which === 'apart');
+        // a figure counts only if every subscriber got every event the trial wrote (at low priority too, later)
+        if (subscribers && (subscribers.delays.length !== t.events || subscribers.received !== SUBSCRIBERS * t.events)) {
+          throw new Error(`${which}: the trial wrote ${t.events} events; the first subscriber got ${subscribers.delays.length}, all ${SUBSCRIBERS} together ${subscribers.received} of ${SUBSCRIBERS * t.events}`);
+        }
         if (which === 'none') pair.none = t.runsPerSec;
         else if (which === 'apart') {
           pair.apart = t.runsPerSec;
           delaysApart.push(...subscribers!.delays);
-          // at low priority the frames come later, but every subscriber must still get every event
-          const perSubscriber = subscribers!.delays.length;
-          if (perSubscriber === 0 || subscribers!.received !== SUBSCRIBERS * perSubscriber) throw new Error(`apart: ${subscribers!.received} frames for ${SUBSCRIBERS} subscribers of ${perSubscriber} events`);
         } else {
           pair.many = t.runsPerSec;
           delays.push(...subscribers!.delays);
