@@ -144,7 +144,9 @@ export async function streamEvents(
   const columns = `${runId ? '' : 'run_id, '}seq, type, version, payload, recorded_at, prev_hash, hash, kid`;
   return streamRows<RowEvent>(
     c,
-    runId ? { runId } : { projectId },
+    // the project is named even for one run: an event whose project was changed behind the engine's back is then
+    // missing from its run (a break verify reports) even for a caller whose role is not held to one project
+    runId ? { runId, projectId } : { projectId },
     columns,
     (rows) =>
       onPage(
@@ -188,14 +190,17 @@ const PAGE_SIZE = 1_000;
 
 async function streamRows<R>(
   c: PoolClient,
-  which: { runId: string } | { projectId: string },
+  which: { runId: string; projectId?: string } | { projectId: string },
   columns: string,
   onPage: (rows: R[]) => void | Promise<void>,
   pageSize = PAGE_SIZE,
   types?: ReturnType<typeof eventTypes>,
 ): Promise<number> {
   // ids are checked to be UUIDs, so they are safe to inline (DECLARE takes no parameters)
-  const where = 'runId' in which ? (assertProjectId(which.runId), `run_id = '${which.runId}' ORDER BY seq`) : (assertProjectId(which.projectId), `project_id = '${which.projectId}' ORDER BY run_id, seq`);
+  const { runId, projectId } = which as { runId?: string; projectId?: string };
+  if (runId) assertProjectId(runId);
+  if (projectId) assertProjectId(projectId);
+  const where = runId ? `run_id = '${runId}'${projectId ? ` AND project_id = '${projectId}'` : ''} ORDER BY seq` : `project_id = '${projectId}' ORDER BY run_id, seq`;
   await c.query(`DECLARE meshhook_log NO SCROLL CURSOR FOR SELECT ${columns} FROM run_events WHERE ${where}`);
   const fetch = (): Promise<{ rows: R[] }> => c.query({ text: `FETCH ${pageSize} FROM meshhook_log`, types }) as unknown as Promise<{ rows: R[] }>;
   let read = 0;
