@@ -79,6 +79,16 @@ When('someone inserts a forged event after {place} behind the engine\'s back', a
   });
 });
 
+When('someone moves {place} into another project behind the engine\'s back', async function (this: ReplayWorld, place: Place) {
+  const e = eventAt(place, await before(this));
+  await withLogProtectionOff(this.db, async (c) => {
+    const other = (await c.query<{ id: string }>("SELECT meshhook_ensure_project('globex', 'Globex Corporation') AS id")).rows[0].id;
+    // the event's project must match its run's: only a superuser gets past that, by switching the checks off
+    await c.query("SET LOCAL session_replication_role = 'replica'");
+    await c.query('UPDATE run_events SET project_id = $1 WHERE run_id = $2 AND seq = $3', [other, e.runId, e.seq]);
+  });
+});
+
 When('someone cuts the run log short after {place} behind the engine\'s back', async function (this: ReplayWorld, place: Place) {
   const log = await before(this);
   const e = eventAt(place, log);

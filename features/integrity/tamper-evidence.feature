@@ -43,6 +43,12 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
     And the runs are verified
     Then verification names the start of "push" as the first bad event
 
+  Scenario: An event moved into another project is named
+    When someone moves the request of "push" into another project behind the engine's back
+    And the runs are verified
+    Then verification names the request of "push" as the first bad event
+    And verification finds every other run intact
+
   Scenario: A forged event slipped into the log is named
     When someone inserts a forged event after the result of "push" behind the engine's back
     And the runs are verified
