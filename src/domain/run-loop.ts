@@ -61,7 +61,7 @@ export interface LoopOptions {
 }
 
 /** at most this many events of pure steps are decided before they are committed together */
-export const MAX_MERGED_EVENTS = 64;
+const MAX_MERGED_EVENTS = 64;
 
 function* ask<K extends Ask['kind']>(q: Extract<Ask, { kind: K }>): Generator<Ask, Answers[K], unknown> {
   return (yield q) as Answers[K];

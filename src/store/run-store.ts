@@ -70,17 +70,18 @@ export interface RowEvent {
   type: string;
   version: number;
   payload: unknown;
-  /** as text in ISO form when read with EVENT_TYPES, else as pg parses it */
+  /** as text in ISO form when read with eventTypes(), else as pg parses it */
   recorded_at: Date | string;
   prev_hash: string;
   hash: string;
   kid: string | null;
 }
 
-export function rowToEvent(r: RowEvent): RecordedEvent {
+/** A log row as an event; the run and project may be given when the query did not read them for every row. */
+export function rowToEvent(r: RowEvent, runId: string = r.run_id, project: string = r.project_id): RecordedEvent {
   return {
-    runId: r.run_id,
-    project: r.project_id,
+    runId,
+    project,
     seq: r.seq,
     type: r.type as RecordedEvent['type'],
     version: r.version,
@@ -121,7 +122,7 @@ type Queryable = Pool | PoolClient;
 /** A run's events, read inside a transaction that already acts for the run's project. */
 export async function readEvents(db: Queryable, runId: string): Promise<RecordedEvent[]> {
   const { rows } = await db.query<RowEvent>({ text: `SELECT ${EVENT_COLUMNS} FROM run_events WHERE run_id = $1 ORDER BY seq`, values: [runId], types: eventTypes() });
-  return rows.map(rowToEvent);
+  return rows.map((r) => rowToEvent(r));
 }
 
 const EVENT_COLUMNS = 'project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid';
@@ -146,25 +147,9 @@ export async function streamEvents(
     c,
     // the project is named even for one run: an event whose project was changed behind the engine's back is then
     // missing from its run (a break verify reports) even for a caller whose role is not held to one project
-    runId ? { runId, projectId } : { projectId },
+    { runId, projectId },
     columns,
-    (rows) =>
-      onPage(
-        rows.map(
-          (r): RecordedEvent => ({
-            runId: runId ?? r.run_id,
-            project: projectId,
-            seq: r.seq,
-            type: r.type as RecordedEvent['type'],
-            version: r.version,
-            data: r.payload as RecordedEvent['data'],
-            recordedAt: r.recorded_at as string,
-            prevHash: r.prev_hash,
-            hash: r.hash,
-            kid: r.kid,
-          }),
-        ),
-      ),
+    (rows) => onPage(rows.map((r) => rowToEvent(r, runId ?? r.run_id, projectId))),
     pageSize,
     eventTypes(),
   );
@@ -190,14 +175,14 @@ const PAGE_SIZE = 1_000;
 
 async function streamRows<R>(
   c: PoolClient,
-  which: { runId: string; projectId?: string } | { projectId: string },
+  which: { runId?: string; projectId?: string },
   columns: string,
   onPage: (rows: R[]) => void | Promise<void>,
   pageSize = PAGE_SIZE,
   types?: ReturnType<typeof eventTypes>,
 ): Promise<number> {
   // ids are checked to be UUIDs, so they are safe to inline (DECLARE takes no parameters)
-  const { runId, projectId } = which as { runId?: string; projectId?: string };
+  const { runId, projectId } = which;
   if (runId) assertProjectId(runId);
   if (projectId) assertProjectId(projectId);
   const where = runId ? `run_id = '${runId}'${projectId ? ` AND project_id = '${projectId}'` : ''} ORDER BY seq` : `project_id = '${projectId}' ORDER BY run_id, seq`;
@@ -237,7 +222,7 @@ export async function loadRun(db: Pool, projectId: string, runId: string): Promi
   );
   if (rows.length === 0) return null;
   const head = rows[0];
-  const events = rows.filter((r) => r.seq !== null).map(rowToEvent);
+  const events = rows.filter((r) => r.seq !== null).map((r) => rowToEvent(r));
   const last = events[events.length - 1];
   return {
     runId,
