@@ -20,8 +20,8 @@
  * --quick      40 workflows per trial, 2 repeats (about 15 s); the normal run is 500 × 6 (about 1.5 min)
  * SBS_WORKFLOWS, SBS_REPEATS, SBS_WARMUP_WORKFLOWS, SBS_CONCURRENCY, SBS_BUDGET_MS override the defaults
  * --scaling    also DBOS with 1/2/4 executors (child processes, workerConcurrency 4 each), the floor
- *              with 4/8/16 pollers and the engine with 1/2/4 in-process workers × 4, one trial each
- *              against the floor with 4/8/16 pollers, one trial each
+ *              with 4/8/16 pollers and the engine with 1/2/4 in-process workers × 4, one trial each;
+ *              then DBOS and the engine the same way with the HTTP step
  * Writes reports/side-by-side.json. Figures only: nothing asserts a timing.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -270,6 +270,14 @@ async function main(): Promise<void> {
         scaling.push(e);
         line(e, `engine ${n} worker${n > 1 ? 's' : ''}`);
         out(`  engine ÷ DBOS with ${n}: ${round(e.wfPerSec / d.wfPerSec, 2)}×\n`);
+        // the same with one HTTP step (a POST to the in-process target) between the two transforms
+        const dh = await runCase(CASES[4], WORKFLOWS, { executors: n, concurrency: 4 });
+        scaling.push(dh);
+        line(dh, `dbos http ${n} executor${n > 1 ? 's' : ''}`);
+        const eh = await runCase(CASES[5], WORKFLOWS, { concurrency: 4 * n, workers: n });
+        scaling.push(eh);
+        line(eh, `engine http ${n} worker${n > 1 ? 's' : ''}`);
+        out(`  engine ÷ DBOS with ${n}, HTTP step: ${round(eh.wfPerSec / dh.wfPerSec, 2)}×\n`);
       }
     }
 
