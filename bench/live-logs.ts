@@ -33,7 +33,7 @@ import { RealtimeServer } from '../src/realtime/server';
 import { signAnonKey, signProjectToken } from '../src/realtime/tokens';
 import { Keyring } from '../src/security/keyring';
 import { latestVersion, publishWorkflow } from '../src/store/registry';
-import { startRun } from '../src/store/run-store';
+import { startRun } from '../src/store/intake-start';
 import { Worker } from '../src/worker/worker';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);

@@ -37,7 +37,7 @@ import { openPool } from '../src/db/pool';
 import { provisionPostgres } from '../src/db/postgres';
 import { Keyring } from '../src/security/keyring';
 import { latestVersion, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
-import { startRun } from '../src/store/run-store';
+import { startRun } from '../src/store/intake-start';
 
 const RUNS = Number(process.env.BENCH_RECOVERY_RUNS ?? 1000);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);

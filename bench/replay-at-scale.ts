@@ -37,7 +37,9 @@ import { Failpoints } from '../src/faults/failpoints';
 import { replayRunState, verifyRun } from '../src/replay-service';
 import { Keyring } from '../src/security/keyring';
 import { latestVersion, publishWorkflow } from '../src/store/registry';
-import { commitBatch, loadRun, startRun } from '../src/store/run-store';
+import { startRun } from '../src/store/intake-start';
+import { commitBatch } from '../src/store/log-append';
+import { loadRun } from '../src/store/run-load';
 
 const SIZES = (process.env.BENCH_REPLAY_SIZES ?? '1000,10000,80000').split(',').map(Number);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);

@@ -35,9 +35,10 @@ import { Failpoints, parseFailpoints } from '../src/faults/failpoints';
 import { verifyRun } from '../src/replay-service';
 import { latestVersion, LoadedVersion, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
 import { Keyring } from '../src/security/keyring';
-import { loadEvents, startRun } from '../src/store/run-store';
+import { startRun } from '../src/store/intake-start';
+import { loadEvents } from '../src/store/log-read';
 import { Worker } from '../src/worker/worker';
-import { startStateStoredRun, STATE_STORED_SCHEMA, StateStoredWorker } from './state-stored';
+import { startStateStoredRun, STATE_STORED_SCHEMA, StateStoredRepository } from './state-stored';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
@@ -265,9 +266,10 @@ async function runTrial(bench: Bench, variant: Variant, kind: Kind, runs: number
       if (finishedSoFar() >= runs) onAllFinished();
     };
     const failpoints = kind === 'engine+fp' ? new Failpoints(parseFailpoints(NEVER_MATCHING_FAILPOINT)) : Failpoints.none();
-    const workers: (Worker | StateStoredWorker)[] = Array.from({ length: WORKERS }, (_, i) =>
+    // one Worker for both kinds: the baseline differs only in its repository (bench/state-stored.ts)
+    const workers: Worker[] = Array.from({ length: WORKERS }, (_, i) =>
       kind === 'state-stored'
-        ? new StateStoredWorker({ pool, lockConnection: { connectionString: url }, pollMs: POLL_MS, concurrency: CONCURRENCY, id: `state-${i + 1}`, log })
+        ? new Worker({ pool, lockConnection: { connectionString: url }, pollMs: POLL_MS, concurrency: CONCURRENCY, id: `state-${i + 1}`, log, repository: new StateStoredRepository(pool) })
         : new Worker({ pool, lockConnection: { connectionString: url }, pollMs: POLL_MS, concurrency: CONCURRENCY, id: `bench-${i + 1}`, failpoints, keyring: KEYS, log }),
     );
     const memory = memorySampler();

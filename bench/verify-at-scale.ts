@@ -22,7 +22,7 @@ import { inProject } from '../src/db/scope';
 import { verifyProject } from '../src/replay-service';
 import { Keyring } from '../src/security/keyring';
 import { latestVersion, publishWorkflow } from '../src/store/registry';
-import { startRun } from '../src/store/run-store';
+import { startRun } from '../src/store/intake-start';
 import { Worker } from '../src/worker/worker';
 
 const RUNS = Number(process.env.BENCH_VERIFY_RUNS ?? 12_500);

@@ -19,7 +19,8 @@ import { FIXTURE_KEYRING } from '../support/fixture-keyring';
 
 // signed with the fixtures' key, so the suite can check their chains
 const KEYS = FIXTURE_KEYRING;
-import { loadEvents, startRun } from '../src/store/run-store';
+import { startRun } from '../src/store/intake-start';
+import { loadEvents } from '../src/store/log-read';
 import { ControlledClock } from '../src/worker/clock';
 import { Worker } from '../src/worker/worker';
 import { TargetService } from '../support/target-service';

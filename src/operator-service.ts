@@ -4,7 +4,8 @@ import type { OperatorAction, OperatorActed, RecordedEvent } from './domain/even
 import { Failpoints } from './faults/failpoints';
 import type { Keyring } from './security/keyring';
 import { loadVersion, NotFoundError, TamperedDefinitionError } from './store/registry';
-import { assertIntact, commitBatch, ConcurrencyError, loadRun, TamperedRunError } from './store/run-store';
+import { commitBatch, ConcurrencyError } from './store/log-append';
+import { assertIntact, loadRun, TamperedRunError } from './store/run-load';
 import { Clock, systemClock } from './worker/clock';
 
 /*

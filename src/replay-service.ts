@@ -8,7 +8,8 @@ import { LogVerifier, replayLog, toDomainEvent, VerifyReport } from './domain/re
 import { compareViews, RunView, toRunView } from './domain/run-view';
 import { Checkpoint, CheckpointIndex, checkpointProblem } from './integrity/checkpoints';
 import { loadVersion, NotFoundError, readVersion } from './store/registry';
-import { headOf, loadEvents, readEvents, streamEvents, streamFoldedEvents, viewFromRow, writeRebuiltView } from './store/run-store';
+import { loadEvents, readEvents, streamEvents, streamFoldedEvents } from './store/log-read';
+import { headOf, viewFromRow, writeRebuiltView } from './store/run-views';
 
 /*
  * Replay, verify and rebuild runs straight from the run log in Postgres.

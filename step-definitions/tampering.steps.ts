@@ -6,7 +6,7 @@ import { canonicalJson } from '../src/domain/canonical';
 import type { RecordedEvent } from '../src/domain/events';
 import { eventHash, signHead } from '../src/domain/hash-chain';
 import { replayLog } from '../src/domain/replay';
-import { writeRebuiltView } from '../src/store/run-store';
+import { writeRebuiltView } from '../src/store/run-views';
 import { eventAt, Place } from '../support/places';
 import { withLogProtectionOff } from '../support/tampering';
 import type { ReplayWorld } from '../support/world';

@@ -23,7 +23,7 @@ import { Keyring, tokenSecret } from '../src/security/keyring';
 import { parseDropSpec } from '../src/realtime/server';
 import { LiveLogs } from './live-logs';
 import type { SecretValue } from '../src/security/redact';
-import { loadEvents } from '../src/store/run-store';
+import { loadEvents } from '../src/store/log-read';
 import { ControlledClock } from '../src/worker/clock';
 import { createScenarioDatabase, dropScenarioDatabase, getCluster } from './cluster';
 import { TargetService } from './target-service';

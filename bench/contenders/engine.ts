@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { openPool } from '../../src/db/pool';
 import { Keyring } from '../../src/security/keyring';
 import { latestVersion, publishWorkflow, setAllowPrivateTargets } from '../../src/store/registry';
-import { startRun } from '../../src/store/run-store';
+import { startRun } from '../../src/store/intake-start';
 import { Worker } from '../../src/worker/worker';
 import { HTTP_OUTPUT_EXPR, inputFor, PgCounters, postgresCpuMs, PURE_OUTPUT_EXPR, round, SHAPE_EXPR, TAX_EXPR, TrialResult, Variant } from './common';
 

@@ -20,8 +20,8 @@ import { relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
 import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError } from '../store/secrets';
 import { inProject } from '../db/scope';
-import { findProject, findWorkflow, NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../store/registry';
-import { listProjects, loadEvents } from '../store/run-store';
+import { findProject, findWorkflow, listProjects, NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../store/registry';
+import { loadEvents } from '../store/log-read';
 import { migrate } from '../db/migrate';
 
 /*

@@ -5,10 +5,11 @@ import type { HttpOutcome, HttpRequestPrepared, RunEvent } from './events';
  * How a run moves forward, written once: what to decide next, in what order,
  * and when to commit. It does no I/O. It asks for what it needs from outside
  * (the time, a target's answer, a jitter draw, a batch recorded) by yielding
- * an `Ask`, and whoever drives it answers: the engine's Worker against
- * Postgres and real HTTP, the bench's state-stored baseline against its one
- * row, and the unit tests' simulator synchronously from a script. So the
- * three cannot drift apart in how a run advances; they differ only in where
+ * an `Ask`, and whoever drives it answers: the engine's Worker with the
+ * clock, real HTTP and its run repository (src/store/run-repository.ts: the
+ * event log, or the bench's state-stored baseline), the replay bench's
+ * recorder, and the unit tests' simulator synchronously from a script. So
+ * they cannot drift apart in how a run advances; they differ only in where
  * its batches go.
  */
 

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { appendBatch, appendBatches, BatchGroup, ConcurrencyError, PreparedBatch } from './run-store';
+import { appendBatch, appendBatches, BatchGroup, ConcurrencyError, PreparedBatch } from './log-append';
 
 /*
  * Group commit across runs. A worker drives many runs at once; each decides a

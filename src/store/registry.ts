@@ -189,3 +189,8 @@ function toLoaded(
   if (!opts.allowTampered && definitionHash(r.definition) !== r.definition_hash) throw new TamperedDefinitionError(r.workflow_id, r.version);
   return { workflowId: r.workflow_id, version: r.version, definition: r.definition, definitionHash: r.definition_hash };
 }
+
+/** Every project, one at a time: the engine never sees two projects in one transaction. */
+export async function listProjects(db: Pool): Promise<Array<{ id: string; slug: string }>> {
+  return (await db.query<{ id: string; slug: string }>('SELECT id, slug FROM meshhook_projects()')).rows;
+}

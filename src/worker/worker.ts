@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
-import { createDecider, DecisionError, EngineFlags, RunDecider, RunState } from '../domain/decider';
+import { createDecider, DecisionError, RunDecider, RunState } from '../domain/decider';
 import { driveLoop, runLoop } from '../domain/run-loop';
 import { ENGINE_ROLE, inProject } from '../db/scope';
 import { HeadJournal } from '../integrity/checkpoints';
@@ -9,13 +9,16 @@ import { loadSecretValues } from '../store/secrets';
 import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
 import { loadVersion, LoadedVersion, TamperedDefinitionError } from '../store/registry';
 import { GroupCommit } from '../store/group-commit';
-import { assertIntact, commitBatch, ConcurrencyError, LoadedRun, loadRun, TamperedRunError } from '../store/run-store';
+import { ConcurrencyError } from '../store/log-append';
+import { TamperedRunError } from '../store/run-load';
+import { EventLogRepository, RunRepository, StoredRun } from '../store/run-repository';
 import { Clock, systemClock } from './clock';
 import { SendContext, sendRequest } from './http-client';
 
 /*
  * A stateless worker: claims runnable runs from Postgres, executes each run's
- * next step and appends what happened. Ownership is a session advisory lock,
+ * next step and appends what happened to its repository (the event log;
+ * src/store/run-repository.ts). Ownership is a session advisory lock,
  * so a worker that dies (or loses its connection) lets go at once and any
  * other worker resumes from the log. Correctness never rests on the lock:
  * appends name the sequence they expect, and a stale writer simply loses.
@@ -57,6 +60,11 @@ export interface WorkerOptions {
   ignoreLocks?: boolean;
   /** commit the batches of runs decided meanwhile together, one transaction for many (default on; src/store/group-commit.ts) */
   groupCommit?: boolean;
+  /**
+   * Where runs are kept (default: the engine's event log, with the keyring, journal and group commit above).
+   * The bench's state-stored baseline passes its own.
+   */
+  repository?: RunRepository;
 }
 
 export interface WorkerStats {
@@ -95,9 +103,9 @@ export class Worker {
   private unlocking: Promise<void> | null = null;
   /** runs that failed for an unexpected reason wait before they are tried again, instead of hot-looping */
   private readonly backoffUntil = new Map<string, { at: number; delayMs: number }>();
-  private readonly journal: HeadJournal | null;
   /** batches of many runs in one transaction; with failpoints armed commitBatch goes batch by batch instead */
   readonly group: GroupCommit | undefined;
+  private readonly repository: RunRepository;
   private loop: Promise<void> | null = null;
   private stopping = false;
   private wake: (() => void) | null = null;
@@ -113,8 +121,16 @@ export class Worker {
     this.concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
     this.random = opts.random ?? Math.random;
     this.log = opts.log ?? (() => undefined);
-    this.journal = opts.headJournal && opts.keyring ? new HeadJournal(opts.headJournal, opts.keyring.chainKey()) : null;
-    this.group = opts.groupCommit === false ? undefined : new GroupCommit(this.pool);
+    this.group = opts.groupCommit === false || opts.repository ? undefined : new GroupCommit(this.pool);
+    this.repository =
+      opts.repository ??
+      new EventLogRepository({
+        pool: this.pool,
+        failpoints: this.failpoints,
+        keyring: opts.keyring,
+        group: this.group,
+        journal: opts.headJournal && opts.keyring ? new HeadJournal(opts.headJournal, opts.keyring.chainKey()) : null,
+      });
   }
 
   start(): void {
@@ -192,7 +208,7 @@ export class Worker {
       this.woken = false;
     }
     await Promise.allSettled([...running]);
-    await this.journal?.flush();
+    await this.repository.flush();
   }
 
   private async lock(): Promise<Client> {
@@ -244,7 +260,7 @@ export class Worker {
     const skip = [...this.inFlight];
     for (const [id, b] of this.backoffUntil) if (b.at > wall) skip.push(id);
     if (this.opts.ignoreLocks) {
-      const { rows } = await this.pool.query<{ id: string; project_id: string }>('SELECT id, project_id FROM meshhook_due_runs($1, $2) WHERE NOT (id = ANY($3::uuid[])) LIMIT $4', [now, max * 4, skip, max]);
+      const { rows } = await this.pool.query<{ id: string; project_id: string }>(`SELECT id, project_id FROM ${this.repository.dueRuns}($1, $2) WHERE NOT (id = ANY($3::uuid[])) LIMIT $4`, [now, max * 4, skip, max]);
       for (const { id } of rows) this.inFlight.add(id);
       return rows.map(({ id, project_id }) => ({ id, projectId: project_id }));
     }
@@ -254,7 +270,7 @@ export class Worker {
     const { rows } = await this.onLock(() =>
       lock.query<{ id: string; project_id: string }>(
         `SELECT id, project_id FROM (
-           SELECT id, project_id FROM meshhook_due_runs($1, $2) WHERE NOT (id = ANY($3::uuid[])) OFFSET 0
+           SELECT id, project_id FROM ${this.repository.dueRuns}($1, $2) WHERE NOT (id = ANY($3::uuid[])) OFFSET 0
          ) due WHERE pg_try_advisory_lock($4, hashtext(id::text)) LIMIT $5`,
         [now, max * 4, skip, LOCK_CLASS, max],
       ),
@@ -289,7 +305,7 @@ export class Worker {
     return this.unlocking;
   }
 
-  private async deciderFor(run: LoadedRun): Promise<RunDecider> {
+  private async deciderFor(run: StoredRun): Promise<RunDecider> {
     const key = `${run.workflowId}:${run.version}`;
     let v = this.versions.get(key);
     if (!v) {
@@ -323,17 +339,17 @@ export class Worker {
   /** Drive one run as far as it can go now. */
   private async advance(runId: string, projectId: string): Promise<void> {
     try {
-      const run = await loadRun(this.pool, projectId, runId);
-      if (!run) return;
-      if (this.opts.keyring) assertIntact(run, this.opts.keyring.chainKeys());
+      // the repository checks the run may be acted on (its log genuine) before giving it
+      const loaded = await this.repository.load(projectId, runId);
+      if (!loaded) return;
+      let run: StoredRun = loaded;
       const decider = await this.deciderFor(run);
       if (isRecovery(run.state)) {
         this.stats.recoveries++;
-        this.log({ level: 'info', worker: this.id, run: runId, msg: 'resuming a run another worker left', seq: run.lastSeq });
+        this.log({ level: 'info', worker: this.id, run: runId, msg: 'resuming a run another worker left', seq: run.seq });
         await this.hit('during-recovery', runId, run.state.pendingRequest?.step ?? run.state.cursor);
       }
-      let { lastSeq, lastHash } = run;
-      // the run moves as src/domain/run-loop.ts says; this worker answers with the clock, real HTTP and Postgres.
+      // the run moves as src/domain/run-loop.ts says; this worker answers with the clock, real HTTP and the repository.
       // With failpoints armed every step is its own batch, so each crash point stays addressable.
       const loop = runLoop(decider, run.state, { merge: !this.failpoints.armed, stopping: () => this.stopping });
       await driveLoop(loop, {
@@ -343,32 +359,14 @@ export class Worker {
         due: () => false, // wake_at is already stored; a later claim fires it
         moment: ({ name, step }) => this.hit(name, runId, step),
         commit: async ({ batch }) => {
-          const committed = await commitBatch(
-            this.pool,
-            {
-              runId,
-              projectId: run.projectId,
-              expectedSeq: lastSeq,
-              prevHash: lastHash,
-              stateBefore: batch.stateBefore,
-              recordedAt: this.clock.now(),
-              chain: this.opts.keyring?.chainKey() ?? null,
-              failpoints: this.failpoints,
-              step: batch.step,
-              stateAfter: batch.stateAfter,
-              group: this.group,
-            },
-            batch.events,
-          );
-          this.journal?.record({ projectId: run.projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, new Date());
+          run = await this.repository.append(run, batch, this.clock.now());
           this.stats.batches++;
           this.backoffUntil.delete(runId);
-          ({ lastSeq, lastHash } = committed);
-          if (committed.state.phase === 'done') {
+          if (run.state.phase === 'done') {
             this.stats.runsFinished++;
-            this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${committed.state.status}`, seq: lastSeq });
+            this.log({ level: 'info', worker: this.id, run: runId, msg: `run ${run.state.status}`, seq: run.seq });
           }
-          return committed.state;
+          return run.state;
         },
       });
     } catch (e) {

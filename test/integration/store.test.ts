@@ -7,7 +7,10 @@ import { definitionHash } from '../../src/domain/definition';
 import { Failpoints } from '../../src/faults/failpoints';
 import { readRunView, rebuildViews, verifyRun } from '../../src/replay-service';
 import { latestVersion, loadVersion, publishWorkflow, TamperedDefinitionError } from '../../src/store/registry';
-import { commitBatch, ConcurrencyError, DeliveryReusedError, loadRun, PreparedBatch, startRun } from '../../src/store/run-store';
+import { DeliveryReusedError, startRun } from '../../src/store/intake-start';
+import { commitBatch, ConcurrencyError, PreparedBatch } from '../../src/store/log-append';
+import { loadRun, TamperedRunError } from '../../src/store/run-load';
+import { EventLogRepository } from '../../src/store/run-repository';
 import { GroupCommit } from '../../src/store/group-commit';
 import { Worker } from '../../src/worker/worker';
 import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus, projectId, KEYS, publish } from './helpers';
@@ -89,6 +92,27 @@ describe('run store', { timeout: 60_000 }, () => {
     const ctx = { runId, projectId: run.projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: new Date(), chain: KEYS.chainKey(), failpoints: Failpoints.none(), step: null };
     await assert.rejects(commitBatch(pool, ctx, events), ConcurrencyError);
     assert.equal(await count(pool, 'run_events'), 1, 'the batch left no event behind');
+  });
+
+  it('the event-log repository gives a run, records a batch after it, refuses a stale copy and will not give a run whose head was forged', async () => {
+    const { pool } = await dbs.fresh();
+    const { runId, version } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const project = await projectId(pool);
+    const repo = new EventLogRepository({ pool, failpoints: Failpoints.none(), keyring: KEYS });
+    assert.equal(await repo.load(project, randomUUID()), null, 'no such run in the project');
+    const run = (await repo.load(project, runId))!;
+    assert.equal(run.seq, 1);
+    const decider = createDecider(version.definition);
+    const events = decider.decide({ type: 'ExecuteStep', data: { at: new Date().toISOString() } }, run.state);
+    const batch = { events, step: null, stateBefore: run.state, stateAfter: events.reduce(decider.evolve, run.state) };
+    const next = await repo.append(run, batch, new Date());
+    assert.equal(next.seq, 1 + events.length);
+    const again = (await repo.load(project, runId))!;
+    assert.deepEqual({ seq: again.seq, lastHash: again.lastHash, phase: again.state.phase }, { seq: next.seq, lastHash: next.lastHash, phase: next.state.phase });
+    await assert.rejects(repo.append(run, batch, new Date()), ConcurrencyError, 'a copy of the run from before the append is stale');
+    assert.equal(await count(pool, 'run_events'), 1 + events.length);
+    await pool.query(`UPDATE runs SET head_mac = repeat('0', 64) WHERE id = $1`, [runId]);
+    await assert.rejects(repo.load(project, runId), TamperedRunError);
   });
 
   it('group commit: three runs\' batches in one transaction; the one whose run moved on is refused alone', async () => {

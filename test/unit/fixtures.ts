@@ -3,7 +3,7 @@ import { driveLoopSync, runLoop } from '../../src/domain/run-loop';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../../src/domain/definition';
 import type { EngineInfo, HttpOutcome, RecordedEvent, RunEvent } from '../../src/domain/events';
 import { genesisHash } from '../../src/domain/hash-chain';
-import { numberEvents } from '../../src/store/run-store';
+import { numberEvents } from '../../src/store/log-append';
 
 export const RUN_ID = '11111111-2222-4333-8444-555555555555';
 export const PROJECT_ID = '99999999-2222-4333-8444-555555555555';

@@ -1,0 +1,131 @@
+import type { Pool } from 'pg';
+import { assertProjectId, inProject } from '../db/scope';
+import { sha256 } from '../domain/canonical';
+import { createDecider, engineInfo, fold, initialState } from '../domain/decider';
+import type { EngineInfo } from '../domain/events';
+import { ChainKey, genesisHash } from '../domain/hash-chain';
+import { toRunView } from '../domain/run-view';
+import { Failpoints } from '../faults/failpoints';
+import { eventColumns, numberEvents } from './log-append';
+import type { Queryable } from './log-read';
+import type { LoadedVersion } from './registry';
+import { headOf, viewColumns } from './run-views';
+
+/*
+ * Starting a run from a webhook delivery: the delivery, the run, its first
+ * events and its view in one transaction. A delivery id names one body, so a
+ * re-delivery finds its run and writes nothing.
+ */
+
+export interface StartRunInput {
+  runId: string;
+  projectId: string;
+  projectSlug: string;
+  workflowSlug: string;
+  version: LoadedVersion;
+  deliveryId: string;
+  input: unknown;
+  rawBody: Buffer | string;
+  at: Date;
+  /** what the run is decided under from now on (the current semantics and no flags unless given) */
+  engine?: EngineInfo;
+  /** signs the run's first link and head */
+  chain: ChainKey | null;
+  /** before-start-run and after-start-run, where the intake can be made to fail on purpose */
+  failpoints?: Failpoints;
+}
+
+export interface StartedRun {
+  runId: string;
+  duplicate: boolean;
+}
+
+/**
+ * Record a delivery and its run's first event in one transaction. A delivery
+ * id seen before returns the run it started and writes nothing.
+ */
+export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> {
+  assertProjectId(s.projectId);
+  const bodySha = sha256(String(s.rawBody));
+  const decider = createDecider(s.version.definition);
+  const at = s.at.toISOString();
+  const events = decider.decide(
+    {
+      type: 'StartRun',
+      data: {
+        runId: s.runId,
+        project: s.projectSlug,
+        workflow: s.workflowSlug,
+        version: s.version.version,
+        definitionHash: s.version.definitionHash,
+        deliveryId: s.deliveryId,
+        input: s.input,
+        at,
+        engine: s.engine ?? engineInfo(),
+      },
+    },
+    initialState(),
+  );
+  const recorded = numberEvents(s.runId, s.projectId, 0, genesisHash(s.runId), events, at, s.chain);
+  const state = fold(events);
+  const last = recorded[recorded.length - 1];
+  const head = headOf(s.projectId, s.runId, last.seq, last.hash, s.chain);
+  const v = toRunView(state, recorded.length);
+  const fp = s.failpoints;
+  const hit = { runId: s.runId, step: null, events: recorded.map((e) => e.type) };
+  if (fp?.armed) await fp.hit({ name: 'before-start-run', ...hit });
+  try {
+    // one round trip: the delivery seen before, or the delivery, the run, its first events and its view
+    // (migrations/005_start_run.sql)
+    const { rows } = await db.query<{ run_id: string; body_sha256: string; duplicate: boolean }>(
+      `SELECT * FROM meshhook_start_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`,
+      [
+        s.projectId,
+        s.version.workflowId,
+        s.version.version,
+        s.deliveryId,
+        bodySha,
+        at,
+        s.runId,
+        ...eventColumns(recorded),
+        ...viewColumns(v, head),
+      ],
+    );
+    const r = rows[0];
+    if (r.duplicate) return sameDelivery({ runId: r.run_id, bodySha: r.body_sha256 }, s.deliveryId, bodySha);
+    if (fp?.armed) await fp.hit({ name: 'after-start-run', ...hit });
+    return { runId: s.runId, duplicate: false };
+  } catch (e) {
+    if ((e as { code?: string }).code !== '40001') throw e;
+    // a concurrent re-delivery won the race: keep its run
+    const winner = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
+    return sameDelivery(winner!, s.deliveryId, bodySha);
+  }
+}
+
+/** A delivery id names one body: a re-delivery must carry the same bytes. */
+export class DeliveryReusedError extends Error {
+  constructor(readonly deliveryId: string, readonly runId: string) {
+    // the run id stays out of the message: a refusal must not tell a sender which run an id belongs to
+    super(`delivery id ${deliveryId} was already used for a different body; give each new event its own delivery id`);
+    this.name = 'DeliveryReusedError';
+  }
+}
+
+function sameDelivery(found: { runId: string; bodySha: string }, deliveryId: string, bodySha: string): StartedRun {
+  if (found.bodySha !== bodySha) throw new DeliveryReusedError(deliveryId, found.runId);
+  return { runId: found.runId, duplicate: true };
+}
+
+async function findDelivery(
+  db: Queryable,
+  projectId: string,
+  workflowId: string,
+  deliveryId: string,
+): Promise<{ runId: string; bodySha: string } | null> {
+  const { rows } = await db.query(
+    'SELECT run_id, body_sha256 FROM deliveries WHERE project_id = $1 AND workflow_id = $2 AND delivery_id = $3',
+    [projectId, workflowId, deliveryId],
+  );
+  return rows[0] ? { runId: rows[0].run_id, bodySha: rows[0].body_sha256 } : null;
+}

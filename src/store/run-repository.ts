@@ -1,0 +1,99 @@
+import type { Pool } from 'pg';
+import type { RunState } from '../domain/decider';
+import type { DecidedBatch } from '../domain/run-loop';
+import type { Failpoints } from '../faults/failpoints';
+import type { HeadJournal } from '../integrity/checkpoints';
+import type { Keyring } from '../security/keyring';
+import { BatchGroup, commitBatch } from './log-append';
+import { assertIntact, loadRun } from './run-load';
+
+/*
+ * Where a worker keeps its runs. The Worker (src/worker/worker.ts) claims due
+ * runs, drives each through the run loop (src/domain/run-loop.ts) and hands
+ * every decided batch to a repository; it writes no table itself. The
+ * engine's repository is the signed event log below. The bench's
+ * state-stored baseline (bench/state-stored.ts) is another one behind the
+ * same interface, so the bench runs one Worker against both and they differ
+ * only in how a run is kept.
+ */
+
+/** A run as a worker holds it between two batches. */
+export interface StoredRun {
+  readonly runId: string;
+  readonly projectId: string;
+  readonly workflowId: string;
+  readonly version: number;
+  readonly state: RunState;
+  /** how far the run's record goes (its last event's number): the next append names it and loses to any writer that moved it on */
+  readonly seq: number;
+}
+
+export interface RunRepository<R extends StoredRun = StoredRun> {
+  /**
+   * The set-returning SQL function of (now timestamptz, max integer) that gives the (id, project_id) of the
+   * runs due at `now`, oldest first, across projects. The worker takes its advisory locks on what it returns.
+   */
+  readonly dueRuns: string;
+  /** The run as last recorded; null when its project holds no such run. Throws TamperedRunError for a run that must not be acted on. */
+  load(projectId: string, runId: string): Promise<R | null>;
+  /** Record a decided batch after `run` and give the run after it. Throws ConcurrencyError when another writer moved the run on first. */
+  append(run: R, batch: DecidedBatch, recordedAt: Date): Promise<R>;
+  /** Write out what is still held back (the head journal's last lines) before the worker stops. */
+  flush(): Promise<void>;
+}
+
+/** A run of the event log: where its chain stands too. */
+export interface LoggedRun extends StoredRun {
+  readonly lastHash: string;
+}
+
+export interface EventLogOptions {
+  pool: Pool;
+  failpoints: Failpoints;
+  /** checks each run's chain before it is acted on and signs what is appended (without it: the unsigned links of the first releases, tests only) */
+  keyring?: Keyring;
+  /** commits batches of many runs together (src/store/group-commit.ts) */
+  group?: BatchGroup;
+  /** a signed checkpoint of every head committed, outside the database */
+  journal?: HeadJournal | null;
+}
+
+/** The engine's repository: the run log in Postgres, loaded and checked before a run is acted on, appended batch by batch. */
+export class EventLogRepository implements RunRepository<LoggedRun> {
+  readonly dueRuns = 'meshhook_due_runs';
+
+  constructor(private readonly o: EventLogOptions) {}
+
+  async load(projectId: string, runId: string): Promise<LoggedRun | null> {
+    const run = await loadRun(this.o.pool, projectId, runId);
+    if (!run) return null;
+    if (this.o.keyring) assertIntact(run, this.o.keyring.chainKeys());
+    return { runId, projectId: run.projectId, workflowId: run.workflowId, version: run.version, state: run.state, seq: run.lastSeq, lastHash: run.lastHash };
+  }
+
+  async append(run: LoggedRun, batch: DecidedBatch, recordedAt: Date): Promise<LoggedRun> {
+    const committed = await commitBatch(
+      this.o.pool,
+      {
+        runId: run.runId,
+        projectId: run.projectId,
+        expectedSeq: run.seq,
+        prevHash: run.lastHash,
+        stateBefore: batch.stateBefore,
+        recordedAt,
+        chain: this.o.keyring?.chainKey() ?? null,
+        failpoints: this.o.failpoints,
+        step: batch.step,
+        stateAfter: batch.stateAfter,
+        group: this.o.group,
+      },
+      batch.events,
+    );
+    this.o.journal?.record({ projectId: run.projectId, runId: run.runId, seq: committed.lastSeq, hash: committed.lastHash }, new Date());
+    return { ...run, state: committed.state, seq: committed.lastSeq, lastHash: committed.lastHash };
+  }
+
+  async flush(): Promise<void> {
+    await this.o.journal?.flush();
+  }
+}
