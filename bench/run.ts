@@ -28,7 +28,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Client } from 'pg';
 import { migrate } from '../src/db/migrate';
-import { openPool } from '../src/db/pool';
+import { openEnginePool, openPool } from '../src/db/pool';
 import { provisionPostgres } from '../src/db/postgres';
 import { replayLog, verifyLog } from '../src/domain/replay';
 import { Failpoints, parseFailpoints } from '../src/faults/failpoints';
@@ -258,7 +258,8 @@ async function runTrial(bench: Bench, variant: Variant, kind: Kind, runs: number
     gc?.();
 
     // 3. execute them
-    const pool = openPool(url, { max: 20 }, () => undefined);
+    // as `meshhook worker` runs: the engine's role, under row-level security (a superuser would bypass it)
+    const pool = openEnginePool(url, { max: 20 }, () => undefined);
     let onAllFinished = (): void => undefined;
     const allFinished = new Promise<void>((resolve) => (onAllFinished = resolve));
     const finishedSoFar = (): number => workers.reduce((n, w) => n + w.stats.runsFinished, 0);

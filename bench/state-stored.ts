@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS bench_runs_state (
 -- the same claim index as the engine's runs_claimable
 CREATE INDEX IF NOT EXISTS bench_runs_state_claimable ON bench_runs_state (wake_at NULLS FIRST, created_at)
   WHERE status IN ('running', 'waiting');
+-- the Worker acts as the engine's role, as it does on the engine's tables
+GRANT SELECT, UPDATE ON bench_runs_state TO meshhook_engine;
 -- the runs due, as the Worker's claim asks for them (the engine's meshhook_due_runs, on this table);
 -- the worker's lock session acts as the engine's role, so the function reads as its owner
 CREATE OR REPLACE FUNCTION bench_due_runs(p_now timestamptz, p_max integer)

@@ -13,7 +13,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { openPool } from '../../src/db/pool';
+import { openEnginePool, openPool } from '../../src/db/pool';
 import { Keyring } from '../../src/security/keyring';
 import { latestVersion, publishWorkflow, setAllowPrivateTargets } from '../../src/store/registry';
 import { startRun } from '../../src/store/intake-start';
@@ -83,7 +83,8 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
     const before = await counters.snapshot();
 
     // ── execution
-    const pool = openPool(o.databaseUrl, { max: 20 }, () => undefined);
+    // as `meshhook worker` runs: the engine's role, under row-level security (a superuser would bypass it)
+    const pool = openEnginePool(o.databaseUrl, { max: 20 }, () => undefined);
     let onAll = (): void => undefined;
     const allDone = new Promise<void>((resolve) => (onAll = resolve));
     let lastDone = 0;
