@@ -17,7 +17,8 @@
  * embedded server is restarted once at the start with shared_preload_libraries=pg_stat_statements
  * (with DATABASE_URL, statements are counted only if that server already preloads it).
  *
- * --quick      40 workflows per trial, 2 repeats (about 15 s); the normal run is 500 × 6 (about 1.5 min)
+ * --quick      40 workflows per trial, 2 repeats (about 15 s); the normal run is 1,000 × 4 (about 1.7 min), as
+ *              the performance issue measured it
  * SBS_WORKFLOWS, SBS_REPEATS, SBS_WARMUP_WORKFLOWS, SBS_CONCURRENCY, SBS_BUDGET_MS override the defaults
  * --scaling    also DBOS with 1/2/4 executors (child processes, workerConcurrency 4 each), the floor
  *              with 4/8/16 pollers and the engine with 1/2/4 in-process workers × 4, one trial each;
@@ -43,8 +44,8 @@ import { migrate } from '../src/db/migrate';
 const QUICK = process.argv.includes('--quick');
 const SCALING = process.argv.includes('--scaling');
 const env = (name: string, normal: number, quick: number): number => Number(process.env[name] ?? (QUICK ? quick : normal));
-const WORKFLOWS = env('SBS_WORKFLOWS', 500, 40);
-const REPEATS = env('SBS_REPEATS', 6, 2);
+const WORKFLOWS = env('SBS_WORKFLOWS', 1000, 40);
+const REPEATS = env('SBS_REPEATS', 4, 2);
 const WARMUP_WORKFLOWS = env('SBS_WARMUP_WORKFLOWS', 40, 10);
 const CONCURRENCY = env('SBS_CONCURRENCY', 8, 8);
 const POLL_MS = 10;
