@@ -92,7 +92,7 @@ function spawnWorkers(url: string, tag: string): ChildProcess[] {
     fork(entry, [], {
       execArgv,
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-      env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: '', TS_NODE_TRANSPILE_ONLY: 'true', DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv(), MESHHOOK_WORKER_ID: `${tag}-${i}`, MESHHOOK_CONCURRENCY: String(CONCURRENCY), MESHHOOK_POLL_MS: '20' },
+      env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: '', TS_NODE_TRANSPILE_ONLY: 'true', DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv(), MESHHOOK_WORKER_ID: `${tag}-${i}`, MESHHOOK_CONCURRENCY: String(CONCURRENCY), MESHHOOK_POLL_MS: '20', MESHHOOK_POOL_MAX: process.env.MESHHOOK_POOL_MAX ?? '' },
     }),
   );
 }

@@ -25,6 +25,7 @@ export interface EngineOptions {
   pollMs?: number;
   /** runs each worker advances at once (default 4) */
   concurrency?: number;
+  /** connections to Postgres, shared by the workers and the intake (default 4 a worker and 4 for the intake; src/worker/main.ts says why) */
   poolSize?: number;
   flags?: EngineFlags;
   bodyLimitBytes?: number;
@@ -51,7 +52,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
   } finally {
     await owner.end().catch(() => undefined);
   }
-  const pool = openEnginePool(opts.databaseUrl, { max: opts.poolSize ?? 20 }, (e) =>
+  const pool = openEnginePool(opts.databaseUrl, { max: opts.poolSize ?? 4 * ((opts.workers ?? 2) + 1) }, (e) =>
     log({ level: 'warn', msg: 'idle database connection lost', error: e.message }),
   );
   const workers: Worker[] = [];

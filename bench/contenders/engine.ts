@@ -84,7 +84,8 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
 
     // ── execution
     // as `meshhook worker` runs: the engine's role, under row-level security (a superuser would bypass it)
-    const pool = openEnginePool(o.databaseUrl, { max: 20 }, () => undefined);
+    // as `meshhook up` sizes it: 4 connections a worker (and 4 for an intake this bench has not)
+    const pool = openEnginePool(o.databaseUrl, { max: 4 * (o.workers + 1) }, () => undefined);
     let onAll = (): void => undefined;
     const allDone = new Promise<void>((resolve) => (onAll = resolve));
     let lastDone = 0;
