@@ -14,7 +14,9 @@ import { assertIntact, loadRun } from './run-load';
  * engine's repository is the signed event log below. The bench's
  * state-stored baseline (bench/state-stored.ts) is another one behind the
  * same interface, so the bench runs one Worker against both and they differ
- * only in how a run is kept.
+ * only in how a run is kept. The unit tests' simulator keeps its log in
+ * memory behind the same load-and-append contract, synchronously
+ * (test/unit/fixtures.ts).
  */
 
 /** A run as a worker holds it between two batches. */
@@ -28,16 +30,21 @@ export interface StoredRun {
   readonly seq: number;
 }
 
-export interface RunRepository<R extends StoredRun = StoredRun> {
+/** Keeping runs: load one, record a batch after it. Asynchronous for a database, synchronous in memory. */
+export interface RunKeeper<R extends StoredRun = StoredRun, Async extends boolean = true> {
+  /** The run as last recorded; null when its project holds no such run. Throws TamperedRunError for a run that must not be acted on. */
+  load(projectId: string, runId: string): Async extends true ? Promise<R | null> : R | null;
+  /** Record a decided batch after `run` and give the run after it. Throws ConcurrencyError when another writer moved the run on first. */
+  append(run: R, batch: DecidedBatch, recordedAt: Date): Async extends true ? Promise<R> : R;
+}
+
+/** What a Worker needs of where its runs are kept. */
+export interface RunRepository<R extends StoredRun = StoredRun> extends RunKeeper<R, true> {
   /**
    * The set-returning SQL function of (now timestamptz, max integer) that gives the (id, project_id) of the
    * runs due at `now`, oldest first, across projects. The worker takes its advisory locks on what it returns.
    */
   readonly dueRuns: string;
-  /** The run as last recorded; null when its project holds no such run. Throws TamperedRunError for a run that must not be acted on. */
-  load(projectId: string, runId: string): Promise<R | null>;
-  /** Record a decided batch after `run` and give the run after it. Throws ConcurrencyError when another writer moved the run on first. */
-  append(run: R, batch: DecidedBatch, recordedAt: Date): Promise<R>;
   /** Write out what is still held back (the head journal's last lines) before the worker stops. */
   flush(): Promise<void>;
 }

@@ -3,7 +3,10 @@ import { driveLoopSync, runLoop } from '../../src/domain/run-loop';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../../src/domain/definition';
 import type { EngineInfo, HttpOutcome, RecordedEvent, RunEvent } from '../../src/domain/events';
 import { genesisHash } from '../../src/domain/hash-chain';
-import { numberEvents } from '../../src/store/log-append';
+import { replayLog } from '../../src/domain/replay';
+import type { DecidedBatch } from '../../src/domain/run-loop';
+import { ConcurrencyError, numberEvents } from '../../src/store/log-append';
+import type { LoggedRun, RunKeeper } from '../../src/store/run-repository';
 
 export const RUN_ID = '11111111-2222-4333-8444-555555555555';
 export const PROJECT_ID = '99999999-2222-4333-8444-555555555555';
@@ -58,6 +61,35 @@ export function status(code: number): HttpOutcome {
 }
 
 /**
+ * One run's log in memory, kept behind the run repository's load-and-append
+ * contract (src/store/run-repository.ts) as the engine's event log keeps it in
+ * Postgres: numbered, hash-chained events, appended only after the sequence
+ * the writer names.
+ */
+export class InMemoryRunLog implements RunKeeper<LoggedRun, false> {
+  readonly events: RecordedEvent[] = [];
+
+  constructor(private readonly workflowId = 'wf-1', private readonly version = 1) {}
+
+  load(projectId: string, runId: string): LoggedRun | null {
+    if (projectId !== PROJECT_ID || runId !== RUN_ID || this.events.length === 0) return null;
+    return { runId, projectId, workflowId: this.workflowId, version: this.version, state: replayLog(this.events), seq: this.events.length, lastHash: this.events[this.events.length - 1].hash };
+  }
+
+  /** The run before its first event, to append its start to. */
+  empty(decider: RunDecider): LoggedRun {
+    return { runId: RUN_ID, projectId: PROJECT_ID, workflowId: this.workflowId, version: this.version, state: decider.initialState(), seq: 0, lastHash: genesisHash(RUN_ID) };
+  }
+
+  append(run: LoggedRun, batch: DecidedBatch, recordedAt: Date): LoggedRun {
+    if (run.seq !== this.events.length) throw new ConcurrencyError(run.runId, run.seq);
+    const recorded = numberEvents(run.runId, run.projectId, run.seq, run.lastHash, batch.events, recordedAt.toISOString());
+    this.events.push(...recorded);
+    return { ...run, state: batch.stateAfter, seq: this.events.length, lastHash: recorded[recorded.length - 1].hash };
+  }
+}
+
+/**
  * Drive a run to its end in memory, the way a worker does, answering each
  * HTTP request with the next scripted outcome; returns the numbered log.
  */
@@ -67,21 +99,17 @@ export function simulate(
   opts: { input?: unknown; jitter?: number; decider?: RunDecider; maxBatches?: number; engine?: EngineInfo } = {},
 ): RecordedEvent[] {
   const decider = opts.decider ?? createDecider(def);
-  let state = decider.initialState();
-  const log: RecordedEvent[] = [];
+  const log = new InMemoryRunLog();
   let clock = 0;
-  const append = (events: RunEvent[]): void => {
-    const prev = log.length ? log[log.length - 1].hash : genesisHash(RUN_ID);
-    log.push(...numberEvents(RUN_ID, PROJECT_ID, log.length, prev, events, at(clock)));
-    state = events.reduce(decider.evolve, state);
-  };
   const started = (runStarted(def, opts.input ?? INPUT) as Extract<RunEvent, { type: 'RunStarted' }>).data;
-  append(decider.decide({ type: 'StartRun', data: opts.engine ? { ...started, engine: opts.engine } : started }, state));
+  const empty = log.empty(decider);
+  const startEvents = decider.decide({ type: 'StartRun', data: opts.engine ? { ...started, engine: opts.engine } : started }, empty.state);
+  let run = log.append(empty, { events: startEvents, step: null, stateBefore: empty.state, stateAfter: startEvents.reduce(decider.evolve, empty.state) }, new Date(at(clock)));
   const queue = [...outcomes];
   // the clock moves 10 ms for each batch; a timer not yet due moves it to the timer's time
   let batches = 0;
   let ticked = false;
-  driveLoopSync(runLoop(decider, state, { merge: false, stopping: () => batches >= (opts.maxBatches ?? 100) }), {
+  driveLoopSync(runLoop(decider, run.state, { merge: false, stopping: () => batches >= (opts.maxBatches ?? 100) }), {
     now: () => {
       if (!ticked) clock += 10;
       ticked = true;
@@ -99,11 +127,11 @@ export function simulate(
     },
     moment: () => undefined,
     commit: ({ batch }) => {
-      append(batch.events);
+      run = log.append(run, batch, new Date(at(clock)));
       batches++;
       ticked = false;
-      return state;
+      return run.state;
     },
   });
-  return log;
+  return log.events;
 }

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createDecider, initialState, RunState } from '../../src/domain/decider';
 import { Ask, DecidedBatch, driveLoopSync, LoopHost, runLoop } from '../../src/domain/run-loop';
-import { at, created, INPUT, orderSync, runStarted, withDelay } from './fixtures';
+import { checkChain } from '../../src/domain/hash-chain';
+import { ConcurrencyError } from '../../src/store/log-append';
+import { at, created, InMemoryRunLog, INPUT, orderSync, PROJECT_ID, RUN_ID, runStarted, withDelay } from './fixtures';
 
 /*
  * The run loop the Worker, the bench's baseline and the simulator share:
@@ -90,5 +92,30 @@ describe('the run loop', () => {
     const end = driveLoopSync(runLoop(createDecider(orderSync), started(), { merge: true, stopping: () => stop }), h.host);
     assert.equal(end.phase, 'awaiting_response');
     assert.ok(!h.asks.includes('send'));
+  });
+
+  it('driven into a run log behind the repository contract, leaves a chained log that loads back as the state it reached, and refuses a stale append', () => {
+    const log = new InMemoryRunLog();
+    const decider = createDecider(orderSync);
+    const empty = log.empty(decider);
+    const start = decider.decide({ type: 'StartRun', data: (runStarted(orderSync) as Extract<ReturnType<typeof runStarted>, { type: 'RunStarted' }>).data }, empty.state);
+    let run = log.append(empty, { events: start, step: null, stateBefore: empty.state, stateAfter: start.reduce(decider.evolve, empty.state) }, new Date(at(0)));
+    const first = run;
+    driveLoopSync(runLoop(decider, run.state, { merge: true }), {
+      now: () => new Date(at(10)),
+      send: () => ({ outcome: created(), durationMs: 5 }),
+      jitter: () => 0.5,
+      due: () => false,
+      moment: () => undefined,
+      commit: ({ batch }) => {
+        run = log.append(run, batch, new Date(at(10)));
+        return run.state;
+      },
+    });
+    assert.equal(run.state.status, 'succeeded');
+    assert.equal(checkChain(RUN_ID, log.events), null, 'the chain is unbroken');
+    const loaded = log.load(PROJECT_ID, RUN_ID)!;
+    assert.deepEqual({ seq: loaded.seq, lastHash: loaded.lastHash, state: loaded.state }, { seq: run.seq, lastHash: run.lastHash, state: run.state });
+    assert.throws(() => log.append(first, { events: start, step: null, stateBefore: first.state, stateAfter: first.state }, new Date(at(20))), ConcurrencyError);
   });
 });
