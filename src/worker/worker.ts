@@ -131,6 +131,8 @@ export class Worker {
         group: this.group,
         journal: opts.headJournal && opts.keyring ? new HeadJournal(opts.headJournal, opts.keyring.chainKey()) : null,
       });
+    // the claim names the repository's function in its SQL: only a plain (optionally schema-qualified) name will do
+    if (!/^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/.test(this.repository.dueRuns)) throw new Error(`not a function name: ${this.repository.dueRuns}`);
   }
 
   start(): void {
