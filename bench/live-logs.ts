@@ -106,7 +106,7 @@ interface ChildReport {
 
 type ChildArgs = { mode: 'server'; url: string } | { mode: 'subscribers'; url: string; projectId: string; n: number };
 
-async function startChild(args: ChildArgs, apart: boolean): Promise<{ ready: ChildReport; stop(): Promise<ChildReport> }> {
+async function startChild(args: ChildArgs, apart: boolean): Promise<{ ready: ChildReport; stop(expect?: number): Promise<ChildReport> }> {
   const child: ChildProcess = fork(__filename, ['--live-side'], { execArgv: ['-r', 'ts-node/register', ...(process.env.BENCH_PROF && args.mode === 'server' ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   // as if on hosts of their own: the lowest priority takes only the CPU the workers and Postgres leave idle
   if (apart) os.setPriority(child.pid!, 19);
@@ -127,15 +127,18 @@ async function startChild(args: ChildArgs, apart: boolean): Promise<{ ready: Chi
   const ready = await readyP;
   return {
     ready,
-    async stop() {
+    async stop(expect?: number) {
       const report = next('report');
-      child.send({ stop: true });
+      child.send({ stop: true, expect });
       const r = await report;
       await new Promise((res) => child.once('exit', res));
       return r;
     },
   };
 }
+
+/** how long the subscribers wait for a frame before they count what they have */
+const QUIET_MS = 10_000;
 
 async function liveSide(): Promise<void> {
   const args = await new Promise<ChildArgs>((resolve) => process.once('message', resolve as (m: unknown) => void));
@@ -155,12 +158,17 @@ async function liveSide(): Promise<void> {
       const subs = await subscribe(args.url, args.projectId, args.n);
       const cpu0 = process.cpuUsage();
       process.send!({ type: 'ready', data: empty });
-      await new Promise((resolve) => process.once('message', resolve));
-      // let the last frames arrive before counting them
+      const { expect } = await new Promise<{ expect?: number }>((resolve) => process.once('message', resolve as (m: unknown) => void));
+      // let the last frames arrive before counting them: until every expected frame is in, or nothing more has
+      // come for QUIET_MS (a server slowed down, by a profiler say, is waited for; one that lost frames is not)
       let last = -1;
-      while (last !== subs.received) {
-        last = subs.received;
-        await new Promise((res) => setTimeout(res, 500));
+      let quietSince = Date.now();
+      while (subs.received < (expect ?? Infinity) && Date.now() - quietSince < (expect === undefined ? 500 : QUIET_MS)) {
+        if (subs.received !== last) {
+          last = subs.received;
+          quietSince = Date.now();
+        }
+        await new Promise((res) => setTimeout(res, 50));
       }
       const used = process.cpuUsage(cpu0);
       await Promise.all(subs.clients.map((c) => closeRealtimeClient(c)));
@@ -171,11 +179,12 @@ async function liveSide(): Promise<void> {
   }
 }
 
-async function withLiveSide<T>(url: string, projectId: string, n: number, body: () => Promise<T>, apart = false): Promise<{ result: T; server: ChildReport; subscribers: ChildReport | null }> {
+async function withLiveSide<T extends { events: number }>(url: string, projectId: string, n: number, body: () => Promise<T>, apart = false): Promise<{ result: T; server: ChildReport; subscribers: ChildReport | null }> {
   const server = await startChild({ mode: 'server', url }, apart);
   const subscribers = n > 0 ? await startChild({ mode: 'subscribers', url: server.ready.url, projectId, n }, apart) : null;
   const result = await body();
-  const subReport = subscribers ? await subscribers.stop() : null;
+  // every subscriber is to get every event the trial wrote
+  const subReport = subscribers ? await subscribers.stop(n * result.events) : null;
   return { result, subscribers: subReport, server: await server.stop() };
 }
 
