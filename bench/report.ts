@@ -78,7 +78,12 @@ export function barChart(title: string, bars: Bar[]): string {
 }
 
 function sideBySide(): Section | null {
-  type R = { config: { workflows: number; repeats: number; quick: boolean; dbosVersion: string }; results: Record<string, { wfPerSec: number; commitsPerWf: number; statementsPerWf: number }>; ratios: Record<string, { throughput: { ratio: number; min: number; max: number } }> };
+  type R = {
+    config: { workflows: number; repeats: number; quick: boolean; dbosVersion: string };
+    results: Record<string, { wfPerSec: number; commitsPerWf: number; statementsPerWf: number }>;
+    ratios: Record<string, { throughput: { ratio: number; min: number; max: number } }>;
+    scalingRatios?: Array<{ workers: number; pure: number; http: number }>;
+  };
   const f = read<R>('side-by-side.json');
   if (!f) return null;
   const { config, results, ratios } = f.data;
@@ -96,6 +101,16 @@ function sideBySide(): Section | null {
     { label: 'engine ÷ SKIP LOCKED floor', value: r('engineVsFloorPure')?.ratio ?? null, target: 1, want: 'min' },
     { label: 'group commit ÷ one tx per batch', value: r('groupCommitVsSinglePure')?.ratio ?? null, target: 1, want: 'min' },
   ];
+  // with --scaling (npm run bench runs it): 1 / 2 / 4 workers × 4 against DBOS with as many executors, one trial each
+  const scaling = f.data.scalingRatios ?? [];
+  if (scaling.length) {
+    lines.push('', 'Scaling, one trial each (workers × 4 in flight; DBOS with as many executors × 4):', '', '| workers | engine ÷ DBOS, 3 pure steps | engine ÷ DBOS, one HTTP step |', '| --- | --- | --- |');
+    for (const x of scaling) {
+      lines.push(`| ${x.workers} | ${fmt(x.pure)}× | ${fmt(x.http)}× |`);
+      bars.push({ label: `engine ÷ DBOS, ${x.workers} worker${x.workers > 1 ? 's' : ''}, pure`, value: x.pure, target: 4, want: 'min' });
+      bars.push({ label: `engine ÷ DBOS, ${x.workers} worker${x.workers > 1 ? 's' : ''}, HTTP`, value: x.http, target: 4, want: 'min' });
+    }
+  }
   const commits = results['engine/pure']?.commitsPerWf ?? null;
   lines.push('', `Engine commits per workflow (pure): ${fmt(commits)} (target ≤ 4: ${commits === null ? 'not measured' : commits <= 4 ? 'met' : 'not met'}).`);
   return { name: 'dbos', title: 'End to end, side by side with DBOS', measuredAt: f.at, command: config.quick ? 'npm run bench:dbos -- --quick' : 'npm run bench:dbos', lines, bars };

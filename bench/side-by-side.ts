@@ -188,6 +188,8 @@ async function main(): Promise<void> {
   const template = `sbs_tpl_${process.pid}`;
   const trials: (TrialResult & { repeat: number; case: string; db: string })[] = [];
   const scaling: (TrialResult & { db: string; case: string })[] = [];
+  /** engine ÷ DBOS at each worker count, one trial each (3 pure steps; one HTTP step) */
+  const scalingRatios: Array<{ workers: number; pure: number; http: number }> = [];
   try {
     await admin.query(`SET statement_timeout = 0`);
     const { rows: settingRows } = await admin.query(
@@ -279,6 +281,7 @@ async function main(): Promise<void> {
         scaling.push(eh);
         line(eh, `engine http ${n} worker${n > 1 ? 's' : ''}`);
         out(`  engine ÷ DBOS with ${n}, HTTP step: ${round(eh.wfPerSec / dh.wfPerSec, 2)}×\n`);
+        scalingRatios.push({ workers: n, pure: round(e.wfPerSec / d.wfPerSec, 2), http: round(eh.wfPerSec / dh.wfPerSec, 2) });
       }
     }
 
@@ -378,6 +381,7 @@ async function main(): Promise<void> {
       ratios,
       httpTarget: ts,
       scaling: scaling.length ? scaling : undefined,
+      scalingRatios: scalingRatios.length ? scalingRatios : undefined,
       trials,
     };
     const dir = path.resolve(__dirname, '..', 'reports');

@@ -19,7 +19,7 @@ const benches = quick
     ]
   : [
       ['engine vs state-stored', ...node(['bench/run.ts'])],
-      ['side by side with DBOS', ...node(['bench/side-by-side.ts'])],
+      ['side by side with DBOS', ...node(['bench/side-by-side.ts', '--scaling'])],
       ['verify at scale', ...node(['bench/verify-at-scale.ts'])],
       ['replay at scale', ...node(['--expose-gc', 'bench/replay-at-scale.ts'])],
       ['recovery after every worker is killed', ...node(['bench/recovery.ts'])],
