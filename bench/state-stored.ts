@@ -16,8 +16,9 @@
  * Bench-only code: nothing in src/ depends on it.
  */
 import type { Pool } from 'pg';
-import { createDecider, evolve, initialState, RunState } from '../src/domain/decider';
+import { evolve, initialState, RunState } from '../src/domain/decider';
 import type { DecidedBatch } from '../src/domain/run-loop';
+import { startEvents } from '../src/store/intake-start';
 import { ConcurrencyError } from '../src/store/log-append';
 import type { LoadedVersion } from '../src/store/registry';
 import type { RunRepository, StoredRun } from '../src/store/run-repository';
@@ -69,26 +70,10 @@ export interface StateStoredStartInput {
   at: Date;
 }
 
-/** Create a run: the same StartRun decision as the engine, stored as one state row. */
+/** Create a run: the engine's StartRun decision, stored as one state row. */
 export async function startStateStoredRun(db: Pool, s: StateStoredStartInput): Promise<void> {
-  const decider = createDecider(s.version.definition);
   const at = s.at.toISOString();
-  const events = decider.decide(
-    {
-      type: 'StartRun',
-      data: {
-        runId: s.runId,
-        project: s.projectSlug,
-        workflow: s.workflowSlug,
-        version: s.version.version,
-        definitionHash: s.version.definitionHash,
-        deliveryId: s.deliveryId,
-        input: s.input,
-        at,
-      },
-    },
-    initialState(),
-  );
+  const events = startEvents(s, at);
   const state = events.reduce(evolve, initialState());
   await db.query(
     `INSERT INTO bench_runs_state (id, project_id, workflow_id, version, status, current_step, outputs, state, revision, started_at)

@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import { assertProjectId, inProject } from '../db/scope';
 import { sha256 } from '../domain/canonical';
 import { createDecider, engineInfo, fold, initialState } from '../domain/decider';
-import type { EngineInfo } from '../domain/events';
+import type { EngineInfo, RunEvent } from '../domain/events';
 import { ChainKey, genesisHash } from '../domain/hash-chain';
 import { toRunView } from '../domain/run-view';
 import { Failpoints } from '../faults/failpoints';
@@ -40,16 +40,12 @@ export interface StartedRun {
   duplicate: boolean;
 }
 
-/**
- * Record a delivery and its run's first event in one transaction. A delivery
- * id seen before returns the run it started and writes nothing.
- */
-export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> {
-  assertProjectId(s.projectId);
-  const bodySha = sha256(String(s.rawBody));
-  const decider = createDecider(s.version.definition);
-  const at = s.at.toISOString();
-  const events = decider.decide(
+/** A run's first events: the engine's StartRun decision for a delivery, made at `at`. */
+export function startEvents(
+  s: Pick<StartRunInput, 'runId' | 'projectSlug' | 'workflowSlug' | 'version' | 'deliveryId' | 'input' | 'engine'>,
+  at: string,
+): RunEvent[] {
+  return createDecider(s.version.definition).decide(
     {
       type: 'StartRun',
       data: {
@@ -66,6 +62,17 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     },
     initialState(),
   );
+}
+
+/**
+ * Record a delivery and its run's first event in one transaction. A delivery
+ * id seen before returns the run it started and writes nothing.
+ */
+export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> {
+  assertProjectId(s.projectId);
+  const bodySha = sha256(String(s.rawBody));
+  const at = s.at.toISOString();
+  const events = startEvents(s, at);
   const recorded = numberEvents(s.runId, s.projectId, 0, genesisHash(s.runId), events, at, s.chain);
   const state = fold(events);
   const last = recorded[recorded.length - 1];

@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
-import { beginInProject } from '../db/scope';
+import { inProject } from '../db/scope';
 import { canonicalJson } from '../domain/canonical';
 import { evolve, RunState } from '../domain/decider';
 import { EVENT_VERSION, RecordedEvent, RunEvent } from '../domain/events';
@@ -164,31 +164,17 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
     await (ctx.group ? ctx.group.append(batch) : appendBatch(db, batch));
     return { recorded, state, lastSeq, lastHash: last.hash };
   }
-  const client = await db.connect();
-  let broken = false;
-  // a connection cut while checked out emits 'error' on the client; unhandled, it would end the worker process
-  const onLost = (): void => {
-    broken = true;
-  };
-  client.on('error', onLost);
   try {
-    await client.query(beginInProject(ctx.projectId));
-    await insertEvents(client, recorded);
-    if (fp.armed) await fp.hit({ name: 'before-view-update', ...hit });
-    const updated = await writeView(client, state, lastSeq, ctx.expectedSeq, head);
-    if (updated !== 1) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
-    if (fp.armed) await fp.hit({ name: 'scheduling-next', ...hit });
-    await client.query('COMMIT');
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => {
-      broken = true;
+    await inProject(db, ctx.projectId, async (client) => {
+      await insertEvents(client, recorded);
+      if (fp.armed) await fp.hit({ name: 'before-view-update', ...hit });
+      const updated = await writeView(client, state, lastSeq, ctx.expectedSeq, head);
+      if (updated !== 1) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
+      if (fp.armed) await fp.hit({ name: 'scheduling-next', ...hit });
     });
+  } catch (e) {
     if (isRetryableConflict(e)) throw new ConcurrencyError(ctx.runId, ctx.expectedSeq);
     throw e;
-  } finally {
-    // a connection that failed mid-transaction is not given back to the pool
-    client.off('error', onLost);
-    client.release(broken ? true : undefined);
   }
   if (fp.armed) await fp.hit({ name: 'after-append', ...hit });
   return { recorded, state, lastSeq, lastHash: last.hash };
