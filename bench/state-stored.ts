@@ -18,9 +18,8 @@
 import type { Pool } from 'pg';
 import { evolve, initialState, RunState } from '../src/domain/decider';
 import type { DecidedBatch } from '../src/domain/run-loop';
-import { startEvents } from '../src/store/intake-start';
+import { startEvents, StartRunInput } from '../src/store/intake-start';
 import { ConcurrencyError } from '../src/store/log-append';
-import type { LoadedVersion } from '../src/store/registry';
 import type { RunRepository, StoredRun } from '../src/store/run-repository';
 
 /** The baseline's own table, created in the bench database next to the engine's. */
@@ -59,16 +58,8 @@ RETURNS TABLE (id uuid, project_id uuid) LANGUAGE sql STABLE SECURITY DEFINER SE
 $$;
 `;
 
-export interface StateStoredStartInput {
-  runId: string;
-  projectId: string;
-  projectSlug: string;
-  workflowSlug: string;
-  version: LoadedVersion;
-  deliveryId: string;
-  input: unknown;
-  at: Date;
-}
+/** What the engine's startRun takes, less what only the log needs (the raw body, the chain key, failpoints). */
+export type StateStoredStartInput = Pick<StartRunInput, 'runId' | 'projectId' | 'projectSlug' | 'workflowSlug' | 'version' | 'deliveryId' | 'input' | 'at'>;
 
 /** Create a run: the engine's StartRun decision, stored as one state row. */
 export async function startStateStoredRun(db: Pool, s: StateStoredStartInput): Promise<void> {
