@@ -47,7 +47,10 @@ export interface VisibilityGroup {
  * past its deadline withholds changes that were visible. In the check's own
  * transaction it may only look rows up by key, with the policy as a filter.
  */
-const KEY_LOOKUPS_ONLY = "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)";
+const KEY_LOOKUPS_ONLY =
+  "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), " +
+  // nor a hash or merge join over the whole table: each key is looked up on its own
+  "set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)";
 
 export class Visibility {
   constructor(private readonly pool: Pool) {}
@@ -86,6 +89,14 @@ export class Visibility {
    * progress (see awaitCommitted) is asked again after a millisecond. Anything
    * unusual (an error, a denial, a huge key list) falls back to one
    * transaction per group, which sorts denials from failures.
+   *
+   * The lookup is prepared once per table and executed for each group, as the
+   * real server's apply_rls does: with 50 subscribers the statement was parsed,
+   * rewritten with its policies and planned 50 times a round, and those checks
+   * were the largest cost live logs put on the database (npm run bench:live).
+   * Postgres re-applies a prepared statement's row-level security when the role
+   * changes, and the policies read the claims when the statement runs, so each
+   * group is still judged under its own role and claims.
    */
   async visibleGroups(xids: number[], groups: VisibilityGroup[], timeoutMs = 2000): Promise<boolean[][]> {
     if (groups.length === 0) return [];
@@ -95,28 +106,11 @@ export class Visibility {
     }
     const deadline = Date.now() + timeoutMs;
     let client: PoolClient | null = null;
-    let broken = false;
     try {
       client = await this.pool.connect();
-      const lit = (v: string): string => client!.escapeLiteral(v);
-      const sql: string[] = ['BEGIN', RUNNING_SQL.replace('$1::numeric[]', `ARRAY[${xids.map((x) => Math.trunc(x)).join(',') || 'NULL'}]::numeric[]`), KEY_LOOKUPS_ONLY];
-      for (const g of groups) {
-        const pk = g.rel.primaryKey.map((n) => g.rel.byName.get(n)!);
-        const names = pk.map((_, j) => `k${j}`);
-        const where = pk.map((c, j) => `t.${quoteIdent(c.name)} = v.${names[j]}`).join(' AND ');
-        const rows = g.keys.map((key, i) => `(${[`${i}::int4`, ...key.map((v, j) => `${v === null ? 'NULL' : lit(v)}::${pk[j].sqlType}`)].join(', ')})`);
-        // role and claims in one statement, as realtime.apply_rls sets them
-        sql.push(`SELECT set_config('role', ${lit(g.role)}, true), set_config('request.jwt.claims', ${lit(JSON.stringify(g.claims))}, true)`);
-        sql.push(
-          rows.length === 0
-            ? 'SELECT NULL::int4 AS i WHERE false'
-            : `SELECT v.i FROM (VALUES ${rows.join(', ')}) AS v(i, ${names.join(', ')}) WHERE EXISTS (SELECT 1 FROM ${quoteIdent(g.rel.schema)}.${quoteIdent(g.rel.table)} t WHERE ${where})`,
-        );
-      }
-      sql.push('ROLLBACK');
-      const text = sql.join(';\n');
       for (;;) {
-        const results = (await client.query(text)) as unknown as Array<{ rows: Array<Record<string, unknown>> }>;
+        const round = this.batchFor(client, xids, groups);
+        const results = (await client.query(round.text)) as unknown as Array<{ rows: Array<Record<string, unknown>> }>;
         const running = results[1]?.rows[0]?.running === true;
         if (running && Date.now() <= deadline) {
           await new Promise((r) => setTimeout(r, 1));
@@ -124,18 +118,56 @@ export class Visibility {
         }
         return groups.map((g, k) => {
           const out = g.keys.map(() => false);
-          for (const row of results[3 + 2 * k + 1].rows) out[Number(row.i)] = true;
+          for (const row of results[round.lookups[k]].rows) out[Number(row.i) - 1] = true;
           return out;
         });
       }
     } catch {
-      if (client) await client.query('ROLLBACK').catch(() => (broken = true));
-      client?.release(broken);
+      // the batch stopped part way: its prepared statements may outlive it, so the connection goes with it
+      client?.release(true);
       client = null;
       return this.oneByOne(groups);
     } finally {
-      client?.release(broken);
+      client?.release();
     }
+  }
+
+  private rounds = 0;
+
+  /** One round's batch, and where each group's lookup result is among the batch's results. */
+  private batchFor(client: PoolClient, xids: number[], groups: VisibilityGroup[]): { text: string; lookups: number[] } {
+    const lit = (v: string): string => client.escapeLiteral(v);
+    const round = ++this.rounds;
+    const sql: string[] = ['BEGIN', RUNNING_SQL.replace('$1::numeric[]', `ARRAY[${xids.map((x) => Math.trunc(x)).join(',') || 'NULL'}]::numeric[]`), KEY_LOOKUPS_ONLY];
+    // one plan per table for every group: the first group's role is taken before preparing, so the
+    // statement is rewritten with that role's policies from the start
+    sql.push(`SELECT set_config('role', ${lit(groups[0].role)}, true), set_config('plan_cache_mode', 'force_generic_plan', true)`);
+    const prepared = new Map<number, string>();
+    for (const g of groups) {
+      if (prepared.has(g.rel.oid)) continue;
+      const name = `meshhook_rt_visible_${round}_${prepared.size}`;
+      const pk = g.rel.primaryKey.map((n) => g.rel.byName.get(n)!);
+      const names = pk.map((_, j) => `k${j}`);
+      const where = pk.map((c, j) => `t.${quoteIdent(c.name)} = v.${names[j]}`).join(' AND ');
+      sql.push(
+        `PREPARE ${name}(${pk.map((c) => `${c.sqlType}[]`).join(', ')}) AS SELECT v.i FROM unnest(${pk.map((_, j) => `$${j + 1}`).join(', ')}) WITH ORDINALITY AS v(${names.join(', ')}, i) ` +
+          `WHERE EXISTS (SELECT 1 FROM ${quoteIdent(g.rel.schema)}.${quoteIdent(g.rel.table)} t WHERE ${where})`,
+      );
+      prepared.set(g.rel.oid, name);
+    }
+    const lookups: number[] = [];
+    for (const g of groups) {
+      const pk = g.rel.primaryKey.map((n) => g.rel.byName.get(n)!);
+      // role and claims in one statement, as realtime.apply_rls sets them
+      sql.push(`SELECT set_config('role', ${lit(g.role)}, true), set_config('request.jwt.claims', ${lit(JSON.stringify(g.claims))}, true)`);
+      const columns = pk.map((c, j) => `ARRAY[${g.keys.map((key) => (key[j] === null ? 'NULL' : lit(key[j]!))).join(', ')}]::${c.sqlType}[]`);
+      lookups.push(sql.length);
+      sql.push(g.keys.length === 0 ? 'SELECT NULL::int8 AS i WHERE false' : `EXECUTE ${prepared.get(g.rel.oid)}(${columns.join(', ')})`);
+    }
+    sql.push('ROLLBACK');
+    // prepared statements belong to the session, not the transaction
+    for (const name of prepared.values()) sql.push(`DEALLOCATE ${name}`);
+    return { text: sql.join(';\n'), lookups };
   }
 
   private oneByOne(groups: VisibilityGroup[]): Promise<boolean[][]> {

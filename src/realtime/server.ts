@@ -76,6 +76,9 @@ export interface RealtimeStats {
   changesDelivered: number;
   /** every frame sent */
   framesSent: number;
+  /** committed transactions handed over by the feed, and the deliveries they went out in (one visibility round each) */
+  transactions: number;
+  deliveries: number;
   /** changes the dropChange failpoint swallowed */
   dropped: DroppedChange[];
   /** sockets closed because they could not keep up */
@@ -167,7 +170,7 @@ export function parseDropSpec(spec: string): (c: { table: string; record: Record
 }
 
 export class RealtimeServer {
-  readonly stats: RealtimeStats = { sockets: 0, channels: 0, changesDelivered: 0, framesSent: 0, dropped: [], slowSocketsClosed: 0, feed: 'idle' };
+  readonly stats: RealtimeStats = { sockets: 0, channels: 0, changesDelivered: 0, framesSent: 0, transactions: 0, deliveries: 0, dropped: [], slowSocketsClosed: 0, feed: 'idle' };
   private readonly opts: Required<Pick<RealtimeServerOptions, 'host' | 'publication' | 'heartbeatTimeoutMs' | 'joinTimeoutMs' | 'maxBufferedBytes'>> &
     RealtimeServerOptions;
   private readonly log: (entry: Record<string, unknown>) => void;
@@ -746,6 +749,8 @@ export class RealtimeServer {
    * what queued up, and the visibility checks for all of it take one round trip.
    */
   private async dispatch(txs: FeedTransaction[]): Promise<void> {
+    this.stats.transactions += txs.length;
+    this.stats.deliveries++;
     interface Prepared {
       tx: FeedTransaction;
       change: FeedChange;
