@@ -13,6 +13,7 @@ import { loadRun, TamperedRunError } from '../../src/store/run-load';
 import { EventLogRepository } from '../../src/store/run-repository';
 import { GroupCommit } from '../../src/store/group-commit';
 import { Worker } from '../../src/worker/worker';
+import { openEnginePool } from '../../src/db/pool';
 import { count, orderSyncDefinition, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, runStatus, projectId, KEYS, publish } from './helpers';
 
 let dbs: TestDatabases;
@@ -210,6 +211,49 @@ describe('run store', { timeout: 60_000 }, () => {
       await waitFor('the run to finish', async () => (await runStatus(pool, runId)) === 'succeeded');
     } finally {
       await worker.stop();
+      await target.close();
+    }
+  });
+
+  it('a fresh worker opens its connections before it has work, and runs of one version claimed together load it once', async () => {
+    const { pool, url } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = openEnginePool(url, { max: 4 });
+    const registry = require('../../src/store/registry') as { loadVersion: typeof loadVersion };
+    const original = registry.loadVersion;
+    let loads = 0;
+    registry.loadVersion = async (...args: Parameters<typeof loadVersion>) => {
+      loads++;
+      // a slow read, so every run claimed with the first reaches the version while it is still being read
+      await new Promise((r) => setTimeout(r, 300));
+      return original(...args);
+    };
+    const worker = new Worker({ pool: engine, lockConnection: { connectionString: url }, pollMs: 3_600_000, concurrency: 4, keyring: KEYS });
+    try {
+      worker.start();
+      // nothing to do yet, and claims go through the lock session: only the warm-up opens the pool's connections
+      await waitFor('the pool to be open', async () => engine.totalCount === 4 && engine.idleCount === 4);
+      await worker.stop();
+      const { runId, version, published } = await newRun(pool, orderSyncDefinition(target.url));
+      const more = await Promise.all(
+        [1, 2, 3].map(async (i) => {
+          const id = randomUUID();
+          await startRun(pool, { runId: id, projectId: published.projectId, projectSlug: 'acme', workflowSlug: published.workflow, version, deliveryId: `d-${i}-${id}`, input: { order: { id: `o-${i}`, sum: i } }, rawBody: '{}', at: new Date(), chain: KEYS.chainKey() });
+          return id;
+        }),
+      );
+      const fresh = new Worker({ pool: engine, lockConnection: { connectionString: url }, pollMs: 20, concurrency: 4, keyring: KEYS });
+      fresh.start();
+      try {
+        for (const id of [runId, ...more]) await waitFor(`run ${id} to finish`, async () => (await runStatus(pool, id)) === 'succeeded');
+      } finally {
+        await fresh.stop();
+      }
+      assert.equal(loads, 1, 'four runs of one version, claimed together by a fresh worker, read the version once');
+    } finally {
+      registry.loadVersion = original;
+      await worker.stop();
+      await engine.end();
       await target.close();
     }
   });
