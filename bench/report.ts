@@ -82,7 +82,7 @@ function sideBySide(): Section | null {
     config: { workflows: number; repeats: number; quick: boolean; dbosVersion: string };
     results: Record<string, { wfPerSec: number; commitsPerWf: number; statementsPerWf: number }>;
     ratios: Record<string, { throughput: { ratio: number; min: number; max: number } }>;
-    scalingRatios?: Array<{ workers: number; pure: number; http: number }>;
+    scalingRatios?: Array<{ workers: number; pure: number; http: number; repeats?: number; pureMin?: number; pureMax?: number; httpMin?: number; httpMax?: number }>;
   };
   const f = read<R>('side-by-side.json');
   if (!f) return null;
@@ -101,12 +101,14 @@ function sideBySide(): Section | null {
     { label: 'engine ÷ SKIP LOCKED floor', value: r('engineVsFloorPure')?.ratio ?? null, target: 1, want: 'min' },
     { label: 'group commit ÷ one tx per batch', value: r('groupCommitVsSinglePure')?.ratio ?? null, target: 1, want: 'min' },
   ];
-  // with --scaling (npm run bench runs it): 1 / 2 / 4 workers × 4 against DBOS with as many executors, one trial each
+  // with --scaling (npm run bench runs it): 1 / 2 / 4 workers × 4 against DBOS with as many executors, medians of paired repeats
   const scaling = f.data.scalingRatios ?? [];
   if (scaling.length) {
-    lines.push('', 'Scaling, one trial each (workers × 4 in flight; DBOS with as many executors × 4):', '', '| workers | engine ÷ DBOS, 3 pure steps | engine ÷ DBOS, one HTTP step |', '| --- | --- | --- |');
+    const range = (lo?: number, hi?: number) => (lo === undefined || hi === undefined ? '' : ` [${fmt(lo)}–${fmt(hi)}]`);
+    const n = scaling[0].repeats ?? 1;
+    lines.push('', `Scaling, ${n === 1 ? 'one trial each' : `medians of ${n} paired trials each, [min–max]`} (workers × 4 in flight; DBOS with as many executors × 4):`, '', '| workers | engine ÷ DBOS, 3 pure steps | engine ÷ DBOS, one HTTP step |', '| --- | --- | --- |');
     for (const x of scaling) {
-      lines.push(`| ${x.workers} | ${fmt(x.pure)}× | ${fmt(x.http)}× |`);
+      lines.push(`| ${x.workers} | ${fmt(x.pure)}×${range(x.pureMin, x.pureMax)} | ${fmt(x.http)}×${range(x.httpMin, x.httpMax)} |`);
       bars.push({ label: `engine ÷ DBOS, ${x.workers} worker${x.workers > 1 ? 's' : ''}, pure`, value: x.pure, target: 4, want: 'min' });
       bars.push({ label: `engine ÷ DBOS, ${x.workers} worker${x.workers > 1 ? 's' : ''}, HTTP`, value: x.http, target: 4, want: 'min' });
     }

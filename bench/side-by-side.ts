@@ -20,9 +20,10 @@
  * --quick      40 workflows per trial, 2 repeats (about 15 s); the normal run is 1,000 × 4 (about 1.7 min), as
  *              the performance issue measured it
  * SBS_WORKFLOWS, SBS_REPEATS, SBS_WARMUP_WORKFLOWS, SBS_CONCURRENCY, SBS_BUDGET_MS override the defaults
- * --scaling    also DBOS with 1/2/4 executors (child processes, workerConcurrency 4 each), the floor
- *              with 4/8/16 pollers and the engine with 1/2/4 in-process workers × 4, one trial each;
- *              then DBOS and the engine the same way with the HTTP step
+ * --scaling    also DBOS with 1/2/4 executors (child processes, workerConcurrency 4 each) and the engine
+ *              with 1/2/4 in-process workers × 4, with 3 pure steps and with the HTTP step, in SBS_SCALING_REPEATS
+ *              paired repeats (3; 1 with --quick), the engine ÷ DBOS ratio the median of the repeats' ratios;
+ *              the floor with 4/8/16 pollers once, for reference
  * Writes reports/side-by-side.json. Figures only: nothing asserts a timing.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -51,6 +52,8 @@ const CONCURRENCY = env('SBS_CONCURRENCY', 8, 8);
 const POLL_MS = 10;
 /** beyond this, fewer repeats (never under 2) */
 const BUDGET_MS = env('SBS_BUDGET_MS', 150_000, 40_000);
+/** paired repeats of the scaling trials (--scaling): single trials here move by 10–20 %, DBOS's most */
+const SCALING_REPEATS = env('SBS_SCALING_REPEATS', 3, 1);
 
 v8.setFlagsFromString('--expose-gc');
 const gc: (() => void) | null = (() => {
@@ -187,9 +190,9 @@ async function main(): Promise<void> {
   const target = await startTarget();
   const template = `sbs_tpl_${process.pid}`;
   const trials: (TrialResult & { repeat: number; case: string; db: string })[] = [];
-  const scaling: (TrialResult & { db: string; case: string })[] = [];
-  /** engine ÷ DBOS at each worker count, one trial each (3 pure steps; one HTTP step) */
-  const scalingRatios: Array<{ workers: number; pure: number; http: number }> = [];
+  const scaling: (TrialResult & { db: string; case: string; repeat: number })[] = [];
+  /** engine ÷ DBOS at each worker count: medians of the paired repeats, with their range (3 pure steps; one HTTP step) */
+  const scalingRatios: Array<{ workers: number; repeats: number; pure: number; pureMin: number; pureMax: number; http: number; httpMin: number; httpMax: number }> = [];
   try {
     await admin.query(`SET statement_timeout = 0`);
     const { rows: settingRows } = await admin.query(
@@ -260,28 +263,48 @@ async function main(): Promise<void> {
     }
 
     if (SCALING) {
-      out(`\nscaling (one trial each): DBOS executors in child processes × workerConcurrency 4, floor pollers 4 per "worker"\n`);
-      for (const n of [1, 2, 4]) {
-        const d = await runCase(CASES[0], WORKFLOWS, { executors: n, concurrency: 4 });
-        scaling.push(d);
-        line(d, `dbos ${n} executor${n > 1 ? 's' : ''}`);
-        const f = await runCase(CASES[1], WORKFLOWS, { concurrency: 4 * n });
-        scaling.push(f);
-        line(f, `floor ${4 * n} pollers`);
-        // the engine's workers run in this one process (DBOS's executors each have a process of their own)
-        const e = await runCase(CASES[2], WORKFLOWS, { concurrency: 4 * n, workers: n });
-        scaling.push(e);
-        line(e, `engine ${n} worker${n > 1 ? 's' : ''}`);
-        out(`  engine ÷ DBOS with ${n}: ${round(e.wfPerSec / d.wfPerSec, 2)}×\n`);
-        // the same with one HTTP step (a POST to the in-process target) between the two transforms
-        const dh = await runCase(CASES[4], WORKFLOWS, { executors: n, concurrency: 4 });
-        scaling.push(dh);
-        line(dh, `dbos http ${n} executor${n > 1 ? 's' : ''}`);
-        const eh = await runCase(CASES[5], WORKFLOWS, { concurrency: 4 * n, workers: n });
-        scaling.push(eh);
-        line(eh, `engine http ${n} worker${n > 1 ? 's' : ''}`);
-        out(`  engine ÷ DBOS with ${n}, HTTP step: ${round(eh.wfPerSec / dh.wfPerSec, 2)}×\n`);
-        scalingRatios.push({ workers: n, pure: round(e.wfPerSec / d.wfPerSec, 2), http: round(eh.wfPerSec / dh.wfPerSec, 2) });
+      out(`\nscaling (${SCALING_REPEATS} paired trial${SCALING_REPEATS > 1 ? 's' : ''} each): DBOS executors in child processes × workerConcurrency 4, floor pollers 4 per "worker"\n`);
+      // per worker count, each repeat's engine ÷ DBOS from trials run back to back; the order of the four
+      // turns each repeat, and the floor (for reference, not in a ratio) runs in the first repeat only
+      const paired = new Map<number, { pure: number[]; http: number[] }>([1, 2, 4].map((n) => [n, { pure: [], http: [] }]));
+      for (let rep = 0; rep < SCALING_REPEATS; rep++) {
+        for (const n of [1, 2, 4]) {
+          const runs: Record<string, TrialResult> = {};
+          const cases: Array<[string, () => Promise<TrialResult & { db: string; case: string }>, string]> = [
+            ['dbos', () => runCase(CASES[0], WORKFLOWS, { executors: n, concurrency: 4 }), `dbos ${n} executor${n > 1 ? 's' : ''}`],
+            ['engine', () => runCase(CASES[2], WORKFLOWS, { concurrency: 4 * n, workers: n }), `engine ${n} worker${n > 1 ? 's' : ''}`],
+            ['dbosHttp', () => runCase(CASES[4], WORKFLOWS, { executors: n, concurrency: 4 }), `dbos http ${n} executor${n > 1 ? 's' : ''}`],
+            ['engineHttp', () => runCase(CASES[5], WORKFLOWS, { concurrency: 4 * n, workers: n }), `engine http ${n} worker${n > 1 ? 's' : ''}`],
+          ];
+          if (rep === 0) {
+            // the engine's workers run in this one process (DBOS's executors each have a process of their own)
+            const f = await runCase(CASES[1], WORKFLOWS, { concurrency: 4 * n });
+            scaling.push({ ...f, repeat: 1 });
+            line(f, `#1 floor ${4 * n} pollers`);
+          }
+          for (let k = 0; k < cases.length; k++) {
+            const [key, run, label] = cases[(k + rep) % cases.length];
+            const r = await run();
+            runs[key] = r;
+            scaling.push({ ...r, repeat: rep + 1 });
+            line(r, `#${rep + 1} ${label}`);
+          }
+          paired.get(n)!.pure.push(runs.engine.wfPerSec / runs.dbos.wfPerSec);
+          paired.get(n)!.http.push(runs.engineHttp.wfPerSec / runs.dbosHttp.wfPerSec);
+          out(`  engine ÷ DBOS with ${n}: ${round(runs.engine.wfPerSec / runs.dbos.wfPerSec, 2)}× (3 pure steps), ${round(runs.engineHttp.wfPerSec / runs.dbosHttp.wfPerSec, 2)}× (one HTTP step)\n`);
+        }
+      }
+      for (const [n, x] of paired) {
+        scalingRatios.push({
+          workers: n,
+          repeats: x.pure.length,
+          pure: round(median(x.pure), 2),
+          pureMin: round(Math.min(...x.pure), 2),
+          pureMax: round(Math.max(...x.pure), 2),
+          http: round(median(x.http), 2),
+          httpMin: round(Math.min(...x.http), 2),
+          httpMax: round(Math.max(...x.http), 2),
+        });
       }
     }
 
