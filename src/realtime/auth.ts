@@ -106,25 +106,33 @@ export class Visibility {
     }
     const deadline = Date.now() + timeoutMs;
     let client: PoolClient | null = null;
+    let round: { text: string; lookups: number[]; prepared: string[] } | null = null;
     try {
       client = await this.pool.connect();
       for (;;) {
-        const round = this.batchFor(client, xids, groups);
+        round = this.batchFor(client, xids, groups);
         const results = (await client.query(round.text)) as unknown as Array<{ rows: Array<Record<string, unknown>> }>;
         const running = results[1]?.rows[0]?.running === true;
         if (running && Date.now() <= deadline) {
           await new Promise((r) => setTimeout(r, 1));
           continue;
         }
+        const { lookups } = round;
         return groups.map((g, k) => {
           const out = g.keys.map(() => false);
-          for (const row of results[round.lookups[k]].rows) out[Number(row.i) - 1] = true;
+          for (const row of results[lookups[k]].rows) out[Number(row.i) - 1] = true;
           return out;
         });
       }
     } catch {
-      // the batch stopped part way: its prepared statements may outlive it, so the connection goes with it
-      client?.release(true);
+      // the batch stopped part way (a role that may not read the table, say): its transaction is rolled back
+      // and its prepared statements, which belong to the session, are let go; a connection that cannot is dropped
+      if (client) {
+        let broken = false;
+        await client.query('ROLLBACK').catch(() => (broken = true));
+        for (const name of broken ? [] : (round?.prepared ?? [])) await client.query(`DEALLOCATE ${name}`).catch((e) => (broken = (e as { code?: string }).code !== '26000'));
+        client.release(broken);
+      }
       client = null;
       return this.oneByOne(groups);
     } finally {
@@ -135,7 +143,7 @@ export class Visibility {
   private rounds = 0;
 
   /** One round's batch, and where each group's lookup result is among the batch's results. */
-  private batchFor(client: PoolClient, xids: number[], groups: VisibilityGroup[]): { text: string; lookups: number[] } {
+  private batchFor(client: PoolClient, xids: number[], groups: VisibilityGroup[]): { text: string; lookups: number[]; prepared: string[] } {
     const lit = (v: string): string => client.escapeLiteral(v);
     const round = ++this.rounds;
     const sql: string[] = ['BEGIN', RUNNING_SQL.replace('$1::numeric[]', `ARRAY[${xids.map((x) => Math.trunc(x)).join(',') || 'NULL'}]::numeric[]`), KEY_LOOKUPS_ONLY];
@@ -167,7 +175,7 @@ export class Visibility {
     sql.push('ROLLBACK');
     // prepared statements belong to the session, not the transaction
     for (const name of prepared.values()) sql.push(`DEALLOCATE ${name}`);
-    return { text: sql.join(';\n'), lookups };
+    return { text: sql.join(';\n'), lookups, prepared: [...prepared.values()] };
   }
 
   private oneByOne(groups: VisibilityGroup[]): Promise<boolean[][]> {

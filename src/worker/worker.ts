@@ -224,9 +224,9 @@ export class Worker {
    * 263 ms after its process started instead of 299 ms.
    */
   private warmPool(): void {
-    // (a pool shared by several workers, as in the benches, gets up to this worker's share more)
+    // as many as this worker has slots, within what the pool (perhaps shared with other workers) has left;
+    // counted before the loop, as each connect adds to the pool's count at once
     const max = (this.pool.options as { max?: number }).max ?? 10;
-    // (counted first: each connect adds to the pool's count at once)
     const n = Math.min(this.concurrency, max - this.pool.totalCount);
     for (let i = 0; i < n; i++) {
       this.pool.connect().then(
