@@ -145,11 +145,13 @@ function replayAtScale(): Section | null {
 }
 
 function verifyAtScale(): Section | null {
-  type R = { runs: number; events: number; floorMs: number; verifyMs: number; verifyOverFloor: number; badRuns: number };
+  type R = { runs: number; events: number; floorMs: number; verifyMs: number; verifyOverFloor: number; badRuns: number; chainMs?: number; chainOverFloor?: number };
   const f = read<R>('bench-verify.json');
   if (!f) return null;
   const d = f.data;
   const lines = [`\`meshhook verify --all\` over ${d.events} events (${d.runs} runs, ${d.badRuns} bad): ${fmt(d.verifyMs, 0)} ms; reading and parsing the same rows: ${fmt(d.floorMs, 0)} ms.`];
+  if (d.chainMs !== undefined)
+    lines.push('', `The same rows with every link's HMAC checked and nothing else: ${fmt(d.chainMs, 0)} ms, ${fmt(d.chainOverFloor ?? null)}× the floor (the least a check of the keyed chain costs).`);
   return { name: 'verify', title: 'Verify a whole project, time vs the floor', measuredAt: f.at, command: 'npm run bench:verify', lines, bars: [{ label: `verify --all ÷ floor (${d.events} events)`, value: d.verifyOverFloor, target: 1.2, want: 'max' }] };
 }
 

@@ -6,9 +6,12 @@
  * engine's own workers on an embedded Postgres. Then, interleaved, REPEATS times:
  *   floor   SELECT every run_events row of the project, the columns verify reads in the order it needs
  *           them (run, then number), parsed by pg, nothing else
+ *   chain   the floor plus the least any check of the log's keyed links must do: each event's
+ *           canonical text and its HMAC compared with the stored link (no heads, no decisions)
  *   verify  verifyProject(): every run's chain links and signed head, every decision
  *           re-made by the decider, every run view compared — what `meshhook verify --all` does
- * Reported: events/s of each and verify ÷ floor time (the issue's target is ≤ 1.2×). Figures only.
+ * Reported: events/s of each, verify ÷ floor time (the issue's target is ≤ 1.2×) and chain ÷ floor,
+ * which shows how much of the gap the cryptography alone takes. Figures only.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -19,6 +22,8 @@ import { migrate } from '../src/db/migrate';
 import { openEnginePool, openPool } from '../src/db/pool';
 import { provisionPostgres } from '../src/db/postgres';
 import { inProject } from '../src/db/scope';
+import { checkLink, genesisHash } from '../src/domain/hash-chain';
+import { eventTypes, RowEvent, rowToEvent } from '../src/store/log-read';
 import { verifyProject } from '../src/replay-service';
 import { Keyring } from '../src/security/keyring';
 import { latestVersion, publishWorkflow } from '../src/store/registry';
@@ -71,16 +76,38 @@ async function main(): Promise<void> {
 
     const engine = openEnginePool(url, { max: 4 }, () => undefined);
     const floorMs: number[] = [];
+    const chainMs: number[] = [];
     const verifyMs: number[] = [];
+    const chainKeys = KEYS.chainKeys();
+    let chainBreaks = -1;
     let events = 0;
     let bad = -1;
     for (let rep = 0; rep < REPEATS; rep++) {
-      for (const which of rep % 2 === 0 ? ['floor', 'verify'] : ['verify', 'floor']) {
+      const order = ['floor', 'chain', 'verify'];
+      for (let k = 0; k < rep % 3; k++) order.push(order.shift()!);
+      for (const which of order) {
         const t0 = performance.now();
         if (which === 'floor') {
           const n = await inProject(engine, p.projectId, async (c) => (await c.query('SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid FROM run_events ORDER BY run_id, seq')).rowCount ?? 0);
           floorMs.push(performance.now() - t0);
           events = n;
+        } else if (which === 'chain') {
+          chainBreaks = await inProject(engine, p.projectId, async (c) => {
+            const { rows } = await c.query<RowEvent>({ text: 'SELECT project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid FROM run_events ORDER BY run_id, seq', types: eventTypes() });
+            let breaks = 0;
+            let run = '';
+            let prev = '';
+            for (const row of rows) {
+              if (row.run_id !== run) {
+                run = row.run_id;
+                prev = genesisHash(run);
+              }
+              if (checkLink(prev, row.seq, rowToEvent(row), chainKeys, true)) breaks++;
+              prev = row.hash;
+            }
+            return breaks;
+          });
+          chainMs.push(performance.now() - t0);
         } else {
           const res = await verifyProject(engine, p.projectId, { keys: KEYS.chainKeys() });
           verifyMs.push(performance.now() - t0);
@@ -90,21 +117,27 @@ async function main(): Promise<void> {
       }
     }
     await engine.end();
+    // every link of an untouched log holds: a break here means the chain trial checked something else than verify does
+    if (chainBreaks !== 0) throw new Error(`the chain trial found ${chainBreaks} broken links in an untouched log`);
     const result = {
       runs: RUNS,
       events,
       badRuns: bad,
       floorMs: r(median(floorMs), 0),
+      chainMs: r(median(chainMs), 0),
+      chainBreaks,
       verifyMs: r(median(verifyMs), 0),
       floorEventsPerSec: r(events / (median(floorMs) / 1000), 0),
       verifyEventsPerSec: r(events / (median(verifyMs) / 1000), 0),
       verifyOverFloor: r(median(verifyMs) / median(floorMs)),
+      chainOverFloor: r(median(chainMs) / median(floorMs)),
     };
     mkdirSync('reports', { recursive: true });
     writeFileSync(path.join('reports', 'bench-verify.json'), JSON.stringify(result, null, 2) + '\n');
     process.stdout.write(
       `\n\nverify --all over ${events} events (${RUNS} runs, ${bad} bad): ${result.verifyMs} ms (${result.verifyEventsPerSec} events/s)\n` +
         `floor (read + parse the rows): ${result.floorMs} ms (${result.floorEventsPerSec} events/s)\n` +
+        `floor + every link's HMAC checked: ${result.chainMs} ms, ${result.chainOverFloor}× the floor (${chainBreaks} broken)\n` +
         `verify ÷ floor: ${result.verifyOverFloor}× (target ≤ 1.2×)\nreports/bench-verify.json\n`,
     );
   } finally {
