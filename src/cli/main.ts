@@ -1,3 +1,5 @@
+// first: see the file
+import '../db/load-pg';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { addKeyToFile, ensureKeyFile, Keyring, tokenSecret } from '../security/keyring';
@@ -8,13 +10,14 @@ import type { PostgresServer } from '../db/postgres';
 import { isAlive, provisionPostgres } from '../db/postgres';
 import { InvalidDefinitionError, validateDefinition } from '../domain/definition';
 import { UnknownEventTypeError } from '../domain/events';
-import { startEngine } from '../engine';
+import type * as EngineModule from '../engine';
 import { deliver } from '../intake/sign';
 import { CheckpointIndex, writeCheckpoints } from '../integrity/checkpoints';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
-import { LiveLog, openRealtimeClient } from '../realtime/live-log';
-import { startRealtimeServer, type RealtimeServer } from '../realtime/server';
-import { signAnonKey, signProjectToken } from '../realtime/tokens';
+import type * as LiveLogModule from '../realtime/live-log';
+import type * as RealtimeServerModule from '../realtime/server';
+import type { RealtimeServer } from '../realtime/server';
+import type * as TokensModule from '../realtime/tokens';
 import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
 import { relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
@@ -29,6 +32,19 @@ import { migrate } from '../db/migrate';
  * flags; `--flag value`, `--flag=value` and `--help` work everywhere.
  * Exit codes: 0 ok, 1 the command ran and the answer is "no", 2 usage error.
  */
+
+/*
+ * The parts only some commands use are loaded when one of them runs: the
+ * engine's HTTP server, the realtime server, supabase-js and the JWT library
+ * were most of the CLI's start (about 280 of 300 ms of loading modules), which
+ * every `meshhook verify` and `replay` paid for nothing.
+ */
+const heavy = {
+  engine: () => require('../engine') as typeof EngineModule,
+  realtimeServer: () => require('../realtime/server') as typeof RealtimeServerModule,
+  liveLog: () => require('../realtime/live-log') as typeof LiveLogModule,
+  tokens: () => require('../realtime/tokens') as typeof TokensModule,
+};
 
 export interface Io {
   out: (line: string) => void;
@@ -274,7 +290,7 @@ const up: CommandSpec = {
     }
     let engine;
     try {
-      engine = await startEngine({
+      engine = await heavy.engine().startEngine({
         databaseUrl: url,
         keyring,
         workers,
@@ -289,7 +305,7 @@ const up: CommandSpec = {
     // live logs: fed by logical replication of committed rows, never by the workers themselves
     let realtime: RealtimeServer | null = null;
     try {
-      realtime = await startRealtimeServer({
+      realtime = await heavy.realtimeServer().startRealtimeServer({
         databaseUrl: url,
         jwtSecret: tokenSecret(keyring, io.env),
         port: realtimePort,
@@ -876,6 +892,8 @@ const tail: CommandSpec = {
         return 1;
       }
       const secret = tokenSecret(keyringOf(io), io.env);
+      const { LiveLog, openRealtimeClient } = heavy.liveLog();
+      const { signAnonKey, signProjectToken } = heavy.tokens();
       const client = await openRealtimeClient({
         url,
         anonKey: await signAnonKey({ secret }),
@@ -995,7 +1013,7 @@ const token: CommandSpec = {
     const ttl = parseTtl((a.flags.ttl as string | undefined) ?? '1h');
     return withPool(a, io, async (pool) => {
       const project = await projectOf(a, pool);
-      io.out(await signProjectToken({ secret: tokenSecret(keyringOf(io), io.env), projectId: project.id, ttlSec: ttl, claims: { sub: `project:${project.slug}` } }));
+      io.out(await heavy.tokens().signProjectToken({ secret: tokenSecret(keyringOf(io), io.env), projectId: project.id, ttlSec: ttl, claims: { sub: `project:${project.slug}` } }));
       return 0;
     });
   },
