@@ -97,12 +97,14 @@ async function main(): Promise<void> {
             let breaks = 0;
             let run = '';
             let prev = '';
+            let seq = 0;
             for (const row of rows) {
               if (row.run_id !== run) {
                 run = row.run_id;
                 prev = genesisHash(run);
+                seq = 0;
               }
-              if (checkLink(prev, row.seq, rowToEvent(row), chainKeys, true)) breaks++;
+              if (checkLink(prev, ++seq, rowToEvent(row), chainKeys, true)) breaks++;
               prev = row.hash;
             }
             return breaks;

@@ -1,4 +1,4 @@
-// first: see the file
+// first: loads pg without its probe for a Cloudflare runtime (see the file)
 import '../db/load-pg';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -5,7 +5,8 @@
  * loads node's whole fetch implementation, about 25 of the 85 ms a worker
  * process spends loading its modules, for a fetch the worker never makes.
  * A `navigator` that says "Node.js" answers the question; it is removed again
- * at once, so nothing else ever sees it. Later `pg` imports get this module.
+ * at once, so nothing else ever sees it; every later import of pg gets the
+ * module loaded here.
  */
 const g = globalThis as { navigator?: unknown };
 if (g.navigator === undefined) {

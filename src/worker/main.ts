@@ -6,7 +6,7 @@
  * IPC messages ({ type: 'clock', offsetMs } | { type: 'stop' }). JSON log
  * lines on stdout. SIGTERM, SIGINT or 'stop' end it gracefully with exit 0.
  */
-// first: see the file
+// first: loads pg without its probe for a Cloudflare runtime (see the file)
 import '../db/load-pg';
 import { openEnginePool } from '../db/pool';
 import { Failpoints } from '../faults/failpoints';
