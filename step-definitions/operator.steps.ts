@@ -37,7 +37,8 @@ Given('a run of {workflow} that is {situation}', async function (this: ReplayWor
   switch (situation.kind) {
     case 'finished':
       await deliver();
-      await this.waitUntilFinished();
+      // finished: a workflow that waits (a delay, a retry's backoff) gets its clock moved past each timer
+      await this.waitUntilFinished(undefined, undefined, true);
       return;
     case 'waiting':
     case 'paused':
@@ -56,8 +57,13 @@ Given('a run of {workflow} that is {situation}', async function (this: ReplayWor
       return;
     case 'failed':
       target.script('*', { kind: 'respond', status: 422, body: { error: { code: 'invalid_order', message: 'the order total does not match its lines' } }, times: 1 });
+      this.recordFault('the order service refuses the order once (422)', async () => (target.requests.some((r) => r.status === 422) ? 'answered 422' : null));
       await deliver();
       await waitFor(`failed at "${situation.step}"`, (v) => v.status === 'failed');
+      // failed where the sentence says, and because the refusal reached it (not, say, an expression that failed first)
+      const failed = (await this.events()).filter((e) => e.type === 'StepFailed').map((e) => (e.data as { step: string; reason: string }));
+      const last = failed[failed.length - 1];
+      if (last?.step !== situation.step) throw new Error(`the run failed at "${last?.step ?? 'no step'}", not at "${situation.step}": ${last?.reason ?? await this.describeRun()}`);
       return;
     case 'left-by-crash': {
       const worker = await this.startWorker({ failpoints: [`after-request-sent@${situation.step}=crash`] });
@@ -65,7 +71,10 @@ Given('a run of {workflow} that is {situation}', async function (this: ReplayWor
         worker.exitStatus?.signal === 'SIGKILL' && this.firedFailpoints().some((f) => f.pid === worker.pid && f.action === 'crash') ? 'SIGKILL' : null,
       );
       await deliver();
-      await this.waitUntil(`worker ${worker.opts.id} to crash in "${situation.step}"`, async () => !worker.alive);
+      // a run that finished first never reaches the crash: say so at once, not after the timeout
+      await this.waitUntil(`worker ${worker.opts.id} to crash in "${situation.step}"`, async () => !worker.alive || ['succeeded', 'failed', 'canceled'].includes((await this.view()).status));
+      if (worker.alive)
+        throw new Error(`the run finished before a request of "${situation.step}" was sent, so no worker crashed there: ${await this.describeRun()}`);
       return;
     }
   }

@@ -23,6 +23,13 @@ Given('the worker will crash {moment}', async function (this: ReplayWorld, momen
 /** The next worker the scenario starts (for instance to carry out an operator's action) dies at the moment. */
 Given('the next worker to start will crash {moment}', async function (this: ReplayWorld, moment: Moment) {
   expectReachable(this, moment);
+  // a worker already running would carry the run on itself, and the crash would never come
+  const running = this.aliveWorkers;
+  if (running.length > 0)
+    throw new Error(
+      `${running.map((w) => w.opts.id).join(', ')} ${running.length === 1 ? 'is' : 'are'} already running and would carry the run on, so the next worker to start ` +
+        'would not be the one to reach that moment: this step follows a situation that leaves no worker alive ("left in the middle of … by a crashed worker")',
+    );
   this.pendingFailpoints = [`${moment.site}=crash`];
   this.pendingMoment = moment;
   const site = moment.site;

@@ -207,8 +207,8 @@ defineParameterType({
 /** A place in a run log in business words (support/places.ts): `the result of "push"`, `the end of the run`, `event 7`. */
 defineParameterType({ name: 'place', regexp: PLACE_PATTERN, transformer: (text: string) => parsePlace(text) });
 
-/** Someone watching live logs, named by a first name in quotes: `"Priya"`. */
-defineParameterType({ name: 'viewer', regexp: /"([A-Z][a-z]+)"/, transformer: (name: string) => name });
+/** Someone watching live logs, named in quotes with a capital first: `"Priya"`, `"José"`, `"Priya Patel"`, `"Seán O'Neill"`. */
+defineParameterType({ name: 'viewer', regexp: /"([A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ' -]*)"/, transformer: (name: string) => name });
 
 /**
  * What a viewer presents to the live-log server instead of a good token:

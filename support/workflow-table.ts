@@ -42,18 +42,26 @@ function literal(value: string): string {
   return `'${v.replace(/'/g, "\\'")}'`;
 }
 
+/**
+ * `steps.<id>` as JMESPath reads it: a plain identifier as it is, any other id quoted
+ * (unquoted, `steps.map-invoice` would be `steps.map` minus `invoice`).
+ */
+export function stepRef(id: string): string {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(id) ? `steps.${id}` : `steps.${JSON.stringify(id)}`;
+}
+
 function condition(does: string): string {
   const raw = /^when `(.+)`$/.exec(does.trim());
   if (raw) return raw[1];
   const answered = /^when (\w[\w-]*) answered (\d{3})$/.exec(does.trim());
-  if (answered) return `steps.${answered[1]}.status == \`${answered[2]}\``;
+  if (answered) return `${stepRef(answered[1])}.status == \`${answered[2]}\``;
   const over = /^when the ([\w.]+) of (\w[\w-]*) is (over|under|at least|at most) (-?[\d.]+)$/.exec(does.trim());
   if (over) {
     const op = { over: '>', under: '<', 'at least': '>=', 'at most': '<=' }[over[3]]!;
-    return `steps.${over[2]}.${over[1]} ${op} \`${over[4]}\``;
+    return `${stepRef(over[2])}.${over[1]} ${op} \`${over[4]}\``;
   }
   const is = /^when the ([\w.]+) of (\w[\w-]*) is (not )?(.+)$/.exec(does.trim());
-  if (is) return `steps.${is[2]}.${is[1]} ${is[3] ? '!=' : '=='} ${literal(is[4])}`;
+  if (is) return `${stepRef(is[2])}.${is[1]} ${is[3] ? '!=' : '=='} ${literal(is[4])}`;
   throw new WorkflowTableError(
     `cannot read the branch condition "${does}" (try "when push answered 201", "when the total of map is over 100" or "when \`<JMESPath>\`")`,
   );
@@ -74,12 +82,12 @@ export function tableToDefinition(name: string, rows: WorkflowRow[], targetBaseU
       case 'transform':
         return { id: r.step, type: 'transform', expression: does, next };
       case 'http_call': {
-        const m = /^(GET|POST|PUT|PATCH|DELETE)\s+(?:(.+?)\s+to\s+)?(\/\S*)(.*)$/.exec(does);
+        const m = /^(GET|POST|PUT|PATCH|DELETE)\s+(?:(.+?)\s+to\s+)?(\/[^\s,]*)(.*)$/.exec(does);
         if (!m) throw new WorkflowTableError(`cannot read the request "${does}" (try "POST the mapped order to /orders")`);
         const [, method, what, path, rest] = m;
         // the body is what the step before produced, when that was a transform; otherwise the webhook body
         const before = leadsTo.get(r.step);
-        const body = method === 'GET' || what === 'nothing' ? undefined : before && typeOf.get(before) === 'transform' ? `steps.${before}` : 'input';
+        const body = method === 'GET' || what === 'nothing' ? undefined : before && typeOf.get(before) === 'transform' ? stepRef(before) : 'input';
         const retry = { ...SPEC_RETRY };
         let timeoutMs = 2_000;
         const attempts = /up to (\d+) attempts?/.exec(rest);

@@ -74,6 +74,13 @@ export function validateDefinition(raw: unknown): WorkflowDefinition {
         compile(expr);
       } catch (e) {
         problems.push(`step "${step.id}" ${field} is not valid JMESPath: ${(e as Error).message}`);
+        continue;
+      }
+      // JMESPath reads steps.map-invoice as steps.map minus invoice: a silent wrong answer at run time
+      for (const id of byId.keys()) {
+        if (id.includes('-') && new RegExp(`(^|[^\\w"])steps\\.${id.replace(/[-]/g, '\\-')}(?![\\w-])`).test(expr)) {
+          problems.push(`step "${step.id}" ${field} reads steps.${id} as "steps.${id.split('-')[0]} minus …"; write steps."${id}"`);
+        }
       }
     }
   }

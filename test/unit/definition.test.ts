@@ -60,6 +60,20 @@ describe('definition validation', () => {
     assert.match(branch[0], /^step "a" condition is not valid JMESPath/);
   });
 
+  it('refuses an expression that reads a hyphenated step id as a subtraction, and accepts it quoted', () => {
+    const steps = (expr: string) => [
+      { id: 'map-invoice', type: 'transform', expression: '{total: input.sum}', next: 'check' },
+      { id: 'check', type: 'branch', condition: expr, then: 'done', else: 'done' },
+      end('done'),
+    ];
+    assert.deepEqual(problemsOf({ name: 'h', steps: steps('steps.map-invoice.total > `100`') }), [
+      'step "check" condition reads steps.map-invoice as "steps.map minus …"; write steps."map-invoice"',
+    ]);
+    validateDefinition({ name: 'h', steps: steps('steps."map-invoice".total > `100`') });
+    // a step id that merely starts the same way is not that step
+    validateDefinition({ name: 'h', steps: steps('steps.map_invoice_total > `100`') });
+  });
+
   it('reports schema errors with their path', () => {
     const problems = problemsOf({ name: 'Bad Name', steps: [{ id: 'a', type: 'http_call', method: 'FETCH', url: 'not a url' }, { id: 'b', type: 'teleport' }] });
     assert.ok(problems.some((p) => p.startsWith('name: workflow names are lower-case slugs')), problems.join('\n'));
