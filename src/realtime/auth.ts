@@ -251,6 +251,24 @@ export class Visibility {
     return p;
   }
 
+  private readonly unbound = new Map<string, Promise<boolean>>();
+
+  /**
+   * Whether a role is above row-level security (a superuser, or BYPASSRLS): a token naming one would see
+   * every project's rows, so such a role never subscribes. Asked once per role; false when it does not exist.
+   */
+  bypassesPolicies(role: string): Promise<boolean> {
+    let p = this.unbound.get(role);
+    if (!p) {
+      p = this.pool
+        .query<{ above: boolean }>('SELECT rolsuper OR rolbypassrls AS above FROM pg_roles WHERE rolname = $1', [role])
+        .then((r) => r.rows[0]?.above === true);
+      p.catch(() => this.unbound.delete(role));
+      this.unbound.set(role, p);
+    }
+    return p;
+  }
+
   async roleExists(role: string): Promise<boolean> {
     const r = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
     return r.rowCount === 1;

@@ -136,6 +136,8 @@ const UNAVAILABLE = 'UnableToConnectToProject: Realtime was unable to connect to
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** a socket over maxBufferedBytes this long, or over SLOW_HARD_FACTOR × maxBufferedBytes at all, is closed */
 const SLOW_GRACE_MS = 2000;
+const MAX_CHANNELS_PER_SOCKET = 100;
+const MAX_PRESENCE_BYTES = 32 * 1024;
 const SLOW_HARD_FACTOR = 4;
 
 /** `table:column=value[,column=value][;table:…]` (env MESHHOOK_REALTIME_DROP) → a dropChange predicate */
@@ -335,10 +337,21 @@ export class RealtimeServer {
     if (req.method === 'GET' && (path === '/healthcheck' || path === '/realtime/v1/healthcheck')) return sendJson(res, 200, { status: 'ok' });
     const single = /^(?:\/realtime\/v1)?\/api\/broadcast\/([^/]+)\/events\/([^/]+)$/.exec(path);
     if (req.method === 'POST' && (BROADCAST_PATHS.has(path) || single)) {
+      let named: { topic: string; event: string } | null = null;
+      try {
+        named = single ? { topic: decodeURIComponent(single[1]), event: decodeURIComponent(single[2]) } : null;
+      } catch {
+        return sendJson(res, 400, { error: 'the topic or event in the path is not valid percent-encoding' });
+      }
       readBody(req, 1024 * 1024)
         .then(
-          (body) => this.restBroadcast(req, u, body, single ? { topic: decodeURIComponent(single[1]), event: decodeURIComponent(single[2]) } : null, res),
-          () => sendJson(res, 413, { error: 'Payload Too Large' }),
+          (body) => this.restBroadcast(req, u, body, named, res),
+          () => {
+            // answered before the connection is let go, so the sender reads why
+            res.setHeader('connection', 'close');
+            sendJson(res, 413, { error: 'Payload Too Large' });
+            res.on('finish', () => req.destroy());
+          },
         )
         .catch((e) => {
           this.log({ level: 'error', msg: 'realtime REST broadcast failed', error: String(e) });
@@ -360,9 +373,11 @@ export class RealtimeServer {
     const apikey = (Array.isArray(header) ? header[0] : header) || u.searchParams.get('apikey') || '';
     const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
     try {
-      if (!apikey && !bearer) throw new TokenError('InvalidJWTToken', 'Fields `role` and `exp` are required in JWT');
+      // at least one signed token: an `sb_` key beside the apikey is only a label, never a credential on its own
+      const jwtBearer = bearer && !bearer.startsWith('sb_') ? bearer : null;
+      if (!apikey && !jwtBearer) throw new TokenError('InvalidJWTToken', 'Fields `role` and `exp` are required in JWT');
       if (apikey) await verifyToken(this.opts.jwtSecret, apikey);
-      if (bearer && !bearer.startsWith('sb_')) await verifyToken(this.opts.jwtSecret, bearer);
+      if (jwtBearer) await verifyToken(this.opts.jwtSecret, jwtBearer);
     } catch (e) {
       return sendJson(res, 401, { error: reasonOf(e) });
     }
@@ -548,6 +563,12 @@ export class RealtimeServer {
       return;
     }
     const name = topic.slice('realtime:'.length);
+    // a socket holds a bounded number of channels (Supabase's own limit per client is 100), so one client cannot
+    // grow the server's memory without end
+    if (!conn.channels.has(topic) && !conn.pending.has(topic) && conn.channels.size + conn.pending.size >= MAX_CHANNELS_PER_SOCKET) {
+      this.send(conn, reply(msg, 'error', { reason: `Too many channels: a socket may join at most ${MAX_CHANNELS_PER_SOCKET}` }));
+      return;
+    }
     const previous = conn.pending.get(topic);
     if (previous) this.cancelPending(previous);
     // a join on a joined topic replaces the channel (Phoenix closes the old one on its old join_ref)
@@ -570,6 +591,12 @@ export class RealtimeServer {
       claims = await verifyToken(this.opts.jwtSecret, this.channelToken(conn, payload));
     } catch (e) {
       if (!pending.cancelled && !conn.closed) fail(reasonOf(e));
+      return;
+    }
+    if (pending.cancelled || conn.closed) return;
+    // a role above row-level security would see every project's rows: never, whoever signed the token
+    if (await this.visibility.bypassesPolicies(claims.role).catch(() => false)) {
+      if (!pending.cancelled && !conn.closed) fail(`Unauthorized: role "${claims.role}" is not bound by row-level security`);
       return;
     }
     if (pending.cancelled || conn.closed) return;
@@ -912,6 +939,11 @@ export class RealtimeServer {
     const p = (msg.payload ?? {}) as Record<string, unknown>;
     if (p.event === 'track') {
       const meta = p.payload && typeof p.payload === 'object' ? (p.payload as Record<string, unknown>) : {};
+      // every member of the topic is sent what one tracks: a bounded size keeps one client from filling memory
+      if (JSON.stringify(meta).length > MAX_PRESENCE_BYTES) {
+        this.send(ch.conn, reply(msg, 'error', { reason: `presence payload over ${MAX_PRESENCE_BYTES} bytes` }));
+        return;
+      }
       const leaves = this.untrack(ch, false);
       const ref = randomBytes(8).toString('base64url');
       let byKey = this.presence.get(ch.topicKey);
@@ -1028,8 +1060,10 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limit) {
+        // the caller answers 413 and then closes; what else arrives is dropped
+        req.removeAllListeners('data');
+        req.resume();
         reject(new Error('too large'));
-        req.destroy();
         return;
       }
       chunks.push(c);

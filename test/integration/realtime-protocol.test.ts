@@ -532,6 +532,44 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
     assert.equal((xch.presenceState() as any)['x-key'][0].online, true);
   });
 
+  it('hostile clients: no signed token, no broadcast; bounded channels and presence; roles above row-level security refused', async () => {
+    const post = (path: string, headers: Record<string, string>, body: string) => fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    const forged = JSON.stringify({ messages: [{ topic: 'acme-runs', event: 'run_event', payload: { run_id: 'forged' } }] });
+    // an `sb_` key is a label beside a signed apikey, never a credential by itself
+    assert.equal((await post('/realtime/v1/api/broadcast', { authorization: 'Bearer sb_publishable_x' }, forged)).status, 401);
+    assert.equal((await post('/realtime/v1/api/broadcast/acme-runs/events/run_event', { authorization: 'Bearer sb_x' }, '{}')).status, 401);
+    assert.equal((await post('/realtime/v1/api/broadcast', { apikey: anon, authorization: 'Bearer sb_publishable_x' }, forged)).status, 202, 'positive control');
+    const badPath = await post('/realtime/v1/api/broadcast/%E0%A4%A/events/x', { apikey: anon }, '{}');
+    assert.equal(badPath.status, 400);
+    const big = await post('/realtime/v1/api/broadcast', { apikey: anon }, JSON.stringify({ messages: [], pad: 'x'.repeat(1_100_000) })).catch((e) => e as Error);
+    assert.equal(big instanceof Error ? big.message : big.status, 413, 'a body over the limit is answered 413, not reset');
+
+    // a socket holds at most 100 channels
+    const s = await raw();
+    for (let i = 0; i < 100; i++) await s.join(`realtime:room-${i}`, { config: {}, access_token: tokA });
+    const over = await s.join('realtime:room-100', { config: {}, access_token: tokA });
+    assert.deepEqual(over.reply.payload, { status: 'error', response: { reason: 'Too many channels: a socket may join at most 100' } });
+    const again = await s.join('realtime:room-7', { config: {}, access_token: tokA });
+    assert.equal((again.reply.payload as { status: string }).status, 'ok', 'joining a topic it holds again still works');
+    s.close();
+
+    // presence beyond 32 kB is refused; within it, tracked
+    const p = await raw();
+    const { joinRef } = await p.join('realtime:lobby', { config: { presence: { key: 'k' } }, access_token: tokA });
+    p.send({ join_ref: joinRef, ref: 'big', topic: 'realtime:lobby', event: 'presence', payload: { type: 'presence', event: 'track', payload: { blob: 'x'.repeat(40_000) } } });
+    assert.deepEqual((await p.next((m) => m.ref === 'big')).payload, { status: 'error', response: { reason: 'presence payload over 32768 bytes' } });
+    p.send({ join_ref: joinRef, ref: 'small', topic: 'realtime:lobby', event: 'presence', payload: { type: 'presence', event: 'track', payload: { online: true } } });
+    assert.deepEqual((await p.next((m) => m.ref === 'small')).payload, { status: 'ok', response: {} });
+    p.close();
+
+    // a token naming a superuser role, even one signed with the real secret, sees nothing: its join is refused
+    const su = await signToken(SECRET, { role: 'postgres', project_id: A, exp: Math.floor(Date.now() / 1000) + 600 });
+    const c = await client(su);
+    const sub = await subscribe(c, 'superuser', [{ event: 'INSERT', schema: 'public', table: 'run_events' }], 'CHANNEL_ERROR');
+    assert.match(String(sub.statuses.find((x) => x.status === 'CHANNEL_ERROR')!.error), /role "postgres" is not bound by row-level security/);
+    await closeRealtimeClient(c);
+  });
+
   it('access_token: a valid refresh keeps the channel, an invalid one closes it, and an expiring token closes it at exp', async () => {
     const run = randomUUID();
     const c = await client(tokA, { timeout: 2000 });
