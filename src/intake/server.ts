@@ -47,6 +47,8 @@ export interface IntakeOptions {
   port?: number;
   host?: string;
   bodyLimitBytes?: number;
+  /** a request (headers and body) must have arrived within this many ms; default 30 s */
+  requestTimeoutMs?: number;
   signatureToleranceSec?: number;
   /** recorded in each new run's RunStarted: the flags it is decided with for good */
   flags?: EngineFlags;
@@ -63,6 +65,7 @@ export interface Intake {
 }
 
 export const DEFAULT_BODY_LIMIT = 2 * 1024 * 1024;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 export const DEFAULT_SIGNATURE_TOLERANCE_SEC = 300;
 /** deeper JSON is refused: it would overflow recursive walkers and Postgres' jsonb parser */
 export const MAX_BODY_DEPTH = 64;
@@ -169,8 +172,19 @@ function badString(s: string): string | null {
   return null;
 }
 
+/**
+ * A number JSON.parse could not keep as sent: out of a double's range (it would be stored as null) or an
+ * integer past 2^53 (stored rounded). Refused, so the run's input is always what the sender signed.
+ */
+function badNumber(n: number): string | null {
+  if (!Number.isFinite(n)) return 'the body holds a number too large to keep (it would become null): send it as a string';
+  if (Number.isInteger(n) && !Number.isSafeInteger(n)) return `the body holds an integer beyond ${Number.MAX_SAFE_INTEGER}, which cannot be kept exactly: send it as a string`;
+  return null;
+}
+
 function unstorable(value: unknown, depth: number): string | null {
   if (typeof value === 'string') return badString(value);
+  if (typeof value === 'number') return badNumber(value);
   if (value === null || typeof value !== 'object') return null;
   if (depth >= MAX_BODY_DEPTH) return `the body is nested deeper than ${MAX_BODY_DEPTH} levels`;
   if (Array.isArray(value)) {
@@ -191,7 +205,8 @@ function unstorable(value: unknown, depth: number): string | null {
 export function isConnectionError(e: unknown): boolean {
   const code = (e as { code?: string }).code ?? '';
   return (
-    /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|57P0[1-3]|08\d{3})$/.test(code) ||
+    // EMFILE / ENFILE: out of file descriptors for now (a flood of open connections), not a bad request
+    /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EMFILE|ENFILE|57P0[1-3]|08\d{3})$/.test(code) ||
     // pg's own words for a connection that died under a pooled client (no code): seen when the postmaster is killed mid-request
     /Connection terminated|timeout exceeded when trying to connect|connection error and is not queryable/i.test((e as Error).message ?? '')
   );
@@ -216,6 +231,8 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const app = Fastify({
     logger: false,
     bodyLimit,
+    // a request must arrive whole within this time: one that stops half way does not hold its socket for ever
+    requestTimeout: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
     // long names get a clear 400 from our own check instead of a route miss
     routerOptions: { maxParamLength: 16_384 },
     // close(): idle keep-alive sockets are closed at once, requests in flight are answered first

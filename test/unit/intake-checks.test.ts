@@ -93,6 +93,13 @@ describe('webhook bodies', () => {
     assert.match(refusal('[[["\\u0000"]]]'), /NUL/);
   });
 
+  it('refuses numbers it could not keep as sent, and keeps the rest exactly', () => {
+    assert.match(refusal('{"order":{"sum":1e400}}'), /too large to keep/);
+    assert.match(refusal('{"id":12345678901234567890123}'), /beyond 9007199254740991/);
+    assert.match(refusal('[-9007199254740993]'), /beyond/);
+    assert.deepEqual(parseWebhookBody(Buffer.from('{"id":9007199254740991,"sum":125000.5,"tiny":1e-300,"neg":-3.5}')), { id: 9007199254740991, sum: 125000.5, tiny: 1e-300, neg: -3.5 });
+  });
+
   it('refuses unpaired surrogates, invalid UTF-8 and absurd nesting', () => {
     assert.match(refusal('{"a":"\\ud800"}'), /surrogate/);
     assert.match(refusal(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d])), /UTF-8/);
@@ -107,6 +114,8 @@ describe('a database that went away answers 503, not 500', () => {
       Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
       Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
       new Error('Connection terminated unexpectedly'),
+      // out of file descriptors under a flood of connections: for now, not for good
+      Object.assign(new Error('connect EMFILE 127.0.0.1:5432 - Local (undefined:undefined)'), { code: 'EMFILE' }),
       // what a pooled client throws when the postmaster was SIGKILLed mid-request (found by npm run chaos)
       new Error('Client has encountered a connection error and is not queryable'),
     ]) {
