@@ -69,7 +69,7 @@ async function main(): Promise<void> {
       projectId: pub.projectId,
       projectSlug: 'acme',
       workflowSlug: def.name,
-      version: { workflowId: pub.workflowId, version: pub.version, definition: pub.definition, definitionHash: pub.definitionHash },
+      version: { workflowId: pub.workflowId, version: pub.version, definition: pub.definition, definitionHash: pub.definitionHash, tampered: null },
       deliveryId: `dlv_${name}`,
       input,
       rawBody: JSON.stringify(input),

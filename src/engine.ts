@@ -30,6 +30,8 @@ export interface EngineOptions {
   flags?: EngineFlags;
   bodyLimitBytes?: number;
   signatureToleranceSec?: number;
+  /** a file outside the database every worker appends each head it commits to (a rolling checkpoint) */
+  headJournal?: string;
   log?: (entry: Record<string, unknown>) => void;
 }
 
@@ -67,6 +69,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
           concurrency: opts.concurrency,
           id: `worker-${process.pid}-${i + 1}`,
           keyring: opts.keyring,
+          headJournal: opts.headJournal,
           log,
         }),
       );

@@ -91,7 +91,7 @@ export async function operate(db: Pool, ctx: OperatorContext, projectId: string,
       if (e instanceof TamperedRunError) throw new OperatorActionError(e.message);
       throw e;
     }
-    const version = await loadVersion(db, projectId, run.workflowId, run.version);
+    const version = await loadVersion(db, projectId, run.workflowId, run.version, { keys: ctx.keyring.chainKeys() });
     if (run.state.definitionHash && run.state.definitionHash !== version.definitionHash) throw new TamperedDefinitionError(run.workflowId, run.version);
     const decider = createDecider(version.definition);
     const at = clock.now();

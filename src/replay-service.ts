@@ -104,6 +104,10 @@ export interface RunVerification extends VerifyReport {
   /** the stored run view equals the view replayed from the log */
   viewMatches: boolean;
   viewDifference: string | null;
+  /** why the published version the run is pinned to is not as the engine published it (unsigned, edited), or null */
+  versionProblem: string | null;
+  /** the run has no signed head and was let through only because unsigned runs were allowed */
+  unsignedAccepted: boolean;
 }
 
 export interface VerifyRunOptions {
@@ -137,6 +141,7 @@ class RunJudge {
     private readonly opts: VerifyRunOptions,
     private readonly whatIf: boolean,
     definitionHash?: string,
+    private readonly versionProblem: string | null = null,
   ) {
     this.verifier = new LogVerifier(runId, definition, { flags: opts.flags, keys: opts.keys ?? null, definitionHash });
     this.checkpoint = opts.checkpoints?.of(runId) ?? null;
@@ -155,8 +160,8 @@ class RunJudge {
     const empty = last === null;
     let headProblem: string | null = null;
     const signedRun = report.state.semantics >= 2;
-    if (last === null) headProblem = null;
-    else if (stored.headMac || signedRun || !opts.allowUnsignedHead) {
+    const headChecked = last !== null && (!!stored.headMac || signedRun || !opts.allowUnsignedHead);
+    if (headChecked) {
       const head = { projectId: stored.view.projectId, runId, seq: stored.view.lastSeq, hash: stored.headHash ?? '' };
       headProblem = opts.keys ? checkHeadSignature(opts.keys, head, stored.headMac) : 'the keyring is needed to check its signed head';
       if (!headProblem && (stored.view.lastSeq !== last.seq || stored.headHash !== last.hash)) {
@@ -171,14 +176,17 @@ class RunJudge {
     const viewDifference = replayed ? compareViews(stored.view, replayed) : 'the log is empty, so no view can be replayed';
     // a definition handed in is a deliberate what-if; the stored one must be the one the run was pinned to
     const pinnedIntact = this.whatIf || !report.definitionChanged;
+    const versionProblem = this.whatIf ? null : this.versionProblem;
     return {
       ...report,
-      ok: report.ok && !empty && !headProblem && !cpProblem && !viewDifference && pinnedIntact,
+      ok: report.ok && !empty && !headProblem && !cpProblem && !viewDifference && pinnedIntact && !versionProblem,
       empty,
       headProblem,
       checkpointProblem: cpProblem,
       viewMatches: !viewDifference,
       viewDifference,
+      versionProblem,
+      unsignedAccepted: last !== null && !headChecked,
     };
   }
 }
@@ -191,8 +199,9 @@ function judge(
   definition: WorkflowDefinition,
   opts: VerifyRunOptions,
   whatIf: boolean,
+  versionProblem: string | null = null,
 ): RunVerification {
-  const j = new RunJudge(runId, stored, definition, opts, whatIf);
+  const j = new RunJudge(runId, stored, definition, opts, whatIf, undefined, versionProblem);
   for (const e of events) j.push(e);
   return j.finish();
 }
@@ -209,8 +218,8 @@ export async function verifyRun(db: Pool, projectId: string, runId: string, opts
     async (c) => {
       const stored = await readStored(c, projectId, runId);
       if (!stored) return null;
-      const definition = opts.definition ?? (await readVersion(c, stored.view.workflowId, stored.view.version, { allowTampered: true })).definition;
-      const j = new RunJudge(runId, stored, definition, opts, opts.definition !== undefined);
+      const version = await readVersion(c, stored.view.workflowId, stored.view.version, { allowTampered: true, keys: opts.keys ?? undefined });
+      const j = new RunJudge(runId, stored, opts.definition ?? version.definition, opts, opts.definition !== undefined, undefined, version.tampered);
       await streamEvents(c, { projectId, runId }, (page) => {
         for (const e of page) j.push(e);
       });
@@ -240,8 +249,9 @@ async function readAndJudge(db: Pool, projectId: string, runId: string, opts: Ve
     return stored ? { stored, events: await readEvents(c, runId) } : null;
   });
   if (!read) throw new NotFoundError(`run ${runId} not found`);
-  const definition = opts.definition ?? (await loadVersion(db, projectId, read.stored.view.workflowId, read.stored.view.version, { allowTampered: true })).definition;
-  const verification = judge(runId, read.stored, read.events, definition, opts, opts.definition !== undefined);
+  const version = await loadVersion(db, projectId, read.stored.view.workflowId, read.stored.view.version, { allowTampered: true, keys: opts.keys ?? undefined });
+  const definition = opts.definition ?? version.definition;
+  const verification = judge(runId, read.stored, read.events, definition, opts, opts.definition !== undefined, version.tampered);
   return { verification, events: read.events, definition };
 }
 
@@ -254,6 +264,7 @@ export function problemsOf(v: RunVerification): string[] {
   if (v.checkpointProblem) out.push(`checkpoint: ${v.checkpointProblem}`);
   if (v.divergence) out.push(`replay diverges at event ${v.divergence.seq}: ${v.divergence.reason}`);
   if (v.definitionChanged) out.push('the definition differs from the version the run was pinned to');
+  if (v.versionProblem) out.push(`version ${v.state.version ?? '?'}: ${v.versionProblem}`);
   if (!v.empty && v.viewDifference) out.push(`run view differs: ${v.viewDifference}`);
   return out;
 }
@@ -268,7 +279,7 @@ export async function verifyProject(
   db: Pool,
   projectId: string,
   opts: VerifyRunOptions & { onRun?: (v: RunVerification) => void; pageSize?: number },
-): Promise<{ runs: number; events: number; bad: number }> {
+): Promise<{ runs: number; events: number; bad: number; orphans: Array<{ runId: string; events: number }> }> {
   return inProject(
     db,
     projectId,
@@ -287,12 +298,12 @@ export async function verifyProject(
         }),
       );
       // each version read and hashed once, however many runs it has
-      const definitions = new Map<string, { definition: WorkflowDefinition; hash: string }>();
+      const definitions = new Map<string, { definition: WorkflowDefinition; hash: string; tampered: string | null }>();
       for (const s of stored) {
         const key = `${s.view.workflowId}:${s.view.version}`;
         if (definitions.has(key)) continue;
-        const { definition } = await readVersion(c, s.view.workflowId, s.view.version, { allowTampered: true });
-        definitions.set(key, { definition, hash: definitionHash(definition) });
+        const { definition, tampered } = await readVersion(c, s.view.workflowId, s.view.version, { allowTampered: true, keys: opts.keys ?? undefined });
+        definitions.set(key, { definition, hash: definitionHash(definition), tampered });
       }
       let bad = 0;
       let i = 0;
@@ -310,12 +321,14 @@ export async function verifyProject(
           if (open) close();
           const s = stored[i++];
           const version = definitions.get(`${s.view.workflowId}:${s.view.version}`)!;
-          open = new RunJudge(s.view.runId, s, version.definition, opts, false, version.hash);
+          open = new RunJudge(s.view.runId, s, version.definition, opts, false, version.hash, version.tampered);
           if (s.view.runId === runId) return;
           close(); // a run with no events at all
         }
       };
       let current: string | null = null;
+      // events whose run has no row any more: someone deleted the run behind the engine's back, and its log remains
+      const orphans: Array<{ runId: string; events: number }> = [];
       const events = await streamEvents(
         c,
         { projectId },
@@ -326,15 +339,16 @@ export async function verifyProject(
               if (open) close();
               advanceTo(e.runId);
             }
-            // events of a run with no view row are not any run's: they stay unjudged, as before
             if (open && (open as RunJudge).runId === e.runId) (open as RunJudge).push(e);
+            else if (orphans.at(-1)?.runId === e.runId) orphans.at(-1)!.events++;
+            else orphans.push({ runId: e.runId, events: 1 });
           }
         },
         opts.pageSize,
       );
       if (open) close();
       advanceTo(null);
-      return { runs: stored.length, events, bad };
+      return { runs: stored.length, events, bad: bad + orphans.length, orphans };
     },
     { snapshot: true },
   );

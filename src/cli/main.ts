@@ -296,6 +296,8 @@ const up: CommandSpec = {
         workers,
         intakePort: port,
         intakeHost: a.flags.host as string | undefined,
+        // the same journal a worker process keeps (src/worker/main.ts): heads outside the database, as they commit
+        headJournal: io.env.MESHHOOK_HEAD_JOURNAL || undefined,
         log: (e) => printLog(e, io),
       });
     } catch (e) {
@@ -469,6 +471,10 @@ const deliverCmd: CommandSpec = {
       io.err(`no workflow ${project}/${workflow}: publish it first`);
       return 1;
     }
+    if (!wf.signingSecret) {
+      io.err(`workflow ${project}/${workflow} has no sealed signing secret, so no webhook of it is accepted: publish it again`);
+      return 1;
+    }
     let res;
     try {
       res = await deliver(intakeUrl, project, workflow, wf.signingSecret, body, { deliveryId });
@@ -556,7 +562,13 @@ export function formatVerification(v: RunVerification): string[] {
   lines.push(`run ${v.runId}${s.project ? ` (${s.project}/${s.workflow} v${s.version}, ${s.status})` : ''}`);
   lines.push(v.empty ? '  events:      NONE: the run has no events' : `  events:      ${v.eventCount}`);
   lines.push(v.chainBreak ? `  hash chain:  BROKEN at event ${v.chainBreak.seq}: ${v.chainBreak.reason}` : v.empty ? '  hash chain:  (nothing to check)' : '  hash chain:  ok');
-  lines.push(v.headProblem ? `  head:        NOT OK: ${v.headProblem}` : '  head:        ok, signed and the last event');
+  lines.push(
+    v.headProblem
+      ? `  head:        NOT OK: ${v.headProblem}`
+      : v.unsignedAccepted
+        ? '  head:        UNSIGNED, accepted by --allow-unsigned: nothing but the database vouches for this run'
+        : '  head:        ok, signed and the last event',
+  );
   if (v.checkpointProblem) lines.push(`  checkpoint:  NOT OK: ${v.checkpointProblem}`);
   if (v.divergence) {
     const d = v.divergence;
@@ -567,6 +579,7 @@ export function formatVerification(v: RunVerification): string[] {
     lines.push('  replay:      ok, every decision re-derived from its input');
   }
   if (v.definitionChanged) lines.push('  definition:  differs from the version the run was pinned to');
+  if (v.versionProblem) lines.push(`  version:     NOT OK: ${v.versionProblem}`);
   lines.push(v.viewMatches ? '  run view:    matches the log' : `  run view:    DIFFERS from the log: ${v.viewDifference}`);
   lines.push(v.ok ? 'verified: ok' : 'verified: NOT ok');
   return lines;
@@ -620,31 +633,45 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
     let runs = 0;
     let events = 0;
     let bad = 0;
+    let unsigned = 0;
     const seen = new Set<string>();
     for (const p of projects) {
       const r = await verifyProject(pool, p.id, {
         ...opts,
         onRun: (v) => {
           seen.add(v.runId);
+          if (v.ok && v.unsignedAccepted) {
+            unsigned++;
+            if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: v.runId, unsigned: true }));
+            else io.out(`UNSIGNED  ${p.slug}  ${v.runId}  accepted by --allow-unsigned: nothing but the database vouches for it`);
+          }
           if (v.ok) return;
           if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: v.runId, problems: problemsOf(v) }));
           else io.out(`NOT ok  ${p.slug}  ${v.runId}  ${problemsOf(v).join('; ')}`);
         },
       });
-      runs += r.runs;
+      for (const o of r.orphans) {
+        seen.add(o.runId);
+        const why = `its log (${o.events} events) is in the database, but the run is not: its row was deleted outside the engine`;
+        if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: o.runId, problems: [why] }));
+        else io.out(`NOT ok  ${p.slug}  ${o.runId}  ${why}`);
+      }
+      // a log without its run counts as a run, and a bad one
+      runs += r.runs + r.orphans.length;
       events += r.events;
       bad += r.bad;
     }
-    // a run a checkpoint remembers must still exist (when every project was visited)
-    if (!a.flags.project) {
-      for (const cp of opts.checkpoints?.runs() ?? []) {
-        if (seen.has(cp.runId)) continue;
-        bad++;
-        io.out(`NOT ok  ${cp.runId}  a checkpoint taken ${cp.at} saw this run at event ${cp.seq}, and it no longer exists`);
-      }
+    // a run a checkpoint remembers must still exist (in the projects visited: deleted, or moved away from its project)
+    const visited = new Set(projects.map((p) => p.id));
+    for (const cp of opts.checkpoints?.runs() ?? []) {
+      if (seen.has(cp.runId) || !visited.has(cp.projectId)) continue;
+      // a run that is gone counts as a run, and a bad one
+      runs++;
+      bad++;
+      io.out(`NOT ok  ${cp.runId}  a checkpoint taken ${cp.at} saw this run at event ${cp.seq}, and it no longer exists`);
     }
     const ms = performance.now() - started;
-    io.out(`verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok, ${bad} NOT ok`);
+    io.out(`verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok`);
     return bad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
@@ -1116,6 +1143,11 @@ export async function runCli(argv: string[], io: Partial<Io> = {}): Promise<numb
 }
 
 export function main(argv = process.argv.slice(2)): void {
+  // `meshhook runs | head`: the reader has all it wanted, which is no failure
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(process.exitCode ?? 0);
+  });
   runCli(argv).then(
     (code) => {
       process.exitCode = code;

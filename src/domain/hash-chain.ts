@@ -135,7 +135,12 @@ export interface ChainOptions {
 export function checkLink(prev: string, seq: number, e: ChainedEvent, keys: ChainKeys | null, mustBeKeyed: boolean, dataText?: string): ChainBreak | null {
   if (e.seq > seq) return { seq, reason: `event ${seq} is missing from its place: event ${e.seq} comes next (deleted or moved)` };
   if (e.seq !== seq) return { seq, reason: `event ${e.seq} appears again where event ${seq} should be (moved or copied)` };
-  if (e.prevHash !== prev) return { seq: e.seq, reason: 'its previous-hash does not match the event before it' };
+  if (e.prevHash !== prev)
+    return {
+      seq: e.seq,
+      // the first link hangs off the run's own genesis: another one means the log was written for another run
+      reason: seq === 1 ? "it does not begin this run's chain: it was written for another run (moved, copied or swapped)" : 'its previous-hash does not match the event before it',
+    };
   let key: Buffer | null = null;
   if (e.kid) {
     if (!keys) return { seq: e.seq, reason: `it is signed with key "${e.kid}", and no keyring was given to check it` };
@@ -191,6 +196,35 @@ export function checkHeadSignature(keys: ChainKeys, head: RunHead, signature: st
   const key = colon > 0 ? keys(kid) : null;
   if (!key) return `its head is signed with key "${kid}", which is not in the keyring`;
   return signature.slice(colon + 1) === headMac(key, head) ? null : 'its head signature does not match (the head was changed outside the engine)';
+}
+
+// ───── a published workflow version, signed
+
+export interface VersionIdentity {
+  projectId: string;
+  workflowId: string;
+  version: number;
+  /** the definition's hash (sha256 of its canonical JSON) */
+  definitionHash: string;
+}
+
+/** `<kid>:<hex HMAC>` over a published version; stored with it, checked before a run of it starts. */
+export function signVersion(key: ChainKey, v: VersionIdentity): string {
+  return `${key.kid}:${versionMac(key.key, v)}`;
+}
+
+function versionMac(key: Buffer, v: VersionIdentity): string {
+  return hmacSha256Hex(key, `meshhook-version\n${v.projectId}\n${v.workflowId}\n${v.version}\n${v.definitionHash}`);
+}
+
+/** Why a version's signature is not genuine, or null when it is. */
+export function checkVersionSignature(keys: ChainKeys, v: VersionIdentity, signature: string | null): string | null {
+  if (!signature) return 'it is not signed (published before versions were signed, or written outside the engine)';
+  const colon = signature.indexOf(':');
+  const kid = signature.slice(0, colon);
+  const key = colon > 0 ? keys(kid) : null;
+  if (!key) return `it is signed with key "${kid}", which is not in the keyring`;
+  return signature.slice(colon + 1) === versionMac(key, v) ? null : 'its signature does not match (the definition or its hash was changed outside the engine)';
 }
 
 /**

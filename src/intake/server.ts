@@ -427,7 +427,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       const input = parseWebhookBody(raw);
       let version;
       try {
-        version = await latestVersion(pool, target.project.id, target.workflow.id);
+        version = await latestVersion(pool, target.project.id, target.workflow.id, { keys: opts.keyring.chainKeys() });
       } catch (e) {
         if (e instanceof NotFoundError) {
           refused(req, 404, 'no_published_version', where);

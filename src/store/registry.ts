@@ -5,6 +5,7 @@ import { inProject } from '../db/scope';
 import { Keyring } from '../security/keyring';
 import { open, seal, signingAad } from '../security/vault';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../domain/definition';
+import { ChainKeys, checkVersionSignature, signVersion } from '../domain/hash-chain';
 
 /* Projects, workflows and their immutable published versions. */
 
@@ -17,7 +18,8 @@ export interface WorkflowRow {
   id: string;
   projectId: string;
   slug: string;
-  signingSecret: string;
+  /** null when the workflow has no sealed signing secret: then no webhook of it is accepted */
+  signingSecret: string | null;
 }
 
 export interface PublishedVersion {
@@ -40,8 +42,8 @@ export class NotFoundError extends Error {
 
 /** A published version whose stored definition no longer hashes to what was published. */
 export class TamperedDefinitionError extends Error {
-  constructor(readonly workflowId: string, readonly version: number) {
-    super(`version ${version} of workflow ${workflowId} was changed after it was published; refusing to run it`);
+  constructor(readonly workflowId: string, readonly version: number, why = 'was changed after it was published') {
+    super(`version ${version} of workflow ${workflowId} ${why}; refusing to run it`);
     this.name = 'TamperedDefinitionError';
   }
 }
@@ -72,16 +74,19 @@ export async function findWorkflow(db: Pool, keyring: Keyring, projectSlug: stri
 /** A workflow of a project already chosen (row-level security shows no other project's), its signing secret opened. */
 export async function findWorkflowIn(db: Pool, keyring: Keyring, projectId: string, workflowSlug: string): Promise<WorkflowRow | null> {
   const rows = await inProject(db, projectId, async (c) =>
-    (await c.query('SELECT id, project_id, slug, signing_secret, signing_secret_sealed FROM workflows WHERE project_id = $1 AND slug = $2', [projectId, workflowSlug]))
+    (await c.query('SELECT id, project_id, slug, signing_secret_sealed FROM workflows WHERE project_id = $1 AND slug = $2', [projectId, workflowSlug]))
       .rows,
   );
   const r = rows[0];
   return r ? { id: r.id, projectId: r.project_id, slug: r.slug, signingSecret: signingSecretOf(keyring, r) } : null;
 }
 
-/** A workflow's signing secret: sealed since 0.2; a plain one from an older version is used until it is re-sealed. */
-function signingSecretOf(keyring: Keyring, r: { id: string; project_id: string; signing_secret: string | null; signing_secret_sealed: string | null }): string {
-  return r.signing_secret_sealed ? open(keyring, r.signing_secret_sealed, signingAad(r.project_id, r.id)) : r.signing_secret!;
+/**
+ * A workflow's signing secret, sealed with the engine's key. The plain-text column of the first releases is
+ * never read: anyone who can write the table could put a secret of their own there and sign webhooks with it.
+ */
+function signingSecretOf(keyring: Keyring, r: { id: string; project_id: string; signing_secret_sealed: string | null }): string | null {
+  return r.signing_secret_sealed ? open(keyring, r.signing_secret_sealed, signingAad(r.project_id, r.id)) : null;
 }
 
 /**
@@ -105,10 +110,15 @@ export async function publishWorkflow(
     const wf = await client.query(
       `INSERT INTO workflows (id, project_id, slug, signing_secret_sealed) VALUES ($1, $2, $3, $4)
        ON CONFLICT (project_id, slug) DO UPDATE SET slug = EXCLUDED.slug
-       RETURNING id, project_id, signing_secret, signing_secret_sealed`,
+       RETURNING id, project_id, signing_secret_sealed`,
       [newId, project.id, definition.name, seal(keyring, secret, signingAad(project.id, newId))],
     );
     const workflowId: string = wf.rows[0].id;
+    if (!wf.rows[0].signing_secret_sealed) {
+      // a workflow left with no sealed secret (only the plain column of the first releases, never read) gets one now
+      wf.rows[0].signing_secret_sealed = seal(keyring, secret, signingAad(project.id, workflowId));
+      await client.query('UPDATE workflows SET signing_secret_sealed = $2, signing_secret = NULL WHERE id = $1', [workflowId, wf.rows[0].signing_secret_sealed]);
+    }
     // serialise publishers of one workflow so version numbers stay dense
     await client.query('SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE', [workflowId]);
     const latest = await client.query(
@@ -122,10 +132,12 @@ export async function publishWorkflow(
       unchanged = true;
     } else {
       version = (latest.rows[0]?.version ?? 0) + 1;
+      // signed with a key the database never holds: an edit made behind the engine's back, hash and all, shows
+      const mac = signVersion(keyring.chainKey(), { projectId: project.id, workflowId, version, definitionHash: hash });
       await client.query(
-        `INSERT INTO workflow_versions (project_id, workflow_id, version, definition, definition_hash)
-         VALUES ($1, $2, $3, $4, $5)`,
-        [project.id, workflowId, version, canonicalJson(definition), hash],
+        `INSERT INTO workflow_versions (project_id, workflow_id, version, definition, definition_hash, definition_mac)
+         VALUES ($1, $2, $3, $4, $5, $6)`,
+        [project.id, workflowId, version, canonicalJson(definition), hash, mac],
       );
     }
     return {
@@ -136,7 +148,7 @@ export async function publishWorkflow(
       definitionHash: hash,
       definition,
       unchanged,
-      signingSecret: signingSecretOf(keyring, wf.rows[0]),
+      signingSecret: signingSecretOf(keyring, wf.rows[0])!,
     };
   });
 }
@@ -146,16 +158,20 @@ export interface LoadedVersion {
   version: number;
   definition: WorkflowDefinition;
   definitionHash: string;
+  /** why the version is not as published (its hash or its signature), when it was checked; null when it is */
+  tampered: string | null;
 }
 
 export interface LoadOptions {
-  /** hand back a version whose definition no longer matches its published hash (for verify, which reports it) */
+  /** hand back a version that is not as published, with `tampered` saying why (for verify, which reports it) */
   allowTampered?: boolean;
+  /** the chain keys to check the version's signature with (a keyring's chainKeys()); unchecked without them */
+  keys?: ChainKeys;
 }
 
 export async function latestVersion(db: Pool, projectId: string, workflowId: string, opts: LoadOptions = {}): Promise<LoadedVersion> {
   const { rows } = await inProject(db, projectId, (c) => c.query(
-    'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1',
+    'SELECT project_id, workflow_id, version, definition, definition_hash, definition_mac FROM workflow_versions WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1',
     [workflowId],
   ));
   if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no published version`);
@@ -169,7 +185,7 @@ export async function loadVersion(db: Pool, projectId: string, workflowId: strin
 /** loadVersion inside a transaction that already acts for the workflow's project. */
 export async function readVersion(c: PoolClient, workflowId: string, version: number, opts: LoadOptions = {}): Promise<LoadedVersion> {
   const { rows } = await c.query(
-    'SELECT workflow_id, version, definition, definition_hash FROM workflow_versions WHERE workflow_id = $1 AND version = $2',
+    'SELECT project_id, workflow_id, version, definition, definition_hash, definition_mac FROM workflow_versions WHERE workflow_id = $1 AND version = $2',
     [workflowId, version],
   );
   if (!rows[0]) throw new NotFoundError(`workflow ${workflowId} has no version ${version}`);
@@ -179,15 +195,21 @@ export async function readVersion(c: PoolClient, workflowId: string, version: nu
 /**
  * The database refuses edits to published versions, but someone with DBA
  * rights can switch that off. Re-hashing on load catches a definition edited
- * without its hash; workers also hold the hash against the one each run's
- * first event pinned, which catches both edited together.
+ * without its hash; the signature, checked when keys are given, catches both
+ * edited together before a new run starts; workers also hold the hash against
+ * the one each run's first event pinned.
  */
 function toLoaded(
-  r: { workflow_id: string; version: number; definition: WorkflowDefinition; definition_hash: string },
+  r: { project_id: string; workflow_id: string; version: number; definition: WorkflowDefinition; definition_hash: string; definition_mac: string | null },
   opts: LoadOptions,
 ): LoadedVersion {
-  if (!opts.allowTampered && definitionHash(r.definition) !== r.definition_hash) throw new TamperedDefinitionError(r.workflow_id, r.version);
-  return { workflowId: r.workflow_id, version: r.version, definition: r.definition, definitionHash: r.definition_hash };
+  let tampered: string | null = definitionHash(r.definition) !== r.definition_hash ? 'was changed after it was published' : null;
+  if (!tampered && opts.keys) {
+    const why = checkVersionSignature(opts.keys, { projectId: r.project_id, workflowId: r.workflow_id, version: r.version, definitionHash: r.definition_hash }, r.definition_mac);
+    if (why) tampered = `is not as the engine published it: ${why}`;
+  }
+  if (tampered && !opts.allowTampered) throw new TamperedDefinitionError(r.workflow_id, r.version, tampered);
+  return { workflowId: r.workflow_id, version: r.version, definition: r.definition, definitionHash: r.definition_hash, tampered };
 }
 
 /** Every project, one at a time: the engine never sees two projects in one transaction. */

@@ -334,7 +334,7 @@ export class Worker {
     const key = `${run.workflowId}:${run.version}`;
     let loading = this.versions.get(key);
     if (!loading) {
-      loading = loadVersion(this.pool, run.projectId, run.workflowId, run.version);
+      loading = loadVersion(this.pool, run.projectId, run.workflowId, run.version, { keys: this.opts.keyring?.chainKeys() });
       this.versions.set(key, loading);
       loading.catch(() => this.versions.delete(key));
     }

@@ -131,6 +131,47 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     }
   });
 
+  it('verify --all names a run whose row was deleted while its log remains, and one a checkpoint remembers that is gone', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-gone-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
+      const ids: string[] = [];
+      for (const n of [1, 2, 3]) {
+        const d = await cli(['deliver', 'acme', 'order-sync', '--body', `{"order":{"id":"o-${n}","sum":${n}}}`, '--url', engine.intake.url], env, dir);
+        ids.push(/run ([0-9a-f-]{36}) started/.exec(d.out)![1]);
+      }
+      for (const id of ids) await waitFor('the run to succeed', async () => (await runStatus(engine.pool, id)) === 'succeeded');
+      assert.equal((await cli(['checkpoint', '--out', 'cp.jsonl'], env, dir)).code, 0);
+      const [rowGone, wholeGone] = ids;
+      // as a superuser with the log's protection and the foreign keys out of the way
+      const c = await owner.connect();
+      try {
+        await c.query(`SET session_replication_role = replica`);
+        await c.query('DELETE FROM deliveries WHERE run_id = ANY($1)', [[rowGone, wholeGone]]);
+        await c.query('DELETE FROM runs WHERE id = ANY($1)', [[rowGone, wholeGone]]);
+        await c.query('DELETE FROM run_events WHERE run_id = $1', [wholeGone]);
+      } finally {
+        await c.query('RESET session_replication_role').catch(() => undefined);
+        c.release();
+      }
+      const plain = await cli(['verify', '--all', '--project', 'acme'], env, dir);
+      assert.equal(plain.code, 1, plain.out);
+      assert.match(plain.out, new RegExp(`NOT ok  acme  ${rowGone}  its log \\(\\d+ events\\) is in the database, but the run is not`));
+      const withCheckpoint = await cli(['verify', '--all', '--project', 'acme', '--checkpoints', 'cp.jsonl'], env, dir);
+      assert.equal(withCheckpoint.code, 1);
+      assert.match(withCheckpoint.out, new RegExp(`NOT ok  ${wholeGone}  a checkpoint taken .* and it no longer exists`));
+      assert.doesNotMatch(withCheckpoint.out, new RegExp(`NOT ok  ${rowGone}  a checkpoint`), 'a log without its row is named once, for what it is');
+      assert.match(withCheckpoint.out, /verified 3 runs, 24 events in .*: 1 ok, 2 NOT ok$/);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
   it('tail follows a run live through the Realtime protocol: the run log so far, then each event as it commits', async () => {
     const { url } = await dbs.fresh();
     // an order service that holds its answer until the test lets it go, so the run waits mid-step

@@ -5,6 +5,7 @@ import { startEngine } from '../../src/engine';
 import { startIntake } from '../../src/intake/server';
 import { deliver, signPayload } from '../../src/intake/sign';
 import { verifyRun } from '../../src/replay-service';
+import { definitionHash } from '../../src/domain/definition';
 import { openEnginePool } from '../../src/db/pool';
 import { signProjectToken } from '../../src/realtime/tokens';
 import { tokenSecret } from '../../src/security/keyring';
@@ -187,6 +188,40 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     } finally {
       await intake.close();
       await engineRole.end();
+    }
+  });
+
+  it('a version rewritten together with its hash starts no run: its signature does not hold', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS });
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      // what a superuser would do to send the project's requests elsewhere: a new URL, and the plain hash made again
+      const rewritten = JSON.parse(JSON.stringify(wf.definition));
+      rewritten.steps[1].url = 'http://127.0.0.1:29091/collect';
+      await tamperWithVersions(pool, 'UPDATE workflow_versions SET definition = $1, definition_hash = $2', [JSON.stringify(rewritten), definitionHash(rewritten)]);
+      const before = await snapshot(pool);
+      const res = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER);
+      assert.equal(res.status, 503);
+      assert.equal(res.body.error.code, 'workflow_unavailable');
+      assert.deepEqual(await snapshot(pool), before);
+    } finally {
+      await intake.close();
+    }
+  });
+
+  it('a signing secret written in plain text behind the engine\'s back signs nothing', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS });
+    try {
+      await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      await pool.query(`UPDATE workflows SET signing_secret = 'whsec_chosen_by_the_dba', signing_secret_sealed = NULL`);
+      const before = await snapshot(pool);
+      const res = await deliver(intake.url, 'acme', 'order-sync', 'whsec_chosen_by_the_dba', ORDER);
+      assert.equal(res.status, 401);
+      assert.deepEqual(await snapshot(pool), before);
+    } finally {
+      await intake.close();
     }
   });
 

@@ -375,6 +375,10 @@ describe('run store', { timeout: 60_000 }, () => {
     }
     assert.equal(worker.stats.batches, 0, 'not one step ran on the rewritten definition');
     assert.equal(await count(pool, 'run_events'), 1);
-    assert.equal((await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() })).ok, false);
+    const v = await verifyRun(pool, await projectId(pool), runId, { keys: KEYS.chainKeys() });
+    assert.equal(v.ok, false);
+    assert.match(v.versionProblem ?? '', /signature does not match/);
+    // the loader refuses it before any run of it starts, with the reason
+    await assert.rejects(loadVersion(pool, published.projectId, published.workflowId, 1, { keys: KEYS.chainKeys() }), /not as the engine published it: its signature does not match/);
   });
 });

@@ -52,7 +52,7 @@ describe('hash chain', () => {
   });
 
   it('a log copied to another run fails at its first event', () => {
-    assert.deepEqual(checkChain('00000000-0000-4000-8000-000000000000', log()), { seq: 1, reason: 'its previous-hash does not match the event before it' });
+    assert.deepEqual(checkChain('00000000-0000-4000-8000-000000000000', log()), { seq: 1, reason: "it does not begin this run's chain: it was written for another run (moved, copied or swapped)" });
   });
 
   it('key order inside the payload does not change the hash', () => {

@@ -1,0 +1,11 @@
+-- Published versions are signed with the engine's key.
+--
+-- A version's definition_hash is a plain SHA-256: someone who can switch the
+-- immutability trigger off can edit a definition, hash it again, and the
+-- engine would run the edit for every new run (sending a vault secret to a
+-- URL of their choosing, say). The engine now signs each version when it is
+-- published, with its chain key, which the database never holds, and refuses
+-- to start a run of a version whose signature does not hold; `verify` names
+-- the runs of such a version. Versions published before this migration have
+-- no signature and are refused the same way: publish them again.
+ALTER TABLE workflow_versions ADD COLUMN definition_mac text;
