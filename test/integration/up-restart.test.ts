@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -9,6 +9,7 @@ import { after, describe, it } from 'node:test';
  * `meshhook up` killed with SIGKILL cannot stop its embedded Postgres; the
  * next `up` on the same data directory must stop the leftover postmaster and
  * start cleanly, and SIGHUP/SIGINT stop everything and leave no state behind.
+ * A postmaster killed under a running `up` is started again by it.
  * Real processes, real signals (runs the built CLI: `npm run build` first).
  */
 
@@ -68,6 +69,13 @@ describe('meshhook up owns its Postgres across kills', { timeout: 180_000 }, () 
     await until('the first up', () => /MeshHook Replay is up/.test(first.output()));
     const orphan = postmasterPid();
     assert.ok(orphan && alive(orphan), 'the first up started a postmaster');
+    // the superuser's password is this data directory's own, not one anyone can read in our source
+    const passwordFile = path.join(home, 'pgdata.password');
+    assert.equal(statSync(passwordFile).mode & 0o777, 0o600);
+    const password = readFileSync(passwordFile, 'utf8').trim();
+    assert.ok(password.length >= 24 && password !== 'meshhook');
+    const { databaseUrl } = JSON.parse(readFileSync(path.join(home, 'state.json'), 'utf8')) as { databaseUrl: string };
+    assert.equal(decodeURIComponent(new URL(databaseUrl).password), password);
     first.child.kill('SIGKILL');
     await first.exited;
     assert.ok(alive(orphan!), 'the postmaster outlived the killed up (the situation the next up must handle)');
@@ -84,5 +92,31 @@ describe('meshhook up owns its Postgres across kills', { timeout: 180_000 }, () 
     const pid = postmasterPid();
     assert.ok(!pid || !alive(pid), 'no postmaster is left running');
     assert.ok(!existsSync(path.join(home, 'state.json')), 'the state file is gone');
+  });
+});
+
+describe('meshhook up keeps its Postgres running', { timeout: 180_000 }, () => {
+  it('starts Postgres again when it is killed under it, and the intake is healthy again', async () => {
+    const run = up();
+    await until('up', () => /MeshHook Replay is up|meshhook up:/.test(run.output()));
+    assert.match(run.output(), /MeshHook Replay is up/, run.output());
+    const intake = (JSON.parse(readFileSync(path.join(home, 'state.json'), 'utf8')) as { intakeUrl: string }).intakeUrl;
+    assert.equal((await fetch(`${intake}/healthz`)).status, 200, 'healthy before the kill (the control)');
+    const killed = postmasterPid();
+    assert.ok(killed && alive(killed));
+    process.kill(killed!, 'SIGKILL');
+    await until('up to notice', () => /Postgres stopped unexpectedly/.test(run.output()));
+    await until('Postgres to come back', () => /Postgres is back|did not start again/.test(run.output()));
+    assert.match(run.output(), /Postgres is back/, run.output());
+    const now = postmasterPid();
+    assert.ok(now && now !== killed && alive(now), 'a new postmaster runs');
+    let status = 0;
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && (status = await fetch(`${intake}/healthz`).then((r) => r.status, () => 0)) !== 200)
+      await new Promise((r) => setTimeout(r, 200));
+    assert.equal(status, 200, 'the intake answers healthy again');
+    assert.equal(run.child.exitCode, null, 'up is still running');
+    run.child.kill('SIGINT');
+    assert.equal(await run.exited, 0, run.output());
   });
 });
