@@ -22,26 +22,26 @@ Feature: Bad webhooks are refused clearly and change nothing
     And a correct webhook sent afterwards still runs to success
 
     Examples: Not signed by the workflow's secret, or not for this delivery
-      | problem                                      | status | code                |
-      | with a forged signature                      | 401    | bad_signature       |
-      | signed with another workflow's secret        | 401    | bad_signature       |
-      | signed an hour ago                           | 401    | bad_signature       |
-      | signed an hour in the future                 | 401    | bad_signature       |
-      | without a signature                          | 401    | bad_signature       |
-      | signed the old way, over the body alone      | 401    | bad_signature       |
-      | whose body was changed after signing         | 401    | bad_signature       |
-      | signed for another workflow                  | 401    | bad_signature       |
-      | captured and re-sent under a new delivery id | 401    | bad_signature       |
-      | for a project that does not exist            | 401    | bad_signature       |
-      | for a workflow the project does not have     | 401    | bad_signature       |
+      | problem                                      | status | code          |
+      | with a forged signature                      | 401    | bad_signature |
+      | signed with another workflow's secret        | 401    | bad_signature |
+      | signed an hour ago                           | 401    | bad_signature |
+      | signed an hour in the future                 | 401    | bad_signature |
+      | without a signature                          | 401    | bad_signature |
+      | signed the old way, over the body alone      | 401    | bad_signature |
+      | whose body was changed after signing         | 401    | bad_signature |
+      | signed for another workflow                  | 401    | bad_signature |
+      | captured and re-sent under a new delivery id | 401    | bad_signature |
+      | for a project that does not exist            | 401    | bad_signature |
+      | for a workflow the project does not have     | 401    | bad_signature |
 
     Examples: Signed, but not something that can be run
-      | problem                                 | status | code                   |
-      | that is not JSON                        | 400    | malformed_body         |
-      | without a delivery id                   | 400    | missing_delivery_id    |
-      | with a delivery id that is not an id    | 400    | missing_delivery_id    |
-      | of 3 MiB                                | 413    | payload_too_large      |
-      | sent as a form instead of JSON          | 415    | unsupported_media_type |
+      | problem                              | status | code                   |
+      | that is not JSON                     | 400    | malformed_body         |
+      | without a delivery id                | 400    | missing_delivery_id    |
+      | with a delivery id that is not an id | 400    | missing_delivery_id    |
+      | of 3 MiB                             | 413    | payload_too_large      |
+      | sent as a form instead of JSON       | 415    | unsupported_media_type |
 
   Scenario: A delivery id reused for a different order is refused and the first run stands
     Given "acme" has a finished run of "order-sync"
@@ -57,8 +57,8 @@ Feature: Bad webhooks are refused clearly and change nothing
 
   Scenario: An invalid workflow definition is refused with every problem named
     When "acme" tries to publish the workflow "broken-sync":
-      | step  | type      | does                             | then    |
-      | map   | transform | {id: order.id, total: order.sum} | nowhere |
-      | push  | http_call | POST the mapped order to /orders | map     |
+      | step | type      | does                             | then    |
+      | map  | transform | {id: order.id, total: order.sum} | nowhere |
+      | push | http_call | POST the mapped order to /orders | map     |
     Then publishing is refused because "step \"map\" goes to \"nowhere\", which does not exist"
     And "acme" has no workflow "broken-sync"

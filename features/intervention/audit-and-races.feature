@@ -8,12 +8,12 @@ Feature: Operator actions are audited, and hold against workers and crashes
 
   Background:
     Given the project "acme" with the workflow "order-sync":
-      | step     | type      | does                                                                    | then                |
-      | map      | transform | {id: order.id, total: order.sum}                                        | push                |
+      | step     | type      | does                                                                     | then                |
+      | map      | transform | {id: order.id, total: order.sum}                                         | push                |
       | push     | http_call | POST the mapped order to /orders, up to 2 attempts, backing off 1 minute | check               |
-      | check    | branch    | when push answered 200                                                  | done, else rejected |
-      | done     | terminate | succeeded                                                               |                     |
-      | rejected | terminate | failed: the order service refused it                                    |                     |
+      | check    | branch    | when push answered 200                                                   | done, else rejected |
+      | done     | terminate | succeeded                                                                |                     |
+      | rejected | terminate | failed: the order service refused it                                     |                     |
     And the project "acme" with the workflow "order-follow-up":
       | step   | type      | does                         | then   |
       | wait   | delay     | wait 1 hour                  | remind |
@@ -30,12 +30,12 @@ Feature: Operator actions are audited, and hold against workers and crashes
     And "dana@acme.example" unpauses the run because "the review is done"
     And the clock moves forward 2 hours
     Then the run's audit trail reads:
-      | what          | by                | reason                   |
-      | run started   |                   |                          |
-      | pause         | ops@acme.example  | held for review          |
+      | what          | by                | reason                    |
+      | run started   |                   |                           |
+      | pause         | ops@acme.example  | held for review           |
       | patch         | lee@acme.example  | the customer added a line |
-      | unpause       | dana@acme.example | the review is done       |
-      | run succeeded |                   |                          |
+      | unpause       | dana@acme.example | the review is done        |
+      | run succeeded |                   |                           |
 
   Scenario: An operator cancels a run while its worker waits for the order service, and the cancel stands
     Given the worker will stall after the request of "push" is sent

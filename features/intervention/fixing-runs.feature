@@ -9,12 +9,12 @@ Feature: What an operator's fix does to the order and the follow-up
 
   Background:
     Given the project "acme" with the workflow "order-sync":
-      | step     | type      | does                                                                    | then                |
-      | map      | transform | {id: order.id, total: order.sum}                                        | push                |
+      | step     | type      | does                                                                     | then                |
+      | map      | transform | {id: order.id, total: order.sum}                                         | push                |
       | push     | http_call | POST the mapped order to /orders, up to 2 attempts, backing off 1 minute | check               |
-      | check    | branch    | when push answered 200                                                  | done, else rejected |
-      | done     | terminate | succeeded                                                               |                     |
-      | rejected | terminate | failed: the order service refused it                                    |                     |
+      | check    | branch    | when push answered 200                                                   | done, else rejected |
+      | done     | terminate | succeeded                                                                |                     |
+      | rejected | terminate | failed: the order service refused it                                     |                     |
     And the project "acme" with the workflow "order-follow-up":
       | step   | type      | does                         | then   |
       | wait   | delay     | wait 1 hour                  | remind |

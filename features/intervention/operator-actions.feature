@@ -8,12 +8,12 @@ Feature: Operators fix runs by hand, through the engine
 
   Background:
     Given the project "acme" with the workflow "order-sync":
-      | step     | type      | does                                                                    | then                |
-      | map      | transform | {id: order.id, total: order.sum}                                        | push                |
+      | step     | type      | does                                                                     | then                |
+      | map      | transform | {id: order.id, total: order.sum}                                         | push                |
       | push     | http_call | POST the mapped order to /orders, up to 2 attempts, backing off 1 minute | check               |
-      | check    | branch    | when push answered 200                                                  | done, else rejected |
-      | done     | terminate | succeeded                                                               |                     |
-      | rejected | terminate | failed: the order service refused it                                    |                     |
+      | check    | branch    | when push answered 200                                                   | done, else rejected |
+      | done     | terminate | succeeded                                                                |                     |
+      | rejected | terminate | failed: the order service refused it                                     |                     |
     And the project "acme" with the workflow "order-follow-up":
       | step   | type      | does                         | then   |
       | wait   | delay     | wait 1 hour                  | remind |
@@ -48,7 +48,7 @@ Feature: Operators fix runs by hand, through the engine
       | failed at "push" | order-sync | patches the run's input    | failed    |
 
     Examples: A run its worker left in the middle of the call
-      | situation                                         | workflow   | action          | then      |
+      | situation                                        | workflow   | action          | then      |
       | left in the middle of "push" by a crashed worker | order-sync | retries "push"  | succeeded |
       | left in the middle of "push" by a crashed worker | order-sync | cancels the run | canceled  |
 
@@ -66,15 +66,15 @@ Feature: Operators fix runs by hand, through the engine
     And the run log is unchanged
 
     Examples:
-      | situation         | workflow        | action                     | reason                               |
-      | finished          | order-sync      | cancel the run             | it already succeeded                 |
-      | finished          | order-sync      | pause the run              | it already succeeded                 |
-      | finished          | order-sync      | retry "push"               | it succeeded; resume it from a step  |
-      | finished          | order-sync      | resume the run from "map"  | it succeeded; start a new run        |
-      | finished          | order-sync      | patch the run's input      | its input can change nothing any more |
-      | waiting in "wait" | order-follow-up | unpause the run            | it is not paused                     |
-      | paused in "wait"  | order-follow-up | pause the run              | it is already paused                 |
-      | waiting in "wait" | order-follow-up | retry "ship"               | has no step                          |
+      | situation         | workflow        | action                     | reason                                    |
+      | finished          | order-sync      | cancel the run             | it already succeeded                      |
+      | finished          | order-sync      | pause the run              | it already succeeded                      |
+      | finished          | order-sync      | retry "push"               | it succeeded; resume it from a step       |
+      | finished          | order-sync      | resume the run from "map"  | it succeeded; start a new run             |
+      | finished          | order-sync      | patch the run's input      | its input can change nothing any more     |
+      | waiting in "wait" | order-follow-up | unpause the run            | it is not paused                          |
+      | paused in "wait"  | order-follow-up | pause the run              | it is already paused                      |
+      | waiting in "wait" | order-follow-up | retry "ship"               | has no step                               |
       | failed at "push"  | order-sync      | retry "map"                | succeeded; resume from it to run it again |
-      | failed at "push"  | order-sync      | resume the run from "done" | was never reached in this run        |
-      | failed at "push"  | order-sync      | skip "check"               | is not the step the run is at        |
+      | failed at "push"  | order-sync      | resume the run from "done" | was never reached in this run             |
+      | failed at "push"  | order-sync      | skip "check"               | is not the step the run is at             |

@@ -112,10 +112,10 @@ Feature: People watch runs live, and what they see is the run log
     Then the live log refuses "Mallory" because "<reason>"
 
     Examples:
-      | credential                      | reason                  |
-      | an expired token                | Token has expired       |
-      | a token signed with another key | JwtSignatureError       |
-      | a token that is not a token     | MalformedJWT            |
+      | credential                      | reason            |
+      | an expired token                | Token has expired |
+      | a token signed with another key | JwtSignatureError |
+      | a token that is not a token     | MalformedJWT      |
 
   Scenario: A viewer with only the public key receives nothing
     When "Mallory" tries to open the live log of "acme" with no token of their own

@@ -43,7 +43,7 @@ Feature: The catalogue's recipes work as written
     Examples:
       | fault                                       | moment                                         |
       | the database drops the engine's connections | after step "map" is recorded                   |
-      | the network to the database is cut         | while the response of "push" is being recorded |
+      | the network to the database is cut          | while the response of "push" is being recorded |
 
   @replay
   Scenario: Editing a published step in place is named by replay

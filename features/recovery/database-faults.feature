@@ -29,11 +29,11 @@ Feature: A run survives its database connections failing, the network failing an
     And nothing the engine committed was lost
 
     Examples: Connections cut by the database
-      | fault                                        | moment                                          |
-      | the database drops the engine's connections  | after step "map" is recorded                    |
-      | the database drops the engine's connections  | after the request of "push" is sent             |
-      | the database drops the engine's connections  | while the response of "push" is being recorded  |
-      | the database drops the engine's connections  | while the step after "check" is being scheduled |
+      | fault                                       | moment                                          |
+      | the database drops the engine's connections | after step "map" is recorded                    |
+      | the database drops the engine's connections | after the request of "push" is sent             |
+      | the database drops the engine's connections | while the response of "push" is being recorded  |
+      | the database drops the engine's connections | while the step after "check" is being scheduled |
 
     Examples: The network severed
       | fault                              | moment                                         |

@@ -32,10 +32,10 @@ Feature: A run survives its worker dying at any moment
     And nothing the engine committed was lost
 
     Examples: Around the mapping of the order
-      | moment                                         |
-      | before step "map" is recorded                  |
-      | after step "map" is recorded                   |
-      | while the step after "map" is being scheduled  |
+      | moment                                        |
+      | before step "map" is recorded                 |
+      | after step "map" is recorded                  |
+      | while the step after "map" is being scheduled |
 
     Examples: Around the call to the order service
       | moment                                         |
@@ -95,10 +95,10 @@ Feature: A run survives its worker dying at any moment
 
   Scenario: A worker that crashes after every retry was used up leaves a run that fails the same way
     Given the project "acme" with the workflow "order-sync":
-      | step | type      | does                                                 | then |
-      | map  | transform | {id: order.id, total: order.sum}                     | push |
-      | push | http_call | POST the mapped order to /orders, up to 3 attempts   | done |
-      | done | terminate | succeeded                                            |      |
+      | step | type      | does                                               | then |
+      | map  | transform | {id: order.id, total: order.sum}                   | push |
+      | push | http_call | POST the mapped order to /orders, up to 3 attempts | done |
+      | done | terminate | succeeded                                          |      |
     And the order service answers every order with 503
     And the worker will crash after the request of "push" is sent
     When "acme" delivers an order webhook to "order-sync"
@@ -109,10 +109,10 @@ Feature: A run survives its worker dying at any moment
 
   Scenario: The order service keeps failing until the engine gives up, and the run replays to that failure
     Given the project "acme" with the workflow "order-sync":
-      | step | type      | does                                                 | then |
-      | map  | transform | {id: order.id, total: order.sum}                     | push |
-      | push | http_call | POST the mapped order to /orders, up to 3 attempts   | done |
-      | done | terminate | succeeded                                            |      |
+      | step | type      | does                                               | then |
+      | map  | transform | {id: order.id, total: order.sum}                   | push |
+      | push | http_call | POST the mapped order to /orders, up to 3 attempts | done |
+      | done | terminate | succeeded                                          |      |
     And the order service fails 3 times
     When "acme" delivers an order webhook to "order-sync"
     Then the run fails because "gave up after 3 attempts: HTTP 503"
@@ -148,9 +148,9 @@ Feature: A run survives its worker dying at any moment
 
   Scenario: The worker dies while a retry waits out its backoff, and a new worker retries once the clock has passed it
     Given the project "acme" with the workflow "order-retry":
-      | step | type      | does                                                                 | then |
+      | step | type      | does                                                                | then |
       | push | http_call | POST the order to /orders, up to 3 attempts, backing off 10 minutes | done |
-      | done | terminate | succeeded                                                            |      |
+      | done | terminate | succeeded                                                           |      |
     And the order service fails 1 time
     When "acme" delivers an order webhook to "order-retry"
     And the run is waiting in "push"

@@ -23,12 +23,12 @@ Feature: Replay names the first decision that no longer matches the log
   Scenario: A transformation edited in place diverges at the step's recorded output
     Given "acme" has a finished run of "order-sync"
     When someone edits version 1 of "order-sync" behind the engine's back:
-      | step     | type      | does                                                 | then                |
-      | map      | transform | {id: order.id, total: order.sum, currency: order.currency} | push          |
-      | push     | http_call | POST the mapped order to /orders                     | check               |
-      | check    | branch    | when push answered 200                               | done, else rejected |
-      | done     | terminate | succeeded                                            |                     |
-      | rejected | terminate | failed: the order service refused it                 |                     |
+      | step     | type      | does                                                       | then                |
+      | map      | transform | {id: order.id, total: order.sum, currency: order.currency} | push                |
+      | push     | http_call | POST the mapped order to /orders                           | check               |
+      | check    | branch    | when push answered 200                                     | done, else rejected |
+      | done     | terminate | succeeded                                                  |                     |
+      | rejected | terminate | failed: the order service refused it                       |                     |
     And the run is replayed
     Then replay reports the first divergence at event 3
     And the divergence says "data.output.currency: engine decides \"EUR\", log has nothing"

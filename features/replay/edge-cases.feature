@@ -73,9 +73,9 @@ Feature: Unusual runs replay just as exactly
 
   Scenario: A run with many retries keeps a long log that still replays exactly
     Given the project "acme" with the workflow "flaky-sync":
-      | step | type      | does                                                                  | then |
+      | step | type      | does                                                                      | then |
       | push | http_call | POST the order to /orders, up to 30 attempts, backing off 10 milliseconds | done |
-      | done | terminate | succeeded                                                             |      |
+      | done | terminate | succeeded                                                                 |      |
     And the order service fails 25 times
     When "acme" delivers an order webhook to "flaky-sync"
     Then the run succeeds

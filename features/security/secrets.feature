@@ -10,10 +10,10 @@ Feature: A project's secrets reach the service they are for, and nothing else
 
   Background:
     Given the project "acme" with the workflow "order-sync":
-      | step | type      | does                                                         | then |
-      | map  | transform | {id: order.id, total: order.sum}                             | push |
+      | step | type      | does                                                          | then |
+      | map  | transform | {id: order.id, total: order.sum}                              | push |
       | push | http_call | POST the mapped order to /orders with the "orders-api" secret | done |
-      | done | terminate | succeeded                                                    |      |
+      | done | terminate | succeeded                                                     |      |
     And "acme" keeps the order service's API key in its vault as "orders-api"
 
   Scenario: The API key goes with the order and stays out of the run log
@@ -63,9 +63,9 @@ Feature: A project's secrets reach the service they are for, and nothing else
 
   Scenario: A step naming a key the vault does not hold fails before calling
     Given the project "acme" with the workflow "invoice-sync":
-      | step | type      | does                                                           | then |
+      | step | type      | does                                                       | then |
       | push | http_call | POST the order to /invoices with the "invoices-api" secret | done |
-      | done | terminate | succeeded                                                      |      |
+      | done | terminate | succeeded                                                  |      |
     When "acme" delivers an order webhook to "invoice-sync"
     Then the run fails because "no secret \"invoices-api\""
     And the order service was never called
