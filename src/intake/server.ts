@@ -77,6 +77,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MISMATCH = "the signature does not match (not signed with this workflow's secret, or the body, delivery id or target changed after signing)";
 /** an unknown target is checked against this, so that it costs what a known one costs */
 const NO_SECRET = `whsec_${randomUUID()}`;
+/** the id of no project (ids are random UUIDs, never all zeros): looked up in place of an unknown one */
+const NO_PROJECT = '00000000-0000-0000-0000-000000000000';
 
 interface Target {
   project: ProjectRow;
@@ -385,7 +387,9 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           return refuse(reply, 400, 'bad_path', 'project and workflow names are slugs: a lower-case letter, then up to 62 lower-case letters, digits or -');
         }
         const project = await findProject(pool, projectSlug);
-        const workflow = project ? await findWorkflowIn(pool, opts.keyring, project.id, workflowSlug) : null;
+        // an unknown project still costs the workflow lookup (of a project that cannot exist), so how fast
+        // the refusal comes does not tell a prober which project names are taken
+        const workflow = await findWorkflowIn(pool, opts.keyring, project?.id ?? NO_PROJECT, workflowSlug);
         targets.set(req, project && workflow ? { project, workflow } : null);
       },
     },
