@@ -14,7 +14,11 @@
  *     the CPU the workers and Postgres leave idle; the target is read on this one
  *   - commit → subscriber delay over every event one subscriber received
  *     (median, p99), from the transaction's commit timestamp that pgoutput
- *     carries to the moment supabase-js handed the change over
+ *     carries to the moment supabase-js handed the change over. Under the
+ *     trials' full load this is mostly queueing; a paced trial (runs started
+ *     at PACED_RATE per second, well below what the machine sustains, the 50
+ *     subscribers at equal priority) gives the delay a dashboard sees in
+ *     ordinary use
  * Figures only: nothing asserts a timing. Writes reports/bench-live-logs.json.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -42,6 +46,8 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 4);
 const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? 50);
 const DEADLINE_MS = 60_000;
+const PACED_RATE = Number(process.env.BENCH_PACED_RATE ?? 20);
+const PACED_RUNS = Number(process.env.BENCH_PACED_RUNS ?? 100);
 const KEYS = Keyring.generate('bench-live');
 const SECRET = 'bench-live-logs-jwt-secret-at-least-32-characters';
 
@@ -223,6 +229,30 @@ async function trial(url: string, pub: { projectId: string; workflow: string; ve
   return { runs: n, runsPerSec: n / (ms / 1000), events };
 }
 
+/** Runs started one by one at `rate` per second while the workers wait for them: the load a dashboard usually sees. */
+async function pacedTrial(url: string, pub: { projectId: string; workflow: string; version: Awaited<ReturnType<typeof latestVersion>> }, rate: number, runs: number) {
+  const pool = openPool(url, { max: 20 }, () => undefined);
+  const before = Number((await pool.query('SELECT count(*)::int AS n FROM run_events')).rows[0].n);
+  let finished = 0;
+  const workers = Array.from({ length: WORKERS }, (_, i) => new Worker({ pool, lockConnection: { connectionString: url }, pollMs: 10, concurrency: CONCURRENCY, id: `paced-${i + 1}`, keyring: KEYS, log: () => undefined }));
+  for (const w of workers) w.start();
+  const t0 = performance.now();
+  for (let i = 0; i < runs; i++) {
+    // on a schedule, not after a pause: a slow start does not lower the rate
+    const wait = t0 + (i * 1000) / rate - performance.now();
+    if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+    const input = { order: { id: `p-${i}`, sum: i } };
+    await startRun(pool, { chain: KEYS.chainKey(), runId: randomUUID(), projectId: pub.projectId, projectSlug: 'bench', workflowSlug: pub.workflow, version: pub.version, deliveryId: `paced-${randomUUID()}`, input, at: new Date(), rawBody: JSON.stringify(input) });
+    for (const w of workers) w.poke();
+  }
+  const deadline = performance.now() + DEADLINE_MS;
+  while ((finished = workers.reduce((n, w) => n + w.stats.runsFinished, 0)) < runs && performance.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+  await Promise.all(workers.map((w) => w.stop()));
+  const events = Number((await pool.query('SELECT count(*)::int AS n FROM run_events')).rows[0].n) - before;
+  await pool.end();
+  return { runs: finished, events };
+}
+
 async function main(): Promise<void> {
   process.stdout.write(`bench:live: ${RUNS} runs × ${REPEATS} repeats, 0 vs ${SUBSCRIBERS} subscribers; ${WORKERS} workers × ${CONCURRENCY}; ${os.cpus().length} CPUs, node ${process.version}\n`);
   const pg = await provisionPostgres();
@@ -282,6 +312,13 @@ async function main(): Promise<void> {
       }
       pairs.push(pair);
     }
+    // the delay in ordinary use: a steady rate the machine keeps up with, every subscriber listening
+    const paced = await withLiveSide(url, pub.projectId, SUBSCRIBERS, () => pacedTrial(url, pub, PACED_RATE, PACED_RUNS));
+    if (paced.subscribers!.delays.length !== paced.result.events || paced.subscribers!.received !== SUBSCRIBERS * paced.result.events) {
+      throw new Error(`paced: the trial wrote ${paced.result.events} events; the first subscriber got ${paced.subscribers!.delays.length}, all ${SUBSCRIBERS} together ${paced.subscribers!.received}`);
+    }
+    const pacedDelays = paced.subscribers!.delays;
+    process.stdout.write('.');
     const ratio = median(pairs.map((x) => x.many / x.none));
     const result = {
       runs: RUNS,
@@ -295,6 +332,7 @@ async function main(): Promise<void> {
       throughputRatioApart: r(median(pairs.map((x) => x.apart / x.none))),
       commitToSubscriberMsApart: { events: delaysApart.length, p50: pct(delaysApart, 50), p99: pct(delaysApart, 99), max: Math.max(...delaysApart) },
       commitToSubscriberMs: { events: delays.length, p50: pct(delays, 50), p99: pct(delays, 99), max: Math.max(...delays) },
+      paced: { runsPerSec: PACED_RATE, runs: paced.result.runs, events: pacedDelays.length, p50: pct(pacedDelays, 50), p99: pct(pacedDelays, 99), max: Math.max(...pacedDelays) },
       framesDelivered: delivered,
       cpuMicrosecondsPerDeliveredFrame: { server: r(median(cpu.server), 1), subscribers: r(median(cpu.subscribers), 1) },
       serverStats: { framesSent, slowSocketsClosed: slowClosed },
@@ -307,6 +345,7 @@ async function main(): Promise<void> {
     process.stdout.write(`  the same, sharing the 2 cores at equal priority: ${result.throughputRatio}× (${result.runsPerSecWithSubscribers} runs/s)\n`);
     process.stdout.write(`  commit → subscriber, apart: median ${result.commitToSubscriberMsApart.p50} ms, p99 ${result.commitToSubscriberMsApart.p99} ms\n`);
     process.stdout.write(`commit → subscriber over ${delays.length} events: median ${result.commitToSubscriberMs.p50} ms, p99 ${result.commitToSubscriberMs.p99} ms (max ${result.commitToSubscriberMs.max} ms)\n`);
+    process.stdout.write(`commit → subscriber at a steady ${PACED_RATE} runs/s (${result.paced.events} events, ${SUBSCRIBERS} subscribers): median ${result.paced.p50} ms, p99 ${result.paced.p99} ms (max ${result.paced.max} ms)\n`);
     process.stdout.write(`CPU per delivered frame: server ${result.cpuMicrosecondsPerDeliveredFrame.server} µs, subscribers (supabase-js) ${result.cpuMicrosecondsPerDeliveredFrame.subscribers} µs — on this machine they share 2 cores with the workers and Postgres\n`);
     process.stdout.write(`frames delivered to subscribers: ${delivered}; slow sockets closed: ${slowClosed}\n`);
     process.stdout.write('reports/bench-live-logs.json\n');
