@@ -168,6 +168,8 @@ function suggestForUndefined(file) {
       .slice(0, 3)
       .filter((x) => x.score > 0);
     const where = `${st.uri}:${astLines.get(st.astNodeIds[0]) ?? '?'}`;
+    if (seen.size === 1)
+      console.error('\nNo step matches the lines below. The snippets cucumber printed above are for whoever adds a new step to step-definitions/; a scenario writer uses an existing step instead:');
     console.error(`\nundefined step: ${st.text}  (${where})`);
     if (ranked.length === 0) console.error('  no existing step is close; see docs/steps.md');
     else {
