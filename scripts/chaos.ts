@@ -8,6 +8,7 @@
  *   - SIGKILL of the whole process group (node and postmaster die together),
  *   - SIGKILL of the node process only (the postmaster is orphaned),
  *   - SIGKILL of the postmaster (then the operator stops `up` with SIGTERM),
+ *   - SIGKILL of the postmaster, left to `up`, which must start it again itself,
  * each followed by `up` again on the same data directory. The order service the
  * workflow calls honours Idempotency-Key like Stripe (a known key with other
  * bytes is refused) and now and then answers 503 so retries happen under fire.
@@ -87,6 +88,7 @@ const t0 = Date.now();
 interface Up {
   child: ChildProcess;
   exited: Promise<number | null>;
+  logFile: string;
   intakeUrl: string;
   databaseUrl: string;
 }
@@ -120,7 +122,7 @@ async function startUp(): Promise<Up> {
     const deadline = Date.now() + 60_000;
     while (code === undefined && Date.now() < deadline) {
       const s = readState();
-      if (s.pid === child.pid && s.intakeUrl && s.databaseUrl) return { child, exited, intakeUrl: s.intakeUrl, databaseUrl: s.databaseUrl };
+      if (s.pid === child.pid && s.intakeUrl && s.databaseUrl) return { child, exited, logFile, intakeUrl: s.intakeUrl, databaseUrl: s.databaseUrl };
       await sleep(50);
     }
     if (code === undefined) process.kill(-child.pid!, 'SIGKILL');
@@ -134,11 +136,29 @@ async function startUp(): Promise<Up> {
 
 const postmasterPid = (): number | null => postmasterPidIn(path.join(home, 'pgdata'));
 
-type KillKind = 'group' | 'node' | 'postmaster';
-const kills: Record<KillKind, number> = { group: 0, node: 0, postmaster: 0 };
+type KillKind = 'group' | 'node' | 'postmaster' | 'database';
+const kills: Record<KillKind, number> = { group: 0, node: 0, postmaster: 0, database: 0 };
 
-/** one fault, then `up` again on the same data directory */
+/** one fault, then `up` again on the same data directory (or, for 'database', `up` brings Postgres back itself) */
 async function killAndRestart(kind: KillKind): Promise<void> {
+  if (kind === 'database') {
+    // the postmaster dies under a running `up`, which must start it again on the same data without help
+    const up = current!;
+    const pm = postmasterPid();
+    if (!pm || !isAlive(pm)) throw new Error('no postmaster to kill');
+    const said = () => (existsSync(up.logFile) ? readFileSync(up.logFile, 'utf8') : '');
+    const backBefore = said().split('Postgres is back').length;
+    process.kill(pm, 'SIGKILL');
+    kills.database++;
+    const deadline = Date.now() + 40_000;
+    while (Date.now() < deadline && said().split('Postgres is back').length === backBefore && up.child.exitCode === null) await sleep(100);
+    if (said().split('Postgres is back').length > backBefore) {
+      say('killed (database); meshhook up started Postgres again');
+      return;
+    }
+    failedStarts.push(`meshhook up did not bring a killed Postgres back within 40 s: ${said().trim().split('\n').slice(-3).join(' | ')}`);
+    kind = 'group';
+  }
   const up = current!;
   current = null;
   const pid = up.child.pid!;
@@ -283,7 +303,7 @@ async function main(): Promise<number> {
     }
     inFlightAtKills += await runsInFlight();
     const r = random();
-    await killAndRestart(r < 0.4 ? 'group' : r < 0.75 ? 'node' : 'postmaster');
+    await killAndRestart(r < 0.35 ? 'group' : r < 0.65 ? 'node' : r < 0.82 ? 'postmaster' : 'database');
   }
   await sending;
   say(`sending stopped: ${deliveries.length} deliveries; draining`);
@@ -367,11 +387,11 @@ async function main(): Promise<number> {
   if (existsSync(path.join(home, 'state.json'))) problems.push('state.json left behind after a clean stop');
   await target.close();
 
-  const totalKills = kills.group + kills.node + kills.postmaster;
+  const totalKills = kills.group + kills.node + kills.postmaster + kills.database;
   const line =
     `chaos seed=${seed} minutes=${minutes}: ${acknowledged.size} deliveries acknowledged (${sendAttempts} attempts), ` +
     `${runCount} runs (${succeeded} succeeded, ${Math.max(unfinished, 0)} stuck), ` +
-    `${totalKills} kills (${kills.group} whole group, ${kills.node} node only, ${kills.postmaster} postmaster), ` +
+    `${totalKills} kills (${kills.group} whole group, ${kills.node} node only, ${kills.postmaster} postmaster then stop, ${kills.database} postmaster brought back by up), ` +
     `${inFlightAtKills} runs in flight at the kills, ${starts - 1} restarts (${failedStarts.length} failed), ` +
     `${hiccups} target 503s, ${slowed} slow answers, ` +
     `${target.requests.length} requests for ${effects.length} effects (${duplicated} keys duplicated, ${otherBytes} with other bytes), ` +

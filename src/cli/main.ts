@@ -338,6 +338,8 @@ const up: CommandSpec = {
     io.out('  meshhook verify <run-id>');
     io.out('Ctrl-C stops everything.');
     let exitCode = 0;
+    // a restart of Postgres under way when `up` is told to stop: waited for, so that the stop stops what it started
+    let restarting: Promise<unknown> | null = null;
     await new Promise<void>((resolve) => {
       const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
       const handlers = signals.map((sig) => [sig, () => done(sig)] as const);
@@ -354,20 +356,19 @@ const up: CommandSpec = {
       // for ever; if it will not start, stop everything and say so
       if (pg) {
         const server = pg;
-        let restarting = false;
         watching = setInterval(() => {
           const pid = server.pid();
           if (restarting || (pid !== null && isAlive(pid))) return;
-          restarting = true;
           io.err(`Postgres stopped unexpectedly${pid ? ` (pid ${pid})` : ''}: starting it again on the same data ...`);
-          server.restart().then(
+          restarting = server.restart().then(
             () => {
               io.err('Postgres is back; workers reconnect on their own');
-              restarting = false;
+              restarting = null;
             },
             (e: unknown) => {
               io.err(`Postgres did not start again: ${(e as Error)?.message ?? String(e)}`);
               exitCode = 1;
+              restarting = null;
               done('Postgres lost');
             },
           );
@@ -379,6 +380,7 @@ const up: CommandSpec = {
     try {
       await realtime?.close().catch(() => undefined);
       await engine.stop().catch((e: unknown) => io.err(`stopping the engine: ${(e as Error)?.message ?? String(e)}`));
+      await restarting;
       if (pg) await pg.stop().catch((e: unknown) => io.err(`stopping Postgres: ${(e as Error)?.message ?? String(e)}`));
     } finally {
       rmSync(stateFile(io), { force: true });
