@@ -333,11 +333,35 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-/** The postmaster's pid from its pid file in a data directory; null when there is none. */
+/**
+ * The postmaster's pid from its pid file in a data directory; null when there is none, or when the pid is not
+ * a Postgres serving this directory. The file belongs to the Postgres OS user, whose database superuser can
+ * write it (COPY ... TO PROGRAM): a root `meshhook up` that signalled whatever pid it names could be made to
+ * kill any process on the host, or to think a dead Postgres alive. So, where /proc tells, the pid counts only
+ * if that process runs as the data directory's owner and its command line names the directory.
+ */
 export function postmasterPidIn(dataDir: string): number | null {
+  let pid: number;
   try {
-    return Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || null;
+    pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || 0;
   } catch {
     return null;
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 1) return null;
+  return servesDataDir(pid, dataDir) ? pid : null;
+}
+
+/** Whether pid is a process of the data directory's owner whose command line names the directory (true where there is no /proc to ask). */
+function servesDataDir(pid: number, dataDir: string): boolean {
+  if (!existsSync('/proc/self/cmdline')) return true;
+  try {
+    const owner = statSync(dataDir).uid;
+    const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+    if (uid !== owner) return false;
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const dir = path.resolve(dataDir);
+    return /postgres/.test(path.basename(args[0] ?? '')) && args.some((a) => a === dir || a === dataDir || a === `${dir}/`);
+  } catch {
+    return false; // gone, or not ours to read
   }
 }

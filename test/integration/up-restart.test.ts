@@ -102,6 +102,9 @@ describe('meshhook up keeps its Postgres running', { timeout: 180_000 }, () => {
     assert.match(run.output(), /MeshHook Replay is up/, run.output());
     const intake = (JSON.parse(readFileSync(path.join(home, 'state.json'), 'utf8')) as { intakeUrl: string }).intakeUrl;
     assert.equal((await fetch(`${intake}/healthz`)).status, 200, 'healthy before the kill (the control)');
+    // its watchdog looks every second: a live Postgres is not taken for a dead one
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.doesNotMatch(run.output(), /stopped unexpectedly/, run.output());
     const killed = postmasterPid();
     assert.ok(killed && alive(killed));
     process.kill(killed!, 'SIGKILL');
