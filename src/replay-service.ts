@@ -108,6 +108,11 @@ export interface RunVerification extends VerifyReport {
   versionProblem: string | null;
   /** the run has no signed head and was let through only because unsigned runs were allowed */
   unsignedAccepted: boolean;
+  /**
+   * what is wrong with the record of the delivery that started the run (gone, or naming another run), or null:
+   * that record is what keeps a delivery sent again from starting a second run
+   */
+  deliveryProblem: string | null;
 }
 
 export interface VerifyRunOptions {
@@ -137,7 +142,7 @@ class RunJudge {
   constructor(
     readonly runId: string,
     private readonly stored: StoredRow,
-    definition: WorkflowDefinition,
+    definition: WorkflowDefinition | null,
     private readonly opts: VerifyRunOptions,
     private readonly whatIf: boolean,
     definitionHash?: string,
@@ -187,7 +192,45 @@ class RunJudge {
       viewDifference,
       versionProblem,
       unsignedAccepted: last !== null && !headChecked,
+      deliveryProblem: null,
     };
+  }
+}
+
+/**
+ * The run's verification with what its delivery record says: `recorded` is the run the deliveries table holds
+ * for the delivery id the run's signed first event names (undefined: no such record). Runs without a delivery
+ * id (written before they were recorded) are not judged on it.
+ */
+function withDelivery(v: RunVerification, recorded: string | undefined): RunVerification {
+  const id = v.state.deliveryId;
+  if (!id || v.empty) return v;
+  const deliveryProblem =
+    recorded === undefined
+      ? `the record of delivery "${id}", which started it, is gone: the same delivery sent again would start a second run`
+      : recorded !== v.runId
+        ? `delivery "${id}", which started it, is recorded as run ${recorded}'s: one delivery started two runs`
+        : null;
+  return deliveryProblem ? { ...v, deliveryProblem, ok: false } : v;
+}
+
+const deliveryKey = (workflowId: string, deliveryId: string): string => `${workflowId}\u0000${deliveryId}`;
+
+/**
+ * The version a run is pinned to, as verify reads it: a tampered one with what is wrong with it, and a deleted
+ * one as no definition (the log is then checked link by link and folded, not decided again) with why.
+ */
+async function readPinned(
+  c: PoolClient,
+  workflowId: string,
+  version: number,
+  opts: VerifyRunOptions,
+): Promise<{ definition: WorkflowDefinition | null; tampered: string | null }> {
+  try {
+    return await readVersion(c, workflowId, version, { allowTampered: true, keys: opts.keys ?? undefined });
+  } catch (e) {
+    if (!(e instanceof NotFoundError)) throw e;
+    return { definition: null, tampered: 'is gone (deleted outside the engine), so its decisions cannot be made again' };
   }
 }
 
@@ -218,12 +261,19 @@ export async function verifyRun(db: Pool, projectId: string, runId: string, opts
     async (c) => {
       const stored = await readStored(c, projectId, runId);
       if (!stored) return null;
-      const version = await readVersion(c, stored.view.workflowId, stored.view.version, { allowTampered: true, keys: opts.keys ?? undefined });
+      const version = await readPinned(c, stored.view.workflowId, stored.view.version, opts);
       const j = new RunJudge(runId, stored, opts.definition ?? version.definition, opts, opts.definition !== undefined, undefined, version.tampered);
       await streamEvents(c, { projectId, runId }, (page) => {
         for (const e of page) j.push(e);
       });
-      return j.finish();
+      const v = j.finish();
+      if (!v.state.deliveryId) return v;
+      const { rows } = await c.query<{ run_id: string }>('SELECT run_id FROM deliveries WHERE project_id = $1 AND workflow_id = $2 AND delivery_id = $3', [
+        projectId,
+        stored.view.workflowId,
+        v.state.deliveryId,
+      ]);
+      return withDelivery(v, rows[0]?.run_id);
     },
     { snapshot: true },
   );
@@ -266,6 +316,7 @@ export function problemsOf(v: RunVerification): string[] {
   if (v.definitionChanged) out.push('the definition differs from the version the run was pinned to');
   if (v.versionProblem) out.push(`version ${v.state.version ?? '?'}: ${v.versionProblem}`);
   if (!v.empty && v.viewDifference) out.push(`run view differs: ${v.viewDifference}`);
+  if (v.deliveryProblem) out.push(`delivery: ${v.deliveryProblem}`);
   return out;
 }
 
@@ -298,19 +349,25 @@ export async function verifyProject(
         }),
       );
       // each version read and hashed once, however many runs it has
-      const definitions = new Map<string, { definition: WorkflowDefinition; hash: string; tampered: string | null }>();
+      const definitions = new Map<string, { definition: WorkflowDefinition | null; hash: string | undefined; tampered: string | null }>();
       for (const s of stored) {
         const key = `${s.view.workflowId}:${s.view.version}`;
         if (definitions.has(key)) continue;
-        const { definition, tampered } = await readVersion(c, s.view.workflowId, s.view.version, { allowTampered: true, keys: opts.keys ?? undefined });
-        definitions.set(key, { definition, hash: definitionHash(definition), tampered });
+        const { definition, tampered } = await readPinned(c, s.view.workflowId, s.view.version, opts);
+        definitions.set(key, { definition, hash: definition ? definitionHash(definition) : undefined, tampered });
       }
+      // which run each delivery started, as the table that refuses a second start records it
+      const deliveries = new Map<string, string>();
+      for (const d of (await c.query('SELECT workflow_id, delivery_id, run_id FROM deliveries WHERE project_id = $1', [projectId])).rows)
+        deliveries.set(deliveryKey(d.workflow_id, d.delivery_id), d.run_id);
+      const workflowOf = new Map(stored.map((s) => [s.view.runId, s.view.workflowId]));
       let bad = 0;
       let i = 0;
       let open: RunJudge | null = null;
       const close = (): void => {
         if (!open) return;
-        const v = open.finish();
+        const judged = open.finish();
+        const v = judged.state.deliveryId ? withDelivery(judged, deliveries.get(deliveryKey(workflowOf.get(judged.runId)!, judged.state.deliveryId))) : judged;
         if (!v.ok) bad++;
         opts.onRun?.(v);
         open = null;

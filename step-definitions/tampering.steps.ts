@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import type { PoolClient } from 'pg';
@@ -8,7 +9,7 @@ import { eventHash, signHead } from '../src/domain/hash-chain';
 import { replayLog } from '../src/domain/replay';
 import { writeRebuiltView } from '../src/store/run-views';
 import { eventAt, Place } from '../support/places';
-import { withLogProtectionOff } from '../support/tampering';
+import { withLogProtectionOff, withProtectionOff } from '../support/tampering';
 import type { ReplayWorld } from '../support/world';
 
 /*
@@ -127,10 +128,41 @@ When("the engine's own role tries to switch the log's protection off", async fun
   await this.engineDb.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete').catch((err: Error) => (this.lastError = err));
 });
 
+When("someone deletes the record of the run's delivery behind the engine's back", async function (this: ReplayWorld) {
+  await before(this);
+  // the record that keeps the same delivery sent again from starting a second run
+  const res = await this.db.query('DELETE FROM deliveries WHERE run_id = $1', [runOf(this)]);
+  expect({ deliveryRecordsDeleted: res.rowCount }).toEqual({ deliveryRecordsDeleted: 1 });
+});
+
+When('someone deletes the latest version of {workflow} behind the engine\'s back', async function (this: ReplayWorld, workflow: string) {
+  await this.waitUntilSettled();
+  const w = this.workflow(this.run.project, workflow);
+  // every row left is genuine and signed: new runs would quietly start on the version before
+  const res = await withProtectionOff(this.db, 'workflow_versions', 'workflow_versions_immutable', (c) =>
+    c.query('DELETE FROM workflow_versions WHERE workflow_id = $1 AND version = (SELECT max(version) FROM workflow_versions WHERE workflow_id = $1) RETURNING version', [w.workflowId]),
+  );
+  expect(res.rows.map((r) => r.version)).toEqual([w.version]);
+});
+
+When('a checkpoint of every run and published version is kept outside the database', async function (this: ReplayWorld) {
+  await this.waitUntilSettled();
+  const out: string[] = [];
+  const file = path.join(this.scratch, 'checkpoint.jsonl');
+  const code = await runCli(['checkpoint', '--out', file], {
+    out: (l) => out.push(l),
+    err: (l) => out.push(l),
+    env: { DATABASE_URL: this.engineDirectUrl, MESHHOOK_KEYS: this.keyring.toEnv() },
+    cwd: this.scratch,
+  });
+  expect({ code, out }).toEqual({ code: 0, out: [expect.stringMatching(/^checkpointed \d+ runs and the latest version of every workflow to /)] });
+  this.checkpointFile = file;
+});
+
 // ───── what verification says, through the real `meshhook verify --all`
 
 When('the runs are verified', async function (this: ReplayWorld) {
-  const journals = this.workers.map((w) => this.journalOf(w.opts.id));
+  const journals = [...this.workers.map((w) => this.journalOf(w.opts.id)), ...(this.checkpointFile ? [this.checkpointFile] : [])];
   const out: string[] = [];
   const code = await runCli(['verify', '--all', '--project', this.run.project, '--checkpoints', journals.join(',')], {
     out: (l) => out.push(l),
@@ -167,6 +199,19 @@ Then('verification finds the run log cut short after {place}', async function (t
 
 Then('verification finds the run rolled back behind a checkpoint', async function (this: ReplayWorld) {
   expect(verdictOf(this)).toMatch(/checkpoint: a checkpoint taken .* saw event \d+, but the log ends at event \d+: the log was cut back/);
+});
+
+Then("verification finds the record of the run's delivery gone", async function (this: ReplayWorld) {
+  expect(verdictOf(this)).toMatch(/delivery: the record of delivery ".+", which started it, is gone: the same delivery sent again would start a second run/);
+});
+
+Then('verification finds version {int} of {workflow} gone behind a checkpoint', async function (this: ReplayWorld, version: number, workflow: string) {
+  const v = this.verified;
+  if (!v) throw new Error('the runs have not been verified: add "When the runs are verified"');
+  expect({ exitCode: v.code }).toEqual({ exitCode: 1 });
+  const line = v.out.find((l) => l.startsWith('NOT ok') && l.includes(`version ${version} of workflow "${workflow}"`));
+  if (!line) throw new Error(`verification did not name version ${version} of "${workflow}":\n${v.out.join('\n')}`);
+  expect(line).toMatch(/a checkpoint taken .* saw version \d+ of workflow ".+" published, and it no longer exists: new runs would start on an earlier version/);
 });
 
 Then('verification finds the run log empty', async function (this: ReplayWorld) {

@@ -148,6 +148,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   logBeforeTampering: RecordedEvent[] | null = null;
   /** what `meshhook verify --all` said */
   verified: { code: number; out: string[] } | null = null;
+  /** a checkpoint file `meshhook checkpoint` wrote for the scenario, handed to verify with the workers' journals */
+  checkpointFile: string | null = null;
   lastError: Error | null = null;
 
   // live logs

@@ -66,6 +66,25 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
     Then verification finds the run rolled back behind a checkpoint
     And verification finds every other run intact
 
+  Scenario: A delivery's record deleted, which would let the same delivery start a second run, is named
+    When someone deletes the record of the run's delivery behind the engine's back
+    And the runs are verified
+    Then verification finds the record of the run's delivery gone
+    And verification finds every other run intact
+
+  Scenario: The latest version deleted, which would start new runs on the one before, is found behind a checkpoint
+    Given "acme" publishes a new version of "order-sync":
+      | step     | type      | does                                 | then                |
+      | map      | transform | {id: order.id, total: order.sum}     | push                |
+      | push     | http_call | POST the mapped order to /orders-v2  | check               |
+      | check    | branch    | when push answered 200               | done, else rejected |
+      | done     | terminate | succeeded                            |                     |
+      | rejected | terminate | failed: the order service refused it |                     |
+    And a checkpoint of every run and published version is kept outside the database
+    When someone deletes the latest version of "order-sync" behind the engine's back
+    And the runs are verified
+    Then verification finds version 2 of "order-sync" gone behind a checkpoint
+
   Scenario: A run whose whole log was deleted is found empty
     When someone empties the run log behind the engine's back
     And the runs are verified

@@ -12,7 +12,7 @@ import { InvalidDefinitionError, validateDefinition } from '../domain/definition
 import { UnknownEventTypeError } from '../domain/events';
 import type * as EngineModule from '../engine';
 import { deliver } from '../intake/sign';
-import { CheckpointIndex, writeCheckpoints } from '../integrity/checkpoints';
+import { CheckpointIndex, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
 import type * as LiveLogModule from '../realtime/live-log';
 import type * as RealtimeServerModule from '../realtime/server';
@@ -610,6 +610,7 @@ export function formatVerification(v: RunVerification): string[] {
   }
   if (v.definitionChanged) lines.push('  definition:  differs from the version the run was pinned to');
   if (v.versionProblem) lines.push(`  version:     NOT OK: ${v.versionProblem}`);
+  if (v.deliveryProblem) lines.push(`  delivery:    NOT OK: ${v.deliveryProblem}`);
   lines.push(v.viewMatches ? '  run view:    matches the log' : `  run view:    DIFFERS from the log: ${v.viewDifference}`);
   lines.push(v.ok ? 'verified: ok' : 'verified: NOT ok');
   return lines;
@@ -700,9 +701,19 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       bad++;
       io.out(`NOT ok  ${cp.runId}  a checkpoint taken ${cp.at} saw this run at event ${cp.seq}, and it no longer exists`);
     }
+    let versionsBad = 0;
+    // a version a checkpoint saw published must still be there as it was (a version deleted sends new runs to the one before)
+    if (opts.checkpoints) {
+      const slugOf = new Map(projects.map((p) => [p.id, p.slug]));
+      for (const v of await versionsGone(pool, opts.checkpoints, projects.map((p) => p.id))) {
+        versionsBad++;
+        if (a.flags.json) io.out(JSON.stringify({ project: slugOf.get(v.projectId), workflowId: v.workflowId, version: v.version, problems: [v.problem] }));
+        else io.out(`NOT ok  ${slugOf.get(v.projectId)}  ${v.problem}`);
+      }
+    }
     const ms = performance.now() - started;
-    io.out(`verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok`);
-    return bad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    io.out(`verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok${versionsBad ? `; ${versionsBad} published version${versionsBad === 1 ? '' : 's'} NOT as a checkpoint saw ${versionsBad === 1 ? 'it' : 'them'}` : ''}`);
+    return bad === 0 && versionsBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 
@@ -812,14 +823,14 @@ const checkpoint: CommandSpec = {
   name: 'checkpoint',
   args: [],
   summary:
-    "Append every run's signed head to a file outside the database, so that `verify --checkpoints` notices a later rollback of the database. Run it often (cron), keep the file where the database's admins cannot write.",
+    "Append every run's signed head, and each workflow's latest signed version, to a file outside the database, so that `verify --checkpoints` notices a later rollback of the database or a version deleted. Run it often (cron), keep the file where the database's admins cannot write.",
   flags: [{ name: 'out', value: 'file', help: 'the checkpoint file to append to (default <home>/checkpoints.jsonl)' }, DB_FLAG],
   async run(a, io) {
     const file = path.resolve(io.cwd, (a.flags.out as string | undefined) ?? path.join(homeDir(io), 'checkpoints.jsonl'));
     const keyring = keyringOf(io);
     return withPool(a, io, async (pool) => {
       const r = await writeCheckpoints(pool, keyring.chainKey(), keyring.chainKeys(), await listProjects(pool), file);
-      io.out(`checkpointed ${r.written} runs to ${file}`);
+      io.out(`checkpointed ${r.written} runs and the latest version of every workflow to ${file}`);
       for (const f of r.refused) io.out(`NOT checkpointed ${f.runId}: ${f.reason}`);
       return r.refused.length ? 1 : 0;
     });

@@ -61,7 +61,8 @@ export interface VerifyOptions {
  * decider is asked again, and each following event must be what it decides.
  */
 export class LogVerifier {
-  private readonly decider: RunDecider;
+  // null when the definition is not there to decide with (its version was deleted): the log is then only folded
+  private readonly decider: RunDecider | null;
   // owned by the verifier and folded in place (see foldInPlace)
   private readonly state = initialState();
   private queue: RunEvent[] = [];
@@ -74,10 +75,10 @@ export class LogVerifier {
 
   constructor(
     readonly runId: string,
-    private readonly definition: WorkflowDefinition,
+    private readonly definition: WorkflowDefinition | null,
     private readonly opts: VerifyOptions = {},
   ) {
-    this.decider = createDecider(definition, opts.flags);
+    this.decider = definition ? createDecider(definition, opts.flags) : null;
     this.prev = genesisHash(runId);
   }
 
@@ -99,6 +100,14 @@ export class LogVerifier {
   }
 
   private checkDecision(recorded: RecordedEvent): void {
+    if (!this.decider) {
+      try {
+        evolveInPlace(this.state, toDomainEvent(recorded));
+      } catch (e) {
+        this.divergence = { seq: recorded.seq, expected: null, recorded: pick(recorded), reason: (e as Error).message };
+      }
+      return;
+    }
     if (this.queue.length === 0) {
       let input: RunEvent;
       try {
@@ -146,7 +155,8 @@ export class LogVerifier {
       eventCount: this.count,
       chainBreak: this.chainBreak,
       divergence: this.divergence,
-      definitionChanged: this.state.definitionHash !== null && this.state.definitionHash !== (this.opts.definitionHash ?? definitionHash(this.definition)),
+      definitionChanged:
+        this.definition !== null && this.state.definitionHash !== null && this.state.definitionHash !== (this.opts.definitionHash ?? definitionHash(this.definition)),
       state: this.state,
     };
   }

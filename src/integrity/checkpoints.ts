@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
-import { ChainKey, ChainKeys, checkHeadSignature, RunHead, signHead } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, RunHead, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
 
 /*
  * Checkpoints: signed run heads written outside the database, to an
@@ -15,7 +15,21 @@ import { ChainKey, ChainKeys, checkHeadSignature, RunHead, signHead } from '../d
  * run at once.
  *
  * One JSON object per line: {"projectId","runId","seq","hash","at","sig"}.
+ *
+ * `meshhook checkpoint` also remembers each workflow's latest published
+ * version, {"kind":"version","projectId","workflowId","version",
+ * "definitionHash","at","sig"}: a version deleted behind the engine's back
+ * makes the intake start new runs on the one before it (an older URL, an older
+ * bug), and every row left is genuine, so only a memory outside the database
+ * can tell.
  */
+
+export interface VersionCheckpoint extends VersionIdentity {
+  kind: 'version';
+  at: string;
+  /** signVersion(): "<kid>:<hex>" */
+  sig: string;
+}
 
 export interface Checkpoint extends RunHead {
   at: string;
@@ -31,6 +45,7 @@ export function checkpointLine(chain: ChainKey, head: RunHead, at: Date): string
 /** What a verifier knows from checkpoint files: the furthest signed head of every run, and what was wrong with the files. */
 export class CheckpointIndex {
   private readonly latest = new Map<string, Checkpoint>();
+  private readonly latestVersions = new Map<string, VersionCheckpoint>();
   readonly problems: string[] = [];
   lines = 0;
 
@@ -53,6 +68,17 @@ export class CheckpointIndex {
           if (i < lines.length - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
           return;
         }
+        if ((cp as unknown as VersionCheckpoint).kind === 'version') {
+          const v = cp as unknown as VersionCheckpoint;
+          const forgedVersion = checkVersionSignature(keys, { projectId: v.projectId, workflowId: v.workflowId, version: v.version, definitionHash: v.definitionHash }, v.sig);
+          if (forgedVersion) {
+            index.problems.push(`${file}:${i + 1}: checkpoint of version ${Number(v.version)} of workflow ${String(v.workflowId).slice(0, 36)} is not genuine (${forgedVersion})`);
+            return;
+          }
+          const knownVersion = index.latestVersions.get(v.workflowId);
+          if (!knownVersion || v.version > knownVersion.version) index.latestVersions.set(v.workflowId, v);
+          return;
+        }
         const forged = checkHeadSignature(keys, cp, cp.sig);
         if (forged) {
           index.problems.push(`${file}:${i + 1}: checkpoint of run ${String(cp.runId).slice(0, 36)} is not genuine (${forged})`);
@@ -73,6 +99,11 @@ export class CheckpointIndex {
   runs(): Checkpoint[] {
     return [...this.latest.values()];
   }
+
+  /** The latest version a checkpoint saw published, for each workflow it saw. */
+  versions(): VersionCheckpoint[] {
+    return [...this.latestVersions.values()];
+  }
 }
 
 /** Why a log does not reach what a checkpoint remembers, or null when it does. */
@@ -85,6 +116,38 @@ export function checkpointProblem(cp: Checkpoint, e: { hash: string } | null, le
   if (!e) return `a checkpoint taken ${cp.at} saw event ${cp.seq}, but the log ends at event ${length}: the log was cut back`;
   if (e.hash !== cp.hash) return `a checkpoint taken ${cp.at} saw a different event ${cp.seq}: the log was rewritten`;
   return null;
+}
+
+/**
+ * For each project given, every version a checkpoint saw published that the database no longer holds as it was
+ * (deleted, or another definition under its number): the intake would start new runs on an earlier version.
+ */
+export async function versionsGone(db: Pool, index: CheckpointIndex, projectIds: string[]): Promise<Array<VersionCheckpoint & { problem: string }>> {
+  const out: Array<VersionCheckpoint & { problem: string }> = [];
+  for (const projectId of projectIds) {
+    const wanted = index.versions().filter((v) => v.projectId === projectId);
+    if (!wanted.length) continue;
+    const held = new Map<string, string>();
+    const names = new Map<string, string>();
+    await inProject(db, projectId, async (c) => {
+      for (const r of (await c.query('SELECT workflow_id, version, definition_hash FROM workflow_versions WHERE project_id = $1', [projectId])).rows)
+        held.set(`${r.workflow_id}:${r.version}`, r.definition_hash);
+      for (const r of (await c.query('SELECT id, slug FROM workflows WHERE project_id = $1', [projectId])).rows) names.set(r.id, r.slug);
+    });
+    for (const v of wanted) {
+      const hash = held.get(`${v.workflowId}:${v.version}`);
+      if (hash === v.definitionHash) continue;
+      const workflow = names.has(v.workflowId) ? `"${names.get(v.workflowId)}"` : `${v.workflowId} (gone too)`;
+      out.push({
+        ...v,
+        problem:
+          hash === undefined
+            ? `a checkpoint taken ${v.at} saw version ${v.version} of workflow ${workflow} published, and it no longer exists: new runs would start on an earlier version`
+            : `a checkpoint taken ${v.at} saw version ${v.version} of workflow ${workflow} published with another definition (${v.definitionHash.slice(0, 12)}, now ${hash.slice(0, 12)})`,
+      });
+    }
+  }
+  return out;
 }
 
 /** Append a signed head for every run of every project to `file`; returns how many were written and which heads were not genuine. */
@@ -103,6 +166,25 @@ export async function writeCheckpoints(
       (await c.query('SELECT id, last_seq, head_hash, head_mac FROM runs WHERE project_id = $1 ORDER BY created_at', [p.id])).rows,
     );
     let chunk = '';
+    // each workflow's latest version, as published: signed by the engine, so only a genuine one is remembered
+    const versions = await inProject(db, p.id, async (c) =>
+      (
+        await c.query(
+          'SELECT DISTINCT ON (workflow_id) workflow_id, version, definition_hash, definition_mac FROM workflow_versions WHERE project_id = $1 ORDER BY workflow_id, version DESC',
+          [p.id],
+        )
+      ).rows,
+    );
+    for (const v of versions) {
+      const identity: VersionIdentity = { projectId: p.id, workflowId: v.workflow_id, version: v.version, definitionHash: v.definition_hash };
+      const forged = checkVersionSignature(keys, identity, v.definition_mac);
+      if (forged) {
+        refused.push({ runId: `version ${v.version} of workflow ${v.workflow_id}`, reason: forged });
+        continue;
+      }
+      const line: VersionCheckpoint = { kind: 'version', ...identity, at: at.toISOString(), sig: signVersion(chain, identity) };
+      chunk += JSON.stringify(line) + '\n';
+    }
     for (const r of rows) {
       if (!r.head_hash) continue;
       const head: RunHead = { projectId: p.id, runId: r.id, seq: r.last_seq, hash: r.head_hash };

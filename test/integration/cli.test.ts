@@ -172,6 +172,70 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     }
   });
 
+  it('verify names a run whose delivery record was deleted, and verify --all a published version a checkpoint saw that is gone', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-rollback-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
+      const ids: string[] = [];
+      for (const n of [1, 2]) {
+        const d = await cli(['deliver', 'acme', 'order-sync', '--body', `{"order":{"id":"o-${n}","sum":${n}}}`, '--url', engine.intake.url], env, dir);
+        ids.push(/run ([0-9a-f-]{36}) started/.exec(d.out)![1]);
+      }
+      for (const id of ids) await waitFor('the run to succeed', async () => (await runStatus(engine.pool, id)) === 'succeeded');
+      // a second version, with no run yet: deleting it would send the next run to version 1's URL
+      const v2 = await publish(engine.pool, 'acme', orderSyncDefinition(`${target.url}/v2`));
+      assert.equal((await cli(['checkpoint', '--out', 'cp.jsonl'], env, dir)).code, 0);
+      // the controls: all is well before anything is touched
+      const before = await cli(['verify', '--all', '--project', 'acme', '--checkpoints', 'cp.jsonl'], env, dir);
+      assert.equal(before.code, 0, before.out);
+      assert.equal((await cli(['verify', ids[0], '--project', 'acme'], env, dir)).code, 0);
+      const c = await owner.connect();
+      try {
+        await c.query(`SET session_replication_role = replica`);
+        await c.query('DELETE FROM deliveries WHERE run_id = $1', [ids[0]]);
+        await c.query('DELETE FROM workflow_versions WHERE workflow_id = $1 AND version = 2', [v2.workflowId]);
+      } finally {
+        await c.query('RESET session_replication_role').catch(() => undefined);
+        c.release();
+      }
+      const one = await cli(['verify', ids[0], '--project', 'acme'], env, dir);
+      assert.equal(one.code, 1, one.out);
+      assert.match(one.out, /delivery: +NOT OK: the record of delivery ".+", which started it, is gone/);
+      const all = await cli(['verify', '--all', '--project', 'acme', '--checkpoints', 'cp.jsonl'], env, dir);
+      assert.equal(all.code, 1, all.out);
+      assert.match(all.out, new RegExp(`NOT ok  acme  ${ids[0]}  delivery: the record of delivery`));
+      assert.doesNotMatch(all.out, new RegExp(`NOT ok  acme  ${ids[1]}`), 'the other run is fine');
+      assert.match(all.out, /NOT ok  acme  a checkpoint taken .* saw version 2 of workflow .* published, and it no longer exists/);
+      assert.match(all.out, /1 ok, 1 NOT ok; 1 published version NOT as a checkpoint saw it$/);
+      // without the checkpoint the deleted version is not seen: every row left is genuine
+      const plain = await cli(['verify', '--all', '--project', 'acme'], env, dir);
+      assert.doesNotMatch(plain.out, /published version/);
+      // a run whose pinned version is deleted is named, its log still checked link by link
+      const c2 = await owner.connect();
+      try {
+        await c2.query(`SET session_replication_role = replica`);
+        await c2.query('DELETE FROM workflow_versions WHERE workflow_id = $1 AND version = 1', [v2.workflowId]);
+      } finally {
+        await c2.query('RESET session_replication_role').catch(() => undefined);
+        c2.release();
+      }
+      const pinnedGone = await cli(['verify', ids[1], '--project', 'acme'], env, dir);
+      assert.equal(pinnedGone.code, 1, pinnedGone.out + pinnedGone.err);
+      assert.match(pinnedGone.out, /version: +NOT OK: is gone \(deleted outside the engine\)/);
+      assert.match(pinnedGone.out, /hash chain: +ok/);
+      const allGone = await cli(['verify', '--all', '--project', 'acme'], env, dir);
+      assert.equal(allGone.code, 1);
+      assert.match(allGone.out, /0 ok, 2 NOT ok$/);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
   it('tail follows a run live through the Realtime protocol: the run log so far, then each event as it commits', async () => {
     const { url } = await dbs.fresh();
     // an order service that holds its answer until the test lets it go, so the run waits mid-step
