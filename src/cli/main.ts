@@ -1,7 +1,7 @@
 // first: loads pg without its probe for a Cloudflare runtime (see the file)
 import '../db/load-pg';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { addKeyToFile, ensureKeyFile, Keyring, tokenSecret } from '../security/keyring';
 import path from 'node:path';
 import type { Pool } from 'pg';
@@ -158,6 +158,24 @@ function keyringOf(io: Io): Keyring {
   throw new SetupError(`no keys: set MESHHOOK_KEYS or MESHHOOK_KEY_FILE, or run \`meshhook up\` here (it makes ${keyFile(io)})`);
 }
 
+/**
+ * Whether pid is a `meshhook up` still running: not a zombie (killed, its parent has not reaped it yet, and
+ * nothing can stop it) and not another program that was given the pid since. Where there is no /proc to ask,
+ * any live process counts.
+ */
+function upIsRunning(pid: number): boolean {
+  if (!isAlive(pid)) return false;
+  if (!existsSync('/proc/self/stat')) return true;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    if (state === 'Z' || state === 'X') return false;
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('up');
+  } catch {
+    return false;
+  }
+}
+
 function readState(io: Io): State {
   try {
     return JSON.parse(readFileSync(stateFile(io), 'utf8')) as State;
@@ -272,7 +290,7 @@ const up: CommandSpec = {
     const workers = intFlag(a, 'workers', 2);
     const given = (a.flags['database-url'] as string | undefined) ?? io.env.DATABASE_URL;
     const previous = readState(io);
-    if (previous.pid && previous.pid !== process.pid && isAlive(previous.pid)) {
+    if (previous.pid && previous.pid !== process.pid && upIsRunning(previous.pid)) {
       io.err(`meshhook is already up here (pid ${previous.pid}, intake ${previous.intakeUrl}); stop it first`);
       return 1;
     }
@@ -320,8 +338,11 @@ const up: CommandSpec = {
       io.err(`live logs are off: the live-log server did not start (${(e as Error).message})`);
     }
     const state: State = { databaseUrl: url, intakeUrl: engine.intake.url, realtimeUrl: realtime?.url, pid: process.pid, startedAt: new Date().toISOString() };
-    // the state holds the database's password: readable by this user only
-    writeFileSync(stateFile(io), json(state) + '\n', { mode: 0o600 });
+    // the state holds the database's password: readable by this user only. Written aside and renamed into
+    // place, so a command reading it meanwhile never sees half a file (and falls back to default addresses)
+    const stateTmp = `${stateFile(io)}.${process.pid}.tmp`;
+    writeFileSync(stateTmp, json(state) + '\n', { mode: 0o600 });
+    renameSync(stateTmp, stateFile(io));
     io.out('');
     io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'})`);
     io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -121,5 +121,47 @@ describe('meshhook up keeps its Postgres running', { timeout: 180_000 }, () => {
     assert.equal(run.child.exitCode, null, 'up is still running');
     run.child.kill('SIGINT');
     assert.equal(await run.exited, 0, run.output());
+  });
+});
+
+describe('meshhook up is not kept from starting by a process that only looks like it', { timeout: 180_000 }, () => {
+  it('starts when the last up is a zombie nobody reaped, or its pid now belongs to another program', async () => {
+    // an up whose parent never reaps it (sleep): once SIGKILLed it stays a zombie, alive to kill(pid, 0)
+    const parent = spawn('sh', ['-c', `"${process.execPath}" "${BIN}" up --port 0 --realtime-port 0 --workers 1 > "${home}/zombie.log" 2>&1 & exec sleep 120`], {
+      cwd: home,
+      env: { ...process.env, MESHHOOK_HOME: home, DATABASE_URL: '' },
+      stdio: 'ignore',
+    });
+    started.push(parent);
+    const statePid = (): number | undefined => {
+      try {
+        return (JSON.parse(readFileSync(path.join(home, 'state.json'), 'utf8')) as { pid?: number }).pid;
+      } catch {
+        return undefined;
+      }
+    };
+    await until('the unreaped up', () => /MeshHook Replay is up/.test(existsSync(path.join(home, 'zombie.log')) ? readFileSync(path.join(home, 'zombie.log'), 'utf8') : ''));
+    const zombie = statePid()!;
+    process.kill(zombie, 'SIGKILL');
+    await until('it to be a zombie', () => /\) Z /.test(readFileSync(`/proc/${zombie}/stat`, 'utf8')));
+    assert.ok(alive(zombie), 'a zombie still answers kill(pid, 0): the situation under test');
+
+    const next = up();
+    await until('the next up', () => /MeshHook Replay is up|meshhook up:|already up/.test(next.output()));
+    assert.match(next.output(), /MeshHook Replay is up/, next.output());
+    next.child.kill('SIGINT');
+    assert.equal(await next.exited, 0, next.output());
+
+    // a state file left behind whose pid now belongs to another program
+    const other = spawn('sleep', ['60'], { stdio: 'ignore' });
+    started.push(other);
+    writeFileSync(path.join(home, 'state.json'), JSON.stringify({ pid: other.pid, intakeUrl: 'http://127.0.0.1:9' }));
+    const again = up();
+    await until('up again', () => /MeshHook Replay is up|meshhook up:|already up/.test(again.output()));
+    assert.match(again.output(), /MeshHook Replay is up/, again.output());
+    again.child.kill('SIGINT');
+    assert.equal(await again.exited, 0, again.output());
+    other.kill('SIGKILL');
+    parent.kill('SIGKILL');
   });
 });
