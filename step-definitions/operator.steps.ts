@@ -30,8 +30,9 @@ Given('a run of {workflow} that is {situation}', async function (this: ReplayWor
     });
     if (finishedFirst)
       throw new Error(
-        `the run ${finishedFirst} before it was ${what}, so it never will be: "waiting in" and "paused in" need a step the run rests at ` +
-          '(a delay step); "between attempts of" needs a call with retries',
+        `the run ${finishedFirst} before it was ${what}, so it never will be: "waiting in" and "paused in" need a delay step the run ` +
+          `goes through (the situation delivers the order ${JSON.stringify(ORDER)}: a branch may route it around the step); ` +
+          '"between attempts of" needs a call with retries',
       );
   };
   switch (situation.kind) {

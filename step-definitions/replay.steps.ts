@@ -69,6 +69,7 @@ When('the run is replayed by an engine that treats a conflict as done', async fu
 });
 
 Then('replay finds no divergence', async function (this: ReplayWorld) {
+  if (!this.verification) throw new Error('the run has not been replayed: add "When the run is replayed" before this step');
   expect(this.lastError).toBeNull();
   expect(this.verification?.divergence).toBeNull();
   expect(this.verification?.chainBreak).toBeNull();

@@ -6,7 +6,8 @@ import type { ReplayWorld } from '../support/world';
 
 Then('the run {outcome}', async function (this: ReplayWorld, status: string) {
   const view = await this.waitUntilFinished();
-  expect(view.status).toBe(status);
+  // on failure, say why it ended as it did, not only how
+  expect({ status: view.status, ...(view.status !== status && view.result?.reason ? { because: view.result.reason } : {}) }).toEqual({ status });
 });
 
 Then('the run fails because {string}', async function (this: ReplayWorld, reason: string) {
@@ -19,7 +20,10 @@ Then('every run succeeds', async function (this: ReplayWorld) {
   expect(this.runs.length).toBeGreaterThan(0);
   for (const r of this.runs) {
     const view = await this.waitUntilFinished(r.runId);
-    expect({ run: r.runId, status: view.status }).toEqual({ run: r.runId, status: 'succeeded' });
+    expect({ run: r.runId, status: view.status, ...(view.status !== 'succeeded' && view.result?.reason ? { because: view.result.reason } : {}) }).toEqual({
+      run: r.runId,
+      status: 'succeeded',
+    });
   }
 });
 

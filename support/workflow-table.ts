@@ -90,18 +90,25 @@ export function tableToDefinition(name: string, rows: WorkflowRow[], targetBaseU
         const body = method === 'GET' || what === 'nothing' ? undefined : before && typeOf.get(before) === 'transform' ? stepRef(before) : 'input';
         const retry = { ...SPEC_RETRY };
         let timeoutMs = 2_000;
-        const attempts = /up to (\d+) attempts?/.exec(rest);
+        const attempts = /,\s*up to (\d+) attempts?\b/.exec(rest);
         if (attempts) retry.maxAttempts = Number(attempts[1]);
-        const backoff = /backing off ([\d.]+ \w+)/.exec(rest);
+        const backoff = /,\s*backing off ([\d.]+ \w+)/.exec(rest);
         if (backoff) {
           // a stated backoff stays near what it says: a short exponential run, capped at 4×
           retry.initialDelayMs = parseDuration(backoff[1]);
           retry.maxDelayMs = retry.initialDelayMs * 4;
         }
-        const timeout = /at most ([\d.]+ \w+) (?:each|per attempt)/.exec(rest);
+        const timeout = /,\s*at most ([\d.]+ \w+) (?:each|per attempt)/.exec(rest);
         if (timeout) timeoutMs = parseDuration(timeout[1]);
         // `with the "orders-token" secret`: the project's vault secret, sent as a bearer token
-        const secret = /with the "([a-z][a-z0-9_-]*)" secret/.exec(rest);
+        const secret = /\s*with the "([a-z][a-z0-9_-]*)" secret/.exec(rest);
+        // anything else is a misspelt option, which would otherwise quietly leave the default in place
+        let leftover = rest;
+        for (const matched of [attempts, backoff, timeout, secret]) if (matched) leftover = leftover.replace(matched[0], '');
+        if (leftover.trim())
+          throw new WorkflowTableError(
+            `cannot read "${leftover.trim()}" in the request "${does}"; a request's options are: with the "<vault name>" secret, up to <n> attempts, backing off <duration>, at most <duration> per attempt`,
+          );
         const headers: Record<string, string | { secret: string; prefix?: string }> = secret ? { authorization: { secret: secret[1], prefix: 'Bearer ' } } : {};
         return { id: r.step, type: 'http_call', method: method as 'POST', url: `${targetBaseUrl}${path}`, headers, body, timeoutMs, retry, next };
       }

@@ -96,7 +96,11 @@ export class ReplayWorld extends World<ReplayParameters> {
   directDbUrl = '';
   /** the engine's database URL without the proxy (for the CLI the scenario runs) */
   engineDirectUrl = '';
-  readonly scratch = mkdtempSync(path.join(os.tmpdir(), 'meshhook-scenario-'));
+  private scratchDir: string | null = null;
+  /** the scenario's own directory for files (journals, checkpoints); made on first use, so a dry run leaves none behind */
+  get scratch(): string {
+    return (this.scratchDir ??= mkdtempSync(path.join(os.tmpdir(), 'meshhook-scenario-')));
+  }
 
   // time
   readonly clock = new ControlledClock();
@@ -582,7 +586,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     await this.db?.end().catch(() => undefined);
     await this.engineDb?.end().catch(() => undefined);
     if (this.dbName) await dropScenarioDatabase(this.dbName, this.clusterSlot).catch(() => undefined);
-    rmSync(this.scratch, { recursive: true, force: true });
+    if (this.scratchDir) rmSync(this.scratchDir, { recursive: true, force: true });
   }
 }
 

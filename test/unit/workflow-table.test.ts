@@ -50,4 +50,31 @@ describe('workflow tables', () => {
     assert.equal(push.type === 'http_call' && push.url, 'http://127.0.0.1:1/orders');
     assert.equal(push.type === 'http_call' && push.retry?.maxAttempts, 2);
   });
+
+  it('reads every option of a request and refuses one it does not know, instead of keeping the default', () => {
+    const table = (does: string) =>
+      tableToDefinition(
+        'orders',
+        [
+          { step: 'push', type: 'http_call', does, then: 'done' },
+          { step: 'done', type: 'terminate', does: 'succeeded' },
+        ],
+        'http://127.0.0.1:1',
+      ).steps[0];
+    const all = table('POST the order to /orders with the "orders-api" secret, up to 1 attempt, backing off 2 seconds, at most 3 seconds per attempt');
+    assert.ok(all.type === 'http_call');
+    assert.deepEqual(all.type === 'http_call' && all.headers, { authorization: { secret: 'orders-api', prefix: 'Bearer ' } });
+    assert.equal(all.type === 'http_call' && all.retry?.maxAttempts, 1);
+    assert.equal(all.type === 'http_call' && all.retry?.initialDelayMs, 2_000);
+    assert.equal(all.type === 'http_call' && all.timeoutMs, 3_000);
+    for (const misspelt of [
+      'POST the order to /orders, up to 1 attemps',
+      'POST the order to /orders, upto 1 attempts',
+      'POST the order to /orders, with the API key "orders-api"',
+      'POST the order to /orders, authorised by "orders-api"',
+      'POST the order to /orders with header Authorization: Bearer x',
+    ]) {
+      assert.throws(() => table(misspelt), /cannot read ".+" in the request/, misspelt);
+    }
+  });
 });
