@@ -63,6 +63,19 @@ Feature: A finished run replays to exactly what users saw
     And replaying the run gives exactly the run view users saw
     And every decision re-made during replay matches the log
 
+  Scenario: An hour that passes just after a big order arrives fires its review timer once
+    Given the project "acme" with the workflow "big-order":
+      | step  | type      | does                              | then            |
+      | map   | transform | {id: order.id, total: order.sum}  | check           |
+      | check | branch    | when the total of map is over 100 | wait, else push |
+      | wait  | delay     | wait 1 hour                       | push            |
+      | push  | http_call | POST the mapped order to /orders  | done            |
+      | done  | terminate | succeeded                         |                 |
+    When "acme" delivers an order worth 250.00 to "big-order"
+    And the clock moves forward 1 hour
+    Then the run succeeds with the timer of "wait" fired once
+    And the run replays exactly from its log
+
   Scenario Outline: A run that ends <status> by design replays to that end
     Given the project "acme" with the workflow "fraud-check":
       | step  | type      | does                             | then |
