@@ -131,7 +131,7 @@ async function main(): Promise<void> {
         { id: 'done', type: 'terminate', status: 'succeeded', output: 'steps.charge' },
       ],
     });
-    await setAllowPrivateTargets(owner, p.projectId, true);
+    await setAllowPrivateTargets(owner, KEYS.chainKey(), p.projectId, true);
     const version = await latestVersion(owner, p.projectId, p.workflowId);
     let next = 0;
     await Promise.all(

@@ -558,7 +558,7 @@ async function main(): Promise<void> {
       await tpool.query(STATE_STORED_SCHEMA);
       for (const v of VARIANTS) {
         const p = await publishWorkflow(tpool, KEYS, 'bench', v.definition(target.url));
-        await setAllowPrivateTargets(tpool, p.projectId, true);
+        await setAllowPrivateTargets(tpool, KEYS.chainKey(), p.projectId, true);
         published.set(v.name, { projectId: p.projectId, workflow: p.workflow, version: await latestVersion(tpool, p.projectId, p.workflowId) });
       }
     } finally {

@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     during?: (runId: string, projectId: string) => Promise<void>,
   ): Promise<{ runId: string; definition: WorkflowDefinition; events: RecordedEvent[] }> => {
     const pub = await publishWorkflow(pool, KEYS, 'acme', def);
-    await setAllowPrivateTargets(pool, pub.projectId, true);
+    await setAllowPrivateTargets(pool, KEYS.chainKey(), pub.projectId, true);
     const runId = randomUUID();
     await startRun(pool, {
       runId,

@@ -301,7 +301,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     const secret = existing?.secret ?? `whsec_${randomUUID().replace(/-/g, '')}`;
     const p = await publishWorkflow(this.engineDb, this.keyring, project, definition, { signingSecret: secret });
     // the order service listens on loopback: this project is allowed to call it, as a team would allow its own network
-    await setAllowPrivateTargets(this.engineDb, p.projectId, true);
+    await setAllowPrivateTargets(this.engineDb, this.keyring.chainKey(), p.projectId, true);
     const published: PublishedWorkflow = {
       project,
       workflow: p.workflow,

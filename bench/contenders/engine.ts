@@ -67,7 +67,7 @@ export async function runEngineTrial(opts: EngineTrialOptions): Promise<TrialRes
     const setup = openPool(o.databaseUrl, { max: 8 }, () => undefined);
     try {
       const p = await publishWorkflow(setup, KEYS, 'bench', definition(o.variant, o.targetUrl));
-      await setAllowPrivateTargets(setup, p.projectId, true);
+      await setAllowPrivateTargets(setup, KEYS.chainKey(), p.projectId, true);
       const version = await latestVersion(setup, p.projectId, p.workflowId);
       let next = 0;
       const create = async (): Promise<void> => {

@@ -484,7 +484,7 @@ const publish: CommandSpec = {
       const existed = (await findWorkflow(pool, keyring, project, name)) !== null;
       const v = await publishWorkflow(pool, keyring, project, raw);
       if (a.flags['allow-private-targets']) {
-        await setAllowPrivateTargets(pool, v.projectId, true);
+        await setAllowPrivateTargets(pool, keyring.chainKey(), v.projectId, true);
         io.out(`${project}: http_call steps may call private and loopback addresses`);
       }
       if (v.unchanged) io.out(`${project}/${v.workflow}: unchanged, still version ${v.version}`);

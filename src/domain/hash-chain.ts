@@ -242,3 +242,20 @@ export function relink<E extends ChainedEvent>(runId: string, events: readonly E
     return out;
   });
 }
+
+/**
+ * `<kid>:<hex HMAC>` over a project's leave to call private addresses: granted by the engine, so that a row
+ * switched on by someone else with the database is not taken for it.
+ */
+export function signPrivateTargets(key: ChainKey, projectId: string): string {
+  return `${key.kid}:${hmacSha256Hex(key.key, `meshhook-private-targets\n${projectId}\ntrue`)}`;
+}
+
+/** Whether a project's leave to call private addresses was granted by the engine (a genuine signature). */
+export function privateTargetsGranted(keys: ChainKeys, projectId: string, signature: string | null): boolean {
+  if (!signature) return false;
+  const colon = signature.indexOf(':');
+  const key = colon > 0 ? keys(signature.slice(0, colon)) : null;
+  return key !== null && signature.slice(colon + 1) === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\ntrue`);
+}
+

@@ -5,7 +5,7 @@ import { inProject } from '../db/scope';
 import { Keyring } from '../security/keyring';
 import { open, seal, signingAad } from '../security/vault';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../domain/definition';
-import { ChainKeys, checkVersionSignature, signVersion } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkVersionSignature, signPrivateTargets, signVersion } from '../domain/hash-chain';
 
 /* Projects, workflows and their immutable published versions. */
 
@@ -54,9 +54,15 @@ export async function ensureProject(db: Pool, slug: string, name = slug): Promis
   return { id: rows[0].id, slug };
 }
 
-/** Whether the project's http_call steps may call private, loopback and link-local addresses (off by default). */
-export async function setAllowPrivateTargets(db: Pool, projectId: string, allow: boolean): Promise<void> {
-  await inProject(db, projectId, (c) => c.query('UPDATE projects SET allow_private_targets = $1 WHERE id = $2', [allow, projectId]));
+/**
+ * Whether the project's http_call steps may call private, loopback and link-local addresses (off by default).
+ * Granting it signs it with the engine's chain key: workers honour only a signed grant.
+ */
+export async function setAllowPrivateTargets(db: Pool, chain: ChainKey, projectId: string, allow: boolean): Promise<void> {
+  const mac = allow ? signPrivateTargets(chain, projectId) : null;
+  await inProject(db, projectId, (c) =>
+    c.query('UPDATE projects SET allow_private_targets = $1, allow_private_targets_mac = $2 WHERE id = $3', [allow, mac, projectId]),
+  );
 }
 
 /** A project by slug, or null; the one lookup that does not need a project already chosen. */

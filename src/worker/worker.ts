@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client, ClientConfig, Pool } from 'pg';
 import { createDecider, DecisionError, RunDecider, RunState } from '../domain/decider';
+import { privateTargetsGranted } from '../domain/hash-chain';
 import { driveLoop, runLoop } from '../domain/run-loop';
 import { ENGINE_ROLE, inProject } from '../db/scope';
 import { HeadJournal } from '../integrity/checkpoints';
@@ -350,9 +351,18 @@ export class Worker {
     const cached = this.sendContexts.get(projectId);
     if (cached && Date.now() - cached.at < SEND_CONTEXT_TTL_MS) return cached.ctx;
     const ctx = (async (): Promise<SendContext> => {
-      const allow = await inProject(this.pool, projectId, async (c) => (await c.query('SELECT allow_private_targets FROM projects WHERE id = $1', [projectId])).rows[0]);
+      const allow = await inProject(
+        this.pool,
+        projectId,
+        async (c) => (await c.query('SELECT allow_private_targets, allow_private_targets_mac FROM projects WHERE id = $1', [projectId])).rows[0],
+      );
       const secrets = this.opts.keyring ? await loadSecretValues(this.pool, this.opts.keyring, projectId) : [];
-      return { secrets, allowPrivateTargets: allow?.allow_private_targets === true };
+      // only the engine grants the leave to call private addresses: a flag switched on in the table alone is not it
+      const flagged = allow?.allow_private_targets === true;
+      const granted = flagged && (!this.opts.keyring || privateTargetsGranted(this.opts.keyring.chainKeys(), projectId, allow.allow_private_targets_mac));
+      if (flagged && !granted)
+        this.log({ level: 'warn', worker: this.id, msg: 'a project may call private addresses by its row only, not by a grant the engine signed: refused', projectId });
+      return { secrets, allowPrivateTargets: granted };
     })();
     this.sendContexts.set(projectId, { at: Date.now(), ctx });
     ctx.catch(() => this.sendContexts.delete(projectId));

@@ -184,6 +184,6 @@ export const KEYS = Keyring.generate('test');
 /** Publish as the CLI does, and let the project call the tests' loopback services. */
 export async function publish(pool: Pool, project: string, definition: Record<string, unknown>) {
   const published = await publishWorkflow(pool, KEYS, project, definition);
-  await setAllowPrivateTargets(pool, published.projectId, true);
+  await setAllowPrivateTargets(pool, KEYS.chainKey(), published.projectId, true);
   return published;
 }

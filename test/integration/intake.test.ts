@@ -9,6 +9,7 @@ import { definitionHash } from '../../src/domain/definition';
 import { openEnginePool } from '../../src/db/pool';
 import { signProjectToken } from '../../src/realtime/tokens';
 import { tokenSecret } from '../../src/security/keyring';
+import { publishWorkflow, setAllowPrivateTargets } from '../../src/store/registry';
 import { count, orderSyncDefinition, runStatus, snapshot, startDatabases, startTarget, tamperWithVersions, TestDatabases, waitFor, projectId, KEYS, publish } from './helpers';
 
 let dbs: TestDatabases;
@@ -239,6 +240,32 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       assert.deepEqual(await snapshot(pool), before);
     } finally {
       await intake.close();
+    }
+  });
+
+  it('a project switched to private targets in the table alone calls no private address; the engine\'s grant does', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    try {
+      const wf = await publishWorkflow(engine.pool, KEYS, 'acme', orderSyncDefinition(target.url));
+      // as the database's owner, with no key: the flag on, no signature the engine made
+      await owner.query('UPDATE projects SET allow_private_targets = true WHERE id = $1', [wf.projectId]);
+      const refused = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-unsigned' });
+      assert.equal(refused.status, 202);
+      await waitFor('the run to fail', async () => (await runStatus(engine.pool, refused.body.runId)) === 'failed');
+      const { rows } = await owner.query(`SELECT payload FROM run_events WHERE run_id = $1 AND type = 'StepFailed'`, [refused.body.runId]);
+      assert.match(JSON.stringify(rows[0].payload), /TARGET_FORBIDDEN/);
+      assert.equal(target.requests.length, 0, 'the loopback service was never called');
+      // the control: granted by the engine, the same call goes through
+      await setAllowPrivateTargets(engine.pool, KEYS.chainKey(), wf.projectId, true);
+      await new Promise((r) => setTimeout(r, 2_100)); // past the worker's cached send context (2 s)
+      const granted = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-granted' });
+      await waitFor('the run to succeed', async () => (await runStatus(engine.pool, granted.body.runId)) === 'succeeded');
+      assert.equal(target.requests.length, 1);
+    } finally {
+      await engine.stop();
+      await target.close();
     }
   });
 });
