@@ -77,6 +77,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MISMATCH = "the signature does not match (not signed with this workflow's secret, or the body, delivery id or target changed after signing)";
 /** an unknown target is checked against this, so that it costs what a known one costs */
 const NO_SECRET = `whsec_${randomUUID()}`;
+/** how long a client may take to send a request's headers */
+const HEADERS_TIMEOUT_MS = 10_000;
 /** the id of no project (ids are random UUIDs, never all zeros): looked up in place of an unknown one */
 const NO_PROJECT = '00000000-0000-0000-0000-000000000000';
 
@@ -163,9 +165,58 @@ export function parseWebhookBody(raw: Buffer): unknown {
   if (value === null || typeof value !== 'object') {
     throw new Refusal(400, 'malformed_body', 'the body must be a JSON object or array');
   }
-  const problem = unstorable(value, 0);
+  const problem = unstorable(value, 0) ?? keptAsSent(text, value);
   if (problem) throw new Refusal(400, 'malformed_body', problem);
   return value;
+}
+
+/**
+ * What JSON.parse would quietly change, found in one pass over the text: a key given twice in one object (the
+ * last one wins, while another reader of the same signed bytes may take the first), and a number with more
+ * digits than a double keeps (0.10000000000000000001 would run as 0.1). Null when the value is the text.
+ */
+function keptAsSent(text: string, value: unknown): string | null {
+  let members = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      // skip the string, escapes and all
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x3a /* : */) {
+      members++;
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      const m = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+      m.lastIndex = i;
+      const token = m.exec(text)![0];
+      if (decimal(token) !== decimal(String(Number(token))))
+        return `the body holds the number ${token.slice(0, 40)}, which has more digits than can be kept (it would become ${Number(token)}): send it as a string`;
+      i += token.length - 1;
+    }
+  }
+  return members === objectMembers(value) ? null : 'the body gives a key twice in one object: say each key once';
+}
+
+/** A decimal number's value as digits and a power of ten, the same however it is written (1.50, 15e-1, 1.5). */
+function decimal(token: string): string {
+  const negative = token.startsWith('-');
+  const [mantissa, exponent = '0'] = token.replace(/^-/, '').split(/[eE]/);
+  const [whole, fraction = ''] = mantissa.split('.');
+  let digits = (whole + fraction).replace(/^0+/, '');
+  let power = Number(exponent) - fraction.length;
+  if (!digits) return '0';
+  while (digits.endsWith('0')) {
+    digits = digits.slice(0, -1);
+    power++;
+  }
+  return `${negative ? '-' : ''}${digits}e${power}`;
+}
+
+function objectMembers(value: unknown): number {
+  if (value === null || typeof value !== 'object') return 0;
+  let n = 0;
+  if (Array.isArray(value)) for (const v of value) n += objectMembers(v);
+  else for (const v of Object.values(value as Record<string, unknown>)) n += 1 + objectMembers(v);
+  return n;
 }
 
 function badString(s: string): string | null {
@@ -230,11 +281,18 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const targets = new WeakMap<FastifyRequest, Target | null>();
   const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
 
+  const requestTimeout = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const app = Fastify({
     logger: false,
     bodyLimit,
     // a request must arrive whole within this time: one that stops half way does not hold its socket for ever
-    requestTimeout: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+    requestTimeout,
+    http: {
+      // headers come first and are small: a client trickling them gets less time than a whole body
+      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeout),
+      // node checks those limits on a timer (30 s by default, so a body could trickle in for a minute): every second
+      connectionsCheckingInterval: 1_000,
+    },
     // long names get a clear 400 from our own check instead of a route miss
     routerOptions: { maxParamLength: 16_384 },
     // close(): idle keep-alive sockets are closed at once, requests in flight are answered first
@@ -246,6 +304,10 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     // bytes that are not HTTP at all: answer in our format, then close
     clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+        const late = JSON.stringify({ error: { code: 'request_timeout', message: `the request did not arrive whole within ${Math.round(requestTimeout / 1000)} s` } });
+        return socket.end(`HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(late)}\r\nConnection: close\r\n\r\n${late}`);
+      }
       const body = JSON.stringify({ error: { code: 'bad_request', message: 'the request is not valid HTTP' } });
       socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
     },

@@ -132,6 +132,16 @@ interface PresenceEntry {
 
 const SOCKET_PATHS = new Set(['/realtime/v1/websocket', '/socket/websocket']);
 const BROADCAST_PATHS = new Set(['/realtime/v1/api/broadcast', '/api/broadcast']);
+
+/**
+ * Where a channel's broadcasts and presence live: its topic within the project its token is for (tokens with no
+ * project, such as the public anon key, share one space of their own). Supabase's public channels are open to
+ * every holder of the anon key; here the anon key is public too, so a dashboard's topic of one project is
+ * neither readable nor writable by the anon key or another project's token.
+ */
+function broadcastKey(claims: TokenClaims, topic: string): string {
+  return `public:${typeof claims.project_id === 'string' ? claims.project_id : '-'}:${topic}`;
+}
 const UNAVAILABLE = 'UnableToConnectToProject: Realtime was unable to connect to the project database';
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** a socket over maxBufferedBytes this long, or over SLOW_HARD_FACTOR × maxBufferedBytes at all, is closed */
@@ -372,12 +382,15 @@ export class RealtimeServer {
     const header = req.headers['apikey'] ?? req.headers['x-api-key'];
     const apikey = (Array.isArray(header) ? header[0] : header) || u.searchParams.get('apikey') || '';
     const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    let sender: TokenClaims;
     try {
       // at least one signed token: an `sb_` key beside the apikey is only a label, never a credential on its own
       const jwtBearer = bearer && !bearer.startsWith('sb_') ? bearer : null;
       if (!apikey && !jwtBearer) throw new TokenError('InvalidJWTToken', 'Fields `role` and `exp` are required in JWT');
-      if (apikey) await verifyToken(this.opts.jwtSecret, apikey);
-      if (jwtBearer) await verifyToken(this.opts.jwtSecret, jwtBearer);
+      const byKey = apikey ? await verifyToken(this.opts.jwtSecret, apikey) : null;
+      const byBearer = jwtBearer ? await verifyToken(this.opts.jwtSecret, jwtBearer) : null;
+      // the bearer speaks for the sender, as it does for the real server's RLS check
+      sender = (byBearer ?? byKey)!;
     } catch (e) {
       return sendJson(res, 401, { error: reasonOf(e) });
     }
@@ -386,7 +399,7 @@ export class RealtimeServer {
       const isPrivate = u.searchParams.get('private') === 'true';
       let payload: unknown;
       if ((req.headers['content-type'] ?? '').startsWith('application/octet-stream')) {
-        this.fanOut(`${isPrivate ? 'private' : 'public'}:realtime:${single.topic}`, null, single.event, null, { event: single.event, meta: null, bytes: body });
+        if (!isPrivate) this.fanOut(broadcastKey(sender, `realtime:${single.topic}`), null, single.event, null, { event: single.event, meta: null, bytes: body });
         res.writeHead(202).end();
         return;
       }
@@ -407,8 +420,9 @@ export class RealtimeServer {
     }
     for (const m of messages) {
       if (typeof m.topic !== 'string' || typeof m.event !== 'string') continue;
-      const topic = `realtime:${m.topic}`;
-      this.fanOut(`${m.private === true ? 'private' : 'public'}:${topic}`, null, m.event, { type: 'broadcast', event: m.event, payload: m.payload ?? {} });
+      // private channels cannot be joined here (see join): nothing listens there
+      if (m.private === true) continue;
+      this.fanOut(broadcastKey(sender, `realtime:${m.topic}`), null, m.event, { type: 'broadcast', event: m.event, payload: m.payload ?? {} });
     }
     res.writeHead(202).end();
   }
@@ -617,7 +631,7 @@ export class RealtimeServer {
         topic,
         name,
         joinRef: msg.join_ref ?? msg.ref,
-        topicKey: `public:${topic}`,
+        topicKey: broadcastKey(claims, topic),
         claims,
         claimsKey: JSON.stringify(claims),
         role: claims.role,
@@ -711,6 +725,8 @@ export class RealtimeServer {
     try {
       const claims = await verifyToken(this.opts.jwtSecret, token);
       if (!ch.active) return;
+      // a channel's broadcasts and presence belong to one project: a token for another cannot move it there
+      if (broadcastKey(claims, ch.topic) !== ch.topicKey) return this.stopChannel(ch, 'Unauthorized: the new token is for another project than the channel');
       ch.claims = claims;
       ch.claimsKey = JSON.stringify(claims);
       ch.role = claims.role;

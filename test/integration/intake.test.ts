@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Pool } from 'pg';
 import { startEngine } from '../../src/engine';
@@ -266,6 +267,28 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     } finally {
       await engine.stop();
       await target.close();
+    }
+  });
+
+  it('a body that trickles in is cut off with 408 once the request time is up, and the next request is served', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS, requestTimeoutMs: 1_500 });
+    try {
+      const { port } = new URL(intake.url);
+      const socket = net.connect(Number(port), '127.0.0.1');
+      let answer = '';
+      socket.on('data', (d) => (answer += d));
+      const closed = new Promise<void>((r) => socket.once('close', () => r()));
+      socket.write('POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{');
+      // one byte now and then, for longer than the request may take
+      const drip = setInterval(() => socket.writable && socket.write(' '), 300);
+      await Promise.race([closed, new Promise((_, no) => setTimeout(() => no(new Error(`still open after 20 s; answered: ${answer}`)), 20_000))]);
+      clearInterval(drip);
+      assert.match(answer, /^HTTP\/1\.1 408 /, answer);
+      assert.match(answer, /"code":"request_timeout"/);
+      assert.equal((await fetch(`${intake.url}/healthz`)).status, 200, 'the intake serves the next request');
+    } finally {
+      await intake.close();
     }
   });
 });

@@ -475,8 +475,9 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
   it('broadcast: binary kind-3 and JSON pushes fan out honouring self and ack; REST broadcast answers 202; presence tracks', async () => {
     const room = `room-${randomUUID().slice(0, 8)}`;
     const got = { x: [] as any[], y: [] as any[] };
+    // x and y: two dashboards of project A
     const cx = await client(tokA, { timeout: 2000 });
-    const cy = await client(tokB, { timeout: 2000 });
+    const cy = await client(tokA, { timeout: 2000 });
     const xch = cx.channel(room, { config: { broadcast: { self: true, ack: true }, presence: { key: 'x-key' } } });
     const ych = cy.channel(room);
     xch.on('broadcast', { event: 'msg' }, (p) => got.x.push(p));
@@ -485,10 +486,15 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
     xch.on('presence', { event: 'sync' }, () => xSynced++);
     const joined = (ch: RealtimeChannel) => new Promise<void>((resolve) => ch.subscribe((st) => st === 'SUBSCRIBED' && resolve()));
     await Promise.all([joined(xch), joined(ych)]);
-    const v1 = await raw({ apikey: anon }, '1.0.0');
+    const v1 = await raw({ apikey: tokA }, '1.0.0');
     await v1.join(`realtime:${room}`, { config: { broadcast: { self: false, ack: false } } });
-    const w = await raw();
+    const w = await raw({ apikey: tokA });
     const { joinRef: wj } = await w.join(`realtime:${room}`, { config: { broadcast: { self: false, ack: true } } });
+    // the same room name under project B's token and under the public anon key: other spaces, which hear nothing
+    const otherProject = await raw({ apikey: tokB });
+    await otherProject.join(`realtime:${room}`, { config: { broadcast: { self: false, ack: false }, presence: { key: 'b-key' } } });
+    const anonymous = await raw({ apikey: anon });
+    await anonymous.join(`realtime:${room}`, { config: { broadcast: { self: false, ack: false } } });
 
     assert.equal(await xch.send({ type: 'broadcast', event: 'msg', payload: { from: 'x' } }), 'ok', 'acknowledged');
     await until('x to reach everyone', () => got.x.length === 1 && got.y.length === 1 && v1.messages((m) => m.event === 'broadcast').length === 1);
@@ -526,10 +532,24 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
     assert.deepEqual(got.y.map((p) => p.payload.from), ['x', 'w', 'v1', 'rest']);
     const refused = await fetch(`${server.url}/realtime/v1/api/broadcast`, { method: 'POST', headers: { apikey: 'nope', 'content-type': 'application/json' }, body: '{"messages":[]}' });
     assert.equal(refused.status, 401);
+    // the public anon key alone broadcasts into the anonymous space only: project A's dashboards never see it
+    const byAnon = await fetch(`${server.url}/realtime/v1/api/broadcast`, {
+      method: 'POST',
+      headers: { apikey: anon, 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ topic: room, event: 'msg', payload: { from: 'anon' } }] }),
+    });
+    assert.equal(byAnon.status, 202);
+    await until('the anonymous broadcast to reach the anonymous space', () => anonymous.messages((m) => m.event === 'broadcast').length === 1);
+    assert.deepEqual(anonymous.messages((m) => m.event === 'broadcast').map((m) => (m.payload as any).payload.from), ['anon']);
 
     assert.equal(await xch.track({ online: true }), 'ok');
     await until('presence state with x-key', () => (xch.presenceState() as Record<string, unknown[]>)['x-key']?.length === 1 && xSynced > 0);
     assert.equal((xch.presenceState() as any)['x-key'][0].online, true);
+    // another project in a room of the same name heard none of it, presence included; nor did the anon key
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(otherProject.messages((m) => m.event === 'broadcast' || m.event === 'presence_diff'), []);
+    assert.equal(got.x.filter((p) => p.payload.from === 'anon').length + got.y.filter((p) => p.payload.from === 'anon').length, 0);
+    assert.equal(anonymous.messages((m) => m.event === 'broadcast').length, 1, 'the anonymous space got only its own broadcast');
   });
 
   it('hostile clients: no signed token, no broadcast; bounded channels and presence; roles above row-level security refused', async () => {

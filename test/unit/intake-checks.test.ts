@@ -79,6 +79,21 @@ describe('webhook bodies', () => {
     assert.deepEqual(parseWebhookBody(Buffer.from('{"emoji":"\\ud83d\\ude00"}')), { emoji: '😀' });
   });
 
+  it('refuses a key given twice in one object, wherever it is, and accepts the same key in different objects', () => {
+    assert.match(refusal('{"order":{"id":"a"},"order":{"id":"b"}}'), /gives a key twice/);
+    assert.match(refusal('{"a":[{"x":1,"x":2}]}'), /gives a key twice/);
+    assert.match(refusal('{"__proto__":1,"__proto__":2}'), /gives a key twice/);
+    assert.deepEqual(parseWebhookBody(Buffer.from('{"a":{"x":1},"b":{"x":":"},"c:d":"e\\":"}')), { a: { x: 1 }, b: { x: ':' }, 'c:d': 'e":' });
+  });
+
+  it('refuses a number with more digits than a double keeps, and accepts any spelling of one it keeps', () => {
+    assert.match(refusal('{"sum":0.10000000000000000001}'), /more digits than can be kept \(it would become 0\.1\)/);
+    assert.match(refusal('{"tiny":1e-400}'), /it would become 0/);
+    assert.match(refusal('[123456789.123456789]'), /more digits/);
+    const kept = parseWebhookBody(Buffer.from('{"a":0.1,"b":1.50,"c":15e-1,"d":-0,"e":1E2,"f":0.30000000000000004,"g":5e-324,"h":"0.10000000000000000001"}'));
+    assert.deepEqual(kept, { a: 0.1, b: 1.5, c: 1.5, d: -0, e: 100, f: 0.30000000000000004, g: 5e-324, h: '0.10000000000000000001' });
+  });
+
   it('refuses invalid JSON, scalars and empty bodies', () => {
     assert.match(refusal('{"a":'), /not valid JSON/);
     assert.match(refusal(''), /not valid JSON/);
