@@ -296,7 +296,7 @@ export async function readVerifiedRun(db: Pool, projectId: string, runId: string
 async function readAndJudge(db: Pool, projectId: string, runId: string, opts: VerifyRunOptions): Promise<VerifiedRun> {
   const read = await inProject(db, projectId, async (c) => {
     const stored = await readStored(c, projectId, runId);
-    return stored ? { stored, events: await readEvents(c, runId) } : null;
+    return stored ? { stored, events: await readEvents(c, projectId, runId) } : null;
   });
   if (!read) throw new NotFoundError(`run ${runId} not found`);
   const version = await loadVersion(db, projectId, read.stored.view.workflowId, read.stored.view.version, { allowTampered: true, keys: opts.keys ?? undefined });
@@ -441,7 +441,7 @@ export async function rebuildViews(
     // the view row is locked so a worker's append cannot interleave with the rebuild
     await inProject(db, projectId, async (client) => {
       const stored = (await readStored(client, projectId, id, true))!;
-      const events = await readEvents(client, id);
+      const events = await readEvents(client, projectId, id);
       let v: RunVerification;
       try {
         const definition = (await loadVersion(db, projectId, stored.view.workflowId, stored.view.version, { allowTampered: true })).definition;

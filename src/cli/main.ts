@@ -560,8 +560,9 @@ const runs: CommandSpec = {
         c.query(
           `SELECT r.id, p.slug AS project, w.slug AS workflow, r.version, r.status, r.current_step, r.last_seq, r.created_at
            FROM runs r JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
+           WHERE r.project_id = $2
            ORDER BY r.created_at DESC LIMIT $1`,
-          [limit],
+          [limit, project.id],
         ),
       );
       return r.rows;
@@ -930,22 +931,37 @@ function actionCommand(action: OperatorAction): CommandSpec {
 const history: CommandSpec = {
   name: 'history',
   args: ['run-id'],
-  summary: "A run's audit trail, in order: its start, every operator action (who, when, why, what it led to) and how it finished.",
+  summary:
+    "A run's audit trail, in order: its start, every operator action (who, when, why, what it led to) and how it finished. Verified first: a trail the engine did not write is shown under NOT VERIFIED, with exit 1.",
   flags: [PROJECT_FLAG, { name: 'json', help: 'print the trail as JSON' }, DB_FLAG],
   async run(a, io) {
     const runId = runIdArg(a);
     return withPool(a, io, async (pool) => {
       const project = await projectOf(a, pool);
+      // a trail is only worth reading if the engine wrote it: checked as verify checks it, before it is shown
+      let v: RunVerification;
+      try {
+        v = await verifyRun(pool, project.id, runId, { keys: keyringOf(io).chainKeys() });
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+        io.err(`run ${runId} not found`);
+        return 1;
+      }
       const events = await loadEvents(pool, project.id, runId);
       if (events.length === 0) {
         io.err(`run ${runId} not found`);
         return 1;
       }
       const trail = auditTrail(events);
+      const warning = v.ok
+        ? null
+        : `NOT VERIFIED: ${problemsOf(v).join('; ')}. This is what the database holds, not what the engine recorded (meshhook verify ${runId} says more).`;
       if (a.flags.json) {
         io.out(json(trail));
-        return 0;
+        if (warning) io.err(warning);
+        return warning ? 1 : 0;
       }
+      if (warning) io.out(warning);
       for (const t of trail) {
         const who = t.by ? ` by ${JSON.stringify(t.by)}` : '';
         const why = t.reason ? `: ${JSON.stringify(t.reason)}` : '';
@@ -953,7 +969,7 @@ const history: CommandSpec = {
         const detail = t.detail && Object.keys(t.detail as object).length ? `  ${JSON.stringify(t.detail)}` : '';
         io.out(`#${String(t.seq).padEnd(4)} ${t.at}  ${t.what}${step}${who}${why}${detail}`);
       }
-      return 0;
+      return warning ? 1 : 0;
     });
   },
 };

@@ -425,7 +425,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       ? await inProject(pool, projectId, async (c) => {
           const run = await c.query('SELECT 1 FROM runs WHERE id = $1 AND project_id = $2', [req.params.runId, projectId]);
           if (!run.rowCount) return null;
-          const events = await readEvents(c, req.params.runId);
+          const events = await readEvents(c, projectId, req.params.runId);
           return events.filter((e) => e.seq > after).slice(0, limit);
         })
       : null;

@@ -823,8 +823,12 @@ export class RealtimeServer {
         }
       }
       const filterRow = change.type === 'DELETE' ? change.oldRow : change.newRow;
+      const rowProject = filterRow?.project_id;
       const targets: Prepared['targets'] = [];
       for (const ch of this.pgChannels) {
+        // a second wall behind row-level security: a token for one project is never sent another project's
+        // row, even by a database whose policies were weakened
+        if (typeof ch.claims.project_id === 'string' && rowProject != null && rowProject !== ch.claims.project_id) continue;
         const ids: number[] = [];
         for (const b of ch.bindings) if (bindingMatches(b, change.type, rel, filterRow, change.oldRow)) ids.push(b.id);
         if (ids.length > 0) targets.push({ ch, ids: [...new Set(ids)], role: ch.role, claims: ch.claims, claimsKey: ch.claimsKey });

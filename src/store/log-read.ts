@@ -66,8 +66,13 @@ export function eventTypes(): { getTypeParser: typeof pgTypes.getTypeParser } {
 export type Queryable = Pool | PoolClient;
 
 /** A run's events, read inside a transaction that already acts for the run's project. */
-export async function readEvents(db: Queryable, runId: string): Promise<RecordedEvent[]> {
-  const { rows } = await db.query<RowEvent>({ text: `SELECT ${EVENT_COLUMNS} FROM run_events WHERE run_id = $1 ORDER BY seq`, values: [runId], types: eventTypes() });
+export async function readEvents(db: Queryable, projectId: string, runId: string): Promise<RecordedEvent[]> {
+  // the project named as well as enforced by row-level security: a second wall should the policies be weakened
+  const { rows } = await db.query<RowEvent>({
+    text: `SELECT ${EVENT_COLUMNS} FROM run_events WHERE run_id = $1 AND project_id = $2 ORDER BY seq`,
+    values: [runId, projectId],
+    types: eventTypes(),
+  });
   return rows.map((r) => rowToEvent(r));
 }
 
@@ -157,5 +162,5 @@ async function streamRows<R>(
 
 /** A run's events; an empty list when the project holds no such run. */
 export async function loadEvents(db: Pool, projectId: string, runId: string): Promise<RecordedEvent[]> {
-  return inProject(db, projectId, (c) => readEvents(c, runId));
+  return inProject(db, projectId, (c) => readEvents(c, projectId, runId));
 }

@@ -5,7 +5,10 @@ import type { Failpoints } from '../faults/failpoints';
 import type { HeadJournal } from '../integrity/checkpoints';
 import type { Keyring } from '../security/keyring';
 import { BatchGroup, commitBatch } from './log-append';
-import { assertIntact, loadRun } from './run-load';
+import { assertIntact, loadRun, TamperedRunError } from './run-load';
+
+/** how many runs' last committed heads a repository remembers (the oldest are forgotten first) */
+const REMEMBERED_HEADS = 50_000;
 
 /*
  * Where a worker keeps its runs. The Worker (src/worker/worker.ts) claims due
@@ -69,12 +72,26 @@ export interface EventLogOptions {
 export class EventLogRepository implements RunRepository<LoggedRun> {
   readonly dueRuns = 'meshhook_due_runs';
 
+  /**
+   * The head this process last committed for each run. A database that later shows a run short of it lost
+   * what COMMIT confirmed (a rollback, or a commit function made to say yes without writing): acting on that
+   * run again would repeat its calls for ever, each pass "committed" and gone. Such a run is refused instead.
+   */
+  private readonly committed = new Map<string, { seq: number; hash: string }>();
+
   constructor(private readonly o: EventLogOptions) {}
 
   async load(projectId: string, runId: string): Promise<LoggedRun | null> {
     const run = await loadRun(this.o.pool, projectId, runId);
     if (!run) return null;
     if (this.o.keyring) assertIntact(run, this.o.keyring.chainKeys());
+    const mine = this.committed.get(runId);
+    if (mine && (run.lastSeq < mine.seq || (run.lastSeq === mine.seq && run.lastHash !== mine.hash)))
+      throw new TamperedRunError(
+        runId,
+        `the database holds its log up to event ${run.lastSeq}, but this worker committed up to event ${mine.seq} (${mine.hash.slice(0, 12)}): ` +
+          'what COMMIT confirmed is gone, and acting again would repeat its calls',
+      );
     return { runId, projectId: run.projectId, workflowId: run.workflowId, version: run.version, state: run.state, seq: run.lastSeq, lastHash: run.lastHash };
   }
 
@@ -97,6 +114,9 @@ export class EventLogRepository implements RunRepository<LoggedRun> {
       batch.events,
     );
     this.o.journal?.record({ projectId: run.projectId, runId: run.runId, seq: committed.lastSeq, hash: committed.lastHash }, new Date());
+    this.committed.delete(run.runId); // re-inserted last: the map's order is the order of use
+    this.committed.set(run.runId, { seq: committed.lastSeq, hash: committed.lastHash });
+    if (this.committed.size > REMEMBERED_HEADS) this.committed.delete(this.committed.keys().next().value!);
     return { ...run, state: committed.state, seq: committed.lastSeq, lastHash: committed.lastHash };
   }
 

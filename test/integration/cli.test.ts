@@ -236,6 +236,37 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     }
   });
 
+  it('history shows a trail edited behind the engine\'s back under NOT VERIFIED, and exits 1', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-history-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
+      const d = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"o-1","sum":1}}', '--url', engine.intake.url], env, dir);
+      const runId = /run ([0-9a-f-]{36}) started/.exec(d.out)![1];
+      await waitFor('the run to succeed', async () => (await runStatus(engine.pool, runId)) === 'succeeded');
+      const genuine = await cli(['history', runId, '--project', 'acme'], env, dir);
+      assert.equal(genuine.code, 0, genuine.out + genuine.err);
+      assert.doesNotMatch(genuine.out, /NOT VERIFIED/);
+      const c = await owner.connect();
+      try {
+        await c.query('ALTER TABLE run_events DISABLE TRIGGER USER');
+        await c.query(`UPDATE run_events SET payload = jsonb_set(payload, '{deliveryId}', '"forged"') WHERE run_id = $1 AND seq = 1`, [runId]);
+      } finally {
+        await c.query('ALTER TABLE run_events ENABLE TRIGGER USER').catch(() => undefined);
+        c.release();
+      }
+      const edited = await cli(['history', runId, '--project', 'acme'], env, dir);
+      assert.equal(edited.code, 1);
+      assert.match(edited.out.split('\n')[0], /^NOT VERIFIED: hash chain broken at event 1/);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
   it('tail follows a run live through the Realtime protocol: the run log so far, then each event as it commits', async () => {
     const { url } = await dbs.fresh();
     // an order service that holds its answer until the test lets it go, so the run waits mid-step

@@ -257,6 +257,27 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
     }
   });
 
+  it("a project's token gets only its project's rows even with the table's policy made permissive", async () => {
+    const s = await raw();
+    const { reply } = await s.join('realtime:second-wall', { config: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'run_events' }] }, access_token: tokA });
+    assert.equal(reply.payload.status, 'ok');
+    await s.next((m) => m.event === 'system');
+    // as the database's owner: the policy now lets every row through
+    await sql('ALTER POLICY run_events_of_project ON public.run_events USING (true)');
+    try {
+      const other = randomUUID();
+      const mine = randomUUID();
+      await insertEvent(B, other, 1);
+      await insertEvent(A, mine, 1);
+      await s.next((m) => m.event === 'postgres_changes' && m.payload.data.record?.run_id === mine);
+      await new Promise((r) => setTimeout(r, 300));
+      const runs = s.messages((m) => m.event === 'postgres_changes').map((m) => m.payload.data.record.run_id);
+      assert.deepEqual(runs, [mine], "project B's row never reached project A's token");
+    } finally {
+      await sql(`ALTER POLICY run_events_of_project ON public.run_events USING (project_id = (current_setting('request.jwt.claims', true)::jsonb ->> 'project_id')::uuid)`);
+    }
+  });
+
   it('filters eq neq lt lte gt gte in and event filters pick the matching bindings; one frame per change', async () => {
     const s = await raw();
     const bindings = [

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startEngine } from '../../src/engine';
+import { deliver } from '../../src/intake/sign';
+import { orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor, KEYS } from './helpers';
+
+/*
+ * A database whose owner replaced the engine's functions with ones that say yes without doing it. The log
+ * stays genuine (nothing is forged), so the harm is in what the engine does next: a worker told a batch
+ * was committed, finding the run short of it, must not act on the run again (each pass would repeat its
+ * calls, for ever, against a service that ignores idempotency keys).
+ */
+
+let dbs: TestDatabases;
+before(async () => {
+  dbs = await startDatabases();
+});
+after(async () => {
+  await dbs?.closeAll();
+});
+
+const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
+
+describe('a database that lies about its writes', { timeout: 90_000 }, () => {
+  it('a commit function that reports success without writing costs one call, not one a pass', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const target = await startTarget();
+    const logs: Array<Record<string, unknown>> = [];
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20, log: (e) => logs.push(e as Record<string, unknown>) });
+    try {
+      const wf = await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
+      // as the database's owner: every batch after the run's start is acknowledged and dropped
+      const { rows } = await owner.query(`SELECT pg_get_functiondef('meshhook_commit_batch'::regproc) AS def`);
+      const lying = (rows[0].def as string).replace(/\bBEGIN\b/, 'BEGIN\n  IF p_expected_seq > 0 THEN RETURN p_last_seq; END IF;');
+      assert.notEqual(lying, rows[0].def, 'the function was changed');
+      await owner.query(lying);
+      const res = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-lie' });
+      assert.equal(res.status, 202);
+      await waitFor('the worker to refuse the run', async () => logs.some((l) => String(l.msg ?? '').includes('what COMMIT confirmed is gone')));
+      // the lie holds for a while longer: the worker keeps its refusal (with backoff) and sends nothing more
+      await new Promise((r) => setTimeout(r, 2_000));
+      assert.equal(target.requests.length, 1, `the order was sent ${target.requests.length} times`);
+      assert.equal(await runStatus(engine.pool, res.body.runId), 'running', 'the database still shows the run where its start left it');
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+});
