@@ -106,7 +106,9 @@ for (const p of problems) console.error(p);
 const failed = lint.status !== 0 || problems.length > 0;
 console.log(
   failed
-    ? `gherkin lint: ${problems.length} problem${problems.length === 1 ? '' : 's'}${badFiles.size ? ` in ${badFiles.size} of ${files.length} files` : ''}${lint.status !== 0 ? ' (and gherkin-lint\'s above)' : ''}`
+    ? problems.length
+      ? `gherkin lint: ${problems.length} problem${problems.length === 1 ? '' : 's'} in ${badFiles.size} of ${files.length} files${lint.status !== 0 ? ', and gherkin-lint\'s above' : ''}`
+      : 'gherkin lint: gherkin-lint found the problems above'
     : `gherkin lint: ${files.length} feature files ok`,
 );
 process.exit(failed ? 1 : 0);

@@ -87,9 +87,8 @@ Given('the order service takes {duration} to answer every order', async function
 
 Then('the run succeeds with the timer of {string} fired once', async function (this: ReplayWorld, step: string) {
   const view = await this.waitUntilFinished();
-  expect(view.status).toBe('succeeded');
   const fired = (await this.events()).filter((e) => e.type === 'TimerFired' && (e.data as { step?: string }).step === step);
-  expect(fired.length).toBe(1);
+  expect({ status: view.status, [`timers of "${step}" fired`]: fired.length }).toEqual({ status: 'succeeded', [`timers of "${step}" fired`]: 1 });
 });
 
 Then('the other worker finished the run', async function (this: ReplayWorld) {

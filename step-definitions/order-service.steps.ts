@@ -98,8 +98,10 @@ Then('the order service saw {int} attempt(s) but took the order once', async fun
   if (!this.logBeforeTampering) await this.waitUntilFinished();
   const target = await this.orderService();
   const key = this.idempotencyKey(httpSteps(this)[0]);
-  expect(target.requests.filter((r) => r.idempotencyKey === key).length).toBe(attempts);
-  expect(target.effects().filter((e) => e.idempotencyKey === key).length).toBe(1);
+  expect({ attemptsReceived: target.requests.filter((r) => r.idempotencyKey === key).length, ordersTaken: target.effects().filter((e) => e.idempotencyKey === key).length }).toEqual({
+    attemptsReceived: attempts,
+    ordersTaken: 1,
+  });
 });
 
 Then('every order reached the order service exactly once', async function (this: ReplayWorld) {

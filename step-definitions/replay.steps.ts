@@ -118,6 +118,7 @@ Then('it ends exactly as the same run without the fault', async function (this: 
   const faulted = await this.waitUntilFinished();
   if (!this.aliveWorkers.some((w) => !w.opts.failpoints)) await this.startWorker({ failpoints: [] });
   const r = this.run;
+  // the same order with nothing going wrong: what the order service was scripted to do is spent by now
   const answer = await this.deliver(r.project, r.workflow, r.body, { track: false });
   expect(answer.status).toBe(202);
   const baselineId: string = answer.body.runId;

@@ -54,7 +54,7 @@ Then('the output of {step} is:', async function (this: ReplayWorld, step: string
   expect(view.outputs[step]).toEqual(JSON.parse(expected));
 });
 
-Then('{step} was attempted {int} times', async function (this: ReplayWorld, step: string, attempts: number) {
+Then('{step} was attempted {int} time(s)', async function (this: ReplayWorld, step: string, attempts: number) {
   const view = await this.waitUntilFinished();
-  expect(view.attempts[step]).toBe(attempts);
+  expect({ step, attempts: view.attempts[step] ?? 0 }).toEqual({ step, attempts });
 });

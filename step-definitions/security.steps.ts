@@ -126,9 +126,19 @@ Then("the order service received {project}'s API key with every order", async fu
   const key = this.apiKeys.get(project);
   if (!key) throw new Error(`"${project}" keeps no API key in this scenario`);
   const target = await this.orderService();
-  const seen = target.requests.map((r) => (r.headers.authorization === `Bearer ${key}` ? 'with the key' : `with ${r.headers.authorization ? 'another value' : 'no key'}`));
-  expect(seen.length).toBeGreaterThan(0);
-  expect(seen).toEqual(seen.map(() => 'with the key'));
+  // the project's runs first come to rest (their calls made), then every request of theirs is looked at
+  const runs = this.runs.filter((r) => r.project === project);
+  if (runs.length === 0) throw new Error(`"${project}" has no run in this scenario`);
+  const keys = new Set<string>();
+  for (const r of runs) {
+    await this.waitUntilSettled(r.runId);
+    for (const e of await this.events(r.runId)) if (e.type === 'HttpRequestPrepared') keys.add((e.data as { idempotencyKey: string }).idempotencyKey);
+  }
+  const seen = target.requests
+    .filter((r) => r.idempotencyKey !== null && keys.has(r.idempotencyKey))
+    .map((r) => (r.headers.authorization === `Bearer ${key}` ? 'with the key' : `with ${r.headers.authorization ? 'another value' : 'no key'}`));
+  if (seen.length === 0) throw new Error(`the order service received no order from "${project}"'s runs (${target.requests.length} requests in all)`);
+  expect({ ordersOf: project, sent: seen }).toEqual({ ordersOf: project, sent: seen.map(() => 'with the key') });
 });
 
 Then('the run log names the API key without holding it', async function (this: ReplayWorld) {

@@ -111,8 +111,8 @@ export class TargetService {
   private server: http.Server | null = null;
   private url: string | null = null;
   private readonly idPrefix: string;
-  /** when set, only requests carrying `Authorization: Bearer <this>` reach the business logic */
-  private bearer: string | null = null;
+  /** when any are set, only requests carrying `Authorization: Bearer <one of them>` reach the business logic */
+  private readonly bearers = new Set<string>();
 
   /** when set, the service does what every request asks, key or not (a service with no idempotency) */
   private ignoreKeys = false;
@@ -122,9 +122,13 @@ export class TargetService {
     this.ignoreKeys = true;
   }
 
-  /** Require a bearer token, as a real order API would (401 without it). */
+  /**
+   * Require a bearer token, as a real order API would (401 without one): each call adds a key it accepts (one
+   * per customer, as each project keeps its own), null accepts any request again.
+   */
   requireBearer(token: string | null): void {
-    this.bearer = token;
+    if (token === null) this.bearers.clear();
+    else this.bearers.add(token);
   }
 
   constructor(opts: TargetServiceOptions = {}) {
@@ -259,7 +263,8 @@ export class TargetService {
       keyMismatch: false,
     };
     this.requests.push(rec);
-    if (this.bearer !== null && rec.headers.authorization !== `Bearer ${this.bearer}`) {
+    const auth = rec.headers.authorization ?? '';
+    if (this.bearers.size > 0 && !(auth.startsWith('Bearer ') && this.bearers.has(auth.slice(7)))) {
       rec.outcome = 'failed';
       rec.status = 401;
       send(res, json(401, { error: { type: 'unauthorized', message: 'a valid bearer token is required' } }));

@@ -22,6 +22,19 @@ Feature: A project's secrets reach the service they are for, and nothing else
     And the order service received "acme"'s API key with every order
     And the run log names the API key without holding it
 
+  Scenario: Two projects send the same order service each their own key
+    Given the project "globex" with the workflow "order-sync":
+      | step | type      | does                                                          | then |
+      | map  | transform | {id: order.id, total: order.sum}                              | push |
+      | push | http_call | POST the mapped order to /orders with the "orders-api" secret | done |
+      | done | terminate | succeeded                                                     |      |
+    And "globex" keeps the order service's API key in its vault as "orders-api"
+    When "acme" delivers an order webhook to "order-sync"
+    And "globex" delivers an order webhook to "order-sync"
+    Then every run succeeds
+    And the order service received "acme"'s API key with every order
+    And the order service received "globex"'s API key with every order
+
   Scenario: An order service that repeats the key in its answer does not get it recorded
     Given the order service repeats the API key it was sent in its answer
     When "acme" delivers an order webhook to "order-sync"
