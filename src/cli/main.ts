@@ -454,7 +454,8 @@ const publish: CommandSpec = {
   summary: 'Validate a workflow definition and publish it as the next version of its workflow in a project. The signing secret is shown once, when the workflow is created.',
   flags: [
     { name: 'project', value: 'slug', help: 'project to publish into (created if new)' },
-    { name: 'allow-private-targets', help: "let the project's http_call steps call private and loopback addresses (off by default)" },
+    { name: 'allow-private-targets', help: "let the project's http_call steps call private and loopback addresses (off by default; the engine signs the grant)" },
+    { name: 'deny-private-targets', help: 'take that leave back from the project' },
     DB_FLAG,
   ],
   async run(a, io) {
@@ -477,12 +478,17 @@ const publish: CommandSpec = {
       for (const p of e.problems) io.err(`  - ${p}`);
       return 2;
     }
+    if (a.flags['allow-private-targets'] && a.flags['deny-private-targets']) throw new UsageError('--allow-private-targets or --deny-private-targets, not both');
     await migrateAsOwner(a, io);
     return withPool(a, io, async (pool) => {
       const name = (raw as { name: string }).name;
       const keyring = keyringOf(io);
       const existed = (await findWorkflow(pool, keyring, project, name)) !== null;
       const v = await publishWorkflow(pool, keyring, project, raw);
+      if (a.flags['deny-private-targets']) {
+        await setAllowPrivateTargets(pool, keyring.chainKey(), v.projectId, false);
+        io.out(`${project}: http_call steps may no longer call private and loopback addresses`);
+      }
       if (a.flags['allow-private-targets']) {
         await setAllowPrivateTargets(pool, keyring.chainKey(), v.projectId, true);
         io.out(`${project}: http_call steps may call private and loopback addresses`);

@@ -50,6 +50,16 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       assert.equal(again.code, 0);
       assert.match(again.out, /unchanged, still version 1/);
       assert.doesNotMatch(again.out, /whsec_/, 'the secret is shown only when the workflow is created');
+      const grant = async () => (await owner.query(`SELECT allow_private_targets AS allow, allow_private_targets_mac AS mac FROM projects WHERE slug = 'acme'`)).rows[0];
+      assert.equal((await grant()).allow, true);
+      assert.match((await grant()).mac, /^[\w-]+:[0-9a-f]{64}$/, 'the grant is signed');
+      const both = await cli(['publish', file, '--project', 'acme', '--allow-private-targets', '--deny-private-targets'], env, dir);
+      assert.equal(both.code, 2, both.out + both.err);
+      const denied = await cli(['publish', file, '--project', 'acme', '--deny-private-targets'], env, dir);
+      assert.equal(denied.code, 0, denied.err);
+      assert.match(denied.out, /acme: http_call steps may no longer call private and loopback addresses/);
+      assert.deepEqual(await grant(), { allow: false, mac: null });
+      assert.equal((await cli(['publish', file, '--project', 'acme', '--allow-private-targets'], env, dir)).code, 0);
 
       const bad = path.join(dir, 'bad.json');
       writeFileSync(bad, JSON.stringify({ name: 'bad', steps: [{ id: 'a', type: 'transform', expression: 'x', next: 'ghost' }, { id: 'a', type: 'transform', expression: 'y[' }] }));
