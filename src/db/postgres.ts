@@ -172,8 +172,16 @@ function superuserPassword(dataDir: string, fresh: boolean): string {
 
 /** Stop a postmaster whose pid file is in dataDir and who is still alive: fast shutdown, then immediate. */
 async function stopLeftoverPostmaster(dataDir: string, log: (line: string) => void): Promise<void> {
+  const named = pidFileOf(dataDir);
+  if (!named || !isAlive(named)) return; // a stale pid file: Postgres removes it itself
   const pid = postmasterPidIn(dataDir);
-  if (!pid || !isAlive(pid)) return; // a stale pid file: Postgres removes it itself
+  if (!pid) {
+    // not a postmaster of this directory, so not ours to signal; but one that died and is not reaped yet (its
+    // parent was killed with it) still counts as alive to Postgres, which then refuses to start: wait it out
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && isAlive(named) && isZombie(named)) await new Promise((r) => setTimeout(r, 50));
+    return;
+  }
   log(`stopping a Postgres left running on ${dataDir} (pid ${pid})`);
   for (const [signal, waitMs] of [['SIGINT', 15_000], ['SIGQUIT', 5_000], ['SIGKILL', 5_000]] as const) {
     try {
@@ -341,14 +349,29 @@ export function isAlive(pid: number): boolean {
  * if that process runs as the data directory's owner and its command line names the directory.
  */
 export function postmasterPidIn(dataDir: string): number | null {
+  const pid = pidFileOf(dataDir);
+  return pid && servesDataDir(pid, dataDir) ? pid : null;
+}
+
+/** The pid a data directory's postmaster.pid names, whatever process has it now; null without one. */
+function pidFileOf(dataDir: string): number | null {
   let pid: number;
   try {
     pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || 0;
   } catch {
     return null;
   }
-  if (!Number.isSafeInteger(pid) || pid <= 1) return null;
-  return servesDataDir(pid, dataDir) ? pid : null;
+  return Number.isSafeInteger(pid) && pid > 1 ? pid : null;
+}
+
+/** Whether pid is a process that has exited and waits to be reaped (false where /proc does not tell). */
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return false;
+  }
 }
 
 /** Whether pid is a process of the data directory's owner whose command line names the directory (true where there is no /proc to ask). */
