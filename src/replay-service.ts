@@ -240,6 +240,15 @@ async function readPinned(
   }
 }
 
+/**
+ * What is wrong with the name the run's workflow goes by, or null: the signed definition names its workflow,
+ * so a workflow renamed (or two swapped) in the database shows here.
+ */
+function workflowNameProblem(definition: WorkflowDefinition | null, workflowSlug: string): string | null {
+  if (!definition || definition.name === workflowSlug) return null;
+  return `was published for workflow "${definition.name}", but the run's workflow is called "${workflowSlug}" in the database (renamed behind the engine's back)`;
+}
+
 /** Everything verify checks, from a log already read and the run's stored row. */
 function judge(
   runId: string,
@@ -268,7 +277,8 @@ export async function verifyRun(db: Pool, projectId: string, runId: string, opts
       const stored = await readStored(c, projectId, runId);
       if (!stored) return null;
       const version = await readPinned(c, stored.view.workflowId, stored.view.version, opts);
-      const j = new RunJudge(runId, stored, opts.definition ?? version.definition, opts, opts.definition !== undefined, undefined, version.tampered);
+      const tampered = version.tampered ?? workflowNameProblem(version.definition, stored.view.workflow);
+      const j = new RunJudge(runId, stored, opts.definition ?? version.definition, opts, opts.definition !== undefined, undefined, tampered);
       await streamEvents(c, { projectId, runId }, (page) => {
         for (const e of page) j.push(e);
       });
@@ -361,7 +371,7 @@ export async function verifyProject(
         const key = `${s.view.workflowId}:${s.view.version}`;
         if (definitions.has(key)) continue;
         const { definition, tampered } = await readPinned(c, s.view.workflowId, s.view.version, opts);
-        definitions.set(key, { definition, hash: definition ? definitionHash(definition) : undefined, tampered });
+        definitions.set(key, { definition, hash: definition ? definitionHash(definition) : undefined, tampered: tampered ?? workflowNameProblem(definition, s.view.workflow) });
       }
       // which run each delivery started, as the table that refuses a second start records it
       const deliveries = new Map<string, string>();

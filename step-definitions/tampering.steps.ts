@@ -8,6 +8,7 @@ import type { RecordedEvent } from '../src/domain/events';
 import { eventHash, signHead } from '../src/domain/hash-chain';
 import { replayLog } from '../src/domain/replay';
 import { writeRebuiltView } from '../src/store/run-views';
+import { ORDER } from '../support/orders';
 import { eventAt, Place } from '../support/places';
 import { withLogProtectionOff, withProtectionOff } from '../support/tampering';
 import type { ReplayWorld } from '../support/world';
@@ -157,6 +158,59 @@ When('a checkpoint of every run and published version is kept outside the databa
   });
   expect({ code, out }).toEqual({ code: 0, out: [expect.stringMatching(/^checkpointed \d+ runs and the latest version of every workflow to /)] });
   this.checkpointFile = file;
+});
+
+When('someone swaps the names of {project} and {project} behind the engine\'s back', async function (this: ReplayWorld, a: string, b: string) {
+  await this.waitUntilSettled();
+  // three renames in one transaction (a slug is unique at every row): afterwards each name leads to the other project
+  const c = await this.db.connect();
+  let renamed = 0;
+  try {
+    await c.query('BEGIN');
+    renamed += (await c.query("UPDATE projects SET slug = 'swap-in-progress' WHERE slug = $1", [a])).rowCount ?? 0;
+    renamed += (await c.query('UPDATE projects SET slug = $1 WHERE slug = $2', [a, b])).rowCount ?? 0;
+    renamed += (await c.query("UPDATE projects SET slug = $1 WHERE slug = 'swap-in-progress'", [b])).rowCount ?? 0;
+    await c.query('COMMIT');
+  } finally {
+    c.release();
+  }
+  expect({ projectsRenamed: renamed }).toEqual({ projectsRenamed: 3 });
+});
+
+Then('the engine refuses to act for {project} until its owner has checked it', async function (this: ReplayWorld, project: string) {
+  // the owner keeps a secret for the project: it must reach neither the project now called so nor any other
+  const secretsBefore = (await this.db.query('SELECT count(*)::int AS n FROM project_secrets')).rows[0].n;
+  const out: string[] = [];
+  const code = await runCli(['secrets', 'set', 'order-api-key', '--project', project, '--value', 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'], {
+    out: (l) => out.push(l),
+    err: (l) => out.push(l),
+    env: { DATABASE_URL: this.engineDirectUrl, MESHHOOK_KEYS: this.keyring.toEnv() },
+    cwd: this.scratch,
+  });
+  expect({ code, said: out.join('\n') }).toEqual({ code: 1, said: expect.stringMatching(new RegExp(`is called "${project}" in the database, but that is not the name the engine gave it`)) });
+  expect((await this.db.query('SELECT count(*)::int AS n FROM project_secrets')).rows[0].n).toBe(secretsBefore);
+  // and a webhook to it, signed with the project's own secret, starts nothing anywhere
+  const runsBefore = (await this.db.query('SELECT count(*)::int AS n FROM runs')).rows[0].n;
+  const answer = await this.deliver(project, [...this.workflows.values()].find((w) => w.project === project)!.workflow, JSON.stringify(ORDER), { track: false });
+  expect({ status: answer.status, code: answer.body?.error?.code }).toEqual({ status: 503, code: 'project_unavailable' });
+  expect((await this.db.query('SELECT count(*)::int AS n FROM runs')).rows[0].n).toBe(runsBefore);
+});
+
+Then('verifying every project names {project} and {project} as renamed behind the engine\'s back', async function (this: ReplayWorld, a: string, b: string) {
+  const out: string[] = [];
+  const code = await runCli(['verify', '--all'], {
+    out: (l) => out.push(l),
+    err: (l) => out.push(l),
+    env: { DATABASE_URL: this.engineDirectUrl, MESHHOOK_KEYS: this.keyring.toEnv() },
+    cwd: this.scratch,
+  });
+  expect({ exitCode: code }).toEqual({ exitCode: 1 });
+  for (const name of [a, b]) {
+    const line = out.find((l) => l.startsWith(`NOT ok  ${name}  `));
+    if (!line) throw new Error(`verification did not name project "${name}":\n${out.join('\n')}`);
+    expect(line).toMatch(new RegExp(`is called "${name}" in the database, but that is not the name the engine gave it`));
+  }
+  expect(out.at(-1)).toMatch(/; 2 project names NOT as the engine signed them$/);
 });
 
 // ───── what verification says, through the real `meshhook verify --all`

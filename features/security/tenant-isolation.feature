@@ -6,6 +6,8 @@ Feature: A project reaches only its own runs
   exist for it, and knocking leaves that run exactly as it was. Each refusal is
   checked against the same door opening for the team's own run, so "not found"
   always means "not yours". Two teams may even name their workflows alike.
+  Nor can someone with the database send one team's commands to another by
+  renaming projects: the engine signed each project's name when it made it.
 
   Background:
     Given the project "acme" with the workflow "order-sync":
@@ -49,3 +51,11 @@ Feature: A project reaches only its own runs
     And "globex" delivers an order webhook to "order-sync"
     Then every run succeeds
     And each project's run ran its own project's workflow
+
+  @tamper
+  Scenario: Two projects' names swapped in the database take no command to the wrong project
+    Given "acme" has a finished run of "order-sync"
+    And "globex" has a finished run of "order-sync"
+    When someone swaps the names of "acme" and "globex" behind the engine's back
+    Then the engine refuses to act for "acme" until its owner has checked it
+    And verifying every project names "acme" and "globex" as renamed behind the engine's back

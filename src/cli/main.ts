@@ -19,11 +19,11 @@ import type * as RealtimeServerModule from '../realtime/server';
 import type { RealtimeServer } from '../realtime/server';
 import type * as TokensModule from '../realtime/tokens';
 import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
-import { relink } from '../domain/hash-chain';
+import { projectNameProblem, relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
 import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError } from '../store/secrets';
 import { inProject } from '../db/scope';
-import { findProject, findWorkflow, listProjects, NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../store/registry';
+import { findProject, findWorkflow, listProjects, NotFoundError, projectContents, projectNamed, publishWorkflow, setAllowPrivateTargets, signProject } from '../store/registry';
 import { loadEvents } from '../store/log-read';
 import { migrate } from '../db/migrate';
 
@@ -218,11 +218,12 @@ function redact(url: string): string {
 const PROJECT_FLAG: FlagSpec = { name: 'project', value: 'slug', help: 'the project the run belongs to (required: the engine acts for one project at a time)' };
 
 /** The --project a command acts for, resolved to its id; another project's runs are then simply not found. */
-async function projectOf(a: Parsed, pool: Pool): Promise<{ id: string; slug: string }> {
+async function projectOf(a: Parsed, pool: Pool, io: Io): Promise<{ id: string; slug: string }> {
   const slug = a.flags.project as string | undefined;
   if (!slug) throw new UsageError('name the project with --project <slug>');
   if (!SLUG.test(slug)) throw new UsageError(`project "${slug.slice(0, 80)}" is not a slug (lower-case letters, digits and -)`);
-  const found = await findProject(pool, slug);
+  // a slug is only taken for the project the engine named so: one changed in the database refuses (TamperedProjectError)
+  const found = await findProject(pool, slug, keyringOf(io).chainKeys());
   if (!found) throw new NotFoundError(`no project ${slug}`);
   return found;
 }
@@ -240,7 +241,7 @@ async function migrateAsOwner(a: Parsed, io: Io): Promise<void> {
 /** fn for the --project's run; a run not found (or another project's) prints the same one line and gives null. */
 async function inRunsProject<T>(a: Parsed, io: Io, pool: Pool, fn: (projectId: string) => Promise<T>): Promise<T | null> {
   try {
-    const project = await projectOf(a, pool);
+    const project = await projectOf(a, pool, io);
     return await fn(project.id);
   } catch (e) {
     if (e instanceof NotFoundError) {
@@ -561,7 +562,7 @@ const runs: CommandSpec = {
   async run(a, io) {
     const limit = intFlag(a, 'limit', 50);
     const rows = await withPool(a, io, async (pool) => {
-      const project = await projectOf(a, pool);
+      const project = await projectOf(a, pool, io);
       const r = await inProject(pool, project.id, (c) =>
         c.query(
           `SELECT r.id, p.slug AS project, w.slug AS workflow, r.version, r.status, r.current_step, r.last_seq, r.created_at
@@ -593,7 +594,7 @@ const replay: CommandSpec = {
     const runId = runIdArg(a);
     return withPool(a, io, async (pool) => {
       try {
-        const project = await projectOf(a, pool);
+        const project = await projectOf(a, pool, io);
         if (a.flags.events) {
           const r = await replayRun(pool, project.id, runId);
           io.out(json({ view: r.view, state: r.state, eventCount: r.events.length, events: r.events }));
@@ -687,11 +688,20 @@ const verify: CommandSpec = {
 async function verifyAll(a: Parsed, io: Io): Promise<number> {
   const opts = verifyOptions(a, io);
   return withPool(a, io, async (pool) => {
-    const projects = a.flags.project ? [await projectOf(a, pool)] : await listProjects(pool);
+    const projects = a.flags.project ? [await projectOf(a, pool, io)] : await listProjects(pool, opts.keys ?? undefined);
     const started = performance.now();
     let runs = 0;
     let events = 0;
     let bad = 0;
+    // a project whose name is not the one the engine signed: its runs are still verified, under the name it has now
+    let namesBad = 0;
+    for (const p of projects) {
+      const problem = 'nameProblem' in p ? p.nameProblem : null;
+      if (!problem) continue;
+      namesBad++;
+      if (a.flags.json) io.out(JSON.stringify({ project: p.slug, projectId: p.id, problems: [problem] }));
+      else io.out(`NOT ok  ${p.slug}  ${problem}`);
+    }
     let unsigned = 0;
     const seen = new Set<string>();
     for (const p of projects) {
@@ -740,8 +750,12 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       }
     }
     const ms = performance.now() - started;
-    io.out(`verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok${versionsBad ? `; ${versionsBad} published version${versionsBad === 1 ? '' : 's'} NOT as a checkpoint saw ${versionsBad === 1 ? 'it' : 'them'}` : ''}`);
-    return bad === 0 && versionsBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    io.out(
+      `verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok` +
+        `${versionsBad ? `; ${versionsBad} published version${versionsBad === 1 ? '' : 's'} NOT as a checkpoint saw ${versionsBad === 1 ? 'it' : 'them'}` : ''}` +
+        `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}`,
+    );
+    return bad === 0 && versionsBad === 0 && namesBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 
@@ -763,7 +777,7 @@ const rebuild: CommandSpec = {
     if (runId !== undefined && !UUID.test(runId)) throw new UsageError(`"${runId}" is not a run id (a UUID)`);
     const opts = verifyOptions(a, io);
     return withPool(a, io, async (pool) => {
-      const project = await projectOf(a, pool);
+      const project = await projectOf(a, pool, io);
       const r = await rebuildViews(pool, { ...opts, projectId: project.id, runId, force: a.flags.force === true });
       if (runId && r.runs === 0) {
         // another project's run, or none at all: the same answer, so run ids cannot be probed
@@ -918,7 +932,7 @@ function actionCommand(action: OperatorAction): CommandSpec {
       const keyring = keyringOf(io);
       return withPool(a, io, async (pool) => {
         try {
-          const project = await projectOf(a, pool);
+          const project = await projectOf(a, pool, io);
           const r = await operate(pool, { keyring }, project.id, runId, req);
           io.out(`${action}: recorded as event ${r.recorded[0].seq} (${r.recorded.map((e) => e.type).join(', ')}); the run is now ${r.state.status}`);
           return 0;
@@ -943,7 +957,7 @@ const history: CommandSpec = {
   async run(a, io) {
     const runId = runIdArg(a);
     return withPool(a, io, async (pool) => {
-      const project = await projectOf(a, pool);
+      const project = await projectOf(a, pool, io);
       // a trail is only worth reading if the engine wrote it: checked as verify checks it, before it is shown
       let v: RunVerification;
       try {
@@ -997,7 +1011,7 @@ const tail: CommandSpec = {
     const url = (a.flags.url as string | undefined) ?? readState(io).realtimeUrl ?? io.env.MESHHOOK_REALTIME_URL;
     if (!url) throw new SetupError('no live-log server: start one with `meshhook up`, or pass --url / set MESHHOOK_REALTIME_URL');
     return withPool(a, io, async (pool) => {
-      const project = await projectOf(a, pool);
+      const project = await projectOf(a, pool, io);
       if ((await loadEvents(pool, project.id, runId)).length === 0) {
         io.err(`run ${runId} not found`);
         return 1;
@@ -1087,7 +1101,7 @@ const secrets: CommandSpec = {
     if (!['set', 'list', 'rm'].includes(verb)) throw new UsageError(`secrets ${verb}: use set, list or rm`);
     if (verb !== 'list' && !name) throw new UsageError(`secrets ${verb} needs a name`);
     return withPool(a, io, async (pool) => {
-      const project = await projectOf(a, pool);
+      const project = await projectOf(a, pool, io);
       if (verb === 'list') {
         const list = await listSecrets(pool, project.id);
         if (list.length === 0) io.out(`${project.slug} has no secrets`);
@@ -1115,6 +1129,57 @@ const secrets: CommandSpec = {
   },
 };
 
+const signProjectCmd: CommandSpec = {
+  name: 'sign-project',
+  args: [],
+  summary:
+    "Sign a project's name, which every other command then requires (for projects made before names were signed). Without --id it shows what the project called --project holds; run it again with the id it showed, once you have checked that is your project, to sign.",
+  flags: [
+    { name: 'project', value: 'slug', help: 'the project, by the name it has in the database now' },
+    { name: 'id', value: 'uuid', help: 'the project id the first call showed: sign the name for that project only' },
+    DB_FLAG,
+  ],
+  async run(a, io) {
+    const slug = a.flags.project as string | undefined;
+    if (!slug) throw new UsageError('name the project with --project <slug>');
+    if (!SLUG.test(slug)) throw new UsageError(`project "${slug.slice(0, 80)}" is not a slug (lower-case letters, digits and -)`);
+    const id = a.flags.id as string | undefined;
+    if (id !== undefined && !UUID.test(id)) throw new UsageError(`--id "${id.slice(0, 80)}" is not a project id (a UUID)`);
+    const keyring = keyringOf(io);
+    return withPool(a, io, async (pool) => {
+      const found = await projectNamed(pool, slug);
+      if (!found) throw new NotFoundError(`no project ${slug}`);
+      const problem = projectNameProblem(keyring.chainKeys(), found.id, slug, found.signature);
+      if (!problem) {
+        io.out(`${slug} is ${found.id}; its name is signed already`);
+        return 0;
+      }
+      if (id === undefined) {
+        io.out(problem);
+        io.out(`the project called ${slug} in the database is ${found.id}, and holds:`);
+        const contents = await projectContents(pool, found.id);
+        if (contents.length === 0) io.out('  no workflows');
+        for (const w of contents) {
+          const renamed = w.publishedAs !== null && w.publishedAs !== w.workflow ? ` (published as "${w.publishedAs}")` : '';
+          io.out(`  ${w.workflow}${renamed}: ${w.runs} run${w.runs === 1 ? '' : 's'}`);
+        }
+        io.out(`if that is your ${slug}, sign its name: meshhook sign-project --project ${slug} --id ${found.id}`);
+        return 1;
+      }
+      if (id !== found.id) {
+        io.err(`the project called ${slug} is ${found.id}, not ${id}: nothing signed`);
+        return 1;
+      }
+      if (!(await signProject(pool, keyring.chainKey(), found.id, slug))) {
+        io.err(`project ${found.id} is no longer called ${slug}: nothing signed`);
+        return 1;
+      }
+      io.out(`signed: ${slug} is ${found.id}`);
+      return 0;
+    });
+  },
+};
+
 const token: CommandSpec = {
   name: 'token',
   args: [],
@@ -1123,7 +1188,7 @@ const token: CommandSpec = {
   async run(a, io) {
     const ttl = parseTtl((a.flags.ttl as string | undefined) ?? '1h');
     return withPool(a, io, async (pool) => {
-      const project = await projectOf(a, pool);
+      const project = await projectOf(a, pool, io);
       io.out(await heavy.tokens().signProjectToken({ secret: tokenSecret(keyringOf(io), io.env), projectId: project.id, ttlSec: ttl, claims: { sub: `project:${project.slug}` } }));
       return 0;
     });
@@ -1177,6 +1242,7 @@ export const COMMANDS: CommandSpec[] = [
   secrets,
   token,
   keys,
+  signProjectCmd,
 ];
 
 function mainUsage(): string {

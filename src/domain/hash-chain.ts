@@ -259,3 +259,22 @@ export function privateTargetsGranted(keys: ChainKeys, projectId: string, signat
   return key !== null && signature.slice(colon + 1) === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\ntrue`);
 }
 
+
+/**
+ * `<kid>:<hex HMAC>` over a project's id and slug: the name the engine gave the project, so that a slug
+ * changed or swapped by someone with the database does not send commands meant for one project to another.
+ */
+export function signProjectName(key: ChainKey, projectId: string, slug: string): string {
+  return `${key.kid}:${hmacSha256Hex(key.key, `meshhook-project-name\n${projectId}\n${slug}`)}`;
+}
+
+/** What is wrong with a project's name (unsigned, or not the one the engine signed), or null when it is genuine. */
+export function projectNameProblem(keys: ChainKeys, projectId: string, slug: string, signature: string | null): string | null {
+  if (!signature) return `project "${slug}" (${projectId}) has no signed name: it was not made by this engine, or its signature was removed`;
+  const colon = signature.indexOf(':');
+  const key = colon > 0 ? keys(signature.slice(0, colon)) : null;
+  if (!key) return `project "${slug}" (${projectId}) is named with a key this keyring does not hold (${signature.slice(0, Math.max(colon, 0)).slice(0, 40) || 'no key id'})`;
+  return signature.slice(colon + 1) === hmacSha256Hex(key, `meshhook-project-name\n${projectId}\n${slug}`)
+    ? null
+    : `project ${projectId} is called "${slug}" in the database, but that is not the name the engine gave it: its slug was changed behind the engine's back`;
+}

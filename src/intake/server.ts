@@ -8,7 +8,7 @@ import { engineInfo } from '../domain/decider';
 import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
 import { Keyring, tokenSecret } from '../security/keyring';
-import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, WorkflowRow } from '../store/registry';
+import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, TamperedProjectError, WorkflowRow } from '../store/registry';
 import { DeliveryReusedError, startRun } from '../store/intake-start';
 import { readEvents } from '../store/log-read';
 import type { Failpoints } from '../faults/failpoints';
@@ -337,6 +337,10 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       log({ level: 'error', msg: 'published version failed its integrity check', ...where, version: err.version });
       return refuse(reply, 503, 'workflow_unavailable', 'the workflow cannot run until it is published again; nothing was recorded');
     }
+    if (err instanceof TamperedProjectError) {
+      log({ level: 'error', msg: 'project name failed its integrity check', project: loggable(err.slug), problem: err.problem });
+      return refuse(reply, 503, 'project_unavailable', 'the project cannot take webhooks until its owner has checked it; nothing was recorded');
+    }
     if (err instanceof DeliveryReusedError) {
       refused(req, 409, 'delivery_id_reused', { ...where, deliveryId: loggable(err.deliveryId) });
       return refuse(reply, 409, 'delivery_id_reused', err.message);
@@ -448,7 +452,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           refused(req, 400, 'bad_path');
           return refuse(reply, 400, 'bad_path', 'project and workflow names are slugs: a lower-case letter, then up to 62 lower-case letters, digits or -');
         }
-        const project = await findProject(pool, projectSlug);
+        const project = await findProject(pool, projectSlug, opts.keyring.chainKeys());
         // an unknown project still costs the workflow lookup (of a project that cannot exist), so how fast
         // the refusal comes does not tell a prober which project names are taken
         const workflow = await findWorkflowIn(pool, opts.keyring, project?.id ?? NO_PROJECT, workflowSlug);
@@ -500,6 +504,10 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           return refuse(reply, 404, 'no_published_version', 'the workflow has no published version');
         }
         throw e;
+      }
+      // the signed definition names its workflow: a workflow row renamed (or two swapped) behind the engine's back is not run by the wrong name
+      if (version.definition.name !== target.workflow.slug) {
+        throw new TamperedDefinitionError(target.workflow.id, version.version, `was published as workflow "${version.definition.name.slice(0, 80)}", not "${target.workflow.slug}" (the workflow was renamed behind the engine's back)`);
       }
       const started = await startRun(pool, {
         runId: randomUUID(),

@@ -5,7 +5,7 @@ import { inProject } from '../db/scope';
 import { Keyring } from '../security/keyring';
 import { open, seal, signingAad } from '../security/vault';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../domain/definition';
-import { ChainKey, ChainKeys, checkVersionSignature, signPrivateTargets, signVersion } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkVersionSignature, projectNameProblem, signPrivateTargets, signProjectName, signVersion } from '../domain/hash-chain';
 
 /* Projects, workflows and their immutable published versions. */
 
@@ -48,10 +48,56 @@ export class TamperedDefinitionError extends Error {
   }
 }
 
-/** A project's id by slug, creating the project when it is new. */
-export async function ensureProject(db: Pool, slug: string, name = slug): Promise<ProjectRow> {
+/** A project whose name is not the one the engine signed (or is not signed at all): nothing is done in it by that name. */
+export class TamperedProjectError extends Error {
+  constructor(readonly slug: string, readonly problem: string) {
+    super(`${problem}; refusing to act for "${slug}" (if the project is yours and its name was never signed, check it and run \`meshhook sign-project --project ${slug}\`)`);
+    this.name = 'TamperedProjectError';
+  }
+}
+
+/**
+ * A project's id by slug, creating the project when it is new; a new project's name is signed with the chain
+ * key. An existing project must already carry its signed name: signing one that does not is `signProject`,
+ * an owner's deliberate act, never a side effect of publishing into it.
+ */
+export async function ensureProject(db: Pool, chain: ChainKey, keys: ChainKeys, slug: string, name = slug): Promise<ProjectRow> {
+  const found = await findProject(db, slug, keys);
+  if (found) return found;
   const { rows } = await db.query<{ id: string }>('SELECT meshhook_ensure_project($1, $2) AS id', [slug, name]);
-  return { id: rows[0].id, slug };
+  const id = rows[0].id;
+  // made just now (or by a publisher racing this one, under the same name): sign the name it was made with
+  await inProject(db, id, (c) => c.query('UPDATE projects SET slug_mac = $2 WHERE id = $1 AND slug = $3 AND slug_mac IS NULL', [id, signProjectName(chain, id, slug), slug]));
+  return (await findProject(db, slug, keys)) ?? { id, slug };
+}
+
+/** A project by slug as the database has it, signed name or not (for sign-project, which shows it before signing). */
+export async function projectNamed(db: Pool, slug: string): Promise<{ id: string; signature: string | null } | null> {
+  const { rows } = await db.query<{ id: string; slug_mac: string | null }>('SELECT id, slug_mac FROM meshhook_project_named($1)', [slug]);
+  return rows[0] ? { id: rows[0].id, signature: rows[0].slug_mac } : null;
+}
+
+/**
+ * Sign the name of project `id` as `slug`, an owner's deliberate act (projects made before names were signed);
+ * false when the project is not called that (any more).
+ */
+export async function signProject(db: Pool, chain: ChainKey, id: string, slug: string): Promise<boolean> {
+  const res = await inProject(db, id, (c) => c.query('UPDATE projects SET slug_mac = $2 WHERE id = $1 AND slug = $3', [id, signProjectName(chain, id, slug), slug]));
+  return res.rowCount === 1;
+}
+
+/** What a project holds, by workflow: its name, the name its latest version was published for, and its runs. */
+export async function projectContents(db: Pool, id: string): Promise<Array<{ workflow: string; publishedAs: string | null; runs: number }>> {
+  return inProject(db, id, async (c) =>
+    (
+      await c.query(
+        `SELECT w.slug, (SELECT v.definition->>'name' FROM workflow_versions v WHERE v.workflow_id = w.id ORDER BY v.version DESC LIMIT 1) AS published_as,
+                (SELECT count(*)::int FROM runs r WHERE r.workflow_id = w.id) AS runs
+         FROM workflows w WHERE w.project_id = $1 ORDER BY w.slug`,
+        [id],
+      )
+    ).rows.map((r) => ({ workflow: r.slug, publishedAs: r.published_as, runs: r.runs })),
+  );
 }
 
 /**
@@ -65,14 +111,20 @@ export async function setAllowPrivateTargets(db: Pool, chain: ChainKey, projectI
   );
 }
 
-/** A project by slug, or null; the one lookup that does not need a project already chosen. */
-export async function findProject(db: Pool, slug: string): Promise<ProjectRow | null> {
-  const { rows } = await db.query<{ id: string | null }>('SELECT meshhook_project_id($1) AS id', [slug]);
-  return rows[0]?.id ? { id: rows[0].id, slug } : null;
+/**
+ * A project by slug, or null; the one lookup that does not need a project already chosen. Throws
+ * TamperedProjectError when the slug is not the name the engine signed for the project it leads to.
+ */
+export async function findProject(db: Pool, slug: string, keys: ChainKeys): Promise<ProjectRow | null> {
+  const { rows } = await db.query<{ id: string; slug_mac: string | null }>('SELECT id, slug_mac FROM meshhook_project_named($1)', [slug]);
+  if (!rows[0]) return null;
+  const problem = projectNameProblem(keys, rows[0].id, slug, rows[0].slug_mac);
+  if (problem) throw new TamperedProjectError(slug, problem);
+  return { id: rows[0].id, slug };
 }
 
 export async function findWorkflow(db: Pool, keyring: Keyring, projectSlug: string, workflowSlug: string): Promise<WorkflowRow | null> {
-  const project = await findProject(db, projectSlug);
+  const project = await findProject(db, projectSlug, keyring.chainKeys());
   if (!project) return null;
   return findWorkflowIn(db, keyring, project.id, workflowSlug);
 }
@@ -108,7 +160,7 @@ export async function publishWorkflow(
 ): Promise<PublishedVersion & { signingSecret: string }> {
   const definition = validateDefinition(raw);
   const hash = definitionHash(definition);
-  const project = await ensureProject(db, projectSlug);
+  const project = await ensureProject(db, keyring.chainKey(), keyring.chainKeys(), projectSlug);
   return inProject(db, project.id, async (client) => {
     const secret = opts.signingSecret ?? `whsec_${randomBytes(24).toString('hex')}`;
     // the id is made here so the sealed secret can be bound to it; an existing workflow keeps its own
@@ -218,7 +270,11 @@ function toLoaded(
   return { workflowId: r.workflow_id, version: r.version, definition: r.definition, definitionHash: r.definition_hash, tampered };
 }
 
-/** Every project, one at a time: the engine never sees two projects in one transaction. */
-export async function listProjects(db: Pool): Promise<Array<{ id: string; slug: string }>> {
-  return (await db.query<{ id: string; slug: string }>('SELECT id, slug FROM meshhook_projects()')).rows;
+/**
+ * Every project, one at a time: the engine never sees two projects in one transaction. With keys, each
+ * carries what is wrong with its name (see findProject), or null.
+ */
+export async function listProjects(db: Pool, keys?: ChainKeys): Promise<Array<ProjectRow & { nameProblem: string | null }>> {
+  const { rows } = await db.query<{ id: string; slug: string; slug_mac: string | null }>('SELECT id, slug, slug_mac FROM meshhook_projects_named()');
+  return rows.map((r) => ({ id: r.id, slug: r.slug, nameProblem: keys ? projectNameProblem(keys, r.id, r.slug, r.slug_mac) : null }));
 }

@@ -29,6 +29,18 @@ async function cli(argv: string[], env: NodeJS.ProcessEnv, cwd: string) {
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
+/** Changes made as the database's owner with its checks switched off, as an intruder with the database would. */
+async function behindTheEnginesBack(owner: import('pg').Pool, change: (c: import('pg').PoolClient) => Promise<unknown>): Promise<void> {
+  const c = await owner.connect();
+  try {
+    await c.query('SET session_replication_role = replica');
+    await change(c);
+  } finally {
+    await c.query('RESET session_replication_role').catch(() => undefined);
+    c.release();
+  }
+}
+
 describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
   it('publish, deliver, runs, replay, verify and rebuild', async () => {
     const { url, pool: owner } = await dbs.fresh();
@@ -158,16 +170,11 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       assert.equal((await cli(['checkpoint', '--out', 'cp.jsonl'], env, dir)).code, 0);
       const [rowGone, wholeGone] = ids;
       // as a superuser with the log's protection and the foreign keys out of the way
-      const c = await owner.connect();
-      try {
-        await c.query(`SET session_replication_role = replica`);
+      await behindTheEnginesBack(owner, async (c) => {
         await c.query('DELETE FROM deliveries WHERE run_id = ANY($1)', [[rowGone, wholeGone]]);
         await c.query('DELETE FROM runs WHERE id = ANY($1)', [[rowGone, wholeGone]]);
         await c.query('DELETE FROM run_events WHERE run_id = $1', [wholeGone]);
-      } finally {
-        await c.query('RESET session_replication_role').catch(() => undefined);
-        c.release();
-      }
+      });
       const plain = await cli(['verify', '--all', '--project', 'acme'], env, dir);
       assert.equal(plain.code, 1, plain.out);
       assert.match(plain.out, new RegExp(`NOT ok  acme  ${rowGone}  its log \\(\\d+ events\\) is in the database, but the run is not`));
@@ -203,15 +210,10 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       const before = await cli(['verify', '--all', '--project', 'acme', '--checkpoints', 'cp.jsonl'], env, dir);
       assert.equal(before.code, 0, before.out);
       assert.equal((await cli(['verify', ids[0], '--project', 'acme'], env, dir)).code, 0);
-      const c = await owner.connect();
-      try {
-        await c.query(`SET session_replication_role = replica`);
+      await behindTheEnginesBack(owner, async (c) => {
         await c.query('DELETE FROM deliveries WHERE run_id = $1', [ids[0]]);
         await c.query('DELETE FROM workflow_versions WHERE workflow_id = $1 AND version = 2', [v2.workflowId]);
-      } finally {
-        await c.query('RESET session_replication_role').catch(() => undefined);
-        c.release();
-      }
+      });
       const one = await cli(['verify', ids[0], '--project', 'acme'], env, dir);
       assert.equal(one.code, 1, one.out);
       assert.match(one.out, /delivery: +NOT OK: the record of delivery ".+", which started it, is gone/);
@@ -225,14 +227,7 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       const plain = await cli(['verify', '--all', '--project', 'acme'], env, dir);
       assert.doesNotMatch(plain.out, /published version/);
       // a run whose pinned version is deleted is named, its log still checked link by link
-      const c2 = await owner.connect();
-      try {
-        await c2.query(`SET session_replication_role = replica`);
-        await c2.query('DELETE FROM workflow_versions WHERE workflow_id = $1 AND version = 1', [v2.workflowId]);
-      } finally {
-        await c2.query('RESET session_replication_role').catch(() => undefined);
-        c2.release();
-      }
+      await behindTheEnginesBack(owner, (c) => c.query('DELETE FROM workflow_versions WHERE workflow_id = $1 AND version = 1', [v2.workflowId]));
       const pinnedGone = await cli(['verify', ids[1], '--project', 'acme'], env, dir);
       assert.equal(pinnedGone.code, 1, pinnedGone.out + pinnedGone.err);
       assert.match(pinnedGone.out, /version: +NOT OK: is gone \(deleted outside the engine\)/);
@@ -240,6 +235,62 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       const allGone = await cli(['verify', '--all', '--project', 'acme'], env, dir);
       assert.equal(allGone.code, 1);
       assert.match(allGone.out, /0 ok, 2 NOT ok$/);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
+  it('a project whose name is not signed is refused until sign-project, which shows it first; a renamed workflow is named and not run', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-names-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      const file = path.join(dir, 'order-sync.json');
+      writeFileSync(file, JSON.stringify(orderSyncDefinition(target.url)));
+      assert.equal((await cli(['publish', file, '--project', 'acme', '--allow-private-targets'], env, dir)).code, 0);
+      const d = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"o-1","sum":1}}', '--url', engine.intake.url], env, dir);
+      const runId = /run ([0-9a-f-]{36}) started/.exec(d.out)![1];
+      await waitFor('the run to succeed', async () => (await runStatus(engine.pool, runId)) === 'succeeded');
+      const id: string = (await owner.query(`SELECT id FROM projects WHERE slug = 'acme'`)).rows[0].id;
+      assert.equal((await cli(['runs', '--project', 'acme'], env, dir)).code, 0, 'the control: a name the engine signed is taken');
+
+      // as a project made before names were signed (or with its signature removed)
+      await owner.query(`UPDATE projects SET slug_mac = NULL WHERE id = $1`, [id]);
+      for (const argv of [['runs', '--project', 'acme'], ['publish', file, '--project', 'acme'], ['secrets', 'set', 'k', '--value', 'v', '--project', 'acme']]) {
+        const refused = await cli(argv, env, dir);
+        assert.equal(refused.code, 1, `${argv[0]}: ${refused.out}`);
+        assert.match(refused.err, /project "acme" \(.+\) has no signed name.*meshhook sign-project --project acme/);
+      }
+      assert.equal((await owner.query('SELECT count(*)::int AS n FROM project_secrets')).rows[0].n, 0);
+      const shown = await cli(['sign-project', '--project', 'acme'], env, dir);
+      assert.equal(shown.code, 1, 'showing is not signing');
+      assert.match(shown.out, new RegExp(`the project called acme in the database is ${id}, and holds:\n  order-sync: 1 run\n`));
+      assert.match(shown.out, new RegExp(`meshhook sign-project --project acme --id ${id}$`));
+      const wrongId = await cli(['sign-project', '--project', 'acme', '--id', '00000000-0000-4000-8000-000000000000'], env, dir);
+      assert.equal(wrongId.code, 1);
+      assert.match(wrongId.err, /nothing signed/);
+      assert.equal((await owner.query('SELECT slug_mac FROM projects WHERE id = $1', [id])).rows[0].slug_mac, null);
+      const signed = await cli(['sign-project', '--project', 'acme', '--id', id], env, dir);
+      assert.equal(signed.code, 0, signed.err);
+      assert.equal(signed.out, `signed: acme is ${id}`);
+      assert.equal((await cli(['runs', '--project', 'acme'], env, dir)).code, 0);
+      assert.match((await cli(['sign-project', '--project', 'acme'], env, dir)).out, /its name is signed already/);
+
+      // a workflow renamed behind the engine's back: its signed versions still name it as published
+      await owner.query(`UPDATE workflows SET slug = 'order-sync-eu' WHERE project_id = $1`, [id]);
+      const verified = await cli(['verify', '--all', '--project', 'acme'], env, dir);
+      assert.equal(verified.code, 1, verified.out);
+      assert.match(verified.out, new RegExp(`NOT ok  acme  ${runId}  version 1: was published for workflow "order-sync", but the run's workflow is called "order-sync-eu"`));
+      const one = await cli(['verify', runId, '--project', 'acme'], env, dir);
+      assert.equal(one.code, 1, one.out);
+      const runsBefore = (await owner.query('SELECT count(*)::int AS n FROM runs')).rows[0].n;
+      const renamed = await cli(['deliver', 'acme', 'order-sync-eu', '--body', '{"order":{"id":"o-2","sum":2}}', '--url', engine.intake.url], env, dir);
+      assert.equal(renamed.code, 1, renamed.out);
+      assert.match(renamed.err, /refused: HTTP 503 workflow_unavailable/);
+      assert.equal((await owner.query('SELECT count(*)::int AS n FROM runs')).rows[0].n, runsBefore, 'nothing was started');
     } finally {
       await engine.stop();
       await target.close();

@@ -173,7 +173,7 @@ export async function tamperWithVersions(pool: Pool, sql: string, params: unknow
 
 /** The id of a project by slug (the engine's calls act for one project and take its id). */
 export async function projectId(pool: Pool, slug = 'acme'): Promise<string> {
-  const p = await findProject(pool, slug);
+  const p = await findProject(pool, slug, KEYS.chainKeys());
   if (!p) throw new Error(`no project ${slug}`);
   return p.id;
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { RecordedEvent } from '../../src/domain/events';
-import { checkChain, eventHash, genesisHash } from '../../src/domain/hash-chain';
+import { checkChain, eventHash, genesisHash, projectNameProblem, signProjectName } from '../../src/domain/hash-chain';
 import { created, orderSync, RUN_ID, simulate } from './fixtures';
 
 const log = (): RecordedEvent[] => simulate(orderSync, [created()]);
@@ -101,6 +101,29 @@ describe('hash chain', () => {
       const events = signed();
       events[0] = { ...events[0], project: '00000000-0000-4000-8000-00000000beef' };
       assert.equal(checkChain(RUN_ID, events, keys)?.seq, 1);
+    });
+  });
+
+  describe("a project's signed name", () => {
+    const key = { kid: 'k1', key: Buffer.alloc(32, 7) };
+    const ring = (kid: string): Buffer | null => (kid === 'k1' ? key.key : null);
+    const ACME = '00000000-0000-4000-8000-00000000ac3e';
+    const GLOBEX = '00000000-0000-4000-8000-0000000091be';
+
+    it('holds for the id and slug it was made for', () => {
+      assert.equal(projectNameProblem(ring, ACME, 'acme', signProjectName(key, ACME, 'acme')), null);
+    });
+
+    it('fails for the same slug on another project, and for another slug on the same one (a swap)', () => {
+      const sig = signProjectName(key, ACME, 'acme');
+      assert.match(projectNameProblem(ring, GLOBEX, 'acme', sig)!, /is called "acme" in the database, but that is not the name the engine gave it/);
+      assert.match(projectNameProblem(ring, ACME, 'globex', sig)!, /is called "globex"/);
+    });
+
+    it('is missing, or made with a key the keyring does not hold', () => {
+      assert.match(projectNameProblem(ring, ACME, 'acme', null)!, /has no signed name/);
+      assert.match(projectNameProblem(ring, ACME, 'acme', signProjectName({ kid: 'other', key: key.key }, ACME, 'acme'))!, /a key this keyring does not hold \(other\)/);
+      assert.match(projectNameProblem(ring, ACME, 'acme', 'no-colon-at-all')!, /a key this keyring does not hold/);
     });
   });
 });
