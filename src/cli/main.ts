@@ -12,7 +12,7 @@ import { InvalidDefinitionError, validateDefinition } from '../domain/definition
 import { UnknownEventTypeError } from '../domain/events';
 import type * as EngineModule from '../engine';
 import { deliver } from '../intake/sign';
-import { CheckpointIndex, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
+import { CheckpointIndex, grantsRolledBack, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
 import type * as LiveLogModule from '../realtime/live-log';
 import type * as RealtimeServerModule from '../realtime/server';
@@ -740,6 +740,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       io.out(`NOT ok  ${cp.runId}  a checkpoint taken ${cp.at} saw this run at event ${cp.seq}, and it no longer exists`);
     }
     let versionsBad = 0;
+    let grantsBad = 0;
     // a version a checkpoint saw published must still be there as it was (a version deleted sends new runs to the one before)
     if (opts.checkpoints) {
       const slugOf = new Map(projects.map((p) => [p.id, p.slug]));
@@ -748,14 +749,21 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         if (a.flags.json) io.out(JSON.stringify({ project: slugOf.get(v.projectId), workflowId: v.workflowId, version: v.version, problems: [v.problem] }));
         else io.out(`NOT ok  ${slugOf.get(v.projectId)}  ${v.problem}`);
       }
+      // a leave to call private addresses the checkpoint saw taken away, back on an old grant
+      for (const g of await grantsRolledBack(pool, opts.checkpoints, opts.keys!, projects.map((p) => p.id))) {
+        grantsBad++;
+        if (a.flags.json) io.out(JSON.stringify({ project: slugOf.get(g.projectId), problems: [g.problem] }));
+        else io.out(`NOT ok  ${slugOf.get(g.projectId)}  ${g.problem}`);
+      }
     }
     const ms = performance.now() - started;
     io.out(
       `verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok` +
         `${versionsBad ? `; ${versionsBad} published version${versionsBad === 1 ? '' : 's'} NOT as a checkpoint saw ${versionsBad === 1 ? 'it' : 'them'}` : ''}` +
+        `${grantsBad ? `; ${grantsBad} project${grantsBad === 1 ? "'s" : "s'"} leave to call private addresses NOT as a checkpoint saw it` : ''}` +
         `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}`,
     );
-    return bad === 0 && versionsBad === 0 && namesBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    return bad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 
@@ -865,7 +873,7 @@ const checkpoint: CommandSpec = {
   name: 'checkpoint',
   args: [],
   summary:
-    "Append every run's signed head, and each workflow's latest signed version, to a file outside the database, so that `verify --checkpoints` notices a later rollback of the database or a version deleted. Run it often (cron), keep the file where the database's admins cannot write.",
+    "Append every run's signed head, each workflow's latest signed version and each project's leave to call private addresses to a file outside the database, so that `verify --checkpoints` notices a later rollback of the database, a version deleted or an old grant written back. Run it often (cron), keep the file where the database's admins cannot write.",
   flags: [{ name: 'out', value: 'file', help: 'the checkpoint file to append to (default <home>/checkpoints.jsonl)' }, DB_FLAG],
   async run(a, io) {
     const file = path.resolve(io.cwd, (a.flags.out as string | undefined) ?? path.join(homeDir(io), 'checkpoints.jsonl'));

@@ -244,21 +244,35 @@ export function relink<E extends ChainedEvent>(runId: string, events: readonly E
 }
 
 /**
- * `<kid>:<hex HMAC>` over a project's leave to call private addresses: granted by the engine, so that a row
- * switched on by someone else with the database is not taken for it.
+ * `<kid>:<granted at>:<hex HMAC>` over a project's leave to call private addresses and when it was granted:
+ * granted by the engine, so that a row switched on by someone else with the database is not taken for it.
+ * The time lets a checkpoint that saw the leave taken away tell an old grant written back from a new one.
  */
-export function signPrivateTargets(key: ChainKey, projectId: string): string {
-  return `${key.kid}:${hmacSha256Hex(key.key, `meshhook-private-targets\n${projectId}\ntrue`)}`;
+export function signPrivateTargets(key: ChainKey, projectId: string, grantedAt: string): string {
+  return `${key.kid}:${grantedAt}:${hmacSha256Hex(key.key, `meshhook-private-targets\n${projectId}\ntrue\n${grantedAt}`)}`;
+}
+
+/**
+ * A project's leave to call private addresses as its signature says: whether the engine granted it, and when
+ * (null for a grant signed before grants carried their time, `<kid>:<hex>`).
+ */
+export function privateTargetsGrant(keys: ChainKeys, projectId: string, signature: string | null): { granted: boolean; grantedAt: string | null } {
+  const refused = { granted: false, grantedAt: null };
+  if (!signature) return refused;
+  const first = signature.indexOf(':');
+  const last = signature.lastIndexOf(':');
+  const key = first > 0 ? keys(signature.slice(0, first)) : null;
+  if (!key) return refused;
+  const mac = signature.slice(last + 1);
+  if (first === last) return mac === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\ntrue`) ? { granted: true, grantedAt: null } : refused;
+  const grantedAt = signature.slice(first + 1, last);
+  return mac === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\ntrue\n${grantedAt}`) ? { granted: true, grantedAt } : refused;
 }
 
 /** Whether a project's leave to call private addresses was granted by the engine (a genuine signature). */
 export function privateTargetsGranted(keys: ChainKeys, projectId: string, signature: string | null): boolean {
-  if (!signature) return false;
-  const colon = signature.indexOf(':');
-  const key = colon > 0 ? keys(signature.slice(0, colon)) : null;
-  return key !== null && signature.slice(colon + 1) === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\ntrue`);
+  return privateTargetsGrant(keys, projectId, signature).granted;
 }
-
 
 /**
  * `<kid>:<hex HMAC>` over a project's id and slug: the name the engine gave the project, so that a slug

@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
-import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, RunHead, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha256Hex, privateTargetsGrant, RunHead, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
 
 /*
  * Checkpoints: signed run heads written outside the database, to an
@@ -22,7 +22,38 @@ import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, RunHead
  * makes the intake start new runs on the one before it (an older URL, an older
  * bug), and every row left is genuine, so only a memory outside the database
  * can tell.
+ *
+ * And each project's leave to call private addresses, {"kind":"grant",
+ * "projectId","allowed","grantedAt","at","sig"}: a grant is signed, but a
+ * grant taken away can be given back by writing the old signed one back, and
+ * only a memory of the leave taken away tells that from a new grant.
  */
+
+export interface GrantCheckpoint {
+  kind: 'grant';
+  projectId: string;
+  /** whether the project might call private addresses when the checkpoint was taken */
+  allowed: boolean;
+  /** when that grant was signed (null: taken away, or signed before grants carried their time) */
+  grantedAt: string | null;
+  at: string;
+  /** grantCheckpointSig() */
+  sig: string;
+}
+
+function grantCheckpointText(g: Omit<GrantCheckpoint, 'sig' | 'kind'>): string {
+  return `meshhook-grant-checkpoint\n${g.projectId}\n${g.allowed}\n${g.grantedAt ?? ''}\n${g.at}`;
+}
+
+function signGrantCheckpoint(chain: ChainKey, g: Omit<GrantCheckpoint, 'sig' | 'kind'>): string {
+  return `${chain.kid}:${hmacSha256Hex(chain.key, grantCheckpointText(g))}`;
+}
+
+function grantCheckpointGenuine(keys: ChainKeys, g: GrantCheckpoint): boolean {
+  const colon = typeof g.sig === 'string' ? g.sig.indexOf(':') : -1;
+  const key = colon > 0 ? keys(g.sig.slice(0, colon)) : null;
+  return key !== null && g.sig.slice(colon + 1) === hmacSha256Hex(key, grantCheckpointText(g));
+}
 
 export interface VersionCheckpoint extends VersionIdentity {
   kind: 'version';
@@ -46,6 +77,7 @@ export function checkpointLine(chain: ChainKey, head: RunHead, at: Date): string
 export class CheckpointIndex {
   private readonly latest = new Map<string, Checkpoint>();
   private readonly latestVersions = new Map<string, VersionCheckpoint>();
+  private readonly latestGrants = new Map<string, GrantCheckpoint>();
   readonly problems: string[] = [];
   lines = 0;
 
@@ -66,6 +98,16 @@ export class CheckpointIndex {
         } catch {
           // the last line of a journal may be cut short by a crash; anything else is damage
           if (i < lines.length - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
+          return;
+        }
+        if ((cp as unknown as GrantCheckpoint).kind === 'grant') {
+          const g = cp as unknown as GrantCheckpoint;
+          if (!grantCheckpointGenuine(keys, g)) {
+            index.problems.push(`${file}:${i + 1}: checkpoint of project ${String(g.projectId).slice(0, 36)}'s leave to call private addresses is not genuine`);
+            return;
+          }
+          const knownGrant = index.latestGrants.get(g.projectId);
+          if (!knownGrant || g.at > knownGrant.at) index.latestGrants.set(g.projectId, g);
           return;
         }
         if ((cp as unknown as VersionCheckpoint).kind === 'version') {
@@ -98,6 +140,11 @@ export class CheckpointIndex {
 
   runs(): Checkpoint[] {
     return [...this.latest.values()];
+  }
+
+  /** The latest a checkpoint saw of each project's leave to call private addresses. */
+  grants(): GrantCheckpoint[] {
+    return [...this.latestGrants.values()];
   }
 
   /** The latest version a checkpoint saw published, for each workflow it saw. */
@@ -150,6 +197,32 @@ export async function versionsGone(db: Pool, index: CheckpointIndex, projectIds:
   return out;
 }
 
+/**
+ * For each project given, a leave to call private addresses that stands now on a grant signed before the
+ * latest checkpoint that saw the leave taken away or granted anew: an old grant written back.
+ */
+export async function grantsRolledBack(db: Pool, index: CheckpointIndex, keys: ChainKeys, projectIds: string[]): Promise<Array<{ projectId: string; problem: string }>> {
+  const out: Array<{ projectId: string; problem: string }> = [];
+  for (const projectId of projectIds) {
+    const cp = index.grants().find((g) => g.projectId === projectId);
+    if (!cp) continue;
+    const row = await inProject(db, projectId, async (c) =>
+      (await c.query('SELECT allow_private_targets, allow_private_targets_mac FROM projects WHERE id = $1', [projectId])).rows[0],
+    );
+    if (!row?.allow_private_targets) continue;
+    const now = privateTargetsGrant(keys, projectId, row.allow_private_targets_mac);
+    // an unsigned flag grants nothing (workers refuse it); the grant the checkpoint saw, or a later one, is as it should be
+    if (!now.granted || (cp.allowed && now.grantedAt === cp.grantedAt) || (now.grantedAt !== null && now.grantedAt >= cp.at)) continue;
+    out.push({
+      projectId,
+      problem:
+        `a checkpoint taken ${cp.at} saw the project's leave to call private addresses ${cp.allowed ? `granted ${cp.grantedAt ?? 'before grants carried their time'}` : 'taken away'}, ` +
+        `but it stands now on a grant signed ${now.grantedAt ?? 'before grants carried their time'}: an old grant written back behind the engine's back`,
+    });
+  }
+  return out;
+}
+
 /** Append a signed head for every run of every project to `file`; returns how many were written and which heads were not genuine. */
 export async function writeCheckpoints(
   db: Pool,
@@ -175,6 +248,16 @@ export async function writeCheckpoints(
         )
       ).rows,
     );
+    // the project's leave to call private addresses, as its signature says (an unsigned flag grants nothing)
+    const grant = await inProject(db, p.id, async (c) =>
+      (await c.query('SELECT allow_private_targets, allow_private_targets_mac FROM projects WHERE id = $1', [p.id])).rows[0],
+    );
+    if (grant) {
+      const g = grant.allow_private_targets ? privateTargetsGrant(keys, p.id, grant.allow_private_targets_mac) : { granted: false, grantedAt: null };
+      const fields = { projectId: p.id, allowed: g.granted, grantedAt: g.grantedAt, at: at.toISOString() };
+      const line: GrantCheckpoint = { kind: 'grant', ...fields, sig: signGrantCheckpoint(chain, fields) };
+      chunk += JSON.stringify(line) + '\n';
+    }
     for (const v of versions) {
       const identity: VersionIdentity = { projectId: p.id, workflowId: v.workflow_id, version: v.version, definitionHash: v.definition_hash };
       const forged = checkVersionSignature(keys, identity, v.definition_mac);

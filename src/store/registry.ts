@@ -105,7 +105,7 @@ export async function projectContents(db: Pool, id: string): Promise<Array<{ wor
  * Granting it signs it with the engine's chain key: workers honour only a signed grant.
  */
 export async function setAllowPrivateTargets(db: Pool, chain: ChainKey, projectId: string, allow: boolean): Promise<void> {
-  const mac = allow ? signPrivateTargets(chain, projectId) : null;
+  const mac = allow ? signPrivateTargets(chain, projectId, new Date().toISOString()) : null;
   await inProject(db, projectId, (c) =>
     c.query('UPDATE projects SET allow_private_targets = $1, allow_private_targets_mac = $2 WHERE id = $3', [allow, mac, projectId]),
   );

@@ -64,7 +64,7 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       assert.doesNotMatch(again.out, /whsec_/, 'the secret is shown only when the workflow is created');
       const grant = async () => (await owner.query(`SELECT allow_private_targets AS allow, allow_private_targets_mac AS mac FROM projects WHERE slug = 'acme'`)).rows[0];
       assert.equal((await grant()).allow, true);
-      assert.match((await grant()).mac, /^[\w-]+:[0-9a-f]{64}$/, 'the grant is signed');
+      assert.match((await grant()).mac, /^[\w-]+:\d{4}-[\d:.T-]+Z:[0-9a-f]{64}$/, 'the grant is signed, with when it was given');
       const both = await cli(['publish', file, '--project', 'acme', '--allow-private-targets', '--deny-private-targets'], env, dir);
       assert.equal(both.code, 2, both.out + both.err);
       const denied = await cli(['publish', file, '--project', 'acme', '--deny-private-targets'], env, dir);
@@ -295,6 +295,43 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       await engine.stop();
       await target.close();
     }
+  });
+
+  it('verify --all --checkpoints names a leave to call private addresses given back by writing an old signed grant back', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-grant-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const file = path.join(dir, 'order-sync.json');
+    writeFileSync(file, JSON.stringify(orderSyncDefinition('http://127.0.0.1:9/orders')));
+    const grant = async () => (await owner.query(`SELECT allow_private_targets AS allow, allow_private_targets_mac AS mac FROM projects WHERE slug = 'acme'`)).rows[0];
+    assert.equal((await cli(['publish', file, '--project', 'acme', '--allow-private-targets'], env, dir)).code, 0);
+    const old = await grant();
+    assert.match(old.mac, /^[\w-]+:\d{4}-\d\d-\d\dT[\d:.]+Z:[0-9a-f]{64}$/, 'the grant carries when it was signed');
+    assert.equal((await cli(['publish', file, '--project', 'acme', '--deny-private-targets'], env, dir)).code, 0);
+    assert.equal((await cli(['checkpoint', '--out', 'cp.jsonl'], env, dir)).code, 0);
+    assert.match(readFileSync(path.join(dir, 'cp.jsonl'), 'utf8'), /"kind":"grant","projectId":"[0-9a-f-]{36}","allowed":false,"grantedAt":null/);
+    const control = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+    assert.equal(control.code, 0, control.out);
+
+    // the leave taken away, given back with the grant signed before: genuine, so a worker honours it
+    await owner.query(`UPDATE projects SET allow_private_targets = true, allow_private_targets_mac = $1 WHERE slug = 'acme'`, [old.mac]);
+    const rolledBack = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+    assert.equal(rolledBack.code, 1, rolledBack.out);
+    assert.match(rolledBack.out, /NOT ok  acme  a checkpoint taken .* saw the project's leave to call private addresses taken away, but it stands now on a grant signed .*: an old grant written back/);
+    assert.match(rolledBack.out, /; 1 project's leave to call private addresses NOT as a checkpoint saw it$/);
+
+    // granted again by its owner after the checkpoint: that is a new grant, not an old one
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await cli(['publish', file, '--project', 'acme', '--allow-private-targets'], env, dir)).code, 0);
+    assert.notEqual((await grant()).mac, old.mac);
+    const regranted = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+    assert.equal(regranted.code, 0, regranted.out);
+
+    // a checkpoint line edited outside the database is not believed
+    writeFileSync(path.join(dir, 'cp.jsonl'), readFileSync(path.join(dir, 'cp.jsonl'), 'utf8').replace('"allowed":false', '"allowed":true'));
+    const edited = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+    assert.equal(edited.code, 1);
+    assert.match(edited.err, /checkpoint of project .*'s leave to call private addresses is not genuine/);
   });
 
   it('history shows a trail edited behind the engine\'s back under NOT VERIFIED, and exits 1', async () => {

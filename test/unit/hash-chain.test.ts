@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { RecordedEvent } from '../../src/domain/events';
-import { checkChain, eventHash, genesisHash, projectNameProblem, signProjectName } from '../../src/domain/hash-chain';
+import { checkChain, eventHash, genesisHash, hmacSha256Hex, privateTargetsGrant, projectNameProblem, signPrivateTargets, signProjectName } from '../../src/domain/hash-chain';
 import { created, orderSync, RUN_ID, simulate } from './fixtures';
 
 const log = (): RecordedEvent[] => simulate(orderSync, [created()]);
@@ -124,6 +124,27 @@ describe('hash chain', () => {
       assert.match(projectNameProblem(ring, ACME, 'acme', null)!, /has no signed name/);
       assert.match(projectNameProblem(ring, ACME, 'acme', signProjectName({ kid: 'other', key: key.key }, ACME, 'acme'))!, /a key this keyring does not hold \(other\)/);
       assert.match(projectNameProblem(ring, ACME, 'acme', 'no-colon-at-all')!, /a key this keyring does not hold/);
+    });
+  });
+
+  describe("a project's leave to call private addresses", () => {
+    const key = { kid: 'k1', key: Buffer.alloc(32, 9) };
+    const ring = (kid: string): Buffer | null => (kid === 'k1' ? key.key : null);
+    const P = '00000000-0000-4000-8000-0000000000a1';
+    const AT = '2026-12-07T06:30:00.000Z';
+
+    it('carries when it was granted, and holds only for that time and project', () => {
+      const sig = signPrivateTargets(key, P, AT);
+      assert.deepEqual(privateTargetsGrant(ring, P, sig), { granted: true, grantedAt: AT });
+      assert.equal(privateTargetsGrant(ring, P, sig.replace(AT, '2026-12-08T06:30:00.000Z')).granted, false, 'a grant made later by editing its time');
+      assert.equal(privateTargetsGrant(ring, '00000000-0000-4000-8000-0000000000a2', sig).granted, false);
+      assert.equal(privateTargetsGrant(ring, P, null).granted, false);
+      assert.equal(privateTargetsGrant(ring, P, `k2${sig.slice(2)}`).granted, false, 'a key the keyring does not hold');
+    });
+
+    it('signed before grants carried their time, still holds, with no time', () => {
+      const legacy = `k1:${hmacSha256Hex(key.key, `meshhook-private-targets\n${P}\ntrue`)}`;
+      assert.deepEqual(privateTargetsGrant(ring, P, legacy), { granted: true, grantedAt: null });
     });
   });
 });
