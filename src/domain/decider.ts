@@ -358,9 +358,18 @@ export function idempotencyKeyFor(runId: string, step: string, execution = 1): s
  * (each finished step's output), which win over body fields of the same name.
  */
 export function contextOf(state: RunState): Record<string, unknown> {
-  const body = state.input && typeof state.input === 'object' && !Array.isArray(state.input) ? (state.input as Record<string, unknown>) : {};
-  return { ...body, input: state.input, steps: state.outputs };
+  const input = state.input;
+  if (!input || typeof input !== 'object' || Array.isArray(input)) return { input, steps: state.outputs };
+  // made once for an input and its outputs map, not at every expression: a run's steps all spread the same body
+  // (an input is never changed in place: a patch makes a new one; outputs changed in place are the same map)
+  const known = contexts.get(input);
+  if (known && known.outputs === state.outputs) return known.context;
+  const context = { ...(input as Record<string, unknown>), input, steps: state.outputs };
+  contexts.set(input, { outputs: state.outputs, context });
+  return context;
 }
+
+const contexts = new WeakMap<object, { outputs: unknown; context: Record<string, unknown> }>();
 
 // compiled expressions by text: a definition's few expressions are parsed once, not at every step
 const compiled = new Map<string, ReturnType<typeof compile>>();

@@ -54,6 +54,18 @@ export interface VerifyOptions {
   definitionHash?: string;
 }
 
+// one decider per definition object: a decider holds nothing of a run, and verify --all judges thousands of runs of one version
+const deciders = new WeakMap<WorkflowDefinition, RunDecider>();
+
+function deciderFor(definition: WorkflowDefinition): RunDecider {
+  let d = deciders.get(definition);
+  if (!d) {
+    d = createDecider(definition);
+    deciders.set(definition, d);
+  }
+  return d;
+}
+
 /**
  * Verify a log as it streams past, one event at a time, holding only the
  * run's state and the batch being compared: memory does not grow with the
@@ -78,7 +90,7 @@ export class LogVerifier {
     private readonly definition: WorkflowDefinition | null,
     private readonly opts: VerifyOptions = {},
   ) {
-    this.decider = definition ? createDecider(definition, opts.flags) : null;
+    this.decider = definition ? (opts.flags ? createDecider(definition, opts.flags) : deciderFor(definition)) : null;
     this.prev = genesisHash(runId);
   }
 
