@@ -138,10 +138,11 @@ async function streamRows<R>(
   if (projectId) assertProjectId(projectId);
   const where = runId ? `run_id = '${runId}'${projectId ? ` AND project_id = '${projectId}'` : ''} ORDER BY seq` : `project_id = '${projectId}' ORDER BY run_id, seq`;
   const declare = `DECLARE meshhook_log NO SCROLL CURSOR FOR SELECT ${columns} FROM run_events WHERE ${where}`;
-  // a project's log is read through its (project_id, run_id, seq) index, already in order: before a table has
-  // statistics the planner guesses a few hundred rows and would fetch them by bitmap and sort them, on disk when
-  // there are 100,000 (the setting is the planner's for this one statement; plans are made at DECLARE)
-  await c.query(runId ? declare : `SET LOCAL enable_bitmapscan = off; ${declare}; SET LOCAL enable_bitmapscan = DEFAULT`);
+  // a log is read through an index already in its order (a run's by its key, a project's by (project_id,
+  // run_id, seq)): before a table has statistics the planner guesses a few hundred rows and would fetch them by
+  // bitmap and sort them, on disk when there are 100,000 (the setting is for this one statement; plans are made
+  // at DECLARE)
+  await c.query(`SET LOCAL enable_bitmapscan = off; ${declare}; SET LOCAL enable_bitmapscan = DEFAULT`);
   const fetch = (): Promise<{ rows: R[] }> => c.query({ text: `FETCH ${pageSize} FROM meshhook_log`, types }) as unknown as Promise<{ rows: R[] }>;
   let read = 0;
   const ask = (): Promise<{ rows: R[] }> => {
