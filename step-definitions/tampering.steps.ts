@@ -7,6 +7,7 @@ import { canonicalJson } from '../src/domain/canonical';
 import type { RecordedEvent } from '../src/domain/events';
 import { eventHash, signHead } from '../src/domain/hash-chain';
 import { replayLog } from '../src/domain/replay';
+import { setAllowPrivateTargets } from '../src/store/registry';
 import { writeRebuiltView } from '../src/store/run-views';
 import { ORDER } from '../support/orders';
 import { eventAt, Place } from '../support/places';
@@ -213,6 +214,23 @@ Then('verifying every project names {project} and {project} as renamed behind th
   expect(out.at(-1)).toMatch(/; 2 project names NOT as the engine signed them$/);
 });
 
+When('{project} takes back its leave to call private addresses', async function (this: ReplayWorld, project: string) {
+  await this.waitUntilSettled();
+  const projectId = this.projectIdFor(project);
+  const { rows } = await this.db.query('SELECT allow_private_targets_mac AS signature FROM projects WHERE id = $1', [projectId]);
+  if (!rows[0]?.signature) throw new Error(`"${project}" holds no signed leave to call private addresses to take back`);
+  this.grantTakenBack = { project, signature: rows[0].signature };
+  await setAllowPrivateTargets(this.engineDb, this.keyring.chainKey(), projectId, false);
+});
+
+When('someone writes back the leave to call private addresses {project} took back, behind the engine\'s back', async function (this: ReplayWorld, project: string) {
+  const taken = this.grantTakenBack;
+  if (taken?.project !== project) throw new Error(`"${project}" has not taken back its leave to call private addresses in this scenario: add "Given "${project}" takes back its leave to call private addresses"`);
+  // the genuine grant, signed by the engine while it stood: workers would honour it again
+  const res = await this.db.query('UPDATE projects SET allow_private_targets = true, allow_private_targets_mac = $2 WHERE id = $1', [this.projectIdFor(project), taken.signature]);
+  expect({ grantsWrittenBack: res.rowCount }).toEqual({ grantsWrittenBack: 1 });
+});
+
 // ───── what verification says, through the real `meshhook verify --all`
 
 When('the runs are verified', async function (this: ReplayWorld) {
@@ -266,6 +284,15 @@ Then('verification finds version {int} of {workflow} gone behind a checkpoint', 
   const line = v.out.find((l) => l.startsWith('NOT ok') && l.includes(`version ${version} of workflow "${workflow}"`));
   if (!line) throw new Error(`verification did not name version ${version} of "${workflow}":\n${v.out.join('\n')}`);
   expect(line).toMatch(/a checkpoint taken .* saw version \d+ of workflow ".+" published, and it no longer exists: new runs would start on an earlier version/);
+});
+
+Then('verification finds the leave to call private addresses of {project} written back behind a checkpoint', async function (this: ReplayWorld, project: string) {
+  const v = this.verified;
+  if (!v) throw new Error('the runs have not been verified: add "When the runs are verified"');
+  expect({ exitCode: v.code }).toEqual({ exitCode: 1 });
+  const line = v.out.find((l) => l.startsWith(`NOT ok  ${project}  `) && l.includes('leave to call private addresses'));
+  if (!line) throw new Error(`verification did not name the leave of "${project}" to call private addresses:\n${v.out.join('\n')}`);
+  expect(line).toMatch(/a checkpoint taken .* saw the project's leave to call private addresses taken away, but it stands now on a grant signed .*: an old grant written back behind the engine's back/);
 });
 
 Then('verification finds the run log empty', async function (this: ReplayWorld) {

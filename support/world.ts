@@ -154,6 +154,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   verified: { code: number; out: string[] } | null = null;
   /** a checkpoint file `meshhook checkpoint` wrote for the scenario, handed to verify with the workers' journals */
   checkpointFile: string | null = null;
+  /** a project's signed leave to call private addresses as it stood before the project took it back */
+  grantTakenBack: { project: string; signature: string } | null = null;
   lastError: Error | null = null;
 
   // live logs

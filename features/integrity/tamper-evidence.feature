@@ -85,6 +85,13 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
     And the runs are verified
     Then verification finds version 2 of "order-sync" gone behind a checkpoint
 
+  Scenario: A leave to call private addresses taken back, then written back with its old signature, is found behind a checkpoint
+    Given "acme" takes back its leave to call private addresses
+    And a checkpoint of every run and published version is kept outside the database
+    When someone writes back the leave to call private addresses "acme" took back, behind the engine's back
+    And the runs are verified
+    Then verification finds the leave to call private addresses of "acme" written back behind a checkpoint
+
   Scenario: A run whose whole log was deleted is found empty
     When someone empties the run log behind the engine's back
     And the runs are verified
