@@ -217,11 +217,17 @@ function redact(url: string): string {
 
 const PROJECT_FLAG: FlagSpec = { name: 'project', value: 'slug', help: 'the project the run belongs to (required: the engine acts for one project at a time)' };
 
-/** The --project a command acts for, resolved to its id; another project's runs are then simply not found. */
-async function projectOf(a: Parsed, pool: Pool, io: Io): Promise<{ id: string; slug: string }> {
+/** The --project a command names, checked to be a slug. */
+function projectSlugOf(a: Parsed): string {
   const slug = a.flags.project as string | undefined;
   if (!slug) throw new UsageError('name the project with --project <slug>');
   if (!SLUG.test(slug)) throw new UsageError(`project "${slug.slice(0, 80)}" is not a slug (lower-case letters, digits and -)`);
+  return slug;
+}
+
+/** The --project a command acts for, resolved to its id; another project's runs are then simply not found. */
+async function projectOf(a: Parsed, pool: Pool, io: Io): Promise<{ id: string; slug: string }> {
+  const slug = projectSlugOf(a);
   // a slug is only taken for the project the engine named so: one changed in the database refuses (TamperedProjectError)
   const found = await findProject(pool, slug, keyringOf(io).chainKeys());
   if (!found) throw new NotFoundError(`no project ${slug}`);
@@ -1148,9 +1154,7 @@ const signProjectCmd: CommandSpec = {
     DB_FLAG,
   ],
   async run(a, io) {
-    const slug = a.flags.project as string | undefined;
-    if (!slug) throw new UsageError('name the project with --project <slug>');
-    if (!SLUG.test(slug)) throw new UsageError(`project "${slug.slice(0, 80)}" is not a slug (lower-case letters, digits and -)`);
+    const slug = projectSlugOf(a);
     const id = a.flags.id as string | undefined;
     if (id !== undefined && !UUID.test(id)) throw new UsageError(`--id "${id.slice(0, 80)}" is not a project id (a UUID)`);
     const keyring = keyringOf(io);

@@ -188,14 +188,19 @@ function headMac(key: Buffer, h: RunHead): string {
   return hmacSha256Hex(key, `meshhook-head\n${h.projectId}\n${h.runId}\n${h.seq}\n${h.hash}`);
 }
 
+/** A `<kid>:<hex>` signature taken apart: the key it names (null when the keyring does not hold it) and its MAC. */
+export function signatureParts(keys: ChainKeys, signature: string): { kid: string; key: Buffer | null; mac: string } {
+  const colon = signature.indexOf(':');
+  const kid = signature.slice(0, colon);
+  return { kid, key: colon > 0 ? keys(kid) : null, mac: signature.slice(colon + 1) };
+}
+
 /** Why a signed head is not genuine, or null when it is. */
 export function checkHeadSignature(keys: ChainKeys, head: RunHead, signature: string | null): string | null {
   if (!signature) return 'the run has no signed head';
-  const colon = signature.indexOf(':');
-  const kid = signature.slice(0, colon);
-  const key = colon > 0 ? keys(kid) : null;
+  const { kid, key, mac } = signatureParts(keys, signature);
   if (!key) return `its head is signed with key "${kid}", which is not in the keyring`;
-  return signature.slice(colon + 1) === headMac(key, head) ? null : 'its head signature does not match (the head was changed outside the engine)';
+  return mac === headMac(key, head) ? null : 'its head signature does not match (the head was changed outside the engine)';
 }
 
 // ───── a published workflow version, signed
@@ -220,11 +225,9 @@ function versionMac(key: Buffer, v: VersionIdentity): string {
 /** Why a version's signature is not genuine, or null when it is. */
 export function checkVersionSignature(keys: ChainKeys, v: VersionIdentity, signature: string | null): string | null {
   if (!signature) return 'it is not signed (published before versions were signed, or written outside the engine)';
-  const colon = signature.indexOf(':');
-  const kid = signature.slice(0, colon);
-  const key = colon > 0 ? keys(kid) : null;
+  const { kid, key, mac } = signatureParts(keys, signature);
   if (!key) return `it is signed with key "${kid}", which is not in the keyring`;
-  return signature.slice(colon + 1) === versionMac(key, v) ? null : 'its signature does not match (the definition or its hash was changed outside the engine)';
+  return mac === versionMac(key, v) ? null : 'its signature does not match (the definition or its hash was changed outside the engine)';
 }
 
 /**
@@ -285,10 +288,9 @@ export function signProjectName(key: ChainKey, projectId: string, slug: string):
 /** What is wrong with a project's name (unsigned, or not the one the engine signed), or null when it is genuine. */
 export function projectNameProblem(keys: ChainKeys, projectId: string, slug: string, signature: string | null): string | null {
   if (!signature) return `project "${slug}" (${projectId}) has no signed name: it was not made by this engine, or its signature was removed`;
-  const colon = signature.indexOf(':');
-  const key = colon > 0 ? keys(signature.slice(0, colon)) : null;
-  if (!key) return `project "${slug}" (${projectId}) is named with a key this keyring does not hold (${signature.slice(0, Math.max(colon, 0)).slice(0, 40) || 'no key id'})`;
-  return signature.slice(colon + 1) === hmacSha256Hex(key, `meshhook-project-name\n${projectId}\n${slug}`)
+  const { kid, key, mac } = signatureParts(keys, signature);
+  if (!key) return `project "${slug}" (${projectId}) is named with a key this keyring does not hold (${kid.slice(0, 40) || 'no key id'})`;
+  return mac === hmacSha256Hex(key, `meshhook-project-name\n${projectId}\n${slug}`)
     ? null
     : `project ${projectId} is called "${slug}" in the database, but that is not the name the engine gave it: its slug was changed behind the engine's back`;
 }

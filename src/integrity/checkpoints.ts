@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
-import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha256Hex, privateTargetsGrant, RunHead, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha256Hex, privateTargetsGrant, RunHead, signatureParts, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
 
 /*
  * Checkpoints: signed run heads written outside the database, to an
@@ -50,9 +50,9 @@ function signGrantCheckpoint(chain: ChainKey, g: Omit<GrantCheckpoint, 'sig' | '
 }
 
 function grantCheckpointGenuine(keys: ChainKeys, g: GrantCheckpoint): boolean {
-  const colon = typeof g.sig === 'string' ? g.sig.indexOf(':') : -1;
-  const key = colon > 0 ? keys(g.sig.slice(0, colon)) : null;
-  return key !== null && g.sig.slice(colon + 1) === hmacSha256Hex(key, grantCheckpointText(g));
+  if (typeof g.sig !== 'string') return false;
+  const { key, mac } = signatureParts(keys, g.sig);
+  return key !== null && mac === hmacSha256Hex(key, grantCheckpointText(g));
 }
 
 export interface VersionCheckpoint extends VersionIdentity {
