@@ -45,7 +45,7 @@ async function main(): Promise<void> {
   const url = pg.urlFor(db);
   try {
     const owner = openPool(url, { max: 8 }, () => undefined);
-    await migrate(owner);
+    await migrate(owner, { seal: KEYS.chainKey() });
     const p = await publishWorkflow(owner, KEYS, 'bench', {
       name: 'three-transforms',
       steps: [

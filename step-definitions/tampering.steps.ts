@@ -12,6 +12,7 @@ import { writeRebuiltView } from '../src/store/run-views';
 import { ORDER } from '../support/orders';
 import { eventAt, Place } from '../support/places';
 import { withLogProtectionOff, withProtectionOff } from '../support/tampering';
+import type { Weakening } from '../support/parameter-types';
 import type { ReplayWorld } from '../support/world';
 
 /*
@@ -231,6 +232,13 @@ When('someone writes back the leave to call private addresses {project} took bac
   expect({ grantsWrittenBack: res.rowCount }).toEqual({ grantsWrittenBack: 1 });
 });
 
+When('someone {weakening} behind the engine\'s back', async function (this: ReplayWorld, weakening: Weakening) {
+  await this.waitUntilSettled();
+  // as the database's owner: nothing a row of the log or the run views holds changes
+  await this.db.query(weakening.sql);
+  this.weakened = weakening;
+});
+
 // ───── what verification says, through the real `meshhook verify --all`
 
 When('the runs are verified', async function (this: ReplayWorld) {
@@ -293,6 +301,23 @@ Then('verification finds the leave to call private addresses of {project} writte
   const line = v.out.find((l) => l.startsWith(`NOT ok  ${project}  `) && l.includes('leave to call private addresses'));
   if (!line) throw new Error(`verification did not name the leave of "${project}" to call private addresses:\n${v.out.join('\n')}`);
   expect(line).toMatch(/a checkpoint taken .* saw the project's leave to call private addresses taken away, but it stands now on a grant signed .*: an old grant written back behind the engine's back/);
+});
+
+Then("verification names the database's defences as weakened", async function (this: ReplayWorld) {
+  const v = this.verified;
+  if (!v) throw new Error('the runs have not been verified: add "When the runs are verified"');
+  if (!this.weakened) throw new Error("nothing was weakened: add a step like \"When someone switches off row-level security on the runs behind the engine's back\"");
+  expect({ exitCode: v.code }).toEqual({ exitCode: 1 });
+  const lines = v.out.filter((l) => l.startsWith('NOT ok  schema  '));
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(this.weakened.named);
+  expect(v.out.join('\n')).toMatch(/the engine's schema NOT as it sealed it \(1 difference\)/);
+});
+
+Then('verification finds every run intact', async function (this: ReplayWorld) {
+  const v = this.verified!;
+  expect(v.out.filter((l) => l.startsWith('NOT ok') && this.runs.some((r) => l.includes(r.runId)))).toEqual([]);
+  expect(v.out.join('\n')).toMatch(new RegExp(`verified ${this.runs.length} runs, \\d+ events in [\\d.]+ s: ${this.runs.length} ok, 0 NOT ok`));
 });
 
 Then('verification finds the run log empty', async function (this: ReplayWorld) {

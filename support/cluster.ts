@@ -64,7 +64,7 @@ async function boot(slot: number): Promise<Cluster> {
   const c = new Client({ connectionString: server.urlFor(template) });
   await c.connect();
   try {
-    await migrate(c);
+    await migrate(c, { seal: keyring.chainKey() });
   } finally {
     await c.end();
   }

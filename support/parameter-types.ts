@@ -107,6 +107,33 @@ defineParameterType({
   transformer: (text: string) => DISRUPTIONS[text as keyof typeof DISRUPTIONS],
 });
 
+/*
+ * The database's own defences, weakened by someone who owns it: each phrase
+ * with the SQL that does it and what `verify --all` must then name.
+ */
+export const WEAKENINGS = {
+  'switches off row-level security on the runs': { sql: 'ALTER TABLE runs DISABLE ROW LEVEL SECURITY', named: /table runs changed: row-level security is off \(it was on\)/ },
+  'opens a second door through row-level security': {
+    sql: 'CREATE POLICY every_project ON run_events TO meshhook_engine USING (true)',
+    named: /policy every_project on run_events was added behind the engine's back/,
+  },
+  "switches off the run log's append-only protection": {
+    sql: 'ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete',
+    named: /trigger run_events_no_update_delete on run_events is disabled \(it was enabled\)/,
+  },
+  "replaces the run log's gap-free check with one that lets anything through": {
+    sql: 'CREATE OR REPLACE FUNCTION run_events_check_seq() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$',
+    named: /function run_events_check_seq\(\) was replaced/,
+  },
+} as const;
+export type Weakening = (typeof WEAKENINGS)[keyof typeof WEAKENINGS];
+
+defineParameterType({
+  name: 'weakening',
+  regexp: new RegExp(Object.keys(WEAKENINGS).join('|')),
+  transformer: (text: string) => WEAKENINGS[text as keyof typeof WEAKENINGS],
+});
+
 defineParameterType({
   name: 'problem',
   regexp: PROBLEM_PATTERN,

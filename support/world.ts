@@ -16,7 +16,7 @@ import { CheckpointIndex } from '../src/integrity/checkpoints';
 import { NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
 import { operate, OperatorActionError } from '../src/operator-service';
 import { replayLog, VerifyReport } from '../src/domain/replay';
-import type { ActionPhrase, Moment, Reach } from './parameter-types';
+import type { ActionPhrase, Moment, Reach, Weakening } from './parameter-types';
 import type { RecordedHistory } from './histories';
 import type { FaultedRun, Reference } from './sweep';
 import { Keyring, tokenSecret } from '../src/security/keyring';
@@ -156,6 +156,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   checkpointFile: string | null = null;
   /** a project's signed leave to call private addresses as it stood before the project took it back */
   grantTakenBack: { project: string; signature: string } | null = null;
+  /** the database's defences weakened behind the engine's back, and what verification must name */
+  weakened: Weakening | null = null;
   lastError: Error | null = null;
 
   // live logs

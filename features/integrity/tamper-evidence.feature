@@ -7,7 +7,10 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
   the chain and every run's head are signed with a key the database never
   holds, and the engine's workers write each head they commit to a journal
   outside it. Verifying the runs names the tampered run and the first bad
-  event, and leaves every other run alone.
+  event, and leaves every other run alone. The same key seals the database's
+  own defences (row-level security, the log's triggers, the engine's own
+  database functions) when the engine migrates it, so switching one off is
+  named too.
 
   Background:
     Given the project "acme" with the workflow "order-sync":
@@ -91,6 +94,19 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
     When someone writes back the leave to call private addresses "acme" took back, behind the engine's back
     And the runs are verified
     Then verification finds the leave to call private addresses of "acme" written back behind a checkpoint
+
+  Scenario Outline: The database's own defences weakened behind the engine's back are named: someone <weakening>
+    When someone <weakening> behind the engine's back
+    And the runs are verified
+    Then verification names the database's defences as weakened
+    And verification finds every run intact
+
+    Examples:
+      | weakening                                                                 |
+      | switches off row-level security on the runs                               |
+      | opens a second door through row-level security                            |
+      | switches off the run log's append-only protection                         |
+      | replaces the run log's gap-free check with one that lets anything through |
 
   Scenario: A run whose whole log was deleted is found empty
     When someone empties the run log behind the engine's back

@@ -13,6 +13,7 @@ import { UnknownEventTypeError } from '../domain/events';
 import type * as EngineModule from '../engine';
 import { deliver } from '../intake/sign';
 import { CheckpointIndex, grantsRolledBack, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
+import { checkSchema, sealSchema } from '../integrity/schema-seal';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
 import type * as LiveLogModule from '../realtime/live-log';
 import type * as RealtimeServerModule from '../realtime/server';
@@ -234,11 +235,20 @@ async function projectOf(a: Parsed, pool: Pool, io: Io): Promise<{ id: string; s
   return found;
 }
 
-/** Apply migrations as the URL's own role (the owner); the engine's role may not change the schema. */
+/**
+ * Apply migrations as the URL's own role (the owner); the engine's role may not change the schema.
+ * With the keys at hand the schema is sealed when a migration is applied (verify --all checks it).
+ */
 async function migrateAsOwner(a: Parsed, io: Io): Promise<void> {
   const owner = openPool(databaseUrl(a, io), { max: 1 }, () => undefined);
+  let seal: ReturnType<Keyring['chainKey']> | undefined;
   try {
-    await migrate(owner);
+    seal = keyringOf(io).chainKey();
+  } catch {
+    seal = undefined;
+  }
+  try {
+    await migrate(owner, { seal });
   } finally {
     await owner.end().catch(() => undefined);
   }
@@ -762,14 +772,22 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         else io.out(`NOT ok  ${slugOf.get(g.projectId)}  ${g.problem}`);
       }
     }
+    // the schema that keeps projects apart and the log whole, against the seal the engine wrote when it migrated
+    const schema = await checkSchema(pool, opts.keys!);
+    for (const p of schema.problems) {
+      if (a.flags.json) io.out(JSON.stringify({ schema: true, sealedAt: schema.sealedAt, problems: [p] }));
+      else io.out(`NOT ok  schema  ${p}`);
+    }
+    const schemaBad = schema.problems.length;
     const ms = performance.now() - started;
     io.out(
       `verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok` +
         `${versionsBad ? `; ${versionsBad} published version${versionsBad === 1 ? '' : 's'} NOT as a checkpoint saw ${versionsBad === 1 ? 'it' : 'them'}` : ''}` +
         `${grantsBad ? `; ${grantsBad} project${grantsBad === 1 ? "'s" : "s'"} leave to call private addresses NOT as a checkpoint saw it` : ''}` +
-        `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}`,
+        `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}` +
+        `${schemaBad ? `; the engine's schema NOT as it sealed it (${schemaBad} difference${schemaBad === 1 ? '' : 's'})` : ''}`,
     );
-    return bad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    return bad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 
@@ -1192,6 +1210,38 @@ const signProjectCmd: CommandSpec = {
   },
 };
 
+const sealSchemaCmd: CommandSpec = {
+  name: 'seal-schema',
+  args: [],
+  summary:
+    "Seal the engine's schema as it is now (row-level security, policies, grants, the log's triggers, the engine's SQL functions), so that verify --all names what changes after. Migrations seal it themselves; this is for a schema migrated without the keys, or printed differently after a Postgres upgrade. Without --confirm it only shows what differs from the last seal.",
+  flags: [{ name: 'confirm', help: 'seal it: every difference it showed is one you made or checked' }, DB_FLAG],
+  async run(a, io) {
+    const keyring = keyringOf(io);
+    // as the URL's own role (the owner): the engine's role may read the seals, not write them
+    const owner = openPool(databaseUrl(a, io), { max: 1 }, () => undefined);
+    try {
+      const check = await checkSchema(owner, keyring.chainKeys());
+      if (!check.problems.length) {
+        io.out(`the engine's schema is as it was sealed at ${check.sealedAt}: nothing to seal`);
+        return 0;
+      }
+      io.out(check.sealedAt ? `since the seal of ${check.sealedAt}:` : 'not sealed:');
+      for (const p of check.problems) io.out(`  ${p}`);
+      if (!a.flags.confirm) {
+        io.out('if every change above is one you made or checked, seal the schema as it is now: meshhook seal-schema --confirm');
+        return 1;
+      }
+      const { rows } = await owner.query<{ last: string | null }>('SELECT max(name) AS last FROM schema_migrations');
+      await sealSchema(owner, keyring.chainKey(), rows[0].last ?? '');
+      io.out(`sealed with key ${keyring.chainKey().kid}: verify --all checks the schema against what it is now`);
+      return 0;
+    } finally {
+      await owner.end().catch(() => undefined);
+    }
+  },
+};
+
 const token: CommandSpec = {
   name: 'token',
   args: [],
@@ -1255,6 +1305,7 @@ export const COMMANDS: CommandSpec[] = [
   token,
   keys,
   signProjectCmd,
+  sealSchemaCmd,
 ];
 
 function mainUsage(): string {

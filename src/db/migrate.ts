@@ -2,22 +2,38 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Pool, type ClientBase } from 'pg';
 import { sha256 } from '../domain/canonical';
+import type { ChainKey } from '../domain/hash-chain';
+import { sealSchema } from '../integrity/schema-seal';
 
 export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
 
 const MIGRATION_LOCK = 0x4d4d; // one migrator at a time per database
+
+export interface MigrateOptions {
+  dir?: string;
+  /**
+   * The chain key: when this call applies a migration, the schema as it then
+   * is gets sealed with it (src/integrity/schema-seal.ts), so `verify --all`
+   * can name what is changed behind the engine's back later. Without it the
+   * schema is left unsealed, and verify says so.
+   */
+  seal?: ChainKey;
+}
 
 /**
  * Apply plain SQL migrations in file-name order, each once, recorded with its
  * checksum. Runs on one connection under an advisory lock, so two processes
  * starting on a fresh database do not race.
  */
-export async function migrate(pool: Pool | ClientBase, dir = MIGRATIONS_DIR): Promise<string[]> {
+export async function migrate(pool: Pool | ClientBase, opts: MigrateOptions = {}): Promise<string[]> {
   const db: ClientBase = pool instanceof Pool ? await pool.connect() : pool;
   try {
     await db.query('SELECT pg_advisory_lock($1, 0)', [MIGRATION_LOCK]);
     try {
-      return await apply(db, dir);
+      const done = await apply(db, opts.dir ?? MIGRATIONS_DIR);
+      // sealed only by the call that changed the schema: a seal deleted later is not silently made again
+      if (done.length && opts.seal) await sealSchema(db, opts.seal, done[done.length - 1]);
+      return done;
     } finally {
       await db.query('SELECT pg_advisory_unlock($1, 0)', [MIGRATION_LOCK]);
     }

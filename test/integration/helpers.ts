@@ -38,7 +38,7 @@ export async function startDatabases(): Promise<TestDatabases> {
   await admin((c) => c.query(`CREATE DATABASE ${template}`));
   const t = new Client({ connectionString: server.urlFor(template) });
   await t.connect();
-  await migrate(t);
+  await migrate(t, { seal: KEYS.chainKey() });
   await t.end();
   const pools: Pool[] = [];
   const created: string[] = [];
