@@ -394,13 +394,28 @@ const up: CommandSpec = {
       // for ever; if it will not start, stop everything and say so
       if (pg) {
         const server = pg;
+        // the postmaster last seen serving the data: while it lives nothing needs reading. A pid file that cannot
+        // be read (this process out of file descriptors under a flood of connections) is "cannot tell", never "gone"
+        let known = server.pid();
         watching = setInterval(() => {
-          const pid = server.pid();
-          if (restarting || (pid !== null && isAlive(pid))) return;
+          if (restarting || (known !== null && isAlive(known))) return;
+          let pid: number | null;
+          try {
+            pid = server.pid();
+          } catch {
+            return;
+          }
+          known = pid;
+          if (pid !== null && isAlive(pid)) return;
           io.err(`Postgres stopped unexpectedly${pid ? ` (pid ${pid})` : ''}: starting it again on the same data ...`);
           restarting = server.restart().then(
             () => {
               io.err('Postgres is back; workers reconnect on their own');
+              try {
+                known = server.pid();
+              } catch {
+                known = null;
+              }
               restarting = null;
             },
             (e: unknown) => {

