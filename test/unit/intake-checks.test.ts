@@ -96,7 +96,8 @@ describe('webhook bodies', () => {
 
   it('refuses invalid JSON, scalars and empty bodies', () => {
     assert.match(refusal('{"a":'), /not valid JSON/);
-    assert.match(refusal(''), /not valid JSON/);
+    assert.match(refusal(''), /the body is empty/);
+    assert.match(refusal('  \n'), /the body is empty/);
     assert.match(refusal('42'), /must be a JSON object or array/);
     assert.match(refusal('"text"'), /must be a JSON object or array/);
     assert.match(refusal('null'), /must be a JSON object or array/);
