@@ -324,6 +324,8 @@ function clientErrorAnswer(code: string | undefined, headersTimeoutMs: number, r
       return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: Content-Length given twice, or together with Transfer-Encoding'];
     case 'HPE_INVALID_CONTENT_LENGTH':
       return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: its Content-Length is not a number of bytes'];
+    case 'HPE_INVALID_EOF_STATE':
+      return [400, 'Bad Request', 'incomplete_request', 'the connection ended before the request was whole'];
     case 'HPE_INVALID_CHUNK_SIZE':
     case 'HPE_INVALID_TRANSFER_ENCODING':
       return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: its chunked body is malformed'];
@@ -360,6 +362,8 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       headersTimeout,
       // node checks those limits on a timer (30 s by default, so a body could trickle in for a minute): every second
       connectionsCheckingInterval: 1_000,
+      // node would answer a missing Host with an empty 400 of its own: refused below, in our format
+      requireHostHeader: false,
     },
     // long names get a clear 400 from our own check instead of a route miss
     routerOptions: { maxParamLength: 16_384 },
@@ -390,6 +394,22 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const refused = (req: FastifyRequest, status: number, code: string, extra: Record<string, unknown> = {}): void => {
     log({ level: 'warn', msg: 'request refused', method: req.method, route: req.routeOptions.url ?? '(no route)', status, code, ...extra });
   };
+
+  // HTTP/1.1 requires a Host header; every refusal is JSON, so it is checked here rather than by node
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.raw.httpVersion === '1.1' && !req.headers.host) {
+      refused(req, 400, 'bad_request', { reason: 'no Host header' });
+      void reply.header('connection', 'close');
+      return refuse(reply, 400, 'bad_request', 'the request has no Host header, which HTTP/1.1 requires');
+    }
+  });
+  // an Expect this server does not meet (anything but 100-continue): 417, in our format instead of node's empty one
+  app.server.on('checkExpectation', (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+    log({ level: 'warn', msg: 'request refused', method: req.method, status: 417, code: 'expectation_failed', expect: loggable(req.headers.expect) });
+    const body = JSON.stringify({ error: { code: 'expectation_failed', message: 'this server meets only "Expect: 100-continue"' } });
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+    res.end(body);
+  });
 
   app.setNotFoundHandler((req, reply) => {
     refused(req, 404, 'not_found', { path: loggable(req.url.split('?')[0]) });
@@ -428,6 +448,11 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         return refuse(reply, 400, 'malformed_body', 'the body is empty');
     }
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+      // a sender that went away half way (the HTTP parser's own refusal is logged by clientErrorHandler)
+      if (req.raw.readableAborted || req.raw.socket?.destroyed) {
+        refused(req, err.statusCode, 'incomplete_request', { ...where, reason: 'the connection ended before the body was whole' });
+        return refuse(reply, err.statusCode, 'incomplete_request', 'the connection ended before the body was whole');
+      }
       refused(req, err.statusCode, 'bad_request', where);
       return refuse(reply, err.statusCode, 'bad_request', 'the request could not be read');
     }

@@ -386,7 +386,11 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       assert.match(big.answer, /^HTTP\/1\.1 431 [^]*"code":"headers_too_large"/, big.answer);
       const twice = await rawExchange(intake.url, 'POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}');
       assert.match(twice.answer, /^HTTP\/1\.1 400 [^]*Content-Length given twice/, twice.answer);
-      assert.ok(logs.filter((l) => l.msg === 'request refused' && (l.status === 431 || l.status === 400)).length >= 2, 'both refusals are logged');
+      const hostless = await rawExchange(intake.url, 'GET /healthz HTTP/1.1\r\n\r\n');
+      assert.match(hostless.answer, /^HTTP\/1\.1 400 [^]*no Host header/, hostless.answer);
+      const expectation = await rawExchange(intake.url, 'POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nContent-Length: 2\r\n\r\n');
+      assert.match(expectation.answer, /^HTTP\/1\.1 417 [^]*"code":"expectation_failed"/, expectation.answer);
+      assert.ok(logs.filter((l) => l.msg === 'request refused' && [400, 417, 431].includes(l.status as number)).length >= 4, 'every refusal is logged');
     } finally {
       await intake.close();
     }
