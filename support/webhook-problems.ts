@@ -47,6 +47,7 @@ export const PROBLEMS: Record<string, (good: Delivery) => Delivery> = {
   'for a project that does not exist': (d) => ({ ...d, project: 'globex' }),
   'for a workflow the project does not have': (d) => ({ ...d, workflow: 'invoice-sync' }),
   'sent as a form instead of JSON': (d) => ({ ...d, contentType: 'application/x-www-form-urlencoded' }),
+  'declared as Latin-1 instead of UTF-8': (d) => ({ ...d, contentType: 'application/json; charset=latin1' }),
   // hostile: whatever arrives in a path, a header or a body is data, never code, a log line or a terminal command
   'for a project whose name is a database command': (d) => ({ ...d, project: "acme'; DROP TABLE runs; --" }),
   'for a project with a 10 kB name': (d) => ({ ...d, project: 'a'.repeat(10_240) }),

@@ -21,16 +21,17 @@ Feature: Hostile requests are refused plainly and change nothing
     And a correct webhook sent afterwards still runs to success
 
     Examples:
-      | problem                                          | status | code                |
-      | for a project whose name is a database command   | 400    | bad_path            |
-      | for a project with a 10 kB name                  | 400    | bad_path            |
-      | for a workflow whose name holds a line break     | 400    | bad_path            |
-      | for a workflow whose name holds a NUL            | 400    | bad_path            |
-      | for a workflow whose name holds terminal escapes | 400    | bad_path            |
-      | with a delivery id holding markup and quotes     | 400    | missing_delivery_id |
-      | with a 10 kB delivery id                         | 400    | missing_delivery_id |
-      | with a 10 kB signature                           | 401    | bad_signature       |
-      | whose order holds a NUL character                | 400    | malformed_body      |
+      | problem                                          | status | code                   |
+      | for a project whose name is a database command   | 400    | bad_path               |
+      | for a project with a 10 kB name                  | 400    | bad_path               |
+      | for a workflow whose name holds a line break     | 400    | bad_path               |
+      | for a workflow whose name holds a NUL            | 400    | bad_path               |
+      | for a workflow whose name holds terminal escapes | 400    | bad_path               |
+      | with a delivery id holding markup and quotes     | 400    | missing_delivery_id    |
+      | with a 10 kB delivery id                         | 400    | missing_delivery_id    |
+      | with a 10 kB signature                           | 401    | bad_signature          |
+      | declared as Latin-1 instead of UTF-8             | 415    | unsupported_media_type |
+      | whose order holds a NUL character                | 400    | malformed_body         |
 
   Scenario: An order full of database commands, markup and control characters is only data
     When "acme" delivers this webhook to "order-sync":
