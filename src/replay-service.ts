@@ -439,7 +439,8 @@ export interface RebuildResult {
  * Recompute a project's run views from their logs and repair the ones that
  * differ, but only for runs whose logs pass verification: a tampered log is
  * reported and refused, never used to repair. Without `force`, a repair never
- * moves a finished run back to unfinished and never lowers a run's last event.
+ * lowers a run's last event, and moves a finished run back to unfinished only
+ * when the run's signed head vouches that its log is whole.
  */
 export async function rebuildViews(
   db: Pool,
@@ -475,7 +476,11 @@ export async function rebuildViews(
         return;
       }
       const replayed = toRunView(v.state, events.length);
-      if (!opts.force && FINISHED.includes(stored.view.status) && !FINISHED.includes(replayed.status)) {
+      // A signed head that names the log's last event (checked by judge above) vouches that the log holds all
+      // the engine committed: a finished view over an unfinished log is then the view's own forgery, and the
+      // log's state is put back without --force (a waiting run would otherwise never be picked up again). Only a
+      // head accepted unsigned leaves the log's completeness in doubt, and the move back to --force.
+      if (!opts.force && v.unsignedAccepted && FINISHED.includes(stored.view.status) && !FINISHED.includes(replayed.status)) {
         refused.push({ runId: id, reason: `it would move a ${stored.view.status} run back to ${replayed.status} (use --force if that is what the log says)` });
         return;
       }

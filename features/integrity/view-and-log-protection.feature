@@ -41,3 +41,17 @@ Feature: Tampering with a run is caught, and its view can be rebuilt from the lo
     And the run views are rebuilt from the log
     Then rebuilding repaired the run
     And the run replays exactly from its log
+
+  Scenario: A waiting run whose view was forged to say it finished is put back to waiting, and still sends its reminder
+    Given the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+    And a run of "order-follow-up" that is waiting in "wait"
+    When someone marks the run as succeeded behind the engine's back
+    And the run views are rebuilt from the log
+    Then rebuilding repaired the run
+    And the run is waiting in "wait"
+    When the clock moves forward 2 hours
+    Then the run succeeds

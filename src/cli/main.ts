@@ -816,7 +816,7 @@ const rebuild: CommandSpec = {
     { name: 'run', value: 'run-id', help: 'only this run' },
     CHECKPOINTS_FLAG,
     UNSIGNED_FLAG,
-    { name: 'force', help: 'also repair when that moves a finished run back to unfinished or lowers its last event' },
+    { name: 'force', help: 'also repair when that lowers the last event of a run, or moves a finished run back to unfinished on a head accepted unsigned' },
     DB_FLAG,
   ],
   async run(a, io) {
