@@ -9,6 +9,8 @@ import type { ReplayWorld } from '../support/world';
 /* The run log itself: its length, its integrity, and events it cannot read. */
 
 Given('{project} has a finished run of {workflow}', async function (this: ReplayWorld, project: string, workflow: string) {
+  // a workflow the scenario never gave this project: say that, not the intake's 401
+  this.workflow(project, workflow);
   const answer = await this.deliver(project, workflow, JSON.stringify(ORDER));
   expect(answer.status).toBe(202);
   // finished: a workflow that waits (a delay, a retry's backoff) gets its clock moved past each timer

@@ -38,10 +38,16 @@ Then('the run did not go through {step}', async function (this: ReplayWorld, ste
 });
 
 Then('the run is waiting in {step}', async function (this: ReplayWorld, step: string) {
+  // a finished run never waits again: say so at once, with where it is, instead of after the timeout
+  let finished: string | null = null;
   await this.waitUntil(`the run to wait in "${step}"`, async () => {
     const v = await this.view();
-    return v.status === 'waiting' && v.currentStep === step;
+    if (['succeeded', 'failed', 'canceled'].includes(v.status)) finished = v.status;
+    return finished !== null || (v.status === 'waiting' && v.currentStep === step);
+  }).catch(async (e) => {
+    throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun()}`);
   });
+  if (finished) throw new Error(`the run ${finished} and will never wait in "${step}": ${await this.describeRun()}`);
 });
 
 Then('the run is pinned to version {int}', async function (this: ReplayWorld, version: number) {

@@ -38,6 +38,9 @@ async function reachAs(world: ReplayWorld, actor: string, reach: Reach, run: Tra
     'rebuilds the view of': ['rebuild', '--run', run.runId],
     'reads the audit trail of': ['history', run.runId],
     cancels: ['cancel', run.runId, '--reason', 'customer asked to stop the order', '--by', 'dana@acme.example'],
+    pauses: ['pause', run.runId, '--reason', 'holding the order for a fraud check', '--by', 'dana@acme.example'],
+    'retries a step of': ['retry', run.runId, '--step', 'push', '--reason', 'the order service is back', '--by', 'dana@acme.example'],
+    'patches the input of': ['patch', run.runId, '--patch', '{"order":{"sum":40}}', '--reason', 'the customer corrected the amount', '--by', 'dana@acme.example'],
   }[reach];
   const out: string[] = [];
   const code = await runCli([...argv, '--project', actor], {

@@ -259,6 +259,6 @@ defineParameterType({
  * A door a project knocks on for a run (features/security): `reads` (GET /runs/:id with its token),
  * `replays`, `verifies`, `rebuilds the view of`, `reads the audit trail of`, `cancels`.
  */
-export type Reach = 'reads' | 'replays' | 'verifies' | 'rebuilds the view of' | 'reads the audit trail of' | 'cancels';
-export const REACHES: Reach[] = ['reads the audit trail of', 'rebuilds the view of', 'reads', 'replays', 'verifies', 'cancels'];
+export type Reach = 'reads' | 'replays' | 'verifies' | 'rebuilds the view of' | 'reads the audit trail of' | 'cancels' | 'pauses' | 'retries a step of' | 'patches the input of';
+export const REACHES: Reach[] = ['reads the audit trail of', 'rebuilds the view of', 'patches the input of', 'retries a step of', 'reads', 'replays', 'verifies', 'cancels', 'pauses'];
 defineParameterType({ name: 'reach', regexp: new RegExp(REACHES.join('|')), transformer: (text: string) => text as Reach });

@@ -37,6 +37,9 @@ Feature: A project reaches only its own runs
       | rebuilds the view of     |
       | reads the audit trail of |
       | cancels                  |
+      | pauses                   |
+      | retries a step of        |
+      | patches the input of     |
 
   Scenario: The isolation holds the other way round too
     Given "globex" has a finished run of "order-sync"
