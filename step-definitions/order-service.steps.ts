@@ -1,4 +1,4 @@
-import { Given, Then } from '@cucumber/cucumber';
+import { Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import type { ReplayWorld } from '../support/world';
 
@@ -20,6 +20,11 @@ Given('the order service fails {int} time(s)', async function (this: ReplayWorld
 Given('the order service answers every order with {int}', async function (this: ReplayWorld, status: number) {
   const target = await this.orderService();
   target.script('*', { kind: 'respond', status, body: { error: { code: status === 409 ? 'conflict' : 'refused', message: 'order refused' } }, times: 1000 });
+});
+
+When('the order service answers normally again', async function (this: ReplayWorld) {
+  // every scripted trouble not yet spent (refusals, failures, stalls, resets) is dropped
+  (await this.orderService()).clearScripts();
 });
 
 Given('the order service stalls on the first attempt', async function (this: ReplayWorld) {

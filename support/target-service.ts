@@ -187,6 +187,11 @@ export class TargetService {
     this.defaults.set(path, { status, body });
   }
 
+  /** Drop every scripted trouble not yet spent: from now on each request gets the default answer. */
+  clearScripts(): void {
+    this.scripts.clear();
+  }
+
   /** Forget everything (requests, effects, idempotency store, scripts, defaults); stays listening. */
   reset(): void {
     this.releasePending();

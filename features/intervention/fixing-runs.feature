@@ -28,6 +28,15 @@ Feature: What an operator's fix does to the order and the follow-up
     And every attempt at "push" carried the same idempotency key
     And the order service saw 2 attempts but took the order once
 
+  Scenario: A call that used up its attempts is retried by hand once the order service is back, and the order is taken once
+    Given the order service answers every order with 503
+    And "acme" has a finished run of "order-sync"
+    When the order service answers normally again
+    And "dana@acme.example" retries "push" because "the order service is back"
+    Then the run succeeds
+    And every attempt at "push" carried the same idempotency key
+    And the order service saw 3 attempts but took the order once
+
   Scenario: A refused order is corrected and run again from the mapping, as a new execution under a new key
     Given a run of "order-sync" that is failed at "push"
     When "dana@acme.example" patches the run's input because "the customer confirmed the right total", with:
