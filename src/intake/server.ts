@@ -184,7 +184,8 @@ export function parseWebhookBody(raw: Buffer): unknown {
   if (value === null || typeof value !== 'object') {
     throw new Refusal(400, 'malformed_body', 'the body must be a JSON object or array');
   }
-  const problem = unstorable(value, 0) ?? keptAsSent(text, value);
+  const walk = { members: 0 };
+  const problem = unstorable(value, 0, walk) ?? keptAsSent(text, walk.members);
   if (problem) throw new Refusal(400, 'malformed_body', problem);
   return value;
 }
@@ -194,7 +195,9 @@ export function parseWebhookBody(raw: Buffer): unknown {
  * last one wins, while another reader of the same signed bytes may take the first), and a number with more
  * digits than a double keeps (0.10000000000000000001 would run as 0.1). Null when the value is the text.
  */
-function keptAsSent(text: string, value: unknown): string | null {
+const NUMBER_TOKEN = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
+function keptAsSent(text: string, parsedMembers: number): string | null {
   let members = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -204,15 +207,16 @@ function keptAsSent(text: string, value: unknown): string | null {
     } else if (c === 0x3a /* : */) {
       members++;
     } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
-      const m = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-      m.lastIndex = i;
-      const token = m.exec(text)![0];
-      if (decimal(token) !== decimal(String(Number(token))))
+      NUMBER_TOKEN.lastIndex = i;
+      const token = NUMBER_TOKEN.exec(text)![0];
+      // at most 15 digits and no exponent: a double keeps it exactly (the common case, so it skips the slow check)
+      const digits = token.length - (token.charCodeAt(0) === 0x2d ? 1 : 0) - (token.includes('.') ? 1 : 0);
+      if ((digits > 15 || /[eE]/.test(token)) && decimal(token) !== decimal(String(Number(token))))
         return `the body holds the number ${token.slice(0, 40)}, which has more digits than can be kept (it would become ${Number(token)}): send it as a string`;
       i += token.length - 1;
     }
   }
-  return members === objectMembers(value) ? null : 'the body gives a key twice in one object: say each key once';
+  return members === parsedMembers ? null : 'the body gives a key twice in one object: say each key once';
 }
 
 /** A decimal number's value as digits and a power of ten, the same however it is written (1.50, 15e-1, 1.5). */
@@ -228,14 +232,6 @@ function decimal(token: string): string {
     power++;
   }
   return `${negative ? '-' : ''}${digits}e${power}`;
-}
-
-function objectMembers(value: unknown): number {
-  if (value === null || typeof value !== 'object') return 0;
-  let n = 0;
-  if (Array.isArray(value)) for (const v of value) n += objectMembers(v);
-  else for (const v of Object.values(value as Record<string, unknown>)) n += 1 + objectMembers(v);
-  return n;
 }
 
 function badString(s: string): string | null {
@@ -254,20 +250,23 @@ function badNumber(n: number): string | null {
   return null;
 }
 
-function unstorable(value: unknown, depth: number): string | null {
+/** What in a parsed body cannot be stored as sent (null: nothing), counting the objects' members as it goes. */
+function unstorable(value: unknown, depth: number, walk: { members: number }): string | null {
   if (typeof value === 'string') return badString(value);
   if (typeof value === 'number') return badNumber(value);
   if (value === null || typeof value !== 'object') return null;
   if (depth >= MAX_BODY_DEPTH) return `the body is nested deeper than ${MAX_BODY_DEPTH} levels`;
   if (Array.isArray(value)) {
-    for (const v of value) {
-      const p = unstorable(v, depth + 1);
+    for (let i = 0; i < value.length; i++) {
+      const p = unstorable(value[i], depth + 1, walk);
       if (p) return p;
     }
     return null;
   }
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    const p = badString(k) ?? unstorable(v, depth + 1);
+  const keys = Object.keys(value);
+  walk.members += keys.length;
+  for (let i = 0; i < keys.length; i++) {
+    const p = badString(keys[i]) ?? unstorable((value as Record<string, unknown>)[keys[i]], depth + 1, walk);
     if (p) return p;
   }
   return null;
