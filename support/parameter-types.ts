@@ -3,6 +3,11 @@ import { PLACE_PATTERN, parsePlace } from './places';
 import { PROBLEM_PATTERN } from './webhook-problems';
 import { parseDuration } from './workflow-table';
 
+/** A parameter type whose phrases are the keys of `phrases`, each standing for its value (matched in the order given). */
+function definePhrases<T>(name: string, phrases: Record<string, T>): void {
+  defineParameterType({ name, regexp: new RegExp(Object.keys(phrases).join('|')), transformer: (text: string) => phrases[text] });
+}
+
 /*
  * Domain parameter types, so steps read in the words of docs/domain-language.md. A
  * {moment} is a named point in a step's life, turned here into the failpoint
@@ -101,11 +106,7 @@ export const DISRUPTIONS = {
 } as const;
 export type Disruption = (typeof DISRUPTIONS)[keyof typeof DISRUPTIONS];
 
-defineParameterType({
-  name: 'disruption',
-  regexp: new RegExp(Object.keys(DISRUPTIONS).join('|')),
-  transformer: (text: string) => DISRUPTIONS[text as keyof typeof DISRUPTIONS],
-});
+definePhrases('disruption', DISRUPTIONS);
 
 /*
  * The database's own defences, weakened by someone who owns it: each phrase
@@ -128,11 +129,7 @@ export const WEAKENINGS = {
 } as const;
 export type Weakening = (typeof WEAKENINGS)[keyof typeof WEAKENINGS];
 
-defineParameterType({
-  name: 'weakening',
-  regexp: new RegExp(Object.keys(WEAKENINGS).join('|')),
-  transformer: (text: string) => WEAKENINGS[text as keyof typeof WEAKENINGS],
-});
+definePhrases('weakening', WEAKENINGS);
 
 defineParameterType({
   name: 'problem',
@@ -249,11 +246,7 @@ const CREDENTIALS: Record<string, Credential> = {
   'a token that is not a token': 'garbage',
   'no token of their own': 'anonymous',
 };
-defineParameterType({
-  name: 'credential',
-  regexp: new RegExp(Object.keys(CREDENTIALS).join('|')),
-  transformer: (text: string) => CREDENTIALS[text],
-});
+definePhrases('credential', CREDENTIALS);
 
 /**
  * A door a project knocks on for a run (features/security): `reads` (GET /runs/:id with its token),
