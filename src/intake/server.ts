@@ -152,9 +152,8 @@ export function checkSignature(
   now: Date,
   toleranceSec: number,
 ): string | null {
-  const header_ = signatureHeaderProblem(header, now, toleranceSec);
-  if (typeof header_ === 'string') return header_;
-  const parsed = header_;
+  const parsed = signatureHeaderProblem(header, now, toleranceSec);
+  if (typeof parsed === 'string') return parsed;
   const expected = Buffer.from(computeSignature(secret, parsed.t, target, rawBody), 'hex');
   const match = parsed.v2.some((candidate) => {
     const given = Buffer.from(candidate, 'hex');
@@ -190,13 +189,14 @@ export function parseWebhookBody(raw: Buffer): unknown {
   return value;
 }
 
+/** A JSON number, read where it starts (sticky). */
+const NUMBER_TOKEN = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
 /**
  * What JSON.parse would quietly change, found in one pass over the text: a key given twice in one object (the
  * last one wins, while another reader of the same signed bytes may take the first), and a number with more
  * digits than a double keeps (0.10000000000000000001 would run as 0.1). Null when the value is the text.
  */
-const NUMBER_TOKEN = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-
 function keptAsSent(text: string, parsedMembers: number): string | null {
   let members = 0;
   for (let i = 0; i < text.length; i++) {
