@@ -63,6 +63,11 @@ export interface RealtimeServerOptions {
    * at all, is closed (it reconnects and catches up); default 8 MiB
    */
   maxBufferedBytes?: number;
+  /**
+   * bytes waiting to go out to all sockets together; beyond it the slow readers holding the most are closed
+   * (they reconnect and catch up; see sweepTotalBuffered); default 256 MiB
+   */
+  maxTotalBufferedBytes?: number;
   /** connections held at once; more are closed as they come (default: src/security/connection-limits.ts) */
   maxConnections?: number;
   log?: (entry: Record<string, unknown>) => void;
@@ -102,6 +107,8 @@ interface Conn {
   overSince: number | null;
   /** the socket is corked until the end of this tick (see sendRaw) */
   corked?: boolean;
+  /** how many counts in a row found SLOW_SHARE_BYTES or more waiting for it (see sweepTotalBuffered) */
+  heavyCounts?: number;
 }
 
 interface PendingJoin {
@@ -152,6 +159,8 @@ const SLOW_GRACE_MS = 2000;
 const MAX_CHANNELS_PER_SOCKET = 100;
 const MAX_PRESENCE_BYTES = 32 * 1024;
 const SLOW_HARD_FACTOR = 4;
+/** over the total budget, a socket holding at least this much is the one let go */
+const SLOW_SHARE_BYTES = 1024 * 1024;
 
 /** `table:column=value[,column=value][;table:…]` (env MESHHOOK_REALTIME_DROP) → a dropChange predicate */
 export function parseDropSpec(spec: string): (c: { table: string; record: Record<string, unknown> }) => boolean {
@@ -196,6 +205,7 @@ export class RealtimeServer {
   private readonly visibility: Visibility;
   private readonly feed: ReplicationFeed;
   private readonly conns = new Set<Conn>();
+  private sweeper: NodeJS.Timeout | null = null;
   private readonly topics = new Map<string, Set<Channel>>();
   private readonly pgChannels = new Set<Channel>();
   private readonly presence = new Map<string, Map<string, Map<string, PresenceEntry>>>();
@@ -213,6 +223,7 @@ export class RealtimeServer {
       heartbeatTimeoutMs: 60_000,
       joinTimeoutMs: 5_000,
       maxBufferedBytes: 8 * 1024 * 1024,
+      maxTotalBufferedBytes: 256 * 1024 * 1024,
       ...options,
     };
     const userLog = options.log ?? (() => undefined);
@@ -271,6 +282,7 @@ export class RealtimeServer {
     const port = (this.http.address() as AddressInfo).port;
     const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
     this.address = { url: `http://${host}:${port}`, port };
+    this.sweeper = setInterval(() => this.sweepTotalBuffered(), 500).unref();
     this.log({ level: 'info', msg: 'realtime listening', url: this.address.url, publication: this.opts.publication, slot: this.opts.slotName ?? '(temporary)' });
     return this.address;
   }
@@ -290,6 +302,7 @@ export class RealtimeServer {
   }
 
   private async shutdown(opts: { dropSlot?: boolean }): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
     for (const p of this.waitingJoins) {
       p.cancelled = true;
       if (p.timer) clearTimeout(p.timer);
@@ -322,7 +335,8 @@ export class RealtimeServer {
 
   private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    const u = new URL(req.url ?? '/', 'http://localhost');
+    const u = requestUrl(req);
+    if (!u) return refuse(socket, 400, 'Bad Request: the path is not a URL path');
     const path = u.pathname.replace(/\/+$/, '');
     if (!SOCKET_PATHS.has(path)) return refuse(socket, 404, 'Not Found');
     if (this.closing) return refuse(socket, 503, 'Realtime is shutting down');
@@ -348,7 +362,8 @@ export class RealtimeServer {
   }
 
   private onHttp(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const u = new URL(req.url ?? '/', 'http://localhost');
+    const u = requestUrl(req);
+    if (!u) return sendJson(res, 400, { error: 'the path is not a URL path' });
     const path = u.pathname.replace(/\/+$/, '');
     if (req.method === 'GET' && (path === '/healthcheck' || path === '/realtime/v1/healthcheck')) return sendJson(res, 200, { status: 'ok' });
     const single = /^(?:\/realtime\/v1)?\/api\/broadcast\/([^/]+)\/events\/([^/]+)$/.exec(path);
@@ -425,7 +440,7 @@ export class RealtimeServer {
       }
     }
     for (const m of messages) {
-      if (typeof m.topic !== 'string' || typeof m.event !== 'string') continue;
+      if (m === null || typeof m !== 'object' || typeof m.topic !== 'string' || typeof m.event !== 'string') continue;
       // private channels cannot be joined here (see join): nothing listens there
       if (m.private === true) continue;
       this.fanOut(broadcastKey(sender, `realtime:${m.topic}`), null, m.event, { type: 'broadcast', event: m.event, payload: m.payload ?? {} });
@@ -524,6 +539,34 @@ export class RealtimeServer {
     ws.send(data);
     this.stats.framesSent++;
     return true;
+  }
+
+  /**
+   * Many slow readers together, each under its own limit: every half second the bytes waiting for all sockets
+   * are counted, and over the budget the sockets that have held at least SLOW_SHARE_BYTES at two counts in a row
+   * (slow readers, whose backlog stays) are closed, the heaviest first, until half the budget is left; they
+   * reconnect and catch up. A burst (a transaction's changes are written in one turn) is gone by the next count,
+   * so a reader that keeps up never loses its socket to one.
+   */
+  private sweepTotalBuffered(): void {
+    let total = 0;
+    for (const c of this.conns) {
+      const held = c.ws.bufferedAmount;
+      total += held;
+      c.heavyCounts = held >= SLOW_SHARE_BYTES ? (c.heavyCounts ?? 0) + 1 : 0;
+    }
+    const budget = this.opts.maxTotalBufferedBytes ?? Infinity;
+    if (total <= budget) return;
+    const heaviest = [...this.conns].filter((c) => (c.heavyCounts ?? 0) >= 2).sort((a, b) => b.ws.bufferedAmount - a.ws.bufferedAmount);
+    for (const c of heaviest) {
+      if (total <= budget / 2) break;
+      const held = c.ws.bufferedAmount;
+      this.stats.slowSocketsClosed++;
+      this.log({ level: 'warn', msg: 'realtime slow subscriber closed', socket: c.id, bufferedBytes: held, why: 'all sockets together over the budget' });
+      this.dropConn(c);
+      c.ws.terminate();
+      total -= held;
+    }
   }
 
   private onMessage(conn: Conn, msg: PhxMessage & { raw?: RawBroadcast }): void {
@@ -966,7 +1009,7 @@ export class RealtimeServer {
     if (p.event === 'track') {
       const meta = p.payload && typeof p.payload === 'object' ? (p.payload as Record<string, unknown>) : {};
       // every member of the topic is sent what one tracks: a bounded size keeps one client from filling memory
-      if (JSON.stringify(meta).length > MAX_PRESENCE_BYTES) {
+      if (Buffer.byteLength(JSON.stringify(meta)) > MAX_PRESENCE_BYTES) {
         this.send(ch.conn, reply(msg, 'error', { reason: `presence payload over ${MAX_PRESENCE_BYTES} bytes` }));
         return;
       }
@@ -1071,6 +1114,18 @@ function refuse(socket: Duplex, status: number, error: string): void {
     socket.destroy();
   }
   setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+/**
+ * The request's URL, or null when its target cannot be one: `new URL` throws on a path like `//%%%/x` (read as
+ * a host), and a throw here would reach no handler and end the whole process.
+ */
+function requestUrl(req: http.IncomingMessage): URL | null {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost');
+  } catch {
+    return null;
+  }
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {

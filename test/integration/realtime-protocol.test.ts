@@ -1,3 +1,4 @@
+import net from 'node:net';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
@@ -357,6 +358,57 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
       await slowServer.close();
       await sql('DELETE FROM items');
     }
+  });
+
+  it('many slow subscribers together are cut off at the budget of all sockets, each under its own limit; a reader goes on', async () => {
+    const budgetServer = new RealtimeServer({ databaseUrl: dbUrl, jwtSecret: SECRET, maxBufferedBytes: 64 * 1024 * 1024, maxTotalBufferedBytes: 2 * 1024 * 1024, log: (e) => logs.push(e) });
+    await budgetServer.start();
+    try {
+      const join = { config: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'items', filter: 'id=gte.1000' }] }, access_token: tokA };
+      const slow = [await raw({ apikey: anon }, '2.0.0', budgetServer.url), await raw({ apikey: anon }, '2.0.0', budgetServer.url), await raw({ apikey: anon }, '2.0.0', budgetServer.url)];
+      const fast = await raw({ apikey: anon }, '2.0.0', budgetServer.url);
+      for (const [i, s] of [...slow, fast].entries()) {
+        await s.join(`realtime:budget-${i}`, join);
+        await s.next((m) => m.event === 'system');
+      }
+      for (const s of slow) (s.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+      const rows = 300;
+      await sql(
+        `INSERT INTO items (id, label) SELECT 999 + i, (SELECT string_agg(md5(i::text || ':' || j::text), '') FROM generate_series(1, 1500) j) FROM generate_series(1, $1::int) i`,
+        [rows],
+      );
+      await fast.next((m) => m.event === 'postgres_changes' && m.payload.data.record.id === 999 + rows, 20_000);
+      assert.equal(fast.messages((m) => m.event === 'postgres_changes').length, rows, 'the reader got every change');
+      // counted every half second: a slow reader's backlog stays, and two counts later it is let go
+      for (const until = Date.now() + 5_000; budgetServer.stats.slowSocketsClosed < 3 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(budgetServer.stats.slowSocketsClosed, 3, 'the three slow readers, and not the one that kept up');
+      assert.ok(logs.some((l) => l.msg === 'realtime slow subscriber closed' && l.why === 'all sockets together over the budget'));
+    } finally {
+      await budgetServer.close();
+      await sql('DELETE FROM items');
+    }
+  });
+
+  it('a request whose path is not a URL path gets 400 and the server stays up; a null broadcast message is skipped', async () => {
+    const { port } = new URL(server.url);
+    const ask = (bytes: string) =>
+      new Promise<string>((resolve) => {
+        const socket = net.connect(Number(port), '127.0.0.1');
+        let answer = '';
+        socket.on('data', (d) => (answer += d));
+        socket.on('error', () => resolve(answer));
+        socket.on('close', () => resolve(answer));
+        socket.write(bytes);
+        setTimeout(() => socket.destroy(), 1_500);
+      });
+    assert.match(await ask('GET //%%%/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400 /);
+    assert.match(
+      await ask('GET //%%%/realtime/v1/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'),
+      /^HTTP\/1\.1 400 /,
+    );
+    assert.equal((await fetch(`${server.url}/realtime/v1/healthcheck`)).status, 200, 'still serving');
+    const nulls = await fetch(`${server.url}/realtime/v1/api/broadcast`, { method: 'POST', headers: { apikey: anon, 'content-type': 'application/json' }, body: '{"messages":[null,5,{"topic":"t","event":"e","payload":{}}]}' });
+    assert.equal(nulls.status, 202);
   });
 
   it('delivers only committed data: a rolled-back insert never appears, an open transaction appears at its commit', async () => {
