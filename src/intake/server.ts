@@ -7,7 +7,7 @@ import type { EngineFlags } from '../domain/decider';
 import { engineInfo } from '../domain/decider';
 import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
-import { defaultMaxConnections } from '../security/connection-limits';
+import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
 import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, TamperedProjectError, WorkflowRow } from '../store/registry';
 import { DeliveryReusedError, startRun } from '../store/intake-start';
@@ -312,27 +312,6 @@ function webhookHeaderProblem(req: FastifyRequest, now: Date, toleranceSec: numb
   return typeof why === 'string' ? { status: 401, code: 'bad_signature', message: why } : null;
 }
 
-/** The answer to bytes the HTTP parser refused, or to a request that did not arrive in time: [status, reason, code, message]. */
-function clientErrorAnswer(code: string | undefined, headersTimeoutMs: number, requestTimeoutMs: number): [number, string, string, string] {
-  switch (code) {
-    case 'ERR_HTTP_REQUEST_TIMEOUT':
-      return [408, 'Request Timeout', 'request_timeout', `the request did not arrive in time: headers are awaited ${Math.round(headersTimeoutMs / 1000)} s, the whole request ${Math.round(requestTimeoutMs / 1000)} s`];
-    case 'HPE_HEADER_OVERFLOW':
-      return [431, 'Request Header Fields Too Large', 'headers_too_large', "the request's line and headers are larger than this server reads (16 KiB)"];
-    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
-      return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: Content-Length given twice, or together with Transfer-Encoding'];
-    case 'HPE_INVALID_CONTENT_LENGTH':
-      return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: its Content-Length is not a number of bytes'];
-    case 'HPE_INVALID_EOF_STATE':
-      return [400, 'Bad Request', 'incomplete_request', 'the connection ended before the request was whole'];
-    case 'HPE_INVALID_CHUNK_SIZE':
-    case 'HPE_INVALID_TRANSFER_ENCODING':
-      return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP: its chunked body is malformed'];
-    default:
-      return [400, 'Bad Request', 'bad_request', 'the request is not valid HTTP'];
-  }
-}
-
 export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const pool = opts.pool;
   const clock = opts.clock ?? systemClock;
@@ -377,8 +356,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
       const [status, reason, code, message] = clientErrorAnswer(err.code, headersTimeout, requestTimeout);
       log({ level: 'warn', msg: 'request refused', status, code, reason: err.code ?? 'unknown' });
-      const body = JSON.stringify({ error: { code, message } });
-      socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      socket.end(clientErrorResponse(status, reason, { error: { code, message } }));
     },
   });
 

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Pool } from 'pg';
 import { openPool } from '../db/pool';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { defaultMaxConnections } from '../security/connection-limits';
+import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Visibility } from './auth';
 import { parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
 import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
@@ -68,7 +68,7 @@ export interface RealtimeServerOptions {
    * (they reconnect and catch up; see sweepTotalBuffered); default 256 MiB
    */
   maxTotalBufferedBytes?: number;
-  /** connections held at once; more are closed as they come (default: src/security/connection-limits.ts) */
+  /** connections held at once; more are closed as they come (default: src/security/http-limits.ts) */
   maxConnections?: number;
   log?: (entry: Record<string, unknown>) => void;
   /** test-only failpoint: drop a matching change instead of delivering it (env MESHHOOK_REALTIME_DROP too) */
@@ -154,6 +154,9 @@ function broadcastKey(claims: TokenClaims, topic: string): string {
 }
 const UNAVAILABLE = 'UnableToConnectToProject: Realtime was unable to connect to the project database';
 const MAX_TIMER_MS = 2 ** 31 - 1;
+// a connection that has not sent its headers soon, or its whole request, is let go
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
 /** a socket over maxBufferedBytes this long, or over SLOW_HARD_FACTOR × maxBufferedBytes at all, is closed */
 const SLOW_GRACE_MS = 2000;
 const MAX_CHANNELS_PER_SOCKET = 100;
@@ -253,10 +256,17 @@ export class RealtimeServer {
     Object.defineProperty(this.stats, 'feed', { get: () => this.feed.state, enumerable: true });
     // a connection that sends no request soon is let go (Node waits a minute by default), and beyond the cap a new
     // one is closed as it comes: a flood of idle connections cannot take every file descriptor of the process
-    this.http = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 }, (req, res) => this.onHttp(req, res));
+    this.http = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 }, (req, res) => this.onHttp(req, res));
     this.http.maxConnections = options.maxConnections ?? defaultMaxConnections();
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket as Duplex, head));
-    this.http.on('clientError', (_e, socket) => socket.destroy());
+    // bytes the HTTP parser refused (a token too long for the headers, a malformed request) get a status and why,
+    // as a browser's or supabase-js's error shows it, instead of a connection that just ends
+    this.http.on('clientError', (e: NodeJS.ErrnoException, socket) => {
+      if (e.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+      const [status, reason, code, message] = clientErrorAnswer(e.code, HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS);
+      this.log({ level: 'info', msg: 'realtime request refused', status, code, reason: e.code ?? 'unknown' });
+      socket.end(clientErrorResponse(status, reason, { error: message }));
+    });
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
   }
 

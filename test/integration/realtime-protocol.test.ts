@@ -389,7 +389,7 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
     }
   });
 
-  it('a request whose path is not a URL path gets 400 and the server stays up; a null broadcast message is skipped', async () => {
+  it('a request whose path is not a URL path gets 400, one with a token too long for its headers 431, and the server stays up; a null broadcast message is skipped', async () => {
     const { port } = new URL(server.url);
     const ask = (bytes: string) =>
       new Promise<string>((resolve) => {
@@ -406,6 +406,9 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
       await ask('GET //%%%/realtime/v1/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'),
       /^HTTP\/1\.1 400 /,
     );
+    // a token too long for the headers this server reads: a status that says so, not a connection that just ends
+    const longKey = `GET /realtime/v1/websocket?vsn=1.0.0&apikey=${'x'.repeat(60_000)} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+    assert.match(await ask(longKey), /^HTTP\/1\.1 431 [^]*larger than this server reads/);
     assert.equal((await fetch(`${server.url}/realtime/v1/healthcheck`)).status, 200, 'still serving');
     const nulls = await fetch(`${server.url}/realtime/v1/api/broadcast`, { method: 'POST', headers: { apikey: anon, 'content-type': 'application/json' }, body: '{"messages":[null,5,{"topic":"t","event":"e","payload":{}}]}' });
     assert.equal(nulls.status, 202);
