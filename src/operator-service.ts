@@ -2,6 +2,7 @@ import type { Pool } from 'pg';
 import { createDecider, DecisionError, RunState } from './domain/decider';
 import type { OperatorAction, OperatorActed, RecordedEvent } from './domain/events';
 import { Failpoints } from './faults/failpoints';
+import type { HeadJournal } from './integrity/checkpoints';
 import type { Keyring } from './security/keyring';
 import { loadVersion, NotFoundError, TamperedDefinitionError } from './store/registry';
 import { commitBatch, ConcurrencyError } from './store/log-append';
@@ -68,12 +69,20 @@ export interface OperatorContext {
   clock?: Clock;
   /** attempts when a worker keeps appending first */
   maxRaces?: number;
+  /**
+   * Where the head an action commits is written outside the database, as workers write theirs: without it,
+   * someone with the database could put back the signed head a worker wrote just before the action, and the
+   * action would vanish from the log without a trace any checkpoint could show.
+   */
+  journal?: HeadJournal | null;
 }
 
 export interface ActionResult {
   runId: string;
   recorded: RecordedEvent[];
   state: RunState;
+  /** the action is committed, but its head could not be written to the journal: why */
+  journalProblem?: string;
 }
 
 /** Apply an operator action to a run of a project. Throws NotFoundError, OperatorActionError. */
@@ -125,7 +134,10 @@ export async function operate(db: Pool, ctx: OperatorContext, projectId: string,
       // a run retried, resumed or unpaused is due now: wake the workers rather than wait for their poll
       // (best effort: the action is committed, and a worker finds the run at its next poll anyway)
       await db.query(`SELECT pg_notify('meshhook_due', '')`).catch(() => undefined);
-      return { runId, recorded: committed.recorded, state: committed.state };
+      const result: ActionResult = { runId, recorded: committed.recorded, state: committed.state };
+      // before the operator is told the action is recorded, its head is outside the database too
+      await ctx.journal?.write({ projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, at).catch((e: Error) => (result.journalProblem = e.message));
+      return result;
     } catch (e) {
       // a worker appended first: decide again on what it wrote
       if (e instanceof ConcurrencyError && attempt < races) continue;

@@ -242,9 +242,9 @@ When('someone {weakening} behind the engine\'s back', async function (this: Repl
 // ───── what verification says, through the real `meshhook verify --all`
 
 When('the runs are verified', async function (this: ReplayWorld) {
-  const journals = [...this.workers.map((w) => this.journalOf(w.opts.id)), ...(this.checkpointFile ? [this.checkpointFile] : [])];
   const out: string[] = [];
-  const code = await runCli(['verify', '--all', '--project', this.run.project, '--checkpoints', journals.join(',')], {
+  const files = this.checkpointFiles();
+  const code = await runCli(['verify', '--all', '--project', this.run.project, ...(files.length ? ['--checkpoints', files.join(',')] : [])], {
     out: (l) => out.push(l),
     err: (l) => out.push(l),
     env: { DATABASE_URL: this.engineDirectUrl, MESHHOOK_KEYS: this.keyring.toEnv() },

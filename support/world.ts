@@ -12,7 +12,7 @@ import { TcpProxy } from '../src/faults/tcp-proxy';
 import { startIntake } from '../src/intake/server';
 import { deliver } from '../src/intake/sign';
 import { readRunView, RebuildResult, RunVerification, StoredRunView, VerifyRunOptions } from '../src/replay-service';
-import { CheckpointIndex } from '../src/integrity/checkpoints';
+import { CheckpointIndex, HeadJournal } from '../src/integrity/checkpoints';
 import { NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
 import { operate, OperatorActionError } from '../src/operator-service';
 import { replayLog, VerifyReport } from '../src/domain/replay';
@@ -471,7 +471,9 @@ export class ReplayWorld extends World<ReplayParameters> {
     const before = (await this.events(run.runId)).map((e) => `${e.seq} ${e.type}`);
     this.lastAction = { phrase, before, refusal: null };
     try {
-      await operate(this.engineDb, { keyring: this.keyring, clock: this.clock }, run.projectId, run.runId, {
+      // the operator's command journals the head it commits, as a worker does (src/cli/main.ts: --journal)
+      const journal = new HeadJournal(this.operatorJournal, this.keyring.chainKey());
+      const result = await operate(this.engineDb, { keyring: this.keyring, clock: this.clock, journal }, run.projectId, run.runId, {
         action: phrase.action,
         by: who,
         reason,
@@ -479,6 +481,7 @@ export class ReplayWorld extends World<ReplayParameters> {
         output: phrase.action === 'skip' ? extra.output : undefined,
         patch: phrase.action === 'patch' ? extra.patch : undefined,
       });
+      if (result.journalProblem) throw new Error(`the operator's head was not journaled: ${result.journalProblem}`);
     } catch (e) {
       if (!(e instanceof OperatorActionError) && !(e instanceof NotFoundError)) throw e;
       this.lastAction.refusal = e.message;
@@ -521,10 +524,20 @@ export class ReplayWorld extends World<ReplayParameters> {
     return path.join(this.scratch, `heads-${workerId}.jsonl`);
   }
 
-  /** How the scenario verifies runs: with the engine's keys, and against every checkpoint the workers wrote. */
+  /** Where operators' commands journal the heads their actions commit. */
+  get operatorJournal(): string {
+    return path.join(this.scratch, 'heads-operators.jsonl');
+  }
+
+  /** Every file of signed heads kept outside the database: the workers' and operators' journals, and a checkpoint taken. */
+  checkpointFiles(): string[] {
+    const files = [...this.workers.map((w) => this.journalOf(w.opts.id)), this.operatorJournal, ...(this.checkpointFile ? [this.checkpointFile] : [])];
+    return files.filter((f) => existsSync(f));
+  }
+
+  /** How the scenario verifies runs: with the engine's keys, and against every checkpoint kept outside the database. */
   verifyOptions(): VerifyRunOptions {
-    const journals = this.workers.map((w) => this.journalOf(w.opts.id)).filter((f) => existsSync(f));
-    return { keys: this.keyring.chainKeys(), checkpoints: CheckpointIndex.load(journals, this.keyring.chainKeys()) };
+    return { keys: this.keyring.chainKeys(), checkpoints: CheckpointIndex.load(this.checkpointFiles(), this.keyring.chainKeys()) };
   }
 
   get aliveWorkers(): WorkerProcess[] {

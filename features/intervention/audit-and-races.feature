@@ -5,6 +5,8 @@ Feature: Operator actions are audited, and hold against workers and crashes
   the middle of one: a worker busy with the run when the action lands loses
   its place and the run ends as the action says; a worker that dies right
   after an action leaves a run the next worker finishes as the action says.
+  Like a worker, the operator's command keeps the head it commits outside
+  the database, so an action cannot be quietly taken back out of the log.
 
   Background:
     Given the project "acme" with the workflow "order-sync":
@@ -58,3 +60,16 @@ Feature: Operator actions are audited, and hold against workers and crashes
     And a new worker takes over
     Then the run succeeds
     And the order service saw 3 attempts but took the order once
+
+  @tamper
+  Scenario Outline: An operator's action taken back out of the log by someone with the database is found: <action> the run
+    Given a run of "order-follow-up" that is waiting in "wait"
+    And "dana@acme.example" <action> the run because "the customer withdrew the order"
+    When someone rolls the run back to the timer of "wait" behind the engine's back
+    And the runs are verified
+    Then verification finds the run rolled back behind a checkpoint
+
+    Examples:
+      | action  |
+      | cancels |
+      | pauses  |

@@ -12,7 +12,7 @@ import { InvalidDefinitionError, validateDefinition } from '../domain/definition
 import { UnknownEventTypeError } from '../domain/events';
 import type * as EngineModule from '../engine';
 import { deliver } from '../intake/sign';
-import { CheckpointIndex, grantsRolledBack, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
+import { CheckpointIndex, grantsRolledBack, HeadJournal, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
 import { checkSchema, sealSchema } from '../integrity/schema-seal';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
 import type * as LiveLogModule from '../realtime/live-log';
@@ -946,6 +946,7 @@ function actionCommand(action: OperatorAction): CommandSpec {
   if (action === 'resume') flags.push({ name: 'step', value: 'step', help: 'the step to run again from (required)' });
   if (action === 'skip') flags.push({ name: 'output', value: 'json', help: 'the output the skipped step stands for (required)' });
   if (action === 'patch') flags.push({ name: 'patch', value: 'json', help: 'a JSON merge patch of the input, e.g. {"order":{"sum":40}} (required)' });
+  flags.push({ name: 'journal', value: 'file', help: "append the head the action commits to this journal outside the database, as workers do, so that verify --checkpoints notices the action rolled back (default: $MESHHOOK_HEAD_JOURNAL)" });
   flags.push(DB_FLAG);
   return {
     name: action,
@@ -980,8 +981,11 @@ function actionCommand(action: OperatorAction): CommandSpec {
       return withPool(a, io, async (pool) => {
         try {
           const project = await projectOf(a, pool, io);
-          const r = await operate(pool, { keyring }, project.id, runId, req);
+          const journalFile = (a.flags.journal as string | undefined) || io.env.MESHHOOK_HEAD_JOURNAL || undefined;
+          const journal = journalFile ? new HeadJournal(path.resolve(io.cwd, journalFile), keyring.chainKey()) : null;
+          const r = await operate(pool, { keyring, journal }, project.id, runId, req);
           io.out(`${action}: recorded as event ${r.recorded[0].seq} (${r.recorded.map((e) => e.type).join(', ')}); the run is now ${r.state.status}`);
+          if (r.journalProblem) io.err(`warning: the action is recorded, but its head could not be written to ${journalFile}: ${r.journalProblem}`);
           return 0;
         } catch (e) {
           if (e instanceof OperatorActionError || e instanceof NotFoundError) {

@@ -285,7 +285,7 @@ export async function writeCheckpoints(
   return { written, refused };
 }
 
-/** A worker's journal of every head it committed, appended in order without waiting on the disk. */
+/** A journal of every head a worker (or an operator's command) committed, appended in order; a worker does not wait on the disk. */
 export class HeadJournal {
   private tail: Promise<void> = Promise.resolve();
   constructor(
@@ -294,8 +294,15 @@ export class HeadJournal {
   ) {}
 
   record(head: RunHead, at: Date): void {
+    void this.write(head, at).catch(() => undefined);
+  }
+
+  /** The same, for a caller that waits until the line is written and hears if it could not be. */
+  write(head: RunHead, at: Date): Promise<void> {
     const line = checkpointLine(this.chain, head, at);
-    this.tail = this.tail.then(() => appendFile(this.file, line, { mode: 0o600 })).catch(() => undefined);
+    const written = this.tail.then(() => appendFile(this.file, line, { mode: 0o600 }));
+    this.tail = written.catch(() => undefined);
+    return written;
   }
 
   flush(): Promise<void> {

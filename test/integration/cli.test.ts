@@ -365,6 +365,42 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     }
   });
 
+  it("an operator's command journals the head its action commits, so verify --checkpoints names the action rolled back", async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-operator-journal-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      const followUp = { name: 'follow-up', steps: [{ id: 'wait', type: 'delay', durationMs: 3_600_000, next: 'done' }, { id: 'done', type: 'terminate', status: 'succeeded' }] };
+      await publish(engine.pool, 'acme', followUp);
+      const d = await cli(['deliver', 'acme', 'follow-up', '--body', '{"order":{"id":"o-1","sum":1}}', '--url', engine.intake.url], env, dir);
+      const runId = /run ([0-9a-f-]{36}) started/.exec(d.out)![1];
+      await waitFor('the run to wait', async () => (await runStatus(engine.pool, runId)) === 'waiting');
+      // the head a worker committed before the action: genuinely signed, so putting it back passes every signature check
+      const before = (await owner.query('SELECT to_jsonb(r) AS row, r.last_seq FROM runs r WHERE id = $1', [runId])).rows[0];
+      const canceled = await cli(['cancel', runId, '--project', 'acme', '--reason', 'the customer withdrew the order', '--by', 'dana@acme.example', '--journal', 'ops.jsonl'], env, dir);
+      assert.equal(canceled.code, 0, canceled.err);
+      assert.equal(readFileSync(path.join(dir, 'ops.jsonl'), 'utf8').trim().split('\n').length, 1, 'one head a command');
+      await behindTheEnginesBack(owner, async (c) => {
+        await c.query('DELETE FROM run_events WHERE run_id = $1 AND seq > $2', [runId, before.last_seq]);
+        const columns = Object.keys(before.row).filter((k) => k !== 'id');
+        await c.query(`UPDATE runs r SET (${columns.join(', ')}) = (SELECT ${columns.map((k) => `b.${k}`).join(', ')} FROM jsonb_populate_record(NULL::runs, $2) b) WHERE r.id = $1`, [runId, before.row]);
+      });
+      // without the operator's journal the rollback leaves nothing to see; with it, the action is missed
+      const plain = await cli(['verify', runId, '--project', 'acme'], env, dir);
+      assert.equal(plain.code, 0, plain.out);
+      const checked = await cli(['verify', '--all', '--project', 'acme', '--checkpoints', 'ops.jsonl'], env, dir);
+      assert.equal(checked.code, 1, checked.out);
+      assert.match(checked.out, new RegExp(`NOT ok  acme  ${runId}  .*checkpoint`));
+      // a journal that cannot be written is said, and the action stands all the same
+      const paused = await cli(['pause', runId, '--project', 'acme', '--reason', 'hold', '--by', 'dana@acme.example', '--journal', 'no/such/dir/ops.jsonl'], env, dir);
+      assert.equal(paused.code, 0, paused.err);
+      assert.match(paused.err, /warning: the action is recorded, but its head could not be written to no\/such\/dir\/ops\.jsonl/);
+    } finally {
+      await engine.stop();
+    }
+  });
+
   it('tail follows a run live through the Realtime protocol: the run log so far, then each event as it commits', async () => {
     const { url } = await dbs.fresh();
     // an order service that holds its answer until the test lets it go, so the run waits mid-step
