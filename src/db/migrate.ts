@@ -43,10 +43,10 @@ export async function migrate(pool: Pool | ClientBase, opts: MigrateOptions = {}
 }
 
 async function apply(db: ClientBase, dir: string): Promise<string[]> {
-  await db.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+  await db.query(`CREATE TABLE IF NOT EXISTS public.schema_migrations (
     name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
   const applied = new Map<string, string>(
-    (await db.query<{ name: string; checksum: string }>('SELECT name, checksum FROM schema_migrations')).rows.map((r) => [r.name, r.checksum]),
+    (await db.query<{ name: string; checksum: string }>('SELECT name, checksum FROM public.schema_migrations')).rows.map((r) => [r.name, r.checksum]),
   );
   const done: string[] = [];
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql')).sort()) {
@@ -60,7 +60,7 @@ async function apply(db: ClientBase, dir: string): Promise<string[]> {
     await db.query('BEGIN');
     try {
       await db.query(sql);
-      await db.query('INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)', [file, checksum]);
+      await db.query('INSERT INTO public.schema_migrations (name, checksum) VALUES ($1, $2)', [file, checksum]);
       await db.query('COMMIT');
     } catch (e) {
       await db.query('ROLLBACK');

@@ -6,6 +6,15 @@ import { ENGINE_ROLE } from './scope';
  * the server terminated, idle or checked out, and an unhandled 'error' would
  * end the process.
  */
+/**
+ * Every engine connection names the schema it reads, whatever the database or role says: a search_path set
+ * with ALTER DATABASE or ALTER ROLE (`evil, public`) would otherwise put someone's views named `runs` or
+ * `workflow_versions` in front of the engine's tables. Settings in the connection's start-up packet win over
+ * both. pg_catalog is always searched first, without being named (naming it first would make CREATE put new
+ * tables there).
+ */
+export const PINNED_SEARCH_PATH = '-c search_path=public';
+
 export function openPool(connectionString: string, extra: PoolConfig = {}, onError?: (e: Error) => void): Pool {
   // TCP keepalive after 10 s idle: a connection to a host that vanished (partition, crashed VM) is found dead
   // by probes rather than by a query that hangs; behind a proxy the probes only reach the proxy
@@ -17,6 +26,7 @@ export function openPool(connectionString: string, extra: PoolConfig = {}, onErr
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
     ...extra,
+    options: [PINNED_SEARCH_PATH, extra.options].filter(Boolean).join(' '),
   });
   pool.on('error', (e) => onError?.(e));
   // a client checked out when its connection is cut emits 'error' too; without a listener that ends the process

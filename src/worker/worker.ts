@@ -3,6 +3,7 @@ import { Client, ClientConfig, Pool } from 'pg';
 import { createDecider, DecisionError, RunDecider, RunState } from '../domain/decider';
 import { privateTargetsGranted } from '../domain/hash-chain';
 import { driveLoop, runLoop } from '../domain/run-loop';
+import { PINNED_SEARCH_PATH } from '../db/pool';
 import { ENGINE_ROLE, inProject } from '../db/scope';
 import { HeadJournal } from '../integrity/checkpoints';
 import { Keyring } from '../security/keyring';
@@ -242,8 +243,8 @@ export class Worker {
     const c = new Client({
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
-      options: `-c role=${ENGINE_ROLE}`,
       ...this.opts.lockConnection,
+      options: `${PINNED_SEARCH_PATH} -c role=${ENGINE_ROLE}`,
       application_name: `meshhook-lock-${this.id}`,
     });
     c.on('error', (e) => {

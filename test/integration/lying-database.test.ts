@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { Client } from 'pg';
 import { startEngine } from '../../src/engine';
 import { deliver } from '../../src/intake/sign';
 import { orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor, KEYS } from './helpers';
@@ -22,6 +23,38 @@ after(async () => {
 const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
 
 describe('a database that lies about its writes', { timeout: 90_000 }, () => {
+  it("a search_path set on the database cannot put someone's empty views in front of the engine's tables", async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const target = await startTarget();
+    await owner.query(`CREATE SCHEMA evil;
+      GRANT USAGE ON SCHEMA evil TO PUBLIC;
+      CREATE VIEW evil.workflow_versions AS SELECT * FROM public.workflow_versions WHERE false;
+      CREATE VIEW evil.runs AS SELECT * FROM public.runs WHERE false;
+      GRANT SELECT ON evil.workflow_versions, evil.runs TO PUBLIC;
+      ALTER DATABASE ${JSON.stringify(new URL(url).pathname.slice(1))} SET search_path = evil, public`);
+    // the control: a connection that does not name its schema now reads the empty views
+    const plain = new Client({ connectionString: url });
+    await plain.connect();
+    try {
+      assert.equal((await plain.query('SHOW search_path')).rows[0].search_path, 'evil, public');
+      assert.equal((await plain.query('SELECT count(*)::int AS n FROM workflow_versions')).rows[0].n, 0);
+    } finally {
+      await plain.end();
+    }
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    try {
+      const wf = await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
+      // the intake finds the published version, the worker runs it, and a read of the run finds it
+      const res = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-path' });
+      assert.equal(res.status, 202, JSON.stringify(res.body));
+      await waitFor('the run to succeed', async () => (await runStatus(engine.pool, res.body.runId)) === 'succeeded');
+      assert.equal(target.requests.length, 1);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
   it('a commit function that reports success without writing costs one call, not one a pass', async () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
