@@ -223,6 +223,17 @@ function withDelivery(v: RunVerification, recorded: string | undefined): RunVeri
 const deliveryKey = (workflowId: string, deliveryId: string): string => `${workflowId}\u0000${deliveryId}`;
 
 /**
+ * A delivery's record that no run's first event names: written outside the engine. The intake answers a
+ * webhook sent with that id as a re-delivery of the run it points at, so the webhook would never run.
+ */
+export interface StrayDelivery {
+  workflowId: string;
+  workflow: string;
+  deliveryId: string;
+  runId: string;
+}
+
+/**
  * The version a run is pinned to, as verify reads it: a tampered one with what is wrong with it, and a deleted
  * one as no definition (the log is then checked link by link and folded, not decided again) with why.
  */
@@ -346,7 +357,7 @@ export async function verifyProject(
   db: Pool,
   projectId: string,
   opts: VerifyRunOptions & { onRun?: (v: RunVerification) => void; pageSize?: number },
-): Promise<{ runs: number; events: number; bad: number; orphans: Array<{ runId: string; events: number }> }> {
+): Promise<{ runs: number; events: number; bad: number; orphans: Array<{ runId: string; events: number }>; strayDeliveries: StrayDelivery[] }> {
   return inProject(
     db,
     projectId,
@@ -378,13 +389,17 @@ export async function verifyProject(
       for (const d of (await c.query('SELECT workflow_id, delivery_id, run_id FROM deliveries WHERE project_id = $1', [projectId])).rows)
         deliveries.set(deliveryKey(d.workflow_id, d.delivery_id), d.run_id);
       const workflowOf = new Map(stored.map((s) => [s.view.runId, s.view.workflowId]));
+      // the records some run's first event names; any other was written outside the engine
+      const named = new Set<string>();
       let bad = 0;
       let i = 0;
       let open: RunJudge | null = null;
       const close = (): void => {
         if (!open) return;
         const judged = open.finish();
-        const v = judged.state.deliveryId ? withDelivery(judged, deliveries.get(deliveryKey(workflowOf.get(judged.runId)!, judged.state.deliveryId))) : judged;
+        const key = judged.state.deliveryId ? deliveryKey(workflowOf.get(judged.runId)!, judged.state.deliveryId) : null;
+        if (key && deliveries.get(key) === judged.runId) named.add(key);
+        const v = key ? withDelivery(judged, deliveries.get(key)) : judged;
         if (!v.ok) bad++;
         opts.onRun?.(v);
         open = null;
@@ -422,7 +437,13 @@ export async function verifyProject(
       );
       if (open) close();
       advanceTo(null);
-      return { runs: stored.length, events, bad: bad + orphans.length, orphans };
+      const strayDeliveries: StrayDelivery[] = [];
+      for (const [key, runId] of deliveries) {
+        if (named.has(key)) continue;
+        const [workflowId, deliveryId] = key.split('\u0000');
+        strayDeliveries.push({ workflowId, workflow: workflowSlug.get(workflowId) ?? workflowId, deliveryId, runId });
+      }
+      return { runs: stored.length, events, bad: bad + orphans.length, orphans, strayDeliveries };
     },
     { snapshot: true },
   );

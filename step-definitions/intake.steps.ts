@@ -36,6 +36,13 @@ When('a different order arrives with the same delivery id', async function (this
   await this.deliver(first.project, first.workflow, other, { deliveryId: first.deliveryId, track: false });
 });
 
+When('that delivery arrives', async function (this: ReplayWorld) {
+  const d = this.plantedDelivery;
+  if (!d) throw new Error('no delivery is waiting to arrive: a step like "someone records a delivery that has not arrived yet as the run\'s" comes first');
+  this.countsBefore = await counts(this);
+  await this.deliver(d.project, d.workflow, d.body, { deliveryId: d.deliveryId, track: false });
+});
+
 Then('it is refused with {int} {string}', async function (this: ReplayWorld, status: number, code: string) {
   expect({ status: this.lastAnswer?.status, code: this.lastAnswer?.body?.error?.code }).toEqual({ status, code });
   expect(String(this.lastAnswer?.body?.error?.message ?? '').length).toBeGreaterThan(5);

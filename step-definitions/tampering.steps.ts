@@ -3,7 +3,7 @@ import { Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
 import type { PoolClient } from 'pg';
 import { runCli } from '../src/cli/main';
-import { canonicalJson } from '../src/domain/canonical';
+import { canonicalJson, sha256 } from '../src/domain/canonical';
 import type { RecordedEvent } from '../src/domain/events';
 import { eventHash, signHead } from '../src/domain/hash-chain';
 import { replayLog } from '../src/domain/replay';
@@ -136,6 +136,17 @@ When("someone deletes the record of the run's delivery behind the engine's back"
   // the record that keeps the same delivery sent again from starting a second run
   const res = await this.db.query('DELETE FROM deliveries WHERE run_id = $1', [runOf(this)]);
   expect({ deliveryRecordsDeleted: res.rowCount }).toEqual({ deliveryRecordsDeleted: 1 });
+});
+
+When("someone records a delivery that has not arrived yet as the run's, behind the engine's back", async function (this: ReplayWorld) {
+  await before(this);
+  const run = this.run;
+  const w = this.workflow(run.project, run.workflow);
+  // the id and body of a webhook the sender has yet to send: planted, its record would make it count as a re-delivery
+  const body = JSON.stringify({ ...ORDER, order: { ...ORDER.order, id: 'A-2001', sum: 75 } });
+  const deliveryId = 'dlv-2026-12-08-nightly';
+  await this.db.query('INSERT INTO deliveries (project_id, workflow_id, delivery_id, run_id, body_sha256, received_at) VALUES ($1, $2, $3, $4, $5, now())', [run.projectId, w.workflowId, deliveryId, run.runId, sha256(body)]);
+  this.plantedDelivery = { project: run.project, workflow: run.workflow, deliveryId, body };
 });
 
 When('someone deletes the latest version of {workflow} behind the engine\'s back', async function (this: ReplayWorld, workflow: string) {
@@ -281,6 +292,16 @@ Then('verification finds the run rolled back behind a checkpoint', async functio
   expect(verdictOf(this)).toMatch(/checkpoint: a checkpoint taken .* saw event \d+, but the log ends at event \d+: the log was cut back/);
 });
 
+Then('verification finds a delivery record that no run names', async function (this: ReplayWorld) {
+  const v = this.verified;
+  if (!v) throw new Error('the runs have not been verified: add "When the runs are verified"');
+  expect({ exitCode: v.code }).toEqual({ exitCode: 1 });
+  const planted = this.plantedDelivery?.deliveryId ?? '(none planted)';
+  const line = v.out.find((l) => l.startsWith('NOT ok') && l.includes(`delivery "${planted}"`));
+  if (!line) throw new Error(`verification did not name the delivery record "${planted}":\n${v.out.join('\n')}`);
+  expect(line).toMatch(/no run names it: written outside the engine/);
+});
+
 Then("verification finds the record of the run's delivery gone", async function (this: ReplayWorld) {
   expect(verdictOf(this)).toMatch(/delivery: the record of delivery ".+", which started it, is gone: the same delivery sent again would start a second run/);
 });
@@ -316,7 +337,8 @@ Then("verification names the database's defences as weakened", async function (t
 
 Then('verification finds every run intact', async function (this: ReplayWorld) {
   const v = this.verified!;
-  expect(v.out.filter((l) => l.startsWith('NOT ok') && this.runs.some((r) => l.includes(r.runId)))).toEqual([]);
+  // a line about a run names it in its own column (a line about something else may mention a run in its words)
+  expect(v.out.filter((l) => l.startsWith('NOT ok') && this.runs.some((r) => l.includes(`  ${r.runId}  `)))).toEqual([]);
   expect(v.out.join('\n')).toMatch(new RegExp(`verified ${this.runs.length} runs, \\d+ events in [\\d.]+ s: ${this.runs.length} ok, 0 NOT ok`));
 });
 

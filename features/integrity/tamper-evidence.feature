@@ -75,6 +75,18 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
     Then verification finds the record of the run's delivery gone
     And verification finds every other run intact
 
+  Scenario: A delivery recorded ahead of its webhook, which would make that webhook count as sent before, is named
+    When someone records a delivery that has not arrived yet as the run's, behind the engine's back
+    And the runs are verified
+    Then verification finds a delivery record that no run names
+    And verification finds every run intact
+
+  Scenario: A webhook whose delivery was recorded ahead of it is held back, not dropped as sent before
+    Given someone records a delivery that has not arrived yet as the run's, behind the engine's back
+    When that delivery arrives
+    Then it is refused with 503 "delivery_record_broken"
+    And nothing was recorded
+
   Scenario: The latest version deleted, which would start new runs on the one before, is found behind a checkpoint
     Given "acme" publishes a new version of "order-sync":
       | step     | type      | does                                 | then                |

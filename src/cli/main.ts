@@ -734,6 +734,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       else io.out(`NOT ok  ${p.slug}  ${problem}`);
     }
     let unsigned = 0;
+    let deliveriesBad = 0;
     const seen = new Set<string>();
     for (const p of projects) {
       const r = await verifyProject(pool, p.id, {
@@ -755,6 +756,12 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         const why = `its log (${o.events} events) is in the database, but the run is not: its row was deleted outside the engine`;
         if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: o.runId, problems: [why] }));
         else io.out(`NOT ok  ${p.slug}  ${o.runId}  ${why}`);
+      }
+      for (const d of r.strayDeliveries) {
+        deliveriesBad++;
+        const why = `delivery "${d.deliveryId}" of ${d.workflow} is recorded as run ${d.runId}'s, but no run names it: written outside the engine, it would make that webhook count as a re-delivery and never run`;
+        if (a.flags.json) io.out(JSON.stringify({ project: p.slug, deliveryId: d.deliveryId, workflow: d.workflow, problems: [why] }));
+        else io.out(`NOT ok  ${p.slug}  ${why}`);
       }
       // a log without its run counts as a run, and a bad one
       runs += r.runs + r.orphans.length;
@@ -800,9 +807,10 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         `${versionsBad ? `; ${versionsBad} published version${versionsBad === 1 ? '' : 's'} NOT as a checkpoint saw ${versionsBad === 1 ? 'it' : 'them'}` : ''}` +
         `${grantsBad ? `; ${grantsBad} project${grantsBad === 1 ? "'s" : "s'"} leave to call private addresses NOT as a checkpoint saw it` : ''}` +
         `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}` +
-        `${schemaBad ? `; the engine's schema NOT as it sealed it (${schemaBad} difference${schemaBad === 1 ? '' : 's'})` : ''}`,
+        `${schemaBad ? `; the engine's schema NOT as it sealed it (${schemaBad} difference${schemaBad === 1 ? '' : 's'})` : ''}` +
+        `${deliveriesBad ? `; ${deliveriesBad} delivery record${deliveriesBad === 1 ? '' : 's'} no run names` : ''}`,
     );
-    return bad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    return bad === 0 && deliveriesBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 

@@ -10,7 +10,7 @@ import { readRunView } from '../replay-service';
 import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
 import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, TamperedProjectError, WorkflowRow } from '../store/registry';
-import { DeliveryReusedError, startRun } from '../store/intake-start';
+import { DeliveryRecordBrokenError, DeliveryReusedError, startRun } from '../store/intake-start';
 import { readEvents } from '../store/log-read';
 import type { Failpoints } from '../faults/failpoints';
 import { Clock, systemClock } from '../worker/clock';
@@ -407,6 +407,10 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     if (err instanceof TamperedProjectError) {
       log({ level: 'error', msg: 'project name failed its integrity check', project: loggable(err.slug), problem: err.problem });
       return refuse(reply, 503, 'project_unavailable', 'the project cannot take webhooks until its owner has checked it; nothing was recorded');
+    }
+    if (err instanceof DeliveryRecordBrokenError) {
+      log({ level: 'error', msg: 'delivery record does not match its run: changed outside the engine (meshhook verify --all names it)', ...where, deliveryId: loggable(err.deliveryId) });
+      return refuse(reply, 503, 'delivery_record_broken', 'this delivery cannot be taken until its record is repaired; nothing was recorded, send it again later');
     }
     if (err instanceof DeliveryReusedError) {
       refused(req, 409, 'delivery_id_reused', { ...where, deliveryId: loggable(err.deliveryId) });

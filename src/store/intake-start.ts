@@ -99,15 +99,40 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
       ],
     );
     const r = rows[0];
-    if (r.duplicate) return sameDelivery({ runId: r.run_id, bodySha: r.body_sha256 }, s.deliveryId, bodySha);
+    if (r.duplicate) return await checkedDuplicate(db, s, sameDelivery({ runId: r.run_id, bodySha: r.body_sha256 }, s.deliveryId, bodySha));
     if (fp?.armed) await fp.hit({ name: 'after-start-run', ...hit });
     return { runId: s.runId, duplicate: false };
   } catch (e) {
     if ((e as { code?: string }).code !== '40001') throw e;
     // a concurrent re-delivery won the race: keep its run
     const winner = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
-    return sameDelivery(winner!, s.deliveryId, bodySha);
+    return await checkedDuplicate(db, s, sameDelivery(winner!, s.deliveryId, bodySha));
   }
+}
+
+/**
+ * A delivery's record points at a run that does not name that delivery (its first event says which delivery
+ * started it): the record was written outside the engine. Answering "duplicate" would drop the webhook for
+ * good; refusing it without recording anything lets the sender's retries through once the record is fixed.
+ */
+export class DeliveryRecordBrokenError extends Error {
+  constructor(readonly deliveryId: string) {
+    super(`the record of delivery ${deliveryId} does not match the run it points at`);
+    this.name = 'DeliveryRecordBrokenError';
+  }
+}
+
+/** A re-delivery is answered with its run only when that run's first event names the delivery and its workflow. */
+async function checkedDuplicate(db: Pool, s: StartRunInput, found: StartedRun): Promise<StartedRun> {
+  const { rows } = await inProject(db, s.projectId, (c) =>
+    c.query<{ delivery: string | null; workflow_id: string }>(
+      `SELECT e.payload->>'deliveryId' AS delivery, r.workflow_id FROM runs r JOIN run_events e ON e.run_id = r.id AND e.seq = 1
+       WHERE r.id = $1 AND r.project_id = $2`,
+      [found.runId, s.projectId],
+    ),
+  );
+  if (rows[0]?.delivery !== s.deliveryId || rows[0].workflow_id !== s.version.workflowId) throw new DeliveryRecordBrokenError(s.deliveryId);
+  return found;
 }
 
 /** A delivery id names one body: a re-delivery must carry the same bytes. */
