@@ -25,13 +25,22 @@ export interface PgBinding {
   filter: ParsedFilter | null;
   /** why this binding can never match (bad filter); reported in the `system` message */
   error: string | null;
-  /** the client's entry plus id, as echoed in the join reply */
+  /** the filter as the client wrote it (what the binding weighs) */
+  filterText: string | null;
+  /** the client's entry (its event, schema, table and filter) plus id, as echoed in the join reply */
   echo: Record<string, unknown>;
 }
 
+/** A binding's filter is short: an `in` list takes at most MAX_IN_VALUES values, a uuid is 36 characters. */
+export const MAX_FILTER_LENGTH = 4096;
+/** Supabase's own limit for the values of an `in` filter */
+export const MAX_IN_VALUES = 100;
+const ECHOED = ['event', 'schema', 'table', 'filter'] as const;
+
 /** FNV-1a over the canonical params, cut to 27 bits like Erlang's phash2 range: identical bindings share an id. */
 export function bindingId(req: Record<string, unknown>): number {
-  const canon = JSON.stringify(['event', 'schema', 'table', 'filter'].map((k) => (req[k] === undefined ? null : req[k])));
+  // only text counts: anything else a client puts there (a deep object, say) is not a binding's parameter
+  const canon = JSON.stringify(ECHOED.map((k) => (typeof req[k] === 'string' ? req[k] : null)));
   let h = 0x811c9dc5;
   for (let i = 0; i < canon.length; i++) {
     h ^= canon.charCodeAt(i);
@@ -63,7 +72,9 @@ export function parseBinding(req: unknown): PgBinding {
     table: tableRaw === '*' ? null : tableRaw,
     filter,
     error,
-    echo: { ...r, id },
+    filterText: typeof r.filter === 'string' ? r.filter : null,
+    // what the client needs to match the reply to its bindings, and nothing else it sent
+    echo: { ...Object.fromEntries(ECHOED.filter((k) => typeof r[k] === 'string').map((k) => [k, r[k]])), id },
   };
 }
 
@@ -82,7 +93,9 @@ export function parseFilter(text: string): ParsedFilter {
   if (op !== 'in') return { column, op, values: [unquote(value)] };
   const m = /^\((.*)\)$/s.exec(value.trim());
   if (!m) throw new Error(`Error parsing \`filter\` params: ${text}`);
-  return { column, op, values: splitList(m[1]) };
+  const values = splitList(m[1]);
+  if (values.length > MAX_IN_VALUES) throw new Error(`Error parsing \`filter\` params: an in filter takes at most ${MAX_IN_VALUES} values`);
+  return { column, op, values };
 }
 
 function unquote(v: string): string {

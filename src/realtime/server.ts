@@ -7,7 +7,7 @@ import { openPool } from '../db/pool';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Visibility } from './auth';
-import { parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
+import { MAX_FILTER_LENGTH, parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
 import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
 import {
   FrameError,
@@ -109,6 +109,8 @@ interface Conn {
   corked?: boolean;
   /** how many counts in a row found SLOW_SHARE_BYTES or more waiting for it (see sweepTotalBuffered) */
   heavyCounts?: number;
+  /** what its channels' postgres_changes bindings weigh (see MAX_BINDING_BYTES_PER_SOCKET) */
+  bindingBytes: number;
 }
 
 interface PendingJoin {
@@ -127,6 +129,8 @@ interface Channel {
   claimsKey: string;
   role: string;
   bindings: PgBinding[];
+  /** what its bindings weigh (see MAX_BINDING_BYTES_PER_SOCKET) */
+  bindingBytes: number;
   self: boolean;
   ack: boolean;
   presenceEnabled: boolean;
@@ -160,6 +164,19 @@ const REQUEST_TIMEOUT_MS = 30_000;
 /** a socket over maxBufferedBytes this long, or over SLOW_HARD_FACTOR × maxBufferedBytes at all, is closed */
 const SLOW_GRACE_MS = 2000;
 const MAX_CHANNELS_PER_SOCKET = 100;
+/*
+ * postgres_changes bindings are kept as long as their channel and checked against every change: a client
+ * could otherwise join with megabytes of filters (an `in.(…)` of 90,000 ids, a hundred times a socket) and
+ * grow the process until it dies, taking the intake and workers with it. Supabase allows 100 values in an
+ * `in` filter (changes.ts); these bound the rest.
+ */
+const MAX_BINDINGS_PER_CHANNEL = 100;
+/** what a channel's bindings weigh: their filters' length plus this much each */
+const BINDING_BASE_BYTES = 64;
+const MAX_BINDING_BYTES_PER_SOCKET = 512 * 1024;
+const MAX_BINDING_BYTES_TOTAL = 64 * 1024 * 1024;
+/** a frame from a client: broadcasts and joins are far smaller (the REST broadcast takes 1 MiB a request too) */
+const MAX_CLIENT_FRAME_BYTES = 1024 * 1024;
 const MAX_PRESENCE_BYTES = 32 * 1024;
 const SLOW_HARD_FACTOR = 4;
 /** over the total budget, a socket holding at least this much is the one let go */
@@ -214,6 +231,8 @@ export class RealtimeServer {
   private readonly presence = new Map<string, Map<string, Map<string, PresenceEntry>>>();
   private readonly waitingJoins = new Set<PendingJoin>();
   private nextConnId = 1;
+  /** what every channel's postgres_changes bindings weigh together (see MAX_BINDING_BYTES_TOTAL) */
+  private bindingBytes = 0;
   private closing: Promise<void> | null = null;
   private address: { url: string; port: number } | null = null;
 
@@ -267,7 +286,7 @@ export class RealtimeServer {
       this.log({ level: 'info', msg: 'realtime request refused', status, code, reason: e.code ?? 'unknown' });
       socket.end(clientErrorResponse(status, reason, { error: message }));
     });
-    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
+    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_FRAME_BYTES });
   }
 
   /** where supabase-js should point: createClient(url, anonKey) */
@@ -430,6 +449,8 @@ export class RealtimeServer {
       const isPrivate = u.searchParams.get('private') === 'true';
       let payload: unknown;
       if ((req.headers['content-type'] ?? '').startsWith('application/octet-stream')) {
+        const problem = broadcastProblem(`realtime:${single.topic}`, single.event, null, { event: single.event, meta: null, bytes: body }, undefined);
+        if (problem) return sendJson(res, 400, { error: problem });
         if (!isPrivate) this.fanOut(broadcastKey(sender, `realtime:${single.topic}`), null, single.event, null, { event: single.event, meta: null, bytes: body });
         res.writeHead(202).end();
         return;
@@ -449,8 +470,13 @@ export class RealtimeServer {
         return sendJson(res, 400, { error: 'expected {"messages": [{"topic", "event", "payload"}]}' });
       }
     }
-    for (const m of messages) {
-      if (m === null || typeof m !== 'object' || typeof m.topic !== 'string' || typeof m.event !== 'string') continue;
+    const valid = messages.filter((m) => m !== null && typeof m === 'object' && typeof m.topic === 'string' && typeof m.event === 'string') as Array<{ topic: string; event: string; payload?: unknown; private?: unknown }>;
+    // all or none: a message that cannot be sent is refused before any is
+    for (const m of valid) {
+      const problem = broadcastProblem(`realtime:${m.topic}`, m.event, m.payload ?? {}, null, undefined);
+      if (problem) return sendJson(res, 400, { error: problem });
+    }
+    for (const m of valid) {
       // private channels cannot be joined here (see join): nothing listens there
       if (m.private === true) continue;
       this.fanOut(broadcastKey(sender, `realtime:${m.topic}`), null, m.event, { type: 'broadcast', event: m.event, payload: m.payload ?? {} });
@@ -468,6 +494,7 @@ export class RealtimeServer {
       apikey,
       channels: new Map(),
       pending: new Map(),
+      bindingBytes: 0,
       hbTimer: setTimeout(() => this.heartbeatTimeout(conn), this.opts.heartbeatTimeoutMs),
       closed: false,
       overSince: null,
@@ -587,7 +614,16 @@ export class RealtimeServer {
     }
     switch (msg.event) {
       case 'phx_join':
-        this.join(conn, msg).catch((e) => this.log({ level: 'error', msg: 'realtime join failed', socket: conn.id, topic: msg.topic, error: String(e) }));
+        this.join(conn, msg).catch((e) => {
+          this.log({ level: 'error', msg: 'realtime join failed', socket: conn.id, topic: msg.topic, error: String(e).slice(0, 200) });
+          // answered, and no longer counted among the socket's channels
+          const p = conn.pending.get(msg.topic);
+          if (p) {
+            this.cancelPending(p);
+            conn.pending.delete(msg.topic);
+          }
+          if (!conn.closed) this.send(conn, reply(msg, 'error', { reason: 'the join could not be read' }));
+        });
         return;
       case 'phx_leave': {
         const p = conn.pending.get(msg.topic);
@@ -679,9 +715,31 @@ export class RealtimeServer {
       fail(`Unauthorized: You do not have permissions to read from this Channel topic: ${name}`);
       return;
     }
-    const bindings = (Array.isArray(config.postgres_changes) ? config.postgres_changes : []).map(parseBinding);
+    const requested: unknown[] = Array.isArray(config.postgres_changes) ? config.postgres_changes : [];
+    if (requested.length > MAX_BINDINGS_PER_CHANNEL) {
+      fail(`Too many postgres_changes bindings: a channel may have at most ${MAX_BINDINGS_PER_CHANNEL}`);
+      return;
+    }
+    const tooLong = requested.find((r) => typeof (r as { filter?: unknown } | null)?.filter === 'string' && ((r as { filter: string }).filter.length > MAX_FILTER_LENGTH));
+    if (tooLong) {
+      fail(`postgres_changes filter too long: at most ${MAX_FILTER_LENGTH} characters`);
+      return;
+    }
+    const bindings = requested.map(parseBinding);
+    const bindingBytes = bindings.reduce((n, b) => n + BINDING_BASE_BYTES + (b.filterText?.length ?? 0), 0);
     const complete = () => {
       if (pending.cancelled || conn.closed) return;
+      // counted when the channel is made (a pending join holds its bindings only until then)
+      if (conn.bindingBytes + bindingBytes > MAX_BINDING_BYTES_PER_SOCKET || this.bindingBytes + bindingBytes > MAX_BINDING_BYTES_TOTAL) {
+        if (pending.timer) clearTimeout(pending.timer);
+        this.waitingJoins.delete(pending);
+        fail(
+          this.bindingBytes + bindingBytes > MAX_BINDING_BYTES_TOTAL
+            ? 'Too many postgres_changes subscriptions on this server: try again later'
+            : `Too many postgres_changes bindings on this socket: their filters may weigh at most ${MAX_BINDING_BYTES_PER_SOCKET / 1024} KiB`,
+        );
+        return;
+      }
       if (pending.timer) clearTimeout(pending.timer);
       this.waitingJoins.delete(pending);
       conn.pending.delete(topic);
@@ -695,6 +753,7 @@ export class RealtimeServer {
         claimsKey: JSON.stringify(claims),
         role: claims.role,
         bindings,
+        bindingBytes,
         self: config.broadcast?.self === true,
         ack: config.broadcast?.ack === true,
         presenceEnabled: config.presence?.enabled === true,
@@ -734,6 +793,8 @@ export class RealtimeServer {
 
   private addChannel(ch: Channel): void {
     ch.conn.channels.set(ch.topic, ch);
+    ch.conn.bindingBytes += ch.bindingBytes;
+    this.bindingBytes += ch.bindingBytes;
     let set = this.topics.get(ch.topicKey);
     if (!set) this.topics.set(ch.topicKey, (set = new Set()));
     set.add(ch);
@@ -745,6 +806,8 @@ export class RealtimeServer {
   private removeChannel(ch: Channel): void {
     if (!ch.active) return;
     ch.active = false;
+    ch.conn.bindingBytes -= ch.bindingBytes;
+    this.bindingBytes -= ch.bindingBytes;
     if (ch.expTimer) clearTimeout(ch.expTimer);
     if (ch.conn.channels.get(ch.topic) === ch) ch.conn.channels.delete(ch.topic);
     const set = this.topics.get(ch.topicKey);
@@ -897,6 +960,18 @@ export class RealtimeServer {
     }
     if (prepared.length === 0) return;
 
+    // the columns each role may read, first: a role that may not read a row's key (the anon key on the run log)
+    // can never be shown the row, and left in the batch below its refusal would stop the whole batch and send
+    // every subscriber's check down the slow path, one transaction each
+    const columnsFor = new Map<string, Set<string>>();
+    for (const p of prepared) {
+      for (const t of p.targets) {
+        const k = `${t.role}\u0000${p.change.rel.oid}`;
+        if (!columnsFor.has(k)) columnsFor.set(k, await this.visibility.selectableColumns(p.change.rel, t.role));
+      }
+      if (p.needsCheck) p.targets = p.targets.filter((t) => p.change.rel.primaryKey.every((c) => columnsFor.get(`${t.role}\u0000${p.change.rel.oid}`)!.has(c)));
+    }
+
     // one visibility query per (claims, table) for the whole transaction
     const groups = new Map<string, { role: string; claims: Record<string, unknown>; rel: RelationInfo; keys: Array<Array<string | null>>; index: Map<string, number> }>();
     for (const p of prepared) {
@@ -919,13 +994,6 @@ export class RealtimeServer {
     const groupList = [...groups];
     const answers = await this.visibility.visibleGroups([...new Set(txs.map((t) => t.xid))], groupList.map(([, group]) => group));
     groupList.forEach(([g], i) => verdicts.set(g, answers[i]));
-    const columnsFor = new Map<string, Set<string>>();
-    for (const p of prepared) {
-      for (const t of p.targets) {
-        const k = `${t.role}\u0000${p.change.rel.oid}`;
-        if (!columnsFor.has(k)) columnsFor.set(k, await this.visibility.selectableColumns(p.change.rel, t.role));
-      }
-    }
 
     for (const p of prepared) {
       const rel = p.change.rel;
@@ -991,6 +1059,11 @@ export class RealtimeServer {
   private clientBroadcast(ch: Channel, msg: PhxMessage & { raw?: RawBroadcast }): void {
     const p = (msg.payload ?? {}) as Record<string, unknown>;
     const event = typeof p.event === 'string' ? p.event : '';
+    const problem = broadcastProblem(ch.topic, event, msg.raw ? null : (p.payload ?? {}), msg.raw ?? null, p.meta);
+    if (problem) {
+      this.send(ch.conn, reply(msg, 'error', { reason: problem }));
+      return;
+    }
     if (msg.raw) this.fanOut(ch.topicKey, ch.self ? null : ch, event, null, msg.raw);
     else {
       const out: Record<string, unknown> = { type: 'broadcast', event, payload: p.payload ?? {} };
@@ -1005,11 +1078,16 @@ export class RealtimeServer {
     if (!set) return;
     for (const ch of [...set]) {
       if (ch === except || !ch.active) continue;
-      if (raw) {
-        // raw bytes only travel as binary kind 4, which vsn 1 clients cannot read
-        if (ch.conn.vsn === '2.0.0') this.sendRaw(ch.conn, encodeBroadcastBinary(ch.topic, event, raw.bytes, raw.meta));
-      } else {
-        this.send(ch.conn, { join_ref: null, ref: null, topic: ch.topic, event: 'broadcast', payload });
+      try {
+        if (raw) {
+          // raw bytes only travel as binary kind 4, which vsn 1 clients cannot read
+          if (ch.conn.vsn === '2.0.0') this.sendRaw(ch.conn, encodeBroadcastBinary(ch.topic, event, raw.bytes, raw.meta));
+        } else {
+          this.send(ch.conn, { join_ref: null, ref: null, topic: ch.topic, event: 'broadcast', payload });
+        }
+      } catch (e) {
+        // broadcastProblem() refuses what cannot be sent before any is: this is one subscriber's trouble, not the rest's
+        this.log({ level: 'warn', msg: 'realtime broadcast not sent to one subscriber', socket: ch.conn.id, topic: ch.topic, error: String(e).slice(0, 200) });
       }
     }
   }
@@ -1130,6 +1208,25 @@ function refuse(socket: Duplex, status: number, error: string): void {
  * The request's URL, or null when its target cannot be one: `new URL` throws on a path like `//%%%/x` (read as
  * a host), and a throw here would reach no handler and end the whole process.
  */
+/**
+ * Why a broadcast cannot be sent to anyone, or null: checked once before it is fanned out, so that one bad
+ * message is refused whole instead of failing half way through its subscribers. Binary frames carry topic,
+ * event and meta in at most 255 bytes each; JSON must be writable (not nested beyond what can be written).
+ */
+function broadcastProblem(topic: string, event: string, payload: unknown, raw: RawBroadcast | null, meta: unknown): string | null {
+  const bytes = (v: string): number => Buffer.byteLength(v, 'utf8');
+  if (raw) {
+    if (bytes(topic) > 255 || bytes(event) > 255 || bytes(raw.meta ? JSON.stringify(raw.meta) : '') > 255) return 'a binary broadcast takes a topic, an event and meta of at most 255 bytes each';
+    return null;
+  }
+  try {
+    JSON.stringify([payload, meta]);
+  } catch {
+    return 'the broadcast payload cannot be sent: it is nested too deep';
+  }
+  return null;
+}
+
 function requestUrl(req: http.IncomingMessage): URL | null {
   try {
     return new URL(req.url ?? '/', 'http://localhost');

@@ -94,6 +94,11 @@ export class RawSocket {
     else this.ws.send(JSON.stringify({ topic: msg.topic, event: msg.event, payload: msg.payload, ref: msg.ref, ...(msg.join_ref ? { join_ref: msg.join_ref } : {}) }));
   }
 
+  /** a text frame as given (a frame JSON.stringify could not write, say) */
+  sendText(text: string): void {
+    this.ws.send(text);
+  }
+
   sendBinary(buf: Buffer): void {
     this.ws.send(buf, { binary: true });
   }

@@ -66,11 +66,11 @@ export function eventTypes(): { getTypeParser: typeof pgTypes.getTypeParser } {
 export type Queryable = Pool | PoolClient;
 
 /** A run's events, read inside a transaction that already acts for the run's project. */
-export async function readEvents(db: Queryable, projectId: string, runId: string): Promise<RecordedEvent[]> {
+export async function readEvents(db: Queryable, projectId: string, runId: string, page?: { after: number; limit: number }): Promise<RecordedEvent[]> {
   // the project named as well as enforced by row-level security: a second wall should the policies be weakened
   const { rows } = await db.query<RowEvent>({
-    text: `SELECT ${EVENT_COLUMNS} FROM run_events WHERE run_id = $1 AND project_id = $2 ORDER BY seq`,
-    values: [runId, projectId],
+    text: `SELECT ${EVENT_COLUMNS} FROM run_events WHERE run_id = $1 AND project_id = $2${page ? ' AND seq > $3' : ''} ORDER BY seq${page ? ' LIMIT $4' : ''}`,
+    values: page ? [runId, projectId, page.after, page.limit] : [runId, projectId],
     types: eventTypes(),
   });
   return rows.map((r) => rowToEvent(r));

@@ -191,6 +191,11 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       const betaToken = await signProjectToken({ secret, projectId: beta.projectId, ttlSec: 60 });
       assert.equal((await get(`/runs/${body.runId}`, acmeToken)).body.status, 'running');
       assert.deepEqual((await get(`/runs/${body.runId}/events`, acmeToken)).body.events.map((e: any) => e.seq), [1]);
+      // a page is read from the database as a page; any number in the query is taken as an event number
+      for (const [query, seqs] of [['after=1', []], ['after=0&limit=1', [1]], ['after=-3', [1]], ['after=1e400', []], ['after=0.5', [1]], ['after=abc', [1]]] as const) {
+        const page = await get(`/runs/${body.runId}/events?${query}`, acmeToken);
+        assert.deepEqual([page.status, page.body.events?.map((e: any) => e.seq)], [200, seqs], query);
+      }
       assert.deepEqual((await get('/runs', acmeToken)).body.runs.map((r: any) => r.runId), [body.runId]);
       // the positive control above is what makes these refusals mean something
       const other = await get(`/runs/${body.runId}`, betaToken);

@@ -666,6 +666,46 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
     await closeRealtimeClient(c);
   });
 
+  it('hostile bindings and broadcasts: bounded postgres_changes bindings, a join that cannot be read answered, a broadcast that cannot be sent refused whole', async () => {
+    const binding = (filter?: string) => ({ event: 'INSERT', schema: 'public', table: 'run_events', ...(filter ? { filter } : {}) });
+    const ids = (n: number) => Array.from({ length: n }, () => randomUUID()).join(',');
+    const s = await raw();
+    const refused = async (topic: string, payload: Record<string, unknown>) => ((await s.join(topic, payload)).reply.payload as { status: string; response: { reason?: string } });
+    // more bindings than a channel may have, a filter longer than any real one, extra fields not echoed
+    assert.deepEqual(await refused('realtime:many', { config: { postgres_changes: Array.from({ length: 101 }, () => binding()) }, access_token: tokA }), {
+      status: 'error',
+      response: { reason: 'Too many postgres_changes bindings: a channel may have at most 100' },
+    });
+    assert.match(String((await refused('realtime:long', { config: { postgres_changes: [binding(`run_id=in.(${ids(200)})`)] }, access_token: tokA })).response.reason), /filter too long: at most 4096/);
+    const ok = await refused('realtime:ok', { config: { postgres_changes: [{ ...binding(`run_id=in.(${ids(100)})`), pad: 'x'.repeat(10_000) }] }, access_token: tokA });
+    assert.equal(ok.status, 'ok');
+    assert.deepEqual(Object.keys((ok.response as { postgres_changes: Array<Record<string, unknown>> }).postgres_changes[0]).sort(), ['event', 'filter', 'id', 'schema', 'table']);
+    // a socket's bindings together are bounded: 100 channels of 100 long filters each would hold 40 MB
+    let joined = 0;
+    let reason = '';
+    for (let i = 0; i < 99 && !reason; i++) {
+      const r = await refused(`realtime:heavy-${i}`, { config: { postgres_changes: Array.from({ length: 100 }, (_, j) => binding(`run_id=in.(${ids(20)},${j})`)) }, access_token: tokA });
+      if (r.status === 'ok') joined++;
+      else reason = String(r.response.reason);
+    }
+    assert.ok(joined >= 1 && joined < 10, `joined ${joined} heavy channels`);
+    assert.match(reason, /Too many postgres_changes bindings on this socket: their filters may weigh at most 512 KiB/);
+    // a join nested too deep to read is answered, and does not hold a channel's place
+    s.sendText(`["d","d","realtime:deep","phx_join",{"config":{"postgres_changes":[{"filter":${'['.repeat(20_000) + ']'.repeat(20_000)}}]},"access_token":"${tokA}"}]`);
+    const deep = (await s.next((m) => m.event === 'phx_reply' && m.ref === 'd')).payload as { status: string };
+    assert.equal(deep.status, 'ok', 'a filter that is not text is no filter');
+    s.close();
+
+    // broadcasts: a binary one with a topic over 255 bytes, a JSON one nested too deep, a batch with one of them
+    const post = (path: string, headers: Record<string, string>, body: string | Buffer) => fetch(`${server.url}${path}`, { method: 'POST', headers: { apikey: anon, ...headers }, body });
+    assert.equal((await post(`/realtime/v1/api/broadcast/${'t'.repeat(300)}/events/e`, { 'content-type': 'application/octet-stream' }, Buffer.from([1, 2, 3]))).status, 400);
+    const nested = '{"messages":[{"topic":"room","event":"e","payload":{"a":"before"}},{"topic":"room","event":"e","payload":' + '['.repeat(100_000) + ']'.repeat(100_000) + '}]}';
+    const deepAnswer = await post('/realtime/v1/api/broadcast', { 'content-type': 'application/json' }, nested);
+    assert.equal(deepAnswer.status, 400);
+    assert.match(String(((await deepAnswer.json()) as { error: string }).error), /nested too deep/);
+    assert.equal((await fetch(`${server.url}/realtime/v1/healthcheck`)).status, 200, 'still serving');
+  });
+
   it('access_token: a valid refresh keeps the channel, an invalid one closes it, and an expiring token closes it at exp', async () => {
     const run = randomUUID();
     const c = await client(tokA, { timeout: 2000 });

@@ -98,6 +98,17 @@ describe('postgres_changes bindings and filters', () => {
     assert.throws(() => parseFilter('seq=like.3'));
     assert.throws(() => parseFilter('seq'));
     assert.match(String(parseBinding({ event: '*', table: 't', filter: 'nonsense' }).error), /Error parsing `filter`/);
+    // Supabase's own limit for an in list
+    assert.equal(parseFilter(`n=in.(${Array.from({ length: 100 }, (_, i) => i).join(',')})`).values.length, 100);
+    assert.throws(() => parseFilter(`n=in.(${Array.from({ length: 101 }, (_, i) => i).join(',')})`), /at most 100 values/);
+  });
+
+  it('echoes only what names a binding, and takes only text for it', () => {
+    const b = parseBinding({ event: 'INSERT', table: 't', filter: 'seq=gt.1', pad: 'x'.repeat(100), nested: { a: [1] } });
+    assert.deepEqual(b.echo, { event: 'INSERT', table: 't', filter: 'seq=gt.1', id: b.id });
+    const odd = parseBinding({ event: 'INSERT', table: 't', filter: { not: 'text' } });
+    assert.equal(odd.filter, null);
+    assert.equal(odd.id, parseBinding({ event: 'INSERT', table: 't' }).id);
   });
 
   it('compares by column type', () => {
