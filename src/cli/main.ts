@@ -735,6 +735,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
     }
     let unsigned = 0;
     let deliveriesBad = 0;
+    let secretsBad = 0;
     const seen = new Set<string>();
     for (const p of projects) {
       const r = await verifyProject(pool, p.id, {
@@ -756,6 +757,14 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         const why = `its log (${o.events} events) is in the database, but the run is not: its row was deleted outside the engine`;
         if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: o.runId, problems: [why] }));
         else io.out(`NOT ok  ${p.slug}  ${o.runId}  ${why}`);
+      }
+      // the engine writes signing secrets only sealed: one in plain text was written by someone else
+      const plain = await inProject(pool, p.id, (c) => c.query<{ slug: string }>('SELECT slug FROM workflows WHERE project_id = $1 AND signing_secret IS NOT NULL ORDER BY slug', [p.id]));
+      for (const w of plain.rows) {
+        secretsBad++;
+        const why = `workflow ${w.slug} holds a signing secret in plain text, which the engine never writes: it is not used, and keys rotate will not take it unless told to`;
+        if (a.flags.json) io.out(JSON.stringify({ project: p.slug, workflow: w.slug, problems: [why] }));
+        else io.out(`NOT ok  ${p.slug}  ${why}`);
       }
       for (const d of r.strayDeliveries) {
         deliveriesBad++;
@@ -808,9 +817,10 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         `${grantsBad ? `; ${grantsBad} project${grantsBad === 1 ? "'s" : "s'"} leave to call private addresses NOT as a checkpoint saw it` : ''}` +
         `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}` +
         `${schemaBad ? `; the engine's schema NOT as it sealed it (${schemaBad} difference${schemaBad === 1 ? '' : 's'})` : ''}` +
-        `${deliveriesBad ? `; ${deliveriesBad} delivery record${deliveriesBad === 1 ? '' : 's'} no run names` : ''}`,
+        `${deliveriesBad ? `; ${deliveriesBad} delivery record${deliveriesBad === 1 ? '' : 's'} no run names` : ''}` +
+        `${secretsBad ? `; ${secretsBad} signing secret${secretsBad === 1 ? '' : 's'} in plain text` : ''}`,
     );
-    return bad === 0 && deliveriesBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    return bad === 0 && deliveriesBad === 0 && secretsBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 
@@ -1295,7 +1305,13 @@ const keys: CommandSpec = {
   args: ['rotate'],
   summary:
     'Rotate the keyring: a new key goes first in the key file and becomes active (new secrets, links, heads and tokens use it), then every sealed secret is sealed again with it. Old keys stay readable: old links and heads still verify.',
-  flags: [DB_FLAG],
+  flags: [
+    {
+      name: 'adopt-plain-signing-secrets',
+      help: 'also seal signing secrets stored in plain text with no sealed one beside them (left by an engine from before sealed secrets); without it they are listed, not taken: someone with the database could have written them',
+    },
+    DB_FLAG,
+  ],
   async run(a, io) {
     if (a.positional[0] !== 'rotate') throw new UsageError('keys rotate is the only keys command');
     if (io.env.MESHHOOK_KEYS) {
@@ -1308,8 +1324,11 @@ const keys: CommandSpec = {
     }
     const keyring = keyringOf(io);
     return withPool(a, io, async (pool) => {
-      const n = await resealAll(pool, keyring, await listProjects(pool));
-      io.out(`sealed ${n} secrets again with key ${keyring.activeId}`);
+      const r = await resealAll(pool, keyring, await listProjects(pool), { adoptPlain: a.flags['adopt-plain-signing-secrets'] === true });
+      io.out(`sealed ${r.resealed} secrets again with key ${keyring.activeId}`);
+      for (const w of r.plainBesideSealed) io.err(`warning: ${w} has a signing secret in plain text beside its sealed one: ignored (the engine writes none; someone with the database may have)`);
+      for (const w of r.plainOnly)
+        io.err(`warning: ${w} has its signing secret only in plain text: not sealed, so its webhooks are refused; if it is yours (left by an engine from before sealed secrets), run keys rotate --adopt-plain-signing-secrets`);
       return 0;
     });
   },

@@ -96,8 +96,18 @@ export class LogVerifier {
 
   push(recorded: RecordedEvent): void {
     this.count++;
-    if (!this.chainBreak) this.checkLink(recorded);
-    if (!this.divergence) this.checkDecision(recorded);
+    // an event the engine cannot even read (a payload nested thousands deep, written by hand) is this run's
+    // finding, named at its place, never an exception that ends verification of every other run
+    try {
+      if (!this.chainBreak) this.checkLink(recorded);
+    } catch (e) {
+      this.chainBreak = { seq: recorded.seq, reason: `it cannot be checked: ${unreadable(e)}` };
+    }
+    try {
+      if (!this.divergence) this.checkDecision(recorded);
+    } catch (e) {
+      this.divergence = { seq: recorded.seq, expected: null, recorded: { type: recorded.type, data: '(unreadable)' }, reason: `the engine cannot read it: ${unreadable(e)}` };
+    }
   }
 
   private checkLink(e: RecordedEvent): void {
@@ -178,6 +188,10 @@ export function verifyLog(runId: string, events: readonly RecordedEvent[], defin
   const v = new LogVerifier(runId, definition, opts);
   for (const e of events) v.push(e);
   return v.finish();
+}
+
+function unreadable(e: unknown): string {
+  return e instanceof RangeError ? 'its payload is nested too deep' : String((e as Error)?.message ?? e).slice(0, 200);
 }
 
 function pick(e: RecordedEvent): { type: string; data: unknown } {

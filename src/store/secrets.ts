@@ -39,44 +39,66 @@ export async function putSecret(db: Pool, keyring: Keyring, projectId: string, n
 }
 
 export async function listSecrets(db: Pool, projectId: string): Promise<Array<{ name: string; keyId: string | null; updatedAt: string }>> {
-  const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed, updated_at FROM project_secrets ORDER BY name')).rows);
+  const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed, updated_at FROM project_secrets WHERE project_id = $1 ORDER BY name', [projectId])).rows);
   return rows.map((r) => ({ name: r.name, keyId: sealedWith(r.sealed), updatedAt: r.updated_at.toISOString() }));
 }
 
 export async function deleteSecret(db: Pool, projectId: string, name: string): Promise<boolean> {
-  return inProject(db, projectId, async (c) => ((await c.query('DELETE FROM project_secrets WHERE name = $1', [name])).rowCount ?? 0) > 0);
+  return inProject(db, projectId, async (c) => ((await c.query('DELETE FROM project_secrets WHERE project_id = $1 AND name = $2', [projectId, name])).rowCount ?? 0) > 0);
 }
 
 /** Every secret value of a project, opened (for the worker, at send time). */
 export async function loadSecretValues(db: Pool, keyring: Keyring, projectId: string): Promise<SecretValue[]> {
-  const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed FROM project_secrets')).rows);
+  const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed FROM project_secrets WHERE project_id = $1', [projectId])).rows);
   return rows.map((r) => ({ name: r.name, value: open(keyring, r.sealed, secretAad(projectId, r.name)) }));
+}
+
+/** What `keys rotate` did, and the signing secrets it would not take. */
+export interface ResealReport {
+  resealed: number;
+  /** `project/workflow`s with a plain-text signing secret beside the sealed one: never read, left for the owner to see */
+  plainBesideSealed: string[];
+  /** `project/workflow`s with only a plain-text signing secret: sealed only when the owner asks (adoptPlain) */
+  plainOnly: string[];
 }
 
 /**
  * Re-seal every secret and signing secret of every project under the active
- * key (after a new key was put first), and seal signing secrets still stored
- * in plain text by an older version. Returns how many values were re-sealed.
+ * key (after a new key was put first). A signing secret in plain text is
+ * never taken silently: the engine writes none since secrets are sealed, so
+ * one may have been written by someone with the database, to make the engine
+ * accept webhooks signed with a secret of their choosing. Beside a sealed
+ * secret it is ignored and reported; alone, it is sealed only with
+ * `adoptPlain` (an engine from before sealed secrets left it).
  */
-export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id: string }>): Promise<number> {
-  let n = 0;
+export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id: string; slug?: string }>, opts: { adoptPlain?: boolean } = {}): Promise<ResealReport> {
+  const report: ResealReport = { resealed: 0, plainBesideSealed: [], plainOnly: [] };
   for (const p of projects) {
-    n += await inProject(db, p.id, async (c) => {
+    report.resealed += await inProject(db, p.id, async (c) => {
       let changed = 0;
-      for (const r of (await c.query('SELECT name, sealed FROM project_secrets')).rows) {
+      for (const r of (await c.query('SELECT name, sealed FROM project_secrets WHERE project_id = $1', [p.id])).rows) {
         if (sealedWith(r.sealed) === keyring.activeId) continue;
         const value = open(keyring, r.sealed, secretAad(p.id, r.name));
-        await c.query('UPDATE project_secrets SET sealed = $2, updated_at = now() WHERE name = $1', [r.name, seal(keyring, value, secretAad(p.id, r.name))]);
+        await c.query('UPDATE project_secrets SET sealed = $3, updated_at = now() WHERE project_id = $1 AND name = $2', [p.id, r.name, seal(keyring, value, secretAad(p.id, r.name))]);
         changed++;
       }
-      for (const w of (await c.query('SELECT id, signing_secret, signing_secret_sealed FROM workflows')).rows) {
-        if (w.signing_secret_sealed && sealedWith(w.signing_secret_sealed) === keyring.activeId && w.signing_secret === null) continue;
-        const value = w.signing_secret ?? open(keyring, w.signing_secret_sealed, signingAad(p.id, w.id));
-        await c.query('UPDATE workflows SET signing_secret_sealed = $2, signing_secret = NULL WHERE id = $1', [w.id, seal(keyring, value, signingAad(p.id, w.id))]);
-        changed++;
+      for (const w of (await c.query('SELECT id, slug, signing_secret, signing_secret_sealed FROM workflows WHERE project_id = $1', [p.id])).rows) {
+        const name = `${p.slug ?? p.id}/${w.slug}`;
+        if (w.signing_secret_sealed) {
+          if (w.signing_secret !== null) report.plainBesideSealed.push(name);
+          if (sealedWith(w.signing_secret_sealed) === keyring.activeId) continue;
+          const value = open(keyring, w.signing_secret_sealed, signingAad(p.id, w.id));
+          await c.query('UPDATE workflows SET signing_secret_sealed = $3 WHERE project_id = $1 AND id = $2', [p.id, w.id, seal(keyring, value, signingAad(p.id, w.id))]);
+          changed++;
+        } else if (opts.adoptPlain) {
+          await c.query('UPDATE workflows SET signing_secret_sealed = $3, signing_secret = NULL WHERE project_id = $1 AND id = $2', [p.id, w.id, seal(keyring, w.signing_secret, signingAad(p.id, w.id))]);
+          changed++;
+        } else {
+          report.plainOnly.push(name);
+        }
       }
       return changed;
     });
   }
-  return n;
+  return report;
 }

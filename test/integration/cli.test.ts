@@ -7,7 +7,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { runCli } from '../../src/cli/main';
 import { startRealtimeServer } from '../../src/realtime/server';
-import { tokenSecret } from '../../src/security/keyring';
+import { Keyring, tokenSecret } from '../../src/security/keyring';
+import { deliver } from '../../src/intake/sign';
 import { startEngine } from '../../src/engine';
 import { validateDefinition } from '../../src/domain/definition';
 import { verifyLog } from '../../src/domain/replay';
@@ -398,6 +399,77 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       assert.match(paused.err, /warning: the action is recorded, but its head could not be written to no\/such\/dir\/ops\.jsonl/);
     } finally {
       await engine.stop();
+    }
+  });
+
+  it('keys rotate re-seals every secret under the new key, and never takes a signing secret written in plain text unless told to', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-rotate-'));
+    const keyFile = path.join(dir, 'keys.json');
+    writeFileSync(keyFile, JSON.stringify({ keys: KEYS.toEnv().split(',').map((pair) => ({ id: pair.slice(0, pair.indexOf(':')), key: pair.slice(pair.indexOf(':') + 1) })) }));
+    const env = { DATABASE_URL: url, MESHHOOK_KEY_FILE: keyFile };
+    let engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0 });
+    try {
+      const genuine = await publish(engine.pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const legacy = await publish(engine.pool, 'acme', orderSyncDefinition('http://127.0.0.1:9', 'legacy-sync'));
+      await engine.stop();
+      // as the database's owner: a secret of their choosing beside the sealed one, and one workflow with only a plain one
+      await owner.query(`UPDATE workflows SET signing_secret = 'whsec_chosen_by_someone_with_the_database_0123' WHERE id = $1`, [genuine.workflowId]);
+      await owner.query(`UPDATE workflows SET signing_secret = 'whsec_left_by_an_engine_before_sealed_secrets', signing_secret_sealed = NULL WHERE id = $1`, [legacy.workflowId]);
+      const verified = await cli(['verify', '--all'], env, dir);
+      assert.equal(verified.code, 1, verified.out);
+      assert.match(verified.out, /NOT ok  acme  workflow order-sync holds a signing secret in plain text, which the engine never writes/);
+      assert.match(verified.out, /; 2 signing secrets in plain text$/);
+
+      const rotated = await cli(['keys', 'rotate'], env, dir);
+      assert.equal(rotated.code, 0, rotated.err);
+      assert.match(rotated.out, /new active key k\w+ in .*\nsealed 1 secrets again with key k\w+/);
+      assert.match(rotated.err, /warning: acme\/order-sync has a signing secret in plain text beside its sealed one: ignored/);
+      assert.match(rotated.err, /warning: acme\/legacy-sync has its signing secret only in plain text: not sealed/);
+      // under the new key, the sealed secret still signs and the chosen one does not
+      engine = await startEngine({ databaseUrl: url, keyring: Keyring.fromFile(keyFile), workers: 0 });
+      const chosen = await deliver(engine.intake.url, 'acme', 'order-sync', 'whsec_chosen_by_someone_with_the_database_0123', '{"order":{"id":"forged","sum":1000000}}');
+      assert.equal(chosen.status, 401);
+      assert.equal((await deliver(engine.intake.url, 'acme', 'order-sync', genuine.signingSecret, '{"order":{"id":"o-1","sum":1}}')).status, 202);
+      await engine.stop();
+      const adopted = await cli(['keys', 'rotate', '--adopt-plain-signing-secrets'], env, dir);
+      assert.equal(adopted.code, 0, adopted.err);
+      assert.doesNotMatch(adopted.err, /legacy-sync/);
+      engine = await startEngine({ databaseUrl: url, keyring: Keyring.fromFile(keyFile), workers: 0 });
+      assert.equal((await deliver(engine.intake.url, 'acme', 'legacy-sync', 'whsec_left_by_an_engine_before_sealed_secrets', '{"order":{"id":"o-2","sum":2}}')).status, 202);
+    } finally {
+      await engine.stop().catch(() => undefined);
+    }
+  });
+
+  it('a forged run whose event is nested too deep to read is named, and every other run still verified', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const target = await startTarget();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-deep-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      const wf = await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
+      const d = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"o-1","sum":1}}', '--url', engine.intake.url], env, dir);
+      const genuine = /run ([0-9a-f-]{36}) started/.exec(d.out)![1];
+      await waitFor('the run to succeed', async () => (await runStatus(engine.pool, genuine)) === 'succeeded');
+      const forged = '00000000-0000-4000-8000-000000000001';
+      await owner.query(`INSERT INTO runs (id, project_id, workflow_id, version, status, last_seq) VALUES ($1, $2, $3, 1, 'succeeded', 1)`, [forged, wf.projectId, wf.workflowId]);
+      await owner.query(`INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid) VALUES ($1, $2, 1, 'RunStarted', 1, (repeat('[', 5000) || repeat(']', 5000))::jsonb, now(), 'x', 'y', 'k')`, [wf.projectId, forged]);
+      const all = await cli(['verify', '--all', '--project', 'acme'], env, dir);
+      assert.equal(all.code, 1, all.out + all.err);
+      assert.match(all.out, new RegExp(`NOT ok  acme  ${forged}  .*event 1`));
+      assert.doesNotMatch(all.out, new RegExp(genuine), 'the genuine run is verified, and fine');
+      assert.match(all.out, /verified 2 runs, 13 events in .*: 1 ok, 1 NOT ok/);
+      const one = await cli(['verify', forged, '--project', 'acme'], env, dir);
+      assert.equal(one.code, 1);
+      assert.match(one.out, /verified: NOT ok/);
+      const history = await cli(['history', forged, '--project', 'acme'], env, dir);
+      assert.equal(history.code, 1, history.err);
+      assert.match(history.out.split('\n')[0], /^NOT VERIFIED: hash chain broken at event 1/);
+    } finally {
+      await engine.stop();
+      await target.close();
     }
   });
 
