@@ -14,6 +14,7 @@ import type { ReplayWorld } from '../support/world';
 
 Given('the worker will stall {moment}', async function (this: ReplayWorld, moment: Moment) {
   expectReachable(this, moment);
+  await this.retireUnarmedWorkers();
   await this.startWorker({ failpoints: [stallSpec(moment)], moment });
 });
 

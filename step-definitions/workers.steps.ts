@@ -12,6 +12,7 @@ Given('{int} workers are running', async function (this: ReplayWorld, n: number)
 
 Given('the worker will crash {moment}', async function (this: ReplayWorld, moment: Moment) {
   expectReachable(this, moment);
+  await this.retireUnarmedWorkers();
   const worker = await this.startWorker({ failpoints: [`${moment.site}=crash`], moment });
   this.recordFault(`worker crash ${moment.text}`, async () => {
     const fired = this.firedFailpoints().some((f) => f.pid === worker.pid && f.action === 'crash');

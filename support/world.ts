@@ -521,6 +521,16 @@ export class ReplayWorld extends World<ReplayParameters> {
     return worker;
   }
 
+  /**
+   * Before a worker armed at a moment starts: the workers running with no moment armed (the one that brought a
+   * run to its situation, say) are stopped cleanly, or they would carry the run on themselves and the moment
+   * would never come. Armed workers and dead ones are left as they are.
+   */
+  async retireUnarmedWorkers(): Promise<void> {
+    const unarmed = this.aliveWorkers.filter((w) => !w.opts.failpoints);
+    await Promise.all(unarmed.map((w) => w.stop()));
+  }
+
   /** Where a worker writes a signed checkpoint of every head it commits (outside the database). */
   journalOf(workerId: string): string {
     return path.join(this.scratch, `heads-${workerId}.jsonl`);

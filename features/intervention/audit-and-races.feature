@@ -73,3 +73,25 @@ Feature: Operator actions are audited, and hold against workers and crashes
       | action  |
       | cancels |
       | pauses  |
+
+  @db-crash
+  Scenario: A run resumed by an operator goes on through a database crash, its worker held up between steps
+    Given a run of "order-sync" that is failed at "push"
+    And the worker will stall after step "map" is recorded
+    When "dana@acme.example" resumes the run from "map" because "the order service fixed its side"
+    And the database crashes and restarts
+    Then the run succeeds
+    And "push" was sent again under a new idempotency key
+    And the run replays exactly from its log
+
+  Scenario: A follow-up corrected while it waited is sent corrected by the worker that takes over when its timer's worker dies
+    Given a run of "order-follow-up" that is waiting in "wait"
+    And the worker will crash when the timer of "wait" fires
+    When "lee@acme.example" patches the run's input because "the customer changed the total", with:
+      """json
+      { "order": { "sum": 99.9 } }
+      """
+    And the clock moves forward 2 hours
+    And a new worker takes over
+    Then the run succeeds with the timer of "wait" fired once
+    And the order service received an order worth 99.9
