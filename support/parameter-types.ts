@@ -110,7 +110,8 @@ definePhrases('disruption', DISRUPTIONS);
 
 /*
  * The database's own defences, weakened by someone who owns it: each phrase
- * with the SQL that does it and what `verify --all` must then name.
+ * with the SQL that does it, what `verify --all` must then name and, for what
+ * outlives the scenario's database, the SQL that undoes it.
  */
 export const WEAKENINGS = {
   'switches off row-level security on the runs': { sql: 'ALTER TABLE runs DISABLE ROW LEVEL SECURITY', named: /table runs changed: row-level security is off \(it was on\)/ },
@@ -125,6 +126,16 @@ export const WEAKENINGS = {
   "replaces the run log's gap-free check with one that lets anything through": {
     sql: 'CREATE OR REPLACE FUNCTION run_events_check_seq() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$',
     named: /function run_events_check_seq\(\) was replaced/,
+  },
+  // roles belong to the whole server, not the scenario's database: put back when the scenario ends
+  "lets the engine's role bypass row-level security": {
+    sql: 'ALTER ROLE meshhook_engine BYPASSRLS',
+    undo: 'ALTER ROLE meshhook_engine NOBYPASSRLS',
+    named: /role meshhook_engine changed: bypassing row-level security is on \(it was off\)/,
+  },
+  'drops the link between events and their run': {
+    sql: 'ALTER TABLE run_events DROP CONSTRAINT run_events_run_fkey',
+    named: /constraint run_events_run_fkey on run_events is gone/,
   },
 } as const;
 export type Weakening = (typeof WEAKENINGS)[keyof typeof WEAKENINGS];

@@ -612,6 +612,8 @@ export class ReplayWorld extends World<ReplayParameters> {
     await this.proxy?.close().catch(() => undefined);
     // before the database is dropped: the server's replication connection holds it open
     await this.realtime?.close().catch(() => undefined);
+    // a weakened role outlives the scenario's database: later scenarios must find it as the migrations left it
+    if (this.weakened && 'undo' in this.weakened) await this.db?.query(this.weakened.undo).catch(() => undefined);
     await this.db?.end().catch(() => undefined);
     await this.engineDb?.end().catch(() => undefined);
     if (this.dbName) await dropScenarioDatabase(this.dbName, this.clusterSlot).catch(() => undefined);

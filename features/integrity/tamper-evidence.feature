@@ -8,9 +8,9 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
   holds, and the engine's workers write each head they commit to a journal
   outside it. Verifying the runs names the tampered run and the first bad
   event, and leaves every other run alone. The same key seals the database's
-  own defences (row-level security, the log's triggers, the engine's own
-  database functions) when the engine migrates it, so switching one off is
-  named too.
+  own defences (row-level security, the log's triggers and constraints, the
+  engine's own database functions, its roles) when the engine migrates it, so
+  switching one off is named too.
 
   Background:
     Given the project "acme" with the workflow "order-sync":
@@ -119,6 +119,8 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
       | opens a second door through row-level security                            |
       | switches off the run log's append-only protection                         |
       | replaces the run log's gap-free check with one that lets anything through |
+      | lets the engine's role bypass row-level security                          |
+      | drops the link between events and their run                               |
 
   Scenario: A run whose whole log was deleted is found empty
     When someone empties the run log behind the engine's back

@@ -1251,7 +1251,7 @@ const sealSchemaCmd: CommandSpec = {
   name: 'seal-schema',
   args: [],
   summary:
-    "Seal the engine's schema as it is now (row-level security, policies, grants, the log's triggers, the engine's SQL functions), so that verify --all names what changes after. Migrations seal it themselves; this is for a schema migrated without the keys, or printed differently after a Postgres upgrade. Without --confirm it only shows what differs from the last seal.",
+    "Seal the engine's schema as it is now (row-level security, policies, grants, triggers, constraints, the engine's roles and settings, schemas, the SQL functions and operators of public), so that verify --all names what changes after. Migrations seal it themselves; this is for a schema migrated without the keys, or printed differently after a Postgres upgrade. Without --confirm it only shows what differs from the last seal.",
   flags: [{ name: 'confirm', help: 'seal it: every difference it showed is one you made or checked' }, DB_FLAG],
   async run(a, io) {
     const keyring = keyringOf(io);

@@ -1,77 +1,81 @@
 import type { ClientBase, Pool } from 'pg';
-import { canonicalJson } from '../domain/canonical';
+import { canonicalJson, sha256 } from '../domain/canonical';
 import { ChainKey, ChainKeys, hmacSha256Hex, signatureParts } from '../domain/hash-chain';
+import { ENGINE_ROLE } from '../db/scope';
 
 /*
  * The engine's schema, sealed. Row-level security, the append-only and
- * gap-free triggers, the policies, the grants and the engine's SQL functions
- * are what keep projects apart and the log whole while the engine runs.
- * Someone with the database can switch any of them off, or replace a function,
- * without touching a row the chain covers: nothing in the log would show it.
+ * gap-free triggers, the policies, the grants, the constraints and the engine's
+ * SQL functions are what keep projects apart and the log whole while the engine
+ * runs. Someone with the database can weaken any of them without touching a
+ * row the chain covers: nothing in the log would show it.
  *
  * So when the engine applies its migrations it writes down what each of those
- * objects is (a hash of its definition as Postgres prints it) and signs that
- * list with the chain key, which the database never holds. `verify --all`
- * reads the same list from the catalogs again and names every object that is
- * not as sealed: changed, switched off, gone, or added (a second, permissive
- * policy is as bad as a weakened one).
+ * objects is and signs that list with the chain key, which the database never
+ * holds. `verify --all` reads the same list from the catalogs again and names
+ * every object that is not as sealed: changed, switched off, gone, or added (a
+ * second, permissive policy is as bad as a weakened one).
  *
- * What it cannot see: a change made and undone between two verifications.
- * The catalogs are read with plain queries on pg_catalog, never through a
- * function of the engine's own schema, which whoever changed it could have
- * made to answer anything.
+ * Sealed: each engine table's row-level security, owner, grants and column
+ * grants, its policies, triggers, constraints (with the triggers enforcing
+ * them) and rules; the engine's roles (their attributes and memberships both
+ * ways); every publication; the settings of the database and of any role that
+ * apply here; every schema outside the system's, every extension, event
+ * trigger, default privilege and user-defined cast; every function, procedure,
+ * aggregate and operator in public, any added to pg_catalog, those the tables'
+ * and event triggers call, and a hash of pg_catalog's built-in functions (a
+ * superuser can replace one, e.g. one this read calls).
+ *
+ * The read resolves no operator or function an intruder could overload: it
+ * selects raw catalog columns (and pg_catalog functions, qualified, on
+ * arguments of their exact types) under a fixed search_path and printing
+ * settings, and builds names and hashes in Node. An exact-type `||` in public
+ * once made `'rls=' || false` answer `rls=true`.
+ *
+ * What it cannot see: a change made and undone between two verifications;
+ * whether a role may log in (the deployment's choice, made after migrating:
+ * the test harness gives the engine's role LOGIN); server-wide settings
+ * (postgresql.conf, ALTER SYSTEM), which only a superuser can read; catalog
+ * rows edited directly.
  */
 
-/** The engine's tables: their row-level security, grants, policies and triggers are sealed. */
+/** The engine's tables: their row-level security, grants, policies, triggers, constraints and rules are sealed. */
 export const ENGINE_TABLES = ['projects', 'workflows', 'workflow_versions', 'runs', 'run_events', 'deliveries', 'project_secrets', 'schema_migrations', 'schema_seals'] as const;
+
+/** The roles the engine and its subscribers act as (migrations/002_tenancy.sql): their attributes and memberships are sealed. */
+export const ENGINE_ROLES = [ENGINE_ROLE, 'authenticated', 'anon'] as const;
 
 /** What each sealed object is, by a name that says what it is ("function meshhook_load_run(…)", "trigger … on …"). */
 export type SchemaObjects = Record<string, string>;
 
+/** FirstNormalObjectId: every object with a lower oid came with initdb. */
+const FIRST_USER_OID = 16384;
+
 /*
- * One query, pg_catalog only, rendered under a fixed search_path so that a
- * name is printed the same way at sealing and at verifying. Functions are the
- * meshhook_* ones and whatever a trigger on an engine table calls.
+ * Fixed for the read, so that a definition prints the same at sealing and at
+ * verifying whatever the database's or role's settings: names outside
+ * pg_catalog are printed schema-qualified, constants in one style.
  */
-const OBJECTS_SQL = `
-  WITH t AS (
-    SELECT c.oid, c.relname FROM pg_catalog.pg_class c
-    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])
-  )
-  SELECT 'table ' || t.relname AS name,
-         'rls=' || c.relrowsecurity || ' force=' || c.relforcerowsecurity || ' owner=' || c.relowner::regrole::text
-           || ' acl=' || coalesce(c.relacl::text, '') AS what
-  FROM t JOIN pg_catalog.pg_class c ON c.oid = t.oid
-  UNION ALL
-  SELECT 'policy ' || p.polname || ' on ' || t.relname,
-         pg_catalog.md5(p.polcmd::text || '|' || p.polpermissive::text || '|' || p.polroles::regrole[]::text || '|'
-           || coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') || '|' || coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), ''))
-  FROM pg_catalog.pg_policy p JOIN t ON t.oid = p.polrelid
-  UNION ALL
-  SELECT 'trigger ' || g.tgname || ' on ' || t.relname,
-         CASE g.tgenabled WHEN 'D' THEN 'disabled' WHEN 'O' THEN 'enabled' WHEN 'R' THEN 'replica only' ELSE 'always' END
-           || ' ' || pg_catalog.md5(pg_catalog.pg_get_triggerdef(g.oid))
-  FROM pg_catalog.pg_trigger g JOIN t ON t.oid = g.tgrelid
-  WHERE NOT g.tgisinternal
-  UNION ALL
-  SELECT 'function ' || f.proname || '(' || pg_catalog.pg_get_function_identity_arguments(f.oid) || ')',
-         pg_catalog.md5(pg_catalog.pg_get_functiondef(f.oid)) || ' owner=' || f.proowner::regrole::text || ' acl=' || coalesce(f.proacl::text, '')
-  FROM pg_catalog.pg_proc f
-  WHERE f.pronamespace = 'public'::regnamespace AND f.prokind IN ('f', 'p')
-    AND (f.proname LIKE 'meshhook\\_%' OR f.oid IN (SELECT g.tgfoid FROM pg_catalog.pg_trigger g JOIN t ON t.oid = g.tgrelid))`;
+const PRINTING = `SET LOCAL search_path = pg_catalog, pg_temp; SET LOCAL quote_all_identifiers = off; SET LOCAL datestyle = 'ISO, YMD';
+  SET LOCAL intervalstyle = postgres; SET LOCAL timezone = 'UTC'; SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = hex`;
+
+/** A catalog row as node-postgres parses it (oids as numbers, booleans, arrays; ACLs as text). */
+type Row = Record<string, any>;
+
+const hash = (text: string): string => sha256(text);
+const acl = (v: unknown): string => (v == null ? '' : String(v));
+/** An ACL that grants nothing (what REVOKE of the last column privilege leaves) is no ACL. */
+const noneIfEmpty = (v: unknown): string => (v == null || v === '{}' ? '' : String(v));
 
 /** What the engine's schema objects are now, read from the catalogs. */
 export async function readSchemaObjects(db: Pool | ClientBase): Promise<SchemaObjects> {
   const client = typeof (db as Pool).totalCount === 'number' ? null : (db as ClientBase);
   const run = async (c: ClientBase): Promise<SchemaObjects> => {
-    await c.query('BEGIN READ ONLY');
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     try {
-      // names printed as the migrations see them; set for this transaction only
-      await c.query(`SET LOCAL search_path = public`);
-      const { rows } = await c.query<{ name: string; what: string }>(OBJECTS_SQL, [ENGINE_TABLES]);
+      await c.query(PRINTING);
+      const out = await readObjects(async (sql, params) => (await c.query(sql, params)).rows as Row[]);
       await c.query('COMMIT');
-      const out: SchemaObjects = {};
-      for (const r of rows) out[r.name] = r.what;
       return out;
     } catch (e) {
       await c.query('ROLLBACK').catch(() => undefined);
@@ -85,6 +89,200 @@ export async function readSchemaObjects(db: Pool | ClientBase): Promise<SchemaOb
   } finally {
     c.release();
   }
+}
+
+/*
+ * Every query selects from pg_catalog; the only operators are `=` on oids
+ * (oid = oid, oid = ANY(oid[]): exact matches that cannot be overloaded);
+ * every other filter is applied here.
+ */
+async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]>): Promise<SchemaObjects> {
+  const out: SchemaObjects = {};
+  const [{ db }] = await q('SELECT pg_catalog.current_database() AS db');
+  const databaseOid = (await q('SELECT d.oid, d.datname FROM pg_catalog.pg_database d')).find((d) => d.datname === db)?.oid;
+  const version = Number((await q('SHOW server_version_num'))[0].server_version_num);
+
+  const roles = new Map<number, Row>((await q('SELECT r.oid, r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls FROM pg_catalog.pg_roles r')).map((r) => [r.oid, r]));
+  const roleName = (oid: number): string => (oid === 0 ? 'public' : (roles.get(oid)?.rolname ?? `#${oid}`));
+
+  const schemas = await q('SELECT n.oid, n.nspname, n.nspowner, n.nspacl FROM pg_catalog.pg_namespace n');
+  const schemaName = new Map<number, string>(schemas.map((n) => [n.oid, n.nspname]));
+  const oidOf = (name: string): number => schemas.find((n) => n.nspname === name)!.oid;
+  const [publicOid, catalogOid] = [oidOf('public'), oidOf('pg_catalog')];
+
+  // ───── every schema outside the system's: a new one can shadow the engine's tables if a search_path names it first
+  for (const n of schemas) {
+    if (n.nspname === 'pg_catalog' || n.nspname === 'information_schema' || /^pg_(toast|temp_\d|toast_temp_\d)/.test(n.nspname)) continue;
+    out[`schema ${n.nspname}`] = `owner=${roleName(n.nspowner)} acl=${acl(n.nspacl)}`;
+  }
+
+  // ───── the engine's tables
+  const tables = (await q('SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl FROM pg_catalog.pg_class c WHERE c.relnamespace = $1', [publicOid]))
+    .filter((c) => (c.relkind === 'r' || c.relkind === 'p') && (ENGINE_TABLES as readonly string[]).includes(c.relname));
+  const tableName = new Map<number, string>(tables.map((t) => [t.oid, t.relname]));
+  const tableOids = tables.map((t) => t.oid);
+  for (const t of tables) out[`table ${t.relname}`] = `rls=${t.relrowsecurity} force=${t.relforcerowsecurity} owner=${roleName(t.relowner)} acl=${acl(t.relacl)}`;
+
+  const columnGrants = new Map<number, string[]>();
+  for (const a of await q('SELECT a.attrelid, a.attnum, a.attname, a.attisdropped, a.attacl FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY($1::pg_catalog.oid[])', [tableOids])) {
+    if (a.attnum <= 0 || a.attisdropped || !noneIfEmpty(a.attacl)) continue;
+    columnGrants.set(a.attrelid, [...(columnGrants.get(a.attrelid) ?? []), `${a.attnum}:${a.attname}=${a.attacl}`]);
+  }
+  for (const [rel, grants] of columnGrants) {
+    const sorted = grants.sort((x, y) => Number(x.split(':')[0]) - Number(y.split(':')[0])).map((g) => g.slice(g.indexOf(':') + 1));
+    out[`column grants on ${tableName.get(rel)}`] = sorted.join(' ');
+  }
+
+  for (const p of await q(
+    `SELECT p.polname, p.polrelid, p.polcmd, p.polpermissive, p.polroles,
+            pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual, pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS withcheck
+     FROM pg_catalog.pg_policy p WHERE p.polrelid = ANY($1::pg_catalog.oid[])`,
+    [tableOids],
+  )) {
+    const to = (p.polroles as number[]).map(roleName).sort().join(',');
+    out[`policy ${p.polname} on ${tableName.get(p.polrelid)}`] = hash([p.polcmd, p.polpermissive, to, p.qual ?? '', p.withcheck ?? ''].join('|'));
+  }
+
+  // triggers: the internal ones enforce constraints, and are sealed with them
+  const triggers = await q(
+    `SELECT g.tgname, g.tgrelid, g.tgenabled, g.tgisinternal, g.tgconstraint, g.tgfoid,
+            CASE WHEN g.tgisinternal THEN NULL ELSE pg_catalog.pg_get_triggerdef(g.oid) END AS def
+     FROM pg_catalog.pg_trigger g WHERE g.tgrelid = ANY($1::pg_catalog.oid[])`,
+    [tableOids],
+  );
+  const enforcing = new Map<number, string[]>();
+  for (const g of triggers) {
+    if (g.tgisinternal) enforcing.set(g.tgconstraint, [...(enforcing.get(g.tgconstraint) ?? []), triggerState(g.tgenabled)]);
+    else out[`trigger ${g.tgname} on ${tableName.get(g.tgrelid)}`] = `${triggerState(g.tgenabled)} ${hash(g.def)}`;
+  }
+
+  for (const k of await q(
+    'SELECT k.oid, k.conname, k.conrelid, k.contype, pg_catalog.pg_get_constraintdef(k.oid) AS def FROM pg_catalog.pg_constraint k WHERE k.conrelid = ANY($1::pg_catalog.oid[])',
+    [tableOids],
+  )) {
+    const states = (enforcing.get(k.oid) ?? []).sort();
+    out[`constraint ${k.conname} on ${tableName.get(k.conrelid)}`] = `${k.contype} ${hash(k.def)}${states.length ? ` triggers=${states.join(',')}` : ''}`;
+  }
+
+  for (const r of await q(
+    'SELECT r.rulename, r.ev_class, r.ev_type, r.ev_enabled, r.is_instead, pg_catalog.pg_get_ruledef(r.oid) AS def FROM pg_catalog.pg_rewrite r WHERE r.ev_class = ANY($1::pg_catalog.oid[])',
+    [tableOids],
+  )) {
+    if (r.rulename === '_RETURN') continue; // a view's own query, not a rule anyone added
+    out[`rule ${r.rulename} on ${tableName.get(r.ev_class)}`] = `${triggerState(r.ev_enabled)} ${hash(r.def)}`;
+  }
+
+  // ───── the roles the engine acts as: what they may do and whose rights they carry
+  const memberships = await q('SELECT m.* FROM pg_catalog.pg_auth_members m');
+  const grantOf = (m: Row, other: number): string => {
+    const opts = ['admin', 'inherit', 'set'].filter((o) => m[`${o}_option`] === true);
+    return `${roleName(other)}${opts.length ? `(${opts.join(',')})` : ''}`;
+  };
+  const list = (xs: string[]): string => [...new Set(xs)].sort().join(',');
+  for (const r of roles.values()) {
+    if (!(ENGINE_ROLES as readonly string[]).includes(r.rolname)) continue;
+    const memberOf = list(memberships.filter((m) => m.member === r.oid).map((m) => grantOf(m, m.roleid)));
+    const members = list(memberships.filter((m) => m.roleid === r.oid).map((m) => grantOf(m, m.member)));
+    out[`role ${r.rolname}`] =
+      `superuser=${r.rolsuper} inherit=${r.rolinherit} createrole=${r.rolcreaterole} createdb=${r.rolcreatedb} replication=${r.rolreplication} bypassrls=${r.rolbypassrls} member_of=${memberOf} members=${members}`;
+  }
+
+  // ───── settings every connection to this database starts with
+  for (const s of await q('SELECT s.setdatabase, s.setrole, s.setconfig FROM pg_catalog.pg_db_role_setting s')) {
+    if (s.setdatabase !== 0 && s.setdatabase !== databaseOid) continue;
+    const whose = s.setrole === 0 ? 'the database' : `role ${roleName(s.setrole)}${s.setdatabase === 0 ? '' : ' in the database'}`;
+    out[`settings for ${whose}`] = (s.setconfig as string[]).join('; ');
+  }
+
+  // ───── publications: which engine tables the live logs (or anyone) stream, and which changes
+  const publications = await q('SELECT p.* FROM pg_catalog.pg_publication p');
+  const published = await q('SELECT r.* FROM pg_catalog.pg_publication_rel r');
+  const pubSchemas = version >= 150000 ? await q('SELECT s.* FROM pg_catalog.pg_publication_namespace s') : [];
+  for (const p of publications) {
+    const flags = Object.keys(p).filter((k) => k.startsWith('pub') && k !== 'pubname' && k !== 'pubowner').sort().map((k) => `${k.slice(3)}=${p[k]}`);
+    const rels = published
+      .filter((r) => r.prpubid === p.oid && tableName.has(r.prrelid))
+      .map((r) => `${tableName.get(r.prrelid)}${r.prqual || r.prattrs ? `(${hash(`${r.prqual ?? ''}|${r.prattrs ?? ''}`).slice(0, 16)})` : ''}`);
+    const inSchemas = pubSchemas.filter((s) => s.pnpubid === p.oid).map((s) => schemaName.get(s.pnnspid) ?? `#${s.pnnspid}`);
+    out[`publication ${p.pubname}`] = `owner=${roleName(p.pubowner)} ${flags.join(' ')} tables=${list(rels)} schemas=${list(inSchemas)}`;
+  }
+
+  // ───── extensions, event triggers, default privileges, casts
+  for (const e of await q('SELECT e.extname, e.extversion, e.extnamespace, e.extowner FROM pg_catalog.pg_extension e')) {
+    out[`extension ${e.extname}`] = `version=${e.extversion} schema=${schemaName.get(e.extnamespace)} owner=${roleName(e.extowner)}`;
+  }
+  const eventTriggers = await q('SELECT e.evtname, e.evtevent, e.evtowner, e.evtfoid, e.evtenabled, e.evttags FROM pg_catalog.pg_event_trigger e');
+  for (const d of await q('SELECT d.defaclrole, d.defaclnamespace, d.defaclobjtype, d.defaclacl FROM pg_catalog.pg_default_acl d')) {
+    const where = d.defaclnamespace === 0 ? '' : ` in schema ${schemaName.get(d.defaclnamespace)}`;
+    out[`default privileges of role ${roleName(d.defaclrole)}${where} on ${DEFAULT_ACL_KINDS[d.defaclobjtype] ?? d.defaclobjtype}`] = acl(d.defaclacl);
+  }
+  const casts = (await q('SELECT c.oid, c.castsource, c.casttarget, c.castfunc, c.castcontext, c.castmethod FROM pg_catalog.pg_cast c')).filter((c) => c.oid >= FIRST_USER_OID);
+  const operators = (await q('SELECT o.oid, o.oprname, o.oprnamespace, o.oprowner, o.oprkind, o.oprleft, o.oprright, o.oprresult, o.oprcode::pg_catalog.oid AS fn, o.oprcom, o.oprnegate FROM pg_catalog.pg_operator o'))
+    .filter((o) => o.oprnamespace === publicOid || (o.oprnamespace === catalogOid && o.oid >= FIRST_USER_OID));
+
+  // ───── functions: pg_catalog's own (hashed as one), those in public or added to pg_catalog, and whatever the above calls
+  const procs = await q(
+    `SELECT p.oid, p.proname, p.pronamespace, p.prokind, p.prolang, p.prosecdef, p.proleakproof, p.proisstrict, p.proretset,
+            p.provolatile, p.prorettype, p.proargtypes, p.prosrc, p.probin, p.proconfig
+     FROM pg_catalog.pg_proc p`,
+  );
+  const builtIn = procs.filter((p) => p.pronamespace === catalogOid && p.oid < FIRST_USER_OID).sort((a, b) => a.oid - b.oid);
+  out["pg_catalog's built-in functions"] = hash(builtIn.map((p) => JSON.stringify(Object.values(p))).join('\n'));
+
+  const called = new Set<number>([
+    ...triggers.filter((g) => !g.tgisinternal).map((g) => g.tgfoid),
+    ...eventTriggers.map((e) => e.evtfoid),
+    ...casts.map((c) => c.castfunc).filter((f) => f !== 0),
+    ...operators.map((o) => o.fn).filter((f) => f !== 0),
+  ]);
+  // an extension's functions in public are sealed one by one like any other (an extension is also sealed by its version)
+  const sealedProcs = procs.filter((p) => p.pronamespace === publicOid || (p.pronamespace === catalogOid && p.oid >= FIRST_USER_OID) || called.has(p.oid));
+  const procOids = sealedProcs.map((p) => p.oid);
+  const about = new Map<number, Row>(
+    (await q('SELECT p.oid, p.proowner, p.proacl, pg_catalog.pg_get_function_identity_arguments(p.oid) AS args FROM pg_catalog.pg_proc p WHERE p.oid = ANY($1::pg_catalog.oid[])', [procOids])).map((r) => [r.oid, r]),
+  );
+  const aggregates = sealedProcs.filter((p) => p.prokind === 'a').map((p) => p.oid);
+  const definitions = new Map<number, string>(
+    (await q('SELECT p.oid, pg_catalog.pg_get_functiondef(p.oid) AS def FROM pg_catalog.pg_proc p WHERE p.oid = ANY($1::pg_catalog.oid[])', [procOids.filter((o) => !aggregates.includes(o))])).map((r) => [r.oid, r.def]),
+  );
+  // an aggregate has no CREATE to print: its functions and states are what it is
+  for (const a of await q('SELECT a.aggfnoid::pg_catalog.oid AS fn, a.* FROM pg_catalog.pg_aggregate a WHERE a.aggfnoid = ANY($1::pg_catalog.oid[])', [aggregates])) {
+    definitions.set(a.fn, JSON.stringify(a));
+  }
+  const procName = new Map<number, string>();
+  for (const p of sealedProcs) {
+    const schema = p.pronamespace === publicOid ? '' : `${schemaName.get(p.pronamespace)}.`;
+    procName.set(p.oid, `${schema}${p.proname}(${about.get(p.oid)?.args ?? ''})`);
+  }
+  for (const p of sealedProcs) {
+    const a = about.get(p.oid);
+    out[`${PROC_KINDS[p.prokind] ?? 'function'} ${procName.get(p.oid)}`] = `${hash(definitions.get(p.oid) ?? '')} owner=${roleName(a?.proowner)} acl=${acl(a?.proacl)}`;
+  }
+  for (const e of eventTriggers) {
+    out[`event trigger ${e.evtname}`] = `${triggerState(e.evtenabled)} event=${e.evtevent} tags=${(e.evttags ?? []).join(',')} function=${procName.get(e.evtfoid)} owner=${roleName(e.evtowner)}`;
+  }
+
+  // ───── operators and casts, by their types (printed by pg_catalog.format_type on exact argument types)
+  const typeOids = [...new Set([...operators.flatMap((o) => [o.oprleft, o.oprright, o.oprresult]), ...casts.flatMap((c) => [c.castsource, c.casttarget])])];
+  const typeName = new Map<number, string>(
+    (await q('SELECT t.oid, pg_catalog.format_type(t.oid, NULL::pg_catalog.int4) AS name FROM pg_catalog.pg_type t WHERE t.oid = ANY($1::pg_catalog.oid[])', [typeOids])).map((t) => [t.oid, t.name]),
+  );
+  const typ = (oid: number): string => (oid === 0 ? 'NONE' : (typeName.get(oid) ?? `#${oid}`));
+  for (const o of operators) {
+    const what = `function=${procName.get(o.fn) ?? o.fn} result=${typ(o.oprresult)} commutator=${o.oprcom} negator=${o.oprnegate}`;
+    out[`operator ${schemaName.get(o.oprnamespace)}.${o.oprname}(${typ(o.oprleft)},${typ(o.oprright)})`] = `${what} owner=${roleName(o.oprowner)}`;
+  }
+  for (const c of casts) {
+    out[`cast (${typ(c.castsource)} AS ${typ(c.casttarget)})`] = `function=${c.castfunc === 0 ? '-' : procName.get(c.castfunc)} context=${c.castcontext} method=${c.castmethod}`;
+  }
+  return out;
+}
+
+const PROC_KINDS: Record<string, string> = { f: 'function', w: 'function', p: 'procedure', a: 'aggregate' };
+const DEFAULT_ACL_KINDS: Record<string, string> = { r: 'tables', S: 'sequences', f: 'functions', T: 'types', n: 'schemas', L: 'large objects' };
+
+function triggerState(c: string): string {
+  return c === 'D' ? 'disabled' : c === 'O' ? 'enabled' : c === 'R' ? 'replica only' : 'always';
 }
 
 function sealMac(key: Buffer, migration: string, objects: SchemaObjects): string {
@@ -124,31 +322,77 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
   const out: string[] = [];
   for (const [name, was] of Object.entries(sealed)) {
     const is = now[name];
-    if (is === undefined) out.push(`${name} is gone`);
+    if (is === undefined) out.push(`${name} ${plural(name) ? 'are' : 'is'} gone`);
     else if (is !== was) out.push(`${name} ${changeOf(name, was, is)}`);
   }
-  for (const name of Object.keys(now)) if (!(name in sealed)) out.push(`${name} was added behind the engine's back`);
+  for (const [name, is] of Object.entries(now)) {
+    if (name in sealed) continue;
+    // a setting says itself what it does: `search_path=evil, public`
+    out.push(`${name} ${plural(name) ? 'were' : 'was'} added behind the engine's back${name.startsWith('settings ') ? ` (${is})` : ''}`);
+  }
   return out.sort();
 }
 
+/** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
+function plural(name: string): boolean {
+  return /^(column grants|settings|default privileges|pg_catalog's built-in functions)/.test(name);
+}
+
+/** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
+function fieldsOf(s: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of s.split(/ (?=[a-z_]+=)/)) {
+    const eq = part.search(/^[a-z_]+=/) === 0 ? part.indexOf('=') : -1;
+    if (eq < 0) out[''] = part;
+    else out[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return out;
+}
+
+const LABELS: Record<string, string> = {
+  rls: 'row-level security',
+  force: 'forced row-level security',
+  bypassrls: 'bypassing row-level security',
+  createrole: 'creating roles',
+  createdb: 'creating databases',
+  member_of: 'the roles it is a member of',
+  members: 'its members',
+  tables: 'the engine tables it publishes',
+  schemas: 'the schemas it publishes',
+  acl: 'its grants',
+  owner: 'its owner',
+};
+
+const LISTS = new Set(['member_of', 'members', 'tables', 'schemas']);
+
 function changeOf(name: string, was: string, is: string): string {
-  if (name.startsWith('trigger ')) {
+  if (name.startsWith('trigger ') || name.startsWith('rule ')) {
     const [wasState] = was.split(' ');
     const [isState] = is.split(' ');
     if (wasState !== isState) return `is ${isState} (it was ${wasState})`;
     return 'was redefined';
   }
-  if (name.startsWith('table ')) {
-    const parts = (s: string) => Object.fromEntries(s.split(' ').map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
-    const [a, b] = [parts(was), parts(is)];
-    const onOff = (v: string) => (v === 'true' ? 'on' : 'off');
-    const changes: string[] = [];
-    if (a.rls !== b.rls) changes.push(`row-level security is ${onOff(b.rls)} (it was ${onOff(a.rls)})`);
-    if (a.force !== b.force) changes.push(`forced row-level security is ${onOff(b.force)} (it was ${onOff(a.force)})`);
-    if (a.owner !== b.owner) changes.push(`its owner is ${b.owner} (it was ${a.owner})`);
-    if (a.acl !== b.acl) changes.push(`its grants are ${b.acl || 'the defaults'} (they were ${a.acl || 'the defaults'})`);
-    return `changed: ${changes.join(', ')}`;
+  if (name.startsWith('function ') || name.startsWith('procedure ') || name.startsWith('aggregate ')) {
+    return was.split(' ')[0] !== is.split(' ')[0] ? 'was replaced' : 'changed owner or grants';
   }
-  if (name.startsWith('function ')) return was.split(' ')[0] !== is.split(' ')[0] ? 'was replaced' : 'changed owner or grants';
-  return 'was changed';
+  if (name.startsWith('constraint ')) {
+    const [a, b] = [fieldsOf(was), fieldsOf(is)];
+    if (a[''] !== b['']) return 'was redefined';
+    return `is enforced by triggers ${b.triggers ?? 'none'} (they were ${a.triggers ?? 'none'})`;
+  }
+  if (name === "pg_catalog's built-in functions") return 'were changed: one was replaced or redefined';
+  if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;
+  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast) /.test(name)) return 'was changed';
+  const [a, b] = [fieldsOf(was), fieldsOf(is)];
+  const onOff = (v: string) => (v === 'true' ? 'on' : v === 'false' ? 'off' : v);
+  const changes: string[] = [];
+  for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])]) {
+    if (a[key] === b[key]) continue;
+    const label = key === '' ? 'its state' : (LABELS[key] ?? key);
+    if (key === 'acl') changes.push(`its grants are ${b.acl || 'the defaults'} (they were ${a.acl || 'the defaults'})`);
+    else if (key === 'owner') changes.push(`its owner is ${b.owner} (it was ${a.owner})`);
+    else if (LISTS.has(key)) changes.push(`${label} are ${b[key] || 'none'} (they were ${a[key] || 'none'})`);
+    else changes.push(`${label} is ${onOff(b[key] ?? '') || 'none'} (it was ${onOff(a[key] ?? '') || 'none'})`);
+  }
+  return `changed: ${changes.join(', ')}`;
 }
