@@ -108,6 +108,10 @@ export async function verifyToken(secret: string, token: string, now: number = D
   if (claims.iat !== undefined && typeof claims.iat !== 'number') {
     throw new TokenError('InvalidJWTToken', 'Fields `iat` must be a number');
   }
+  // a token that says when it starts to count does not count before then (RFC 7519 4.1.5)
+  if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || claims.nbf > now / 1000)) {
+    throw new TokenError('InvalidJWTToken', 'Token is not valid yet (nbf)');
+  }
   return claims as TokenClaims;
 }
 

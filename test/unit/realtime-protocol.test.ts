@@ -197,5 +197,8 @@ describe('realtime tokens', () => {
     assert.equal(await reason('a.b.c'), 'MalformedJWT: The token provided is not a valid JWT');
     assert.equal(await reason(await signToken(SECRET, { project_id: 'p', exp: Math.floor(Date.now() / 1000) + 60 })), 'InvalidJWTToken: Fields `role` and `exp` are required in JWT');
     assert.equal(await reason(await signToken(SECRET, { role: 'authenticated' })), 'InvalidJWTToken: Fields `role` and `exp` are required in JWT');
+    const soon = Math.floor(Date.now() / 1000);
+    assert.equal(await reason(await signToken(SECRET, { role: 'authenticated', exp: soon + 600, nbf: soon + 300 })), 'InvalidJWTToken: Token is not valid yet (nbf)');
+    assert.equal(await reason(await signToken(SECRET, { role: 'authenticated', exp: soon + 600, nbf: soon - 5 })), 'accepted');
   });
 });
