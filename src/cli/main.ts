@@ -804,7 +804,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       }
     }
     // the schema that keeps projects apart and the log whole, against the seal the engine wrote when it migrated
-    const schema = await checkSchema(pool, opts.keys!);
+    const schema = await checkSchema(pool, opts.keys!, opts.checkpoints?.seal());
     for (const p of schema.problems) {
       if (a.flags.json) io.out(JSON.stringify({ schema: true, sealedAt: schema.sealedAt, problems: [p] }));
       else io.out(`NOT ok  schema  ${p}`);

@@ -2,6 +2,7 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
+import { latestSeal } from './schema-seal';
 import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha256Hex, privateTargetsGrant, RunHead, signatureParts, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
 
 /*
@@ -22,6 +23,9 @@ import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha
  * makes the intake start new runs on the one before it (an older URL, an older
  * bug), and every row left is genuine, so only a memory outside the database
  * can tell.
+ *
+ * The schema's latest seal, {"kind":"seal","sealedAt","at","sig"}: see
+ * SealCheckpoint.
  *
  * And each project's leave to call private addresses, {"kind":"grant",
  * "projectId","allowed","grantedAt","at","sig"}: a grant is signed, but a
@@ -55,6 +59,28 @@ function grantCheckpointGenuine(keys: ChainKeys, g: GrantCheckpoint): boolean {
   return key !== null && mac === hmacSha256Hex(key, grantCheckpointText(g));
 }
 
+/**
+ * The schema's latest seal as a checkpoint saw it, {"kind":"seal","sealedAt","at","sig"}: a seal signs its
+ * time, so an earlier seal written back after a later one (to let an earlier, weaker schema pass) is older
+ * than what the checkpoint saw.
+ */
+export interface SealCheckpoint {
+  kind: 'seal';
+  sealedAt: string;
+  at: string;
+  sig: string;
+}
+
+function sealCheckpointText(c: Omit<SealCheckpoint, 'sig' | 'kind'>): string {
+  return `meshhook-seal-checkpoint\n${c.sealedAt}\n${c.at}`;
+}
+
+function sealCheckpointGenuine(keys: ChainKeys, c: SealCheckpoint): boolean {
+  if (typeof c.sig !== 'string') return false;
+  const { key, mac } = signatureParts(keys, c.sig);
+  return key !== null && mac === hmacSha256Hex(key, sealCheckpointText(c));
+}
+
 export interface VersionCheckpoint extends VersionIdentity {
   kind: 'version';
   at: string;
@@ -78,6 +104,7 @@ export class CheckpointIndex {
   private readonly latest = new Map<string, Checkpoint>();
   private readonly latestVersions = new Map<string, VersionCheckpoint>();
   private readonly latestGrants = new Map<string, GrantCheckpoint>();
+  private latestSeal: SealCheckpoint | null = null;
   readonly problems: string[] = [];
   lines = 0;
 
@@ -98,6 +125,15 @@ export class CheckpointIndex {
         } catch {
           // the last line of a journal may be cut short by a crash; anything else is damage
           if (i < lines.length - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
+          return;
+        }
+        if ((cp as unknown as SealCheckpoint).kind === 'seal') {
+          const c = cp as unknown as SealCheckpoint;
+          if (!sealCheckpointGenuine(keys, c)) {
+            index.problems.push(`${file}:${i + 1}: checkpoint of the schema's seal is not genuine`);
+            return;
+          }
+          if (!index.latestSeal || c.sealedAt > index.latestSeal.sealedAt) index.latestSeal = c;
           return;
         }
         if ((cp as unknown as GrantCheckpoint).kind === 'grant') {
@@ -140,6 +176,11 @@ export class CheckpointIndex {
 
   runs(): Checkpoint[] {
     return [...this.latest.values()];
+  }
+
+  /** The latest seal of the schema a checkpoint saw (null: none did). */
+  seal(): SealCheckpoint | null {
+    return this.latestSeal;
   }
 
   /** The latest a checkpoint saw of each project's leave to call private addresses. */
@@ -234,6 +275,13 @@ export async function writeCheckpoints(
 ): Promise<{ written: number; refused: Array<{ runId: string; reason: string }> }> {
   let written = 0;
   const refused: Array<{ runId: string; reason: string }> = [];
+  // the schema's seal, when genuine and signed with its time: an earlier one written back is then older than this
+  const { seal } = await latestSeal(db, keys);
+  if (seal?.timeSigned) {
+    const fields = { sealedAt: seal.sealedAt, at: at.toISOString() };
+    const line: SealCheckpoint = { kind: 'seal', ...fields, sig: `${chain.kid}:${hmacSha256Hex(chain.key, sealCheckpointText(fields))}` };
+    appendFileSync(file, JSON.stringify(line) + '\n', { mode: 0o600 });
+  }
   for (const p of projects) {
     const rows = await inProject(db, p.id, async (c) =>
       (await c.query('SELECT id, last_seq, head_hash, head_mac FROM runs WHERE project_id = $1 ORDER BY created_at', [p.id])).rows,

@@ -285,36 +285,72 @@ function triggerState(c: string): string {
   return c === 'D' ? 'disabled' : c === 'O' ? 'enabled' : c === 'R' ? 'replica only' : 'always';
 }
 
-function sealMac(key: Buffer, migration: string, objects: SchemaObjects): string {
-  return hmacSha256Hex(key, `meshhook-schema-seal\n${migration}\n${canonicalJson(objects)}`);
+/*
+ * A seal signs when it was made, so that an earlier seal written back after a later one (to make an earlier,
+ * weaker schema pass again) is told apart by a checkpoint that saw the later one. Seals made before seals
+ * carried their time are signed without it, and still verify.
+ */
+function sealMac(key: Buffer, migration: string, objects: SchemaObjects, sealedAt: string | null): string {
+  return hmacSha256Hex(key, `meshhook-schema-seal\n${migration}\n${sealedAt === null ? '' : `${sealedAt}\n`}${canonicalJson(objects)}`);
 }
 
 /** Seal the schema as it is now, after `migration` (the last one applied). */
-export async function sealSchema(db: Pool | ClientBase, chain: ChainKey, migration: string): Promise<SchemaObjects> {
+export async function sealSchema(db: Pool | ClientBase, chain: ChainKey, migration: string, at = new Date()): Promise<SchemaObjects> {
   const objects = await readSchemaObjects(db);
-  await db.query('INSERT INTO schema_seals (migration, objects, mac) VALUES ($1, $2, $3)', [migration, JSON.stringify(objects), `${chain.kid}:${sealMac(chain.key, migration, objects)}`]);
+  const sealedAt = at.toISOString();
+  await db.query('INSERT INTO schema_seals (migration, objects, mac, sealed_at) VALUES ($1, $2, $3, $4)', [
+    migration,
+    JSON.stringify(objects),
+    `${chain.kid}:${sealMac(chain.key, migration, objects, sealedAt)}`,
+    sealedAt,
+  ]);
   return objects;
 }
 
 export interface SchemaCheck {
   /** when the seal checked against was written (null: none) */
   sealedAt: string | null;
+  /** the seal's time is signed (seals made before seals carried their time are not) */
+  timeSigned: boolean;
   /** every object not as sealed, one sentence each; empty when the schema is as the engine sealed it */
   problems: string[];
 }
 
-/** The engine's schema against its latest seal. */
-export async function checkSchema(db: Pool | ClientBase, keys: ChainKeys): Promise<SchemaCheck> {
+/** The latest seal, if it is genuine: when it was made, and whether that time is signed. */
+export async function latestSeal(
+  db: Pool | ClientBase,
+  keys: ChainKeys,
+): Promise<{ seal: { migration: string; objects: SchemaObjects; sealedAt: string; timeSigned: boolean } | null; problem: string | null }> {
   const { rows } = await db.query<{ migration: string; objects: SchemaObjects; mac: string; sealed_at: Date }>(
     'SELECT migration, objects, mac, sealed_at FROM schema_seals ORDER BY id DESC LIMIT 1',
   );
-  const seal = rows[0];
-  if (!seal) return { sealedAt: null, problems: ["the engine's schema carries no seal: its migrations were applied without the chain key, or the seal was deleted (`meshhook seal-schema` seals it as it is now)"] };
-  const sealedAt = seal.sealed_at.toISOString();
-  const { kid, key, mac } = signatureParts(keys, seal.mac);
-  if (!key) return { sealedAt, problems: [`the schema's seal is signed with key "${kid.slice(0, 40)}", which is not in the keyring`] };
-  if (mac !== sealMac(key, seal.migration, seal.objects)) return { sealedAt, problems: ["the schema's seal is not as the engine signed it (it was edited in the database)"] };
-  return { sealedAt, problems: schemaDifferences(seal.objects, await readSchemaObjects(db)) };
+  const row = rows[0];
+  if (!row) return { seal: null, problem: "the engine's schema carries no seal: its migrations were applied without the chain key, or the seal was deleted (`meshhook seal-schema` seals it as it is now)" };
+  const sealedAt = row.sealed_at.toISOString();
+  const { kid, key, mac } = signatureParts(keys, row.mac);
+  if (!key) return { seal: null, problem: `the schema's seal is signed with key "${kid.slice(0, 40)}", which is not in the keyring` };
+  const timeSigned = mac === sealMac(key, row.migration, row.objects, sealedAt);
+  if (!timeSigned && mac !== sealMac(key, row.migration, row.objects, null)) return { seal: null, problem: "the schema's seal is not as the engine signed it (it was edited in the database)" };
+  return { seal: { migration: row.migration, objects: row.objects, sealedAt, timeSigned }, problem: null };
+}
+
+/**
+ * The engine's schema against its latest seal; with `sawSealedAt` (the latest seal a checkpoint outside the
+ * database saw), a seal older than that one is named as an earlier seal written back.
+ */
+export async function checkSchema(db: Pool | ClientBase, keys: ChainKeys, checkpoint?: { sealedAt: string; at: string } | null): Promise<SchemaCheck> {
+  const { seal, problem } = await latestSeal(db, keys);
+  if (!seal) {
+    const at = (await db.query<{ sealed_at: Date }>('SELECT sealed_at FROM schema_seals ORDER BY id DESC LIMIT 1')).rows[0]?.sealed_at;
+    return { sealedAt: at ? at.toISOString() : null, timeSigned: false, problems: [problem!] };
+  }
+  const problems = schemaDifferences(seal.objects, await readSchemaObjects(db));
+  if (checkpoint && (!seal.timeSigned || seal.sealedAt < checkpoint.sealedAt)) {
+    problems.unshift(
+      `a checkpoint taken ${checkpoint.at} saw the schema sealed ${checkpoint.sealedAt}, but the seal now is ${seal.timeSigned ? `from ${seal.sealedAt}` : 'one that does not sign its time'}: an earlier seal written back behind the engine's back`,
+    );
+  }
+  return { sealedAt: seal.sealedAt, timeSigned: seal.timeSigned, problems };
 }
 
 /** Each object that differs between the sealed list and the one read now, as a sentence. */

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from '../../src/cli/main';
 import { checkSchema } from '../../src/integrity/schema-seal';
@@ -184,6 +186,35 @@ describe("the engine's schema, sealed", { timeout: 60_000 }, () => {
       assert.doesNotMatch(back.out, /schema/);
     });
   }
+
+  it('an earlier seal written back after a later one is named behind a checkpoint that saw the later one', async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-seal-cp-'));
+    const cp = path.join(dir, 'cp.jsonl');
+    // a trigger the owner drops on purpose, and seals the schema again without it
+    await pool.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete');
+    const resealed = await cli(['seal-schema', '--confirm'], env);
+    assert.equal(resealed.code, 0, resealed.out + resealed.err);
+    await pool.query('ALTER TABLE run_events ENABLE TRIGGER run_events_no_update_delete');
+    // ...thinks better of it and seals again; a checkpoint then sees that latest seal
+    assert.equal((await cli(['seal-schema', '--confirm'], env)).code, 0);
+    assert.equal((await cli(['checkpoint', '--out', cp], env)).code, 0);
+    assert.match(readFileSync(cp, 'utf8'), /"kind":"seal"/);
+    assert.equal((await cli(['verify', '--all', '--checkpoints', cp], env)).code, 0, 'the control: all is as sealed');
+    // the intruder writes the middle seal back as the latest, and switches the trigger off again: every signature holds
+    await pool.query('INSERT INTO schema_seals (migration, objects, mac, sealed_at) SELECT migration, objects, mac, sealed_at FROM schema_seals ORDER BY id DESC OFFSET 1 LIMIT 1');
+    await pool.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete');
+    try {
+      const plain = await cli(['verify', '--all'], env);
+      assert.equal(plain.code, 0, 'without a checkpoint the earlier seal passes: every signature holds');
+      const seen = await cli(['verify', '--all', '--checkpoints', cp], env);
+      assert.equal(seen.code, 1, seen.out);
+      assert.match(seen.out, /NOT ok  schema  a checkpoint taken .* saw the schema sealed .*, but the seal now is from .*: an earlier seal written back behind the engine's back/);
+    } finally {
+      await pool.query('ALTER TABLE run_events ENABLE TRIGGER run_events_no_update_delete');
+    }
+  });
 
   it('a seal edited, deleted or signed with another key is named, and seal-schema seals again only with --confirm', async () => {
     const { url, pool } = await dbs.fresh();
