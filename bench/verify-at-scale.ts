@@ -9,7 +9,8 @@
  *   chain   the floor plus the least any check of the log's keyed links must do: each event's
  *           canonical text and its HMAC compared with the stored link (no heads, no decisions)
  *   verify  verifyProject(): every run's chain links and signed head, every decision
- *           re-made by the decider, every run view compared — what `meshhook verify --all` does
+ *           re-made by the decider, every run view and delivery record compared, then the schema
+ *           checked against its seal — what `meshhook verify --all` does
  * Reported: events/s of each, verify ÷ floor time (the issue's target is ≤ 1.2×) and chain ÷ floor,
  * which shows how much of the gap the cryptography alone takes. Figures only.
  */
@@ -25,6 +26,7 @@ import { inProject } from '../src/db/scope';
 import { checkLink, genesisHash } from '../src/domain/hash-chain';
 import { eventTypes, RowEvent, rowToEvent } from '../src/store/log-read';
 import { verifyProject } from '../src/replay-service';
+import { checkSchema } from '../src/integrity/schema-seal';
 import { Keyring } from '../src/security/keyring';
 import { latestVersion, publishWorkflow } from '../src/store/registry';
 import { startRun } from '../src/store/intake-start';
@@ -112,8 +114,10 @@ async function main(): Promise<void> {
           chainMs.push(performance.now() - t0);
         } else {
           const res = await verifyProject(engine, p.projectId, { keys: KEYS.chainKeys() });
+          // and what `verify --all` checks beside the runs: the schema against its seal (a read of the catalogs)
+          const schema = await checkSchema(engine, KEYS.chainKeys());
           verifyMs.push(performance.now() - t0);
-          bad = res.bad;
+          bad = res.bad + res.strayDeliveries.length + schema.problems.length;
         }
         process.stdout.write('.');
       }
