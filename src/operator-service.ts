@@ -5,7 +5,8 @@ import { Failpoints } from './faults/failpoints';
 import type { HeadJournal } from './integrity/checkpoints';
 import type { Keyring } from './security/keyring';
 import { loadVersion, NotFoundError, TamperedDefinitionError } from './store/registry';
-import { commitBatch, ConcurrencyError } from './store/log-append';
+import { commitBatch, Committed, ConcurrencyError, takeAppendTurn } from './store/log-append';
+import { inProject } from './db/scope';
 import { assertIntact, loadRun, TamperedRunError } from './store/run-load';
 import { Clock, systemClock } from './worker/clock';
 
@@ -92,57 +93,53 @@ export async function operate(db: Pool, ctx: OperatorContext, projectId: string,
   const clock = ctx.clock ?? systemClock;
   const races = ctx.maxRaces ?? 10;
   for (let attempt = 1; ; attempt++) {
-    const run = await loadRun(db, projectId, runId);
-    if (!run) throw new NotFoundError(`run ${runId} not found`);
+    let committed: Committed;
+    let at: Date;
     try {
-      assertIntact(run, ctx.keyring.chainKeys());
+      // the run's turn to append, held from reading it to committing the action: a worker's batch in flight
+      // is waited for, and the worker's next one waits for the action, then finds the run moved on and
+      // decides again on it (migrations/017_appends_take_turns.sql). Without it a worker racing through
+      // quick steps could win every round, and the action come too late.
+      ({ committed, at } = await inProject(db, projectId, async (c) => {
+        await takeAppendTurn(c, runId);
+        const run = await loadRun(c, projectId, runId);
+        if (!run) throw new NotFoundError(`run ${runId} not found`);
+        try {
+          assertIntact(run, ctx.keyring.chainKeys());
+        } catch (e) {
+          if (e instanceof TamperedRunError) throw new OperatorActionError(e.message);
+          throw e;
+        }
+        const version = await loadVersion(db, projectId, run.workflowId, run.version, { keys: ctx.keyring.chainKeys() });
+        if (run.state.definitionHash && run.state.definitionHash !== version.definitionHash) throw new TamperedDefinitionError(run.workflowId, run.version);
+        const decider = createDecider(version.definition);
+        const now = clock.now();
+        const data: OperatorActed['data'] = { action: req.action, by: req.by.trim(), reason: req.reason.trim(), at: now.toISOString() };
+        if (req.step !== undefined) data.step = req.step;
+        if (req.output !== undefined) data.output = req.output;
+        if (req.patch !== undefined) data.patch = req.patch;
+        let events;
+        try {
+          events = decider.decide({ type: 'Operate', data }, run.state);
+        } catch (e) {
+          if (e instanceof DecisionError) throw new OperatorActionError(e.message);
+          throw e;
+        }
+        const batch = { runId, projectId, expectedSeq: run.lastSeq, prevHash: run.lastHash, stateBefore: run.state, recordedAt: now, chain: ctx.keyring.chainKey(), failpoints: Failpoints.none(), step: req.step ?? null };
+        return { committed: await commitBatch(db, batch, events, c), at: now };
+      }));
     } catch (e) {
-      if (e instanceof TamperedRunError) throw new OperatorActionError(e.message);
+      // another writer still got in first (one that takes no turn, or a deadlock Postgres broke): decide again
+      if ((e instanceof ConcurrencyError || (e as { code?: string }).code === '40P01') && attempt < races) continue;
       throw e;
     }
-    const version = await loadVersion(db, projectId, run.workflowId, run.version, { keys: ctx.keyring.chainKeys() });
-    if (run.state.definitionHash && run.state.definitionHash !== version.definitionHash) throw new TamperedDefinitionError(run.workflowId, run.version);
-    const decider = createDecider(version.definition);
-    const at = clock.now();
-    const data: OperatorActed['data'] = { action: req.action, by: req.by.trim(), reason: req.reason.trim(), at: at.toISOString() };
-    if (req.step !== undefined) data.step = req.step;
-    if (req.output !== undefined) data.output = req.output;
-    if (req.patch !== undefined) data.patch = req.patch;
-    let events;
-    try {
-      events = decider.decide({ type: 'Operate', data }, run.state);
-    } catch (e) {
-      if (e instanceof DecisionError) throw new OperatorActionError(e.message);
-      throw e;
-    }
-    try {
-      const committed = await commitBatch(
-        db,
-        {
-          runId,
-          projectId,
-          expectedSeq: run.lastSeq,
-          prevHash: run.lastHash,
-          stateBefore: run.state,
-          recordedAt: at,
-          chain: ctx.keyring.chainKey(),
-          failpoints: Failpoints.none(),
-          step: req.step ?? null,
-        },
-        events,
-      );
-      // a run retried, resumed or unpaused is due now: wake the workers rather than wait for their poll
-      // (best effort: the action is committed, and a worker finds the run at its next poll anyway)
-      await db.query(`SELECT pg_notify('meshhook_due', '')`).catch(() => undefined);
-      const result: ActionResult = { runId, recorded: committed.recorded, state: committed.state };
-      // before the operator is told the action is recorded, its head is outside the database too
-      await ctx.journal?.write({ projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, at).catch((e: Error) => (result.journalProblem = e.message));
-      return result;
-    } catch (e) {
-      // a worker appended first: decide again on what it wrote
-      if (e instanceof ConcurrencyError && attempt < races) continue;
-      throw e;
-    }
+    // a run retried, resumed or unpaused is due now: wake the workers rather than wait for their poll
+    // (best effort: the action is committed, and a worker finds the run at its next poll anyway)
+    await db.query(`SELECT pg_notify('meshhook_due', '')`).catch(() => undefined);
+    const result: ActionResult = { runId, recorded: committed.recorded, state: committed.state };
+    // before the operator is told the action is recorded, its head is outside the database too
+    await ctx.journal?.write({ projectId, runId, seq: committed.lastSeq, hash: committed.lastHash }, at).catch((e: Error) => (result.journalProblem = e.message));
+    return result;
   }
 }
 

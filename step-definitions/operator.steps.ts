@@ -4,7 +4,7 @@ import { auditTrail } from '../src/operator-service';
 import type { ActionPhrase, Situation } from '../support/parameter-types';
 import type { StoredRunView } from '../src/replay-service';
 import { expectAccepted, ORDER } from '../support/orders';
-import { landedDuringStall, whenStalled } from '../support/faults';
+import { landedDuringStall, stallsInsideTransaction, whenStalled } from '../support/faults';
 import type { ReplayWorld } from '../support/world';
 
 /* Operator actions: people fixing runs by hand, through the engine, never behind its back. */
@@ -102,6 +102,18 @@ When('{operator} {action} during that pause, because {string}', async function (
   await this.act(who, phrase, reason, DEFAULT_EXTRA);
   this.expectActed();
   const acted = new Date();
+  if (stallsInsideTransaction(stall)) {
+    // the worker holds its batch's transaction open: the action waits its turn to append, and lands right after
+    // that batch, before the worker's next one
+    const before = this.lastAction!.before.length;
+    this.recordFault(`"${phrase.text}" asked for while ${stall.worker.opts.id} holds its batch open at ${stall.site}`, async () => {
+      const log = (await this.events()).map((e) => e.type);
+      const actedAt = log.indexOf('OperatorActed', before);
+      if (actedAt <= before) return null; // nothing of the held batch came first: the action did not wait for it
+      return landedDuringStall(stall, at, `asked for during the pause; it waited for the held batch (events ${before + 1}–${actedAt}) and was recorded as event ${actedAt + 1}`);
+    });
+    return;
+  }
   this.recordFault(`"${phrase.text}" while ${stall.worker.opts.id} is paused at ${stall.site}`, async () =>
     landedDuringStall(stall, acted, `the action was recorded ${acted.getTime() - at.getTime()} ms after it was asked for`),
   );

@@ -46,6 +46,13 @@ Feature: Operator actions are audited, and hold against workers and crashes
     Then the run is canceled
     And the run replays exactly from its log
 
+  Scenario: An operator cancels a run while its worker is recording the order service's answer, and the cancel lands before the next step
+    Given the worker will stall while the response of "push" is being recorded
+    When "acme" delivers an order webhook to "order-sync"
+    And "dana@acme.example" cancels the run during that pause, because "the customer withdrew the order"
+    Then the run is canceled
+    And the run replays exactly from its log
+
   Scenario: An operator pauses a run while its worker waits for the order service; the answer is kept and nothing more happens
     Given the worker will stall after the request of "push" is sent
     When "acme" delivers an order webhook to "order-sync"

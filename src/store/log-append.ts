@@ -16,6 +16,14 @@ import { headOf, SignedHead, viewColumns, writeView } from './run-views';
  * project (row-level security shows it no other).
  */
 
+/** Appends to one run take turns under this transaction lock (migrations/017_appends_take_turns.sql): "MA". */
+export const APPEND_LOCK_CLASS = 0x4d41;
+
+/** Wait for, then hold until the transaction ends, the run's turn to append. */
+export async function takeAppendTurn(client: PoolClient, runId: string): Promise<void> {
+  await client.query('SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))', [APPEND_LOCK_CLASS, runId]);
+}
+
 export class ConcurrencyError extends Error {
   constructor(public readonly runId: string, public readonly expectedSeq: number) {
     super(`run ${runId} moved past event ${expectedSeq}: another writer appended first`);
@@ -108,7 +116,7 @@ function prepared(ctx: BatchContext, recorded: RecordedEvent[], state: RunState,
 }
 
 /** One batch, one call, its own transaction (migrations/004_commit_batch.sql). Throws ConcurrencyError when another writer won. */
-export async function appendBatch(db: Pool, b: PreparedBatch): Promise<void> {
+export async function appendBatch(db: Pool | PoolClient, b: PreparedBatch): Promise<void> {
   try {
     await db.query(`SELECT meshhook_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`, [b.projectId, b.runId, b.expectedSeq, ...b.columns]);
   } catch (e) {
@@ -145,7 +153,7 @@ function isRetryableConflict(e: unknown): boolean {
 }
 
 /** Append one decided batch and update the run view (its status and when it is next due), in one transaction. */
-export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[]): Promise<Committed> {
+export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[], inTransaction?: PoolClient): Promise<Committed> {
   const recordedAt = ctx.recordedAt.toISOString();
   const recorded = numberEvents(ctx.runId, ctx.projectId, ctx.expectedSeq, ctx.prevHash, events, recordedAt, ctx.chain);
   const state = ctx.stateAfter ?? events.reduce(evolve, ctx.stateBefore);
@@ -153,6 +161,7 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
   const fp = ctx.failpoints;
   const hit = { runId: ctx.runId, step: ctx.step, events: events.map((e) => e.type) };
 
+  if (inTransaction && fp.armed) throw new Error('commitBatch: failpoints stop a batch statement by statement in a transaction of its own, never in the caller\'s');
   if (fp.armed) await fp.hit({ name: 'before-append', ...hit });
   const last = recorded[recorded.length - 1];
   const head = headOf(ctx.projectId, ctx.runId, last.seq, last.hash, ctx.chain);
@@ -161,11 +170,13 @@ export async function commitBatch(db: Pool, ctx: BatchContext, events: RunEvent[
     // With failpoints armed the statements below run one by one instead, so a failpoint can stop a worker
     // between them, inside the open transaction, as the crash-point scenarios need.
     const batch = prepared(ctx, recorded, state, lastSeq, head);
-    await (ctx.group ? ctx.group.append(batch) : appendBatch(db, batch));
+    // inTransaction: the caller's own transaction, which already holds the run's turn (an operator's action)
+    await (ctx.group ? ctx.group.append(batch) : appendBatch(inTransaction ?? db, batch));
     return { recorded, state, lastSeq, lastHash: last.hash };
   }
   try {
     await inProject(db, ctx.projectId, async (client) => {
+      await takeAppendTurn(client, ctx.runId);
       await insertEvents(client, recorded);
       if (fp.armed) await fp.hit({ name: 'before-view-update', ...hit });
       const updated = await writeView(client, state, lastSeq, ctx.expectedSeq, head);

@@ -1,4 +1,4 @@
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { assertProjectId } from '../db/scope';
 import type { RunState } from '../domain/decider';
 import type { RecordedEvent } from '../domain/events';
@@ -51,7 +51,7 @@ export function assertIntact(run: LoadedRun, keys: ChainKeys): void {
   }
 }
 
-export async function loadRun(db: Pool, projectId: string, runId: string): Promise<LoadedRun | null> {
+export async function loadRun(db: Pool | PoolClient, projectId: string, runId: string): Promise<LoadedRun | null> {
   assertProjectId(projectId);
   // one round trip, one snapshot: the run's head and its log (migrations/004_commit_batch.sql)
   const { rows } = await db.query<RowEvent & { r_project_id: string; r_workflow_id: string; r_version: number; r_last_seq: number; r_head_hash: string | null; r_head_mac: string | null }>(
