@@ -321,17 +321,27 @@ export async function latestSeal(
   db: Pool | ClientBase,
   keys: ChainKeys,
 ): Promise<{ seal: { migration: string; objects: SchemaObjects; sealedAt: string; timeSigned: boolean } | null; problem: string | null }> {
+  // the latest by the time it was sealed, not by its id: an id is anyone's to choose, a signed time is not
   const { rows } = await db.query<{ migration: string; objects: SchemaObjects; mac: string; sealed_at: Date }>(
-    'SELECT migration, objects, mac, sealed_at FROM schema_seals ORDER BY id DESC LIMIT 1',
+    'SELECT migration, objects, mac, sealed_at FROM schema_seals ORDER BY sealed_at DESC, id DESC',
   );
-  const row = rows[0];
-  if (!row) return { seal: null, problem: "the engine's schema carries no seal: its migrations were applied without the chain key, or the seal was deleted (`meshhook seal-schema` seals it as it is now)" };
-  const sealedAt = row.sealed_at.toISOString();
-  const { kid, key, mac } = signatureParts(keys, row.mac);
-  if (!key) return { seal: null, problem: `the schema's seal is signed with key "${kid.slice(0, 40)}", which is not in the keyring` };
-  const timeSigned = mac === sealMac(key, row.migration, row.objects, sealedAt);
-  if (!timeSigned && mac !== sealMac(key, row.migration, row.objects, null)) return { seal: null, problem: "the schema's seal is not as the engine signed it (it was edited in the database)" };
-  return { seal: { migration: row.migration, objects: row.objects, sealedAt, timeSigned }, problem: null };
+  if (rows.length === 0) return { seal: null, problem: "the engine's schema carries no seal: its migrations were applied without the chain key, or the seal was deleted (`meshhook seal-schema` seals it as it is now)" };
+  const judged = rows.map((row) => {
+    const sealedAt = row.sealed_at.toISOString();
+    const { kid, key, mac } = signatureParts(keys, row.mac);
+    const timeSigned = key !== null && mac === sealMac(key, row.migration, row.objects, sealedAt);
+    const genuine = timeSigned || (key !== null && mac === sealMac(key, row.migration, row.objects, null));
+    return { row, sealedAt, kid, key, timeSigned, genuine };
+  });
+  const latest = judged[0];
+  if (!latest.key) return { seal: null, problem: `the schema's seal is signed with key "${latest.kid.slice(0, 40)}", which is not in the keyring` };
+  if (!latest.genuine) return { seal: null, problem: "the schema's seal is not as the engine signed it (it was edited in the database)" };
+  // a seal that does not sign its time (made before seals did) can be given any time: once one that signs it
+  // exists, such a seal in front of it was put there
+  if (!latest.timeSigned && judged.some((j) => j.timeSigned)) {
+    return { seal: null, problem: "the schema's latest seal is an older kind that does not sign its time, put in front of the engine's own latest seal" };
+  }
+  return { seal: { migration: latest.row.migration, objects: latest.row.objects, sealedAt: latest.sealedAt, timeSigned: latest.timeSigned }, problem: null };
 }
 
 /**
@@ -341,7 +351,7 @@ export async function latestSeal(
 export async function checkSchema(db: Pool | ClientBase, keys: ChainKeys, checkpoint?: { sealedAt: string; at: string } | null): Promise<SchemaCheck> {
   const { seal, problem } = await latestSeal(db, keys);
   if (!seal) {
-    const at = (await db.query<{ sealed_at: Date }>('SELECT sealed_at FROM schema_seals ORDER BY id DESC LIMIT 1')).rows[0]?.sealed_at;
+    const at = (await db.query<{ sealed_at: Date }>('SELECT sealed_at FROM schema_seals ORDER BY sealed_at DESC, id DESC LIMIT 1')).rows[0]?.sealed_at;
     return { sealedAt: at ? at.toISOString() : null, timeSigned: false, problems: [problem!] };
   }
   const problems = schemaDifferences(seal.objects, await readSchemaObjects(db));

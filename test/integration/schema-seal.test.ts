@@ -187,7 +187,7 @@ describe("the engine's schema, sealed", { timeout: 60_000 }, () => {
     });
   }
 
-  it('an earlier seal written back after a later one is named behind a checkpoint that saw the later one', async () => {
+  it('the latest seal is the one sealed last, whatever its id; an earlier seal made the latest by deleting later ones is named behind a checkpoint', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-seal-cp-'));
@@ -202,10 +202,16 @@ describe("the engine's schema, sealed", { timeout: 60_000 }, () => {
     assert.equal((await cli(['checkpoint', '--out', cp], env)).code, 0);
     assert.match(readFileSync(cp, 'utf8'), /"kind":"seal"/);
     assert.equal((await cli(['verify', '--all', '--checkpoints', cp], env)).code, 0, 'the control: all is as sealed');
-    // the intruder writes the middle seal back as the latest, and switches the trigger off again: every signature holds
-    await pool.query('INSERT INTO schema_seals (migration, objects, mac, sealed_at) SELECT migration, objects, mac, sealed_at FROM schema_seals ORDER BY id DESC OFFSET 1 LIMIT 1');
+    // the intruder copies the middle seal under a higher id, and switches the trigger off again: the latest seal is
+    // the one with the latest signed time, whatever its id, so the trigger is named
+    await pool.query('INSERT INTO schema_seals (id, migration, objects, mac, sealed_at) SELECT 1000000000000, migration, objects, mac, sealed_at FROM schema_seals ORDER BY id DESC OFFSET 1 LIMIT 1');
     await pool.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete');
     try {
+      const copied = await cli(['verify', '--all'], env);
+      assert.equal(copied.code, 1, copied.out);
+      assert.match(copied.out, /NOT ok  schema  trigger run_events_no_update_delete on run_events is disabled/);
+      // ...then deletes the latest seal instead, so that the middle one is the latest: every signature holds
+      await pool.query('DELETE FROM schema_seals WHERE sealed_at = (SELECT max(sealed_at) FROM schema_seals)');
       const plain = await cli(['verify', '--all'], env);
       assert.equal(plain.code, 0, 'without a checkpoint the earlier seal passes: every signature holds');
       const seen = await cli(['verify', '--all', '--checkpoints', cp], env);
