@@ -12,7 +12,7 @@ import { InvalidDefinitionError, validateDefinition } from '../domain/definition
 import { UnknownEventTypeError } from '../domain/events';
 import type * as EngineModule from '../engine';
 import { deliver } from '../intake/sign';
-import { CheckpointIndex, grantsRolledBack, HeadJournal, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
+import { CheckpointIndex, grantsRolledBack, HeadJournal, secretsRolledBack, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
 import { checkSchema, sealSchema } from '../integrity/schema-seal';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
 import type * as LiveLogModule from '../realtime/live-log';
@@ -22,7 +22,7 @@ import type * as TokensModule from '../realtime/tokens';
 import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
 import { projectNameProblem, relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
-import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError } from '../store/secrets';
+import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError, secretTimes } from '../store/secrets';
 import { inProject } from '../db/scope';
 import { findProject, findWorkflow, listProjects, NotFoundError, projectContents, projectNamed, publishWorkflow, setAllowPrivateTargets, signProject } from '../store/registry';
 import { loadEvents } from '../store/log-read';
@@ -736,6 +736,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
     let unsigned = 0;
     let deliveriesBad = 0;
     let secretsBad = 0;
+    let vaultBad = 0;
     const seen = new Set<string>();
     for (const p of projects) {
       const r = await verifyProject(pool, p.id, {
@@ -802,6 +803,13 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         if (a.flags.json) io.out(JSON.stringify({ project: slugOf.get(g.projectId), problems: [g.problem] }));
         else io.out(`NOT ok  ${slugOf.get(g.projectId)}  ${g.problem}`);
       }
+      // a vault secret's earlier value written back (the vault's values open only with the whole keyring)
+      const keyring = opts.checkpoints.secrets().length ? keyringOf(io) : null;
+      for (const g of keyring ? await secretsRolledBack(opts.checkpoints, (projectId) => secretTimes(pool, keyring, projectId), projects.map((p) => p.id)) : []) {
+        vaultBad++;
+        if (a.flags.json) io.out(JSON.stringify({ project: slugOf.get(g.projectId), problems: [g.problem] }));
+        else io.out(`NOT ok  ${slugOf.get(g.projectId)}  ${g.problem}`);
+      }
     }
     // the schema that keeps projects apart and the log whole, against the seal the engine wrote when it migrated
     const schema = await checkSchema(pool, opts.keys!, opts.checkpoints?.seal());
@@ -818,9 +826,10 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}` +
         `${schemaBad ? `; the engine's schema NOT as it sealed it (${schemaBad} difference${schemaBad === 1 ? '' : 's'})` : ''}` +
         `${deliveriesBad ? `; ${deliveriesBad} delivery record${deliveriesBad === 1 ? '' : 's'} no run names` : ''}` +
-        `${secretsBad ? `; ${secretsBad} signing secret${secretsBad === 1 ? '' : 's'} in plain text` : ''}`,
+        `${secretsBad ? `; ${secretsBad} signing secret${secretsBad === 1 ? '' : 's'} in plain text` : ''}` +
+        `${vaultBad ? `; ${vaultBad} vault secret${vaultBad === 1 ? '' : 's'} older than a checkpoint saw` : ''}`,
     );
-    return bad === 0 && deliveriesBad === 0 && secretsBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    return bad === 0 && deliveriesBad === 0 && secretsBad === 0 && vaultBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 
@@ -936,7 +945,7 @@ const checkpoint: CommandSpec = {
     const file = path.resolve(io.cwd, (a.flags.out as string | undefined) ?? path.join(homeDir(io), 'checkpoints.jsonl'));
     const keyring = keyringOf(io);
     return withPool(a, io, async (pool) => {
-      const r = await writeCheckpoints(pool, keyring.chainKey(), keyring.chainKeys(), await listProjects(pool), file);
+      const r = await writeCheckpoints(pool, keyring.chainKey(), keyring.chainKeys(), await listProjects(pool), file, new Date(), (projectId) => secretTimes(pool, keyring, projectId));
       io.out(`checkpointed ${r.written} runs and the latest version of every workflow to ${file}`);
       for (const f of r.refused) io.out(`NOT checkpointed ${f.runId}: ${f.reason}`);
       return r.refused.length ? 1 : 0;

@@ -81,6 +81,28 @@ function sealCheckpointGenuine(keys: ChainKeys, c: SealCheckpoint): boolean {
   return key !== null && mac === hmacSha256Hex(key, sealCheckpointText(c));
 }
 
+/**
+ * When a vault secret's value was sealed, as a checkpoint saw it, {"kind":"secret","projectId","name",
+ * "sealedAt","at","sig"}: a sealed value carries its time where no one can change it, so an earlier value
+ * written back (the key it held before, which its service should have revoked) is older than what the
+ * checkpoint saw.
+ */
+export interface SecretCheckpoint {
+  kind: 'secret';
+  projectId: string;
+  name: string;
+  sealedAt: string;
+  at: string;
+  sig: string;
+}
+
+/** When each vault secret of a project was sealed (null: before values carried their time; 'unreadable': it does not open). */
+export type SecretTimes = (projectId: string) => Promise<Array<{ name: string; sealedAt: string | null | 'unreadable' }>>;
+
+function secretCheckpointText(c: Omit<SecretCheckpoint, 'sig' | 'kind'>): string {
+  return `meshhook-secret-checkpoint\n${c.projectId}\n${c.name}\n${c.sealedAt}\n${c.at}`;
+}
+
 export interface VersionCheckpoint extends VersionIdentity {
   kind: 'version';
   at: string;
@@ -105,6 +127,7 @@ export class CheckpointIndex {
   private readonly latestVersions = new Map<string, VersionCheckpoint>();
   private readonly latestGrants = new Map<string, GrantCheckpoint>();
   private latestSeal: SealCheckpoint | null = null;
+  private readonly latestSecrets = new Map<string, SecretCheckpoint>();
   readonly problems: string[] = [];
   lines = 0;
 
@@ -125,6 +148,18 @@ export class CheckpointIndex {
         } catch {
           // the last line of a journal may be cut short by a crash; anything else is damage
           if (i < lines.length - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
+          return;
+        }
+        if ((cp as unknown as SecretCheckpoint).kind === 'secret') {
+          const c = cp as unknown as SecretCheckpoint;
+          const { key, mac } = typeof c.sig === 'string' ? signatureParts(keys, c.sig) : { key: null, mac: '' };
+          if (!key || mac !== hmacSha256Hex(key, secretCheckpointText(c))) {
+            index.problems.push(`${file}:${i + 1}: checkpoint of vault secret ${String(c.name).slice(0, 63)} is not genuine`);
+            return;
+          }
+          const k = `${c.projectId}\u0000${c.name}`;
+          const known = index.latestSecrets.get(k);
+          if (!known || c.sealedAt > known.sealedAt) index.latestSecrets.set(k, c);
           return;
         }
         if ((cp as unknown as SealCheckpoint).kind === 'seal') {
@@ -176,6 +211,11 @@ export class CheckpointIndex {
 
   runs(): Checkpoint[] {
     return [...this.latest.values()];
+  }
+
+  /** The latest sealed value a checkpoint saw of each vault secret. */
+  secrets(): SecretCheckpoint[] {
+    return [...this.latestSecrets.values()];
   }
 
   /** The latest seal of the schema a checkpoint saw (null: none did). */
@@ -264,6 +304,29 @@ export async function grantsRolledBack(db: Pool, index: CheckpointIndex, keys: C
   return out;
 }
 
+/**
+ * For each project given, a vault secret whose value now was sealed before the one a checkpoint saw: an
+ * earlier value written back (workers would send the key it held before).
+ */
+export async function secretsRolledBack(index: CheckpointIndex, times: SecretTimes, projectIds: string[]): Promise<Array<{ projectId: string; problem: string }>> {
+  const out: Array<{ projectId: string; problem: string }> = [];
+  for (const projectId of projectIds) {
+    const wanted = index.secrets().filter((c) => c.projectId === projectId);
+    if (!wanted.length) continue;
+    const now = new Map((await times(projectId)).map((t) => [t.name, t.sealedAt]));
+    for (const c of wanted) {
+      const sealedAt = now.get(c.name);
+      // a secret deleted since is not a value written back (and a call that needs it fails, it sends nothing)
+      if (sealedAt === undefined || sealedAt === 'unreadable' || (sealedAt !== null && sealedAt >= c.sealedAt)) continue;
+      out.push({
+        projectId,
+        problem: `a checkpoint taken ${c.at} saw vault secret ${c.name} sealed ${c.sealedAt}, but its value now was sealed ${sealedAt ?? 'before values carried their time'}: an earlier value written back behind the engine's back`,
+      });
+    }
+  }
+  return out;
+}
+
 /** Append a signed head for every run of every project to `file`; returns how many were written and which heads were not genuine. */
 export async function writeCheckpoints(
   db: Pool,
@@ -272,6 +335,7 @@ export async function writeCheckpoints(
   projects: Array<{ id: string }>,
   file: string,
   at = new Date(),
+  secretTimes?: SecretTimes,
 ): Promise<{ written: number; refused: Array<{ runId: string; reason: string }> }> {
   let written = 0;
   const refused: Array<{ runId: string; reason: string }> = [];
@@ -304,6 +368,13 @@ export async function writeCheckpoints(
       const g = grant.allow_private_targets ? privateTargetsGrant(keys, p.id, grant.allow_private_targets_mac) : { granted: false, grantedAt: null };
       const fields = { projectId: p.id, allowed: g.granted, grantedAt: g.grantedAt, at: at.toISOString() };
       const line: GrantCheckpoint = { kind: 'grant', ...fields, sig: signGrantCheckpoint(chain, fields) };
+      chunk += JSON.stringify(line) + '\n';
+    }
+    // when each vault secret's value was sealed (a value that does not open, or carries no time, is not remembered)
+    for (const t of secretTimes ? await secretTimes(p.id) : []) {
+      if (t.sealedAt === null || t.sealedAt === 'unreadable') continue;
+      const fields = { projectId: p.id, name: t.name, sealedAt: t.sealedAt, at: at.toISOString() };
+      const line: SecretCheckpoint = { kind: 'secret', ...fields, sig: `${chain.kid}:${hmacSha256Hex(chain.key, secretCheckpointText(fields))}` };
       chunk += JSON.stringify(line) + '\n';
     }
     for (const v of versions) {

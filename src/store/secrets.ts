@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
 import { Keyring } from '../security/keyring';
 import { MIN_SECRET_LENGTH, SecretValue } from '../security/redact';
-import { open, seal, sealedWith, secretAad, signingAad } from '../security/vault';
+import { open, openTimed, seal, sealedUntimed, sealedWith, secretAad, signingAad } from '../security/vault';
 
 /*
  * A vault per project: values sealed with the keyring (the database holds
@@ -77,7 +77,7 @@ export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id
     report.resealed += await inProject(db, p.id, async (c) => {
       let changed = 0;
       for (const r of (await c.query('SELECT name, sealed FROM project_secrets WHERE project_id = $1', [p.id])).rows) {
-        if (sealedWith(r.sealed) === keyring.activeId) continue;
+        if (sealedWith(r.sealed) === keyring.activeId && !sealedUntimed(r.sealed)) continue;
         const value = open(keyring, r.sealed, secretAad(p.id, r.name));
         await c.query('UPDATE project_secrets SET sealed = $3, updated_at = now() WHERE project_id = $1 AND name = $2', [p.id, r.name, seal(keyring, value, secretAad(p.id, r.name))]);
         changed++;
@@ -86,7 +86,7 @@ export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id
         const name = `${p.slug ?? p.id}/${w.slug}`;
         if (w.signing_secret_sealed) {
           if (w.signing_secret !== null) report.plainBesideSealed.push(name);
-          if (sealedWith(w.signing_secret_sealed) === keyring.activeId) continue;
+          if (sealedWith(w.signing_secret_sealed) === keyring.activeId && !sealedUntimed(w.signing_secret_sealed)) continue;
           const value = open(keyring, w.signing_secret_sealed, signingAad(p.id, w.id));
           await c.query('UPDATE workflows SET signing_secret_sealed = $3 WHERE project_id = $1 AND id = $2', [p.id, w.id, seal(keyring, value, signingAad(p.id, w.id))]);
           changed++;
@@ -101,4 +101,20 @@ export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id
     });
   }
   return report;
+}
+
+/**
+ * When each vault secret of a project was sealed, as its sealed value says (null: sealed before values carried
+ * their time; "unreadable": it does not open with this keyring). For checkpoints, and for verify to name a value
+ * older than the one a checkpoint saw: an earlier value written back.
+ */
+export async function secretTimes(db: Pool, keyring: Keyring, projectId: string): Promise<Array<{ name: string; sealedAt: string | null | 'unreadable' }>> {
+  const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed FROM project_secrets WHERE project_id = $1 ORDER BY name', [projectId])).rows);
+  return rows.map((r) => {
+    try {
+      return { name: r.name, sealedAt: openTimed(keyring, r.sealed, secretAad(projectId, r.name)).sealedAt };
+    } catch {
+      return { name: r.name, sealedAt: 'unreadable' as const };
+    }
+  });
 }

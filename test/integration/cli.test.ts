@@ -473,6 +473,34 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     }
   });
 
+  it('a vault secret whose earlier value is written back is named behind a checkpoint that saw the later one', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-vault-cp-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      await publish(engine.pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      assert.equal((await cli(['secrets', 'set', 'orders-api', '--project', 'acme', '--value', 'sk_live_revoked_0000000000000000'], env, dir)).code, 0);
+      const earlier = (await owner.query(`SELECT sealed FROM project_secrets WHERE name = 'orders-api'`)).rows[0].sealed as string;
+      assert.match(earlier, /^mh2\.[^.]+\.\d+\./, 'a sealed value carries when it was sealed');
+      await new Promise((r) => setTimeout(r, 5));
+      assert.equal((await cli(['secrets', 'set', 'orders-api', '--project', 'acme', '--value', 'sk_live_current_1111111111111111'], env, dir)).code, 0);
+      assert.equal((await cli(['checkpoint', '--out', 'cp.jsonl'], env, dir)).code, 0);
+      assert.match(readFileSync(path.join(dir, 'cp.jsonl'), 'utf8'), /"kind":"secret","projectId":"[^"]+","name":"orders-api"/);
+      assert.equal((await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir)).code, 0, 'the control');
+      // as the database's owner: the revoked key's sealed value written back, with the time it carries
+      await owner.query(`UPDATE project_secrets SET sealed = $1 WHERE name = 'orders-api'`, [earlier]);
+      const plain = await cli(['verify', '--all'], env, dir);
+      assert.equal(plain.code, 0, 'without a checkpoint an earlier value still opens');
+      const seen = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+      assert.equal(seen.code, 1, seen.out);
+      assert.match(seen.out, /NOT ok  acme  a checkpoint taken .* saw vault secret orders-api sealed .*, but its value now was sealed .*: an earlier value written back/);
+      assert.match(seen.out, /; 1 vault secret older than a checkpoint saw$/);
+    } finally {
+      await engine.stop();
+    }
+  });
+
   it('tail follows a run live through the Realtime protocol: the run log so far, then each event as it commits', async () => {
     const { url } = await dbs.fresh();
     // an order service that holds its answer until the test lets it go, so the run waits mid-step
