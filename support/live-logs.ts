@@ -1,3 +1,4 @@
+import type { ChainKeys } from '../src/domain/hash-chain';
 import type { SupabaseClient } from '@supabase/supabase-js';
 import type { Pool } from 'pg';
 import { inProject } from '../src/db/scope';
@@ -57,6 +58,8 @@ export class LiveLogs {
     private readonly opts: {
       ownerUrl: string;
       jwtSecret: string;
+      /** the engine's chain keys: the server sends no run_events row the engine did not write */
+      chainKeys?: ChainKeys;
       /** the engine's pool: catch-up reads the project's history as the engine does, under row-level security */
       engineDb: Pool;
       /** test-only: changes the server swallows, `table:column=value` (MESHHOOK_REALTIME_DROP) */
@@ -79,6 +82,7 @@ export class LiveLogs {
     this.server = new RealtimeServer({
       databaseUrl: this.opts.ownerUrl,
       jwtSecret: this.opts.jwtSecret,
+      chainKeys: this.opts.chainKeys,
       port: this.port,
       dropChange: (c) => this.dropRule?.(c) ?? false,
       log: (e) => this.note(e),

@@ -275,6 +275,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     this.realtime = new LiveLogs({
       ownerUrl: db.url,
       jwtSecret: tokenSecret(keyring),
+      chainKeys: keyring.chainKeys(),
       engineDb: this.engineDb,
       drop: drop ? parseDropSpec(drop) : undefined,
     });

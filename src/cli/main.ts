@@ -345,6 +345,8 @@ const up: CommandSpec = {
       realtime = await heavy.realtimeServer().startRealtimeServer({
         databaseUrl: url,
         jwtSecret: tokenSecret(keyring, io.env),
+        // a row of the log the engine did not write is never sent to a subscriber
+        chainKeys: keyring.chainKeys(),
         port: realtimePort,
         ...(a.flags.host ? { host: a.flags.host as string } : {}),
         log: (e) => {

@@ -130,6 +130,8 @@ interface Held extends LiveEvent {
 
 export class LiveLog {
   readonly gaps: LiveGap[] = [];
+  /** events held under a number the log then showed another event under (see onLive) */
+  readonly conflicts: Array<{ runId: string; seq: number; held: string; got: string }> = [];
   status: LiveStatus = 'JOINING';
   subscribedCount = 0;
   catchUpCount = 0;
@@ -349,7 +351,19 @@ export class LiveLog {
     const e = toEvent(row);
     if ('runId' in this.opts.scope && e.runId !== this.opts.scope.runId) return;
     const run = this.runs.get(e.runId);
-    if (run?.has(e.seq)) return; // already held (a catch-up got there first)
+    const held = run?.get(e.seq);
+    if (held && held.hash === e.hash) return; // already held (a catch-up got there first)
+    if (held) {
+      // two events under one number: the one held was not the log's (a row written into the table and taken out
+      // again by someone with the database). What is held from there on is let go, and the log read again.
+      this.conflicts.push({ runId: e.runId, seq: e.seq, held: held.hash, got: e.hash });
+      this.log({ msg: 'two events under one number: reading the log again', runId: e.runId, seq: e.seq });
+      for (const seq of [...run!.keys()]) if (seq >= e.seq) run!.delete(seq);
+      this.hold({ ...e, via: 'live', token: this.token });
+      this.requestCatchUp();
+      this.events.emit('change');
+      return;
+    }
     const max = run && run.size > 0 ? Math.max(...run.keys()) : 0;
     if (e.seq > max + 1) {
       const trusted = this.status === 'SUBSCRIBED' && (max > 0 ? run!.get(max)!.token === this.token : this.catchUpDoneToken === this.token);
@@ -402,6 +416,9 @@ export class LiveLog {
         for (const c of got) {
           const e = toEvent({ run_id: c.runId, seq: c.seq, type: c.type, payload: c.data, hash: c.hash });
           if ('runId' in this.opts.scope && e.runId !== this.opts.scope.runId) continue;
+          // the log read from the database is the truth: an event held under the same number that differs goes
+          const held = this.runs.get(e.runId)?.get(e.seq);
+          if (held && held.hash !== e.hash) this.runs.get(e.runId)!.delete(e.seq);
           this.hold({ ...e, via: 'catch-up', token: startToken });
         }
         this.catchUpDoneToken = startToken;

@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Pool } from 'pg';
 import { openPool } from '../db/pool';
+import { types as pgTypes } from 'pg';
+import { ChainKeys, eventHash } from '../domain/hash-chain';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Visibility } from './auth';
@@ -71,6 +73,12 @@ export interface RealtimeServerOptions {
   /** connections held at once; more are closed as they come (default: src/security/http-limits.ts) */
   maxConnections?: number;
   log?: (entry: Record<string, unknown>) => void;
+  /**
+   * The engine's chain keys: a run_events row whose keyed link does not hold (written into the table by
+   * someone with the database, not by the engine) is not sent. Without them every committed row is sent,
+   * as the real Realtime server does.
+   */
+  chainKeys?: ChainKeys;
   /** test-only failpoint: drop a matching change instead of delivering it (env MESHHOOK_REALTIME_DROP too) */
   dropChange?: (c: { table: string; record: Record<string, unknown> }) => boolean;
 }
@@ -91,6 +99,8 @@ export interface RealtimeStats {
   dropped: DroppedChange[];
   /** sockets closed because they could not keep up */
   slowSocketsClosed: number;
+  /** run_events rows not sent because the engine did not write them (their keyed link does not hold) */
+  unsignedNotSent: number;
   feed: FeedState;
 }
 
@@ -214,7 +224,7 @@ export function parseDropSpec(spec: string): (c: { table: string; record: Record
 }
 
 export class RealtimeServer {
-  readonly stats: RealtimeStats = { sockets: 0, channels: 0, changesDelivered: 0, framesSent: 0, transactions: 0, deliveries: 0, dropped: [], slowSocketsClosed: 0, feed: 'idle' };
+  readonly stats: RealtimeStats = { sockets: 0, channels: 0, changesDelivered: 0, framesSent: 0, transactions: 0, deliveries: 0, dropped: [], slowSocketsClosed: 0, unsignedNotSent: 0, feed: 'idle' };
   private readonly opts: Required<Pick<RealtimeServerOptions, 'host' | 'publication' | 'heartbeatTimeoutMs' | 'joinTimeoutMs' | 'maxBufferedBytes'>> &
     RealtimeServerOptions;
   private readonly log: (entry: Record<string, unknown>) => void;
@@ -930,6 +940,16 @@ export class RealtimeServer {
       const rel = change.rel;
       const record = change.newRow ? jsonRow(rel, change.newRow) : null;
       const oldRecord = change.oldRow ? jsonRow(rel, change.oldRow) : null;
+      // a row of the log the engine did not sign is not the run's: a subscriber would hold it in place of the
+      // real event of that number, which may come once the forged row is gone (src/realtime/live-log.ts)
+      if (this.opts.chainKeys && rel.table === 'run_events' && change.newRow && change.type !== 'DELETE') {
+        const why = unsignedEvent(change.newRow, this.opts.chainKeys);
+        if (why) {
+          this.stats.unsignedNotSent++;
+          this.log({ level: 'warn', msg: 'realtime change not sent: a run_events row the engine did not write', run: change.newRow.run_id, seq: change.newRow.seq, why });
+          continue;
+        }
+      }
       if (this.dropChange) {
         const subject = (change.type === 'DELETE' ? oldRecord : record) ?? {};
         let drop = false;
@@ -1225,6 +1245,30 @@ function broadcastProblem(topic: string, event: string, payload: unknown, raw: R
     return 'the broadcast payload cannot be sent: it is nested too deep';
   }
   return null;
+}
+
+const parseTimestamptz = pgTypes.getTypeParser(1184, 'text') as (text: string) => Date;
+
+/** Why a run_events row (as WAL text) is not a link the engine wrote, or null when its keyed hash holds. */
+export function unsignedEvent(row: Record<string, string | null>, keys: ChainKeys): string | null {
+  try {
+    const kid = row.kid;
+    if (!kid) return 'it is not signed with the chain key';
+    const key = keys(kid);
+    if (!key) return `it is signed with key "${kid.slice(0, 40)}", which is not in the keyring`;
+    const content = {
+      runId: String(row.run_id),
+      project: String(row.project_id),
+      seq: Number(row.seq),
+      type: String(row.type),
+      version: Number(row.version),
+      data: JSON.parse(String(row.payload)),
+      recordedAt: parseTimestamptz(String(row.recorded_at)).toISOString(),
+    };
+    return eventHash(String(row.prev_hash), content, key) === row.hash ? null : 'its content does not match its keyed hash';
+  } catch {
+    return 'it cannot be read as an event';
+  }
 }
 
 function requestUrl(req: http.IncomingMessage): URL | null {

@@ -8,6 +8,8 @@ import { LiveLog, type CaughtUpEvent } from '../../src/realtime/live-log';
 import { RealtimeServer } from '../../src/realtime/server';
 import { createRealtimeTestSchema } from '../../src/realtime/testing';
 import { signAnonKey, signProjectToken } from '../../src/realtime/tokens';
+import { ChainKeys, eventHash, genesisHash } from '../../src/domain/hash-chain';
+import { Keyring } from '../../src/security/keyring';
 
 /*
  * The live-log subscriber (real supabase-js underneath) against the compatible server: a change
@@ -60,7 +62,7 @@ async function catchUp(known: Map<string, number>): Promise<CaughtUpEvent[]> {
     .map((r) => ({ runId: r.run_id, seq: r.seq, type: r.type, data: r.payload, hash: r.hash }));
 }
 
-async function server(extra: { port?: number; dropChange?: (c: { table: string; record: Record<string, unknown> }) => boolean } = {}): Promise<RealtimeServer> {
+async function server(extra: { port?: number; dropChange?: (c: { table: string; record: Record<string, unknown> }) => boolean; chainKeys?: ChainKeys } = {}): Promise<RealtimeServer> {
   const s = new RealtimeServer({ databaseUrl: dbUrl, jwtSecret: SECRET, ...extra });
   await s.start();
   toClose.push(s);
@@ -99,6 +101,39 @@ after(async () => {
 });
 
 describe('live log', { timeout: 60_000 }, () => {
+  it("a row the engine did not write is not sent by a server with the chain keys; a subscriber holding one lets it go when the log's own event comes under its number", async () => {
+    await pool.query(`ALTER TABLE run_events ADD COLUMN IF NOT EXISTS version smallint NOT NULL DEFAULT 1, ADD COLUMN IF NOT EXISTS prev_hash text NOT NULL DEFAULT '', ADD COLUMN IF NOT EXISTS kid text`);
+    const keys = Keyring.generate('rt-live');
+    const run = randomUUID();
+    const genuine = async (seq: number, prev: string, type: string): Promise<string> => {
+      const recordedAt = new Date().toISOString();
+      const hash = eventHash(prev, { runId: run, project: A, seq, type, version: 1, data: { seq }, recordedAt }, keys.chainKey().key);
+      await pool.query('INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9)', [
+        A, run, seq, type, JSON.stringify({ seq }), recordedAt, prev, hash, keys.chainKey().kid,
+      ]);
+      return hash;
+    };
+    const signedServer = await server({ chainKeys: keys.chainKeys() });
+    const plainServer = await server();
+    const signedLive = await liveLog(signedServer.url, { runId: run });
+    const plainLive = await liveLog(plainServer.url, { runId: run });
+    const first = await genuine(1, genesisHash(run), 'RunStarted');
+    await signedLive.waitUntilHolds(run, 1);
+    await plainLive.waitUntilHolds(run, 1);
+    // someone with the database writes a finished event of their own, and takes it out again a moment later
+    await pool.query(`INSERT INTO run_events (project_id, run_id, seq, type, payload, hash, prev_hash) VALUES ($1, $2, 2, 'RunFinished', '{"status":"failed","reason":"FORGED"}', 'ffff', $3)`, [A, run, first]);
+    await plainLive.waitUntilHolds(run, 2);
+    assert.equal(plainLive.eventsOf(run)[1].type, 'RunFinished', 'the server without keys sent it, as the real one would');
+    await until('the signed server to refuse the forged row', () => signedServer.stats.unsignedNotSent === 1);
+    await pool.query('DELETE FROM run_events WHERE run_id = $1 AND seq = 2', [run]);
+    const second = await genuine(2, first, 'OperatorActed');
+    await until('the real event 2 on both', () => signedLive.eventsOf(run)[1]?.hash === second && plainLive.eventsOf(run)[1]?.hash === second);
+    assert.deepEqual(signedLive.eventsOf(run).map((e) => e.type), ['RunStarted', 'OperatorActed']);
+    assert.deepEqual(signedLive.conflicts, [], 'the forged row never reached it');
+    assert.deepEqual(plainLive.eventsOf(run).map((e) => e.type), ['RunStarted', 'OperatorActed']);
+    assert.deepEqual(plainLive.conflicts.map((c) => [c.seq, c.held, c.got]), [[2, 'ffff', second]]);
+  });
+
   it('reports a change the server dropped while subscribed as a gap, and still ends complete through a catch-up', async () => {
     const run = randomUUID();
     const other = randomUUID();
