@@ -2,11 +2,6 @@ import { Pool, PoolConfig } from 'pg';
 import { ENGINE_ROLE } from './scope';
 
 /**
- * A pool that survives its connections being cut: pg emits 'error' on clients
- * the server terminated, idle or checked out, and an unhandled 'error' would
- * end the process.
- */
-/**
  * Every engine connection names the schema it reads, whatever the database or role says: a search_path set
  * with ALTER DATABASE or ALTER ROLE (`evil, public`) would otherwise put someone's views named `runs` or
  * `workflow_versions` in front of the engine's tables. Settings in the connection's start-up packet win over
@@ -15,18 +10,44 @@ import { ENGINE_ROLE } from './scope';
  */
 export const PINNED_SEARCH_PATH = '-c search_path=public';
 
+/**
+ * A connection string and the start-up options to open it with: the URL's own `options` (a statement
+ * timeout, a provider's endpoint) first, then the engine's, so that the engine's win (a later `-c` wins).
+ * pg lets a URL's `options` replace the whole option string it is given, which would silently drop the
+ * engine's role and its pinned search_path; so the URL's are taken out of the URL and put in front.
+ */
+export function withOptions(connectionString: string, engineOptions: Array<string | undefined>): { connectionString: string; options: string } {
+  let url = connectionString;
+  let fromUrl = '';
+  try {
+    const u = new URL(connectionString);
+    if (u.searchParams.has('options')) {
+      fromUrl = u.searchParams.get('options') ?? '';
+      u.searchParams.delete('options');
+      url = u.toString();
+    }
+  } catch {
+    /* not a URL (a keyword=value string): left as it is */
+  }
+  return { connectionString: url, options: [fromUrl, ...engineOptions].filter(Boolean).join(' ') };
+}
+
+/**
+ * A pool that survives its connections being cut: pg emits 'error' on clients
+ * the server terminated, idle or checked out, and an unhandled 'error' would
+ * end the process.
+ */
 export function openPool(connectionString: string, extra: PoolConfig = {}, onError?: (e: Error) => void): Pool {
   // TCP keepalive after 10 s idle: a connection to a host that vanished (partition, crashed VM) is found dead
   // by probes rather than by a query that hangs; behind a proxy the probes only reach the proxy
   const pool = new Pool({
-    connectionString,
     max: 10,
     idleTimeoutMillis: 10_000,
     connectionTimeoutMillis: 5_000,
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
     ...extra,
-    options: [PINNED_SEARCH_PATH, extra.options].filter(Boolean).join(' '),
+    ...withOptions(connectionString, [extra.options, PINNED_SEARCH_PATH]),
   });
   pool.on('error', (e) => onError?.(e));
   // a client checked out when its connection is cut emits 'error' too; without a listener that ends the process
@@ -34,13 +55,7 @@ export function openPool(connectionString: string, extra: PoolConfig = {}, onErr
   return pool;
 }
 
-/**
- * The engine's pool: whatever user the URL names, every connection acts as
- * meshhook_engine (it may read and append to the log, never change it, and
- * row-level security shows it one project at a time). With a URL for
- * meshhook_engine itself this changes nothing; with an owner's URL it drops
- * the owner's rights for the whole session.
- */
 export function openEnginePool(connectionString: string, extra: PoolConfig = {}, onError?: (e: Error) => void): Pool {
-  return openPool(connectionString, { options: `-c role=${ENGINE_ROLE}`, ...extra }, onError);
+  // the role after whatever the caller gives: nothing it passes can leave the owner's rights in place
+  return openPool(connectionString, { ...extra, options: [extra.options, `-c role=${ENGINE_ROLE}`].filter(Boolean).join(' ') }, onError);
 }

@@ -1,5 +1,6 @@
 import { Client, Pool } from 'pg';
 import { LogicalReplicationService, Pgoutput, PgoutputPlugin } from 'pg-logical-replication';
+import { PINNED_SEARCH_PATH, withOptions } from '../db/pool';
 import type { ChangeType } from './changes';
 import { commitTimestamp } from './changes';
 
@@ -528,17 +529,18 @@ function sleep(ms: number): Promise<void> {
  * Resolves true when a slot was dropped, false when there was none.
  */
 export async function dropSlot(databaseUrl: string, slotName: string, timeoutMs = 3000): Promise<boolean> {
-  const c = new Client({ connectionString: databaseUrl, connectionTimeoutMillis: 5000 });
+  // a role that may drop slots: its schema named and its calls qualified, so nothing put on a search_path runs as it
+  const c = new Client({ ...withOptions(databaseUrl, [PINNED_SEARCH_PATH]), connectionTimeoutMillis: 5000 });
   c.on('error', () => undefined);
   await c.connect();
   try {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const { rows } = await c.query<{ active_pid: number | null }>('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [slotName]);
+      const { rows } = await c.query<{ active_pid: number | null }>('SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1', [slotName]);
       if (rows.length === 0) return false;
-      if (rows[0].active_pid) await c.query('SELECT pg_terminate_backend($1)', [rows[0].active_pid]);
+      if (rows[0].active_pid) await c.query('SELECT pg_catalog.pg_terminate_backend($1)', [rows[0].active_pid]);
       try {
-        await c.query('SELECT pg_drop_replication_slot($1)', [slotName]);
+        await c.query('SELECT pg_catalog.pg_drop_replication_slot($1)', [slotName]);
         return true;
       } catch (e) {
         const code = (e as { code?: string }).code;

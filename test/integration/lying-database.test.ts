@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
 import { startEngine } from '../../src/engine';
+import { openEnginePool } from '../../src/db/pool';
 import { deliver } from '../../src/intake/sign';
 import { orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor, KEYS } from './helpers';
 
@@ -23,6 +24,21 @@ after(async () => {
 const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
 
 describe('a database that lies about its writes', { timeout: 90_000 }, () => {
+  it("a URL's own options cannot take away the engine's role or its pinned search_path", async () => {
+    const { url } = await dbs.fresh();
+    const withOwn = (options: string) => `${url}${url.includes('?') ? '&' : '?'}options=${encodeURIComponent(options)}`;
+    for (const own of ['-c statement_timeout=60000', '-c search_path=evil,public -c role=postgres']) {
+      const pool = openEnginePool(withOwn(own), { max: 1 });
+      try {
+        const { rows } = await pool.query(`SELECT current_user AS who, current_setting('search_path') AS path, current_setting('statement_timeout') AS timeout`);
+        assert.deepEqual([rows[0].who, rows[0].path], ['meshhook_engine', 'public'], own);
+        if (own.includes('statement_timeout')) assert.equal(rows[0].timeout, '1min', "the URL's own setting still applies");
+      } finally {
+        await pool.end();
+      }
+    }
+  });
+
   it("a search_path set on the database cannot put someone's empty views in front of the engine's tables", async () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
