@@ -12,6 +12,7 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 require('ts-node/register');
 const { PROBLEMS } = require('../support/webhook-problems');
+const { DISRUPTIONS, WEAKENINGS } = require('../support/phrases');
 const out = path.join(root, 'docs', 'steps.md');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'steps-'));
 const usageFile = path.join(tmp, 'usage.json');
@@ -122,7 +123,10 @@ const lines = [
   'same run without the fault` delivers the same order again with nothing going wrong at all: no crash, no database',
   'fault, and an order service whose scripted troubles (`fails 1 time`, `answers too late`) are spent. When the',
   'scenario also makes the order service fail, say what the attempts were instead (`"push" was attempted 2 times`,',
-  '`the order service saw 2 attempts but took the order once`). An operator\'s patch is a',
+  '`the order service saw 2 attempts but took the order once`): the first counts the attempts the run log records,',
+  'the second the requests the order service received, which includes a request sent again because its answer was',
+  'lost with a transaction the database rolled back. `nothing was recorded` counts what a refused webhook wrote: the',
+  'rows of runs the scenario did not start, so runs still in flight do not count. An operator\'s patch is a',
   'JSON merge patch in a doc string (three double quotes and `json`). A moment armed for a worker is met by whichever',
   'run reaches it first. `the worker will crash <moment>` and `the worker will stall <moment>` start a worker armed at',
   'the moment; a worker already running with nothing armed (the one a `Given a run … that is …` situation used) is',
@@ -173,6 +177,19 @@ const lines = [
   '| `the network to the database goes silent for <duration>` | the proxy holds every byte back, then delivers it |',
   '| `the database is unreachable for <duration>` | connections are cut and new ones refused for that long |',
   '| `the database crashes and restarts` | the postmaster is SIGKILLed and restarted on its data directory (WAL recovery) |',
+  '',
+  'A stall (`Given the worker will stall <moment>`) holds the worker at its moment for 2 seconds, then it goes on by',
+  'itself: a `… for <duration>` fault that should end inside the stall takes less than that.',
+  '',
+  '`{disruption}` is what the crash-point sweep does at each crash point (`When the order is run again once per crash',
+  'point, and at each one <disruption>`); the database faults have no duration there (a silence lasts the stall):',
+  '',
+  ...Object.keys(DISRUPTIONS).map((p) => `- \`${p}\``),
+  '',
+  '`{weakening}` is what someone who owns the database does to its defences (`When someone <weakening> behind the',
+  'engine\'s back`):',
+  '',
+  ...Object.keys(WEAKENINGS).map((p) => `- \`${p}\``),
   '',
   '`{problem}` is what is wrong with a webhook (`When a webhook <problem> is sent to "<workflow>" of "<project>"`):',
   '',

@@ -96,7 +96,10 @@ export async function whyNoLongerPossible(world: ReplayWorld, moment: Moment): P
     if (view.status === 'waiting' && view.wakeAt) {
       const due = Date.parse(view.wakeAt) - world.clock.now().getTime();
       if (due > world.timeoutMs) {
-        reasons.push(`run ${run.runId} waits on a timer due in ${Math.round(due / 1000)} s and nobody moves the clock (${where})`);
+        reasons.push(
+          `run ${run.runId} waits on a timer due in ${Math.round(due / 1000)} s and nobody moves the clock (${where}); with a worker armed, ` +
+            '"the clock moves forward" moves it at once, so to move it past a timer, say first that the run is waiting in its delay step',
+        );
         continue;
       }
     }
