@@ -68,16 +68,21 @@ export interface EventLogOptions {
   journal?: HeadJournal | null;
 }
 
+/** Every repository of the process shares what it committed (see EventLogRepository.committed); run ids are unique everywhere. */
+const COMMITTED_HEADS = new Map<string, { seq: number; hash: string }>();
+
 /** The engine's repository: the run log in Postgres, loaded and checked before a run is acted on, appended batch by batch. */
 export class EventLogRepository implements RunRepository<LoggedRun> {
   readonly dueRuns = 'meshhook_due_runs';
 
   /**
    * The head this process last committed for each run. A database that later shows a run short of it lost
-   * what COMMIT confirmed (a rollback, or a commit function made to say yes without writing): acting on that
-   * run again would repeat its calls for ever, each pass "committed" and gone. Such a run is refused instead.
+   * what COMMIT confirmed (a rollback, or a commit function made to say yes without writing, or an earlier
+   * genuine head put back by someone with the database): acting on that run again would repeat its calls.
+   * Such a run is refused instead. One memory for every worker of the process (`meshhook up` runs several),
+   * so a run another of them committed is held to it too.
    */
-  private readonly committed = new Map<string, { seq: number; hash: string }>();
+  private readonly committed = COMMITTED_HEADS;
 
   constructor(private readonly o: EventLogOptions) {}
 
@@ -89,7 +94,7 @@ export class EventLogRepository implements RunRepository<LoggedRun> {
     if (mine && (run.lastSeq < mine.seq || (run.lastSeq === mine.seq && run.lastHash !== mine.hash)))
       throw new TamperedRunError(
         runId,
-        `the database holds its log up to event ${run.lastSeq}, but this worker committed up to event ${mine.seq} (${mine.hash.slice(0, 12)}): ` +
+        `the database holds its log up to event ${run.lastSeq}, but a worker of this process committed up to event ${mine.seq} (${mine.hash.slice(0, 12)}): ` +
           'what COMMIT confirmed is gone, and acting again would repeat its calls',
       );
     return { runId, projectId: run.projectId, workflowId: run.workflowId, version: run.version, state: run.state, seq: run.lastSeq, lastHash: run.lastHash };

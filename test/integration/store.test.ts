@@ -116,6 +116,32 @@ describe('run store', { timeout: 60_000 }, () => {
     await assert.rejects(repo.load(project, runId), TamperedRunError);
   });
 
+  it("a run put back to an earlier genuine head is refused by every repository of the process, not only the one that committed past it", async () => {
+    const { pool } = await dbs.fresh();
+    const { runId, version } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const project = await projectId(pool);
+    const first = new EventLogRepository({ pool, failpoints: Failpoints.none(), keyring: KEYS });
+    const run = (await first.load(project, runId))!;
+    const earlier = (await pool.query('SELECT to_jsonb(r) AS row FROM runs r WHERE id = $1', [runId])).rows[0].row;
+    const decider = createDecider(version.definition);
+    const events = decider.decide({ type: 'ExecuteStep', data: { at: new Date().toISOString() } }, run.state);
+    await first.append(run, { events, step: null, stateBefore: run.state, stateAfter: events.reduce(decider.evolve, run.state) }, new Date());
+    // someone with the database puts the log and view back as they were: every signature holds
+    const c = await pool.connect();
+    try {
+      await c.query('ALTER TABLE run_events DISABLE TRIGGER USER');
+      await c.query('DELETE FROM run_events WHERE run_id = $1 AND seq > 1', [runId]);
+      const columns = Object.keys(earlier).filter((k) => k !== 'id');
+      await c.query(`UPDATE runs r SET (${columns.join(', ')}) = (SELECT ${columns.map((k) => `b.${k}`).join(', ')} FROM jsonb_populate_record(NULL::runs, $2) b) WHERE r.id = $1`, [runId, earlier]);
+    } finally {
+      await c.query('ALTER TABLE run_events ENABLE TRIGGER USER').catch(() => undefined);
+      c.release();
+    }
+    // another worker of the same process (meshhook up runs several) would have sent the run's call again
+    const second = new EventLogRepository({ pool, failpoints: Failpoints.none(), keyring: KEYS });
+    await assert.rejects(second.load(project, runId), /what COMMIT confirmed is gone/);
+  });
+
   it('group commit: three runs\' batches in one transaction; the one whose run moved on is refused alone', async () => {
     const { pool } = await dbs.fresh();
     const group = new GroupCommit(pool);
