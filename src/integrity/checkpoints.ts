@@ -49,14 +49,15 @@ function grantCheckpointText(g: Omit<GrantCheckpoint, 'sig' | 'kind'>): string {
   return `meshhook-grant-checkpoint\n${g.projectId}\n${g.allowed}\n${g.grantedAt ?? ''}\n${g.at}`;
 }
 
-function signGrantCheckpoint(chain: ChainKey, g: Omit<GrantCheckpoint, 'sig' | 'kind'>): string {
-  return `${chain.kid}:${hmacSha256Hex(chain.key, grantCheckpointText(g))}`;
+/** A checkpoint line's signature ("<kid>:<hex HMAC>") over the text that says what it remembers. */
+function signLine(chain: ChainKey, text: string): string {
+  return `${chain.kid}:${hmacSha256Hex(chain.key, text)}`;
 }
 
-function grantCheckpointGenuine(keys: ChainKeys, g: GrantCheckpoint): boolean {
-  if (typeof g.sig !== 'string') return false;
-  const { key, mac } = signatureParts(keys, g.sig);
-  return key !== null && mac === hmacSha256Hex(key, grantCheckpointText(g));
+function lineGenuine(keys: ChainKeys, sig: unknown, text: string): boolean {
+  if (typeof sig !== 'string') return false;
+  const { key, mac } = signatureParts(keys, sig);
+  return key !== null && mac === hmacSha256Hex(key, text);
 }
 
 /**
@@ -73,12 +74,6 @@ export interface SealCheckpoint {
 
 function sealCheckpointText(c: Omit<SealCheckpoint, 'sig' | 'kind'>): string {
   return `meshhook-seal-checkpoint\n${c.sealedAt}\n${c.at}`;
-}
-
-function sealCheckpointGenuine(keys: ChainKeys, c: SealCheckpoint): boolean {
-  if (typeof c.sig !== 'string') return false;
-  const { key, mac } = signatureParts(keys, c.sig);
-  return key !== null && mac === hmacSha256Hex(key, sealCheckpointText(c));
 }
 
 /**
@@ -152,8 +147,7 @@ export class CheckpointIndex {
         }
         if ((cp as unknown as SecretCheckpoint).kind === 'secret') {
           const c = cp as unknown as SecretCheckpoint;
-          const { key, mac } = typeof c.sig === 'string' ? signatureParts(keys, c.sig) : { key: null, mac: '' };
-          if (!key || mac !== hmacSha256Hex(key, secretCheckpointText(c))) {
+          if (!lineGenuine(keys, c.sig, secretCheckpointText(c))) {
             index.problems.push(`${file}:${i + 1}: checkpoint of vault secret ${String(c.name).slice(0, 63)} is not genuine`);
             return;
           }
@@ -164,7 +158,7 @@ export class CheckpointIndex {
         }
         if ((cp as unknown as SealCheckpoint).kind === 'seal') {
           const c = cp as unknown as SealCheckpoint;
-          if (!sealCheckpointGenuine(keys, c)) {
+          if (!lineGenuine(keys, c.sig, sealCheckpointText(c))) {
             index.problems.push(`${file}:${i + 1}: checkpoint of the schema's seal is not genuine`);
             return;
           }
@@ -173,7 +167,7 @@ export class CheckpointIndex {
         }
         if ((cp as unknown as GrantCheckpoint).kind === 'grant') {
           const g = cp as unknown as GrantCheckpoint;
-          if (!grantCheckpointGenuine(keys, g)) {
+          if (!lineGenuine(keys, g.sig, grantCheckpointText(g))) {
             index.problems.push(`${file}:${i + 1}: checkpoint of project ${String(g.projectId).slice(0, 36)}'s leave to call private addresses is not genuine`);
             return;
           }
@@ -343,7 +337,7 @@ export async function writeCheckpoints(
   const { seal } = await latestSeal(db, keys);
   if (seal?.timeSigned) {
     const fields = { sealedAt: seal.sealedAt, at: at.toISOString() };
-    const line: SealCheckpoint = { kind: 'seal', ...fields, sig: `${chain.kid}:${hmacSha256Hex(chain.key, sealCheckpointText(fields))}` };
+    const line: SealCheckpoint = { kind: 'seal', ...fields, sig: signLine(chain, sealCheckpointText(fields)) };
     appendFileSync(file, JSON.stringify(line) + '\n', { mode: 0o600 });
   }
   for (const p of projects) {
@@ -367,14 +361,14 @@ export async function writeCheckpoints(
     if (grant) {
       const g = grant.allow_private_targets ? privateTargetsGrant(keys, p.id, grant.allow_private_targets_mac) : { granted: false, grantedAt: null };
       const fields = { projectId: p.id, allowed: g.granted, grantedAt: g.grantedAt, at: at.toISOString() };
-      const line: GrantCheckpoint = { kind: 'grant', ...fields, sig: signGrantCheckpoint(chain, fields) };
+      const line: GrantCheckpoint = { kind: 'grant', ...fields, sig: signLine(chain, grantCheckpointText(fields)) };
       chunk += JSON.stringify(line) + '\n';
     }
     // when each vault secret's value was sealed (a value that does not open, or carries no time, is not remembered)
     for (const t of secretTimes ? await secretTimes(p.id) : []) {
       if (t.sealedAt === null || t.sealedAt === 'unreadable') continue;
       const fields = { projectId: p.id, name: t.name, sealedAt: t.sealedAt, at: at.toISOString() };
-      const line: SecretCheckpoint = { kind: 'secret', ...fields, sig: `${chain.kid}:${hmacSha256Hex(chain.key, secretCheckpointText(fields))}` };
+      const line: SecretCheckpoint = { kind: 'secret', ...fields, sig: signLine(chain, secretCheckpointText(fields)) };
       chunk += JSON.stringify(line) + '\n';
     }
     for (const v of versions) {
