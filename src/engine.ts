@@ -1,3 +1,4 @@
+import type { CheckpointIndex } from './integrity/checkpoints';
 import type { Pool } from 'pg';
 import { migrate } from './db/migrate';
 import { openEnginePool, openPool } from './db/pool';
@@ -32,6 +33,8 @@ export interface EngineOptions {
   signatureToleranceSec?: number;
   /** a file outside the database every worker appends each head it commits to (a rolling checkpoint) */
   headJournal?: string;
+  /** heads kept outside the database, read at start: a run rolled back behind one of them is refused */
+  checkpoints?: CheckpointIndex | null;
   log?: (entry: Record<string, unknown>) => void;
 }
 
@@ -70,6 +73,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
           id: `worker-${process.pid}-${i + 1}`,
           keyring: opts.keyring,
           headJournal: opts.headJournal,
+          checkpoints: opts.checkpoints,
           log,
         }),
       );

@@ -292,6 +292,14 @@ Then('verification finds the run rolled back behind a checkpoint', async functio
   expect(verdictOf(this)).toMatch(/checkpoint: a checkpoint taken .* saw event \d+, but the log ends at event \d+: the log was cut back/);
 });
 
+Then('the engine refuses to carry the run on because {string}', async function (this: ReplayWorld, words: string) {
+  const runId = runOf(this);
+  // a worker that picks the run up reads its log, finds it short of what was kept outside the database, and stops
+  await this.waitUntil(`a worker to refuse run ${runId} because "${words}"`, async () =>
+    this.workers.some((w) => w.output.some((line) => line.includes(runId) && line.includes('fails its integrity check') && line.includes(words))),
+  );
+});
+
 Then('verification finds a delivery record that no run names', async function (this: ReplayWorld) {
   const v = this.verified;
   if (!v) throw new Error('the runs have not been verified: add "When the runs are verified"');

@@ -515,7 +515,8 @@ export class ReplayWorld extends World<ReplayParameters> {
       failpoints: failpoints.join(';'),
       failpointLog: path.join(this.scratch, `failpoints-${id}.log`),
       keys: this.keyring.toEnv(),
-      extraEnv: { MESHHOOK_HEAD_JOURNAL: this.journalOf(id), ...(opts.intake ? { MESHHOOK_INTAKE_PORT: '0' } : {}), ...opts.env },
+      // the heads kept outside the database so far: a run rolled back behind one is refused, as in production
+      extraEnv: { MESHHOOK_HEAD_JOURNAL: this.journalOf(id), MESHHOOK_CHECKPOINTS: this.checkpointFiles().join(','), ...(opts.intake ? { MESHHOOK_INTAKE_PORT: '0' } : {}), ...opts.env },
     });
     this.workers.push(worker);
     await worker.whenReady();

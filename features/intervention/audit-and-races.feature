@@ -81,6 +81,16 @@ Feature: Operator actions are audited, and hold against workers and crashes
       | cancels |
       | pauses  |
 
+  @tamper
+  Scenario: An operator's pause taken back out of the log is not undone by the engine: the run is held, not carried on
+    Given a run of "order-follow-up" that is waiting in "wait"
+    And "dana@acme.example" pauses the run because "hold the order for a fraud check"
+    When someone rolls the run back to the timer of "wait" behind the engine's back
+    And a worker starts
+    And the clock moves forward 2 hours
+    Then the engine refuses to carry the run on because "checkpoint"
+    And the order service was never called
+
   @db-crash
   Scenario: A run resumed by an operator goes on through a database crash, its worker held up between steps
     Given a run of "order-sync" that is failed at "push"

@@ -333,6 +333,10 @@ const up: CommandSpec = {
         intakeHost: a.flags.host as string | undefined,
         // the same journal a worker process keeps (src/worker/main.ts): heads outside the database, as they commit
         headJournal: io.env.MESHHOOK_HEAD_JOURNAL || undefined,
+        // journals and checkpoint files to hold runs to (a run rolled back behind one is refused, not carried on)
+        checkpoints: io.env.MESHHOOK_CHECKPOINTS
+          ? CheckpointIndex.load(io.env.MESHHOOK_CHECKPOINTS.split(',').filter((f) => f && existsSync(path.resolve(io.cwd, f))).map((f) => path.resolve(io.cwd, f)), keyring.chainKeys())
+          : null,
         log: (e) => printLog(e, io),
       });
     } catch (e) {

@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import type { RunState } from '../domain/decider';
 import type { DecidedBatch } from '../domain/run-loop';
 import type { Failpoints } from '../faults/failpoints';
-import type { HeadJournal } from '../integrity/checkpoints';
+import { checkAgainstCheckpoint, type CheckpointIndex, type HeadJournal } from '../integrity/checkpoints';
 import type { Keyring } from '../security/keyring';
 import { BatchGroup, commitBatch } from './log-append';
 import { assertIntact, loadRun, TamperedRunError } from './run-load';
@@ -66,6 +66,13 @@ export interface EventLogOptions {
   group?: BatchGroup;
   /** a signed checkpoint of every head committed, outside the database */
   journal?: HeadJournal | null;
+  /**
+   * Heads kept outside the database (workers' and operators' journals, `meshhook checkpoint` files), read when
+   * the worker starts: a run whose log no longer reaches the head one of them saw was rolled back behind the
+   * engine's back, and is refused instead of carried on from the earlier state (which would undo what came
+   * after, an operator's pause, say, and repeat its calls).
+   */
+  checkpoints?: CheckpointIndex | null;
 }
 
 /** Every repository of the process shares what it committed (see EventLogRepository.committed); run ids are unique everywhere. */
@@ -90,6 +97,8 @@ export class EventLogRepository implements RunRepository<LoggedRun> {
     const run = await loadRun(this.o.pool, projectId, runId);
     if (!run) return null;
     if (this.o.keyring) assertIntact(run, this.o.keyring.chainKeys());
+    const behind = checkAgainstCheckpoint(this.o.checkpoints?.of(runId) ?? null, run.events);
+    if (behind) throw new TamperedRunError(runId, `${behind}; acting on it would carry the run on from an earlier state`);
     const mine = this.committed.get(runId);
     if (mine && (run.lastSeq < mine.seq || (run.lastSeq === mine.seq && run.lastHash !== mine.hash)))
       throw new TamperedRunError(

@@ -5,7 +5,7 @@ import { privateTargetsGranted } from '../domain/hash-chain';
 import { driveLoop, runLoop } from '../domain/run-loop';
 import { PINNED_SEARCH_PATH, withOptions } from '../db/pool';
 import { ENGINE_ROLE, inProject } from '../db/scope';
-import { HeadJournal } from '../integrity/checkpoints';
+import { CheckpointIndex, HeadJournal } from '../integrity/checkpoints';
 import { Keyring } from '../security/keyring';
 import { loadSecretValues } from '../store/secrets';
 import { Failpoints, FailpointError, FailpointName } from '../faults/failpoints';
@@ -51,6 +51,8 @@ export interface WorkerOptions {
   keyring?: Keyring;
   /** append a signed checkpoint of every head this worker commits to this file (outside the database) */
   headJournal?: string;
+  /** heads kept outside the database, read at start: a run rolled back behind one of them is refused (EventLogOptions.checkpoints) */
+  checkpoints?: CheckpointIndex | null;
   /** jitter draws for retry backoff; recorded in the log, so replay needs no randomness */
   random?: () => number;
   log?: (entry: Record<string, unknown>) => void;
@@ -133,6 +135,7 @@ export class Worker {
         keyring: opts.keyring,
         group: this.group,
         journal: opts.headJournal && opts.keyring ? new HeadJournal(opts.headJournal, opts.keyring.chainKey()) : null,
+        checkpoints: opts.checkpoints,
       });
     // the claim names the repository's function in its SQL: only a plain (optionally schema-qualified) name will do
     if (!/^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/.test(this.repository.dueRuns)) throw new Error(`not a function name: ${this.repository.dueRuns}`);
