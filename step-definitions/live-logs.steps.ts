@@ -78,8 +78,11 @@ Then('{viewer} sees the run exactly as its run log holds it', async function (th
 });
 
 Then('{viewer} sees every run exactly as its run log holds it', async function (this: ReplayWorld, name: string) {
-  expect(this.runs.length).toBeGreaterThan(0);
-  for (const run of this.runs) await expectSeesRun(this, name, run);
+  // every run of the project the viewer watches: another project's runs are not theirs to see
+  const watching = this.realtime.viewer(name).watching;
+  const runs = this.runs.filter((r) => r.projectId === watching || r.project === watching);
+  expect(runs.length).toBeGreaterThan(0);
+  for (const run of runs) await expectSeesRun(this, name, run);
 });
 
 Then('{viewer} saw every event of the run as it happened', async function (this: ReplayWorld, name: string) {

@@ -123,6 +123,11 @@ When('{operator} tries to {action} because {string}', async function (this: Repl
   await this.act(who, phrase, reason, DEFAULT_EXTRA);
 });
 
+When('{operator} tries to {action} because {string}, with:', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string, doc: string) {
+  const value = JSON.parse(doc);
+  await this.act(who, phrase, reason, phrase.action === 'patch' ? { patch: value } : { output: value });
+});
+
 Then('the action is refused because {string}', async function (this: ReplayWorld, why: string) {
   const last = this.lastAction;
   expect(last?.refusal ?? `the action was not refused (${last?.phrase.text})`).toContain(why);

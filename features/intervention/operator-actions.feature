@@ -78,3 +78,12 @@ Feature: Operators fix runs by hand, through the engine
       | failed at "push"  | order-sync      | retry "map"                | succeeded; resume from it to run it again |
       | failed at "push"  | order-sync      | resume the run from "done" | was never reached in this run             |
       | failed at "push"  | order-sync      | skip "check"               | is not the step the run is at             |
+
+  Scenario: A corrected input that cannot be stored is refused, and the waiting run is left as it was
+    Given a run of "order-follow-up" that is waiting in "wait"
+    When "lee@acme.example" tries to patch the run's input because "the customer added a note", with:
+      """json
+      { "order": { "note": "before\u0000after" } }
+      """
+    Then the action is refused because "NUL character"
+    And the run log is unchanged
