@@ -188,6 +188,8 @@ const MAX_BINDING_BYTES_TOTAL = 64 * 1024 * 1024;
 /** a frame from a client: broadcasts and joins are far smaller (the REST broadcast takes 1 MiB a request too) */
 const MAX_CLIENT_FRAME_BYTES = 1024 * 1024;
 const MAX_PRESENCE_BYTES = 32 * 1024;
+/** a topic, an event name, a presence key: names, which every frame and every member's diff repeats */
+const MAX_NAME_BYTES = 255;
 const SLOW_HARD_FACTOR = 4;
 /** over the total budget, a socket holding at least this much is the one let go */
 const SLOW_SHARE_BYTES = 1024 * 1024;
@@ -238,6 +240,8 @@ export class RealtimeServer {
   private sweeper: NodeJS.Timeout | null = null;
   private readonly topics = new Map<string, Set<Channel>>();
   private readonly pgChannels = new Set<Channel>();
+  /** the same channels by the project their token names ('' for none): a change is matched only against its project's */
+  private readonly pgByProject = new Map<string, Set<Channel>>();
   private readonly presence = new Map<string, Map<string, Map<string, PresenceEntry>>>();
   private readonly waitingJoins = new Set<PendingJoin>();
   private nextConnId = 1;
@@ -557,7 +561,8 @@ export class RealtimeServer {
     return this.sendRaw(conn, encodeFrame(conn.vsn, msg));
   }
 
-  private sendRaw(conn: Conn, data: string | Buffer): boolean {
+  /** `text`: a Buffer that holds a text (JSON) frame; a string always is one */
+  private sendRaw(conn: Conn, data: string | Buffer, text = typeof data === 'string'): boolean {
     const ws = conn.ws;
     if (conn.closed && ws.readyState !== WebSocket.OPEN) return false;
     if (ws.readyState !== WebSocket.OPEN) return false;
@@ -583,7 +588,7 @@ export class RealtimeServer {
         socket.uncork();
       });
     }
-    ws.send(data);
+    ws.send(data, { binary: !text });
     this.stats.framesSent++;
     return true;
   }
@@ -682,6 +687,15 @@ export class RealtimeServer {
       return;
     }
     const name = topic.slice('realtime:'.length);
+    if (Buffer.byteLength(topic) > MAX_NAME_BYTES) {
+      this.send(conn, reply(msg, 'error', { reason: `Topic too long: at most ${MAX_NAME_BYTES} bytes` }));
+      return;
+    }
+    const presenceKey = (msg.payload as { config?: { presence?: { key?: unknown } } } | null)?.config?.presence?.key;
+    if (typeof presenceKey === 'string' && Buffer.byteLength(presenceKey) > MAX_NAME_BYTES) {
+      this.send(conn, reply(msg, 'error', { reason: `Presence key too long: at most ${MAX_NAME_BYTES} bytes` }));
+      return;
+    }
     // a socket holds a bounded number of channels (Supabase's own limit per client is 100), so one client cannot
     // grow the server's memory without end
     if (!conn.channels.has(topic) && !conn.pending.has(topic) && conn.channels.size + conn.pending.size >= MAX_CHANNELS_PER_SOCKET) {
@@ -808,7 +822,13 @@ export class RealtimeServer {
     let set = this.topics.get(ch.topicKey);
     if (!set) this.topics.set(ch.topicKey, (set = new Set()));
     set.add(ch);
-    if (ch.bindings.length > 0) this.pgChannels.add(ch);
+    if (ch.bindings.length > 0) {
+      this.pgChannels.add(ch);
+      const k = projectOf(ch);
+      let set = this.pgByProject.get(k);
+      if (!set) this.pgByProject.set(k, (set = new Set()));
+      set.add(ch);
+    }
     this.armExpiry(ch);
     this.stats.channels++;
   }
@@ -824,6 +844,9 @@ export class RealtimeServer {
     set?.delete(ch);
     if (set && set.size === 0) this.topics.delete(ch.topicKey);
     this.pgChannels.delete(ch);
+    const byProject = this.pgByProject.get(projectOf(ch));
+    byProject?.delete(ch);
+    if (byProject?.size === 0) this.pgByProject.delete(projectOf(ch));
     this.untrack(ch);
     this.stats.channels--;
   }
@@ -936,6 +959,15 @@ export class RealtimeServer {
       needsCheck: boolean;
     }
     const prepared: Prepared[] = [];
+    // which roles may read which of the changed tables at all: asked once per role and table (cached)
+    const readable = new Map<string, boolean>();
+    const roles = new Set([...this.pgChannels].map((ch) => ch.role));
+    for (const tx of txs)
+      for (const change of tx.changes)
+        for (const role of roles) {
+          const k = `${role}\u0000${change.rel.oid}`;
+          if (!readable.has(k)) readable.set(k, (await this.visibility.selectableColumns(change.rel, role).catch(() => new Set<string>([' ']))).size > 0);
+        }
     for (const tx of txs) for (const change of tx.changes) {
       const rel = change.rel;
       const record = change.newRow ? jsonRow(rel, change.newRow) : null;
@@ -967,10 +999,14 @@ export class RealtimeServer {
       const filterRow = change.type === 'DELETE' ? change.oldRow : change.newRow;
       const rowProject = filterRow?.project_id;
       const targets: Prepared['targets'] = [];
-      for (const ch of this.pgChannels) {
-        // a second wall behind row-level security: a token for one project is never sent another project's
-        // row, even by a database whose policies were weakened
+      // a second wall behind row-level security: a token for one project is never sent another project's row,
+      // even by a database whose policies were weakened; and only those channels are matched, so one project's
+      // subscribers (or anyone's with many bindings) cost nothing on another project's changes
+      const candidates = rowProject != null ? [this.pgByProject.get(String(rowProject)), this.pgByProject.get('')] : [this.pgChannels];
+      for (const set of candidates) for (const ch of set ?? []) {
         if (typeof ch.claims.project_id === 'string' && rowProject != null && rowProject !== ch.claims.project_id) continue;
+        // a role that may read no column of the table (the anon key on the run log) is never sent a row of it
+        if (readable.get(`${ch.role}\u0000${rel.oid}`) === false) continue;
         const ids: number[] = [];
         for (const b of ch.bindings) if (bindingMatches(b, change.type, rel, filterRow, change.oldRow)) ids.push(b.id);
         if (ids.length > 0) targets.push({ ch, ids: [...new Set(ids)], role: ch.role, claims: ch.claims, claimsKey: ch.claimsKey });
@@ -1096,15 +1132,24 @@ export class RealtimeServer {
   private fanOut(topicKey: string, except: Channel | null, event: string, payload: Record<string, unknown> | null, raw?: RawBroadcast): void {
     const set = this.topics.get(topicKey);
     if (!set) return;
+    // every channel of the set has the same topic: each kind of frame is encoded once, and the one buffer is
+    // what every socket sends (a 1 MiB broadcast to 300 sockets is 1 MiB held, not 300)
+    const frames = new Map<string, Buffer>();
+    const frameFor = (ch: Channel): Buffer => {
+      const kind = raw ? 'raw' : ch.conn.vsn;
+      let frame = frames.get(kind);
+      if (!frame) {
+        frame = raw ? encodeBroadcastBinary(ch.topic, event, raw.bytes, raw.meta) : Buffer.from(encodeFrame(ch.conn.vsn, { join_ref: null, ref: null, topic: ch.topic, event: 'broadcast', payload }));
+        frames.set(kind, frame);
+      }
+      return frame;
+    };
     for (const ch of [...set]) {
       if (ch === except || !ch.active) continue;
       try {
-        if (raw) {
-          // raw bytes only travel as binary kind 4, which vsn 1 clients cannot read
-          if (ch.conn.vsn === '2.0.0') this.sendRaw(ch.conn, encodeBroadcastBinary(ch.topic, event, raw.bytes, raw.meta));
-        } else {
-          this.send(ch.conn, { join_ref: null, ref: null, topic: ch.topic, event: 'broadcast', payload });
-        }
+        // raw bytes only travel as binary kind 4, which vsn 1 clients cannot read
+        if (raw && ch.conn.vsn !== '2.0.0') continue;
+        this.sendRaw(ch.conn, frameFor(ch), !raw);
       } catch (e) {
         // broadcastProblem() refuses what cannot be sent before any is: this is one subscriber's trouble, not the rest's
         this.log({ level: 'warn', msg: 'realtime broadcast not sent to one subscriber', socket: ch.conn.id, topic: ch.topic, error: String(e).slice(0, 200) });
@@ -1235,6 +1280,7 @@ function refuse(socket: Duplex, status: number, error: string): void {
  */
 function broadcastProblem(topic: string, event: string, payload: unknown, raw: RawBroadcast | null, meta: unknown): string | null {
   const bytes = (v: string): number => Buffer.byteLength(v, 'utf8');
+  if (bytes(topic) > MAX_NAME_BYTES || bytes(event) > MAX_NAME_BYTES) return `a broadcast's topic and event are at most ${MAX_NAME_BYTES} bytes each`;
   if (raw) {
     if (bytes(topic) > 255 || bytes(event) > 255 || bytes(raw.meta ? JSON.stringify(raw.meta) : '') > 255) return 'a binary broadcast takes a topic, an event and meta of at most 255 bytes each';
     return null;
@@ -1245,6 +1291,11 @@ function broadcastProblem(topic: string, event: string, payload: unknown, raw: R
     return 'the broadcast payload cannot be sent: it is nested too deep';
   }
   return null;
+}
+
+/** The project a channel's token names, '' for none (the anon key). */
+function projectOf(ch: Channel): string {
+  return typeof ch.claims.project_id === 'string' ? ch.claims.project_id : '';
 }
 
 const parseTimestamptz = pgTypes.getTypeParser(1184, 'text') as (text: string) => Date;

@@ -691,6 +691,12 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
     assert.ok(joined >= 1 && joined < 10, `joined ${joined} heavy channels`);
     assert.match(reason, /Too many postgres_changes bindings on this socket: their filters may weigh at most 512 KiB/);
     // a join nested too deep to read is answered, and does not hold a channel's place
+    // names every frame and every member's diff repeats are short
+    assert.deepEqual(await refused(`realtime:${'t'.repeat(300)}`, { config: {}, access_token: tokA }), { status: 'error', response: { reason: 'Topic too long: at most 255 bytes' } });
+    assert.deepEqual(await refused('realtime:lobby-keys', { config: { presence: { key: 'k'.repeat(300) } }, access_token: tokA }), {
+      status: 'error',
+      response: { reason: 'Presence key too long: at most 255 bytes' },
+    });
     s.sendText(`["d","d","realtime:deep","phx_join",{"config":{"postgres_changes":[{"filter":${'['.repeat(20_000) + ']'.repeat(20_000)}}]},"access_token":"${tokA}"}]`);
     const deep = (await s.next((m) => m.event === 'phx_reply' && m.ref === 'd')).payload as { status: string };
     assert.equal(deep.status, 'ok', 'a filter that is not text is no filter');
