@@ -271,7 +271,8 @@ async function inRunsProject<T>(a: Parsed, io: Io, pool: Pool, fn: (projectId: s
 function runIdArg(a: Parsed): string {
   const id = a.positional[0];
   if (!UUID.test(id)) throw new UsageError(`"${id}" is not a run id (a UUID)`);
-  return id;
+  // as Postgres prints it: the run's chain begins with its id in lower case
+  return id.toLowerCase();
 }
 
 function json(v: unknown): string {

@@ -295,9 +295,14 @@ function sealMac(key: Buffer, migration: string, objects: SchemaObjects, sealedA
 }
 
 /** Seal the schema as it is now, after `migration` (the last one applied). */
-export async function sealSchema(db: Pool | ClientBase, chain: ChainKey, migration: string, at = new Date()): Promise<SchemaObjects> {
+export async function sealSchema(db: Pool | ClientBase, chain: ChainKey, migration: string): Promise<SchemaObjects> {
   const objects = await readSchemaObjects(db);
-  const sealedAt = at.toISOString();
+  // the database's clock, and after every seal already there: "the latest" must not depend on which host's
+  // clock sealed (one running fast would keep every later seal from being read)
+  const { rows } = await db.query<{ at: Date }>(
+    `SELECT pg_catalog.date_trunc('milliseconds', pg_catalog.greatest(pg_catalog.clock_timestamp(), (SELECT max(sealed_at) FROM public.schema_seals) + interval '1 millisecond')) AS at`,
+  );
+  const sealedAt = rows[0].at.toISOString();
   await db.query('INSERT INTO schema_seals (migration, objects, mac, sealed_at) VALUES ($1, $2, $3, $4)', [
     migration,
     JSON.stringify(objects),

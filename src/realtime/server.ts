@@ -972,16 +972,6 @@ export class RealtimeServer {
       const rel = change.rel;
       const record = change.newRow ? jsonRow(rel, change.newRow) : null;
       const oldRecord = change.oldRow ? jsonRow(rel, change.oldRow) : null;
-      // a row of the log the engine did not sign is not the run's: a subscriber would hold it in place of the
-      // real event of that number, which may come once the forged row is gone (src/realtime/live-log.ts)
-      if (this.opts.chainKeys && rel.table === 'run_events' && change.newRow && change.type !== 'DELETE') {
-        const why = unsignedEvent(change.newRow, this.opts.chainKeys);
-        if (why) {
-          this.stats.unsignedNotSent++;
-          this.log({ level: 'warn', msg: 'realtime change not sent: a run_events row the engine did not write', run: change.newRow.run_id, seq: change.newRow.seq, why });
-          continue;
-        }
-      }
       if (this.dropChange) {
         const subject = (change.type === 'DELETE' ? oldRecord : record) ?? {};
         let drop = false;
@@ -1012,6 +1002,17 @@ export class RealtimeServer {
         if (ids.length > 0) targets.push({ ch, ids: [...new Set(ids)], role: ch.role, claims: ch.claims, claimsKey: ch.claimsKey });
       }
       if (targets.length === 0) continue;
+      // a row of the log the engine did not sign is not the run's: a subscriber would hold it in place of the
+      // real event of that number, which may come once the forged row is gone (src/realtime/live-log.ts).
+      // Checked only for a row someone would be sent: with no subscriber it costs nothing.
+      if (this.opts.chainKeys && rel.table === 'run_events' && change.newRow && change.type !== 'DELETE') {
+        const why = unsignedEvent(change.newRow, this.opts.chainKeys);
+        if (why) {
+          this.stats.unsignedNotSent++;
+          this.log({ level: 'warn', msg: 'realtime change not sent: a run_events row the engine did not write', run: change.newRow.run_id, seq: change.newRow.seq, why });
+          continue;
+        }
+      }
       prepared.push({ tx, change, record, oldRecord, targets, needsCheck: rel.rls && change.type !== 'DELETE' && rel.primaryKey.length > 0 });
     }
     if (prepared.length === 0) return;

@@ -26,8 +26,9 @@ export async function putSecret(db: Pool, keyring: Keyring, projectId: string, n
   if (value.length < MIN_SECRET_LENGTH) throw new SecretValueError(`a secret value has at least ${MIN_SECRET_LENGTH} characters (shorter ones cannot be redacted reliably)`);
   if (Buffer.byteLength(value) > MAX_SECRET_BYTES) throw new SecretValueError(`a secret value has at most ${MAX_SECRET_BYTES} bytes`);
   if (/[\u0000-\u001f\u007f]/.test(value)) throw new SecretValueError('a secret value may not contain control characters (it is sent in HTTP headers)');
-  const sealed = seal(keyring, value, secretAad(projectId, name));
   return inProject(db, projectId, async (c) => {
+    const before = (await c.query('SELECT sealed FROM project_secrets WHERE project_id = $1 AND name = $2', [projectId, name])).rows[0]?.sealed as string | undefined;
+    const sealed = seal(keyring, value, secretAad(projectId, name), after(keyring, before, secretAad(projectId, name)));
     const r = await c.query(
       `INSERT INTO project_secrets (project_id, name, sealed) VALUES ($1, $2, $3)
        ON CONFLICT (project_id, name) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()
@@ -79,7 +80,8 @@ export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id
       for (const r of (await c.query('SELECT name, sealed FROM project_secrets WHERE project_id = $1', [p.id])).rows) {
         if (sealedWith(r.sealed) === keyring.activeId && !sealedUntimed(r.sealed)) continue;
         const value = open(keyring, r.sealed, secretAad(p.id, r.name));
-        await c.query('UPDATE project_secrets SET sealed = $3, updated_at = now() WHERE project_id = $1 AND name = $2', [p.id, r.name, seal(keyring, value, secretAad(p.id, r.name))]);
+        const resealed = seal(keyring, value, secretAad(p.id, r.name), after(keyring, r.sealed, secretAad(p.id, r.name)));
+        await c.query('UPDATE project_secrets SET sealed = $3, updated_at = now() WHERE project_id = $1 AND name = $2', [p.id, r.name, resealed]);
         changed++;
       }
       for (const w of (await c.query('SELECT id, slug, signing_secret, signing_secret_sealed FROM workflows WHERE project_id = $1', [p.id])).rows) {
@@ -101,6 +103,21 @@ export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id
     });
   }
   return report;
+}
+
+/**
+ * When a new value is sealed: now, or just after the value it replaces if that says later (a host whose
+ * clock is behind must not make a new value look older than the one a checkpoint saw).
+ */
+function after(keyring: Keyring, replaced: string | undefined, aad: string): Date {
+  const now = new Date();
+  if (!replaced) return now;
+  try {
+    const was = openTimed(keyring, replaced, aad).sealedAt;
+    return was && Date.parse(was) >= now.getTime() ? new Date(Date.parse(was) + 1) : now;
+  } catch {
+    return now;
+  }
 }
 
 /**
