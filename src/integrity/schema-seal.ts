@@ -300,7 +300,7 @@ export async function sealSchema(db: Pool | ClientBase, chain: ChainKey, migrati
   // the database's clock, and after every seal already there: "the latest" must not depend on which host's
   // clock sealed (one running fast would keep every later seal from being read)
   const { rows } = await db.query<{ at: Date }>(
-    `SELECT pg_catalog.date_trunc('milliseconds', pg_catalog.greatest(pg_catalog.clock_timestamp(), (SELECT max(sealed_at) FROM public.schema_seals) + interval '1 millisecond')) AS at`,
+    `SELECT pg_catalog.date_trunc('milliseconds', GREATEST(pg_catalog.clock_timestamp(), (SELECT max(sealed_at) FROM public.schema_seals) + interval '1 millisecond')) AS at`,
   );
   const sealedAt = rows[0].at.toISOString();
   await db.query('INSERT INTO schema_seals (migration, objects, mac, sealed_at) VALUES ($1, $2, $3, $4)', [
