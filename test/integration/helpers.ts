@@ -34,12 +34,21 @@ export async function startDatabases(): Promise<TestDatabases> {
       await c.end();
     }
   };
-  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${template}`));
-  await admin((c) => c.query(`CREATE DATABASE ${template}`));
-  const t = new Client({ connectionString: server.urlFor(template) });
-  await t.connect();
-  await migrate(t, { seal: KEYS.chainKey() });
-  await t.end();
+  try {
+    await admin((c) => c.query(`DROP DATABASE IF EXISTS ${template}`));
+    await admin((c) => c.query(`CREATE DATABASE ${template}`));
+    const t = new Client({ connectionString: server.urlFor(template) });
+    await t.connect();
+    try {
+      await migrate(t, { seal: KEYS.chainKey() });
+    } finally {
+      await t.end();
+    }
+  } catch (e) {
+    // a migration that fails fails the test file: the server it started must not keep the process (and CI) waiting
+    await server.stop().catch(() => undefined);
+    throw e;
+  }
   const pools: Pool[] = [];
   const created: string[] = [];
   return {
