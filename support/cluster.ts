@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Client, Pool } from 'pg';
+import { Pool } from 'pg';
 import { ENGINE_ROLE } from '../src/db/scope';
 import { Keyring } from '../src/security/keyring';
-import { migrate } from '../src/db/migrate';
+import { createMigratedTemplate } from './template-database';
 import { openPool } from '../src/db/pool';
 import { provisionPostgres, PostgresServer } from '../src/db/postgres';
 
@@ -59,15 +59,10 @@ async function boot(slot: number): Promise<Cluster> {
   const server = await provisionPostgres({ durable: false });
   const admin = openPool(server.urlFor('postgres'), { max: 3 });
   const template = `mh_tpl_${tag}_${slot}`;
-  await admin.query(`DROP DATABASE IF EXISTS ${template}`);
-  await admin.query(`CREATE DATABASE ${template}`);
-  const c = new Client({ connectionString: server.urlFor(template) });
-  await c.connect();
-  try {
-    await migrate(c, { seal: keyring.chainKey() });
-  } finally {
-    await c.end();
-  }
+  await createMigratedTemplate(server, template, keyring.chainKey()).catch(async (e) => {
+    await admin.end().catch(() => undefined);
+    throw e;
+  });
   // the engine logs in as its own role (created by the migrations), with a password made up for this run
   const password = `engine-${randomBytes(12).toString('hex')}`;
   await admin.query(`ALTER ROLE ${ENGINE_ROLE} WITH LOGIN PASSWORD '${password}'`);

@@ -1,12 +1,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Client, Pool } from 'pg';
-import { migrate } from '../../src/db/migrate';
 import { openPool } from '../../src/db/pool';
 import { PostgresServer, provisionPostgres } from '../../src/db/postgres';
 import { inProject } from '../../src/db/scope';
 import { findProject, publishWorkflow, setAllowPrivateTargets } from '../../src/store/registry';
 import { Keyring } from '../../src/security/keyring';
+import { createMigratedTemplate } from '../../support/template-database';
 
 /*
  * One Postgres server per test file; a migrated template database; a fresh
@@ -34,21 +34,7 @@ export async function startDatabases(): Promise<TestDatabases> {
       await c.end();
     }
   };
-  try {
-    await admin((c) => c.query(`DROP DATABASE IF EXISTS ${template}`));
-    await admin((c) => c.query(`CREATE DATABASE ${template}`));
-    const t = new Client({ connectionString: server.urlFor(template) });
-    await t.connect();
-    try {
-      await migrate(t, { seal: KEYS.chainKey() });
-    } finally {
-      await t.end();
-    }
-  } catch (e) {
-    // a migration that fails fails the test file: the server it started must not keep the process (and CI) waiting
-    await server.stop().catch(() => undefined);
-    throw e;
-  }
+  await createMigratedTemplate(server, template, KEYS.chainKey());
   const pools: Pool[] = [];
   const created: string[] = [];
   return {
