@@ -3,6 +3,8 @@
 // prints one plain line "N passed, N failed". It fails loudly when the
 // selection (tags, profile, paths) matched no scenario at all: cucumber-js
 // itself would exit 0 on that, and a mistyped tag in CI would pass silently.
+// A scenario selected but never finished (a BeforeAll hook that failed, a
+// worker process that died) counts as failed, so the line never reads short.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -120,7 +122,15 @@ function summarise(file) {
       failures.push({ where: `${p.uri}:${line}`, name: p.name, status: s, message: (message ?? '').trim().slice(0, 300) });
     }
   }
-  return { passed, failed, skipped, total: finalByCase.size, failures };
+  // a scenario selected but never finished (a BeforeAll hook failed, a worker process died) is a failure, never a silence
+  for (const [caseId, pickleId] of pickleOfCase) {
+    if (finalByCase.has(caseId)) continue;
+    failed++;
+    const p = pickles.get(pickleId) ?? { name: '?', uri: '?', astNodeIds: [] };
+    const line = lines.get(p.astNodeIds[p.astNodeIds.length - 1]) ?? lines.get(p.astNodeIds[0]) ?? '?';
+    failures.push({ where: `${p.uri}:${line}`, name: p.name, status: 'NOT RUN', message: 'cucumber-js stopped before this scenario finished; see the error above' });
+  }
+  return { passed, failed, skipped, total: passed + failed + skipped, failures };
 }
 
 /**
