@@ -90,6 +90,38 @@ for (const def of usage) {
   byFile.get(file).push(def);
 }
 
+/*
+ * Which finding goes with which tampering, read from the scenarios themselves (so it cannot drift): for every act
+ * of someone tampering (a When of tampering.steps.ts), the Then steps the scenarios that do it check afterwards.
+ */
+function tamperingFindings() {
+  const defs = new Map(); // stepDefinition id -> { pattern, file, kw }
+  for (const m of envelopes) {
+    if (!m.stepDefinition) continue;
+    const d = m.stepDefinition;
+    defs.set(d.id, { pattern: d.pattern.source, file: path.basename(d.sourceReference.uri ?? ''), kw: keywordOf(d.sourceReference.uri, d.sourceReference.location?.line ?? 1) });
+  }
+  const pickles = new Map(envelopes.filter((m) => m.pickle).map((m) => [m.pickle.id, m.pickle]));
+  const rows = new Map(); // act pattern -> { findings: Set, scenarios: Set }
+  for (const m of envelopes) {
+    if (!m.testCase) continue;
+    const pickle = pickles.get(m.testCase.pickleId);
+    const defOf = new Map(m.testCase.testSteps.filter((t) => t.pickleStepId).map((t) => [t.pickleStepId, defs.get(t.stepDefinitionIds?.[0])]));
+    let act = null;
+    for (const step of pickle.steps) {
+      const def = defOf.get(step.id);
+      if (!def) continue;
+      if (def.file === 'tampering.steps.ts' && def.kw === 'When' && /someone|own role/.test(def.pattern)) {
+        act = def.pattern;
+        if (!rows.has(act)) rows.set(act, { findings: new Set(), scenarios: new Set() });
+        rows.get(act).scenarios.add(`${pickle.uri}:${pickle.location.line}`);
+      } else if (act && step.type === 'Outcome') rows.get(act).findings.add(def.pattern);
+    }
+  }
+  const cell = (text) => text.replace(/\|/g, '\\|');
+  return [...rows].map(([act, r]) => `| \`When ${cell(act)}\` | ${[...r.findings].map((f) => `\`Then ${cell(f)}\``).join('<br>')} | ${r.scenarios.size} |`);
+}
+
 const lines = [
   '# Step catalogue',
   '',
@@ -290,6 +322,17 @@ for (const file of files) {
     lines.push(`| \`${kw} ${def.pattern}\` | ${example.replace(/\|/g, '\\|')} | ${def.matches.length} |`);
   }
   lines.push('');
+  if (file === 'tampering.steps.ts') {
+    lines.push(
+      '**Which finding goes with which tampering.** Each act of tampering, with the Then steps the scenarios that do it',
+      'check afterwards (read from the scenarios, so it is what the suite proves, not a wish):',
+      '',
+      '| what someone does | what is then checked | scenarios |',
+      '| --- | --- | --- |',
+      ...tamperingFindings(),
+      '',
+    );
+  }
 }
 const text = lines.join('\n');
 
