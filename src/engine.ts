@@ -1,4 +1,4 @@
-import type { CheckpointIndex } from './integrity/checkpoints';
+import { holdingOwnJournal, type CheckpointIndex } from './integrity/checkpoints';
 import type { Pool } from 'pg';
 import { migrate } from './db/migrate';
 import { openEnginePool, openPool } from './db/pool';
@@ -61,6 +61,9 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
     log({ level: 'warn', msg: 'idle database connection lost', error: e.message }),
   );
   const workers: Worker[] = [];
+  // read once for every worker of the process: the files given, and the journal the workers write
+  const checkpoints = (opts.workers ?? 2) > 0 ? holdingOwnJournal(opts.checkpoints, opts.headJournal, opts.keyring.chainKeys()) : null;
+  for (const problem of checkpoints?.problems ?? []) log({ level: 'warn', msg: 'checkpoint file', problem });
   try {
     for (let i = 0; i < (opts.workers ?? 2); i++) {
       workers.push(
@@ -73,7 +76,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
           id: `worker-${process.pid}-${i + 1}`,
           keyring: opts.keyring,
           headJournal: opts.headJournal,
-          checkpoints: opts.checkpoints,
+          checkpoints,
           log,
         }),
       );

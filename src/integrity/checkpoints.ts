@@ -1,5 +1,6 @@
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
 import { latestSeal } from './schema-seal';
@@ -126,76 +127,84 @@ export class CheckpointIndex {
   readonly problems: string[] = [];
   lines = 0;
 
+  /** the files read so far, by their resolved paths */
+  readonly files = new Set<string>();
+
   static load(files: string[], keys: ChainKeys): CheckpointIndex {
     const index = new CheckpointIndex();
-    for (const file of files) {
-      if (!existsSync(file)) {
-        index.problems.push(`${file}: no such checkpoint file`);
-        continue;
-      }
-      const lines = readFileSync(file, 'utf8').split('\n');
-      lines.forEach((line, i) => {
-        if (!line.trim()) return;
-        index.lines++;
-        let cp: Checkpoint;
-        try {
-          cp = JSON.parse(line) as Checkpoint;
-        } catch {
-          // the last line of a journal may be cut short by a crash; anything else is damage
-          if (i < lines.length - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
-          return;
-        }
-        if ((cp as unknown as SecretCheckpoint).kind === 'secret') {
-          const c = cp as unknown as SecretCheckpoint;
-          if (!lineGenuine(keys, c.sig, secretCheckpointText(c))) {
-            index.problems.push(`${file}:${i + 1}: checkpoint of vault secret ${String(c.name).slice(0, 63)} is not genuine`);
-            return;
-          }
-          const k = `${c.projectId}\u0000${c.name}`;
-          const known = index.latestSecrets.get(k);
-          if (!known || c.sealedAt > known.sealedAt) index.latestSecrets.set(k, c);
-          return;
-        }
-        if ((cp as unknown as SealCheckpoint).kind === 'seal') {
-          const c = cp as unknown as SealCheckpoint;
-          if (!lineGenuine(keys, c.sig, sealCheckpointText(c))) {
-            index.problems.push(`${file}:${i + 1}: checkpoint of the schema's seal is not genuine`);
-            return;
-          }
-          if (!index.latestSeal || c.sealedAt > index.latestSeal.sealedAt) index.latestSeal = c;
-          return;
-        }
-        if ((cp as unknown as GrantCheckpoint).kind === 'grant') {
-          const g = cp as unknown as GrantCheckpoint;
-          if (!lineGenuine(keys, g.sig, grantCheckpointText(g))) {
-            index.problems.push(`${file}:${i + 1}: checkpoint of project ${String(g.projectId).slice(0, 36)}'s leave to call private addresses is not genuine`);
-            return;
-          }
-          const knownGrant = index.latestGrants.get(g.projectId);
-          if (!knownGrant || g.at > knownGrant.at) index.latestGrants.set(g.projectId, g);
-          return;
-        }
-        if ((cp as unknown as VersionCheckpoint).kind === 'version') {
-          const v = cp as unknown as VersionCheckpoint;
-          const forgedVersion = checkVersionSignature(keys, { projectId: v.projectId, workflowId: v.workflowId, version: v.version, definitionHash: v.definitionHash }, v.sig);
-          if (forgedVersion) {
-            index.problems.push(`${file}:${i + 1}: checkpoint of version ${Number(v.version)} of workflow ${String(v.workflowId).slice(0, 36)} is not genuine (${forgedVersion})`);
-            return;
-          }
-          const knownVersion = index.latestVersions.get(v.workflowId);
-          if (!knownVersion || v.version > knownVersion.version) index.latestVersions.set(v.workflowId, v);
-          return;
-        }
-        const forged = checkHeadSignature(keys, cp, cp.sig);
-        if (forged) {
-          index.problems.push(`${file}:${i + 1}: checkpoint of run ${String(cp.runId).slice(0, 36)} is not genuine (${forged})`);
-          return;
-        }
-        const known = index.latest.get(cp.runId);
-        if (!known || cp.seq > known.seq) index.latest.set(cp.runId, cp);
-      });
-    }
+    for (const file of files) index.add(file, keys);
     return index;
+  }
+
+  /** Read one more file into the index. */
+  add(file: string, keys: ChainKeys): void {
+    const index = this;
+    index.files.add(path.resolve(file));
+    if (!existsSync(file)) {
+      index.problems.push(`${file}: no such checkpoint file`);
+      return;
+    }
+    const lines = readFileSync(file, 'utf8').split('\n');
+    lines.forEach((line, i) => {
+      if (!line.trim()) return;
+      index.lines++;
+      let cp: Checkpoint;
+      try {
+        cp = JSON.parse(line) as Checkpoint;
+      } catch {
+        // the last line of a journal may be cut short by a crash; anything else is damage
+        if (i < lines.length - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
+        return;
+      }
+      if ((cp as unknown as SecretCheckpoint).kind === 'secret') {
+        const c = cp as unknown as SecretCheckpoint;
+        if (!lineGenuine(keys, c.sig, secretCheckpointText(c))) {
+          index.problems.push(`${file}:${i + 1}: checkpoint of vault secret ${String(c.name).slice(0, 63)} is not genuine`);
+          return;
+        }
+        const k = `${c.projectId}\u0000${c.name}`;
+        const known = index.latestSecrets.get(k);
+        if (!known || c.sealedAt > known.sealedAt) index.latestSecrets.set(k, c);
+        return;
+      }
+      if ((cp as unknown as SealCheckpoint).kind === 'seal') {
+        const c = cp as unknown as SealCheckpoint;
+        if (!lineGenuine(keys, c.sig, sealCheckpointText(c))) {
+          index.problems.push(`${file}:${i + 1}: checkpoint of the schema's seal is not genuine`);
+          return;
+        }
+        if (!index.latestSeal || c.sealedAt > index.latestSeal.sealedAt) index.latestSeal = c;
+        return;
+      }
+      if ((cp as unknown as GrantCheckpoint).kind === 'grant') {
+        const g = cp as unknown as GrantCheckpoint;
+        if (!lineGenuine(keys, g.sig, grantCheckpointText(g))) {
+          index.problems.push(`${file}:${i + 1}: checkpoint of project ${String(g.projectId).slice(0, 36)}'s leave to call private addresses is not genuine`);
+          return;
+        }
+        const knownGrant = index.latestGrants.get(g.projectId);
+        if (!knownGrant || g.at > knownGrant.at) index.latestGrants.set(g.projectId, g);
+        return;
+      }
+      if ((cp as unknown as VersionCheckpoint).kind === 'version') {
+        const v = cp as unknown as VersionCheckpoint;
+        const forgedVersion = checkVersionSignature(keys, { projectId: v.projectId, workflowId: v.workflowId, version: v.version, definitionHash: v.definitionHash }, v.sig);
+        if (forgedVersion) {
+          index.problems.push(`${file}:${i + 1}: checkpoint of version ${Number(v.version)} of workflow ${String(v.workflowId).slice(0, 36)} is not genuine (${forgedVersion})`);
+          return;
+        }
+        const knownVersion = index.latestVersions.get(v.workflowId);
+        if (!knownVersion || v.version > knownVersion.version) index.latestVersions.set(v.workflowId, v);
+        return;
+      }
+      const forged = checkHeadSignature(keys, cp, cp.sig);
+      if (forged) {
+        index.problems.push(`${file}:${i + 1}: checkpoint of run ${String(cp.runId).slice(0, 36)} is not genuine (${forged})`);
+        return;
+      }
+      const known = index.latest.get(cp.runId);
+      if (!known || cp.seq > known.seq) index.latest.set(cp.runId, cp);
+    });
   }
 
   /** The furthest head a checkpoint remembers for a run. */
@@ -399,6 +408,19 @@ export async function writeCheckpoints(
 }
 
 /** A journal of every head a worker (or an operator's command) committed, appended in order; a worker does not wait on the disk. */
+/**
+ * The heads a process holds its runs to: the files it was given (MESHHOOK_CHECKPOINTS) and the journal it writes
+ * itself (MESHHOOK_HEAD_JOURNAL). Restarted on its own journal, an engine refuses a run put back behind a head it
+ * committed before the restart instead of carrying it on, without anyone having to list that journal a second
+ * time. A journal not written yet adds nothing.
+ */
+export function holdingOwnJournal(given: CheckpointIndex | null | undefined, journal: string | undefined, keys: ChainKeys): CheckpointIndex | null {
+  if (!journal || !existsSync(journal)) return given ?? null;
+  const index = given ?? new CheckpointIndex();
+  if (!index.files.has(path.resolve(journal))) index.add(journal, keys);
+  return index;
+}
+
 export class HeadJournal {
   private tail: Promise<void> = Promise.resolve();
   constructor(

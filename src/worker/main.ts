@@ -2,7 +2,8 @@
  * A worker as its own process: `node dist/worker/main.js`. Configured by env
  * (DATABASE_URL, MESHHOOK_WORKER_ID, MESHHOOK_POLL_MS, MESHHOOK_CONCURRENCY, MESHHOOK_POOL_MAX,
  * MESHHOOK_CLOCK_OFFSET_MS, MESHHOOK_GROUP_COMMIT=0 (one transaction per batch), MESHHOOK_FAILPOINTS, MESHHOOK_FAILPOINT_LOG,
- * MESHHOOK_HEAD_JOURNAL, MESHHOOK_CHECKPOINTS (journals and checkpoint files to hold runs to), and
+ * MESHHOOK_HEAD_JOURNAL (the journal it writes, and holds runs to at start), MESHHOOK_CHECKPOINTS (more
+ * journals and checkpoint files to hold runs to), and
  * MESHHOOK_INTAKE_PORT to serve the webhook intake from the same process) and
  * IPC messages ({ type: 'clock', offsetMs } | { type: 'stop' }). JSON log
  * lines on stdout. SIGTERM, SIGINT or 'stop' end it gracefully with exit 0.
@@ -12,7 +13,7 @@ import '../db/load-pg';
 import { openEnginePool } from '../db/pool';
 import { Failpoints } from '../faults/failpoints';
 import { Keyring } from '../security/keyring';
-import { CheckpointIndex } from '../integrity/checkpoints';
+import { CheckpointIndex, holdingOwnJournal } from '../integrity/checkpoints';
 import { existsSync } from 'node:fs';
 import { ControlledClock } from './clock';
 import { DEFAULT_POLL_MS, Worker } from './worker';
@@ -47,7 +48,11 @@ async function main(): Promise<void> {
   // heads kept outside the database (MESHHOOK_CHECKPOINTS=file,file: journals, checkpoint files): a run rolled
   // back behind one of them is refused rather than carried on from the earlier state
   const checkpointFiles = (process.env.MESHHOOK_CHECKPOINTS ?? '').split(',').filter(Boolean);
-  const checkpoints = checkpointFiles.length ? CheckpointIndex.load(checkpointFiles.filter((f) => existsSync(f)), keyring.chainKeys()) : null;
+  const checkpoints = holdingOwnJournal(
+    checkpointFiles.length ? CheckpointIndex.load(checkpointFiles.filter((f) => existsSync(f)), keyring.chainKeys()) : null,
+    process.env.MESHHOOK_HEAD_JOURNAL || undefined,
+    keyring.chainKeys(),
+  );
   for (const problem of checkpoints?.problems ?? []) log({ level: 'warn', msg: 'checkpoint file', problem });
   const worker = new Worker({
     pool,

@@ -112,6 +112,54 @@ describe('a worker process that crashes mid-step', { timeout: 90_000 }, () => {
     }
   });
 
+  it('restarted on its own head journal, refuses a run put back behind a head it committed before', async () => {
+    const { pool: owner, url } = await dbs.fresh();
+    const intake = await startIntake({ pool: owner, keyring: KEYS });
+    const journal = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-journal-')), 'heads.jsonl');
+    try {
+      const followUp = { name: 'follow-up', steps: [{ id: 'wait', type: 'delay', durationMs: 3_600_000, next: 'done' }, { id: 'done', type: 'terminate', status: 'succeeded' }] };
+      const wf = await publish(owner, 'acme', followUp);
+      const res = await deliver(intake.url, 'acme', 'follow-up', wf.signingSecret, JSON.stringify({ order: { id: 'o-7', sum: 7 } }));
+      assert.equal(res.status, 202);
+      const runId: string = res.body.runId;
+      // the run as the intake left it, genuinely signed: what someone with the database puts back later
+      const before = (await owner.query('SELECT to_jsonb(r) AS row, r.last_seq FROM runs r WHERE id = $1', [runId])).rows[0];
+      const first = spawnWorker('first', url, { MESHHOOK_HEAD_JOURNAL: journal });
+      children.push(first);
+      await waitFor('the run to wait', async () => (await runStatus(owner, runId)) === 'waiting', 20_000);
+      first.child.send({ type: 'stop' });
+      assert.deepEqual(await first.exited, { code: 0, signal: null });
+      assert.ok(readFileSync(journal, 'utf8').includes(runId), 'the worker journaled the heads it committed');
+
+      const c = await owner.connect();
+      try {
+        await c.query('SET session_replication_role = replica');
+        await c.query('DELETE FROM run_events WHERE run_id = $1 AND seq > $2', [runId, before.last_seq]);
+        const columns = Object.keys(before.row).filter((k) => k !== 'id');
+        await c.query(`UPDATE runs r SET (${columns.join(', ')}) = (SELECT ${columns.map((k) => `b.${k}`).join(', ')} FROM jsonb_populate_record(NULL::runs, $2) b) WHERE r.id = $1`, [runId, before.row]);
+      } finally {
+        await c.query('RESET session_replication_role').catch(() => undefined);
+        c.release();
+      }
+
+      // given only the journal it writes (no MESHHOOK_CHECKPOINTS), the restarted worker holds the run to it
+      const second = spawnWorker('second', url, { MESHHOOK_HEAD_JOURNAL: journal });
+      children.push(second);
+      await second.ready;
+      await waitFor(
+        'the restarted worker to refuse the run',
+        async () => second.output.some((l) => JSON.parse(l).run === runId && /checkpoint .* the log was cut back/.test(JSON.parse(l).msg)),
+        20_000,
+      );
+      const { rows } = await owner.query('SELECT count(*)::int AS n FROM run_events WHERE run_id = $1', [runId]);
+      assert.equal(rows[0].n, before.last_seq, 'the run was not carried on from the earlier state');
+      second.child.send({ type: 'stop' });
+      await second.exited;
+    } finally {
+      await intake.close();
+    }
+  });
+
   it('answers IPC: a clock message moves time and a stop message ends it with exit 0', async () => {
     const { url } = await dbs.fresh();
     const w = spawnWorker('ipc', url, { MESHHOOK_CLOCK_OFFSET_MS: '1000' });
