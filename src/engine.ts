@@ -90,6 +90,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
       host: opts.intakeHost,
       bodyLimitBytes: opts.bodyLimitBytes,
       signatureToleranceSec: opts.signatureToleranceSec,
+      headJournal: opts.headJournal,
       log,
       // a new run is picked up at once instead of at the next poll
       onRunStarted: () => workers[Math.floor(Math.random() * workers.length)]?.poke(),

@@ -13,6 +13,7 @@ import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, 
 import { DeliveryRecordBrokenError, DeliveryReusedError, startRun } from '../store/intake-start';
 import { readEvents } from '../store/log-read';
 import type { Failpoints } from '../faults/failpoints';
+import { HeadJournal } from '../integrity/checkpoints';
 import { Clock, systemClock } from '../worker/clock';
 import { computeSignature, DELIVERY_HEADER, SIGNATURE_HEADER } from './sign';
 
@@ -61,6 +62,11 @@ export interface IntakeOptions {
   maxConnections?: number;
   /** bytes of webhook bodies being received at once, all requests together; beyond it a webhook gets 503 (default 8 bodies at the limit, at least 32 MiB) */
   bodyBudgetBytes?: number;
+  /**
+   * the journal outside the database the workers write (MESHHOOK_HEAD_JOURNAL): the head of every run started
+   * goes there too, so a run deleted before any worker took it up is named by `verify --all --checkpoints`
+   */
+  headJournal?: string;
 }
 
 export interface Intake {
@@ -321,6 +327,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const jwtSecret = opts.jwtSecret ?? tokenSecret(opts.keyring);
   const targets = new WeakMap<FastifyRequest, Target | null>();
   const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
+  const journal = opts.headJournal ? new HeadJournal(opts.headJournal, opts.keyring.chainKey()) : null;
 
   const requestTimeout = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const headersTimeout = Math.min(HEADERS_TIMEOUT_MS, requestTimeout);
@@ -624,6 +631,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         failpoints: opts.failpoints,
       });
       log({ level: 'info', msg: started.duplicate ? 'delivery repeated' : 'run started', ...where, deliveryId, runId: started.runId, version: version.version });
+      if (started.head) journal?.record({ projectId: target.project.id, runId: started.runId, ...started.head }, new Date());
       if (!started.duplicate) opts.onRunStarted?.(started.runId);
       return reply.code(started.duplicate ? 200 : 202).send({ runId: started.runId, deliveryId, duplicate: started.duplicate });
     },
@@ -635,6 +643,6 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   return {
     url: `http://${host}:${port}`,
     port,
-    close: () => (closed ??= app.close().then(() => undefined)),
+    close: () => (closed ??= app.close().then(() => journal?.flush())),
   };
 }

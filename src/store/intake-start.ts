@@ -38,6 +38,8 @@ export interface StartRunInput {
 export interface StartedRun {
   runId: string;
   duplicate: boolean;
+  /** the head the new run's first events committed (not for a duplicate) */
+  head?: { seq: number; hash: string };
 }
 
 /** A run's first events: the engine's StartRun decision for a delivery, made at `at`. */
@@ -101,7 +103,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     const r = rows[0];
     if (r.duplicate) return await checkedDuplicate(db, s, sameDelivery({ runId: r.run_id, bodySha: r.body_sha256 }, s.deliveryId, bodySha));
     if (fp?.armed) await fp.hit({ name: 'after-start-run', ...hit });
-    return { runId: s.runId, duplicate: false };
+    return { runId: s.runId, duplicate: false, head: { seq: last.seq, hash: last.hash } };
   } catch (e) {
     if ((e as { code?: string }).code !== '40001') throw e;
     // a concurrent re-delivery won the race: keep its run

@@ -76,7 +76,7 @@ async function main(): Promise<void> {
     intakePort === undefined
       ? null
       : // loaded only when asked for: a plain worker starts without the HTTP server's modules
-        await (require('../intake/server') as typeof import('../intake/server')).startIntake({ pool, keyring, clock, port: intakePort, failpoints, log, onRunStarted: () => worker.poke() });
+        await (require('../intake/server') as typeof import('../intake/server')).startIntake({ pool, keyring, clock, port: intakePort, failpoints, log, headJournal: process.env.MESHHOOK_HEAD_JOURNAL || undefined, onRunStarted: () => worker.poke() });
 
   let stopping: Promise<void> | null = null;
   const stop = (why: string): Promise<void> =>

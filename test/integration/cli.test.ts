@@ -402,6 +402,40 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     }
   });
 
+  it('the intake journals the head of every run it starts, so a run deleted before any worker took it up is named', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-intake-journal-'));
+    const journal = path.join(dir, 'heads.jsonl');
+    // no workers: only the intake has written anything about the run
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0, headJournal: journal });
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      const wf = await publish(engine.pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const sent = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, '{"order":{"id":"o-1","sum":1}}', { deliveryId: 'delivery-1' });
+      assert.equal(sent.status, 202);
+      const runId: string = sent.body.runId;
+      assert.equal((await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, '{"order":{"id":"o-1","sum":1}}', { deliveryId: 'delivery-1' })).status, 200);
+      await engine.stop();
+      const lines = readFileSync(journal, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const head = (await owner.query('SELECT last_seq, head_hash FROM runs WHERE id = $1', [runId])).rows[0];
+      assert.deepEqual(
+        lines.map((l) => [l.runId, l.seq, l.hash]),
+        [[runId, head.last_seq, head.head_hash]],
+        'one line, for the run started (not for the re-delivery), with the head the database holds',
+      );
+      await behindTheEnginesBack(owner, async (c) => {
+        await c.query('DELETE FROM deliveries WHERE run_id = $1', [runId]);
+        await c.query('DELETE FROM run_events WHERE run_id = $1', [runId]);
+        await c.query('DELETE FROM runs WHERE id = $1', [runId]);
+      });
+      const checked = await cli(['verify', '--all', '--project', 'acme', '--checkpoints', journal], env, dir);
+      assert.equal(checked.code, 1, checked.out);
+      assert.match(checked.out, new RegExp(`NOT ok  ${runId}  a checkpoint taken .* saw this run at event 1, and it no longer exists`));
+    } finally {
+      await engine.stop();
+    }
+  });
+
   it('keys rotate re-seals every secret under the new key, and never takes a signing secret written in plain text unless told to', async () => {
     const { url, pool: owner } = await dbs.fresh();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-rotate-'));
