@@ -101,7 +101,8 @@ After({ name: 'every injected fault fired' }, async function (this: ReplayWorld,
 
 // Runs first of all: every run the scenario touched, as a subscriber that was
 // listening from before it started saw it live, ends equal to its run log —
-// same events, same order, no gap while subscribed, nothing the log lacks.
+// same events, same order, no gap while subscribed, nothing the log lacks;
+// and no live log holds a run of a project other than the one its token is for.
 // A scenario that tampered with the log behind the engine's back is verify's
 // business, not the live log's: its runs are left out.
 After({ name: "every run's live log ends equal to its run log", timeout: 45_000 }, async function (this: ReplayWorld, { result }: ITestCaseHookParameter) {
@@ -113,6 +114,9 @@ After({ name: "every run's live log ends equal to its run log", timeout: 45_000 
       const difference = await world.realtime.differenceFrom(run.projectId, run.runId, rows);
       if (difference) differences.push(difference);
     }
+    // and no live log holds a run of another project: a viewer sees one project only
+    const { rows: owners } = await world.db.query<{ id: string; project_id: string }>('SELECT id::text, project_id::text FROM runs');
+    differences.push(...world.realtime.strangers(new Map(owners.map((o) => [o.id, o.project_id]))));
   }
   if (differences.length) {
     this.attach(this.realtime.journal.join('\n'), { mediaType: 'text/plain', fileName: 'live-log-journal.txt' });

@@ -188,6 +188,28 @@ export class LiveLogs {
   }
 
   /**
+   * Runs a live log holds that are not its project's: a project's watcher, a viewer's own project and the
+   * project a viewer watches may each hold only runs of the project the token is for (`projectOf` maps every
+   * run id the database holds to its project id). Empty when no live log was sent another project's run.
+   */
+  strangers(projectOf: Map<string, string>): string[] {
+    const found: string[] = [];
+    const check = (who: string, live: LiveLog, allowed: string | null): void => {
+      for (const runId of live.runIds()) {
+        const owner = projectOf.get(runId) ?? 'no project the database knows';
+        if (owner !== allowed) found.push(`${who} received run ${runId} of project ${owner}`);
+      }
+    };
+    for (const [projectId, entry] of this.byProject) check(`the live log of project ${projectId}`, entry.live, projectId);
+    for (const v of this.viewers.values()) {
+      // a viewer whose token is for another project than the one they watch may receive nothing there at all
+      check(`"${v.name}" (signed in to ${v.signedInTo}, watching ${v.watching})`, v.live, v.signedInTo === v.watching ? v.watching : null);
+      if (v.own) check(`"${v.name}"'s own live log (${v.signedInTo})`, v.own, v.signedInTo);
+    }
+    return found;
+  }
+
+  /**
    * The first difference between a run's live log and its run log, once the
    * live log has had the time to receive everything (null when they agree).
    */
