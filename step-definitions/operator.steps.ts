@@ -96,27 +96,37 @@ When('{operator} {action} because {string}, with:', async function (this: Replay
 });
 
 /** The action lands while a worker is paused mid-step (Given the worker will stall <moment>): operator and worker race. */
-When('{operator} {action} during that pause, because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
-  const stall = await whenStalled(this);
+async function actDuringPause(world: ReplayWorld, who: string, phrase: ActionPhrase, reason: string, extra: { output?: unknown; patch?: unknown }): Promise<void> {
+  const stall = await whenStalled(world);
   const at = new Date();
-  await this.act(who, phrase, reason, DEFAULT_EXTRA);
-  this.expectActed();
+  await world.act(who, phrase, reason, extra);
+  world.expectActed();
   const acted = new Date();
   if (stallsInsideTransaction(stall)) {
     // the worker holds its batch's transaction open: the action waits its turn to append, and lands right after
     // that batch, before the worker's next one
-    const before = this.lastAction!.before.length;
-    this.recordFault(`"${phrase.text}" asked for while ${stall.worker.opts.id} holds its batch open at ${stall.site}`, async () => {
-      const log = (await this.events()).map((e) => e.type);
+    const before = world.lastAction!.before.length;
+    world.recordFault(`"${phrase.text}" asked for while ${stall.worker.opts.id} holds its batch open at ${stall.site}`, async () => {
+      const log = (await world.events()).map((e) => e.type);
       const actedAt = log.indexOf('OperatorActed', before);
       if (actedAt <= before) return null; // nothing of the held batch came first: the action did not wait for it
       return landedDuringStall(stall, at, `asked for during the pause; it waited for the held batch (events ${before + 1}–${actedAt}) and was recorded as event ${actedAt + 1}`);
     });
     return;
   }
-  this.recordFault(`"${phrase.text}" while ${stall.worker.opts.id} is paused at ${stall.site}`, async () =>
+  world.recordFault(`"${phrase.text}" while ${stall.worker.opts.id} is paused at ${stall.site}`, async () =>
     landedDuringStall(stall, acted, `the action was recorded ${acted.getTime() - at.getTime()} ms after it was asked for`),
   );
+}
+
+When('{operator} {action} during that pause, because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
+  await actDuringPause(this, who, phrase, reason, DEFAULT_EXTRA);
+});
+
+/** The same, with the patch or the output spelled out (a JSON doc string), as the action without a pause takes it. */
+When('{operator} {action} during that pause, because {string}, with:', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string, json: string) {
+  const value = JSON.parse(json);
+  await actDuringPause(this, who, phrase, reason, { output: value, patch: value });
 });
 
 When('{operator} tries to {action} because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
