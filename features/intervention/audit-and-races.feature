@@ -112,3 +112,37 @@ Feature: Operator actions are audited, and hold against workers and crashes
     And a new worker takes over
     Then the run succeeds with the timer of "wait" fired once
     And the order service received an order worth 99.9
+
+  @crash
+  Scenario: A run resumed by an operator whose worker dies after the call is finished by the next worker under the new key
+    Given a run of "order-sync" that is failed at "push"
+    And the worker will crash after the request of "push" is sent
+    When "dana@acme.example" resumes the run from "push" because "the order service fixed its side"
+    And a new worker takes over
+    Then the run succeeds
+    And "push" was sent again under a new idempotency key
+    And the order service saw 3 attempts but took the order once
+
+  @db-faults
+  Scenario: A correction that lands after the call was prepared does not change the order already committed to be sent
+    Given the worker will stall before the request of "push" is sent
+    When "acme" delivers an order webhook to "order-sync"
+    And "lee@acme.example" patches the run's input during that pause, because "the customer changed the total", with:
+      """json
+      { "order": { "sum": 99.9 } }
+      """
+    And the network to the database is cut
+    Then the run succeeds
+    And the order service received an order worth 42.5
+    And the order service received the order exactly once
+
+  Scenario: The audit trail of a run held for review and let go reads who held it and who let it go
+    Given a run of "order-follow-up" that is paused in "wait"
+    When "dana@acme.example" unpauses the run because "the review is done"
+    And the clock moves forward 2 hours
+    Then the run's audit trail reads:
+      | what          | by                | reason             |
+      | run started   |                   |                    |
+      | pause         | ops@acme.example  | held for review    |
+      | unpause       | dana@acme.example | the review is done |
+      | run succeeded |                   |                    |

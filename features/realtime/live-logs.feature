@@ -107,6 +107,17 @@ Feature: People watch runs live, and what they see is the run log
     And "globex" has a finished run of "order-sync"
     Then "Mallory" sees "globex"'s run but nothing of "acme"'s
 
+  Scenario: A viewer of one project sees its run and nothing of another project's run of the same workflow
+    Given the project "globex" with the workflow "order-sync":
+      | step | type      | does                             | then |
+      | map  | transform | {id: order.id, total: order.sum} | push |
+      | push | http_call | POST the mapped order to /orders | done |
+      | done | terminate | succeeded                        |      |
+    And "Priya" opens the live log of "acme"
+    When "globex" has a finished run of "order-sync"
+    And "acme" has a finished run of "order-sync"
+    Then "Priya" sees "acme"'s run but nothing of "globex"'s
+
   Scenario Outline: The live log refuses a viewer with <credential>
     When "Mallory" tries to open the live log of "acme" with <credential>
     Then the live log refuses "Mallory" because "<reason>"
