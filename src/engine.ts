@@ -52,7 +52,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
   // migrations run as the URL's own role (the owner); everything after as meshhook_engine
   const owner = openPool(opts.databaseUrl, { max: 1 });
   try {
-    const applied = await migrate(owner, { seal: opts.keyring.chainKey() });
+    const applied = await migrate(owner, { seal: opts.keyring.chainKey(), keys: opts.keyring.chainKeys() });
     if (applied.length) log({ level: 'info', msg: 'migrations applied', migrations: applied });
   } finally {
     await owner.end().catch(() => undefined);

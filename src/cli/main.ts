@@ -242,13 +242,15 @@ async function projectOf(a: Parsed, pool: Pool, io: Io): Promise<{ id: string; s
 async function migrateAsOwner(a: Parsed, io: Io): Promise<void> {
   const owner = openPool(databaseUrl(a, io), { max: 1 }, () => undefined);
   let seal: ReturnType<Keyring['chainKey']> | undefined;
+  let keys: ReturnType<Keyring['chainKeys']> | undefined;
   try {
     seal = keyringOf(io).chainKey();
+    keys = keyringOf(io).chainKeys();
   } catch {
     seal = undefined;
   }
   try {
-    await migrate(owner, { seal });
+    await migrate(owner, { seal, keys });
   } finally {
     await owner.end().catch(() => undefined);
   }
@@ -787,12 +789,28 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
     }
     // a run a checkpoint remembers must still exist (in the projects visited: deleted, or moved away from its project)
     const visited = new Set(projects.map((p) => p.id));
+    // without --project every project was visited: a run of a project that is no longer listed went with its project
+    const everyProject = !a.flags.project;
+    const projectsGone = new Set<string>();
     for (const cp of opts.checkpoints?.runs() ?? []) {
-      if (seen.has(cp.runId) || !visited.has(cp.projectId)) continue;
+      if (seen.has(cp.runId) || (!visited.has(cp.projectId) && !everyProject)) continue;
       // a run that is gone counts as a run, and a bad one
       runs++;
       bad++;
-      io.out(`NOT ok  ${cp.runId}  a checkpoint taken ${cp.at} saw this run at event ${cp.seq}, and it no longer exists`);
+      if (visited.has(cp.projectId)) io.out(`NOT ok  ${cp.runId}  a checkpoint taken ${cp.at} saw this run at event ${cp.seq}, and it no longer exists`);
+      else {
+        projectsGone.add(cp.projectId);
+        io.out(`NOT ok  ${cp.runId}  a checkpoint taken ${cp.at} saw this run at event ${cp.seq} in project ${cp.projectId}, and neither the run nor its project exists any more (the project was deleted behind the engine's back)`);
+      }
+    }
+    if (everyProject) {
+      for (const v of opts.checkpoints?.versions() ?? []) if (!visited.has(v.projectId)) projectsGone.add(v.projectId);
+      for (const g of opts.checkpoints?.grants() ?? []) if (!visited.has(g.projectId)) projectsGone.add(g.projectId);
+      for (const c of opts.checkpoints?.secrets() ?? []) if (!visited.has(c.projectId)) projectsGone.add(c.projectId);
+    }
+    for (const id of projectsGone) {
+      if (a.flags.json) io.out(JSON.stringify({ projectId: id, problems: ['a checkpoint saw this project, and it no longer exists'] }));
+      else io.out(`NOT ok  ${id}  a checkpoint saw this project (its runs, workflows or vault), and it no longer exists: deleted behind the engine's back`);
     }
     let versionsBad = 0;
     let grantsBad = 0;
@@ -811,7 +829,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         else io.out(`NOT ok  ${slugOf.get(g.projectId)}  ${g.problem}`);
       }
       // a vault secret's earlier value written back (the vault's values open only with the whole keyring)
-      const keyring = opts.checkpoints.secrets().length ? keyringOf(io) : null;
+      const keyring = opts.checkpoints.secrets().length || projects.some((p) => opts.checkpoints!.vaultsOf(p.id).length) ? keyringOf(io) : null;
       for (const g of keyring ? await secretsRolledBack(opts.checkpoints, (projectId) => secretTimes(pool, keyring, projectId), projects.map((p) => p.id)) : []) {
         vaultBad++;
         if (a.flags.json) io.out(JSON.stringify({ project: slugOf.get(g.projectId), problems: [g.problem] }));
@@ -830,13 +848,14 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       `verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok` +
         `${versionsBad ? `; ${versionsBad} published version${versionsBad === 1 ? '' : 's'} NOT as a checkpoint saw ${versionsBad === 1 ? 'it' : 'them'}` : ''}` +
         `${grantsBad ? `; ${grantsBad} project${grantsBad === 1 ? "'s" : "s'"} leave to call private addresses NOT as a checkpoint saw it` : ''}` +
+        `${projectsGone.size ? `; ${projectsGone.size} project${projectsGone.size === 1 ? '' : 's'} a checkpoint saw NOT in the database` : ''}` +
         `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}` +
         `${schemaBad ? `; the engine's schema NOT as it sealed it (${schemaBad} difference${schemaBad === 1 ? '' : 's'})` : ''}` +
         `${deliveriesBad ? `; ${deliveriesBad} delivery record${deliveriesBad === 1 ? '' : 's'} no run names` : ''}` +
         `${secretsBad ? `; ${secretsBad} signing secret${secretsBad === 1 ? '' : 's'} in plain text` : ''}` +
         `${vaultBad ? `; ${vaultBad} vault secret${vaultBad === 1 ? '' : 's'} older than a checkpoint saw` : ''}`,
     );
-    return bad === 0 && deliveriesBad === 0 && secretsBad === 0 && vaultBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    return bad === 0 && projectsGone.size === 0 && deliveriesBad === 0 && secretsBad === 0 && vaultBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 

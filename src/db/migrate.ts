@@ -2,8 +2,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Pool, type ClientBase } from 'pg';
 import { sha256 } from '../domain/canonical';
-import type { ChainKey } from '../domain/hash-chain';
-import { sealSchema } from '../integrity/schema-seal';
+import type { ChainKey, ChainKeys } from '../domain/hash-chain';
+import { latestSeal, readSchemaObjects, schemaDifferences, sealSchema } from '../integrity/schema-seal';
 
 export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
 
@@ -18,6 +18,48 @@ export interface MigrateOptions {
    * schema is left unsealed, and verify says so.
    */
   seal?: ChainKey;
+  /**
+   * The keys that check the latest seal before a migration is applied (default: the sealing key alone). A schema
+   * that is not as its latest genuine seal is not sealed again by a migration: that would make whatever was
+   * changed behind the engine's back pass `verify --all` from then on.
+   */
+  keys?: ChainKeys;
+}
+
+/** Why migrating now would seal a schema changed behind the engine's back (or null: it is as its latest seal). */
+async function unsealedChanges(db: ClientBase, keys: ChainKeys): Promise<string[] | null> {
+  const { rows } = await db.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = 'schema_seals'",
+  );
+  if (rows[0].n === 0) return null; // nothing sealed yet: a database migrated for the first time
+  const { seal, problem } = await latestSeal(db, keys);
+  if (!seal) {
+    // no seal at all (migrated without the keys) is sealed as it is, as before; a seal that is not genuine is not
+    const { rows: any } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM public.schema_seals');
+    return any[0].n === 0 ? null : [problem!];
+  }
+  // a kind of object the seal did not cover yet (a seal older than the migration that covers it) is not a change
+  const kind = (name: string): string => name.split(' ')[0];
+  const covered = new Set(Object.keys(seal.objects).map(kind));
+  // and a seal made before 016 covered only some of the functions of a kind it covered: only what it lists counts
+  const older = seal.migration < '016_seal_covers_more.sql';
+  const now = await readSchemaObjects(db);
+  const differences = schemaDifferences(
+    seal.objects,
+    Object.fromEntries(Object.entries(now).filter(([name]) => name in seal.objects || (!older && covered.has(kind(name))))),
+  );
+  return differences.length ? differences : null;
+}
+
+export class UnsealedSchemaError extends Error {
+  constructor(readonly differences: string[]) {
+    super(
+      `the engine's schema is not as its latest seal, so migrating would seal what was changed behind the engine's back:\n  ` +
+        differences.join('\n  ') +
+        '\nput it back, or review it with `meshhook seal-schema` and seal it with --confirm, then migrate again',
+    );
+    this.name = 'UnsealedSchemaError';
+  }
 }
 
 /**
@@ -30,7 +72,15 @@ export async function migrate(pool: Pool | ClientBase, opts: MigrateOptions = {}
   try {
     await db.query('SELECT pg_advisory_lock($1, 0)', [MIGRATION_LOCK]);
     try {
-      const done = await apply(db, opts.dir ?? MIGRATIONS_DIR);
+      const dir = opts.dir ?? MIGRATIONS_DIR;
+      // checked before anything is applied: a migration seals the schema as it then is
+      const todo = await pending(db, dir);
+      if (opts.seal && todo.length) {
+        const sealKey = opts.seal;
+        const changes = await unsealedChanges(db, opts.keys ?? ((kid) => (kid === sealKey.kid ? sealKey.key : null)));
+        if (changes) throw new UnsealedSchemaError(changes);
+      }
+      const done = await apply(db, dir);
       // sealed only by the call that changed the schema: a seal deleted later is not silently made again
       if (done.length && opts.seal) await sealSchema(db, opts.seal, done[done.length - 1]);
       return done;
@@ -40,6 +90,25 @@ export async function migrate(pool: Pool | ClientBase, opts: MigrateOptions = {}
   } finally {
     if (pool instanceof Pool) (db as import('pg').PoolClient).release();
   }
+}
+
+/** The migrations not applied yet; one missing before one that was applied means schema_migrations was edited. */
+async function pending(db: ClientBase, dir: string): Promise<string[]> {
+  const { rows } = await db.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = 'schema_migrations'",
+  );
+  const files = readdirSync(dir).filter((f) => f.endsWith('.sql')).sort();
+  if (rows[0].n === 0) return files;
+  const applied = new Set((await db.query<{ name: string }>('SELECT name FROM public.schema_migrations')).rows.map((r) => r.name));
+  const last = files.filter((f) => applied.has(f)).at(-1);
+  const missing = files.filter((f) => !applied.has(f));
+  const behind = missing.filter((f) => last !== undefined && f < last);
+  if (behind.length) {
+    throw new Error(
+      `migration ${behind.join(', ')} is not recorded as applied, but ${last} (after it) is: schema_migrations was edited behind the engine's back (applying it again would seal the schema as it is now)`,
+    );
+  }
+  return missing;
 }
 
 async function apply(db: ClientBase, dir: string): Promise<string[]> {

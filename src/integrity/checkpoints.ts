@@ -92,6 +92,23 @@ export interface SecretCheckpoint {
   sig: string;
 }
 
+/**
+ * Which vault secrets a project held when a checkpoint was taken, {"kind":"vault","projectId","names","at","sig"}:
+ * a secret deleted (revoked) and then written back from a copy still opens, and its sealed time is the one a
+ * checkpoint taken before the deletion saw, so only a memory of the secret gone tells it apart.
+ */
+export interface VaultCheckpoint {
+  kind: 'vault';
+  projectId: string;
+  names: string[];
+  at: string;
+  sig: string;
+}
+
+function vaultCheckpointText(c: Omit<VaultCheckpoint, 'sig' | 'kind'>): string {
+  return `meshhook-vault-checkpoint\n${c.projectId}\n${[...c.names].sort().join('\n')}\n${c.at}`;
+}
+
 /** When each vault secret of a project was sealed (null: before values carried their time; 'unreadable': it does not open). */
 export type SecretTimes = (projectId: string) => Promise<Array<{ name: string; sealedAt: string | null | 'unreadable' }>>;
 
@@ -124,6 +141,7 @@ export class CheckpointIndex {
   private readonly latestGrants = new Map<string, GrantCheckpoint>();
   private latestSeal: SealCheckpoint | null = null;
   private readonly latestSecrets = new Map<string, SecretCheckpoint>();
+  private readonly vaults = new Map<string, VaultCheckpoint[]>();
   readonly problems: string[] = [];
   lines = 0;
 
@@ -165,6 +183,15 @@ export class CheckpointIndex {
         const k = `${c.projectId}\u0000${c.name}`;
         const known = index.latestSecrets.get(k);
         if (!known || c.sealedAt > known.sealedAt) index.latestSecrets.set(k, c);
+        return;
+      }
+      if ((cp as unknown as VaultCheckpoint).kind === 'vault') {
+        const c = cp as unknown as VaultCheckpoint;
+        if (!Array.isArray(c.names) || !lineGenuine(keys, c.sig, vaultCheckpointText(c))) {
+          index.problems.push(`${file}:${i + 1}: checkpoint of project ${String(c.projectId).slice(0, 36)}'s vault is not genuine`);
+          return;
+        }
+        index.vaults.set(c.projectId, [...(index.vaults.get(c.projectId) ?? []), c]);
         return;
       }
       if ((cp as unknown as SealCheckpoint).kind === 'seal') {
@@ -219,6 +246,11 @@ export class CheckpointIndex {
   /** The latest sealed value a checkpoint saw of each vault secret. */
   secrets(): SecretCheckpoint[] {
     return [...this.latestSecrets.values()];
+  }
+
+  /** Which vault secrets each checkpoint saw a project hold. */
+  vaultsOf(projectId: string): VaultCheckpoint[] {
+    return this.vaults.get(projectId) ?? [];
   }
 
   /** The latest seal of the schema a checkpoint saw (null: none did). */
@@ -315,8 +347,19 @@ export async function secretsRolledBack(index: CheckpointIndex, times: SecretTim
   const out: Array<{ projectId: string; problem: string }> = [];
   for (const projectId of projectIds) {
     const wanted = index.secrets().filter((c) => c.projectId === projectId);
-    if (!wanted.length) continue;
+    const vaults = index.vaultsOf(projectId);
+    if (!wanted.length && !vaults.length) continue;
     const now = new Map((await times(projectId)).map((t) => [t.name, t.sealedAt]));
+    // a secret a checkpoint saw gone, holding a value sealed before that checkpoint: a deleted secret written back
+    for (const [name, sealedAt] of now) {
+      if (sealedAt === 'unreadable') continue;
+      const sawGone = vaults.filter((v) => !v.names.includes(name) && (sealedAt === null || sealedAt < v.at)).sort((x, y) => (x.at < y.at ? 1 : -1))[0];
+      if (!sawGone) continue;
+      out.push({
+        projectId,
+        problem: `a checkpoint taken ${sawGone.at} saw no vault secret ${name}, but it holds a value sealed ${sealedAt ?? 'before values carried their time'}, before that checkpoint: a deleted secret written back behind the engine's back`,
+      });
+    }
     for (const c of wanted) {
       const sealedAt = now.get(c.name);
       // a secret deleted since is not a value written back (and a call that needs it fails, it sends nothing)
@@ -374,7 +417,13 @@ export async function writeCheckpoints(
       chunk += JSON.stringify(line) + '\n';
     }
     // when each vault secret's value was sealed (a value that does not open, or carries no time, is not remembered)
-    for (const t of secretTimes ? await secretTimes(p.id) : []) {
+    const times = secretTimes ? await secretTimes(p.id) : null;
+    if (times) {
+      const fields = { projectId: p.id, names: times.map((t) => t.name).sort(), at: at.toISOString() };
+      const line: VaultCheckpoint = { kind: 'vault', ...fields, sig: signLine(chain, vaultCheckpointText(fields)) };
+      chunk += JSON.stringify(line) + '\n';
+    }
+    for (const t of times ?? []) {
       if (t.sealedAt === null || t.sealedAt === 'unreadable') continue;
       const fields = { projectId: p.id, name: t.name, sealedAt: t.sealedAt, at: at.toISOString() };
       const line: SecretCheckpoint = { kind: 'secret', ...fields, sig: signLine(chain, secretCheckpointText(fields)) };

@@ -35,7 +35,7 @@ import { ENGINE_ROLE } from '../db/scope';
  * What it cannot see: a change made and undone between two verifications;
  * whether a role may log in (the deployment's choice, made after migrating:
  * the test harness gives the engine's role LOGIN); server-wide settings
- * (postgresql.conf, ALTER SYSTEM), which only a superuser can read; catalog
+ * other than those sealed below (postgresql.conf, ALTER SYSTEM); built-in catalog
  * rows edited directly.
  */
 
@@ -133,6 +133,43 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
     out[`column grants on ${tableName.get(rel)}`] = sorted.join(' ');
   }
 
+  // ───── columns (type, NOT NULL, default, generated, collation) and indexes: a default runs as whoever inserts, a
+  // NOT NULL dropped lets a composite foreign key pass unchecked, and an index switched off in pg_index (not unique,
+  // not ready) leaves the constraint it enforces in pg_constraint as it was while it no longer refuses duplicates
+  const defaults = new Map<string, string>(
+    (await q('SELECT d.adrelid, d.adnum, pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS def FROM pg_catalog.pg_attrdef d WHERE d.adrelid = ANY($1::pg_catalog.oid[])', [tableOids])).map((d) => [
+      `${d.adrelid}:${d.adnum}`,
+      d.def,
+    ]),
+  );
+  const columns = new Map<number, string[]>();
+  for (const a of await q(
+    `SELECT a.attrelid, a.attnum, a.attname, a.attisdropped, a.attnotnull, a.attgenerated, a.attidentity, a.attcollation,
+            pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+     FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY($1::pg_catalog.oid[])`,
+    [tableOids],
+  )) {
+    if (a.attnum <= 0 || a.attisdropped) continue;
+    const column = JSON.stringify([a.attnum, a.attname, a.type, a.attnotnull, a.attgenerated, a.attidentity, a.attcollation, defaults.get(`${a.attrelid}:${a.attnum}`) ?? null]);
+    columns.set(a.attrelid, [...(columns.get(a.attrelid) ?? []), column]);
+  }
+  for (const [rel, list] of columns) out[`columns of ${tableName.get(rel)}`] = hash(list.sort((x, y) => JSON.parse(x)[0] - JSON.parse(y)[0]).join('\n'));
+  for (const i of await q(
+    `SELECT i.*, c.relname AS index_name, pg_catalog.pg_get_indexdef(i.indexrelid) AS def
+     FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = ANY($1::pg_catalog.oid[])`,
+    [tableOids],
+  )) {
+    const flags = ['indisunique', 'indisprimary', 'indisexclusion', 'indimmediate', 'indisvalid', 'indisready', 'indislive', 'indnullsnotdistinct']
+      .filter((f) => f in i)
+      .map((f) => `${f.slice(5)}=${i[f]}`);
+    out[`index ${i.index_name} on ${tableName.get(i.indrelid)}`] = `${flags.join(' ')} definition=${hash(i.def)}`;
+  }
+  // a table that inherits from an engine table: its rows are read with the engine table's, outside its constraints
+  for (const h of await q('SELECT h.inhrelid, h.inhparent FROM pg_catalog.pg_inherits h WHERE h.inhparent = ANY($1::pg_catalog.oid[])', [tableOids])) {
+    const key = `tables inheriting from ${tableName.get(h.inhparent)}`;
+    out[key] = [...new Set([...(out[key] ? out[key].split(',') : []), String(h.inhrelid)])].sort().join(',');
+  }
+
   for (const p of await q(
     `SELECT p.polname, p.polrelid, p.polcmd, p.polpermissive, p.polroles,
             pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual, pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS withcheck
@@ -192,6 +229,14 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
     if (s.setdatabase !== 0 && s.setdatabase !== databaseOid) continue;
     const whose = s.setrole === 0 ? 'the database' : `role ${roleName(s.setrole)}${s.setdatabase === 0 ? '' : ' in the database'}`;
     out[`settings for ${whose}`] = (s.setconfig as string[]).join('; ');
+  }
+
+  // ───── server-wide settings every engine session starts with that switch its defences off (readable by any role,
+  // though only a superuser may set them): `session_replication_role = replica` in postgresql.auto.conf stops every
+  // trigger on the log (append-only, gap-free) and every foreign key for every session, and a preloaded library runs
+  // in each of them
+  for (const s of await q('SELECT s.name, s.setting FROM pg_catalog.pg_settings s')) {
+    if ((SERVER_SETTINGS as readonly string[]).includes(s.name)) out[`server setting ${s.name}`] = String(s.setting);
   }
 
   // ───── publications: which engine tables the live logs (or anyone) stream, and which changes
@@ -277,6 +322,9 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   }
   return out;
 }
+
+/** Server-wide settings (postgresql.conf, ALTER SYSTEM) that weaken what the seal covers, and that any role can read. */
+const SERVER_SETTINGS = ['session_replication_role', 'row_security', 'local_preload_libraries', 'default_transaction_read_only'] as const;
 
 const PROC_KINDS: Record<string, string> = { f: 'function', w: 'function', p: 'procedure', a: 'aggregate' };
 const DEFAULT_ACL_KINDS: Record<string, string> = { r: 'tables', S: 'sequences', f: 'functions', T: 'types', n: 'schemas', L: 'large objects' };
@@ -386,7 +434,7 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
 
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|settings|default privileges|pg_catalog's built-in functions)/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions)/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
@@ -432,8 +480,10 @@ function changeOf(name: string, was: string, is: string): string {
     return `is enforced by triggers ${b.triggers ?? 'none'} (they were ${a.triggers ?? 'none'})`;
   }
   if (name === "pg_catalog's built-in functions") return 'were changed: one was replaced or redefined';
+  if (name.startsWith('server setting ')) return `is ${is || 'empty'} (it was ${was || 'empty'}): set server-wide (ALTER SYSTEM or postgresql.conf)`;
+  if (name.startsWith('columns of ')) return 'were changed: a column added, dropped or renamed, or its type, NOT NULL, default or collation changed';
   if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;
-  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast) /.test(name)) return 'was changed';
+  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index) /.test(name)) return 'was changed';
   const [a, b] = [fieldsOf(was), fieldsOf(is)];
   const onOff = (v: string) => (v === 'true' ? 'on' : v === 'false' ? 'off' : v);
   const changes: string[] = [];
