@@ -5,3 +5,6 @@
 -- (src/integrity/schema-seal.ts). Applying this migration with the chain key seals the schema again; nothing
 -- else changes.
 COMMENT ON TABLE schema_migrations IS 'the migrations applied, in order; a row missing before a later one is refused (src/db/migrate.ts)';
+-- verify --all (as the engine's role) holds the migrations recorded against the migration the schema was last
+-- sealed after: a row written there ahead of an upgrade keeps that migration from ever running
+GRANT SELECT ON schema_migrations TO meshhook_engine;

@@ -408,6 +408,23 @@ export async function checkSchema(db: Pool | ClientBase, keys: ChainKeys, checkp
     return { sealedAt: at ? at.toISOString() : null, timeSigned: false, problems: [problem!] };
   }
   const problems = schemaDifferences(seal.objects, await readSchemaObjects(db));
+  // every migration the engine applies with the key is sealed after: one recorded later than the seal was not applied
+  // by the engine (a row written into schema_migrations ahead of an upgrade keeps that migration, say a fix, from
+  // ever running, and nothing else would differ), or was applied without the key
+  // (the engine's role reads the table from migration 018 on; before, the check waits for that migration)
+  const names = await db.query<{ name: string }>('SELECT name FROM public.schema_migrations').then(
+    (r) => r.rows.map((row) => row.name).sort(),
+    (e: { code?: string }) => {
+      if (e.code === '42501') return [] as string[];
+      throw e;
+    },
+  );
+  const last = names[names.length - 1];
+  if (last !== undefined && seal.migration !== '' && last > seal.migration) {
+    problems.push(
+      `migration ${last} is recorded as applied, but the schema was last sealed after ${seal.migration}: a migration recorded without the engine applying it (a row written into schema_migrations behind its back), or applied without the chain key; check it, then \`meshhook seal-schema --confirm\``,
+    );
+  }
   if (checkpoint && (!seal.timeSigned || seal.sealedAt < checkpoint.sealedAt)) {
     problems.unshift(
       `a checkpoint taken ${checkpoint.at} saw the schema sealed ${checkpoint.sealedAt}, but the seal now is ${seal.timeSigned ? `from ${seal.sealedAt}` : 'one that does not sign its time'}: an earlier seal written back behind the engine's back`,

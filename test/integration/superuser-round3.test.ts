@@ -188,3 +188,21 @@ describe('the seal covers server-wide settings that switch the defences off', { 
     assert.equal((await cli(['verify', '--all'], env)).code, 0);
   });
 });
+
+describe('a migration recorded ahead of an upgrade', { timeout: 60_000 }, () => {
+  it('is named by verify --all: the fix it carries never ran, and the seal is older than what schema_migrations says', async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-su3-fix-'));
+    cpSync(MIGRATIONS_DIR, dir, { recursive: true });
+    // the next release's migration, public like the rest of the engine's code: a fix the intruder wants kept out
+    const fix = 'ALTER TABLE run_events FORCE ROW LEVEL SECURITY;\n';
+    writeFileSync(path.join(dir, '999_fix.sql'), fix);
+    await pool.query('INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)', ['999_fix.sql', sha256(fix)]);
+    assert.deepEqual(await migrate(pool, { dir, seal: KEYS.chainKey(), keys: KEYS.chainKeys() }), [], 'the upgrade applies nothing');
+    assert.equal((await pool.query(`SELECT relforcerowsecurity AS f FROM pg_class WHERE oid = 'public.run_events'::regclass`)).rows[0].f, false);
+    const seen = await cli(['verify', '--all'], env);
+    assert.equal(seen.code, 1, seen.out);
+    assert.match(seen.out, /NOT ok  schema  migration 999_fix.sql is recorded as applied, but the schema was last sealed after 018_/);
+  });
+});
