@@ -79,8 +79,11 @@ export async function resealAll(db: Pool, keyring: Keyring, projects: Array<{ id
       let changed = 0;
       for (const r of (await c.query('SELECT name, sealed FROM project_secrets WHERE project_id = $1', [p.id])).rows) {
         if (sealedWith(r.sealed) === keyring.activeId && !sealedUntimed(r.sealed)) continue;
-        const value = open(keyring, r.sealed, secretAad(p.id, r.name));
-        const resealed = seal(keyring, value, secretAad(p.id, r.name), after(keyring, r.sealed, secretAad(p.id, r.name)));
+        // the same value under the new key keeps the time it was sealed: a fresh time would make an earlier value
+        // written back behind the engine's back (a revoked key) look newer than what a checkpoint saw. A value from
+        // before values carried their time is given the earliest one, never a time that passes such a checkpoint
+        const { value, sealedAt } = openTimed(keyring, r.sealed, secretAad(p.id, r.name));
+        const resealed = seal(keyring, value, secretAad(p.id, r.name), sealedAt ? new Date(sealedAt) : new Date(0));
         await c.query('UPDATE project_secrets SET sealed = $3, updated_at = now() WHERE project_id = $1 AND name = $2', [p.id, r.name, resealed]);
         changed++;
       }

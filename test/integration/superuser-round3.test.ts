@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +8,8 @@ import { runCli } from '../../src/cli/main';
 import { migrate, MIGRATIONS_DIR } from '../../src/db/migrate';
 import { sha256 } from '../../src/domain/canonical';
 import { startEngine } from '../../src/engine';
+import { Keyring } from '../../src/security/keyring';
+import { resealAll } from '../../src/store/secrets';
 import { KEYS, orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
 
 /*
@@ -204,5 +207,32 @@ describe('a migration recorded ahead of an upgrade', { timeout: 60_000 }, () => 
     const seen = await cli(['verify', '--all'], env);
     assert.equal(seen.code, 1, seen.out);
     assert.match(seen.out, /NOT ok  schema  migration 999_fix.sql is recorded as applied, but the schema was last sealed after 018_/);
+  });
+});
+
+describe('keys rotate', { timeout: 60_000 }, () => {
+  it('keeps the time each vault value was sealed, so an earlier value written back is still named after the rotation', async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const cp = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-su3-')), 'cp.jsonl');
+    const target = await startTarget();
+    try {
+      await publish(pool, 'acme', orderSyncDefinition(target.url));
+    } finally {
+      await target.close();
+    }
+    assert.equal((await cli(['secrets', 'set', 'pay', '--project', 'acme', '--value', 'sk_live_revoked_one'], env)).code, 0);
+    const revoked = (await pool.query(`SELECT sealed FROM project_secrets WHERE name = 'pay'`)).rows[0].sealed;
+    assert.equal((await cli(['secrets', 'set', 'pay', '--project', 'acme', '--value', 'sk_live_current_two'], env)).code, 0);
+    assert.equal((await cli(['checkpoint', '--out', cp], env)).code, 0);
+    await pool.query(`UPDATE project_secrets SET sealed = $1 WHERE name = 'pay'`, [revoked]);
+    assert.equal((await cli(['verify', '--all', '--checkpoints', cp], env)).code, 1, 'named before the rotation');
+    const rotated = Keyring.parse(`next:${randomBytes(32).toString('base64')},${KEYS.toEnv()}`);
+    const { rows } = await pool.query('SELECT id FROM projects');
+    assert.ok((await resealAll(pool, rotated, rows)).resealed >= 1);
+    assert.match((await pool.query(`SELECT sealed FROM project_secrets WHERE name = 'pay'`)).rows[0].sealed, /^mh2\.next\./);
+    const seen = await cli(['verify', '--all', '--checkpoints', cp], { DATABASE_URL: url, MESHHOOK_KEYS: rotated.toEnv() });
+    assert.equal(seen.code, 1, seen.out);
+    assert.match(seen.out, /saw vault secret pay sealed .* but its value now was sealed .*: an earlier value written back/);
   });
 });
