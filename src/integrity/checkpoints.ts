@@ -139,6 +139,7 @@ export class CheckpointIndex {
   private readonly latest = new Map<string, Checkpoint>();
   private readonly latestVersions = new Map<string, VersionCheckpoint>();
   private readonly latestGrants = new Map<string, GrantCheckpoint>();
+  private readonly grantHistory = new Map<string, GrantCheckpoint[]>();
   private latestSeal: SealCheckpoint | null = null;
   private readonly latestSecrets = new Map<string, SecretCheckpoint>();
   private readonly vaults = new Map<string, VaultCheckpoint[]>();
@@ -211,6 +212,7 @@ export class CheckpointIndex {
         }
         const knownGrant = index.latestGrants.get(g.projectId);
         if (!knownGrant || g.at > knownGrant.at) index.latestGrants.set(g.projectId, g);
+        index.grantHistory.set(g.projectId, [...(index.grantHistory.get(g.projectId) ?? []), g]);
         return;
       }
       if ((cp as unknown as VersionCheckpoint).kind === 'version') {
@@ -256,6 +258,11 @@ export class CheckpointIndex {
   /** The latest seal of the schema a checkpoint saw (null: none did). */
   seal(): SealCheckpoint | null {
     return this.latestSeal;
+  }
+
+  /** Every checkpoint of a project's leave to call private addresses, in no particular order. */
+  grantsOf(projectId: string): GrantCheckpoint[] {
+    return this.grantHistory.get(projectId) ?? [];
   }
 
   /** The latest a checkpoint saw of each project's leave to call private addresses. */
@@ -320,15 +327,20 @@ export async function versionsGone(db: Pool, index: CheckpointIndex, projectIds:
 export async function grantsRolledBack(db: Pool, index: CheckpointIndex, keys: ChainKeys, projectIds: string[]): Promise<Array<{ projectId: string; problem: string }>> {
   const out: Array<{ projectId: string; problem: string }> = [];
   for (const projectId of projectIds) {
-    const cp = index.grants().find((g) => g.projectId === projectId);
-    if (!cp) continue;
+    const seen = index.grantsOf(projectId);
+    if (!seen.length) continue;
     const row = await inProject(db, projectId, async (c) =>
       (await c.query('SELECT allow_private_targets, allow_private_targets_mac FROM projects WHERE id = $1', [projectId])).rows[0],
     );
     if (!row?.allow_private_targets) continue;
     const now = privateTargetsGrant(keys, projectId, row.allow_private_targets_mac);
-    // an unsigned flag grants nothing (workers refuse it); the grant the checkpoint saw, or a later one, is as it should be
-    if (!now.granted || (cp.allowed && now.grantedAt === cp.grantedAt) || (now.grantedAt !== null && now.grantedAt >= cp.at)) continue;
+    // an unsigned flag grants nothing (workers refuse it); the grant a checkpoint saw, or a later one, is as it should
+    // be. Every checkpoint counts, not only the latest: a checkpoint taken after an old grant was written back sees
+    // that grant, and must not make the one that saw the leave taken away forgotten
+    const cp = seen
+      .filter((c) => !((c.allowed && now.grantedAt === c.grantedAt) || (now.grantedAt !== null && now.grantedAt >= c.at)))
+      .sort((x, y) => (x.at < y.at ? 1 : -1))[0];
+    if (!now.granted || !cp) continue;
     out.push({
       projectId,
       problem:

@@ -320,6 +320,12 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     assert.equal(rolledBack.code, 1, rolledBack.out);
     assert.match(rolledBack.out, /NOT ok  acme  a checkpoint taken .* saw the project's leave to call private addresses taken away, but it stands now on a grant signed .*: an old grant written back/);
     assert.match(rolledBack.out, /; 1 project's leave to call private addresses NOT as a checkpoint saw it$/);
+    // the next routine checkpoint (cron) sees the old grant standing: the checkpoint that saw the leave taken away still counts
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await cli(['checkpoint', '--out', 'cp.jsonl'], env, dir)).code, 0);
+    const after = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+    assert.equal(after.code, 1, after.out);
+    assert.match(after.out, /saw the project's leave to call private addresses taken away, but it stands now on a grant signed .*: an old grant written back/);
 
     // granted again by its owner after the checkpoint: that is a new grant, not an old one
     await new Promise((r) => setTimeout(r, 5));
