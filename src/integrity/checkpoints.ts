@@ -192,7 +192,9 @@ export class CheckpointIndex {
           index.problems.push(`${file}:${i + 1}: checkpoint of project ${String(c.projectId).slice(0, 36)}'s vault is not genuine`);
           return;
         }
-        index.vaults.set(c.projectId, [...(index.vaults.get(c.projectId) ?? []), c]);
+        const seen = index.vaults.get(c.projectId);
+        if (seen) seen.push(c);
+        else index.vaults.set(c.projectId, [c]);
         return;
       }
       if ((cp as unknown as SealCheckpoint).kind === 'seal') {
@@ -212,7 +214,9 @@ export class CheckpointIndex {
         }
         const knownGrant = index.latestGrants.get(g.projectId);
         if (!knownGrant || g.at > knownGrant.at) index.latestGrants.set(g.projectId, g);
-        index.grantHistory.set(g.projectId, [...(index.grantHistory.get(g.projectId) ?? []), g]);
+        const history = index.grantHistory.get(g.projectId);
+        if (history) history.push(g);
+        else index.grantHistory.set(g.projectId, [g]);
         return;
       }
       if ((cp as unknown as VersionCheckpoint).kind === 'version') {
