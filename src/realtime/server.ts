@@ -72,6 +72,11 @@ export interface RealtimeServerOptions {
   maxTotalBufferedBytes?: number;
   /** connections held at once; more are closed as they come (default: src/security/http-limits.ts) */
   maxConnections?: number;
+  /**
+   * bytes of REST broadcast bodies being received at once, all requests together; beyond it a broadcast gets 503
+   * (default 32 MiB: 32 bodies at the 1 MiB limit)
+   */
+  broadcastBodyBudgetBytes?: number;
   log?: (entry: Record<string, unknown>) => void;
   /**
    * The engine's chain keys: a run_events row whose keyed link does not hold (written into the table by
@@ -187,6 +192,9 @@ const MAX_BINDING_BYTES_PER_SOCKET = 512 * 1024;
 const MAX_BINDING_BYTES_TOTAL = 64 * 1024 * 1024;
 /** a frame from a client: broadcasts and joins are far smaller (the REST broadcast takes 1 MiB a request too) */
 const MAX_CLIENT_FRAME_BYTES = 1024 * 1024;
+/** a REST broadcast's body, and what all of them being received at once may hold by default */
+const REST_BODY_LIMIT = 1024 * 1024;
+const DEFAULT_BROADCAST_BODY_BUDGET = 32 * 1024 * 1024;
 const MAX_PRESENCE_BYTES = 32 * 1024;
 /** a topic, an event name, a presence key: names, which every frame and every member's diff repeats */
 const MAX_NAME_BYTES = 255;
@@ -247,6 +255,8 @@ export class RealtimeServer {
   private nextConnId = 1;
   /** what every channel's postgres_changes bindings weigh together (see MAX_BINDING_BYTES_TOTAL) */
   private bindingBytes = 0;
+  /** bytes of REST broadcast bodies being received now (see broadcastBodyBudgetBytes) */
+  private broadcastBodyBytes = 0;
   private closing: Promise<void> | null = null;
   private address: { url: string; port: number } | null = null;
 
@@ -417,16 +427,35 @@ export class RealtimeServer {
       } catch {
         return sendJson(res, 400, { error: 'the topic or event in the path is not valid percent-encoding' });
       }
-      readBody(req, 1024 * 1024)
-        .then(
-          (body) => this.restBroadcast(req, u, body, named, res),
-          () => {
-            // answered before the connection is let go, so the sender reads why
-            res.setHeader('connection', 'close');
-            sendJson(res, 413, { error: 'Payload Too Large' });
-            res.on('finish', () => req.destroy());
-          },
-        )
+      // answered before the body is read, and the connection let go instead of draining what is still coming
+      const refuseUnread = (status: number, error: string, headers: Record<string, string> = {}) => {
+        for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+        res.setHeader('connection', 'close');
+        sendJson(res, status, { error });
+        res.on('finish', () => req.destroy());
+      };
+      const announced = Number(req.headers['content-length']);
+      if (Number.isFinite(announced) && announced > REST_BODY_LIMIT) return refuseUnread(413, 'Payload Too Large');
+      // who sends comes from the headers alone: a body is read only for a sender with a valid token, and only
+      // within a budget of all bodies being read at once, so that many slow senders of megabyte bodies (with no
+      // token at all, or the public anon key) cannot make the process, which the intake and workers share, grow
+      // by a gigabyte
+      this.broadcastSender(req, u)
+        .then((sender) => {
+          if (typeof sender === 'string') return refuseUnread(401, sender);
+          const share = Number.isSafeInteger(announced) && announced >= 0 ? announced : REST_BODY_LIMIT;
+          const budget = this.opts.broadcastBodyBudgetBytes ?? DEFAULT_BROADCAST_BODY_BUDGET;
+          if (this.broadcastBodyBytes + share > budget) {
+            this.log({ level: 'warn', msg: 'realtime REST broadcast refused', why: 'too many bodies being received at once', bodyBytesHeld: this.broadcastBodyBytes });
+            return refuseUnread(503, 'Service Unavailable: too many broadcasts are being received at once; send again in a moment', { 'retry-after': '1' });
+          }
+          this.broadcastBodyBytes += share;
+          res.once('close', () => (this.broadcastBodyBytes -= share));
+          return readBody(req, REST_BODY_LIMIT).then(
+            (body) => this.restBroadcast(u, body, named, res, sender),
+            () => refuseUnread(413, 'Payload Too Large'),
+          );
+        })
         .catch((e) => {
           this.log({ level: 'error', msg: 'realtime REST broadcast failed', error: String(e) });
           if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
@@ -436,17 +465,11 @@ export class RealtimeServer {
     sendJson(res, 404, { error: 'Not Found' });
   }
 
-  private async restBroadcast(
-    req: http.IncomingMessage,
-    u: URL,
-    body: Buffer,
-    single: { topic: string; event: string } | null,
-    res: http.ServerResponse,
-  ): Promise<void> {
+  /** The claims a REST broadcast is sent under, from its headers (or apikey query), or why it is refused. */
+  private async broadcastSender(req: http.IncomingMessage, u: URL): Promise<TokenClaims | string> {
     const header = req.headers['apikey'] ?? req.headers['x-api-key'];
     const apikey = (Array.isArray(header) ? header[0] : header) || u.searchParams.get('apikey') || '';
     const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    let sender: TokenClaims;
     try {
       // at least one signed token: an `sb_` key beside the apikey is only a label, never a credential on its own
       const jwtBearer = bearer && !bearer.startsWith('sb_') ? bearer : null;
@@ -454,10 +477,20 @@ export class RealtimeServer {
       const byKey = apikey ? await verifyToken(this.opts.jwtSecret, apikey) : null;
       const byBearer = jwtBearer ? await verifyToken(this.opts.jwtSecret, jwtBearer) : null;
       // the bearer speaks for the sender, as it does for the real server's RLS check
-      sender = (byBearer ?? byKey)!;
+      return (byBearer ?? byKey)!;
     } catch (e) {
-      return sendJson(res, 401, { error: reasonOf(e) });
+      return reasonOf(e);
     }
+  }
+
+  private async restBroadcast(
+    u: URL,
+    body: Buffer,
+    single: { topic: string; event: string } | null,
+    res: http.ServerResponse,
+    sender: TokenClaims,
+  ): Promise<void> {
+    const req = res.req;
     let messages: Array<{ topic?: unknown; event?: unknown; payload?: unknown; private?: unknown }>;
     if (single) {
       const isPrivate = u.searchParams.get('private') === 'true';

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { RealtimeServer, withoutTrailingSlashes } from '../../src/realtime/server';
+import { signAnonKey } from '../../src/realtime/tokens';
 
 /*
  * Hostile requests against the live-log server that need no database: the server is started against an
@@ -27,7 +28,7 @@ function raw(request: string | Buffer): Promise<{ status: string; ms: number; te
 
 describe('live-log server against hostile requests', () => {
   before(async () => {
-    server = new RealtimeServer({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', jwtSecret: SECRET, port: 0 });
+    server = new RealtimeServer({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', jwtSecret: SECRET, port: 0, broadcastBodyBudgetBytes: 2 * 1024 * 1024 });
     port = (await server.start()).port;
   });
   after(() => server.close());
@@ -48,5 +49,31 @@ describe('live-log server against hostile requests', () => {
     const upgrade = await raw(`GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
     assert.match(upgrade.status, / 404 /);
     assert.ok(upgrade.ms < 1250, `upgrade took ${upgrade.ms} ms`);
+  });
+
+  it('REST broadcast: the sender is checked and the body bounded before a byte of it is held', async () => {
+    const anon = await signAnonKey({ secret: SECRET });
+    const head = (headers: string, length: number) => `POST /realtime/v1/api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${headers}Content-Length: ${length}\r\n\r\n`;
+    // no token: 401 at once, without waiting for the megabyte announced (which never comes)
+    const noToken = await raw(head('', 1024 * 1024));
+    assert.match(noToken.status, / 401 /);
+    // a body announced over the limit: 413 at once
+    const tooBig = await raw(head(`apikey: ${anon}\r\n`, 1024 * 1024 + 1));
+    assert.match(tooBig.status, / 413 /);
+    // slow senders hold their share of the budget (2 MiB here) until they finish or go; beyond it: 503
+    const slow = [0, 1].map(() => {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      s.write(head(`apikey: ${anon}\r\n`, 1024 * 1024) + 'x'.repeat(1000));
+      return s;
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    const busy = await raw(head(`apikey: ${anon}\r\n`, 20) + '{"messages":[]}     ');
+    assert.match(busy.status, / 503 /);
+    assert.match(busy.text, /retry-after: 1/i);
+    for (const s of slow) s.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    const after = await raw(head(`apikey: ${anon}\r\nConnection: close\r\n`, 20) + '{"messages":[]}     ');
+    assert.match(after.status, / 202 /, 'the budget is given back when a sender goes');
   });
 });
