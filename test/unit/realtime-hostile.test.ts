@@ -3,6 +3,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { RealtimeServer, withoutTrailingSlashes } from '../../src/realtime/server';
 import { signAnonKey } from '../../src/realtime/tokens';
+import { WebSocket } from 'ws';
 
 /*
  * Hostile requests against the live-log server that need no database: the server is started against an
@@ -75,5 +76,45 @@ describe('live-log server against hostile requests', () => {
     await new Promise((r) => setTimeout(r, 200));
     const after = await raw(head(`apikey: ${anon}\r\nConnection: close\r\n`, 20) + '{"messages":[]}     ');
     assert.match(after.status, / 202 /, 'the budget is given back when a sender goes');
+  });
+
+  it("presence: a topic's state is bounded, and a diff is sent to every member as one shared frame", async () => {
+    const anon = await signAnonKey({ secret: SECRET });
+    const open = async () => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/realtime/v1/websocket?apikey=${anon}&vsn=1.0.0`);
+      const frames: any[] = [];
+      ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+      await new Promise((r) => ws.once('open', r));
+      return { ws, frames };
+    };
+    const until = async (what: string, probe: () => unknown) => {
+      for (const deadline = Date.now() + 5000; !probe(); await new Promise((r) => setTimeout(r, 10))) if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    };
+    const members = await Promise.all(Array.from({ length: 40 }, open));
+    for (const [i, m] of members.entries()) m.ws.send(JSON.stringify({ topic: 'realtime:room', event: 'phx_join', ref: 'j', join_ref: 'j', payload: { config: { presence: { enabled: true, key: `k${i}` } } } }));
+    await until('joined', () => members.every((m) => m.frames.some((f) => f.event === 'phx_reply' && f.ref === 'j')));
+    const big = 'x'.repeat(30_000);
+    const track = (i: number, ref: string, payload: unknown) => members[i].ws.send(JSON.stringify({ topic: 'realtime:room', event: 'presence', ref, join_ref: 'j', payload: { type: 'presence', event: 'track', payload } }));
+    const answer = (i: number, ref: string) => members[i].frames.find((f) => f.event === 'phx_reply' && f.ref === ref)?.payload;
+    // 1 MiB a topic: 34 members of 30 kB fit, the 35th does not
+    for (let i = 0; i < 35; i++) track(i, `t${i}`, { big });
+    await until('tracks answered', () => answer(34, 't34'));
+    assert.equal(answer(0, 't0').status, 'ok');
+    assert.equal(answer(34, 't34').status, 'error');
+    assert.match(answer(34, 't34').response.reason, /presence state of this topic is full/);
+    // a member may replace its own presence at the limit, and an untrack makes room for another
+    track(0, 'again', { big, v: 2 });
+    await until('replaced', () => answer(0, 'again'));
+    assert.equal(answer(0, 'again').status, 'ok');
+    members[1].ws.send(JSON.stringify({ topic: 'realtime:room', event: 'presence', ref: 'u', join_ref: 'j', payload: { type: 'presence', event: 'untrack' } }));
+    await until('untracked', () => answer(1, 'u'));
+    track(34, 't34b', { big });
+    await until('tracked after room was made', () => answer(34, 't34b'));
+    assert.equal(answer(34, 't34b').status, 'ok');
+    // every member saw the same diffs
+    const diffs = (i: number) => members[i].frames.filter((f) => f.event === 'presence_diff').map((f) => JSON.stringify(f));
+    await until('diffs delivered', () => diffs(39).length === diffs(2).length && diffs(2).length > 0);
+    assert.deepEqual(diffs(39), diffs(2));
+    for (const m of members) m.ws.terminate();
   });
 });
