@@ -126,6 +126,8 @@ interface Conn {
   heavyCounts?: number;
   /** what its channels' postgres_changes bindings weigh (see MAX_BINDING_BYTES_PER_SOCKET) */
   bindingBytes: number;
+  /** what its channels' presences weigh (see MAX_PRESENCE_BYTES_PER_SOCKET) */
+  presenceBytes: number;
 }
 
 interface PendingJoin {
@@ -220,6 +222,11 @@ const MAX_PRESENCE_BYTES = 32 * 1024;
  * from one socket) cost a 32 MB frame
  */
 const MAX_PRESENCE_BYTES_PER_TOPIC = 1024 * 1024;
+/**
+ * what one socket's presences weigh together, over all its channels: a presence per topic, a hundred topics a
+ * socket, at 32 kB each let the anon key hold 3.3 MB a socket (3.4 GB from a thousand)
+ */
+const MAX_PRESENCE_BYTES_PER_SOCKET = 128 * 1024;
 /** a topic, an event name, a presence key: names, which every frame and every member's diff repeats */
 const MAX_NAME_BYTES = 255;
 const SLOW_HARD_FACTOR = 4;
@@ -570,6 +577,7 @@ export class RealtimeServer {
       channels: new Map(),
       pending: new Map(),
       bindingBytes: 0,
+      presenceBytes: 0,
       hbTimer: setTimeout(() => this.heartbeatTimeout(conn), this.opts.heartbeatTimeoutMs),
       closed: false,
       overSince: null,
@@ -1243,6 +1251,10 @@ export class RealtimeServer {
       const bytes = size + Buffer.byteLength(ch.presenceKey) + 64;
       let own = 0;
       for (const metas of this.presence.get(ch.topicKey)?.values() ?? []) for (const e of metas.values()) if (e.channel === ch) own += e.bytes;
+      if (ch.conn.presenceBytes - own + bytes > MAX_PRESENCE_BYTES_PER_SOCKET) {
+        this.send(ch.conn, reply(msg, 'error', { reason: `presence payloads of this socket may weigh at most ${MAX_PRESENCE_BYTES_PER_SOCKET / 1024} KiB together` }));
+        return;
+      }
       if ((this.presenceBytes.get(ch.topicKey) ?? 0) - own + bytes > MAX_PRESENCE_BYTES_PER_TOPIC) {
         this.send(ch.conn, reply(msg, 'error', { reason: `presence state of this topic is full: its members' payloads may weigh at most ${MAX_PRESENCE_BYTES_PER_TOPIC / 1024} KiB together` }));
         return;
@@ -1255,6 +1267,7 @@ export class RealtimeServer {
       if (!metas) byKey.set(ch.presenceKey, (metas = new Map()));
       metas.set(ref, { channel: ch, meta: { ...meta, phx_ref: ref }, bytes });
       this.presenceBytes.set(ch.topicKey, (this.presenceBytes.get(ch.topicKey) ?? 0) + bytes);
+      ch.conn.presenceBytes += bytes;
       this.presenceDiff(ch.topicKey, { [ch.presenceKey]: { metas: [{ ...meta, phx_ref: ref }] } }, leaves);
       this.send(ch.conn, reply(msg, 'ok', {}));
     } else if (p.event === 'untrack') {
@@ -1275,6 +1288,7 @@ export class RealtimeServer {
         if (entry.channel !== ch) continue;
         metas.delete(ref);
         this.presenceBytes.set(ch.topicKey, (this.presenceBytes.get(ch.topicKey) ?? 0) - entry.bytes);
+        ch.conn.presenceBytes -= entry.bytes;
         (leaves[key] ??= { metas: [] }).metas.push(entry.meta);
       }
       if (metas.size === 0) byKey.delete(key);

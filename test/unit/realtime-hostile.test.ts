@@ -117,4 +117,34 @@ describe('live-log server against hostile requests', () => {
     assert.deepEqual(diffs(39), diffs(2));
     for (const m of members) m.ws.terminate();
   });
+
+  it("presence: one socket's presences over all its topics are bounded too", async () => {
+    const anon = await signAnonKey({ secret: SECRET });
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/realtime/v1/websocket?apikey=${anon}&vsn=1.0.0`);
+    const frames: any[] = [];
+    ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+    await new Promise((r) => ws.once('open', r));
+    const answer = async (ref: string) => {
+      for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 10))) {
+        const f = frames.find((x) => x.event === 'phx_reply' && x.ref === ref);
+        if (f) return f.payload;
+      }
+      throw new Error(`no reply ${ref}`);
+    };
+    const big = 'x'.repeat(30_000);
+    for (let i = 0; i < 6; i++) {
+      ws.send(JSON.stringify({ topic: `realtime:t${i}`, event: 'phx_join', ref: `j${i}`, join_ref: `j${i}`, payload: { config: { presence: { enabled: true } } } }));
+      assert.equal((await answer(`j${i}`)).status, 'ok');
+    }
+    const track = (i: number, ref: string) => ws.send(JSON.stringify({ topic: `realtime:t${i}`, event: 'presence', ref, join_ref: `j${i}`, payload: { type: 'presence', event: 'track', payload: { big } } }));
+    for (let i = 0; i < 5; i++) track(i, `t${i}`);
+    assert.deepEqual(await Promise.all([0, 1, 2, 3].map((i) => answer(`t${i}`).then((p) => p.status))), ['ok', 'ok', 'ok', 'ok']);
+    assert.match((await answer('t4')).response.reason, /presence payloads of this socket may weigh at most 128 KiB/);
+    // leaving a topic gives its presence back
+    ws.send(JSON.stringify({ topic: 'realtime:t0', event: 'phx_leave', ref: 'l0', join_ref: 'j0', payload: {} }));
+    await answer('l0');
+    track(5, 't5');
+    assert.equal((await answer('t5')).status, 'ok');
+    ws.terminate();
+  });
 });
