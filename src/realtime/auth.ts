@@ -52,6 +52,10 @@ const KEY_LOOKUPS_ONLY =
   // nor a hash or merge join over the whole table: each key is looked up on its own
   "set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)";
 
+/** how long a catalog answer is kept, and how many are kept at most (see Visibility.cached) */
+const CATALOG_TTL_MS = 5_000;
+const CATALOG_MAX_ENTRIES = 10_000;
+
 export class Visibility {
   constructor(private readonly pool: Pool) {}
 
@@ -269,17 +273,36 @@ export class Visibility {
     return p;
   }
 
-  async roleExists(role: string): Promise<boolean> {
-    const r = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
-    return r.rowCount === 1;
+  /**
+   * Answers about the catalog (does a role exist, is a table published) for a few seconds: a join is announced
+   * with one lookup per binding, and a hundred sockets joining channels of a hundred bindings each would otherwise
+   * queue tens of thousands of queries on the four connections that also check every live-log change.
+   */
+  private readonly catalog = new Map<string, { at: number; answer: Promise<boolean> }>();
+
+  private cached(key: string, ask: () => Promise<boolean>): Promise<boolean> {
+    const now = Date.now();
+    const hit = this.catalog.get(key);
+    if (hit && now - hit.at < CATALOG_TTL_MS) return hit.answer;
+    if (this.catalog.size >= CATALOG_MAX_ENTRIES) this.catalog.clear();
+    const answer = ask();
+    this.catalog.set(key, { at: now, answer });
+    answer.catch(() => this.catalog.get(key)?.answer === answer && this.catalog.delete(key));
+    return answer;
+  }
+
+  roleExists(role: string): Promise<boolean> {
+    return this.cached(`role\u0000${role}`, async () => (await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount === 1);
   }
 
   /** Is schema.table (any table of the schema when table is null) in the publication? */
-  async published(publication: string, schema: string | null, table: string | null): Promise<boolean> {
-    const r = await this.pool.query(
-      `SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND ($2::text IS NULL OR schemaname = $2) AND ($3::text IS NULL OR tablename = $3) LIMIT 1`,
-      [publication, schema, table],
-    );
-    return r.rowCount === 1;
+  published(publication: string, schema: string | null, table: string | null): Promise<boolean> {
+    return this.cached(JSON.stringify(['published', publication, schema, table]), async () => {
+      const r = await this.pool.query(
+        `SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND ($2::text IS NULL OR schemaname = $2) AND ($3::text IS NULL OR tablename = $3) LIMIT 1`,
+        [publication, schema, table],
+      );
+      return r.rowCount === 1;
+    });
   }
 }

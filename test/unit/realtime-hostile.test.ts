@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { RealtimeServer, withoutTrailingSlashes } from '../../src/realtime/server';
 import { signAnonKey } from '../../src/realtime/tokens';
 import { WebSocket } from 'ws';
+import { Visibility } from '../../src/realtime/auth';
 
 /*
  * Hostile requests against the live-log server that need no database: the server is started against an
@@ -146,5 +147,17 @@ describe('live-log server against hostile requests', () => {
     track(5, 't5');
     assert.equal((await answer('t5')).status, 'ok');
     ws.terminate();
+  });
+
+  it('catalog answers a join is announced with are asked once, not once per binding', async () => {
+    let queries = 0;
+    const pool = { query: async () => (queries++, { rowCount: 1, rows: [{}] }) };
+    const v = new Visibility(pool as never);
+    const answers = await Promise.all(Array.from({ length: 100 }, () => v.published('supabase_realtime', 'public', 'run_events')));
+    assert.ok(answers.every(Boolean));
+    for (let i = 0; i < 100; i++) assert.equal(await v.roleExists('authenticated'), true);
+    assert.equal(queries, 2);
+    assert.equal(await v.published('supabase_realtime', 'public', 'other'), true);
+    assert.equal(queries, 3, 'another table is another question');
   });
 });
