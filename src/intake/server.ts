@@ -1,5 +1,6 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
+import { pipeline, Transform } from 'node:stream';
 import Fastify, { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
@@ -85,6 +86,7 @@ const SLUG = /^[a-z][a-z0-9-]{0,62}$/;
 const DELIVERY_ID = /^[A-Za-z0-9._:-]{1,200}$/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const BUSY = 'too many webhook bodies are being received at once; nothing was recorded, deliver again in a moment';
 const MISMATCH = "the signature does not match (not signed with this workflow's secret, or the body, delivery id or target changed after signing)";
 /** an unknown target is checked against this, so that it costs what a known one costs */
 const NO_SECRET = `whsec_${randomUUID()}`;
@@ -335,6 +337,10 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   // slow senders of large bodies cannot make the process grow without bound
   const bodyBudget = opts.bodyBudgetBytes ?? Math.max(32 * 1024 * 1024, 8 * bodyLimit);
   let bodyBytesHeld = 0;
+  // one project's bodies (or all unknown targets' together) take at most a quarter of it, so that senders to one
+  // target cannot fill it for every project
+  const projectBodyBudget = Math.max(2 * bodyLimit, Math.floor(bodyBudget / 4));
+  const bodyBytesByProject = new Map<string, number>();
   const app = Fastify({
     logger: false,
     bodyLimit,
@@ -417,7 +423,9 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     const t = targets.get(req);
     const where = t ? { project: t.project.slug, workflow: t.workflow.slug } : {};
     if (err instanceof Refusal) {
-      refused(req, err.status, err.code, where);
+      // refused while its body was arriving: the rest of it is not waited for
+      if (err.code === 'busy') void reply.header('retry-after', '1').header('connection', 'close');
+      else refused(req, err.status, err.code, where);
       return refuse(reply, err.status, err.code, err.message);
     }
     if (err instanceof TamperedDefinitionError) {
@@ -558,21 +566,48 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           void reply.header('connection', 'close');
           return refuse(reply, headerProblem.status, headerProblem.code, headerProblem.message);
         }
-        // room for this body within the budget of all bodies being received, held until the answer is sent
-        const declared = Number(req.headers['content-length']);
-        const share = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, bodyLimit) : bodyLimit;
-        if (bodyBytesHeld + share > bodyBudget) {
+        // the budget of all bodies being received is full: answered before a byte of this one is read
+        if (bodyBytesHeld >= bodyBudget) {
           refused(req, 503, 'busy', { project: projectSlug, workflow: workflowSlug, bodyBytesHeld });
           void reply.header('retry-after', '1').header('connection', 'close');
-          return refuse(reply, 503, 'busy', 'too many webhook bodies are being received at once; nothing was recorded, deliver again in a moment');
+          return refuse(reply, 503, 'busy', BUSY);
         }
-        bodyBytesHeld += share;
-        reply.raw.once('close', () => (bodyBytesHeld -= share));
         const project = await findProject(pool, projectSlug, opts.keyring.chainKeys());
         // an unknown project still costs the workflow lookup (of a project that cannot exist), so how fast
         // the refusal comes does not tell a prober which project names are taken
         const workflow = await findWorkflowIn(pool, opts.keyring, project?.id ?? NO_PROJECT, workflowSlug);
         targets.set(req, project && workflow ? { project, workflow } : null);
+      },
+      // Bodies are counted as their bytes arrive, against the budget of all bodies being received and against
+      // their target project's share of it (unknown targets share one), and given back when the answer is sent.
+      // Reserving the length a request announced let 17 connections with no secret, each announcing 2 MiB and
+      // sending a byte, hold the whole budget: every project's webhooks got 503 for as long as they trickled.
+      preParsing: async (req, reply, payload) => {
+        const bucket = targets.get(req)?.project.id ?? '';
+        let counted = 0;
+        reply.raw.once('close', () => {
+          bodyBytesHeld -= counted;
+          const left = (bodyBytesByProject.get(bucket) ?? 0) - counted;
+          if (left > 0) bodyBytesByProject.set(bucket, left);
+          else bodyBytesByProject.delete(bucket);
+          counted = 0;
+        });
+        const counter = new Transform({
+          transform(chunk: Buffer, _encoding, next) {
+            const ofProject = bodyBytesByProject.get(bucket) ?? 0;
+            if (bodyBytesHeld + chunk.length > bodyBudget || ofProject + chunk.length > projectBodyBudget) {
+              refused(req, 503, 'busy', { project: req.params.project, workflow: req.params.workflow, bodyBytesHeld, ofProject });
+              next(new Refusal(503, 'busy', BUSY));
+              return;
+            }
+            bodyBytesHeld += chunk.length;
+            bodyBytesByProject.set(bucket, ofProject + chunk.length);
+            counted += chunk.length;
+            next(null, chunk);
+          },
+        });
+        pipeline(payload, counter, () => undefined);
+        return counter;
       },
     },
     async (req, reply) => {

@@ -342,22 +342,41 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     }
   });
 
-  it('bodies being received share a budget: beyond it a webhook gets 503 busy, and room comes back when they end', async () => {
+  it('bodies being received share a budget, counted as their bytes arrive: beyond it a webhook gets 503 busy, and room comes back when they end', async () => {
     const { pool } = await dbs.fresh();
     const logs: Array<Record<string, unknown>> = [];
     const intake = await startIntake({ pool, keyring: KEYS, bodyLimitBytes: 1024 * 1024, bodyBudgetBytes: 2 * 1024 * 1024, log: (e) => logs.push(e) });
     try {
       const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
-      const slow = (i: number) =>
-        `POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nMeshHook-Delivery: slow-${i}\r\nMeshHook-Signature: ${plausibleSignature()}\r\nContent-Length: 1048576\r\n\r\n{"pad":"`;
-      // two senders that announce a full body and stop half way hold the whole budget
-      const holders = [await rawExchange(intake.url, slow(1), { waitMs: 300, keepOpen: true }), await rawExchange(intake.url, slow(2), { waitMs: 300, keepOpen: true })];
-      const third = await rawExchange(intake.url, slow(3), { waitMs: 3_000 });
+      const slow = (i: number, sent: number) =>
+        `POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nMeshHook-Delivery: slow-${i}\r\nMeshHook-Signature: ${plausibleSignature()}\r\nContent-Length: 1048576\r\n\r\n{"pad":"${'x'.repeat(sent)}`;
+      // announcing a full body and sending nothing of it holds nothing (17 such connections used to hold 32 MiB)
+      const idle = await Promise.all([1, 2, 3, 4].map((i) => rawExchange(intake.url, slow(i, 0), { waitMs: 300, keepOpen: true })));
+      assert.equal((await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'past-the-idle' })).status, 202);
+      // two senders that sent most of a full body and stopped hold the whole budget
+      const holders = [await rawExchange(intake.url, slow(5, 1_000_000), { waitMs: 500, keepOpen: true }), await rawExchange(intake.url, slow(6, 1_000_000), { waitMs: 500, keepOpen: true })];
+      const third = await rawExchange(intake.url, slow(7, 200_000), { waitMs: 3_000 });
       assert.match(third.answer, /^HTTP\/1\.1 503 [^]*[Rr]etry-[Aa]fter: 1[^]*"code":"busy"/, third.answer);
       assert.ok(logs.some((l) => l.code === 'busy'), 'the refusal is logged');
-      for (const h of holders) h.socket.destroy();
+      for (const h of [...holders, ...idle]) h.socket.destroy();
       await waitFor('the budget to be free again', async () => (await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'after-the-flood' })).status === 202);
-      assert.equal(await count(pool, 'runs'), 1, 'only the genuine webhook started a run');
+      assert.equal(await count(pool, 'runs'), 2, 'only the genuine webhooks started runs');
+    } finally {
+      await intake.close();
+    }
+  });
+
+  it('senders to targets that do not exist fill at most a quarter of the body budget: a project\'s webhooks still get through', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS, bodyLimitBytes: 1024 * 1024, bodyBudgetBytes: 8 * 1024 * 1024 });
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const slow = (i: number) =>
+        `POST /hooks/nobody/nothing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nMeshHook-Delivery: slow-${i}\r\nMeshHook-Signature: ${plausibleSignature()}\r\nContent-Length: 1048576\r\n\r\n{"pad":"${'x'.repeat(1_000_000)}`;
+      const flood = await Promise.all(Array.from({ length: 6 }, (_, i) => rawExchange(intake.url, slow(i), { waitMs: 800, keepOpen: true })));
+      assert.ok(flood.filter((f) => /"code":"busy"/.test(f.answer)).length >= 4, 'beyond their share the unknown targets are refused');
+      assert.equal((await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'through' })).status, 202);
+      for (const f of flood) f.socket.destroy();
     } finally {
       await intake.close();
     }
