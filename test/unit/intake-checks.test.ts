@@ -93,6 +93,14 @@ describe('webhook bodies', () => {
     assert.match(refusal('[123456789.123456789]'), /more digits/);
     const kept = parseWebhookBody(Buffer.from('{"a":0.1,"b":1.50,"c":15e-1,"d":-0,"e":1E2,"f":0.30000000000000004,"g":5e-324,"h":"0.10000000000000000001"}'));
     assert.deepEqual(kept, { a: 0.1, b: 1.5, c: 1.5, d: -0, e: 100, f: 0.30000000000000004, g: 5e-324, h: '0.10000000000000000001' });
+    // exponents at the edges of a double's range take the exact check; within it, the quick one
+    assert.deepEqual(parseWebhookBody(Buffer.from('[1.5e-200,-9.99999999999999e-280,123456789012345e-280,1e-307,2.5E+3]')), [1.5e-200, -9.99999999999999e-280, 123456789012345e-280, 1e-307, 2500]);
+    assert.match(refusal('[1e-330]'), /more digits than can be kept/);
+    assert.match(refusal('[1.00000000000000000001e5]'), /more digits than can be kept/);
+    const many = Buffer.from(`[${Array(500_000).fill('1e5').join(',')}]`);
+    const t0 = Date.now();
+    parseWebhookBody(many);
+    assert.ok(Date.now() - t0 < 500, `half a million exponents took ${Date.now() - t0} ms`);
   });
 
   it('refuses invalid JSON, scalars and empty bodies', () => {
