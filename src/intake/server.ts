@@ -591,7 +591,10 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       preParsing: async (req, reply, payload) => {
         const bucket = targets.get(req)?.project.id ?? '';
         let counted = 0;
+        let answered = false;
         reply.raw.once('close', () => {
+          // what still passes after the answer (a body refused as too large, still arriving) is no longer held
+          answered = true;
           bodyBytesHeld -= counted;
           const left = (bodyBytesByProject.get(bucket) ?? 0) - counted;
           if (left > 0) bodyBytesByProject.set(bucket, left);
@@ -600,6 +603,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         });
         const counter = new Transform({
           transform(chunk: Buffer, _encoding, next) {
+            if (answered) return next();
             const ofProject = bodyBytesByProject.get(bucket) ?? 0;
             if (bodyBytesHeld + chunk.length > bodyBudget || ofProject + chunk.length > projectBodyBudget) {
               refused(req, 503, 'busy', { project: req.params.project, workflow: req.params.workflow, bodyBytesHeld, ofProject });
