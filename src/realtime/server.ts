@@ -230,6 +230,10 @@ const MAX_PRESENCE_BYTES_PER_SOCKET = 128 * 1024;
 /** a topic, an event name, a presence key: names, which every frame and every member's diff repeats */
 const MAX_NAME_BYTES = 255;
 const SLOW_HARD_FACTOR = 4;
+/** a change's data at least this long goes out as a fragment every channel's frame shares (see sendFragments) */
+const SHARED_DATA_BYTES = 16 * 1024;
+const V1_TAIL = Buffer.from('},"ref":null}');
+const V2_TAIL = Buffer.from('}]');
 /** over the total budget, a socket holding at least this much is the one let go */
 const SLOW_SHARE_BYTES = 1024 * 1024;
 
@@ -632,6 +636,28 @@ export class RealtimeServer {
 
   /** `text`: a Buffer that holds a text (JSON) frame; a string always is one */
   private sendRaw(conn: Conn, data: string | Buffer, text = typeof data === 'string'): boolean {
+    if (!this.admit(conn)) return false;
+    conn.ws.send(data, { binary: !text });
+    this.stats.framesSent++;
+    return true;
+  }
+
+  /**
+   * One text frame written as fragments, sent in one go (nothing can come between them): a postgres_changes frame
+   * is its channel's topic and binding ids around the change's data, which is the same for every subscriber of a
+   * role, so every channel's frame refers to one buffer of it instead of holding a copy. (A socket joined to a
+   * hundred channels of one project was queued a hundred copies of each change: thirty such sockets made one
+   * 1 MB event hold over a gigabyte and stall the event loop for nearly two seconds.)
+   */
+  private sendFragments(conn: Conn, parts: Buffer[]): boolean {
+    if (!this.admit(conn)) return false;
+    for (let i = 0; i < parts.length; i++) conn.ws.send(parts[i], { binary: false, fin: i === parts.length - 1 });
+    this.stats.framesSent++;
+    return true;
+  }
+
+  /** Whether a frame may be sent to this socket now; a slow one is closed instead. Corks the socket for this tick. */
+  private admit(conn: Conn): boolean {
     const ws = conn.ws;
     if (conn.closed && ws.readyState !== WebSocket.OPEN) return false;
     if (ws.readyState !== WebSocket.OPEN) return false;
@@ -657,8 +683,6 @@ export class RealtimeServer {
         socket.uncork();
       });
     }
-    ws.send(data, { binary: !text });
-    this.stats.framesSent++;
     return true;
   }
 
@@ -1138,7 +1162,7 @@ export class RealtimeServer {
       // cut off when what it was sent before is still waiting (sendRaw), not for one transaction's burst
       if (p.targets.some((t) => t.ch.conn.ws.bufferedAmount > this.opts.maxBufferedBytes / 2)) await new Promise((r) => setImmediate(r));
       const keyText = p.needsCheck ? JSON.stringify(rel.primaryKey.map((c) => p.change.newRow?.[c] ?? null)) : '';
-      const dataByRole = new Map<string, string>();
+      const dataByRole = new Map<string, Buffer>();
       for (const { ch, ids, role, claimsKey } of p.targets) {
         if (!ch.active) continue;
         if (p.needsCheck) {
@@ -1150,14 +1174,14 @@ export class RealtimeServer {
         const selectable = columnsFor.get(`${role}\u0000${rel.oid}`) ?? new Set<string>();
         if (selectable.size === 0) continue;
         // the change's data is the same for every subscriber of a role: serialised once, framed per channel
-        let dataJson = dataByRole.get(role);
-        if (dataJson === undefined) dataByRole.set(role, (dataJson = JSON.stringify(this.changeData(p.tx, p.change.type, rel, selectable, p.record, p.oldRecord))));
-        const payload = `{"ids":${JSON.stringify(ids)},"data":${dataJson}}`;
-        const frame =
+        let data = dataByRole.get(role);
+        if (data === undefined) dataByRole.set(role, (data = Buffer.from(JSON.stringify(this.changeData(p.tx, p.change.type, rel, selectable, p.record, p.oldRecord)))));
+        const head =
           ch.conn.vsn === '2.0.0'
-            ? `[null,null,${JSON.stringify(ch.topic)},"postgres_changes",${payload}]`
-            : `{"topic":${JSON.stringify(ch.topic)},"event":"postgres_changes","payload":${payload},"ref":null}`;
-        if (this.sendRaw(ch.conn, frame)) this.stats.changesDelivered++;
+            ? `[null,null,${JSON.stringify(ch.topic)},"postgres_changes",{"ids":${JSON.stringify(ids)},"data":`
+            : `{"topic":${JSON.stringify(ch.topic)},"event":"postgres_changes","payload":{"ids":${JSON.stringify(ids)},"data":`;
+        const frame = data.length < SHARED_DATA_BYTES ? [Buffer.concat([Buffer.from(head), data, ch.conn.vsn === '2.0.0' ? V2_TAIL : V1_TAIL])] : [Buffer.from(head), data, ch.conn.vsn === '2.0.0' ? V2_TAIL : V1_TAIL];
+        if (this.sendFragments(ch.conn, frame)) this.stats.changesDelivered++;
       }
     }
   }

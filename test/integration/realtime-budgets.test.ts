@@ -16,6 +16,7 @@ const SECRET = 'realtime-budget-test-secret-32-characters-plus';
 const A = randomUUID();
 let pg: PostgresServer;
 let server: RealtimeServer;
+let dbUrl: string;
 const sockets: RawSocket[] = [];
 
 before(async () => {
@@ -30,7 +31,8 @@ before(async () => {
   await c.connect();
   await createRealtimeTestSchema(c as never);
   await c.end();
-  server = new RealtimeServer({ databaseUrl: pg.urlFor(name), jwtSecret: SECRET });
+  dbUrl = pg.urlFor(name);
+  server = new RealtimeServer({ databaseUrl: dbUrl, jwtSecret: SECRET });
   await server.start();
 });
 
@@ -66,5 +68,42 @@ describe('postgres_changes budgets', { timeout: 120_000 }, () => {
     sockets.push(s);
     const mine = (await s.join('realtime:acme-runs', { access_token: tokA, config: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'run_events', filter: `project_id=eq.${A}` }] } })).reply.payload as { status: string };
     assert.equal(mine.status, 'ok');
+  });
+
+  it('a large change reaches every channel of a socket whole, both protocol versions, without a copy per channel', async () => {
+    const tokA = await signProjectToken({ secret: SECRET, projectId: A, ttlSec: 600 });
+    const anon = await signAnonKey({ secret: SECRET });
+    const run = randomUUID();
+    const channels = 20;
+    const socks = await Promise.all((['1.0.0', '2.0.0'] as const).map((vsn) => RawSocket.open(server.url, { apikey: anon }, vsn)));
+    sockets.push(...socks);
+    for (const s of socks)
+      for (let i = 0; i < channels; i++) {
+        const r = (await s.join(`realtime:big-${i}`, { access_token: tokA, config: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'run_events', filter: `run_id=eq.${run}` }] } })).reply.payload as { status: string };
+        assert.equal(r.status, 'ok');
+      }
+    const big = { pad: 'é'.repeat(100_000), n: 1 };
+    const small = { n: 2 };
+    const c = new Client({ connectionString: dbUrl });
+    await c.connect();
+    const stats = { before: server.stats.framesSent };
+    await c.query('INSERT INTO run_events (project_id, run_id, seq, type, payload) VALUES ($1, $2, 1, $3, $4), ($1, $2, 2, $3, $5)', [A, run, 'Big', JSON.stringify(big), JSON.stringify(small)]);
+    await c.end();
+    for (const s of socks) {
+      const changes = await (async () => {
+        for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 20))) {
+          const got = s.frames.filter((f): f is any => !Buffer.isBuffer(f) && f.event === 'postgres_changes');
+          if (got.length >= 2 * channels) return got;
+        }
+        throw new Error(`${s.vsn}: not every channel got both changes`);
+      })();
+      assert.deepEqual(new Set(changes.map((f) => f.topic)).size, channels);
+      for (const f of changes) {
+        assert.equal(typeof f.payload.ids[0], 'number');
+        assert.deepEqual(f.payload.data.record.payload, f.payload.data.record.seq === 1 ? big : small);
+        assert.equal(f.payload.data.type, 'INSERT');
+      }
+    }
+    assert.ok(server.stats.framesSent - stats.before >= 4 * channels);
   });
 });
