@@ -412,6 +412,12 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       return refuse(reply, 400, 'bad_request', 'the request has no Host header, which HTTP/1.1 requires');
     }
   });
+  // a CONNECT (a proxy tunnel) is not served here: answered in our format instead of a connection that just ends
+  app.server.on('connect', (req: import('node:http').IncomingMessage, socket: Socket) => {
+    log({ level: 'warn', msg: 'request refused', method: req.method, status: 405, code: 'method_not_allowed' });
+    socket.on('error', () => socket.destroy());
+    socket.end(clientErrorResponse(405, 'Method Not Allowed', { error: { code: 'method_not_allowed', message: 'this server is not a proxy: CONNECT is not served' } }));
+  });
   // an Expect this server does not meet (anything but 100-continue): 417, in our format instead of node's empty one
   app.server.on('checkExpectation', (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
     log({ level: 'warn', msg: 'request refused', method: req.method, status: 417, code: 'expectation_failed', expect: loggable(req.headers.expect) });

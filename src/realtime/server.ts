@@ -341,6 +341,11 @@ export class RealtimeServer {
     this.http = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 }, (req, res) => this.onHttp(req, res));
     this.http.maxConnections = options.maxConnections ?? defaultMaxConnections();
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket as Duplex, head));
+    // a CONNECT (a proxy tunnel) is not served: a status and why, instead of a connection that just ends
+    this.http.on('connect', (_req, socket: Duplex) => {
+      socket.on('error', () => socket.destroy());
+      socket.end(clientErrorResponse(405, 'Method Not Allowed', { error: 'this server is not a proxy: CONNECT is not served' }));
+    });
     // bytes the HTTP parser refused (a token too long for the headers, a malformed request) get a status and why,
     // as a browser's or supabase-js's error shows it, instead of a connection that just ends
     this.http.on('clientError', (e: NodeJS.ErrnoException, socket) => {

@@ -414,6 +414,8 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       assert.match(hostless.answer, /^HTTP\/1\.1 400 [^]*no Host header/, hostless.answer);
       const expectation = await rawExchange(intake.url, 'POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nContent-Length: 2\r\n\r\n');
       assert.match(expectation.answer, /^HTTP\/1\.1 417 [^]*"code":"expectation_failed"/, expectation.answer);
+      const tunnel = await rawExchange(intake.url, 'CONNECT 127.0.0.1:5432 HTTP/1.1\r\nHost: 127.0.0.1:5432\r\n\r\n');
+      assert.match(tunnel.answer, /^HTTP\/1\.1 405 [^]*"code":"method_not_allowed"/, tunnel.answer);
       // asked before sending 50 MB: told 413 at once, never "go on"
       const asked = await rawExchange(intake.url, 'POST /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 50000000\r\n\r\n');
       assert.match(asked.answer, /^HTTP\/1\.1 413 [^]*"code":"payload_too_large"/, asked.answer);

@@ -160,4 +160,10 @@ describe('live-log server against hostile requests', () => {
     assert.equal(await v.published('supabase_realtime', 'public', 'other'), true);
     assert.equal(queries, 3, 'another table is another question');
   });
+
+  it('a CONNECT is answered 405 with why, not a connection that just ends', async () => {
+    const r = await raw('CONNECT 127.0.0.1:5432 HTTP/1.1\r\nHost: 127.0.0.1:5432\r\n\r\n');
+    assert.match(r.status, / 405 /);
+    assert.match(r.text, /not a proxy/);
+  });
 });
