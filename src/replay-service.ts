@@ -113,6 +113,8 @@ export interface RunVerification extends VerifyReport {
    * that record is what keeps a delivery sent again from starting a second run
    */
   deliveryProblem: string | null;
+  /** the SHA-256 of the webhook's bytes as the run's signed first event names it (null: it names none) */
+  bodySha256: string | null;
 }
 
 export interface VerifyRunOptions {
@@ -138,6 +140,7 @@ class RunJudge {
   private count = 0;
   private last: RecordedEvent | null = null;
   private atCheckpoint: RecordedEvent | null = null;
+  private bodySha256: unknown = null;
 
   constructor(
     readonly runId: string,
@@ -154,6 +157,7 @@ class RunJudge {
 
   push(e: RecordedEvent): void {
     this.verifier.push(e);
+    if (e.seq === 1 && e.type === 'RunStarted') this.bodySha256 = (e.data as { bodySha256?: unknown }).bodySha256 ?? null;
     this.count++;
     this.last = e;
     if (this.count === this.checkpoint?.seq) this.atCheckpoint = e;
@@ -199,6 +203,7 @@ class RunJudge {
       versionProblem,
       unsignedAccepted: last !== null && !headChecked,
       deliveryProblem: null,
+      bodySha256: typeof this.bodySha256 === 'string' ? this.bodySha256 : null,
     };
   }
 }
@@ -208,15 +213,17 @@ class RunJudge {
  * for the delivery id the run's signed first event names (undefined: no such record). Runs without a delivery
  * id (written before they were recorded) are not judged on it.
  */
-function withDelivery(v: RunVerification, recorded: string | undefined): RunVerification {
+function withDelivery(v: RunVerification, recorded: { runId: string; bodySha: string } | undefined): RunVerification {
   const id = v.state.deliveryId;
   if (!id || v.empty) return v;
   const deliveryProblem =
     recorded === undefined
       ? `the record of delivery "${id}", which started it, is gone: the same delivery sent again would start a second run`
-      : recorded !== v.runId
-        ? `delivery "${id}", which started it, is recorded as run ${recorded}'s: one delivery started two runs`
-        : null;
+      : recorded.runId !== v.runId
+        ? `delivery "${id}", which started it, is recorded as run ${recorded.runId}'s: one delivery started two runs`
+        : v.bodySha256 !== null && recorded.bodySha !== v.bodySha256
+          ? `the record of delivery "${id}" names other bytes than the run's signed first event: the same delivery sent again would be refused as an id reused for another body`
+          : null;
   return deliveryProblem ? { ...v, deliveryProblem, ok: false } : v;
 }
 
@@ -295,12 +302,12 @@ export async function verifyRun(db: Pool, projectId: string, runId: string, opts
       });
       const v = j.finish();
       if (!v.state.deliveryId) return v;
-      const { rows } = await c.query<{ run_id: string }>('SELECT run_id FROM deliveries WHERE project_id = $1 AND workflow_id = $2 AND delivery_id = $3', [
+      const { rows } = await c.query<{ run_id: string; body_sha256: string }>('SELECT run_id, body_sha256 FROM deliveries WHERE project_id = $1 AND workflow_id = $2 AND delivery_id = $3', [
         projectId,
         stored.view.workflowId,
         v.state.deliveryId,
       ]);
-      return withDelivery(v, rows[0]?.run_id);
+      return withDelivery(v, rows[0] ? { runId: rows[0].run_id, bodySha: rows[0].body_sha256 } : undefined);
     },
     { snapshot: true },
   );
@@ -385,9 +392,9 @@ export async function verifyProject(
         definitions.set(key, { definition, hash: definition ? definitionHash(definition) : undefined, tampered: tampered ?? workflowNameProblem(definition, s.view.workflow) });
       }
       // which run each delivery started, as the table that refuses a second start records it
-      const deliveries = new Map<string, string>();
-      for (const d of (await c.query('SELECT workflow_id, delivery_id, run_id FROM deliveries WHERE project_id = $1', [projectId])).rows)
-        deliveries.set(deliveryKey(d.workflow_id, d.delivery_id), d.run_id);
+      const deliveries = new Map<string, { runId: string; bodySha: string }>();
+      for (const d of (await c.query('SELECT workflow_id, delivery_id, run_id, body_sha256 FROM deliveries WHERE project_id = $1', [projectId])).rows)
+        deliveries.set(deliveryKey(d.workflow_id, d.delivery_id), { runId: d.run_id, bodySha: d.body_sha256 });
       const workflowOf = new Map(stored.map((s) => [s.view.runId, s.view.workflowId]));
       // the records some run's first event names; any other was written outside the engine
       const named = new Set<string>();
@@ -398,7 +405,7 @@ export async function verifyProject(
         if (!open) return;
         const judged = open.finish();
         const key = judged.state.deliveryId ? deliveryKey(workflowOf.get(judged.runId)!, judged.state.deliveryId) : null;
-        if (key && deliveries.get(key) === judged.runId) named.add(key);
+        if (key && deliveries.get(key)?.runId === judged.runId) named.add(key);
         const v = key ? withDelivery(judged, deliveries.get(key)) : judged;
         if (!v.ok) bad++;
         opts.onRun?.(v);
@@ -438,7 +445,7 @@ export async function verifyProject(
       if (open) close();
       advanceTo(null);
       const strayDeliveries: StrayDelivery[] = [];
-      for (const [key, runId] of deliveries) {
+      for (const [key, { runId }] of deliveries) {
         if (named.has(key)) continue;
         const [workflowId, deliveryId] = key.split('\u0000');
         strayDeliveries.push({ workflowId, workflow: workflowSlug.get(workflowId) ?? workflowId, deliveryId, runId });

@@ -26,7 +26,7 @@ When('it is replayed against today\'s engine', async function (this: ReplayWorld
   const h = this.history!;
   this.historyReport = verifyLog(h.runId, h.events, validateDefinition(h.definition), { keys: FIXTURE_KEYRING.chainKeys() });
   // the scenario's replay steps read the same report shape as for live runs
-  this.verification = { ...this.historyReport, empty: h.events.length === 0, headProblem: null, checkpointProblem: null, viewMatches: true, viewDifference: null, versionProblem: null, unsignedAccepted: false, deliveryProblem: null };
+  this.verification = { ...this.historyReport, empty: h.events.length === 0, headProblem: null, checkpointProblem: null, viewMatches: true, viewDifference: null, versionProblem: null, unsignedAccepted: false, deliveryProblem: null, bodySha256: null };
   this.lastError = null;
 });
 

@@ -306,6 +306,7 @@ export type Command =
         input: unknown;
         at: string;
         engine?: EngineInfo;
+        bodySha256?: string;
       };
     }
   | { type: 'ExecuteStep'; data: { at: string } }

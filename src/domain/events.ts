@@ -40,6 +40,12 @@ export interface RunStarted {
     at: string;
     /** absent in logs of the first releases (semantics 1) */
     engine?: EngineInfo;
+    /**
+     * SHA-256 of the webhook's exact bytes, as the delivery's record holds it: signed here, so that record cannot
+     * be edited unnoticed (a genuine re-delivery would be refused as an id reused for other bytes). Absent in logs
+     * written before 2026-12-07, and in runs not started by a webhook.
+     */
+    bodySha256?: string;
   };
 }
 export interface StepStarted {

@@ -46,6 +46,7 @@ export interface StartedRun {
 export function startEvents(
   s: Pick<StartRunInput, 'runId' | 'projectSlug' | 'workflowSlug' | 'version' | 'deliveryId' | 'input' | 'engine'>,
   at: string,
+  bodySha256?: string,
 ): RunEvent[] {
   return createDecider(s.version.definition).decide(
     {
@@ -60,6 +61,7 @@ export function startEvents(
         input: s.input,
         at,
         engine: s.engine ?? engineInfo(),
+        ...(bodySha256 ? { bodySha256 } : {}),
       },
     },
     initialState(),
@@ -74,7 +76,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
   assertProjectId(s.projectId);
   const bodySha = sha256(String(s.rawBody));
   const at = s.at.toISOString();
-  const events = startEvents(s, at);
+  const events = startEvents(s, at, bodySha);
   const recorded = numberEvents(s.runId, s.projectId, 0, genesisHash(s.runId), events, at, s.chain);
   const state = fold(events);
   const last = recorded[recorded.length - 1];
@@ -101,14 +103,14 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
       ],
     );
     const r = rows[0];
-    if (r.duplicate) return await checkedDuplicate(db, s, sameDelivery({ runId: r.run_id, bodySha: r.body_sha256 }, s.deliveryId, bodySha));
+    if (r.duplicate) return await checkedDuplicate(db, s, { runId: r.run_id, bodySha: r.body_sha256 }, bodySha);
     if (fp?.armed) await fp.hit({ name: 'after-start-run', ...hit });
     return { runId: s.runId, duplicate: false, head: { seq: last.seq, hash: last.hash } };
   } catch (e) {
     if ((e as { code?: string }).code !== '40001') throw e;
     // a concurrent re-delivery won the race: keep its run
     const winner = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
-    return await checkedDuplicate(db, s, sameDelivery(winner!, s.deliveryId, bodySha));
+    return await checkedDuplicate(db, s, winner!, bodySha);
   }
 }
 
@@ -124,17 +126,22 @@ export class DeliveryRecordBrokenError extends Error {
   }
 }
 
-/** A re-delivery is answered with its run only when that run's first event names the delivery and its workflow. */
-async function checkedDuplicate(db: Pool, s: StartRunInput, found: StartedRun): Promise<StartedRun> {
+/**
+ * A re-delivery is answered with its run only when that run's first event names the delivery and its workflow;
+ * and only for the same bytes, as the run's first event names them (its hash is signed there; runs started before
+ * it was recorded are judged by the delivery's record).
+ */
+async function checkedDuplicate(db: Pool, s: StartRunInput, found: { runId: string; bodySha: string }, bodySha: string): Promise<StartedRun> {
   const { rows } = await inProject(db, s.projectId, (c) =>
-    c.query<{ delivery: string | null; workflow_id: string }>(
-      `SELECT e.payload->>'deliveryId' AS delivery, r.workflow_id FROM runs r JOIN run_events e ON e.run_id = r.id AND e.seq = 1
+    c.query<{ delivery: string | null; body_sha: string | null; workflow_id: string }>(
+      `SELECT e.payload->>'deliveryId' AS delivery, e.payload->>'bodySha256' AS body_sha, r.workflow_id
+         FROM runs r JOIN run_events e ON e.run_id = r.id AND e.seq = 1
        WHERE r.id = $1 AND r.project_id = $2`,
       [found.runId, s.projectId],
     ),
   );
   if (rows[0]?.delivery !== s.deliveryId || rows[0].workflow_id !== s.version.workflowId) throw new DeliveryRecordBrokenError(s.deliveryId);
-  return found;
+  return sameDelivery({ runId: found.runId, bodySha: rows[0].body_sha ?? found.bodySha }, s.deliveryId, bodySha);
 }
 
 /** A delivery id names one body: a re-delivery must carry the same bytes. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -403,6 +404,36 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       const paused = await cli(['pause', runId, '--project', 'acme', '--reason', 'hold', '--by', 'dana@acme.example', '--journal', 'no/such/dir/ops.jsonl'], env, dir);
       assert.equal(paused.code, 0, paused.err);
       assert.match(paused.err, /warning: the action is recorded, but its head could not be written to no\/such\/dir\/ops\.jsonl/);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it("a delivery record whose body hash was edited is named against the hash the run's signed first event carries", async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-body-sha-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      const wf = await publish(engine.pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const body = '{"order":{"id":"o-1","sum":1}}';
+      const sent = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, body, { deliveryId: 'delivery-1' });
+      const runId: string = sent.body.runId;
+      const started = (await owner.query(`SELECT payload->>'bodySha256' AS sha FROM run_events WHERE run_id = $1 AND seq = 1`, [runId])).rows[0];
+      assert.equal(started.sha, createHash('sha256').update(body).digest('hex'), 'the first event carries the hash of the exact bytes');
+      assert.equal((await cli(['verify', '--all', '--project', 'acme'], env, dir)).code, 0);
+      await owner.query(`UPDATE deliveries SET body_sha256 = repeat('0', 64) WHERE run_id = $1`, [runId]);
+      // the intake judges a re-delivery by the hash the first event carries: the same bytes are still the same
+      // delivery (not refused as an id reused for another body), and other bytes under the id still are refused
+      const again = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, body, { deliveryId: 'delivery-1' });
+      assert.deepEqual([again.status, again.body.runId, again.body.duplicate], [200, runId, true]);
+      assert.equal((await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, '{"order":{"id":"o-1","sum":2}}', { deliveryId: 'delivery-1' })).status, 409);
+      const one = await cli(['verify', runId, '--project', 'acme'], env, dir);
+      assert.equal(one.code, 1, one.out);
+      assert.match(one.out, /delivery: +NOT OK: the record of delivery "delivery-1" names other bytes than the run's signed first event/);
+      const all = await cli(['verify', '--all', '--project', 'acme'], env, dir);
+      assert.equal(all.code, 1, all.out);
+      assert.match(all.out, new RegExp(`NOT ok  acme  ${runId}  delivery: the record of delivery "delivery-1" names other bytes`));
     } finally {
       await engine.stop();
     }
