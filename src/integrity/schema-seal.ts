@@ -36,7 +36,8 @@ import { ENGINE_ROLE } from '../db/scope';
  * whether a role may log in (the deployment's choice, made after migrating:
  * the test harness gives the engine's role LOGIN); server-wide settings
  * other than those sealed below (postgresql.conf, ALTER SYSTEM); built-in catalog
- * rows edited directly.
+ * rows edited directly other than those of functions, operators, types and
+ * operator classes (each hashed as one).
  */
 
 /** The engine's tables: their row-level security, grants, policies, triggers, constraints and rules are sealed. */
@@ -47,6 +48,13 @@ export const ENGINE_ROLES = [ENGINE_ROLE, 'authenticated', 'anon'] as const;
 
 /** What each sealed object is, by a name that says what it is ("function meshhook_load_run(…)", "trigger … on …"). */
 export type SchemaObjects = Record<string, string>;
+
+/** Built-in catalog rows sealed as one hash each (see readObjects). */
+const BUILT_IN_ROWS: ReadonlyArray<[string, string[]]> = [
+  ["built-in operators of pg_catalog", ['pg_operator']],
+  ["built-in types of pg_catalog", ['pg_type']],
+  ["built-in operator classes of pg_catalog", ['pg_opclass', 'pg_opfamily', 'pg_amop', 'pg_amproc']],
+];
 
 /** FirstNormalObjectId: every object with a lower oid came with initdb. */
 const FIRST_USER_OID = 16384;
@@ -273,6 +281,13 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   );
   const builtIn = procs.filter((p) => p.pronamespace === catalogOid && p.oid < FIRST_USER_OID).sort((a, b) => a.oid - b.oid);
   out["pg_catalog's built-in functions"] = hash(builtIn.map((p) => JSON.stringify(Object.values(p))).join('\n'));
+  // the rows of the built-in operators, types and operator classes, which a superuser can edit in place (the uuid
+  // `=` made to call `<=`): each catalog's built-in rows hashed as one, read as text and ordered here
+  for (const [what, catalogs] of BUILT_IN_ROWS) {
+    const rows: Array<{ oid: number; row: string }> = [];
+    for (const table of catalogs) rows.push(...((await q(`SELECT t.oid, t::pg_catalog.text AS row FROM pg_catalog.${table} t`)) as Array<{ oid: number; row: string }>).filter((r) => r.oid < FIRST_USER_OID));
+    out[what] = hash(rows.sort((a, b) => a.oid - b.oid).map((r) => r.row).join('\n'));
+  }
 
   const called = new Set<number>([
     ...triggers.filter((g) => !g.tgisinternal).map((g) => g.tgfoid),
@@ -451,7 +466,7 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
 
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions)/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in )/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
@@ -497,6 +512,7 @@ function changeOf(name: string, was: string, is: string): string {
     return `is enforced by triggers ${b.triggers ?? 'none'} (they were ${a.triggers ?? 'none'})`;
   }
   if (name === "pg_catalog's built-in functions") return 'were changed: one was replaced or redefined';
+  if (name.startsWith('built-in ')) return 'were changed: a row of the catalog was edited in place';
   if (name.startsWith('server setting ')) return `is ${is || 'empty'} (it was ${was || 'empty'}): set server-wide (ALTER SYSTEM or postgresql.conf)`;
   if (name.startsWith('columns of ')) return 'were changed: a column added, dropped or renamed, or its type, NOT NULL, default or collation changed';
   if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;

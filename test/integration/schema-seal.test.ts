@@ -155,6 +155,18 @@ const sabotage: Array<{ what: string; change: string; undo: string; named: RegEx
     undo: 'DROP FUNCTION public.project_for(text)',
     named: /function project_for\(p_slug text\) was added behind the engine's back/,
   },
+  {
+    what: "a built-in operator's row edited in place (uuid's `=` made to call `<=`, no DDL at all)",
+    change: "UPDATE pg_catalog.pg_operator SET oprcode = 'pg_catalog.uuid_le'::regproc WHERE oid = 'pg_catalog.=(uuid,uuid)'::regoperator",
+    undo: "UPDATE pg_catalog.pg_operator SET oprcode = 'pg_catalog.uuid_eq'::regproc WHERE oid = 'pg_catalog.=(uuid,uuid)'::regoperator",
+    named: /built-in operators of pg_catalog were changed: a row of the catalog was edited in place/,
+  },
+  {
+    what: "a built-in type's row edited in place",
+    change: "UPDATE pg_catalog.pg_type SET typispreferred = NOT typispreferred WHERE oid = 'pg_catalog.money'::regtype",
+    undo: "UPDATE pg_catalog.pg_type SET typispreferred = NOT typispreferred WHERE oid = 'pg_catalog.money'::regtype",
+    named: /built-in types of pg_catalog were changed/,
+  },
 ];
 
 describe("the engine's schema, sealed", { timeout: 60_000 }, () => {
