@@ -206,7 +206,7 @@ describe('a migration recorded ahead of an upgrade', { timeout: 60_000 }, () => 
     assert.equal((await pool.query(`SELECT relforcerowsecurity AS f FROM pg_class WHERE oid = 'public.run_events'::regclass`)).rows[0].f, false);
     const seen = await cli(['verify', '--all'], env);
     assert.equal(seen.code, 1, seen.out);
-    assert.match(seen.out, /NOT ok  schema  migration 999_fix.sql is recorded as applied, but the schema was last sealed after 018_/);
+    assert.match(seen.out, /NOT ok  schema  migration 999_fix.sql is recorded as applied, but the schema was last sealed after \d{3}_/);
   });
 });
 
