@@ -26,6 +26,9 @@ export interface MigrateOptions {
   keys?: ChainKeys;
 }
 
+/** The kinds of object (a name's first word) the seal came to cover with a migration: a seal made before it lists none. */
+const KINDS_COVERED_SINCE: Array<[migration: string, kinds: string[]]> = [['018_seal_covers_columns_and_indexes.sql', ['columns', 'index', 'tables', 'server']]];
+
 /** Why migrating now would seal a schema changed behind the engine's back (or null: it is as its latest seal). */
 async function unsealedChanges(db: ClientBase, keys: ChainKeys): Promise<string[] | null> {
   const { rows } = await db.query<{ n: number }>(
@@ -38,15 +41,18 @@ async function unsealedChanges(db: ClientBase, keys: ChainKeys): Promise<string[
     const { rows: any } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM public.schema_seals');
     return any[0].n === 0 ? null : [problem!];
   }
-  // a kind of object the seal did not cover yet (a seal older than the migration that covers it) is not a change
+  // a kind of object the seal did not cover yet (a seal older than the migration that covers it) is not a change.
+  // Which kinds a seal covered is known from the migration it was made after, not from the kinds it happens to list:
+  // a kind it held none of (no table inheriting from an engine table, no event trigger, no rule) is still covered,
+  // and one added behind the engine's back must not be sealed by the next migration
   const kind = (name: string): string => name.split(' ')[0];
-  const covered = new Set(Object.keys(seal.objects).map(kind));
+  const notYetCovered = new Set(KINDS_COVERED_SINCE.filter(([m]) => seal.migration < m).flatMap(([, kinds]) => kinds));
   // and a seal made before 016 covered only some of the functions of a kind it covered: only what it lists counts
   const older = seal.migration < '016_seal_covers_more.sql';
   const now = await readSchemaObjects(db);
   const differences = schemaDifferences(
     seal.objects,
-    Object.fromEntries(Object.entries(now).filter(([name]) => name in seal.objects || (!older && covered.has(kind(name))))),
+    Object.fromEntries(Object.entries(now).filter(([name]) => name in seal.objects || (!older && !notYetCovered.has(kind(name))))),
   );
   return differences.length ? differences : null;
 }

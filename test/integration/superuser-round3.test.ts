@@ -100,6 +100,21 @@ describe('a database superuser, round 3', { timeout: 90_000 }, () => {
     assert.equal((await cli(['verify', '--all'], env)).code, 0);
   });
 
+  it("a migration does not seal an object of a kind the seal held none of (a table inheriting from the log)", async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-su3-kind-'));
+    cpSync(MIGRATIONS_DIR, dir, { recursive: true });
+    writeFileSync(path.join(dir, '999_upgrade.sql'), "COMMENT ON TABLE runs IS 'the run view';\n");
+    // the seal has no "tables inheriting from …" entry at all: nothing inherited from an engine table when it was made
+    await pool.query('CREATE TABLE public.more_events () INHERITS (run_events)');
+    await assert.rejects(migrate(pool, { dir, seal: KEYS.chainKey(), keys: KEYS.chainKeys() }), /tables inheriting from run_events were added/);
+    assert.equal((await cli(['verify', '--all'], env)).code, 1);
+    await pool.query('DROP TABLE public.more_events');
+    assert.deepEqual(await migrate(pool, { dir, seal: KEYS.chainKey(), keys: KEYS.chainKeys() }), ['999_upgrade.sql']);
+    assert.equal((await cli(['verify', '--all'], env)).code, 0);
+  });
+
   it('a vault secret a checkpoint saw deleted, written back from a copy, is named; one set again is not', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
