@@ -480,12 +480,23 @@ export class RealtimeServer {
       };
       const announced = Number(req.headers['content-length']);
       if (Number.isFinite(announced) && announced > REST_BODY_LIMIT) return refuseUnread(413, 'Payload Too Large');
+      // what this request holds of the budget is given back when its connection ends, which may be before its
+      // sender is known: a listener added only after that check would never run (a sender that hangs up during it
+      // kept its share for good, and a few such requests closed REST broadcast for everyone)
+      let held = 0;
+      let gone = false;
+      res.once('close', () => {
+        gone = true;
+        this.broadcastBodyBytes -= held;
+        held = 0;
+      });
       // who sends comes from the headers alone: a body is read only for a sender with a valid token, and only
       // within a budget of all bodies being read at once, so that many slow senders of megabyte bodies (with no
       // token at all, or the public anon key) cannot make the process, which the intake and workers share, grow
       // by a gigabyte
       this.broadcastSender(req, u)
         .then((sender) => {
+          if (gone) return;
           if (typeof sender === 'string') return refuseUnread(401, sender);
           const share = Number.isSafeInteger(announced) && announced >= 0 ? announced : REST_BODY_LIMIT;
           const budget = this.opts.broadcastBodyBudgetBytes ?? DEFAULT_BROADCAST_BODY_BUDGET;
@@ -494,7 +505,7 @@ export class RealtimeServer {
             return refuseUnread(503, 'Service Unavailable: too many broadcasts are being received at once; send again in a moment', { 'retry-after': '1' });
           }
           this.broadcastBodyBytes += share;
-          res.once('close', () => (this.broadcastBodyBytes -= share));
+          held = share;
           return readBody(req, REST_BODY_LIMIT).then(
             (body) => this.restBroadcast(u, body, named, res, sender),
             () => refuseUnread(413, 'Payload Too Large'),

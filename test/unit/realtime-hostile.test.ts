@@ -79,6 +79,22 @@ describe('live-log server against hostile requests', () => {
     assert.match(after.status, / 202 /, 'the budget is given back when a sender goes');
   });
 
+  it('REST broadcast: a sender that hangs up while its token is checked holds nothing of the budget', async () => {
+    const anon = await signAnonKey({ secret: SECRET });
+    const head = (headers: string, length: number) => `POST /realtime/v1/api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${headers}Content-Length: ${length}\r\n\r\n`;
+    for (let i = 0; i < 6; i++) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect(port, '127.0.0.1');
+        s.on('error', () => undefined);
+        s.on('close', () => resolve());
+        s.write(head(`apikey: ${anon}\r\n`, 1024 * 1024), () => s.resetAndDestroy());
+      });
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    const after = await raw(head(`apikey: ${anon}\r\nConnection: close\r\n`, 20) + '{"messages":[]}     ');
+    assert.match(after.status, / 202 /, 'the shares of senders that went were given back');
+  });
+
   it("presence: a topic's state is bounded, and a diff is sent to every member as one shared frame", async () => {
     const anon = await signAnonKey({ secret: SECRET });
     const open = async () => {
