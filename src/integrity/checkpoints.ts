@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, openSync, readSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Pool } from 'pg';
@@ -163,16 +163,21 @@ export class CheckpointIndex {
       index.problems.push(`${file}: no such checkpoint file`);
       return;
     }
-    const lines = readFileSync(file, 'utf8').split('\n');
-    lines.forEach((line, i) => {
+    // the last line of a journal may be cut short by a crash; anything else is damage (known once the file is read)
+    const unreadable: number[] = [];
+    const count = eachLine(file, (line, i) => {
+      if (line === null) {
+        index.lines++;
+        unreadable.push(i);
+        return;
+      }
       if (!line.trim()) return;
       index.lines++;
       let cp: Checkpoint;
       try {
         cp = JSON.parse(line) as Checkpoint;
       } catch {
-        // the last line of a journal may be cut short by a crash; anything else is damage
-        if (i < lines.length - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
+        unreadable.push(i);
         return;
       }
       if ((cp as unknown as SecretCheckpoint).kind === 'secret') {
@@ -238,6 +243,7 @@ export class CheckpointIndex {
       const known = index.latest.get(cp.runId);
       if (!known || cp.seq > known.seq) index.latest.set(cp.runId, cp);
     });
+    for (const i of unreadable) if (i < count - 2) index.problems.push(`${file}:${i + 1}: not a checkpoint line`);
   }
 
   /** The furthest head a checkpoint remembers for a run. */
@@ -470,6 +476,45 @@ export async function writeCheckpoints(
     if (chunk) appendFileSync(file, chunk, { mode: 0o600 });
   }
   return { written, refused };
+}
+
+/** no line of a checkpoint file comes near this: a longer one is damage, and is not held in memory */
+const MAX_LINE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Each line of a file, as `split('\n')` gives them (the last one empty when the file ends with a newline), read a
+ * megabyte at a time; a line over MAX_LINE_BYTES is given as null. Not one string of the whole file: a journal
+ * grows by a line per committed batch and is read at every start of the process that writes it, and a string
+ * stops at 512 MiB (V8's longest), past which the engine could not start again. Returns how many lines there are.
+ */
+function eachLine(file: string, fn: (line: string | null, i: number) => void): number {
+  const fd = openSync(file, 'r');
+  try {
+    const chunk = Buffer.alloc(1024 * 1024);
+    let carry: Buffer[] = [];
+    let carried = 0;
+    let i = 0;
+    for (let n = readSync(fd, chunk, 0, chunk.length, null); n > 0; n = readSync(fd, chunk, 0, chunk.length, null)) {
+      const read = chunk.subarray(0, n);
+      let start = 0;
+      for (let nl = read.indexOf(10, start); nl !== -1; nl = read.indexOf(10, start)) {
+        const piece = read.subarray(start, nl);
+        const long = carried + piece.length > MAX_LINE_BYTES;
+        fn(long ? null : carried ? Buffer.concat([...carry, piece]).toString('utf8') : piece.toString('utf8'), i++);
+        carry = [];
+        carried = 0;
+        start = nl + 1;
+      }
+      const rest = read.subarray(start);
+      if (carried + rest.length > MAX_LINE_BYTES) carry = [];
+      else carry.push(Buffer.from(rest));
+      carried += rest.length;
+    }
+    fn(carried > MAX_LINE_BYTES ? null : Buffer.concat(carry).toString('utf8'), i++);
+    return i;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** A journal of every head a worker (or an operator's command) committed, appended in order; a worker does not wait on the disk. */
