@@ -296,6 +296,8 @@ export class RealtimeServer {
   private bindingBytes = 0;
   /** bytes of REST broadcast bodies being received now (see broadcastBodyBudgetBytes) */
   private broadcastBodyBytes = 0;
+  /** the same by the project the sender's token names ('' for none, like the public anon key) */
+  private readonly broadcastBodyBytesBySpace = new Map<string, number>();
   private closing: Promise<void> | null = null;
   private address: { url: string; port: number } | null = null;
 
@@ -484,10 +486,15 @@ export class RealtimeServer {
       // sender is known: a listener added only after that check would never run (a sender that hangs up during it
       // kept its share for good, and a few such requests closed REST broadcast for everyone)
       let held = 0;
+      let space = '';
       let gone = false;
       res.once('close', () => {
         gone = true;
+        if (!held) return;
         this.broadcastBodyBytes -= held;
+        const left = (this.broadcastBodyBytesBySpace.get(space) ?? 0) - held;
+        if (left > 0) this.broadcastBodyBytesBySpace.set(space, left);
+        else this.broadcastBodyBytesBySpace.delete(space);
         held = 0;
       });
       // who sends comes from the headers alone: a body is read only for a sender with a valid token, and only
@@ -500,11 +507,16 @@ export class RealtimeServer {
           if (typeof sender === 'string') return refuseUnread(401, sender);
           const share = Number.isSafeInteger(announced) && announced >= 0 ? announced : REST_BODY_LIMIT;
           const budget = this.opts.broadcastBodyBudgetBytes ?? DEFAULT_BROADCAST_BODY_BUDGET;
-          if (this.broadcastBodyBytes + share > budget) {
-            this.log({ level: 'warn', msg: 'realtime REST broadcast refused', why: 'too many bodies being received at once', bodyBytesHeld: this.broadcastBodyBytes });
+          // one project's senders (or all senders whose token names none: the anon key is public) take at most a
+          // quarter of it, so that slow senders holding the anon key cannot close REST broadcast for every project
+          space = typeof sender.project_id === 'string' ? sender.project_id : '';
+          const ofSpace = this.broadcastBodyBytesBySpace.get(space) ?? 0;
+          if (this.broadcastBodyBytes + share > budget || ofSpace + share > Math.max(2 * REST_BODY_LIMIT, Math.floor(budget / 4))) {
+            this.log({ level: 'warn', msg: 'realtime REST broadcast refused', why: 'too many bodies being received at once', bodyBytesHeld: this.broadcastBodyBytes, ofProject: ofSpace });
             return refuseUnread(503, 'Service Unavailable: too many broadcasts are being received at once; send again in a moment', { 'retry-after': '1' });
           }
           this.broadcastBodyBytes += share;
+          this.broadcastBodyBytesBySpace.set(space, ofSpace + share);
           held = share;
           return readBody(req, REST_BODY_LIMIT).then(
             (body) => this.restBroadcast(u, body, named, res, sender),

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { RealtimeServer, withoutTrailingSlashes } from '../../src/realtime/server';
-import { signAnonKey } from '../../src/realtime/tokens';
+import { signAnonKey, signProjectToken } from '../../src/realtime/tokens';
 import { WebSocket } from 'ws';
 import { Visibility } from '../../src/realtime/auth';
 
@@ -93,6 +93,40 @@ describe('live-log server against hostile requests', () => {
     await new Promise((r) => setTimeout(r, 200));
     const after = await raw(head(`apikey: ${anon}\r\nConnection: close\r\n`, 20) + '{"messages":[]}     ');
     assert.match(after.status, / 202 /, 'the shares of senders that went were given back');
+  });
+
+  it("REST broadcast: slow senders holding the public anon key fill at most a quarter of the body budget, not every project's", async () => {
+    const roomy = new RealtimeServer({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', jwtSecret: SECRET, port: 0, broadcastBodyBudgetBytes: 8 * 1024 * 1024 });
+    const roomyPort = (await roomy.start()).port;
+    const held: net.Socket[] = [];
+    try {
+      const anon = await signAnonKey({ secret: SECRET });
+      const project = await signProjectToken({ secret: SECRET, projectId: '00000000-0000-4000-8000-000000000001', ttlSec: 600 });
+      const head = (headers: string, length: number) => `POST /realtime/v1/api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${headers}Content-Length: ${length}\r\n\r\n`;
+      const send = (request: string) =>
+        new Promise<string>((resolve) => {
+          const s = net.connect(roomyPort, '127.0.0.1');
+          let text = '';
+          s.on('data', (d) => (text += d.toString('latin1')));
+          s.on('error', () => resolve(text));
+          s.on('close', () => resolve(text));
+          s.write(request);
+        });
+      for (let i = 0; i < 8; i++) {
+        const s = net.connect(roomyPort, '127.0.0.1');
+        s.on('error', () => undefined);
+        s.write(head(`apikey: ${anon}\r\n`, 1024 * 1024) + 'x'.repeat(100));
+        held.push(s);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const anonAgain = await send(head(`apikey: ${anon}\r\nConnection: close\r\n`, 20) + '{"messages":[]}     ');
+      assert.match(anonAgain.split('\r\n')[0], / 503 /, 'the anon key has used its share');
+      const mine = await send(head(`apikey: ${anon}\r\nAuthorization: Bearer ${project}\r\nConnection: close\r\n`, 20) + '{"messages":[]}     ');
+      assert.match(mine.split('\r\n')[0], / 202 /, "a project's sender still gets through");
+    } finally {
+      for (const s of held) s.destroy();
+      await roomy.close();
+    }
   });
 
   it("presence: a topic's state is bounded, and a diff is sent to every member as one shared frame", async () => {
