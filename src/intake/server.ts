@@ -417,6 +417,9 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     log({ level: 'warn', msg: 'request refused', method: req.method, status: 405, code: 'method_not_allowed' });
     socket.on('error', () => socket.destroy());
     socket.end(clientErrorResponse(405, 'Method Not Allowed', { error: { code: 'method_not_allowed', message: 'this server is not a proxy: CONNECT is not served' } }));
+    // the socket is the server's no longer (no request or keep-alive timeout applies to it): a client that never
+    // hangs up would hold a connection slot (maxConnections) and keep close() waiting, for good
+    setTimeout(() => socket.destroy(), 1000).unref();
   });
   // an Expect this server does not meet (anything but 100-continue): 417, in our format instead of node's empty one
   app.server.on('checkExpectation', (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {

@@ -347,6 +347,9 @@ export class RealtimeServer {
     this.http.on('connect', (_req, socket: Duplex) => {
       socket.on('error', () => socket.destroy());
       socket.end(clientErrorResponse(405, 'Method Not Allowed', { error: 'this server is not a proxy: CONNECT is not served' }));
+      // the socket is the server's no longer (no request or keep-alive timeout applies to it): a client that never
+      // hangs up would hold a connection slot (maxConnections) and keep close() waiting, for good
+      setTimeout(() => socket.destroy(), 1000).unref();
     });
     // bytes the HTTP parser refused (a token too long for the headers, a malformed request) get a status and why,
     // as a browser's or supabase-js's error shows it, instead of a connection that just ends

@@ -382,6 +382,27 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     }
   });
 
+  it('a CONNECT is answered 405 and let go even if the client never hangs up: it does not keep a connection slot', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS, maxConnections: 1 });
+    const { port } = new URL(intake.url);
+    const tunnel = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
+    try {
+      let answer = '';
+      tunnel.on('data', (d) => (answer += d.toString('latin1')));
+      tunnel.on('error', () => undefined);
+      tunnel.write('CONNECT 127.0.0.1:5432 HTTP/1.1\r\nHost: 127.0.0.1:5432\r\n\r\n');
+      await new Promise((r) => tunnel.once('end', r));
+      assert.match(answer, /^HTTP\/1\.1 405 [^]*"code":"method_not_allowed"/);
+      await new Promise((r) => setTimeout(r, 1500));
+      const health = await fetch(`${intake.url}/healthz`).then((r) => r.status, (e) => String(e));
+      assert.notEqual(typeof health, 'string', `the slot is still held: ${health}`);
+    } finally {
+      tunnel.destroy();
+      await intake.close();
+    }
+  });
+
   it('a flood of idle connections beyond the cap is closed as it comes, and a webhook still gets through once it ends', async () => {
     const { pool } = await dbs.fresh();
     const intake = await startIntake({ pool, keyring: KEYS, maxConnections: 8 });

@@ -129,6 +129,27 @@ describe('live-log server against hostile requests', () => {
     }
   });
 
+  it('a CONNECT is answered 405 and let go even if the client never hangs up: it does not keep a connection slot', async () => {
+    const tight = new RealtimeServer({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', jwtSecret: SECRET, port: 0, maxConnections: 1 });
+    const tightPort = (await tight.start()).port;
+    const tunnel = net.connect({ port: tightPort, host: '127.0.0.1', allowHalfOpen: true });
+    try {
+      let answer = '';
+      tunnel.on('data', (d) => (answer += d.toString('latin1')));
+      tunnel.on('error', () => undefined);
+      tunnel.write('CONNECT 127.0.0.1:5432 HTTP/1.1\r\nHost: 127.0.0.1:5432\r\n\r\n');
+      await new Promise((r) => tunnel.once('end', r));
+      assert.match(answer, /^HTTP\/1\.1 405 /);
+      // the client keeps its side open; the server's slot comes back all the same
+      await new Promise((r) => setTimeout(r, 1500));
+      const health = await fetch(`http://127.0.0.1:${tightPort}/healthcheck`).then((r) => r.status, (e) => String(e));
+      assert.equal(health, 200);
+    } finally {
+      tunnel.destroy();
+      await tight.close();
+    }
+  });
+
   it("presence: a topic's state is bounded, and a diff is sent to every member as one shared frame", async () => {
     const anon = await signAnonKey({ secret: SECRET });
     const open = async () => {
