@@ -27,7 +27,10 @@ export interface MigrateOptions {
 }
 
 /** The kinds of object (a name's first word) the seal came to cover with a migration: a seal made before it lists none. */
-const KINDS_COVERED_SINCE: Array<[migration: string, kinds: string[]]> = [['018_seal_covers_columns_and_indexes.sql', ['columns', 'index', 'tables', 'server']]];
+const KINDS_COVERED_SINCE: Array<[migration: string, kinds: string[]]> = [
+  ['018_seal_covers_columns_and_indexes.sql', ['columns', 'index', 'tables', 'server']],
+  ['019_seal_covers_built_in_rows.sql', ['built-in']],
+];
 
 /** Why migrating now would seal a schema changed behind the engine's back (or null: it is as its latest seal). */
 async function unsealedChanges(db: ClientBase, keys: ChainKeys): Promise<string[] | null> {

@@ -358,8 +358,15 @@ function sealMac(key: Buffer, migration: string, objects: SchemaObjects, sealedA
 }
 
 /** Seal the schema as it is now, after `migration` (the last one applied). */
-export async function sealSchema(db: Pool | ClientBase, chain: ChainKey, migration: string): Promise<SchemaObjects> {
-  const objects = await readSchemaObjects(db);
+export async function sealSchema(
+  db: Pool | ClientBase,
+  chain: ChainKey,
+  migration: string,
+  /** objects a seal leaves out: what an earlier release's seal did not cover yet (the upgrade tests) */
+  leaveOut?: (name: string) => boolean,
+): Promise<SchemaObjects> {
+  const all = await readSchemaObjects(db);
+  const objects = leaveOut ? Object.fromEntries(Object.entries(all).filter(([name]) => !leaveOut(name))) : all;
   // the database's clock, and after every seal already there: "the latest" must not depend on which host's
   // clock sealed (one running fast would keep every later seal from being read)
   const { rows } = await db.query<{ at: Date }>(
