@@ -218,7 +218,7 @@ function withDelivery(v: RunVerification, recorded: { runId: string; bodySha: st
   if (!id || v.empty) return v;
   const deliveryProblem =
     recorded === undefined
-      ? `the record of delivery "${id}", which started it, is gone: the same delivery sent again would start a second run`
+      ? `the record of delivery "${id}", which started it, is gone: deleted outside the engine (the intake still finds the run by its first event, so the same delivery sent again starts no second run)`
       : recorded.runId !== v.runId
         ? `delivery "${id}", which started it, is recorded as run ${recorded.runId}'s: one delivery started two runs`
         : v.bodySha256 !== null && recorded.bodySha !== v.bodySha256

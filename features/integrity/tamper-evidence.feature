@@ -69,11 +69,17 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
     Then verification finds the run rolled back behind a checkpoint
     And verification finds every other run intact
 
-  Scenario: A delivery's record deleted, which would let the same delivery start a second run, is named
+  Scenario: A delivery's record deleted behind the engine's back is named
     When someone deletes the record of the run's delivery behind the engine's back
     And the runs are verified
     Then verification finds the record of the run's delivery gone
     And verification finds every other run intact
+
+  Scenario: A delivery whose record was deleted, sent again, is still answered as the run it started
+    When someone deletes the record of the run's delivery behind the engine's back
+    And the same delivery arrives again
+    Then both deliveries belong to one run
+    And the order service received the order exactly once
 
   Scenario: A delivery recorded ahead of its webhook, which would make that webhook count as sent before, is named
     When someone records a delivery that has not arrived yet as the run's, behind the engine's back

@@ -118,6 +118,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
  * A delivery's record points at a run that does not name that delivery (its first event says which delivery
  * started it): the record was written outside the engine. Answering "duplicate" would drop the webhook for
  * good; refusing it without recording anything lets the sender's retries through once the record is fixed.
+ * Also a delivery whose record is gone, found by the first event of an early run that did not sign its bytes.
  */
 export class DeliveryRecordBrokenError extends Error {
   constructor(readonly deliveryId: string) {
@@ -141,7 +142,11 @@ async function checkedDuplicate(db: Pool, s: StartRunInput, found: { runId: stri
     ),
   );
   if (rows[0]?.delivery !== s.deliveryId || rows[0].workflow_id !== s.version.workflowId) throw new DeliveryRecordBrokenError(s.deliveryId);
-  return sameDelivery({ runId: found.runId, bodySha: rows[0].body_sha ?? found.bodySha }, s.deliveryId, bodySha);
+  // found by its run's first event alone (the record deleted) in a run from before the event signed the body's
+  // hash: which bytes it was cannot be told, so it is held back rather than answered either way
+  const sent = rows[0].body_sha ?? found.bodySha;
+  if (!sent) throw new DeliveryRecordBrokenError(s.deliveryId);
+  return sameDelivery({ runId: found.runId, bodySha: sent }, s.deliveryId, bodySha);
 }
 
 /** A delivery id names one body: a re-delivery must carry the same bytes. */
