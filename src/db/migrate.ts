@@ -74,7 +74,11 @@ export class UnsealedSchemaError extends Error {
 /**
  * Apply plain SQL migrations in file-name order, each once, recorded with its
  * checksum. Runs on one connection under an advisory lock, so two processes
- * starting on a fresh database do not race.
+ * starting on a fresh database do not race. The migrations pending and the seal
+ * after them commit in one transaction: a process killed (or a migration failing)
+ * part of the way leaves the schema as its latest seal, never some migrations
+ * applied and unsealed, which the next migrate would refuse as changed behind the
+ * engine's back (and `verify --all` would name), so `up` could not come back.
  */
 export async function migrate(pool: Pool | ClientBase, opts: MigrateOptions = {}): Promise<string[]> {
   const db: ClientBase = pool instanceof Pool ? await pool.connect() : pool;
@@ -89,10 +93,10 @@ export async function migrate(pool: Pool | ClientBase, opts: MigrateOptions = {}
         const changes = await unsealedChanges(db, opts.keys ?? ((kid) => (kid === sealKey.kid ? sealKey.key : null)));
         if (changes) throw new UnsealedSchemaError(changes);
       }
-      const done = await apply(db, dir);
-      // sealed only by the call that changed the schema: a seal deleted later is not silently made again
-      if (done.length && opts.seal) await sealSchema(db, opts.seal, done[done.length - 1]);
-      return done;
+      // sealed only by the call that changed the schema (a seal deleted later is not silently made again), in the
+      // transaction that changed it
+      const sealKey = opts.seal;
+      return await apply(db, dir, sealKey ? (last) => sealSchema(db, sealKey, last, true).then(() => undefined) : null);
     } finally {
       await db.query('SELECT pg_advisory_unlock($1, 0)', [MIGRATION_LOCK]);
     }
@@ -120,13 +124,13 @@ async function pending(db: ClientBase, dir: string): Promise<string[]> {
   return missing;
 }
 
-async function apply(db: ClientBase, dir: string): Promise<string[]> {
+async function apply(db: ClientBase, dir: string, seal: ((lastApplied: string) => Promise<void>) | null): Promise<string[]> {
   await db.query(`CREATE TABLE IF NOT EXISTS public.schema_migrations (
     name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
   const applied = new Map<string, string>(
     (await db.query<{ name: string; checksum: string }>('SELECT name, checksum FROM public.schema_migrations')).rows.map((r) => [r.name, r.checksum]),
   );
-  const done: string[] = [];
+  const todo: Array<{ file: string; sql: string; checksum: string }> = [];
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql')).sort()) {
     const sql = readFileSync(path.join(dir, file), 'utf8');
     const checksum = sha256(sql);
@@ -135,16 +139,24 @@ async function apply(db: ClientBase, dir: string): Promise<string[]> {
       if (previous !== checksum) throw new Error(`migration ${file} was changed after it was applied`);
       continue;
     }
-    await db.query('BEGIN');
-    try {
-      await db.query(sql);
-      await db.query('INSERT INTO public.schema_migrations (name, checksum) VALUES ($1, $2)', [file, checksum]);
-      await db.query('COMMIT');
-    } catch (e) {
-      await db.query('ROLLBACK');
-      throw new Error(`migration ${file} failed: ${(e as Error).message}`);
-    }
-    done.push(file);
+    todo.push({ file, sql, checksum });
   }
-  return done;
+  if (todo.length === 0) return [];
+  // all or nothing, the seal included
+  await db.query('BEGIN');
+  let current = '';
+  try {
+    for (const m of todo) {
+      current = m.file;
+      await db.query(m.sql);
+      await db.query('INSERT INTO public.schema_migrations (name, checksum) VALUES ($1, $2)', [m.file, m.checksum]);
+    }
+    current = '';
+    if (seal) await seal(todo[todo.length - 1].file);
+    await db.query('COMMIT');
+  } catch (e) {
+    await db.query('ROLLBACK').catch(() => undefined);
+    throw new Error(current ? `migration ${current} failed: ${(e as Error).message}` : `sealing the schema after migrating failed: ${(e as Error).message}`);
+  }
+  return todo.map((m) => m.file);
 }

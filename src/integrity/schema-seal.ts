@@ -75,9 +75,23 @@ const acl = (v: unknown): string => (v == null ? '' : String(v));
 /** An ACL that grants nothing (what REVOKE of the last column privilege leaves) is no ACL. */
 const noneIfEmpty = (v: unknown): string => (v == null || v === '{}' ? '' : String(v));
 
-/** What the engine's schema objects are now, read from the catalogs. */
-export async function readSchemaObjects(db: Pool | ClientBase): Promise<SchemaObjects> {
+/**
+ * What the engine's schema objects are now, read from the catalogs. `inTransaction`: the client is inside a
+ * transaction of its own (a migration's, which seals what it changed before it commits): the read then runs in a
+ * savepoint that is rolled back, so it neither commits that transaction nor leaves its settings behind in it.
+ */
+export async function readSchemaObjects(db: Pool | ClientBase, inTransaction = false): Promise<SchemaObjects> {
   const client = typeof (db as Pool).totalCount === 'number' ? null : (db as ClientBase);
+  if (inTransaction && client) {
+    await client.query('SAVEPOINT meshhook_schema_read');
+    try {
+      await client.query(PRINTING);
+      return await readObjects(async (sql, params) => (await client.query(sql, params)).rows as Row[]);
+    } finally {
+      await client.query('ROLLBACK TO SAVEPOINT meshhook_schema_read');
+      await client.query('RELEASE SAVEPOINT meshhook_schema_read');
+    }
+  }
   const run = async (c: ClientBase): Promise<SchemaObjects> => {
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     try {
@@ -362,10 +376,11 @@ export async function sealSchema(
   db: Pool | ClientBase,
   chain: ChainKey,
   migration: string,
+  inTransaction = false,
   /** objects a seal leaves out: what an earlier release's seal did not cover yet (the upgrade tests) */
   leaveOut?: (name: string) => boolean,
 ): Promise<SchemaObjects> {
-  const all = await readSchemaObjects(db);
+  const all = await readSchemaObjects(db, inTransaction);
   const objects = leaveOut ? Object.fromEntries(Object.entries(all).filter(([name]) => !leaveOut(name))) : all;
   // the database's clock, and after every seal already there: "the latest" must not depend on which host's
   // clock sealed (one running fast would keep every later seal from being read)

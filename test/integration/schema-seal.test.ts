@@ -200,7 +200,7 @@ describe('an upgrade', { timeout: 120_000 }, () => {
       try {
         await migrate(c, { dir, seal: KEYS.chainKey(), keys: KEYS.chainKeys() });
         const later = new Set(SEALED_SINCE.filter(([m]) => m > last).flatMap(([, kinds]) => kinds));
-        if (later.size) await sealSchema(c, KEYS.chainKey(), last, (name) => later.has(name.split(' ')[0]));
+        if (later.size) await sealSchema(c, KEYS.chainKey(), last, false, (name) => later.has(name.split(' ')[0]));
         const applied = await migrate(c, { seal: KEYS.chainKey(), keys: KEYS.chainKeys() });
         assert.deepEqual(applied, files.filter((f) => f > last));
       } finally {
