@@ -24,6 +24,7 @@ async function counts(world: ReplayWorld): Promise<Record<string, number>> {
 When('a webhook {problem} is sent to {workflow} of {project}', async function (this: ReplayWorld, problem: string, workflow: string, project: string) {
   const url = await this.ensureIntake();
   const wf = this.workflow(project, workflow);
+  this.refusedTarget = { project, workflow };
   this.countsBefore = await counts(this);
   const good: Delivery = { project, workflow, body: JSON.stringify(ORDER), secret: wf.secret, at: this.clock.now(), deliveryId: `dlv_${Date.now().toString(36)}` };
   const bad = badDelivery(problem, good);
@@ -59,8 +60,9 @@ Then('nothing was recorded', async function (this: ReplayWorld) {
 });
 
 Then('a correct webhook sent afterwards still runs to success', async function (this: ReplayWorld) {
-  const last = [...this.workflows.values()].pop()!;
-  const answer = await this.deliver(last.project, last.workflow, JSON.stringify(ORDER));
+  // the workflow the refused webhook was sent to (a scenario may have set up others after it)
+  const target = this.refusedTarget ?? [...this.workflows.values()].pop()!;
+  const answer = await this.deliver(target.project, target.workflow, JSON.stringify(ORDER));
   expect(answer.status).toBe(202);
   const view = await this.waitUntilFinished();
   expect(view.status).toBe('succeeded');

@@ -113,6 +113,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   lastAnswer: { status: number; body: any } | null = null;
   /** row counts before a refused webhook (features/intake): a refusal writes nothing */
   countsBefore?: Record<string, number>;
+  /** the workflow a refused webhook was meant for: where "a correct webhook sent afterwards" goes */
+  refusedTarget?: { project: string; workflow: string };
   /** a delivery's record written behind the engine's back before its webhook arrives */
   plantedDelivery?: { project: string; workflow: string; deliveryId: string; body: string };
 
