@@ -63,6 +63,7 @@ Then('the run view is unchanged', async function (this: ReplayWorld) {
 });
 
 Then('replay uses version {int} of the workflow', async function (this: ReplayWorld, version: number) {
+  if (!this.verification) throw new Error('the run has not been replayed: add "When the run is replayed" before this step');
   expect(this.verification?.state.version).toBe(version);
   expect(this.verification?.definitionChanged).toBe(false);
 });
