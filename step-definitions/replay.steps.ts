@@ -86,7 +86,8 @@ Then('replay says the version the run was pinned to has been changed', async fun
 
 Then('replay reports the first divergence at {place}', async function (this: ReplayWorld, place: Place) {
   expect(this.lastError).toBeNull();
-  expect(this.verification?.ok).toBe(false);
+  if (!this.verification) throw new Error('the run has not been replayed: add "When the run is replayed" before this step');
+  if (this.verification.ok) throw new Error('replay found no divergence: the run replays exactly from its log');
   // a place in business words (`the result of "map"`) or a number (`event 3`), found in the run's own log
   // the log that was replayed: a recorded history's, or the scenario's run's
   const at = eventAt(place, this.history ? this.history.events : await this.events());
