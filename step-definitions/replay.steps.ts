@@ -95,7 +95,9 @@ Then('replay reports the first divergence at {place}', async function (this: Rep
 });
 
 Then('the divergence says {string}', async function (this: ReplayWorld, text: string) {
-  expect(this.verification?.divergence?.reason ?? '').toContain(text);
+  if (!this.verification) throw new Error('the run has not been replayed: add "When the run is replayed" before this step');
+  if (!this.verification.divergence) throw new Error(`replay found no divergence to say "${text}"`);
+  expect(this.verification.divergence.reason).toContain(text);
 });
 
 Then('the divergence shows the engine now decides {string} where the log has {string}', async function (this: ReplayWorld, expected: string, recorded: string) {
