@@ -122,6 +122,19 @@ function tamperingFindings() {
   return [...rows].map(([act, r]) => `| \`When ${cell(act)}\` | ${[...r.findings].map((f) => `\`Then ${cell(f)}\``).join('<br>')} | ${r.scenarios.size} |`);
 }
 
+/** What each {problem} is answered, as the scenarios that send it check it: `401 "bad_signature"`. */
+const problemAnswers = (() => {
+  const answers = new Map();
+  for (const m of envelopes) {
+    if (!m.pickle) continue;
+    const texts = m.pickle.steps.map((st) => st.text);
+    const sent = texts.map((t) => /^a webhook (.+) is sent to "/.exec(t)).find(Boolean);
+    const refused = texts.map((t) => /^it is refused with (\d+) "([^"]+)"$/.exec(t)).find(Boolean);
+    if (sent && refused && PROBLEMS[sent[1]]) answers.set(sent[1], `refused with ${refused[1]} \`${refused[2]}\``);
+  }
+  return answers;
+})();
+
 const lines = [
   '# Step catalogue',
   '',
@@ -220,7 +233,11 @@ const lines = [
   'itself: a `… for <duration>` fault that should end inside the stall takes less than that.',
   '',
   '`{disruption}` is what the crash-point sweep does at each crash point (`When the order is run again once per crash',
-  'point, and at each one <disruption>`); the database faults have no duration there (a silence lasts the stall):',
+  'point, and at each one <disruption>`); the database faults have no duration there (a silence lasts the stall).',
+  'Outside the `sweep` profile that step strikes a seeded sample of the crash points, a tenth of them',
+  '(`MESHHOOK_SWEEP_SHARE`, at least one); the scenario\'s log says which and its seed (`MESHHOOK_SEED` runs the same',
+  'sample again), and `npm run acceptance -- -p sweep` strikes every one. `… with a worker dying there and a new worker',
+  'taking over` always strikes every crash point:',
   '',
   ...Object.keys(DISRUPTIONS).map((p) => `- \`${p}\``),
   '',
@@ -231,7 +248,7 @@ const lines = [
   '',
   '`{problem}` is what is wrong with a webhook (`When a webhook <problem> is sent to "<workflow>" of "<project>"`):',
   '',
-  ...Object.keys(PROBLEMS).map((p) => `- \`${p}\``),
+  ...Object.keys(PROBLEMS).map((p) => `- \`${p}\`${problemAnswers.get(p) ? `: ${problemAnswers.get(p)}` : ''}`),
   '',
   '`{operator}` is someone acting on runs by hand, by e-mail address: `"dana@acme.example"`. `{action}` is what they do,',
   'said the way the sentence needs it: `cancels the run` / `cancel the run`, `pauses the run`, `unpauses the run`,',
@@ -295,6 +312,11 @@ const lines = [
   '| terminate | `succeeded` or `failed: <reason>` | (empty) |',
   '',
   'Declare a project (`Given the project \"acme\" with the workflow …`) before anything else about it (its vault, its viewers).',
+  '',
+  'An `http_call` step succeeds on a 2xx answer and is refused on any other, after its attempts (a 4xx other than',
+  '408 and 429 at once): the run then fails at that step (`the run fails because "step \\"push\\" was refused: HTTP',
+  '402"`), and no branch after it is reached. So `when push answered 200, else <step>` takes its `else` only for a',
+  'success other than 200 (201, 202, 204).',
   '',
   'Step ids may hold `-` (`map-invoice`); the phrases above quote such ids for you. In an expression you write',
   'yourself, write `steps."map-invoice"`: JMESPath reads `steps.map-invoice` as a subtraction, and publishing refuses it.',
