@@ -682,6 +682,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         at: clock.now(),
         engine: engineInfo(opts.flags),
         chain: opts.keyring.chainKey(),
+        keys: opts.keyring.chainKeys(),
         failpoints: opts.failpoints,
       });
       log({ level: 'info', msg: started.duplicate ? 'delivery repeated' : 'run started', ...where, deliveryId, runId: started.runId, version: version.version });

@@ -3,11 +3,11 @@ import { assertProjectId, inProject } from '../db/scope';
 import { sha256 } from '../domain/canonical';
 import { createDecider, engineInfo, fold, initialState } from '../domain/decider';
 import type { EngineInfo, RunEvent } from '../domain/events';
-import { ChainKey, genesisHash } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkLink, genesisHash } from '../domain/hash-chain';
 import { toRunView } from '../domain/run-view';
 import { Failpoints } from '../faults/failpoints';
 import { eventColumns, numberEvents } from './log-append';
-import type { Queryable } from './log-read';
+import { eventTypes, rowToEvent, type Queryable, type RowEvent } from './log-read';
 import type { LoadedVersion } from './registry';
 import { headOf, viewColumns } from './run-views';
 
@@ -31,6 +31,8 @@ export interface StartRunInput {
   engine?: EngineInfo;
   /** signs the run's first link and head */
   chain: ChainKey | null;
+  /** check the first event of the run a re-delivery is answered with (every key of the keyring, old ones too) */
+  keys?: ChainKeys | null;
   /** before-start-run and after-start-run, where the intake can be made to fail on purpose */
   failpoints?: Failpoints;
 }
@@ -134,14 +136,19 @@ export class DeliveryRecordBrokenError extends Error {
  */
 async function checkedDuplicate(db: Pool, s: StartRunInput, found: { runId: string; bodySha: string }, bodySha: string): Promise<StartedRun> {
   const { rows } = await inProject(db, s.projectId, (c) =>
-    c.query<{ delivery: string | null; body_sha: string | null; workflow_id: string }>(
-      `SELECT e.payload->>'deliveryId' AS delivery, e.payload->>'bodySha256' AS body_sha, r.workflow_id
+    c.query<RowEvent & { delivery: string | null; body_sha: string | null; workflow_id: string }>({
+      text: `SELECT e.*, e.payload->>'deliveryId' AS delivery, e.payload->>'bodySha256' AS body_sha, r.workflow_id
          FROM runs r JOIN run_events e ON e.run_id = r.id AND e.seq = 1
        WHERE r.id = $1 AND r.project_id = $2`,
-      [found.runId, s.projectId],
-    ),
+      values: [found.runId, s.projectId],
+      types: eventTypes(),
+    }),
   );
   if (rows[0]?.delivery !== s.deliveryId || rows[0].workflow_id !== s.version.workflowId) throw new DeliveryRecordBrokenError(s.deliveryId);
+  // the first event is trusted only as the engine wrote it, keyed: a run and a first event forged to name a
+  // delivery that has not arrived yet would otherwise drop that webhook as "sent before" (a run from before links
+  // were keyed cannot be told from such a forgery, so its re-delivery is held back too)
+  if (s.keys !== undefined && checkLink(genesisHash(found.runId), 1, rowToEvent(rows[0]), s.keys, true)) throw new DeliveryRecordBrokenError(s.deliveryId);
   // found by its run's first event alone (the record deleted) in a run from before the event signed the body's
   // hash: which bytes it was cannot be told, so it is held back rather than answered either way
   const sent = rows[0].body_sha ?? found.bodySha;

@@ -13,6 +13,7 @@ import { deliver } from '../../src/intake/sign';
 import { startEngine } from '../../src/engine';
 import { validateDefinition } from '../../src/domain/definition';
 import { verifyLog } from '../../src/domain/replay';
+import { genesisHash } from '../../src/domain/hash-chain';
 import { FIXTURE_KEY_FILE, FIXTURE_KEYRING } from '../../support/fixture-keyring';
 import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish } from './helpers';
 
@@ -434,6 +435,32 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       const all = await cli(['verify', '--all', '--project', 'acme'], env, dir);
       assert.equal(all.code, 1, all.out);
       assert.match(all.out, new RegExp(`NOT ok  acme  ${runId}  delivery: the record of delivery "delivery-1" names other bytes`));
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it('a run forged to name a delivery that has not arrived does not make that webhook count as sent before', async () => {
+    const { url, pool: owner } = await dbs.fresh();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0 });
+    try {
+      const wf = await publish(engine.pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const body = '{"order":{"id":"o-9","sum":9}}';
+      const forged = '00000000-0000-4000-8000-000000000009';
+      const payload = { runId: forged, project: 'acme', workflow: 'order-sync', version: 1, definitionHash: 'x', deliveryId: 'delivery-9', input: {}, at: new Date().toISOString(), bodySha256: createHash('sha256').update(body).digest('hex') };
+      await behindTheEnginesBack(owner, async (c) => {
+        await c.query(`INSERT INTO runs (id, project_id, workflow_id, version, status, last_seq) VALUES ($1, $2, $3, 1, 'succeeded', 1)`, [forged, wf.projectId, wf.workflowId]);
+        await c.query(`INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid) VALUES ($1, $2, 1, 'RunStarted', 1, $3, now(), $4, 'forged', NULL)`, [
+          wf.projectId,
+          forged,
+          JSON.stringify(payload),
+          genesisHash(forged),
+        ]);
+      });
+      // no delivery record: the intake finds the forged run by its first event, and does not take its word for it
+      const sent = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, body, { deliveryId: 'delivery-9' });
+      assert.equal(sent.status, 503, JSON.stringify(sent.body));
+      assert.equal(sent.body.error.code, 'delivery_record_broken');
     } finally {
       await engine.stop();
     }
