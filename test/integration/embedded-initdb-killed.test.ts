@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -39,6 +39,25 @@ describe('embedded Postgres: initdb killed half way', { timeout: 120_000 }, () =
       assert.ok(!existsSync(`${dataDir}.initialising`), 'the marker is gone once initdb finished');
     } finally {
       await pg.stop();
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it('a data directory that already held files is refused at every start, and never emptied', async (t) => {
+    if (process.env.DATABASE_URL || process.env.MESHHOOK_DB) return t.skip('only for the embedded Postgres');
+    const home = mkdtempSync(path.join(os.tmpdir(), 'mh-initdb-not-empty-'));
+    const dataDir = path.join(home, 'data');
+    mkdirSync(dataDir);
+    writeFileSync(path.join(dataDir, 'precious.txt'), 'not Postgres\n');
+    try {
+      // initdb refuses a directory that is not empty: the first start fails, and so must the second
+      await assert.rejects(provisionPostgres({ dataDir, persistent: true }));
+      await provisionPostgres({ dataDir, persistent: true }).then(
+        (pg) => pg.stop().then(() => assert.fail('the second start made a cluster where the files were')),
+        () => undefined,
+      );
+      assert.equal(readFileSync(path.join(dataDir, 'precious.txt'), 'utf8'), 'not Postgres\n', 'the files are still there');
+    } finally {
       rmSync(home, { recursive: true, force: true });
     }
   });
