@@ -49,7 +49,14 @@ async function unsealedChanges(db: ClientBase, keys: ChainKeys): Promise<string[
   // a kind it held none of (no table inheriting from an engine table, no event trigger, no rule) is still covered,
   // and one added behind the engine's back must not be sealed by the next migration
   const kind = (name: string): string => name.split(' ')[0];
-  const notYetCovered = new Set(KINDS_COVERED_SINCE.filter(([m]) => seal.migration < m).flatMap(([, kinds]) => kinds));
+  // (and a kind it does list is covered whatever migration it names: `seal-schema` run by this release on a database
+  // not migrated yet seals every kind under an older migration's name)
+  const listed = new Set(Object.keys(seal.objects).map(kind));
+  const notYetCovered = new Set(
+    KINDS_COVERED_SINCE.filter(([m]) => seal.migration < m)
+      .flatMap(([, kinds]) => kinds)
+      .filter((k) => !listed.has(k)),
+  );
   // and a seal made before 016 covered only some of the functions of a kind it covered: only what it lists counts
   const older = seal.migration < '016_seal_covers_more.sql';
   const now = await readSchemaObjects(db);

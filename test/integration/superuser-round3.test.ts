@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { runCli } from '../../src/cli/main';
 import { migrate, MIGRATIONS_DIR } from '../../src/db/migrate';
 import { sha256 } from '../../src/domain/canonical';
+import { sealSchema } from '../../src/integrity/schema-seal';
 import { startEngine } from '../../src/engine';
 import { Keyring } from '../../src/security/keyring';
 import { resealAll } from '../../src/store/secrets';
@@ -113,6 +114,17 @@ describe('a database superuser, round 3', { timeout: 90_000 }, () => {
     await pool.query('DROP TABLE public.more_events');
     assert.deepEqual(await migrate(pool, { dir, seal: KEYS.chainKey(), keys: KEYS.chainKeys() }), ['999_upgrade.sql']);
     assert.equal((await cli(['verify', '--all'], env)).code, 0);
+  });
+
+  it('a migration does not seal an index added behind its back under a seal that covers indexes but names an older migration', async () => {
+    const { pool } = await dbs.fresh();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-su3-named-'));
+    cpSync(MIGRATIONS_DIR, dir, { recursive: true });
+    writeFileSync(path.join(dir, '999_upgrade.sql'), "COMMENT ON TABLE runs IS 'the run view';\n");
+    // `seal-schema --confirm` by this release on a database whose last migration was 017: every kind, 017's name
+    await sealSchema(pool, KEYS.chainKey(), '017_appends_take_turns.sql');
+    await pool.query('CREATE INDEX sneaky ON public.runs (status)');
+    await assert.rejects(migrate(pool, { dir, seal: KEYS.chainKey(), keys: KEYS.chainKeys() }), /index sneaky on runs was added/);
   });
 
   it('a vault secret a checkpoint saw deleted, written back from a copy, is named; one set again is not', async () => {
