@@ -97,6 +97,8 @@ export interface RealtimeStats {
   changesDelivered: number;
   /** every frame sent */
   framesSent: number;
+  /** postgres_changes frames whose data went out as the one buffer every channel's frame shares (large changes) */
+  sharedDataFrames: number;
   /** committed transactions handed over by the feed, and the deliveries they went out in (one visibility round each) */
   transactions: number;
   deliveries: number;
@@ -269,7 +271,7 @@ export function parseDropSpec(spec: string): (c: { table: string; record: Record
 }
 
 export class RealtimeServer {
-  readonly stats: RealtimeStats = { sockets: 0, channels: 0, changesDelivered: 0, framesSent: 0, transactions: 0, deliveries: 0, dropped: [], slowSocketsClosed: 0, unsignedNotSent: 0, feed: 'idle' };
+  readonly stats: RealtimeStats = { sockets: 0, channels: 0, changesDelivered: 0, framesSent: 0, sharedDataFrames: 0, transactions: 0, deliveries: 0, dropped: [], slowSocketsClosed: 0, unsignedNotSent: 0, feed: 'idle' };
   private readonly opts: Required<Pick<RealtimeServerOptions, 'host' | 'publication' | 'heartbeatTimeoutMs' | 'joinTimeoutMs' | 'maxBufferedBytes'>> &
     RealtimeServerOptions;
   private readonly log: (entry: Record<string, unknown>) => void;
@@ -684,6 +686,7 @@ export class RealtimeServer {
     if (!this.admit(conn)) return false;
     for (let i = 0; i < parts.length; i++) conn.ws.send(parts[i], { binary: false, fin: i === parts.length - 1 });
     this.stats.framesSent++;
+    if (parts.length > 1) this.stats.sharedDataFrames++;
     return true;
   }
 

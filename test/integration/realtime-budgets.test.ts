@@ -86,7 +86,7 @@ describe('postgres_changes budgets', { timeout: 120_000 }, () => {
     const small = { n: 2 };
     const c = new Client({ connectionString: dbUrl });
     await c.connect();
-    const stats = { before: server.stats.framesSent };
+    const stats = { before: server.stats.framesSent, shared: server.stats.sharedDataFrames };
     await c.query('INSERT INTO run_events (project_id, run_id, seq, type, payload) VALUES ($1, $2, 1, $3, $4), ($1, $2, 2, $3, $5)', [A, run, 'Big', JSON.stringify(big), JSON.stringify(small)]);
     await c.end();
     for (const s of socks) {
@@ -105,5 +105,8 @@ describe('postgres_changes budgets', { timeout: 120_000 }, () => {
       }
     }
     assert.ok(server.stats.framesSent - stats.before >= 4 * channels);
+    // the big change went to every channel of both sockets as the one shared buffer (sockets of the tests before
+    // may hold a binding it matches too)
+    assert.ok(server.stats.sharedDataFrames - stats.shared >= 2 * channels, `${server.stats.sharedDataFrames - stats.shared} frames shared`);
   });
 });
