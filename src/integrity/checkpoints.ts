@@ -135,6 +135,13 @@ export function checkpointLine(chain: ChainKey, head: RunHead, at: Date): string
 }
 
 /** What a verifier knows from checkpoint files: the furthest signed head of every run, and what was wrong with the files. */
+/** Every line of a kind, per project, in file order: appended, never copied per line. */
+function appendTo<T>(lists: Map<string, T[]>, key: string, value: T): void {
+  const list = lists.get(key);
+  if (list) list.push(value);
+  else lists.set(key, [value]);
+}
+
 export class CheckpointIndex {
   private readonly latest = new Map<string, Checkpoint>();
   private readonly latestVersions = new Map<string, VersionCheckpoint>();
@@ -197,9 +204,7 @@ export class CheckpointIndex {
           index.problems.push(`${file}:${i + 1}: checkpoint of project ${String(c.projectId).slice(0, 36)}'s vault is not genuine`);
           return;
         }
-        const seen = index.vaults.get(c.projectId);
-        if (seen) seen.push(c);
-        else index.vaults.set(c.projectId, [c]);
+        appendTo(index.vaults, c.projectId, c);
         return;
       }
       if ((cp as unknown as SealCheckpoint).kind === 'seal') {
@@ -219,9 +224,7 @@ export class CheckpointIndex {
         }
         const knownGrant = index.latestGrants.get(g.projectId);
         if (!knownGrant || g.at > knownGrant.at) index.latestGrants.set(g.projectId, g);
-        const history = index.grantHistory.get(g.projectId);
-        if (history) history.push(g);
-        else index.grantHistory.set(g.projectId, [g]);
+        appendTo(index.grantHistory, g.projectId, g);
         return;
       }
       if ((cp as unknown as VersionCheckpoint).kind === 'version') {

@@ -15,7 +15,7 @@ import { validateDefinition } from '../../src/domain/definition';
 import { verifyLog } from '../../src/domain/replay';
 import { genesisHash } from '../../src/domain/hash-chain';
 import { FIXTURE_KEY_FILE, FIXTURE_KEYRING } from '../../support/fixture-keyring';
-import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish } from './helpers';
+import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish, cli } from './helpers';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -25,12 +25,6 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-async function cli(argv: string[], env: NodeJS.ProcessEnv, cwd: string) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l), env, cwd });
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
 
 /** Changes made as the database's owner with its checks switched off, as an intruder with the database would. */
 async function behindTheEnginesBack(owner: import('pg').Pool, change: (c: import('pg').PoolClient) => Promise<unknown>): Promise<void> {

@@ -1,6 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import { Client, Pool } from 'pg';
+import { runCli } from '../../src/cli/main';
 import { openPool } from '../../src/db/pool';
 import { PostgresServer, provisionPostgres } from '../../src/db/postgres';
 import { inProject } from '../../src/db/scope';
@@ -181,4 +183,12 @@ export async function publish(pool: Pool, project: string, definition: Record<st
   const published = await publishWorkflow(pool, KEYS, project, definition);
   await setAllowPrivateTargets(pool, KEYS.chainKey(), published.projectId, true);
   return published;
+}
+
+/** The CLI run in this process, its output captured: exit code, stdout and stderr as text. */
+export async function cli(argv: string[], env: NodeJS.ProcessEnv, cwd: string = os.tmpdir()): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l), env, cwd });
+  return { code, out: out.join('\n'), err: err.join('\n') };
 }

@@ -4,11 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
-import { runCli } from '../../src/cli/main';
 import { migrate, MIGRATIONS_DIR } from '../../src/db/migrate';
 import { checkSchema, sealSchema } from '../../src/integrity/schema-seal';
 import { Keyring } from '../../src/security/keyring';
-import { KEYS, startDatabases, TestDatabases } from './helpers';
+import { KEYS, startDatabases, TestDatabases, cli } from './helpers';
 
 /*
  * The engine's schema, sealed when it was migrated: switching off what keeps
@@ -28,12 +27,6 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-async function cli(argv: string[], env: NodeJS.ProcessEnv) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l), env, cwd: os.tmpdir() });
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
 
 /** Run as one statement list: the database's own name, for ALTER DATABASE. */
 const inThisDatabase = (sql: string) => `DO $$ BEGIN EXECUTE pg_catalog.format('ALTER DATABASE %I ${sql}', pg_catalog.current_database()); END $$`;

@@ -4,14 +4,13 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { runCli } from '../../src/cli/main';
 import { migrate, MIGRATIONS_DIR } from '../../src/db/migrate';
 import { sha256 } from '../../src/domain/canonical';
 import { sealSchema } from '../../src/integrity/schema-seal';
 import { startEngine } from '../../src/engine';
 import { Keyring } from '../../src/security/keyring';
 import { resealAll } from '../../src/store/secrets';
-import { KEYS, orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
+import { KEYS, orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor, cli } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (third round): delete a whole project
@@ -27,12 +26,6 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-async function cli(argv: string[], env: NodeJS.ProcessEnv) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l), env, cwd: os.tmpdir() });
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
 
 describe('a database superuser, round 3', { timeout: 90_000 }, () => {
   it('a whole project deleted (its runs, workflows and the project itself) is named by verify --all behind a checkpoint', async () => {
@@ -131,12 +124,8 @@ describe('a database superuser, round 3', { timeout: 90_000 }, () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     const cp = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-su3-')), 'cp.jsonl');
-    const target = await startTarget();
-    try {
-      await publish(pool, 'acme', orderSyncDefinition(target.url));
-    } finally {
-      await target.close();
-    }
+    // published only: no call is made, so the order service's address needs nothing listening
+    await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
     assert.equal((await cli(['secrets', 'set', 'orders-api', '--project', 'acme', '--value', 'sk_live_revoked'], env)).code, 0);
     assert.equal((await cli(['checkpoint', '--out', cp], env)).code, 0);
     const copy = (await pool.query(`SELECT * FROM project_secrets WHERE name = 'orders-api'`)).rows[0];
@@ -242,12 +231,8 @@ describe('keys rotate', { timeout: 60_000 }, () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     const cp = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-su3-')), 'cp.jsonl');
-    const target = await startTarget();
-    try {
-      await publish(pool, 'acme', orderSyncDefinition(target.url));
-    } finally {
-      await target.close();
-    }
+    // published only: no call is made, so the order service's address needs nothing listening
+    await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
     assert.equal((await cli(['secrets', 'set', 'pay', '--project', 'acme', '--value', 'sk_live_revoked_one'], env)).code, 0);
     const revoked = (await pool.query(`SELECT sealed FROM project_secrets WHERE name = 'pay'`)).rows[0].sealed;
     assert.equal((await cli(['secrets', 'set', 'pay', '--project', 'acme', '--value', 'sk_live_current_two'], env)).code, 0);
