@@ -8,6 +8,7 @@ import type { Pool } from 'pg';
 import { openEnginePool, openPool } from '../db/pool';
 import type { PostgresServer } from '../db/postgres';
 import { isAlive, provisionPostgres } from '../db/postgres';
+import { holdHome } from './home-lock';
 import { InvalidDefinitionError, validateDefinition } from '../domain/definition';
 import { UnknownEventTypeError } from '../domain/events';
 import type * as EngineModule from '../engine';
@@ -316,141 +317,155 @@ const up: CommandSpec = {
     }
     const home = homeDir(io);
     mkdirSync(home, { recursive: true, mode: 0o700 });
-    const keyring = io.env.MESHHOOK_KEYS || io.env.MESHHOOK_KEY_FILE ? keyringOf(io) : ensureKeyFile(keyFile(io));
-    let pg: PostgresServer | null = null;
-    let url: string;
-    if (given) {
-      url = given;
-    } else {
-      io.out(`starting embedded Postgres (data in ${path.relative(io.cwd, home) || '.'}/pgdata) ...`);
-      pg = await provisionPostgres({ dataDir: path.join(home, 'pgdata'), persistent: true, port: a.flags['pg-port'] ? intFlag(a, 'pg-port', 0) : undefined });
-      url = pg.urlFor('postgres');
+    // the state file names an `up` only once it is up: one starting at the same moment is kept out by this lock
+    const held = await holdHome(home);
+    if (!held) {
+      io.err(`meshhook is already starting or up with its data in ${home} (another process holds it); stop it first`);
+      return 1;
     }
-    let engine;
     try {
-      engine = await heavy.engine().startEngine({
-        databaseUrl: url,
-        keyring,
-        workers,
-        intakePort: port,
-        intakeHost: a.flags.host as string | undefined,
-        // the same journal a worker process keeps (src/worker/main.ts): heads outside the database, as they commit
-        headJournal: io.env.MESHHOOK_HEAD_JOURNAL || undefined,
-        // journals and checkpoint files to hold runs to (a run rolled back behind one is refused, not carried on)
-        checkpoints: io.env.MESHHOOK_CHECKPOINTS
-          ? CheckpointIndex.load(io.env.MESHHOOK_CHECKPOINTS.split(',').filter((f) => f && existsSync(path.resolve(io.cwd, f))).map((f) => path.resolve(io.cwd, f)), keyring.chainKeys())
-          : null,
-        log: (e) => printLog(e, io),
-      });
-    } catch (e) {
-      await pg?.stop();
-      throw e;
-    }
-    // live logs: fed by logical replication of committed rows, never by the workers themselves
-    let realtime: RealtimeServer | null = null;
-    try {
-      realtime = await heavy.realtimeServer().startRealtimeServer({
-        databaseUrl: url,
-        jwtSecret: tokenSecret(keyring, io.env),
-        // a row of the log the engine did not write is never sent to a subscriber
-        chainKeys: keyring.chainKeys(),
-        port: realtimePort,
-        ...(a.flags.host ? { host: a.flags.host as string } : {}),
-        log: (e) => {
-          if (e.level !== 'debug') printLog({ ...e, component: 'realtime' }, io);
-        },
-      });
-    } catch (e) {
-      io.err(`live logs are off: the live-log server did not start (${(e as Error).message})`);
-    }
-    const state: State = { databaseUrl: url, intakeUrl: engine.intake.url, realtimeUrl: realtime?.url, pid: process.pid, startedAt: new Date().toISOString() };
-    // the state holds the database's password: readable by this user only. Written aside and renamed into
-    // place, so a command reading it meanwhile never sees half a file (and falls back to default addresses)
-    const stateTmp = `${stateFile(io)}.${process.pid}.tmp`;
-    writeFileSync(stateTmp, json(state) + '\n', { mode: 0o600 });
-    renameSync(stateTmp, stateFile(io));
-    io.out('');
-    io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'})`);
-    io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);
-    if (realtime) io.out(`  live logs: ${realtime.url}  (Supabase Realtime protocol; \`meshhook tail <run-id>\` follows one)`);
-    io.out(`  database: ${redact(url)}  (full URL in the state file)`);
-    io.out(`  state:    ${path.relative(io.cwd, stateFile(io)) || stateFile(io)}`);
-    if (dataDirFlag) io.out(`  other commands find this through: export MESHHOOK_HOME=${homeDir(io)}`);
-    io.out('');
-    io.out('next, in another terminal:');
-    io.out('  meshhook publish examples/order-sync.json --project acme');
-    io.out(`  meshhook deliver acme order-sync --body '{"order":{"id":"o-1","sum":42}}'`);
-    io.out('  meshhook runs');
-    io.out('  meshhook tail <run-id> --project acme');
-    io.out('  meshhook verify <run-id>');
-    io.out('Ctrl-C stops everything.');
-    let exitCode = 0;
-    // a restart of Postgres under way when `up` is told to stop: waited for, so that the stop stops what it started
-    let restarting: Promise<unknown> | null = null;
-    await new Promise<void>((resolve) => {
-      const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-      const handlers = signals.map((sig) => [sig, () => done(sig)] as const);
-      let watching: NodeJS.Timeout | null = null;
-      const done = (sig: string) => {
-        io.out(`\n${sig}: stopping ...`);
-        for (const [s, h] of handlers) process.off(s, h);
-        if (watching) clearInterval(watching);
-        resolve();
-      };
-      for (const [s, h] of handlers) process.on(s, h);
-      // the embedded Postgres is ours to keep up: if it dies (killed, out of memory), start it again on the same
-      // data (it recovers from its WAL; workers and live logs reconnect on their own) instead of answering 503
-      // for ever; if it will not start, stop everything and say so
-      if (pg) {
-        const server = pg;
-        // the postmaster last seen serving the data: while it lives nothing needs reading. A pid file that cannot
-        // be read (this process out of file descriptors under a flood of connections) is "cannot tell", never "gone"
-        let known = server.pid();
-        watching = setInterval(() => {
-          if (restarting || (known !== null && isAlive(known))) return;
-          let pid: number | null;
-          try {
-            pid = server.pid();
-          } catch {
-            return;
-          }
-          known = pid;
-          if (pid !== null && isAlive(pid)) return;
-          io.err(`Postgres stopped unexpectedly${pid ? ` (pid ${pid})` : ''}: starting it again on the same data ...`);
-          restarting = server.restart().then(
-            () => {
-              io.err('Postgres is back; workers reconnect on their own');
-              try {
-                known = server.pid();
-              } catch {
-                known = null;
-              }
-              restarting = null;
-            },
-            (e: unknown) => {
-              io.err(`Postgres did not start again: ${(e as Error)?.message ?? String(e)}`);
-              exitCode = 1;
-              restarting = null;
-              done('Postgres lost');
-            },
-          );
-        }, 1000);
-        watching.unref();
-      }
-    });
-    // each part stops even if one before it fails (Postgres may have crashed): nothing is left behind
-    try {
-      await realtime?.close().catch(() => undefined);
-      await engine.stop().catch((e: unknown) => io.err(`stopping the engine: ${(e as Error)?.message ?? String(e)}`));
-      await restarting;
-      if (pg) await pg.stop().catch((e: unknown) => io.err(`stopping Postgres: ${(e as Error)?.message ?? String(e)}`));
+      return await runUp(a, io, home, given, port, realtimePort, workers, dataDirFlag);
     } finally {
-      rmSync(stateFile(io), { force: true });
+      held.release();
     }
-    io.out('stopped.');
-    return exitCode;
   },
 };
+
+async function runUp(a: Parsed, io: Io, home: string, given: string | undefined, port: number, realtimePort: number, workers: number, dataDirFlag: string | undefined): Promise<number> {
+  const keyring = io.env.MESHHOOK_KEYS || io.env.MESHHOOK_KEY_FILE ? keyringOf(io) : ensureKeyFile(keyFile(io));
+  let pg: PostgresServer | null = null;
+  let url: string;
+  if (given) {
+    url = given;
+  } else {
+    io.out(`starting embedded Postgres (data in ${path.relative(io.cwd, home) || '.'}/pgdata) ...`);
+    pg = await provisionPostgres({ dataDir: path.join(home, 'pgdata'), persistent: true, port: a.flags['pg-port'] ? intFlag(a, 'pg-port', 0) : undefined });
+    url = pg.urlFor('postgres');
+  }
+  let engine;
+  try {
+    engine = await heavy.engine().startEngine({
+      databaseUrl: url,
+      keyring,
+      workers,
+      intakePort: port,
+      intakeHost: a.flags.host as string | undefined,
+      // the same journal a worker process keeps (src/worker/main.ts): heads outside the database, as they commit
+      headJournal: io.env.MESHHOOK_HEAD_JOURNAL || undefined,
+      // journals and checkpoint files to hold runs to (a run rolled back behind one is refused, not carried on)
+      checkpoints: io.env.MESHHOOK_CHECKPOINTS
+        ? CheckpointIndex.load(io.env.MESHHOOK_CHECKPOINTS.split(',').filter((f) => f && existsSync(path.resolve(io.cwd, f))).map((f) => path.resolve(io.cwd, f)), keyring.chainKeys())
+        : null,
+      log: (e) => printLog(e, io),
+    });
+  } catch (e) {
+    await pg?.stop();
+    throw e;
+  }
+  // live logs: fed by logical replication of committed rows, never by the workers themselves
+  let realtime: RealtimeServer | null = null;
+  try {
+    realtime = await heavy.realtimeServer().startRealtimeServer({
+      databaseUrl: url,
+      jwtSecret: tokenSecret(keyring, io.env),
+      // a row of the log the engine did not write is never sent to a subscriber
+      chainKeys: keyring.chainKeys(),
+      port: realtimePort,
+      ...(a.flags.host ? { host: a.flags.host as string } : {}),
+      log: (e) => {
+        if (e.level !== 'debug') printLog({ ...e, component: 'realtime' }, io);
+      },
+    });
+  } catch (e) {
+    io.err(`live logs are off: the live-log server did not start (${(e as Error).message})`);
+  }
+  const state: State = { databaseUrl: url, intakeUrl: engine.intake.url, realtimeUrl: realtime?.url, pid: process.pid, startedAt: new Date().toISOString() };
+  // the state holds the database's password: readable by this user only. Written aside and renamed into
+  // place, so a command reading it meanwhile never sees half a file (and falls back to default addresses)
+  const stateTmp = `${stateFile(io)}.${process.pid}.tmp`;
+  writeFileSync(stateTmp, json(state) + '\n', { mode: 0o600 });
+  renameSync(stateTmp, stateFile(io));
+  io.out('');
+  io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'})`);
+  io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);
+  if (realtime) io.out(`  live logs: ${realtime.url}  (Supabase Realtime protocol; \`meshhook tail <run-id>\` follows one)`);
+  io.out(`  database: ${redact(url)}  (full URL in the state file)`);
+  io.out(`  state:    ${path.relative(io.cwd, stateFile(io)) || stateFile(io)}`);
+  if (dataDirFlag) io.out(`  other commands find this through: export MESHHOOK_HOME=${homeDir(io)}`);
+  io.out('');
+  io.out('next, in another terminal:');
+  io.out('  meshhook publish examples/order-sync.json --project acme');
+  io.out(`  meshhook deliver acme order-sync --body '{"order":{"id":"o-1","sum":42}}'`);
+  io.out('  meshhook runs');
+  io.out('  meshhook tail <run-id> --project acme');
+  io.out('  meshhook verify <run-id>');
+  io.out('Ctrl-C stops everything.');
+  let exitCode = 0;
+  // a restart of Postgres under way when `up` is told to stop: waited for, so that the stop stops what it started
+  let restarting: Promise<unknown> | null = null;
+  await new Promise<void>((resolve) => {
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    const handlers = signals.map((sig) => [sig, () => done(sig)] as const);
+    let watching: NodeJS.Timeout | null = null;
+    const done = (sig: string) => {
+      io.out(`\n${sig}: stopping ...`);
+      for (const [s, h] of handlers) process.off(s, h);
+      if (watching) clearInterval(watching);
+      resolve();
+    };
+    for (const [s, h] of handlers) process.on(s, h);
+    // the embedded Postgres is ours to keep up: if it dies (killed, out of memory), start it again on the same
+    // data (it recovers from its WAL; workers and live logs reconnect on their own) instead of answering 503
+    // for ever; if it will not start, stop everything and say so
+    if (pg) {
+      const server = pg;
+      // the postmaster last seen serving the data: while it lives nothing needs reading. A pid file that cannot
+      // be read (this process out of file descriptors under a flood of connections) is "cannot tell", never "gone"
+      let known = server.pid();
+      watching = setInterval(() => {
+        if (restarting || (known !== null && isAlive(known))) return;
+        let pid: number | null;
+        try {
+          pid = server.pid();
+        } catch {
+          return;
+        }
+        known = pid;
+        if (pid !== null && isAlive(pid)) return;
+        io.err(`Postgres stopped unexpectedly${pid ? ` (pid ${pid})` : ''}: starting it again on the same data ...`);
+        restarting = server.restart().then(
+          () => {
+            io.err('Postgres is back; workers reconnect on their own');
+            try {
+              known = server.pid();
+            } catch {
+              known = null;
+            }
+            restarting = null;
+          },
+          (e: unknown) => {
+            io.err(`Postgres did not start again: ${(e as Error)?.message ?? String(e)}`);
+            exitCode = 1;
+            restarting = null;
+            done('Postgres lost');
+          },
+        );
+      }, 1000);
+      watching.unref();
+    }
+  });
+  // each part stops even if one before it fails (Postgres may have crashed): nothing is left behind
+  try {
+    await realtime?.close().catch(() => undefined);
+    await engine.stop().catch((e: unknown) => io.err(`stopping the engine: ${(e as Error)?.message ?? String(e)}`));
+    await restarting;
+    if (pg) await pg.stop().catch((e: unknown) => io.err(`stopping Postgres: ${(e as Error)?.message ?? String(e)}`));
+  } finally {
+    rmSync(stateFile(io), { force: true });
+  }
+  io.out('stopped.');
+  return exitCode;
+}
 
 
 /**

@@ -17,11 +17,11 @@ const BIN = path.resolve(__dirname, '../../bin/meshhook.js');
 const home = mkdtempSync(path.join(os.tmpdir(), 'mh-up-'));
 const started: ChildProcess[] = [];
 
-function up(): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+function up(where = home): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
   let out = '';
   const child = spawn(process.execPath, [BIN, 'up', '--port', '0', '--realtime-port', '0', '--workers', '1'], {
-    cwd: home,
-    env: { ...process.env, MESHHOOK_HOME: home, DATABASE_URL: '' },
+    cwd: where,
+    env: { ...process.env, MESHHOOK_HOME: where, DATABASE_URL: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   started.push(child);
@@ -163,5 +163,36 @@ describe('meshhook up is not kept from starting by a process that only looks lik
     assert.equal(await again.exited, 0, again.output());
     other.kill('SIGKILL');
     parent.kill('SIGKILL');
+  });
+});
+
+describe('two meshhook up started at the same moment on one home', { timeout: 180_000 }, () => {
+  it('one comes up, the other is told so and leaves its Postgres alone', async () => {
+    // before the lock both ran initdb into one fresh directory, or the later one stopped the first's Postgres as a
+    // leftover: the state file names an up only once it is up
+    const fresh = mkdtempSync(path.join(os.tmpdir(), 'mh-up-twice-'));
+    try {
+      const [a, b] = [up(fresh), up(fresh)];
+      const said = (r: ReturnType<typeof up>) => /MeshHook Replay is up|meshhook up:|already starting or up/.test(r.output());
+      await until('both to say how they stand', () => said(a) && said(b), 120_000);
+      const upOnes = [a, b].filter((r) => /MeshHook Replay is up/.test(r.output()));
+      const refused = [a, b].filter((r) => /already starting or up/.test(r.output()));
+      assert.equal(upOnes.length, 1, a.output() + '\n----\n' + b.output());
+      assert.equal(refused.length, 1, a.output() + '\n----\n' + b.output());
+      assert.equal(await refused[0].exited, 1);
+      const winner = upOnes[0];
+      const intake = (JSON.parse(readFileSync(path.join(fresh, 'state.json'), 'utf8')) as { intakeUrl: string }).intakeUrl;
+      assert.equal((await fetch(`${intake}/healthz`)).status, 200, 'the one that came up is healthy: its Postgres was left alone');
+      winner.child.kill('SIGINT');
+      assert.equal(await winner.exited, 0, winner.output());
+      // the lock went with it: the next up on the home starts
+      const next = up(fresh);
+      await until('the next up', () => said(next));
+      assert.match(next.output(), /MeshHook Replay is up/, next.output());
+      next.child.kill('SIGINT');
+      assert.equal(await next.exited, 0, next.output());
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
   });
 });
