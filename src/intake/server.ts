@@ -11,7 +11,7 @@ import { readRunView } from '../replay-service';
 import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
 import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, TamperedProjectError, WorkflowRow } from '../store/registry';
-import { DeliveryRecordBrokenError, DeliveryReusedError, startRun } from '../store/intake-start';
+import { DeliveryRecordBrokenError, DeliveryReusedError, runIdOfDelivery, startRun } from '../store/intake-start';
 import { readEvents } from '../store/log-read';
 import type { Failpoints } from '../faults/failpoints';
 import { HeadJournal } from '../integrity/checkpoints';
@@ -671,7 +671,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         throw new TamperedDefinitionError(target.workflow.id, version.version, `was published as workflow "${version.definition.name.slice(0, 80)}", not "${target.workflow.slug}" (the workflow was renamed behind the engine's back)`);
       }
       const started = await startRun(pool, {
-        runId: randomUUID(),
+        runId: runIdOfDelivery(opts.keyring.chainKey(), target.project.id, target.workflow.id, deliveryId),
         projectId: target.project.id,
         projectSlug: target.project.slug,
         workflowSlug: target.workflow.slug,

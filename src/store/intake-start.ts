@@ -1,3 +1,4 @@
+import { createHash, createHmac } from 'node:crypto';
 import type { Pool } from 'pg';
 import { assertProjectId, inProject } from '../db/scope';
 import { sha256 } from '../domain/canonical';
@@ -35,6 +36,24 @@ export interface StartRunInput {
   keys?: ChainKeys | null;
   /** before-start-run and after-start-run, where the intake can be made to fail on purpose */
   failpoints?: Failpoints;
+}
+
+/**
+ * The run a delivery starts has an id derived from the delivery (keyed, so ids cannot be guessed), not a random
+ * one. The delivery's record and its run's first event are found through text indexes, and a superuser can make
+ * those lookups miss without touching a sealed object (the database's collation changed under them, an index's
+ * file swapped): a re-delivery then used to start a second run, with new idempotency keys, and the order was
+ * placed again. With the id fixed by the delivery, the second run collides with the first on the runs' primary
+ * key (uuids, no collation) and the re-delivery is answered with the first run; even where that index lies too,
+ * the second run would send the first one's idempotency keys.
+ */
+export function runIdOfDelivery(key: ChainKey | null, projectId: string, workflowId: string, deliveryId: string): string {
+  const text = `meshhook-run-id\n${projectId}\n${workflowId}\n${deliveryId}`;
+  const h = (key ? createHmac('sha256', key.key).update(text).digest() : createHash('sha256').update(text).digest()).subarray(0, 16);
+  h[6] = (h[6] & 0x0f) | 0x80; // version 8: custom (RFC 9562)
+  h[8] = (h[8] & 0x3f) | 0x80; // the RFC's variant
+  const x = h.toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
 }
 
 export interface StartedRun {
@@ -109,7 +128,12 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     if (fp?.armed) await fp.hit({ name: 'after-start-run', ...hit });
     return { runId: s.runId, duplicate: false, head: { seq: last.seq, hash: last.hash } };
   } catch (e) {
-    if ((e as { code?: string }).code !== '40001') throw e;
+    const code = (e as { code?: string }).code;
+    // the run this delivery's id derives to is there already: a concurrent re-delivery committed it first, or the
+    // lookups of the delivery missed it (its record and first event found through indexes that were made to lie).
+    // Answered as that run, as far as its signed first event says it is this delivery's (else 503, nothing written)
+    if (code === '23505') return await checkedDuplicate(db, s, { runId: s.runId, bodySha: '' }, bodySha);
+    if (code !== '40001') throw e;
     // a concurrent re-delivery won the race: keep its run
     const winner = await inProject(db, s.projectId, (c) => findDelivery(c, s.projectId, s.version.workflowId, s.deliveryId));
     return await checkedDuplicate(db, s, winner!, bodySha);

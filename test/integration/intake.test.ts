@@ -173,6 +173,45 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     }
   });
 
+  it('a re-delivery that the lookups no longer find is answered with its run, not a second one with new idempotency keys', async () => {
+    // a superuser makes the delivery's lookups miss without touching a sealed object (found by a tampering probe:
+    // the database's collation changed under the text indexes; here the record deleted and the first event left
+    // out of its index); the run id a delivery starts derives from it, so its run is still found by its key
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS });
+    const c = await pool.connect();
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const first = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1aC' });
+      assert.equal(first.status, 202);
+      const runId: string = first.body.runId;
+      await c.query('SET session_replication_role = replica');
+      await c.query(`DELETE FROM deliveries WHERE delivery_id = 'evt_1aC'`);
+      await c.query(`UPDATE pg_index SET indisready = false WHERE indexrelid = 'run_events_first_by_delivery'::regclass`);
+      await c.query(`CREATE TEMP TABLE first_event AS SELECT * FROM run_events WHERE run_id = $1 AND seq = 1`, [runId]);
+      await c.query(`DELETE FROM run_events WHERE run_id = $1 AND seq = 1`, [runId]);
+      await c.query(`INSERT INTO run_events SELECT * FROM first_event`);
+      await c.query(`UPDATE pg_index SET indisready = true WHERE indexrelid = 'run_events_first_by_delivery'::regclass`);
+      // a big table's planner choice, on this small one: the lookup goes through the index that lost the entry
+      await c.query(`UPDATE pg_class SET relpages = 1, reltuples = 1e6 WHERE oid = 'run_events'::regclass`);
+      await c.query('SET session_replication_role = origin');
+      await c.query('SET ROLE meshhook_engine');
+      await c.query(`SELECT set_config('meshhook.project', $1, false)`, [await projectId(pool)]);
+      assert.equal((await c.query(`SELECT * FROM meshhook_run_of_delivery($1, 'evt_1aC')`, [wf.workflowId])).rowCount, 0, 'the lookup misses: the situation under test');
+      await c.query('RESET ROLE');
+
+      const again = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1aC' });
+      assert.equal(again.status, 200, JSON.stringify(again.body));
+      assert.deepEqual(again.body, { runId, deliveryId: 'evt_1aC', duplicate: true });
+      const other = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, JSON.stringify({ order: { id: 'o-2', sum: 1 } }), { deliveryId: 'evt_1aC' });
+      assert.equal(other.status, 409, 'other bytes under the same id are still refused');
+      assert.equal(await count(pool, 'runs'), 1, 'no second run');
+    } finally {
+      c.release();
+      await intake.close();
+    }
+  });
+
   it('runs are read with a project token, and another project\'s run is not found', async () => {
     const { pool, url } = await dbs.fresh();
     // as the engine runs: its own role, under row-level security
