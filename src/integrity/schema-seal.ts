@@ -56,6 +56,43 @@ const BUILT_IN_ROWS: ReadonlyArray<[string, string[]]> = [
   ["built-in operator classes of pg_catalog", ['pg_opclass', 'pg_opfamily', 'pg_amop', 'pg_amproc']],
 ];
 
+/**
+ * Since migration 022, under names of kinds of their own (a kind an older seal lists is compared as it is): the
+ * collations (the order text is compared in), the casts (the read's own `::oid` is one) and the system views' queries (pg_settings and pg_roles are views
+ * this read asks; one redefined in place keeps its oid).
+ */
+const BUILT_IN_ROWS_SINCE_022: ReadonlyArray<[string, string[]]> = [
+  ['collations built into pg_catalog', ['pg_collation']],
+  ['casts built into pg_catalog', ['pg_cast']],
+  ['system views of pg_catalog', ['pg_rewrite']],
+];
+
+/** The catalogs, functions and types the read below names: each must be initdb's own. */
+const CATALOGS_READ = [
+  'pg_database', 'pg_roles', 'pg_namespace', 'pg_class', 'pg_attribute', 'pg_attrdef', 'pg_index', 'pg_inherits', 'pg_policy',
+  'pg_trigger', 'pg_constraint', 'pg_rewrite', 'pg_auth_members', 'pg_db_role_setting', 'pg_settings', 'pg_publication',
+  'pg_publication_rel', 'pg_extension', 'pg_event_trigger', 'pg_default_acl', 'pg_cast', 'pg_operator', 'pg_proc',
+  'pg_aggregate', 'pg_type', 'pg_opclass', 'pg_opfamily', 'pg_amop', 'pg_amproc', 'pg_collation',
+];
+const FUNCTIONS_READ = [
+  'current_database()', 'pg_get_expr(pg_node_tree,oid)', 'format_type(oid,integer)', 'pg_get_indexdef(oid)', 'pg_get_triggerdef(oid)',
+  'pg_get_constraintdef(oid)', 'pg_get_ruledef(oid)', 'pg_get_functiondef(oid)', 'pg_get_function_identity_arguments(oid)',
+  'textout(text)', 'record_out(record)',
+];
+const TYPES_READ = ['oid', 'text', 'int4', 'name', 'bool', 'regclass', 'regprocedure', 'regtype'];
+
+/** "built-in", or each catalog, function or type this read names that is not initdb's own any more. */
+async function catalogsRead(q: (sql: string, params?: unknown[]) => Promise<Row[]>, version: number): Promise<string> {
+  const names: Array<[string, string]> = [
+    ...[...CATALOGS_READ, ...(version >= 150000 ? ['pg_publication_namespace'] : [])].map((n): [string, string] => [`pg_catalog.${n}`, 'regclass']),
+    ...FUNCTIONS_READ.map((f): [string, string] => [`pg_catalog.${f}`, 'regprocedure']),
+    ...TYPES_READ.map((t): [string, string] => [`pg_catalog.${t}`, 'regtype']),
+  ];
+  const [row] = await q(`SELECT ${names.map(([n, as], i) => `'${n}'::pg_catalog.${as}::pg_catalog.oid AS o${i}`).join(', ')}`);
+  const replaced = names.flatMap(([n], i) => (Number(row[`o${i}`]) < FIRST_USER_OID ? [] : [`${n} (oid ${row[`o${i}`]})`]));
+  return replaced.length ? `replaced: ${replaced.join(', ')}` : 'built-in';
+}
+
 /** FirstNormalObjectId: every object with a lower oid came with initdb. */
 const FIRST_USER_OID = 16384;
 
@@ -120,9 +157,26 @@ export async function readSchemaObjects(db: Pool | ClientBase, inTransaction = f
  */
 async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]>): Promise<SchemaObjects> {
   const out: SchemaObjects = {};
-  const [{ db }] = await q('SELECT pg_catalog.current_database() AS db');
-  const databaseOid = (await q('SELECT d.oid, d.datname FROM pg_catalog.pg_database d')).find((d) => d.datname === db)?.oid;
   const version = Number((await q('SHOW server_version_num'))[0].server_version_num);
+  // ───── first, that what this read asks is what it reads: with allow_system_table_mods a superuser can rename a
+  // catalog and put a view that lies under its name (Postgres itself finds its catalogs by oid and goes on working),
+  // or a function of their own in place of pg_get_functiondef, and every later line here would be told what they
+  // chose. A name written as a regclass or regprocedure constant is looked up when the statement is parsed, so each
+  // must still be the object initdb made (an oid below FirstNormalObjectId)
+  out['catalogs the seal reads'] = await catalogsRead(q, version);
+
+  const [{ db }] = await q('SELECT pg_catalog.current_database() AS db');
+  const database = (await q('SELECT d.* FROM pg_catalog.pg_database d')).find((d) => d.datname === db);
+  const databaseOid = database?.oid;
+  // ───── the database's locale: the order every text index (delivery ids, slugs) was built in. Changed under them
+  // (a UPDATE of pg_database, no DDL), their lookups search in another order and miss rows that are there: a
+  // re-delivery then looked new
+  if (database) {
+    out['database locale'] = ['encoding', 'datlocprovider', 'datcollate', 'datctype', 'datlocale', 'daticulocale', 'daticurules']
+      .filter((f) => f in database)
+      .map((f) => `${f.replace(/^dat/, '')}=${database[f] ?? ''}`)
+      .join(' ');
+  }
 
   const roles = new Map<number, Row>((await q('SELECT r.oid, r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls FROM pg_catalog.pg_roles r')).map((r) => [r.oid, r]));
   const roleName = (oid: number): string => (oid === 0 ? 'public' : (roles.get(oid)?.rolname ?? `#${oid}`));
@@ -297,7 +351,7 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   out["pg_catalog's built-in functions"] = hash(builtIn.map((p) => JSON.stringify(Object.values(p))).join('\n'));
   // the rows of the built-in operators, types and operator classes, which a superuser can edit in place (the uuid
   // `=` made to call `<=`): each catalog's built-in rows hashed as one, read as text and ordered here
-  for (const [what, catalogs] of BUILT_IN_ROWS) {
+  for (const [what, catalogs] of [...BUILT_IN_ROWS, ...BUILT_IN_ROWS_SINCE_022]) {
     const rows: Array<{ oid: number; row: string }> = [];
     for (const table of catalogs) rows.push(...((await q(`SELECT t.oid, t::pg_catalog.text AS row FROM pg_catalog.${table} t`)) as Array<{ oid: number; row: string }>).filter((r) => r.oid < FIRST_USER_OID));
     out[what] = hash(rows.sort((a, b) => a.oid - b.oid).map((r) => r.row).join('\n'));
@@ -488,7 +542,7 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
 
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in )/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal)/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
@@ -534,11 +588,12 @@ function changeOf(name: string, was: string, is: string): string {
     return `is enforced by triggers ${b.triggers ?? 'none'} (they were ${a.triggers ?? 'none'})`;
   }
   if (name === "pg_catalog's built-in functions") return 'were changed: one was replaced or redefined';
-  if (name.startsWith('built-in ')) return 'were changed: a row of the catalog was edited in place';
+  if (name.startsWith('built-in ') || / built into pg_catalog$/.test(name) || name === 'system views of pg_catalog') return 'were changed: a row of the catalog was edited in place';
+  if (name === 'catalogs the seal reads') return `are not the ones initdb made: ${is.replace(/^replaced: /, '')} (a catalog renamed and something else put under its name, or a function replaced)`;
   if (name.startsWith('server setting ')) return `is ${is || 'empty'} (it was ${was || 'empty'}): set server-wide (ALTER SYSTEM or postgresql.conf)`;
   if (name.startsWith('columns of ')) return 'were changed: a column added, dropped or renamed, or its type, NOT NULL, default or collation changed';
   if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;
-  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index) /.test(name)) return 'was changed';
+  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index|database) /.test(name)) return 'was changed';
   const [a, b] = [fieldsOf(was), fieldsOf(is)];
   const onOff = (v: string) => (v === 'true' ? 'on' : v === 'false' ? 'off' : v);
   const changes: string[] = [];

@@ -162,12 +162,47 @@ const sabotage: Array<{ what: string; change: string; undo: string; named: RegEx
     undo: "UPDATE pg_catalog.pg_type SET typispreferred = NOT typispreferred WHERE oid = 'pg_catalog.money'::regtype",
     named: /built-in types of pg_catalog were changed/,
   },
+  {
+    // found by a tampering probe: text indexes built in C order searched in another, a re-delivery's lookups missed
+    what: "the database's locale changed under its text indexes (a row of pg_database, no DDL)",
+    change: "UPDATE pg_catalog.pg_database SET datcollate = 'POSIX' WHERE datname = pg_catalog.current_database()",
+    undo: "UPDATE pg_catalog.pg_database SET datcollate = 'C' WHERE datname = pg_catalog.current_database()",
+    named: /database locale changed: collate is POSIX \(it was C\)/,
+  },
+  {
+    // found by a tampering probe: a catalog renamed and a view that lies put under its name blinded the whole seal
+    what: 'a catalog the seal reads renamed, and a view that hides rows put under its name',
+    change: `SET allow_system_table_mods = on; ALTER TABLE pg_catalog.pg_cast RENAME TO pg_cast_real;
+             CREATE VIEW pg_catalog.pg_cast AS SELECT * FROM pg_catalog.pg_cast_real WHERE oid < 16384; GRANT SELECT ON pg_catalog.pg_cast TO PUBLIC`,
+    undo: 'SET allow_system_table_mods = on; DROP VIEW pg_catalog.pg_cast; ALTER TABLE pg_catalog.pg_cast_real RENAME TO pg_cast',
+    // (the rename renames the catalog's row type too, a built-in type)
+    named: [/catalogs the seal reads are not the ones initdb made: pg_catalog\.pg_cast \(oid \d+\)/, /built-in types of pg_catalog were changed/],
+  },
+  {
+    what: "a built-in collation's row edited in place",
+    change: "UPDATE pg_catalog.pg_collation SET collname = 'posix_moved' WHERE collname = 'POSIX' AND collnamespace = 'pg_catalog'::regnamespace",
+    undo: "UPDATE pg_catalog.pg_collation SET collname = 'POSIX' WHERE collname = 'posix_moved' AND collnamespace = 'pg_catalog'::regnamespace",
+    named: /collations built into pg_catalog were changed/,
+  },
+  {
+    what: "a built-in cast's row edited in place (int4 to int8 made assignment-only)",
+    change: "UPDATE pg_catalog.pg_cast SET castcontext = 'a' WHERE castsource = 'pg_catalog.int4'::regtype AND casttarget = 'pg_catalog.int8'::regtype",
+    undo: "UPDATE pg_catalog.pg_cast SET castcontext = 'i' WHERE castsource = 'pg_catalog.int4'::regtype AND casttarget = 'pg_catalog.int8'::regtype",
+    named: /casts built into pg_catalog were changed/,
+  },
+  {
+    what: "a system view's query row edited in place (pg_roles, which the seal reads)",
+    change: "UPDATE pg_catalog.pg_rewrite SET ev_enabled = 'D' WHERE ev_class = 'pg_catalog.pg_roles'::regclass",
+    undo: "UPDATE pg_catalog.pg_rewrite SET ev_enabled = 'O' WHERE ev_class = 'pg_catalog.pg_roles'::regclass",
+    named: /system views of pg_catalog were changed/,
+  },
 ];
 
 /** The kinds of object (a name's first word) each migration brought under the seal: a release before it sealed none. */
 const SEALED_SINCE: Array<[migration: string, kinds: string[]]> = [
   ['018_seal_covers_columns_and_indexes.sql', ['columns', 'index', 'tables', 'server']],
   ['019_seal_covers_built_in_rows.sql', ['built-in']],
+  ['022_seal_covers_locale_and_catalogs.sql', ['catalogs', 'database', 'collations', 'casts', 'system']],
 ];
 
 describe('an upgrade', { timeout: 120_000 }, () => {
@@ -226,7 +261,7 @@ describe("the engine's schema, sealed", { timeout: 60_000 }, () => {
       assert.equal(seen.code, 1, seen.out);
       const named = Array.isArray(s.named) ? s.named : [s.named];
       const lines = seen.out.split('\n').filter((l) => l.startsWith('NOT ok  schema  '));
-      for (const n of named) assert.ok(lines.some((l) => n.test(l)), `${n} not in:\n${seen.out}`);
+      for (const n of named) assert.ok(lines.some((l) => n.test(l)), `${n} not in:\n${seen.out}${seen.err}`);
       assert.equal(lines.length, named.length, seen.out);
       assert.match(seen.out, new RegExp(`the engine's schema NOT as it sealed it \\(${named.length} differences?\\)`));
       await pool.query(s.undo || saved);
