@@ -96,6 +96,11 @@ export class StateStoredRepository implements RunRepository {
 
   async flush(): Promise<void> {}
 
+  async stillAt(run: StoredRun): Promise<boolean> {
+    const { rows } = await this.pool.query<{ revision: number }>('SELECT revision FROM bench_runs_state WHERE id = $1', [run.runId]);
+    return rows[0]?.revision === run.seq;
+  }
+
   /** One transaction per batch in one round trip, like commitBatch: here a single UPDATE of the state row. */
   private async commit(runId: string, expectedRevision: number, state: RunState, recordedAt: Date): Promise<void> {
     const res = await this.pool.query(

@@ -3,7 +3,8 @@ Feature: Operator actions are audited, and hold against workers and crashes
   Who changed a run, when and why is part of its log, in order, for anyone who
   reads its history later. An action lands between a worker's steps, never in
   the middle of one: a worker busy with the run when the action lands loses
-  its place and the run ends as the action says; a worker that dies right
+  its place and the run ends as the action says, and an order that was ready
+  to go but held up is not sent for a run canceled or paused meanwhile; a worker that dies right
   after an action leaves a run the next worker finishes as the action says.
   Like a worker, the operator's command keeps the head it commits outside
   the database, so an action cannot be quietly taken back out of the log.
@@ -45,6 +46,21 @@ Feature: Operator actions are audited, and hold against workers and crashes
     And "dana@acme.example" cancels the run during that pause, because "the customer withdrew the order"
     Then the run is canceled
     And the run replays exactly from its log
+
+  Scenario: An operator cancels a run whose order is ready to go but not yet sent, and the order is never sent
+    Given the worker will stall before the request of "push" is sent
+    When "acme" delivers an order webhook to "order-sync"
+    And "dana@acme.example" cancels the run during that pause, because "the customer withdrew the order"
+    Then the run is canceled
+    And the order service was never called
+
+  Scenario: An operator pauses a run whose order is ready to go; it goes out once, when the run is unpaused
+    Given the worker will stall before the request of "push" is sent
+    When "acme" delivers an order webhook to "order-sync"
+    And "dana@acme.example" pauses the run during that pause, because "hold the order for a fraud check"
+    And "dana@acme.example" unpauses the run because "the fraud check is done"
+    Then the run succeeds
+    And the order service saw 1 attempt but took the order once
 
   Scenario: An operator cancels a run while its worker is recording the order service's answer, and the cancel lands before the next step
     Given the worker will stall while the response of "push" is being recorded

@@ -1,3 +1,4 @@
+import { inProject } from '../db/scope';
 import type { Pool } from 'pg';
 import type { RunState } from '../domain/decider';
 import type { DecidedBatch } from '../domain/run-loop';
@@ -50,6 +51,8 @@ export interface RunRepository<R extends StoredRun = StoredRun> extends RunKeepe
   readonly dueRuns: string;
   /** Write out what is still held back (the head journal's last lines) before the worker stops. */
   flush(): Promise<void>;
+  /** Whether the run's record still ends where `run` says: nobody (an operator's action, another worker) moved it on since. */
+  stillAt(run: R): Promise<boolean>;
 }
 
 /** A run of the event log: where its chain stands too. */
@@ -136,5 +139,10 @@ export class EventLogRepository implements RunRepository<LoggedRun> {
 
   async flush(): Promise<void> {
     await this.o.journal?.flush();
+  }
+
+  async stillAt(run: LoggedRun): Promise<boolean> {
+    const { rows } = await inProject(this.o.pool, run.projectId, (c) => c.query<{ last_seq: number }>('SELECT last_seq FROM runs WHERE id = $1', [run.runId]));
+    return rows[0]?.last_seq === run.seq;
   }
 }

@@ -85,6 +85,17 @@ const LOCK_CLASS = 0x4d48; // "MH": keeps our advisory locks apart from anyone e
 /** a secret added or a project setting changed reaches workers within this long */
 const SEND_CONTEXT_TTL_MS = 2_000;
 
+/** A request sent later than this after the worker last knew where its run's record ends is checked still due first. */
+const STALE_AFTER_MS = 100;
+
+/** The run's record moved on past where this worker committed its request: the request is not sent. */
+class RunMovedOnError extends Error {
+  constructor(readonly runId: string, readonly seq: number) {
+    super(`run ${runId} moved on past event ${seq} before its request was sent`);
+    this.name = 'RunMovedOnError';
+  }
+}
+
 export class Worker {
   readonly id: string;
   readonly stats: WorkerStats = { batches: 0, runsFinished: 0, conflicts: 0, errors: 0, recoveries: 0 };
@@ -394,13 +405,24 @@ export class Worker {
       // the run moves as src/domain/run-loop.ts says; this worker answers with the clock, real HTTP and the repository.
       // With failpoints armed every step is its own batch, so each crash point stays addressable.
       const loop = runLoop(decider, run.state, { merge: !this.failpoints.armed, stopping: () => this.stopping });
+      // when this worker last knew where the run's record ends: the load, then each commit it asked for
+      let knownAt = performance.now();
       await driveLoop(loop, {
         now: () => this.clock.now(),
-        send: async ({ request }) => sendRequest(request, await this.sendContext(projectId)),
+        send: async ({ request }) => {
+          const context = await this.sendContext(projectId);
+          // A request is committed before it is sent, and an operator's action can land in between (workers hold no
+          // lock that actions wait for). Sent at once, the gap is a moment and a check would leave one as long after it;
+          // but a worker held up since (its process stopped or starved, a long pause of the collector, a failpoint's
+          // stall) must not send for a run canceled or paused meanwhile: it asks where the record ends first
+          if (performance.now() - knownAt > STALE_AFTER_MS && !(await this.repository.stillAt(run))) throw new RunMovedOnError(runId, run.seq);
+          return sendRequest(request, context);
+        },
         jitter: () => this.random(),
         due: () => false, // wake_at is already stored; a later claim fires it
         moment: ({ name, step }) => this.hit(name, runId, step),
         commit: async ({ batch }) => {
+          knownAt = performance.now();
           run = await this.repository.append(run, batch, this.clock.now());
           this.stats.batches++;
           this.backoffUntil.delete(runId);
@@ -412,7 +434,10 @@ export class Worker {
         },
       });
     } catch (e) {
-      if (e instanceof ConcurrencyError) {
+      if (e instanceof RunMovedOnError) {
+        this.stats.conflicts++;
+        this.log({ level: 'info', worker: this.id, run: runId, msg: 'the run moved on while its request waited to be sent (an operator\'s action or another worker): not sending it', seq: e.seq });
+      } else if (e instanceof ConcurrencyError) {
         this.stats.conflicts++;
         this.log({ level: 'info', worker: this.id, run: runId, msg: 'another worker appended first; leaving the run to it' });
       } else {
