@@ -241,7 +241,7 @@ describe('an upgrade', { timeout: 120_000 }, () => {
   }
 });
 
-describe("the engine's schema, sealed", { timeout: 60_000 }, () => {
+describe("the engine's schema, sealed", { timeout: 240_000 }, () => {
   it('a freshly migrated schema is as sealed', async () => {
     const { pool } = await dbs.fresh();
     const check = await checkSchema(pool, KEYS.chainKeys());
