@@ -10,7 +10,7 @@ import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
 import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
-import { findProject, findWorkflowIn, latestVersion, NotFoundError, ProjectRow, TamperedDefinitionError, TamperedProjectError, WorkflowRow } from '../store/registry';
+import { findIntakeTarget, intakeCache, IntakeTarget, NotFoundError, TamperedDefinitionError, TamperedProjectError } from '../store/registry';
 import { DeliveryRecordBrokenError, DeliveryReusedError, runIdOfDelivery, startRun } from '../store/intake-start';
 import { readEvents } from '../store/log-read';
 import type { Failpoints } from '../faults/failpoints';
@@ -94,13 +94,7 @@ const NO_SECRET = `whsec_${randomUUID()}`;
 const HEADERS_TIMEOUT_MS = 10_000;
 /** how long an idle keep-alive connection is kept (Fastify's own default is 72 s) */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
-/** the id of no project (ids are random UUIDs, never all zeros): looked up in place of an unknown one */
-const NO_PROJECT = '00000000-0000-0000-0000-000000000000';
-
-interface Target {
-  project: ProjectRow;
-  workflow: WorkflowRow;
-}
+type Target = IntakeTarget;
 
 class Refusal extends Error {
   constructor(
@@ -334,6 +328,8 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   const log = opts.log ?? (() => undefined);
   const jwtSecret = opts.jwtSecret ?? tokenSecret(opts.keyring);
   const targets = new WeakMap<FastifyRequest, Target | null>();
+  // secrets opened and versions verified, by the exact rows they came from (see findIntakeTarget)
+  const targetCache = intakeCache();
   const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
   const journal = opts.headJournal ? new HeadJournal(opts.headJournal, opts.keyring.chainKey()) : null;
 
@@ -587,11 +583,9 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           void reply.header('retry-after', '1').header('connection', 'close');
           return refuse(reply, 503, 'busy', BUSY);
         }
-        const project = await findProject(pool, projectSlug, opts.keyring.chainKeys());
-        // an unknown project still costs the workflow lookup (of a project that cannot exist), so how fast
-        // the refusal comes does not tell a prober which project names are taken
-        const workflow = await findWorkflowIn(pool, opts.keyring, project?.id ?? NO_PROJECT, workflowSlug);
-        targets.set(req, project && workflow ? { project, workflow } : null);
+        // one round trip, whether the project and workflow exist or not (the refusal of an unknown one comes no
+        // faster than a wrong signature's); the version is checked only once the signature holds
+        targets.set(req, await findIntakeTarget(pool, opts.keyring, projectSlug, workflowSlug, targetCache));
       },
       // Bodies are counted as their bytes arrive, against the budget of all bodies being received and against
       // their target project's share of it (unknown targets share one), and given back when the answer is sent.
@@ -658,7 +652,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       const input = parseWebhookBody(raw);
       let version;
       try {
-        version = await latestVersion(pool, target.project.id, target.workflow.id, { keys: opts.keyring.chainKeys() });
+        version = target.latest();
       } catch (e) {
         if (e instanceof NotFoundError) {
           refused(req, 404, 'no_published_version', where);

@@ -140,6 +140,92 @@ export async function findWorkflowIn(db: Pool, keyring: Keyring, projectId: stri
 }
 
 /**
+ * What the intake needs of a webhook's target, in one call (migrations/023_intake_target_in_one_call.sql): the
+ * project (its name's signature checked: TamperedProjectError), the workflow with its signing secret opened, and
+ * the row of its latest version, checked only once the webhook's signature holds (`IntakeTarget.latest`). Null
+ * when there is no such project or workflow.
+ *
+ * What it opened and verified is kept (`IntakeCache`), keyed by the exact bytes it came from, so a webhook of a
+ * known workflow costs one round trip and no cryptography beyond its own signature; a row changed in any way (a
+ * version edited in place, a secret resealed) is a new key and is checked from scratch.
+ */
+export async function findIntakeTarget(
+  db: Pool,
+  keyring: Keyring,
+  projectSlug: string,
+  workflowSlug: string,
+  cache: IntakeCache,
+): Promise<IntakeTarget | null> {
+  const { rows } = await db.query<{
+    project_id: string;
+    slug_mac: string | null;
+    workflow_id: string | null;
+    signing_secret_sealed: string | null;
+    version: number | null;
+    definition: string | null;
+    definition_hash: string | null;
+    definition_mac: string | null;
+  }>('SELECT * FROM meshhook_intake_target($1, $2)', [projectSlug, workflowSlug]);
+  const r = rows[0];
+  if (!r) return null;
+  const problem = projectNameProblem(keyring.chainKeys(), r.project_id, projectSlug, r.slug_mac);
+  if (problem) throw new TamperedProjectError(projectSlug, problem);
+  if (!r.workflow_id) return null;
+  const sealed = r.signing_secret_sealed;
+  let signingSecret: string | null = null;
+  if (sealed) {
+    const key = `${r.project_id}:${r.workflow_id}:${sealed}`;
+    signingSecret = cache.secrets.get(key) ?? null;
+    if (signingSecret === null) {
+      signingSecret = signingSecretOf(keyring, { id: r.workflow_id, project_id: r.project_id, signing_secret_sealed: sealed });
+      if (signingSecret !== null) remember(cache.secrets, key, signingSecret);
+    }
+  }
+  const version =
+    r.version === null
+      ? null
+      : { project_id: r.project_id, workflow_id: r.workflow_id, version: r.version, definitionText: r.definition!, definition_hash: r.definition_hash!, definition_mac: r.definition_mac };
+  return {
+    project: { id: r.project_id, slug: projectSlug },
+    workflow: { id: r.workflow_id, projectId: r.project_id, slug: workflowSlug, signingSecret },
+    latest(): LoadedVersion {
+      if (!version) throw new NotFoundError(`workflow ${r.workflow_id} has no published version`);
+      const key = `${version.workflow_id}:${version.version}:${version.definition_hash}:${version.definition_mac ?? ''}:${version.definitionText}`;
+      const known = cache.versions.get(key);
+      if (known) return known;
+      const loaded = toLoaded({ ...version, definition: JSON.parse(version.definitionText) as WorkflowDefinition }, { keys: keyring.chainKeys() });
+      remember(cache.versions, key, loaded);
+      return loaded;
+    },
+  };
+}
+
+export interface IntakeTarget {
+  project: ProjectRow;
+  workflow: WorkflowRow;
+  /** the latest published version, checked (NotFoundError when none, TamperedDefinitionError when not as published) */
+  latest(): LoadedVersion;
+}
+
+/** Secrets opened and versions verified by the intake, by the exact row text they came from. */
+export interface IntakeCache {
+  secrets: Map<string, string>;
+  versions: Map<string, LoadedVersion>;
+}
+
+export function intakeCache(): IntakeCache {
+  return { secrets: new Map(), versions: new Map() };
+}
+
+/** Bounded: the oldest entry goes once a map holds this many. */
+const INTAKE_CACHE_ENTRIES = 512;
+
+function remember<V>(m: Map<string, V>, key: string, value: V): void {
+  m.set(key, value);
+  if (m.size > INTAKE_CACHE_ENTRIES) m.delete(m.keys().next().value!);
+}
+
+/**
  * A workflow's signing secret, sealed with the engine's key. The plain-text column of the first releases is
  * never read: anyone who can write the table could put a secret of their own there and sign webhooks with it.
  */
