@@ -92,6 +92,8 @@ const MISMATCH = "the signature does not match (not signed with this workflow's 
 const NO_SECRET = `whsec_${randomUUID()}`;
 /** how long a client may take to send a request's headers */
 const HEADERS_TIMEOUT_MS = 10_000;
+/** requests pipelined on one connection served at once; the next is answered 503 and the connection closed */
+const MAX_IN_FLIGHT_PER_CONNECTION = 8;
 /** how long an idle keep-alive connection is kept (Fastify's own default is 72 s) */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 type Target = IntakeTarget;
@@ -400,8 +402,22 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
     log({ level: 'warn', msg: 'request refused', method: req.method, route: req.routeOptions.url ?? '(no route)', status, code, ...extra });
   };
 
+  // Requests pipelined on one connection are answered in order anyway, but node starts serving each as soon as it is
+  // parsed: one connection that sent 3,000 requests at once started 3,000 target lookups before any signature was
+  // checked, took every database connection, and other projects' signed webhooks got 503. Beyond a few in flight
+  // on one connection, the next is answered 503 busy and the connection closed
+  const inFlight = new WeakMap<object, number>();
   // HTTP/1.1 requires a Host header; every refusal is JSON, so it is checked here rather than by node
   app.addHook('onRequest', async (req, reply) => {
+    const socket = req.raw.socket;
+    const held = (inFlight.get(socket) ?? 0) + 1;
+    inFlight.set(socket, held);
+    reply.raw.once('close', () => inFlight.set(socket, (inFlight.get(socket) ?? 1) - 1));
+    if (held > MAX_IN_FLIGHT_PER_CONNECTION) {
+      refused(req, 503, 'busy', { reason: `more than ${MAX_IN_FLIGHT_PER_CONNECTION} requests in flight on one connection` });
+      void reply.header('retry-after', '1').header('connection', 'close');
+      return refuse(reply, 503, 'busy', `more than ${MAX_IN_FLIGHT_PER_CONNECTION} requests at once on one connection: wait for the answers, or open another connection`);
+    }
     if (req.raw.httpVersion === '1.1' && !req.headers.host) {
       refused(req, 400, 'bad_request', { reason: 'no Host header' });
       void reply.header('connection', 'close');

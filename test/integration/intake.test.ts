@@ -461,6 +461,28 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     }
   });
 
+  it('requests pipelined on one connection beyond a few in flight get 503 busy and the connection closed; another project\'s webhook gets through', async () => {
+    // found by a hostile probe: 3,000 pipelined requests on one connection started 3,000 target lookups at once
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS });
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const one = (i: number): string =>
+        `POST /hooks/nosuch${i}/wf HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nMeshHook-Delivery: d${i}\r\n` +
+        `MeshHook-Signature: ${plausibleSignature()}\r\nContent-Length: 2\r\n\r\n{}`;
+      const flood = rawExchange(intake.url, Array.from({ length: 60 }, (_, i) => one(i)).join(''), { waitMs: 5_000 });
+      const signed = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_pipelined' });
+      assert.equal(signed.status, 202, 'a signed webhook on its own connection is served');
+      const { answer } = await flood;
+      const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+      assert.ok(statuses.includes(503), `a request beyond the cap is answered busy: ${statuses.join(',')}`);
+      assert.ok(statuses.filter((s) => s === 401).length <= 8, `at most 8 served at once: ${statuses.join(',')}`);
+      assert.ok(statuses.length < 60, 'the connection was closed after the busy answer');
+    } finally {
+      await intake.close();
+    }
+  });
+
   it('bytes the HTTP parser refuses get an answer that says what is wrong', async () => {
     const { pool } = await dbs.fresh();
     const logs: Array<Record<string, unknown>> = [];
