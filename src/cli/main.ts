@@ -15,6 +15,7 @@ import type * as EngineModule from '../engine';
 import { deliver } from '../intake/sign';
 import { CheckpointIndex, grantsRolledBack, HeadJournal, secretsRolledBack, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
 import { checkSchema, sealSchema } from '../integrity/schema-seal';
+import { checkIndexes } from '../integrity/index-check';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
 import type * as LiveLogModule from '../realtime/live-log';
 import type * as RealtimeServerModule from '../realtime/server';
@@ -745,6 +746,9 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
   return withPool(a, io, async (pool) => {
     const projects = a.flags.project ? [await projectOf(a, pool, io)] : await listProjects(pool, opts.keys ?? undefined);
     const started = performance.now();
+    // the indexes are checked by Postgres while node checks the runs' chains (on a connection of its own)
+    const indexCheck = a.flags.project ? null : checkIndexes(pool);
+    indexCheck?.catch(() => undefined);
     let runs = 0;
     let events = 0;
     let bad = 0;
@@ -858,6 +862,14 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       else io.out(`NOT ok  schema  ${p}`);
     }
     const schemaBad = schema.problems.length;
+    // every index of the engine's tables against its table: one made to lie changes no sealed object
+    const indexes = (await indexCheck) ?? { available: true, problems: [] };
+    for (const p of indexes.problems) {
+      if (a.flags.json) io.out(JSON.stringify({ index: true, problems: [p] }));
+      else io.out(`NOT ok  index  ${p}`);
+    }
+    if (!indexes.available) io.err('note: amcheck is not installed here, so the indexes were not checked against their tables');
+    const indexesBad = indexes.problems.length;
     const ms = performance.now() - started;
     io.out(
       `verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok` +
@@ -866,11 +878,12 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         `${projectsGone.size ? `; ${projectsGone.size} project${projectsGone.size === 1 ? '' : 's'} a checkpoint saw NOT in the database` : ''}` +
         `${namesBad ? `; ${namesBad} project name${namesBad === 1 ? '' : 's'} NOT as the engine signed ${namesBad === 1 ? 'it' : 'them'}` : ''}` +
         `${schemaBad ? `; the engine's schema NOT as it sealed it (${schemaBad} difference${schemaBad === 1 ? '' : 's'})` : ''}` +
+        `${indexesBad ? `; ${indexesBad} index${indexesBad === 1 ? '' : 'es'} NOT holding what ${indexesBad === 1 ? 'its table holds' : 'their tables hold'}` : ''}` +
         `${deliveriesBad ? `; ${deliveriesBad} delivery record${deliveriesBad === 1 ? '' : 's'} no run names` : ''}` +
         `${secretsBad ? `; ${secretsBad} signing secret${secretsBad === 1 ? '' : 's'} in plain text` : ''}` +
         `${vaultBad ? `; ${vaultBad} vault secret${vaultBad === 1 ? '' : 's'} older than a checkpoint saw` : ''}`,
     );
-    return bad === 0 && projectsGone.size === 0 && deliveriesBad === 0 && secretsBad === 0 && vaultBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    return bad === 0 && projectsGone.size === 0 && deliveriesBad === 0 && secretsBad === 0 && vaultBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && indexesBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 

@@ -36,8 +36,10 @@ import { ENGINE_ROLE } from '../db/scope';
  * whether a role may log in (the deployment's choice, made after migrating:
  * the test harness gives the engine's role LOGIN); server-wide settings
  * other than those sealed below (postgresql.conf, ALTER SYSTEM); built-in catalog
- * rows edited directly other than those of functions, operators, types and
- * operator classes (each hashed as one).
+ * rows edited directly other than those of functions, operators, types, operator
+ * classes, collations, casts and system views (each hashed as one); an index
+ * whose contents lie (src/integrity/index-check.ts checks those against their
+ * tables).
  */
 
 /** The engine's tables: their row-level security, grants, policies, triggers, constraints and rules are sealed. */
