@@ -217,6 +217,20 @@ const MAX_CLIENT_FRAME_BYTES = 1024 * 1024;
 /** a REST broadcast's body, and what all of them being received at once may hold by default */
 const REST_BODY_LIMIT = 1024 * 1024;
 const DEFAULT_BROADCAST_BODY_BUDGET = 32 * 1024 * 1024;
+/**
+ * messages in one REST broadcast: a 1 MiB body held some 22,000 tiny messages, each sent to every subscriber of its
+ * topic in one synchronous loop (40 subscribers: 889,000 frames from one request, the process stalled for seconds)
+ */
+export const MAX_REST_MESSAGES = 100;
+/**
+ * deliveries (messages × the subscribers of their topic) a project's broadcasts may make a second, REST and websocket
+ * together (tokens naming no project, like the public anon key, share one budget): a token bucket of this size,
+ * refilled at this rate. A request or frame beyond it sends nothing and is refused (429 / an error reply).
+ */
+export const FANOUT_PER_SECOND = 10_000;
+/** a REST broadcast lets other work in after this many frames (a request's fan-out is within FANOUT_PER_SECOND) */
+const FANOUT_SLICE_FRAMES = 1000;
+const FANOUT_REFUSAL = `Too many messages per second: a project's broadcasts may make at most ${FANOUT_PER_SECOND} deliveries (messages × subscribers) a second; nothing was sent, send again in a moment`;
 const MAX_PRESENCE_BYTES = 32 * 1024;
 /**
  * what all the presences of one topic weigh together: every join of the topic is sent the whole state, so without
@@ -238,6 +252,37 @@ const V1_TAIL = Buffer.from('},"ref":null}');
 const V2_TAIL = Buffer.from('}]');
 /** over the total budget, a socket holding at least this much is the one let go */
 const SLOW_SHARE_BYTES = 1024 * 1024;
+
+/**
+ * A token bucket: `capacity` at most, refilled at `perSecond`. A cost above the capacity is taken from a full bucket
+ * and leaves it in debt (a broadcast to more subscribers than the budget goes out, and the next waits for the refill).
+ */
+export class TokenBucket {
+  private tokens: number;
+  private at: number;
+
+  constructor(
+    readonly capacity: number,
+    readonly perSecond: number,
+    now = Date.now(),
+  ) {
+    this.tokens = capacity;
+    this.at = now;
+  }
+
+  take(cost: number, now = Date.now()): boolean {
+    this.tokens = Math.min(this.capacity, this.tokens + (Math.max(0, now - this.at) / 1000) * this.perSecond);
+    this.at = now;
+    if (this.tokens < Math.min(cost, this.capacity)) return false;
+    this.tokens -= cost;
+    return true;
+  }
+
+  /** whether it would be full now (and so can be forgotten) */
+  full(now = Date.now()): boolean {
+    return this.tokens + (Math.max(0, now - this.at) / 1000) * this.perSecond >= this.capacity;
+  }
+}
 
 /** `table:column=value[,column=value][;table:…]` (env MESHHOOK_REALTIME_DROP) → a dropChange predicate */
 export function parseDropSpec(spec: string): (c: { table: string; record: Record<string, unknown> }) => boolean {
@@ -300,6 +345,8 @@ export class RealtimeServer {
   private broadcastBodyBytes = 0;
   /** the same by the project the sender's token names ('' for none, like the public anon key) */
   private readonly broadcastBodyBytesBySpace = new Map<string, number>();
+  /** each project's budget of broadcast deliveries ('' for tokens naming none; see FANOUT_PER_SECOND) */
+  private readonly fanOutBudgets = new Map<string, TokenBucket>();
   private closing: Promise<void> | null = null;
   private address: { url: string; port: number } | null = null;
 
@@ -570,7 +617,9 @@ export class RealtimeServer {
       if ((req.headers['content-type'] ?? '').startsWith('application/octet-stream')) {
         const problem = broadcastProblem(`realtime:${single.topic}`, single.event, null, { event: single.event, meta: null, bytes: body }, undefined);
         if (problem) return sendJson(res, 400, { error: problem });
-        if (!isPrivate) this.fanOut(broadcastKey(sender, `realtime:${single.topic}`), null, single.event, null, { event: single.event, meta: null, bytes: body });
+        const key = broadcastKey(sender, `realtime:${single.topic}`);
+        if (!isPrivate && !this.takeFanOut(spaceOf(sender), this.topics.get(key)?.size ?? 0)) return this.tooManyMessages(res, spaceOf(sender));
+        if (!isPrivate) this.fanOut(key, null, single.event, null, { event: single.event, meta: null, bytes: body });
         res.writeHead(202).end();
         return;
       }
@@ -588,6 +637,7 @@ export class RealtimeServer {
       } catch {
         return sendJson(res, 400, { error: 'expected {"messages": [{"topic", "event", "payload"}]}' });
       }
+      if (messages.length > MAX_REST_MESSAGES) return sendJson(res, 413, { error: `Too many messages: a broadcast request may carry at most ${MAX_REST_MESSAGES}` });
     }
     const valid = messages.filter((m) => m !== null && typeof m === 'object' && typeof m.topic === 'string' && typeof m.event === 'string') as Array<{ topic: string; event: string; payload?: unknown; private?: unknown }>;
     // all or none: a message that cannot be sent is refused before any is
@@ -595,12 +645,36 @@ export class RealtimeServer {
       const problem = broadcastProblem(`realtime:${m.topic}`, m.event, m.payload ?? {}, null, undefined);
       if (problem) return sendJson(res, 400, { error: problem });
     }
-    for (const m of valid) {
-      // private channels cannot be joined here (see join): nothing listens there
-      if (m.private === true) continue;
-      this.fanOut(broadcastKey(sender, `realtime:${m.topic}`), null, m.event, { type: 'broadcast', event: m.event, payload: m.payload ?? {} });
+    // private channels cannot be joined here (see join): nothing listens there
+    const sent = valid.filter((m) => m.private !== true);
+    // the whole request's deliveries are taken from the project's budget before any is made: all or none
+    let cost = 0;
+    for (const m of sent) cost += this.topics.get(broadcastKey(sender, `realtime:${m.topic}`))?.size ?? 0;
+    if (!this.takeFanOut(spaceOf(sender), cost)) return this.tooManyMessages(res, spaceOf(sender));
+    let slice = 0;
+    for (const m of sent) {
+      // a large fan-out goes out in slices, letting the intake, the workers and the live logs in between
+      if (slice >= FANOUT_SLICE_FRAMES) {
+        slice = 0;
+        await new Promise((r) => setImmediate(r));
+      }
+      slice += this.fanOut(broadcastKey(sender, `realtime:${m.topic}`), null, m.event, { type: 'broadcast', event: m.event, payload: m.payload ?? {} });
     }
     res.writeHead(202).end();
+  }
+
+  /** take `cost` deliveries from the project's broadcast budget (see FANOUT_PER_SECOND) */
+  private takeFanOut(space: string, cost: number): boolean {
+    if (cost <= 0) return true;
+    let bucket = this.fanOutBudgets.get(space);
+    if (!bucket) this.fanOutBudgets.set(space, (bucket = new TokenBucket(FANOUT_PER_SECOND, FANOUT_PER_SECOND)));
+    return bucket.take(cost);
+  }
+
+  private tooManyMessages(res: http.ServerResponse, space: string): void {
+    this.log({ level: 'warn', msg: 'realtime REST broadcast refused', why: 'over the fan-out budget', project: space || '(none)' });
+    res.setHeader('retry-after', '1');
+    sendJson(res, 429, { error: FANOUT_REFUSAL });
   }
 
   // ---------------------------------------------------------------- sockets
@@ -728,6 +802,7 @@ export class RealtimeServer {
    * so a reader that keeps up never loses its socket to one.
    */
   private sweepTotalBuffered(): void {
+    for (const [space, bucket] of this.fanOutBudgets) if (bucket.full()) this.fanOutBudgets.delete(space);
     let total = 0;
     for (const c of this.conns) {
       const held = c.ws.bufferedAmount;
@@ -1259,6 +1334,11 @@ export class RealtimeServer {
       this.send(ch.conn, reply(msg, 'error', { reason: problem }));
       return;
     }
+    const subscribers = this.topics.get(ch.topicKey)?.size ?? 0;
+    if (!this.takeFanOut(ch.space, ch.self ? subscribers : subscribers - 1)) {
+      this.send(ch.conn, reply(msg, 'error', { reason: FANOUT_REFUSAL }));
+      return;
+    }
     if (msg.raw) this.fanOut(ch.topicKey, ch.self ? null : ch, event, null, msg.raw);
     else {
       const out: Record<string, unknown> = { type: 'broadcast', event, payload: p.payload ?? {} };
@@ -1268,9 +1348,11 @@ export class RealtimeServer {
     if (ch.ack) this.send(ch.conn, reply(msg, 'ok', {}));
   }
 
-  private fanOut(topicKey: string, except: Channel | null, event: string, payload: Record<string, unknown> | null, raw?: RawBroadcast): void {
+  /** send a broadcast to the topic's channels; returns how many frames went out */
+  private fanOut(topicKey: string, except: Channel | null, event: string, payload: Record<string, unknown> | null, raw?: RawBroadcast): number {
     const set = this.topics.get(topicKey);
-    if (!set) return;
+    if (!set) return 0;
+    let sent = 0;
     // every channel of the set has the same topic: each kind of frame is encoded once, and the one buffer is
     // what every socket sends (a 1 MiB broadcast to 300 sockets is 1 MiB held, not 300)
     const frames = new Map<string, Buffer>();
@@ -1288,12 +1370,13 @@ export class RealtimeServer {
       try {
         // raw bytes only travel as binary kind 4, which vsn 1 clients cannot read
         if (raw && ch.conn.vsn !== '2.0.0') continue;
-        this.sendRaw(ch.conn, frameFor(ch), !raw);
+        if (this.sendRaw(ch.conn, frameFor(ch), !raw)) sent++;
       } catch (e) {
         // broadcastProblem() refuses what cannot be sent before any is: this is one subscriber's trouble, not the rest's
         this.log({ level: 'warn', msg: 'realtime broadcast not sent to one subscriber', socket: ch.conn.id, topic: ch.topic, error: String(e).slice(0, 200) });
       }
     }
+    return sent;
   }
 
   private clientPresence(ch: Channel, msg: PhxMessage): void {
@@ -1455,6 +1538,11 @@ function broadcastProblem(topic: string, event: string, payload: unknown, raw: R
     return 'the broadcast payload cannot be sent: it is nested too deep';
   }
   return null;
+}
+
+/** The project a token names, '' for none (the anon key). */
+function spaceOf(claims: TokenClaims): string {
+  return typeof claims.project_id === 'string' ? claims.project_id : '';
 }
 
 /** The project a channel's token names, '' for none (the anon key). */

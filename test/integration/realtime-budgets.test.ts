@@ -110,3 +110,105 @@ describe('postgres_changes budgets', { timeout: 120_000 }, () => {
     assert.ok(server.stats.sharedDataFrames - stats.shared >= 2 * channels, `${server.stats.sharedDataFrames - stats.shared} frames shared`);
   });
 });
+
+/** `n` sockets of the project's token joined to the topic (broadcast only) */
+async function subscribers(n: number, topic: string, token: string): Promise<RawSocket[]> {
+  const anon = await signAnonKey({ secret: SECRET });
+  const out = await Promise.all(Array.from({ length: n }, () => RawSocket.open(server.url, { apikey: anon })));
+  sockets.push(...out);
+  for (const s of out) assert.equal(((await s.join(`realtime:${topic}`, { access_token: token, config: {} })).reply.payload as { status: string }).status, 'ok');
+  return out;
+}
+
+const broadcastsOf = (s: RawSocket, event?: string) => s.messages((m) => m.event === 'broadcast' && (event === undefined || m.payload?.event === event)).length;
+
+describe('broadcast fan-out budgets', { timeout: 120_000 }, () => {
+  it('a REST broadcast carries at most 100 messages: more are refused whole with 413 and a reason', async () => {
+    const tok = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const [sub] = await subscribers(1, 'many-messages', tok);
+    const post = (n: number, event: string) =>
+      fetch(`${server.url}/realtime/v1/api/broadcast`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', apikey: tok },
+        body: JSON.stringify({ messages: Array.from({ length: n }, (_, i) => ({ topic: 'many-messages', event, payload: { i } })) }),
+      });
+    const over = await post(101, 'over');
+    assert.equal(over.status, 413);
+    assert.match(((await over.json()) as { error: string }).error, /Too many messages: a broadcast request may carry at most 100/);
+    const ok = await post(100, 'within');
+    assert.equal(ok.status, 202, 'positive control');
+    await sub.next((m) => m.event === 'broadcast' && m.payload?.payload?.i === 99);
+    assert.equal(broadcastsOf(sub, 'over'), 0, 'the refused request sent nothing');
+    assert.equal(broadcastsOf(sub, 'within'), 100);
+  });
+
+  it("a project's REST broadcasts beyond its fan-out budget get 429 and send nothing; another project's are not held back", async () => {
+    const tokB = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const tokC = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const subs = await subscribers(40, 'fan', tokB);
+    const [other] = await subscribers(1, 'fan', tokC);
+    const post = (tok: string, event: string) =>
+      fetch(`${server.url}/realtime/v1/api/broadcast`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', apikey: tok },
+        body: JSON.stringify({ messages: Array.from({ length: 100 }, (_, i) => ({ topic: 'fan', event, payload: { i } })) }),
+      });
+    // 100 messages × 40 subscribers = 4,000 deliveries a request: eight at once are 32,000
+    const answers = await Promise.all(Array.from({ length: 8 }, (_, k) => post(tokB, `burst-${k}`)));
+    const statuses = answers.map((a) => a.status);
+    assert.ok(statuses.includes(429), `statuses ${statuses}`);
+    assert.ok(statuses.includes(202), `statuses ${statuses}`);
+    const refused = answers.find((a) => a.status === 429)!;
+    assert.equal(refused.headers.get('retry-after'), '1');
+    assert.match(((await refused.json()) as { error: string }).error, /Too many messages per second: .* at most 10000 deliveries .*nothing was sent/);
+    // another project's broadcast to its own subscribers goes out at once
+    assert.equal((await post(tokC, 'other')).status, 202);
+    await other.next((m) => m.event === 'broadcast' && m.payload?.event === 'other' && m.payload?.payload?.i === 99);
+    // every request answered 202 reached every subscriber whole; a refused one reached none
+    const sent = answers.map((a, k) => [k, a.status] as const);
+    await new Promise((r) => setTimeout(r, 300));
+    for (const s of subs)
+      for (const [k, status] of sent) assert.equal(broadcastsOf(s, `burst-${k}`), status === 202 ? 100 : 0, `request ${k} (${status})`);
+  });
+
+  it('a REST broadcast within the budget goes out in slices: other work runs between them', async () => {
+    const tok = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const subs = await subscribers(50, 'sliced', tok);
+    // a ticker on the event loop: the most frames the server sent between two of its turns
+    let most = 0;
+    let last = server.stats.framesSent;
+    let ticking = true;
+    const tick = () => {
+      const now = server.stats.framesSent;
+      most = Math.max(most, now - last);
+      last = now;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const answer = await fetch(`${server.url}/realtime/v1/api/broadcast`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', apikey: tok },
+      body: JSON.stringify({ messages: Array.from({ length: 100 }, (_, i) => ({ topic: 'sliced', event: 'slice', payload: { i } })) }),
+    });
+    ticking = false;
+    assert.equal(answer.status, 202);
+    for (const s of subs) await s.next((m) => m.event === 'broadcast' && m.payload?.payload?.i === 99);
+    for (const s of subs) assert.equal(broadcastsOf(s, 'slice'), 100);
+    // 5,000 frames in all, at most about 1,000 (and one message's 50) in one turn
+    assert.ok(most <= 1100, `${most} frames sent in one turn of the event loop`);
+  });
+
+  it("broadcasts over the websocket are taken from the same budget: beyond it a frame gets an error reply and is not sent", async () => {
+    const tok = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const subs = await subscribers(40, 'ws-fan', tok);
+    const sender = subs[0];
+    const joinRef = sender.messages((m) => m.event === 'phx_reply')[0].ref;
+    // 1,000 frames × 39 subscribers = 39,000 deliveries
+    for (let i = 0; i < 1000; i++) sender.send({ join_ref: joinRef, ref: `b${i}`, topic: 'realtime:ws-fan', event: 'broadcast', payload: { type: 'broadcast', event: 'tick', payload: { i } } });
+    const refusal = await sender.next((m) => m.event === 'phx_reply' && String(m.ref).startsWith('b') && m.payload?.status === 'error', 10_000);
+    assert.match(String(refusal.payload.response.reason), /Too many messages per second/);
+    await new Promise((r) => setTimeout(r, 500));
+    const refusedRefs = sender.messages((m) => m.event === 'phx_reply' && String(m.ref).startsWith('b') && m.payload?.status === 'error').length;
+    for (const s of subs.slice(1)) assert.equal(broadcastsOf(s, 'tick'), 1000 - refusedRefs);
+  });
+});
