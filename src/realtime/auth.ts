@@ -295,14 +295,35 @@ export class Visibility {
     return this.cached(`role\u0000${role}`, async () => (await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount === 1);
   }
 
-  /** Is schema.table (any table of the schema when table is null) in the publication? */
-  published(publication: string, schema: string | null, table: string | null): Promise<boolean> {
-    return this.cached(JSON.stringify(['published', publication, schema, table]), async () => {
-      const r = await this.pool.query(
-        `SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND ($2::text IS NULL OR schemaname = $2) AND ($3::text IS NULL OR tablename = $3) LIMIT 1`,
-        [publication, schema, table],
-      );
-      return r.rowCount === 1;
-    });
+  /**
+   * The publication's tables (`schema\u0000table`), asked in one query shared by every caller while it runs and kept
+   * for CATALOG_TTL_MS: a join's bindings name their tables, and a question per name (cached per name) let a client
+   * joining and leaving with bindings on made-up tables queue a catalog query per name on the four connections
+   * that check every project's live-log changes (their latency went from milliseconds to seconds for minutes).
+   */
+  private readonly publications = new Map<string, { at: number; tables: Promise<Set<string>> }>();
+
+  publishedTables(publication: string): Promise<Set<string>> {
+    const now = Date.now();
+    const hit = this.publications.get(publication);
+    if (hit && now - hit.at < CATALOG_TTL_MS) return hit.tables;
+    const tables = this.pool
+      .query<{ schemaname: string; tablename: string }>('SELECT schemaname::text AS schemaname, tablename::text AS tablename FROM pg_publication_tables WHERE pubname = $1', [publication])
+      .then((r) => new Set(r.rows.map((x) => `${x.schemaname}\u0000${x.tablename}`)));
+    // (the server names one publication; the map only keeps one answer per name it was asked)
+    this.publications.set(publication, { at: now, tables });
+    tables.catch(() => this.publications.get(publication)?.tables === tables && this.publications.delete(publication));
+    return tables;
+  }
+
+  /** Is schema.table (any table of the schema when table is null; any table when both are) in the publication? */
+  async published(publication: string, schema: string | null, table: string | null): Promise<boolean> {
+    const tables = await this.publishedTables(publication);
+    if (schema !== null && table !== null) return tables.has(`${schema}\u0000${table}`);
+    for (const t of tables) {
+      const [s, n] = t.split('\u0000');
+      if ((schema === null || s === schema) && (table === null || n === table)) return true;
+    }
+    return false;
   }
 }

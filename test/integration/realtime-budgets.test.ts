@@ -212,3 +212,38 @@ describe('broadcast fan-out budgets', { timeout: 120_000 }, () => {
     for (const s of subs.slice(1)) assert.equal(broadcastsOf(s, 'tick'), 1000 - refusedRefs);
   });
 });
+
+describe('joins', { timeout: 120_000 }, () => {
+  it('bindings on made-up tables are answered from the publication list: no catalog query per name', async () => {
+    const tok = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const anon = await signAnonKey({ secret: SECRET });
+    const pool = (server as unknown as { pool: { query: (...a: unknown[]) => unknown } }).pool;
+    const query = pool.query;
+    let asked = 0;
+    pool.query = function (this: unknown, ...a: unknown[]) {
+      const text = typeof a[0] === 'string' ? a[0] : String((a[0] as { text?: string } | null)?.text ?? '');
+      if (text.includes('pg_publication_tables')) asked++;
+      return query.apply(this, a);
+    };
+    try {
+      const s = await RawSocket.open(server.url, { apikey: anon });
+      sockets.push(s);
+      const run = (await s.join('realtime:real', { access_token: tok, config: { postgres_changes: [{ event: '*', schema: 'public', table: 'run_events' }] } })).reply;
+      assert.equal(run.payload.status, 'ok');
+      const ok = await s.next((m) => m.event === 'system' && m.topic === 'realtime:real', 10_000);
+      assert.equal(ok.payload.status, 'ok', 'positive control: a published table');
+      for (let c = 0; c < 5; c++) {
+        const topic = `realtime:made-up-${c}`;
+        const bindings = Array.from({ length: 100 }, (_, i) => ({ event: '*', schema: 'public', table: `no_such_table_${randomUUID().slice(0, 8)}_${i}` }));
+        assert.equal((await s.join(topic, { access_token: tok, config: { postgres_changes: bindings } })).reply.payload.status, 'ok');
+        const sys = await s.next((m) => m.event === 'system' && m.topic === topic, 10_000);
+        assert.equal(sys.payload.status, 'error');
+        assert.match(sys.payload.message, /Unable to subscribe to changes with given parameters/);
+      }
+      // 501 table names, the publication asked at most twice (once more if its cached list expired meanwhile)
+      assert.ok(asked <= 2, `the publication was asked ${asked} times`);
+    } finally {
+      pool.query = query;
+    }
+  });
+});

@@ -220,16 +220,24 @@ describe('live-log server against hostile requests', () => {
     ws.terminate();
   });
 
-  it('catalog answers a join is announced with are asked once, not once per binding', async () => {
+  it('catalog answers a join is announced with are asked once, not once per binding nor once per table name', async () => {
     let queries = 0;
-    const pool = { query: async () => (queries++, { rowCount: 1, rows: [{}] }) };
+    const pool = {
+      query: async (text: string) =>
+        (queries++, text.includes('pg_publication_tables') ? { rowCount: 1, rows: [{ schemaname: 'public', tablename: 'run_events' }] } : { rowCount: 1, rows: [{}] }),
+    };
     const v = new Visibility(pool as never);
     const answers = await Promise.all(Array.from({ length: 100 }, () => v.published('supabase_realtime', 'public', 'run_events')));
     assert.ok(answers.every(Boolean));
     for (let i = 0; i < 100; i++) assert.equal(await v.roleExists('authenticated'), true);
     assert.equal(queries, 2);
-    assert.equal(await v.published('supabase_realtime', 'public', 'other'), true);
-    assert.equal(queries, 3, 'another table is another question');
+    // names a client made up are answered from the publication's list: no question each
+    const madeUp = await Promise.all(Array.from({ length: 1000 }, (_, i) => v.published('supabase_realtime', 'public', `nope_${i}`)));
+    assert.ok(madeUp.every((x) => x === false));
+    assert.equal(await v.published('supabase_realtime', 'public', null), true);
+    assert.equal(await v.published('supabase_realtime', 'other', null), false);
+    assert.equal(await v.published('supabase_realtime', null, 'run_events'), true);
+    assert.equal(queries, 2, 'another table name is not another question');
   });
 
   it('a CONNECT is answered 405 with why, not a connection that just ends', async () => {
