@@ -130,6 +130,8 @@ interface Conn {
   bindingBytes: number;
   /** what its channels' presences weigh (see MAX_PRESENCE_BYTES_PER_SOCKET) */
   presenceBytes: number;
+  /** its joins (see JOINS_PER_SECOND) */
+  joins: TokenBucket;
 }
 
 interface PendingJoin {
@@ -187,6 +189,15 @@ const REQUEST_TIMEOUT_MS = 30_000;
 /** a socket over maxBufferedBytes this long, or over SLOW_HARD_FACTOR × maxBufferedBytes at all, is closed */
 const SLOW_GRACE_MS = 2000;
 const MAX_CHANNELS_PER_SOCKET = 100;
+/**
+ * Joins a socket may make: all its channels at once and a few rejoins (JOIN_BURST), then this many a second (a token
+ * bucket). Every join is verified, checked and announced (and sent the topic's presence state): a loop of joins and
+ * leaves on one socket freed its channel and binding budgets as fast as it took them and kept the server busy for
+ * every other project. Beyond it a join is refused with Supabase's reason (its clients rejoin after a back-off).
+ */
+export const JOINS_PER_SECOND = 10;
+const JOIN_BURST = MAX_CHANNELS_PER_SOCKET + 20;
+const JOIN_RATE_REFUSAL = 'ClientJoinRateLimitReached: Too many joins per second';
 /*
  * postgres_changes bindings are kept as long as their channel and checked against every change: a client
  * could otherwise join with megabytes of filters (an `in.(…)` of 90,000 ids, a hundred times a socket) and
@@ -689,6 +700,7 @@ export class RealtimeServer {
       pending: new Map(),
       bindingBytes: 0,
       presenceBytes: 0,
+      joins: new TokenBucket(JOIN_BURST, JOINS_PER_SECOND),
       hbTimer: setTimeout(() => this.heartbeatTimeout(conn), this.opts.heartbeatTimeoutMs),
       closed: false,
       overSince: null,
@@ -902,6 +914,11 @@ export class RealtimeServer {
     // grow the server's memory without end
     if (!conn.channels.has(topic) && !conn.pending.has(topic) && conn.channels.size + conn.pending.size >= MAX_CHANNELS_PER_SOCKET) {
       this.send(conn, reply(msg, 'error', { reason: `Too many channels: a socket may join at most ${MAX_CHANNELS_PER_SOCKET}` }));
+      return;
+    }
+    if (!conn.joins.take(1)) {
+      this.log({ level: 'debug', msg: 'realtime join refused', socket: conn.id, topic, reason: JOIN_RATE_REFUSAL });
+      this.send(conn, reply(msg, 'error', { reason: JOIN_RATE_REFUSAL }));
       return;
     }
     const previous = conn.pending.get(topic);

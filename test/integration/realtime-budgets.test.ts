@@ -246,4 +246,30 @@ describe('joins', { timeout: 120_000 }, () => {
       pool.query = query;
     }
   });
+
+  it('a socket joining and leaving in a loop is refused beyond its join rate with Supabase\'s reason', async () => {
+    const tok = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const anon = await signAnonKey({ secret: SECRET });
+    const s = await RawSocket.open(server.url, { apikey: anon });
+    sockets.push(s);
+    const started = Date.now();
+    const loops = 400;
+    for (let i = 0; i < loops; i++) {
+      s.send({ join_ref: `j${i}`, ref: `j${i}`, topic: 'realtime:loop', event: 'phx_join', payload: { access_token: tok, config: { postgres_changes: [{ event: '*', schema: 'public', table: `made_up_${i}` }] } } });
+      s.send({ join_ref: `j${i}`, ref: `l${i}`, topic: 'realtime:loop', event: 'phx_leave', payload: {} });
+    }
+    await s.next((m) => m.ref === `l${loops - 1}` && m.event === 'phx_reply', 20_000);
+    const replies = (status: string) => s.messages((m) => m.event === 'phx_reply' && String(m.ref).startsWith('j') && m.payload?.status === status);
+    for (const deadline = Date.now() + 10_000; replies('ok').length + replies('error').length < loops && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+    const elapsed = (Date.now() - started) / 1000;
+    const refused = replies('error');
+    assert.ok(refused.length > 0, 'no join was refused');
+    assert.ok(refused.every((m) => m.payload.response.reason === 'ClientJoinRateLimitReached: Too many joins per second'), JSON.stringify(refused[0]?.payload));
+    // the joins let through: at most the burst (120), then ten a second (joins are counted when they come, not when answered)
+    assert.ok(loops - refused.length <= 120 + Math.ceil(10 * elapsed) + 1, `${loops - refused.length} joins in ${elapsed} s`);
+    // another socket is not held back
+    const t = await RawSocket.open(server.url, { apikey: anon });
+    sockets.push(t);
+    assert.equal((await t.join('realtime:loop', { access_token: tok, config: {} })).reply.payload.status, 'ok');
+  });
 });
