@@ -273,3 +273,56 @@ describe('joins', { timeout: 120_000 }, () => {
     assert.equal((await t.join('realtime:loop', { access_token: tok, config: {} })).reply.payload.status, 'ok');
   });
 });
+
+describe('presence', { timeout: 120_000 }, () => {
+  it("a topic's presence state is encoded once per change and the same state sent to every join, both protocol versions", async () => {
+    const tok = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const anon = await signAnonKey({ secret: SECRET });
+    const topic = 'realtime:lobby';
+    const members = await Promise.all([0, 1].map(() => RawSocket.open(server.url, { apikey: anon })));
+    sockets.push(...members);
+    const track = async (s: RawSocket, ref: string, payload: Record<string, unknown>) => {
+      const joinRef = s.messages((m) => m.event === 'phx_reply' && m.topic === topic)[0].ref;
+      s.send({ join_ref: joinRef, ref, topic, event: 'presence', payload: { type: 'presence', event: 'track', payload } });
+      assert.equal((await s.next((m) => m.ref === ref)).payload.status, 'ok');
+    };
+    for (const [i, s] of members.entries()) await s.join(topic, { access_token: tok, config: { presence: { enabled: true, key: `member-${i}` } } });
+    await track(members[0], 't0', { big: 'x'.repeat(30_000) });
+    await track(members[1], 't1', { online: true });
+    const joiners = await Promise.all((['1.0.0', '2.0.0'] as const).map((vsn) => RawSocket.open(server.url, { apikey: anon }, vsn)));
+    sockets.push(...joiners);
+    const states = async (n: number) => {
+      const out: unknown[] = [];
+      for (let i = 0; i < n; i++)
+        for (const s of joiners) {
+          const from = s.frames.length;
+          await s.join(topic, { access_token: tok, config: { presence: { enabled: true } } });
+          out.push((await s.next((m) => m.event === 'presence_state', 5000, from)).payload);
+        }
+      return out;
+    };
+    const before = server.stats.presenceStatesEncoded;
+    const first = await states(20);
+    assert.equal(server.stats.presenceStatesEncoded - before, 1, 'the state was encoded once for 40 joins');
+    for (const state of first) {
+      const s = state as Record<string, { metas: Array<Record<string, unknown>> }>;
+      assert.deepEqual(Object.keys(s).sort(), ['member-0', 'member-1']);
+      assert.equal(s['member-0'].metas[0].big, 'x'.repeat(30_000));
+      assert.equal(s['member-1'].metas[0].online, true);
+    }
+    // the v2 frames name the join they answer, as encodeFrame writes them
+    assert.ok(joiners[1].texts.some((t) => t.startsWith(`["${joiners[1].messages((m) => m.event === 'phx_reply').at(-1)!.ref}",null,"${topic}","presence_state",{`)));
+    // a change of the presence is the next join's state
+    await track(members[1], 't2', { online: false });
+    const [afterChange] = await states(1);
+    assert.equal((afterChange as Record<string, { metas: Array<Record<string, unknown>> }>)['member-1'].metas[0].online, false);
+    assert.equal(server.stats.presenceStatesEncoded - before, 2);
+    members[0].close();
+    await members[0].closed;
+    for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {
+      const [state] = await states(1);
+      if (!('member-0' in (state as object))) return;
+    }
+    assert.fail('a member that left is still in the state');
+  });
+});
