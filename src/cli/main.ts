@@ -299,8 +299,11 @@ const up: CommandSpec = {
     { name: 'port', value: 'n', help: 'intake port (default 8080)' },
     { name: 'host', value: 'addr', help: 'intake address (default 127.0.0.1)' },
     { name: 'workers', value: 'n', help: 'in-process workers (default 2)' },
+    { name: 'concurrency', value: 'n', help: 'runs each worker has in flight at once (default 4)' },
     { name: 'pg-port', value: 'n', help: 'port of the embedded Postgres (default: a free one)' },
     { name: 'realtime-port', value: 'n', help: 'port of the live-log server (Supabase Realtime protocol; default 4000, 0 = a free one)' },
+    { name: 'no-realtime', help: 'do not start the live-log server (then `meshhook tail` has nothing to follow)' },
+    { name: 'quiet', help: 'no info log lines (one per run started, finished, ...); warnings and errors are still printed' },
     { name: 'data-dir', value: 'dir', help: 'where Postgres data, keys and state live (default $MESHHOOK_HOME, then ./.meshhook); other commands find it through MESHHOOK_HOME' },
     DB_FLAG,
   ],
@@ -308,8 +311,10 @@ const up: CommandSpec = {
     const dataDirFlag = a.flags['data-dir'] as string | undefined;
     const io: Io = dataDirFlag ? { ...givenIo, env: { ...givenIo.env, MESHHOOK_HOME: path.resolve(givenIo.cwd, dataDirFlag) } } : givenIo;
     const port = intFlag(a, 'port', 8080);
-    const realtimePort = intFlag(a, 'realtime-port', 4000);
+    if (a.flags['no-realtime'] && a.flags['realtime-port'] !== undefined) throw new UsageError('--realtime-port or --no-realtime, not both');
+    const realtimePort = a.flags['no-realtime'] ? null : intFlag(a, 'realtime-port', 4000);
     const workers = intFlag(a, 'workers', 2);
+    const concurrency = a.flags.concurrency === undefined ? undefined : positiveIntFlag(a, 'concurrency', 4);
     const given = (a.flags['database-url'] as string | undefined) ?? io.env.DATABASE_URL;
     const previous = readState(io);
     if (previous.pid && previous.pid !== process.pid && upIsRunning(previous.pid)) {
@@ -325,14 +330,27 @@ const up: CommandSpec = {
       return 1;
     }
     try {
-      return await runUp(a, io, home, given, port, realtimePort, workers, dataDirFlag);
+      return await runUp(a, io, home, given, { port, realtimePort, workers, concurrency, quiet: a.flags.quiet === true }, dataDirFlag);
     } finally {
       held.release();
     }
   },
 };
 
-async function runUp(a: Parsed, io: Io, home: string, given: string | undefined, port: number, realtimePort: number, workers: number, dataDirFlag: string | undefined): Promise<number> {
+interface UpOptions {
+  port: number;
+  /** null: no live-log server */
+  realtimePort: number | null;
+  workers: number;
+  /** runs in flight a worker (undefined: the Worker's default, 4) */
+  concurrency: number | undefined;
+  /** info log lines left out */
+  quiet: boolean;
+}
+
+async function runUp(a: Parsed, io: Io, home: string, given: string | undefined, opts: UpOptions, dataDirFlag: string | undefined): Promise<number> {
+  const { port, realtimePort, workers, concurrency, quiet } = opts;
+  const log = (e: Record<string, unknown>): void => printLog(e, io, quiet);
   const keyring = io.env.MESHHOOK_KEYS || io.env.MESHHOOK_KEY_FILE ? keyringOf(io) : ensureKeyFile(keyFile(io));
   let pg: PostgresServer | null = null;
   let url: string;
@@ -349,6 +367,7 @@ async function runUp(a: Parsed, io: Io, home: string, given: string | undefined,
       databaseUrl: url,
       keyring,
       workers,
+      concurrency,
       intakePort: port,
       intakeHost: a.flags.host as string | undefined,
       // the same journal a worker process keeps (src/worker/main.ts): heads outside the database, as they commit
@@ -357,7 +376,7 @@ async function runUp(a: Parsed, io: Io, home: string, given: string | undefined,
       checkpoints: io.env.MESHHOOK_CHECKPOINTS
         ? CheckpointIndex.load(io.env.MESHHOOK_CHECKPOINTS.split(',').filter((f) => f && existsSync(path.resolve(io.cwd, f))).map((f) => path.resolve(io.cwd, f)), keyring.chainKeys())
         : null,
-      log: (e) => printLog(e, io),
+      log,
     });
   } catch (e) {
     await pg?.stop();
@@ -365,20 +384,22 @@ async function runUp(a: Parsed, io: Io, home: string, given: string | undefined,
   }
   // live logs: fed by logical replication of committed rows, never by the workers themselves
   let realtime: RealtimeServer | null = null;
-  try {
-    realtime = await heavy.realtimeServer().startRealtimeServer({
-      databaseUrl: url,
-      jwtSecret: tokenSecret(keyring, io.env),
-      // a row of the log the engine did not write is never sent to a subscriber
-      chainKeys: keyring.chainKeys(),
-      port: realtimePort,
-      ...(a.flags.host ? { host: a.flags.host as string } : {}),
-      log: (e) => {
-        if (e.level !== 'debug') printLog({ ...e, component: 'realtime' }, io);
-      },
-    });
-  } catch (e) {
-    io.err(`live logs are off: the live-log server did not start (${(e as Error).message})`);
+  if (realtimePort !== null) {
+    try {
+      realtime = await heavy.realtimeServer().startRealtimeServer({
+        databaseUrl: url,
+        jwtSecret: tokenSecret(keyring, io.env),
+        // a row of the log the engine did not write is never sent to a subscriber
+        chainKeys: keyring.chainKeys(),
+        port: realtimePort,
+        ...(a.flags.host ? { host: a.flags.host as string } : {}),
+        log: (e) => {
+          if (e.level !== 'debug') log({ ...e, component: 'realtime' });
+        },
+      });
+    } catch (e) {
+      io.err(`live logs are off: the live-log server did not start (${(e as Error).message})`);
+    }
   }
   const state: State = { databaseUrl: url, intakeUrl: engine.intake.url, realtimeUrl: realtime?.url, pid: process.pid, startedAt: new Date().toISOString() };
   // the state holds the database's password: readable by this user only. Written aside and renamed into
@@ -387,19 +408,20 @@ async function runUp(a: Parsed, io: Io, home: string, given: string | undefined,
   writeFileSync(stateTmp, json(state) + '\n', { mode: 0o600 });
   renameSync(stateTmp, stateFile(io));
   io.out('');
-  io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'})`);
+  io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'}, ${concurrency ?? 4} run${concurrency === 1 ? '' : 's'} in flight each)`);
   io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);
   if (realtime) io.out(`  live logs: ${realtime.url}  (Supabase Realtime protocol; \`meshhook tail <run-id>\` follows one)`);
+  else if (realtimePort === null) io.out('  live logs: off (--no-realtime)');
   io.out(`  database: ${redact(url)}  (full URL in the state file)`);
   io.out(`  state:    ${path.relative(io.cwd, stateFile(io)) || stateFile(io)}`);
   if (dataDirFlag) io.out(`  other commands find this through: export MESHHOOK_HOME=${homeDir(io)}`);
   io.out('');
   io.out('next, in another terminal:');
-  io.out('  meshhook publish examples/order-sync.json --project acme');
+  io.out('  meshhook publish examples/order-sync.json --project acme --allow-private-targets   # it calls 127.0.0.1');
   io.out(`  meshhook deliver acme order-sync --body '{"order":{"id":"o-1","sum":42}}'`);
-  io.out('  meshhook runs');
-  io.out('  meshhook tail <run-id> --project acme');
-  io.out('  meshhook verify <run-id>');
+  io.out('  meshhook runs --project acme');
+  if (realtime) io.out('  meshhook tail <run-id> --project acme');
+  io.out('  meshhook verify <run-id> --project acme');
   io.out('Ctrl-C stops everything.');
   let exitCode = 0;
   // a restart of Postgres under way when `up` is told to stop: waited for, so that the stop stops what it started
@@ -490,8 +512,9 @@ export function formatLogLine(e: Record<string, unknown>, at = new Date()): stri
   return `${at.toISOString()} ${level.padEnd(5)} ${message}${detail ? '  ' + detail : ''}`;
 }
 
-function printLog(e: Record<string, unknown>, io: Io): void {
+function printLog(e: Record<string, unknown>, io: Io, quiet = false): void {
   const level = String(e.level ?? 'info');
+  if (quiet && level !== 'warn' && level !== 'error') return;
   const line = formatLogLine(e);
   if (level === 'warn' || level === 'error') io.err(line);
   else io.out(line);
@@ -502,6 +525,12 @@ function intFlag(a: Parsed, name: string, fallback: number): number {
   if (v === undefined) return fallback;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number, not "${String(v)}"`);
+  return n;
+}
+
+function positiveIntFlag(a: Parsed, name: string, fallback: number): number {
+  const n = intFlag(a, name, fallback);
+  if (n < 1) throw new UsageError(`--${name} must be at least 1, not "${String(a.flags[name])}"`);
   return n;
 }
 
@@ -1141,7 +1170,7 @@ const tail: CommandSpec = {
   async run(a, io) {
     const runId = runIdArg(a);
     const url = (a.flags.url as string | undefined) ?? readState(io).realtimeUrl ?? io.env.MESHHOOK_REALTIME_URL;
-    if (!url) throw new SetupError('no live-log server: start one with `meshhook up`, or pass --url / set MESHHOOK_REALTIME_URL');
+    if (!url) throw new SetupError('no live-log server: start one with `meshhook up` (without --no-realtime), or pass --url / set MESHHOOK_REALTIME_URL');
     return withPool(a, io, async (pool) => {
       const project = await projectOf(a, pool, io);
       if ((await loadEvents(pool, project.id, runId)).length === 0) {
