@@ -21,6 +21,7 @@ import type * as LiveLogModule from '../realtime/live-log';
 import type * as RealtimeServerModule from '../realtime/server';
 import type { RealtimeServer } from '../realtime/server';
 import type * as TokensModule from '../realtime/tokens';
+import type * as WorkerProcessModule from '../worker/main';
 import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
 import { projectNameProblem, relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
@@ -47,6 +48,7 @@ const heavy = {
   realtimeServer: () => require('../realtime/server') as typeof RealtimeServerModule,
   liveLog: () => require('../realtime/live-log') as typeof LiveLogModule,
   tokens: () => require('../realtime/tokens') as typeof TokensModule,
+  workerProcess: () => require('../worker/main') as typeof WorkerProcessModule,
 };
 
 export interface Io {
@@ -125,7 +127,10 @@ function usageOf(spec: CommandSpec): string {
   const lines = [`usage: meshhook ${spec.name}${args ? ' ' + args : ''}${spec.flags.length ? ' [options]' : ''}`, '', spec.summary];
   if (spec.flags.length) {
     lines.push('', 'options:');
-    for (const f of spec.flags) lines.push(`  --${f.name}${f.value ? ` <${f.value}>` : ''}`.padEnd(30) + f.help);
+    for (const f of spec.flags) {
+      const head = `  --${f.name}${f.value ? ` <${f.value}>` : ''}`;
+      lines.push((head.length >= 30 ? `${head}  ` : head.padEnd(30)) + f.help);
+    }
   }
   return lines.join('\n');
 }
@@ -533,6 +538,52 @@ function positiveIntFlag(a: Parsed, name: string, fallback: number): number {
   if (n < 1) throw new UsageError(`--${name} must be at least 1, not "${String(a.flags[name])}"`);
   return n;
 }
+
+const workerCmd: CommandSpec = {
+  name: 'worker',
+  args: [],
+  summary:
+    "Run a worker on its own, beside `meshhook up`'s or on another machine. It claims the database's due runs and advances them; it is the worker `node dist/worker/main.js` runs, and reads the same MESHHOOK_* settings (the flags win). It neither migrates nor serves webhooks: `up` (or `publish`) migrates, `up` takes webhooks. Ctrl-C or SIGTERM stops it cleanly, after the batches in flight commit.",
+  flags: [
+    { name: 'concurrency', value: 'n', help: 'runs in flight at once (default $MESHHOOK_CONCURRENCY, then 4)' },
+    { name: 'pool-max', value: 'n', help: 'connections to Postgres (default $MESHHOOK_POOL_MAX, then 4)' },
+    { name: 'poll-ms', value: 'ms', help: 'how often it looks for due runs when no new run woke it (default $MESHHOOK_POLL_MS, then 50)' },
+    { name: 'quiet', help: 'no info log lines; warnings and errors are still printed' },
+    DB_FLAG,
+  ],
+  async run(a, io) {
+    const concurrency = a.flags.concurrency === undefined ? undefined : positiveIntFlag(a, 'concurrency', 4);
+    const poolMax = a.flags['pool-max'] === undefined ? undefined : positiveIntFlag(a, 'pool-max', 4);
+    const pollMs = a.flags['poll-ms'] === undefined ? undefined : positiveIntFlag(a, 'poll-ms', 50);
+    const url = databaseUrl(a, io);
+    const keyring = keyringOf(io);
+    const { startWorkerProcess, workerSettingsFromEnv } = heavy.workerProcess();
+    const settings = workerSettingsFromEnv(io.env, {
+      databaseUrl: url,
+      keyring,
+      ...(concurrency !== undefined ? { concurrency } : {}),
+      ...(poolMax !== undefined ? { poolMax } : {}),
+      ...(pollMs !== undefined ? { pollMs } : {}),
+      log: (e) => printLog(e, io, a.flags.quiet === true),
+    });
+    // the handlers before the start: a Ctrl-C while it starts stops it as soon as it runs
+    let stop!: (why: string) => void;
+    const stopped = new Promise<string>((resolve) => (stop = resolve));
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    const handlers = signals.map((sig) => [sig, () => stop(sig)] as const);
+    for (const [sig, h] of handlers) process.on(sig, h);
+    try {
+      const running = await startWorkerProcess(settings);
+      io.out(`worker ${running.worker.id} is running against ${redact(url)}; Ctrl-C stops it`);
+      const why = await stopped;
+      await running.stop(why);
+      io.out('stopped.');
+      return 0;
+    } finally {
+      for (const [sig, h] of handlers) process.off(sig, h);
+    }
+  },
+};
 
 const publish: CommandSpec = {
   name: 'publish',
@@ -1428,6 +1479,7 @@ const keys: CommandSpec = {
 
 export const COMMANDS: CommandSpec[] = [
   up,
+  workerCmd,
   publish,
   deliverCmd,
   runs,
