@@ -163,7 +163,9 @@ function keyringOf(io: Io): Keyring {
   const fromEnv = Keyring.fromEnv(io.env);
   if (fromEnv) return fromEnv;
   if (existsSync(keyFile(io))) return Keyring.fromFile(keyFile(io));
-  throw new SetupError(`no keys: set MESHHOOK_KEYS or MESHHOOK_KEY_FILE, or run \`meshhook up\` here (it makes ${keyFile(io)})`);
+  throw new SetupError(
+    `no keys: run \`meshhook keys init\` to make the key file ${keyFile(io)} (\`meshhook up\` makes it too), or set MESHHOOK_KEYS or MESHHOOK_KEY_FILE`,
+  );
 }
 
 /**
@@ -616,10 +618,11 @@ const publish: CommandSpec = {
       return 2;
     }
     if (a.flags['allow-private-targets'] && a.flags['deny-private-targets']) throw new UsageError('--allow-private-targets or --deny-private-targets, not both');
+    // the keys before the database: without them nothing is migrated (the schema would be left unsealed) or written
+    const keyring = keyringOf(io);
     await migrateAsOwner(a, io);
     return withPool(a, io, async (pool) => {
       const name = (raw as { name: string }).name;
-      const keyring = keyringOf(io);
       const existed = (await findWorkflow(pool, keyring, project, name)) !== null;
       const v = await publishWorkflow(pool, keyring, project, raw);
       if (a.flags['deny-private-targets']) {
@@ -1445,9 +1448,9 @@ function parseTtl(text: string): number {
 
 const keys: CommandSpec = {
   name: 'keys',
-  args: ['rotate'],
+  args: ['init|rotate'],
   summary:
-    'Rotate the keyring: a new key goes first in the key file and becomes active (new secrets, links, heads and tokens use it), then every sealed secret is sealed again with it. Old keys stay readable: old links and heads still verify.',
+    "Make (init) or rotate the engine's keys, which the database never holds. init makes the key file (<home>/keyring.json, or the one MESHHOOK_KEY_FILE names) with one fresh key, as `meshhook up` does, so that publish and the other commands can run against a database of your own; it leaves an existing file as it is. rotate puts a new key first in the key file and makes it active (new secrets, links, heads and tokens use it), then seals every sealed secret again with it; old keys stay readable, so old links and heads still verify.",
   flags: [
     {
       name: 'adopt-plain-signing-secrets',
@@ -1456,7 +1459,8 @@ const keys: CommandSpec = {
     DB_FLAG,
   ],
   async run(a, io) {
-    if (a.positional[0] !== 'rotate') throw new UsageError('keys rotate is the only keys command');
+    if (a.positional[0] === 'init') return keysInit(a, io);
+    if (a.positional[0] !== 'rotate') throw new UsageError(`keys ${a.positional[0]}: use init or rotate`);
     if (io.env.MESHHOOK_KEYS) {
       io.err('MESHHOOK_KEYS is set: rotate by putting a new "<id>:<base64 key>" first in it, then run `meshhook keys rotate` with MESHHOOK_KEY_FILE unset');
     }
@@ -1476,6 +1480,21 @@ const keys: CommandSpec = {
     });
   },
 };
+
+function keysInit(a: Parsed, io: Io): number {
+  if (a.flags['adopt-plain-signing-secrets']) throw new UsageError('--adopt-plain-signing-secrets goes with keys rotate');
+  if (io.env.MESHHOOK_KEYS) {
+    const keyring = Keyring.parse(io.env.MESHHOOK_KEYS);
+    io.out(`MESHHOOK_KEYS is set (active key ${keyring.activeId}): the commands use those keys; no key file made`);
+    return 0;
+  }
+  const file = io.env.MESHHOOK_KEY_FILE ? path.resolve(io.cwd, io.env.MESHHOOK_KEY_FILE) : keyFile(io);
+  const existed = existsSync(file);
+  if (!existed) mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const keyring = ensureKeyFile(file);
+  io.out(existed ? `${file} exists already (active key ${keyring.activeId}): left as it is` : `made ${file} with key ${keyring.activeId} (mode 0600; keep it, and a copy off the database host: without it nothing sealed opens and no run verifies)`);
+  return 0;
+}
 
 export const COMMANDS: CommandSpec[] = [
   up,
