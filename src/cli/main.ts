@@ -595,6 +595,7 @@ const publish: CommandSpec = {
     { name: 'project', value: 'slug', help: 'project to publish into (created if new)' },
     { name: 'allow-private-targets', help: "let the project's http_call steps call private and loopback addresses (off by default; the engine signs the grant)" },
     { name: 'deny-private-targets', help: 'take that leave back from the project' },
+    { name: 'json', help: 'print one JSON object (project, workflow, version, hash, signingSecret when the workflow is new, ...) instead of text' },
     DB_FLAG,
   ],
   async run(a, io) {
@@ -625,14 +626,25 @@ const publish: CommandSpec = {
       const name = (raw as { name: string }).name;
       const existed = (await findWorkflow(pool, keyring, project, name)) !== null;
       const v = await publishWorkflow(pool, keyring, project, raw);
-      if (a.flags['deny-private-targets']) {
-        await setAllowPrivateTargets(pool, keyring.chainKey(), v.projectId, false);
-        io.out(`${project}: http_call steps may no longer call private and loopback addresses`);
+      const allow = a.flags['allow-private-targets'] ? true : a.flags['deny-private-targets'] ? false : undefined;
+      if (allow !== undefined) await setAllowPrivateTargets(pool, keyring.chainKey(), v.projectId, allow);
+      if (a.flags.json) {
+        io.out(
+          json({
+            project,
+            workflow: v.workflow,
+            version: v.version,
+            definitionHash: v.definitionHash,
+            unchanged: v.unchanged,
+            created: !existed,
+            ...(existed ? {} : { signingSecret: v.signingSecret }),
+            ...(allow !== undefined ? { allowPrivateTargets: allow } : {}),
+          }),
+        );
+        return 0;
       }
-      if (a.flags['allow-private-targets']) {
-        await setAllowPrivateTargets(pool, keyring.chainKey(), v.projectId, true);
-        io.out(`${project}: http_call steps may call private and loopback addresses`);
-      }
+      if (allow === false) io.out(`${project}: http_call steps may no longer call private and loopback addresses`);
+      if (allow === true) io.out(`${project}: http_call steps may call private and loopback addresses`);
       if (v.unchanged) io.out(`${project}/${v.workflow}: unchanged, still version ${v.version}`);
       else io.out(`published ${project}/${v.workflow} version ${v.version}`);
       io.out(`  hash: ${v.definitionHash}`);
