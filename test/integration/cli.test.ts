@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,7 +16,8 @@ import { validateDefinition } from '../../src/domain/definition';
 import { verifyLog } from '../../src/domain/replay';
 import { genesisHash } from '../../src/domain/hash-chain';
 import { FIXTURE_KEY_FILE, FIXTURE_KEYRING } from '../../support/fixture-keyring';
-import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish, cli } from './helpers';
+import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish, cli, projectId } from './helpers';
+import { Client } from 'pg';
 
 let dbs: TestDatabases;
 before(async () => {
@@ -636,6 +638,162 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       await realtime.close();
       await engine.stop();
       await new Promise<void>((r) => target.close(() => r()));
+    }
+  });
+});
+
+/*
+ * Commands that run until stopped (`up`, `worker`) run as real processes, stopped by a real signal: the CLI's
+ * source through sucrase (no build needed), from the repository's root.
+ */
+const ROOT = path.resolve(__dirname, '..', '..');
+const CLI_SOURCE = path.join(ROOT, 'src', 'cli', 'main.ts');
+
+function cliProcess(argv: string[], env: NodeJS.ProcessEnv): { output: () => string; stdout: () => string; stderr: () => string; kill: (sig: NodeJS.Signals) => void; exited: Promise<number | null> } {
+  let out = '';
+  let err = '';
+  const child = spawn(process.execPath, ['-r', 'sucrase/register/ts', CLI_SOURCE, ...argv], { cwd: ROOT, env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  running.push(child);
+  return { output: () => out + err, stdout: () => out, stderr: () => err, kill: (sig) => child.kill(sig), exited };
+}
+const running: import('node:child_process').ChildProcess[] = [];
+after(() => {
+  for (const c of running) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
+describe('meshhook CLI: keys without up, publish --json, worker, up tuned', { timeout: 120_000 }, () => {
+  it('keys init makes the key file publish needs against a database of your own; publish without keys says so and writes nothing', async () => {
+    // a database nobody migrated, as someone with their own Postgres and no `meshhook up` has
+    const name = `mh_own_${process.pid}`;
+    const admin = new Client({ connectionString: dbs.server.urlFor('postgres') });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.end();
+    const url = dbs.server.urlFor(name);
+    const home = mkdtempSync(path.join(os.tmpdir(), 'mh-keys-'));
+    const env = { DATABASE_URL: url, MESHHOOK_HOME: home };
+    const file = path.join(home, 'order-sync.json');
+    writeFileSync(file, JSON.stringify(orderSyncDefinition('http://127.0.0.1:9')));
+
+    const noKeys = await cli(['publish', file, '--project', 'acme'], env, home);
+    assert.equal(noKeys.code, 2, noKeys.out + noKeys.err);
+    assert.match(noKeys.err, /no keys: run `meshhook keys init` to make the key file .*keyring\.json/);
+    const untouched = new Client({ connectionString: url });
+    await untouched.connect();
+    try {
+      const { rows } = await untouched.query(`SELECT to_regclass('public.schema_migrations') AS t`);
+      assert.equal(rows[0].t, null, 'publish without keys did not migrate the database (it would be left unsealed)');
+    } finally {
+      await untouched.end();
+    }
+
+    const made = await cli(['keys', 'init'], env, home);
+    assert.equal(made.code, 0, made.err);
+    const keyFile = path.join(home, 'keyring.json');
+    assert.match(made.out, new RegExp(`made ${keyFile.replace(/[.]/g, '\\.')} with key k\\w+`));
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+    const before = readFileSync(keyFile, 'utf8');
+    const again = await cli(['keys', 'init'], env, home);
+    assert.equal(again.code, 0, again.err);
+    assert.match(again.out, /exists already .*: left as it is/);
+    assert.equal(readFileSync(keyFile, 'utf8'), before, 'a second init changes nothing');
+    assert.equal((await cli(['keys', 'nonsense'], env, home)).code, 2);
+
+    const published = await cli(['publish', file, '--project', 'acme', '--allow-private-targets', '--json'], env, home);
+    assert.equal(published.code, 0, published.err);
+    const first = JSON.parse(published.out) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(first).sort(), ['allowPrivateTargets', 'created', 'definitionHash', 'project', 'signingSecret', 'unchanged', 'version', 'workflow']);
+    assert.equal(first.project, 'acme');
+    assert.equal(first.workflow, 'order-sync');
+    assert.equal(first.version, 1);
+    assert.equal(first.created, true);
+    assert.equal(first.unchanged, false);
+    assert.equal(first.allowPrivateTargets, true);
+    assert.match(String(first.definitionHash), /^[0-9a-f]{64}$/);
+    assert.match(String(first.signingSecret), /^whsec_[0-9a-f]+$/);
+    const second = JSON.parse((await cli(['publish', file, '--project', 'acme', '--json'], env, home)).out) as Record<string, unknown>;
+    assert.deepEqual(second, { project: 'acme', workflow: 'order-sync', version: 1, definitionHash: first.definitionHash, unchanged: true, created: false });
+    // the schema was sealed with the key init made: verify --all finds nothing wrong
+    const verified = await cli(['verify', '--all'], env, home);
+    assert.equal(verified.code, 0, verified.out + verified.err);
+
+    // MESHHOOK_KEYS given: nothing to make
+    const fromEnv = await cli(['keys', 'init'], { ...env, MESHHOOK_KEYS: KEYS.toEnv() }, home);
+    assert.equal(fromEnv.code, 0);
+    assert.match(fromEnv.out, /MESHHOOK_KEYS is set \(active key test\)/);
+    // MESHHOOK_KEY_FILE given: that file is the one made
+    const elsewhere = path.join(home, 'elsewhere', 'keys.json');
+    const named = await cli(['keys', 'init'], { ...env, MESHHOOK_KEY_FILE: elsewhere }, home);
+    assert.equal(named.code, 0, named.err);
+    assert.ok(existsSync(elsewhere));
+  });
+
+  it('meshhook worker runs the runs the intake starts, with its flags, and stops cleanly on SIGTERM', async () => {
+    const { url } = await dbs.fresh();
+    const target = await startTarget();
+    // the intake alone: every run is the separate worker's to advance
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0 });
+    const home = mkdtempSync(path.join(os.tmpdir(), 'mh-worker-'));
+    try {
+      const published = await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
+      assert.equal((await cli(['worker', '--concurrency', '0'], { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() }, home)).code, 2);
+      const worker = cliProcess(['worker', '--concurrency', '3', '--poll-ms', '20', '--pool-max', '2', '--database-url', url], { MESHHOOK_HOME: home, MESHHOOK_KEYS: KEYS.toEnv(), DATABASE_URL: '' });
+      await waitFor('the worker to run', async () => /is running against/.test(worker.output()), 30_000);
+      assert.match(worker.stdout(), /info  worker running  worker=\S+ pollMs=20 concurrency=3/);
+      const started = await deliver(engine.intake.url, 'acme', 'order-sync', published.signingSecret, '{"order":{"id":"o-1","sum":1}}');
+      assert.equal(started.status, 202);
+      const runId = started.body.runId as string;
+      await waitFor('the worker to finish the run', async () => (await runStatus(engine.pool, runId)) === 'succeeded', 30_000);
+      assert.equal(target.requests.length, 1);
+      await waitFor('its log line', async () => /run succeeded/.test(worker.stdout()));
+      worker.kill('SIGTERM');
+      assert.equal(await worker.exited, 0, worker.output());
+      assert.match(worker.stdout(), /stopping  worker=\S+ why=SIGTERM/);
+      assert.match(worker.stdout(), /stopped\.$/m);
+      assert.equal(worker.stdout().match(/worker running/g)?.length, 1, 'one worker, not a second one started by importing the worker program');
+      assert.equal(worker.stderr(), '');
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
+  it('up --concurrency --no-realtime --quiet: no live-log server, no info lines, warnings still printed', async () => {
+    const { url, pool } = await dbs.fresh();
+    const target = await startTarget();
+    const home = mkdtempSync(path.join(os.tmpdir(), 'mh-up-tuned-'));
+    // a damaged checkpoint file: up warns about it, quiet or not
+    const damaged = path.join(home, 'damaged.jsonl');
+    writeFileSync(damaged, 'not json\nnor this\n');
+    const env = { MESHHOOK_HOME: home, MESHHOOK_KEYS: KEYS.toEnv(), DATABASE_URL: url };
+    assert.equal((await cli(['up', '--no-realtime', '--realtime-port', '0'], env, home)).code, 2);
+    const up = cliProcess(['up', '--port', '0', '--workers', '1', '--concurrency', '2', '--no-realtime', '--quiet'], { ...env, MESHHOOK_CHECKPOINTS: damaged });
+    try {
+      await waitFor('up', async () => /MeshHook Replay is up/.test(up.output()), 60_000);
+      assert.match(up.stdout(), /MeshHook Replay is up \(1 worker, 2 runs in flight each\)/);
+      assert.match(up.stdout(), /live logs: off \(--no-realtime\)/);
+      assert.match(up.stderr(), /warn  checkpoint file/);
+      const state = JSON.parse(readFileSync(path.join(home, 'state.json'), 'utf8')) as Record<string, unknown>;
+      assert.equal(state.realtimeUrl, undefined);
+      await publish(pool, 'acme', orderSyncDefinition(target.url));
+      const delivered = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"o-1","sum":1}}'], env, home);
+      assert.equal(delivered.code, 0, delivered.err);
+      const runId = /run ([0-9a-f-]{36}) started/.exec(delivered.out)![1];
+      await waitFor('the run to succeed', async () => (await runStatus(pool, runId)) === 'succeeded', 30_000);
+      const tail = await cli(['tail', runId, '--project', 'acme'], { MESHHOOK_HOME: home, MESHHOOK_KEYS: KEYS.toEnv() }, home);
+      assert.equal(tail.code, 2);
+      assert.match(tail.err, /no live-log server: start one with `meshhook up` \(without --no-realtime\)/);
+      up.kill('SIGINT');
+      assert.equal(await up.exited, 0, up.output());
+      assert.doesNotMatch(up.output(), / info  /, 'no info line: not one per run, nor any other');
+      assert.ok(await projectId(pool, 'acme'));
+    } finally {
+      up.kill('SIGKILL');
+      await target.close();
     }
   });
 });
