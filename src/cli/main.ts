@@ -415,7 +415,11 @@ async function runUp(a: Parsed, io: Io, home: string, given: string | undefined,
   writeFileSync(stateTmp, json(state) + '\n', { mode: 0o600 });
   renameSync(stateTmp, stateFile(io));
   io.out('');
-  io.out(`MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'}, ${concurrency ?? 4} run${concurrency === 1 ? '' : 's'} in flight each)`);
+  io.out(
+    workers === 0
+      ? 'MeshHook Replay is up (no workers: the intake only; `meshhook worker` runs them)'
+      : `MeshHook Replay is up (${workers} worker${workers === 1 ? '' : 's'}, ${concurrency ?? 4} run${concurrency === 1 ? '' : 's'} in flight each)`,
+  );
   io.out(`  intake:   ${engine.intake.url}/hooks/<project>/<workflow>`);
   if (realtime) io.out(`  live logs: ${realtime.url}  (Supabase Realtime protocol; \`meshhook tail <run-id>\` follows one)`);
   else if (realtimePort === null) io.out('  live logs: off (--no-realtime)');
