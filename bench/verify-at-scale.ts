@@ -10,7 +10,9 @@
  *           canonical text and its HMAC compared with the stored link (no heads, no decisions)
  *   verify  verifyProject(): every run's chain links and signed head, every decision
  *           re-made by the decider, every run view and delivery record compared, then the schema
- *           checked against its seal — what `meshhook verify --all` does
+ *           checked against its seal, and every index of the engine's tables checked against its table
+ *           (amcheck, on another connection while the runs are checked) — what `meshhook verify --all` does
+ *   indexes the index check alone, for its own figure
  * Reported: events/s of each, verify ÷ floor time (the issue's target is ≤ 1.2×) and chain ÷ floor,
  * which shows how much of the gap the cryptography alone takes. Figures only.
  */
@@ -27,6 +29,7 @@ import { checkLink, genesisHash } from '../src/domain/hash-chain';
 import { eventTypes, RowEvent, rowToEvent } from '../src/store/log-read';
 import { verifyProject } from '../src/replay-service';
 import { checkSchema } from '../src/integrity/schema-seal';
+import { checkIndexes } from '../src/integrity/index-check';
 import { Keyring } from '../src/security/keyring';
 import { latestVersion, publishWorkflow } from '../src/store/registry';
 import { startRun } from '../src/store/intake-start';
@@ -80,13 +83,14 @@ async function main(): Promise<void> {
     const floorMs: number[] = [];
     const chainMs: number[] = [];
     const verifyMs: number[] = [];
+    const indexesMs: number[] = [];
     const chainKeys = KEYS.chainKeys();
     let chainBreaks = -1;
     let events = 0;
     let bad = -1;
     for (let rep = 0; rep < REPEATS; rep++) {
-      const order = ['floor', 'chain', 'verify'];
-      for (let k = 0; k < rep % 3; k++) order.push(order.shift()!);
+      const order = ['floor', 'chain', 'verify', 'indexes'];
+      for (let k = 0; k < rep % 4; k++) order.push(order.shift()!);
       for (const which of order) {
         const t0 = performance.now();
         if (which === 'floor') {
@@ -112,12 +116,20 @@ async function main(): Promise<void> {
             return breaks;
           });
           chainMs.push(performance.now() - t0);
+        } else if (which === 'indexes') {
+          const idx = await checkIndexes(engine);
+          if (!idx.available || idx.problems.length) throw new Error(`the index check did not run clean: ${JSON.stringify(idx)}`);
+          indexesMs.push(performance.now() - t0);
         } else {
+          // as `verify --all` does: the indexes checked by Postgres while node checks the runs
+          const indexes = checkIndexes(engine);
+          indexes.catch(() => undefined);
           const res = await verifyProject(engine, p.projectId, { keys: KEYS.chainKeys() });
           // and what `verify --all` checks beside the runs: the schema against its seal (a read of the catalogs)
           const schema = await checkSchema(engine, KEYS.chainKeys());
+          const idx = await indexes;
           verifyMs.push(performance.now() - t0);
-          bad = res.bad + res.strayDeliveries.length + schema.problems.length;
+          bad = res.bad + res.strayDeliveries.length + schema.problems.length + idx.problems.length;
         }
         process.stdout.write('.');
       }
@@ -133,6 +145,7 @@ async function main(): Promise<void> {
       chainMs: r(median(chainMs), 0),
       chainBreaks,
       verifyMs: r(median(verifyMs), 0),
+      indexesMs: r(median(indexesMs), 0),
       floorEventsPerSec: r(events / (median(floorMs) / 1000), 0),
       verifyEventsPerSec: r(events / (median(verifyMs) / 1000), 0),
       verifyOverFloor: r(median(verifyMs) / median(floorMs)),
@@ -144,6 +157,7 @@ async function main(): Promise<void> {
       `\n\nverify --all over ${events} events (${RUNS} runs, ${bad} bad): ${result.verifyMs} ms (${result.verifyEventsPerSec} events/s)\n` +
         `floor (read + parse the rows): ${result.floorMs} ms (${result.floorEventsPerSec} events/s)\n` +
         `floor + every link's HMAC checked: ${result.chainMs} ms, ${result.chainOverFloor}× the floor (${chainBreaks} broken)\n` +
+        `the index check alone (amcheck, every index of the engine's tables): ${result.indexesMs} ms\n` +
         `verify ÷ floor: ${result.verifyOverFloor}× (target ≤ 1.2×)\nreports/bench-verify.json\n`,
     );
   } finally {
