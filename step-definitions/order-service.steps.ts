@@ -57,7 +57,8 @@ Given('the order service takes the order but answers too late', async function (
  * Returns how many effects the run was expected to have.
  */
 async function expectOneEffectPerTakenCall(world: ReplayWorld, runId: string): Promise<number> {
-  const view = await world.waitUntilFinished(runId);
+  // finished, or at rest (paused, or waiting on a timer not yet due): the calls made so far are all there will be for now
+  const view = await world.waitUntilAtRest(runId);
   const tracked = world.runs.find((r) => r.runId === runId)!;
   const target = await world.orderService();
   const steps = world.workflow(tracked.project, tracked.workflow).definition.steps.filter((s) => s.type === 'http_call').map((s) => s.id);
@@ -100,7 +101,7 @@ Then('the order service received the order exactly once', async function (this: 
 
 Then('the order service saw {int} attempt(s) but took the order once', async function (this: ReplayWorld, attempts: number) {
   // a run someone tampered with is never finished by the engine: count what happened
-  if (!this.logBeforeTampering) await this.waitUntilFinished();
+  if (!this.logBeforeTampering) await this.waitUntilAtRest();
   const target = await this.orderService();
   // every execution of the call, an operator's resume included (each under its own key): the attempts are all the
   // requests the service received for the run's call, not only those of its first execution
@@ -135,7 +136,7 @@ function amountOf(body: unknown): number | undefined {
 }
 
 Then('the order service received an order worth {float}', async function (this: ReplayWorld, amount: number) {
-  await this.waitUntilFinished();
+  await this.waitUntilAtRest();
   const target = await this.orderService();
   const amounts = target.effects().map((e) => amountOf(e.body));
   // the last order the service took is the one that counts: an earlier, refused attempt may carry the old amount
@@ -156,7 +157,7 @@ Given('the order service ignores idempotency keys', async function (this: Replay
 
 /** Orders the service acted on for the run's call, over every execution of it (an operator's resume is a new one, under a new key). */
 Then('the order service took the order {int} time(s)', async function (this: ReplayWorld, times: number) {
-  await this.waitUntilFinished();
+  await this.waitUntilAtRest();
   const target = await this.orderService();
   // every execution of the call, an operator's resume included: each under its own key
   const keys = await this.keysSentFor(httpSteps(this)[0]);

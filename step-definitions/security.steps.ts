@@ -134,7 +134,7 @@ Then("the order service received {project}'s API key with every order", async fu
   if (runs.length === 0) throw new Error(`"${project}" has no run in this scenario`);
   const keys = new Set<string>();
   for (const r of runs) {
-    await this.waitUntilSettled(r.runId);
+    await this.waitUntilAtRest(r.runId);
     for (const e of await this.events(r.runId)) if (e.type === 'HttpRequestPrepared') keys.add((e.data as { idempotencyKey: string }).idempotencyKey);
   }
   const seen = target.requests

@@ -432,6 +432,37 @@ export class ReplayWorld extends World<ReplayParameters> {
     return settled!;
   }
 
+  /**
+   * Until the run is at rest and stays so: finished, paused, or waiting on a timer that is not yet due by the
+   * scenario's clock (a timer a clock step made due is about to fire, so that run is not at rest). The state must
+   * hold for a few polls of every worker, so a run a worker is just taking on is seen moving.
+   */
+  async waitUntilAtRest(runId = this.run.runId): Promise<StoredRunView> {
+    let rest: StoredRunView | null = null;
+    let since: { seq: number; at: number } | null = null;
+    await this.waitUntil(`run ${runId} to finish or rest (paused, or waiting on a timer not yet due)`, async () => {
+      const v = await this.readView(runId);
+      const resting =
+        v !== null &&
+        (FINISHED.includes(v.status) ||
+          v.status === 'paused' ||
+          // a due timer is about to fire, unless no worker is left to fire it or the run was tampered with (the
+          // engine refuses to carry such a run on, so it stays where it is)
+          (v.status === 'waiting' &&
+            (!v.wakeAt || Date.parse(v.wakeAt) > this.clock.now().getTime() || this.aliveWorkers.length === 0 || this.logBeforeTampering !== null)));
+      if (!resting) {
+        since = null;
+        return false;
+      }
+      if (!since || since.seq !== v!.lastSeq) since = { seq: v!.lastSeq, at: Date.now() };
+      rest = v;
+      return Date.now() - since.at >= 200;
+    }).catch(async (e) => {
+      throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun(runId)}`);
+    });
+    return rest!;
+  }
+
   async waitUntil(
     what: string,
     predicate: () => Promise<boolean>,
