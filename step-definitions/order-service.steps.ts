@@ -1,5 +1,6 @@
 import { Given, Then, When } from '@cucumber/cucumber';
 import { expect } from 'expect';
+import { untilStallsEnded } from '../support/moments';
 import type { ReplayWorld } from '../support/world';
 
 /* The order service: the target the workflows call, scriptable and watchful. */
@@ -143,11 +144,19 @@ Then('the order service received an order worth {float}', async function (this: 
   expect({ ordersTaken: amounts.length, lastWorth: amounts.at(-1) }).toEqual({ ordersTaken: amounts.length || 1, lastWorth: amount });
 });
 
+/**
+ * Checked once nothing can still call: every worker armed to stall is past its stall (or can no longer reach it),
+ * every run of the scenario is at rest (finished, paused, or waiting on a timer not yet due), and then several
+ * polls of every worker have gone by. A worker released from a stall after a cancel would have called by then.
+ */
 Then('the order service was never called', async function (this: ReplayWorld) {
+  await untilStallsEnded(this);
+  for (const r of this.runs) await this.waitUntilAtRest(r.runId);
   // several polls of every worker after the last change: a call that was going to happen has happened
   await new Promise((r) => setTimeout(r, 500));
   const target = await this.orderService();
-  expect(target.requests.map((r) => `${r.method} ${r.path}`)).toEqual([]);
+  // when each request came, so a call made after a stall ended reads as such
+  expect(target.requests.map((r) => `${r.method} ${r.path} at ${r.at.toISOString()}`)).toEqual([]);
 });
 
 Given('the order service ignores idempotency keys', async function (this: ReplayWorld) {

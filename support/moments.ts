@@ -155,3 +155,30 @@ export async function untilArmedWorkersCrashed(world: ReplayWorld, also: 'and an
       throw new Error(`${(e as Error).message}; run: ${await world.describeRun()}`);
     });
 }
+
+/**
+ * Until no worker is, or can still be, held at an armed stall: each worker armed with a delay failpoint is dead,
+ * or its delay fired and has run out (plus a few polls, so the worker is past it), or the moment it was armed at
+ * can no longer happen. Returns the workers waited for.
+ */
+export async function untilStallsEnded(world: ReplayWorld): Promise<string[]> {
+  const ended: string[] = [];
+  for (const worker of world.workers.filter((w) => /=delay:/.test(w.opts.failpoints ?? ''))) {
+    const delays = (worker.opts.failpoints ?? '').split(';').filter((f) => /=delay:/.test(f));
+    const longest = Math.max(...delays.map((f) => Number(/=delay:(\d+)/.exec(f)?.[1] ?? 1000)));
+    const moment = world.armedAt.get(worker.opts.id);
+    await world.waitUntil(
+      `worker ${worker.opts.id}'s stall (${worker.opts.failpoints}) to end or become impossible`,
+      async () => {
+        if (!worker.alive) return true;
+        const fired = world.firedFailpoints().filter((f) => f.pid === worker.pid && f.action === 'delay');
+        if (fired.length > 0) return fired.every((f) => Date.now() >= Date.parse(String(f.at)) + longest + 300);
+        if (moment) return (await whyNoLongerPossible(world, moment)) !== null;
+        return false;
+      },
+      world.timeoutMs + longest,
+    );
+    ended.push(worker.opts.id);
+  }
+  return ended;
+}
