@@ -27,12 +27,20 @@ Then('every run succeeds', async function (this: ReplayWorld) {
   }
 });
 
+/*
+ * "Went through" a step means the step has a result the run went on from: it succeeded, or an operator skipped it
+ * (the output they gave stands for it). A step that failed, was only started, or was never reached was not gone
+ * through: a run that failed at "push" did not go through "push". The step must be one of the run's pinned
+ * workflow, so a misspelt name fails instead of making the negative check always hold.
+ */
 Then('the run went through {step}', async function (this: ReplayWorld, step: string) {
+  await this.expectStepOfRun(step);
   const view = await this.waitUntilFinished();
   expect(Object.keys(view.outputs)).toContain(step);
 });
 
 Then('the run did not go through {step}', async function (this: ReplayWorld, step: string) {
+  await this.expectStepOfRun(step);
   const view = await this.waitUntilFinished();
   expect(Object.keys(view.outputs)).not.toContain(step);
 });
@@ -61,6 +69,7 @@ Then('the output of {step} is:', async function (this: ReplayWorld, step: string
 });
 
 Then('{step} was attempted {int} time(s)', async function (this: ReplayWorld, step: string, attempts: number) {
+  await this.expectStepOfRun(step);
   const view = await this.waitUntilFinished();
   expect({ step, attempts: view.attempts[step] ?? 0 }).toEqual({ step, attempts });
 });

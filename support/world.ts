@@ -13,7 +13,7 @@ import { startIntake } from '../src/intake/server';
 import { deliver } from '../src/intake/sign';
 import { readRunView, RebuildResult, RunVerification, StoredRunView, VerifyRunOptions } from '../src/replay-service';
 import { CheckpointIndex, HeadJournal } from '../src/integrity/checkpoints';
-import { NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
+import { loadVersion, NotFoundError, publishWorkflow, setAllowPrivateTargets } from '../src/store/registry';
 import { operate, OperatorActionError } from '../src/operator-service';
 import { replayLog, VerifyReport } from '../src/domain/replay';
 import type { ActionPhrase, Moment, Reach, Weakening } from './parameter-types';
@@ -398,6 +398,21 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   async events(runId = this.run.runId): Promise<RecordedEvent[]> {
     return loadEvents(this.engineDb, await this.projectIdOf(runId), runId);
+  }
+
+  /** The workflow definition the run is pinned to (the version it started on, not the latest published). */
+  async pinnedDefinition(runId = this.run.runId): Promise<WorkflowDefinition> {
+    const { rows } = await this.db.query<{ workflow_id: string; version: number }>('SELECT workflow_id::text, version FROM runs WHERE id = $1', [runId]);
+    if (!rows[0]) throw new Error(`there is no run ${runId}`);
+    return (await loadVersion(this.engineDb, await this.projectIdOf(runId), rows[0].workflow_id, rows[0].version)).definition;
+  }
+
+  /** Fails, naming the steps it has, when the run's pinned workflow has no such step: a misspelt name never passes a negative check. */
+  async expectStepOfRun(step: string, runId = this.run.runId): Promise<void> {
+    const def = await this.pinnedDefinition(runId);
+    if (!def.steps.some((s) => s.id === step)) {
+      throw new Error(`workflow "${def.name}" has no step "${step}" (its steps: ${def.steps.map((s) => s.id).join(', ')})`);
+    }
   }
 
   /** `moveClock`: jump the clock past any timer the run waits on (for reference runs nobody else drives). */
