@@ -92,7 +92,20 @@ Then('the same request for its own run is answered', async function (this: Repla
 Then("{project}'s run is untouched", async function (this: ReplayWorld, owner: string) {
   const r = this.reached;
   if (!r || r.owner !== owner) throw new Error(`no one has tried to reach "${owner}"'s run in this scenario`);
-  expect(await snapshot(this, r.run.runId)).toEqual(r.before);
+  // judged once the run is at rest (finished, paused, or waiting on a timer not yet due), so a run that moves on
+  // just after the knock (a timer a clock step made due) is seen to have moved, however soon this step runs
+  await this.waitUntilAtRest(r.run.runId);
+  const now = await snapshot(this, r.run.runId);
+  if (now !== r.before) {
+    const was = JSON.parse(r.before) as { log: unknown[]; view: { status: string } };
+    const is = JSON.parse(now) as { log: unknown[]; view: { status: string } };
+    throw new Error(
+      `"${owner}"'s run changed after "${r.actor}" ${r.reach} it: ${was.log.length} events and ${was.view?.status} then, ` +
+        `${is.log.length} events and ${is.view?.status} now. Untouched means nothing at all happened to the run since the knock; ` +
+        'a scenario that lets the run go on (a clock step) checks it is untouched before that',
+    );
+  }
+  expect(now).toEqual(r.before);
 });
 
 Then("each project's run ran its own project's workflow", async function (this: ReplayWorld) {
