@@ -56,6 +56,12 @@ Then('it is refused with {int} {string}', async function (this: ReplayWorld, sta
 });
 
 Then('nothing was recorded', async function (this: ReplayWorld) {
+  if (!this.countsBefore) {
+    throw new Error(
+      '"nothing was recorded" judges what a refused webhook wrote, and no webhook has been sent to be refused yet: ' +
+        'send one first ("When a webhook <problem> is sent to …", "When a different order arrives with the same delivery id" or "When that delivery arrives")',
+    );
+  }
   expect(await counts(this)).toEqual(this.countsBefore);
 });
 

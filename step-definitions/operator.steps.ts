@@ -84,13 +84,28 @@ Given('a run of {workflow} that is {situation}', async function (this: ReplayWor
 /** Output and patch when a scenario does not spell one out: enough for actions that are refused anyway. */
 const DEFAULT_EXTRA = { output: { skipped: true }, patch: { note: 'changed by an operator' } };
 
+/**
+ * The doc string after `, with:` is the patch or output as JSON. Text that is not JSON is the scenario's mistake,
+ * not something an operator could send (the engine takes JSON values only): the step says so instead of crashing.
+ */
+function docStringJson(doc: string, phrase: ActionPhrase): unknown {
+  try {
+    return JSON.parse(doc);
+  } catch (e) {
+    throw new Error(
+      `the doc string after "${phrase.text} …, with:" is not JSON (${(e as Error).message}): ${JSON.stringify(doc.slice(0, 120))}; ` +
+        'write the patch or output as JSON, e.g. {"order": {"sum": 40}}',
+    );
+  }
+}
+
 When('{operator} {action} because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
   await this.act(who, phrase, reason, DEFAULT_EXTRA);
   this.expectActed();
 });
 
 When('{operator} {action} because {string}, with:', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string, json: string) {
-  const value = JSON.parse(json);
+  const value = docStringJson(json, phrase);
   await this.act(who, phrase, reason, { output: value, patch: value });
   this.expectActed();
 });
@@ -125,7 +140,7 @@ When('{operator} {action} during that pause, because {string}', async function (
 
 /** The same, with the patch or the output spelled out (a JSON doc string), as the action without a pause takes it. */
 When('{operator} {action} during that pause, because {string}, with:', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string, json: string) {
-  const value = JSON.parse(json);
+  const value = docStringJson(json, phrase);
   await actDuringPause(this, who, phrase, reason, { output: value, patch: value });
 });
 
@@ -134,7 +149,7 @@ When('{operator} tries to {action} because {string}', async function (this: Repl
 });
 
 When('{operator} tries to {action} because {string}, with:', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string, doc: string) {
-  const value = JSON.parse(doc);
+  const value = docStringJson(doc, phrase);
   await this.act(who, phrase, reason, phrase.action === 'patch' ? { patch: value } : { output: value });
 });
 
