@@ -130,6 +130,10 @@ Given("{project} keeps the order service's API key in its vault as {string}", as
   (await this.orderService()).requireBearer(value);
 });
 
+/**
+ * Only the answer to an order the service accepts (its default 201) carries the key: a scripted refusal or failure
+ * (`answers every order with 402`, `fails 1 time`) and a 401 for a missing key are answered as scripted, without it.
+ */
 Given('the order service repeats the API key it was sent in its answer', async function (this: ReplayWorld) {
   const target = await this.orderService();
   target.setDefaultResponse('*', 201, (req: RecordedRequest) => ({ orderId: `ord_${req.idempotencyKey?.slice(-8) ?? 'new'}`, receivedWith: req.headers.authorization ?? null }));
