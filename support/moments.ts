@@ -182,3 +182,19 @@ export async function untilStallsEnded(world: ReplayWorld): Promise<string[]> {
   }
   return ended;
 }
+
+/**
+ * Why a moment a live worker is armed at, and has not reached, can no longer come for any run, or null. Steps that
+ * wait for a run to finish ask it, so a scenario whose crash or stall will never happen fails within a second with
+ * this sentence instead of waiting out its timeout.
+ */
+export async function whyArmedMomentCannotCome(world: ReplayWorld): Promise<string | null> {
+  for (const [id, moment] of world.armedAt) {
+    const worker = world.workers.find((w) => w.opts.id === id);
+    if (!worker || !worker.alive) continue;
+    if (world.firedFailpoints().some((f) => f.pid === worker.pid && (f.action === 'crash' || f.action === 'delay'))) continue;
+    const why = await whyNoLongerPossible(world, moment);
+    if (why) return `worker ${id} was set to ${/=crash/.test(worker.opts.failpoints ?? '') ? 'crash' : 'stall'} ${moment.text}, but that can no longer happen: ${why}`;
+  }
+  return null;
+}

@@ -27,7 +27,8 @@ import { loadEvents } from '../src/store/log-read';
 import { ControlledClock } from '../src/worker/clock';
 import { createScenarioDatabase, dropScenarioDatabase, getCluster } from './cluster';
 import { TargetService } from './target-service';
-import { waitFor } from './wait';
+import { whyArmedMomentCannotCome } from './moments';
+import { StopWaiting, waitFor } from './wait';
 import { readFailpointLog, WorkerProcess } from './worker-process';
 
 /*
@@ -417,6 +418,9 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   /** `moveClock`: jump the clock past any timer the run waits on (for reference runs nobody else drives). */
   async waitUntilFinished(runId = this.run.runId, timeoutMs = this.timeoutMs, moveClock = false): Promise<StoredRunView> {
+    // a moment a worker is armed at that can no longer come: said within a second (after a short grace, so a
+    // worker just reaching it gets there), not after the timeout
+    let unreachableSince: number | null = null;
     try {
       return await waitFor(
         async () => {
@@ -425,7 +429,13 @@ export class ReplayWorld extends World<ReplayParameters> {
             const due = Date.parse(v.wakeAt) - this.clock.now().getTime();
             if (due > 0) this.advanceClock(due + 1_000);
           }
-          return v && FINISHED.includes(v.status) ? v : null;
+          if (v && FINISHED.includes(v.status)) return v;
+          if (!moveClock && this.armedAt.size > 0) {
+            const why = await whyArmedMomentCannotCome(this);
+            if (why === null) unreachableSince = null;
+            else if (Date.now() - (unreachableSince ??= Date.now()) >= 300) throw new StopWaiting(why);
+          }
+          return null;
         },
         { what: `run ${runId} to finish`, timeoutMs },
       );
