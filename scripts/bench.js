@@ -20,6 +20,7 @@ const benches = quick
   : [
       ['engine vs state-stored', ...node(['bench/run.ts'])],
       ['side by side with DBOS', ...node(['bench/side-by-side.ts', '--scaling'])],
+      ['end to end with DBOS, through the intake', process.execPath, ['bench/end-to-end/run.js'], process.env],
       ['verify at scale', ...node(['bench/verify-at-scale.ts'])],
       ['replay at scale', ...node(['--expose-gc', 'bench/replay-at-scale.ts'])],
       ['recovery after every worker is killed', ...node(['bench/recovery.ts'])],
