@@ -118,7 +118,8 @@ async function main(): Promise<void> {
           chainMs.push(performance.now() - t0);
         } else if (which === 'indexes') {
           const idx = await checkIndexes(engine);
-          if (!idx.available || idx.problems.length) throw new Error(`the index check did not run clean: ${JSON.stringify(idx)}`);
+          // (a Postgres without amcheck: verify says it could not check the indexes, and this figure is 0)
+          if (idx.problems.length) throw new Error(`the index check found problems in an untouched database: ${JSON.stringify(idx)}`);
           indexesMs.push(performance.now() - t0);
         } else {
           // as `verify --all` does: the indexes checked by Postgres while node checks the runs
