@@ -393,6 +393,9 @@ export class Worker {
   private async advance(runId: string, projectId: string): Promise<void> {
     try {
       // the repository checks the run may be acted on (its log genuine) before giving it
+      // when this worker last knew where the run's record ends: the read its state came from, then each commit it asks
+      // for (a stall between them, in loading the run's version or recovering it, counts)
+      let knownAt = performance.now();
       const loaded = await this.repository.load(projectId, runId);
       if (!loaded) return;
       let run: StoredRun = loaded;
@@ -405,8 +408,6 @@ export class Worker {
       // the run moves as src/domain/run-loop.ts says; this worker answers with the clock, real HTTP and the repository.
       // With failpoints armed every step is its own batch, so each crash point stays addressable.
       const loop = runLoop(decider, run.state, { merge: !this.failpoints.armed, stopping: () => this.stopping });
-      // when this worker last knew where the run's record ends: the load, then each commit it asked for
-      let knownAt = performance.now();
       await driveLoop(loop, {
         now: () => this.clock.now(),
         send: async ({ request }) => {
