@@ -572,6 +572,8 @@ const workerCmd: CommandSpec = {
       ...(pollMs !== undefined ? { pollMs } : {}),
       log: (e) => printLog(e, io, a.flags.quiet === true),
     });
+    // a worker only: MESHHOOK_INTAKE_PORT (which makes `node dist/worker/main.js` serve webhooks too) is not for it
+    settings.intakePort = undefined;
     // the handlers before the start: a Ctrl-C while it starts stops it as soon as it runs
     let stop!: (why: string) => void;
     const stopped = new Promise<string>((resolve) => (stop = resolve));
@@ -845,7 +847,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
   return withPool(a, io, async (pool) => {
     const projects = a.flags.project ? [await projectOf(a, pool, io)] : await listProjects(pool, opts.keys ?? undefined);
     const started = performance.now();
-    // the indexes are checked by Postgres while node checks the runs' chains (on a connection of its own)
+    // the indexes are checked by Postgres while node checks the runs' chains (on the pool's other connection)
     const indexCheck = a.flags.project ? null : checkIndexes(pool);
     indexCheck?.catch(() => undefined);
     let runs = 0;
