@@ -599,8 +599,9 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           void reply.header('retry-after', '1').header('connection', 'close');
           return refuse(reply, 503, 'busy', BUSY);
         }
-        // one round trip, whether the project and workflow exist or not (the refusal of an unknown one comes no
-        // faster than a wrong signature's); the version is checked only once the signature holds
+        // one round trip, whether the project and workflow exist or not (an unknown one's refusal comes a little
+        // sooner than a wrong signature's: names are not secrets, README Security); the version is checked only
+        // once the signature holds
         targets.set(req, await findIntakeTarget(pool, opts.keyring, projectSlug, workflowSlug, targetCache));
       },
       // Bodies are counted as their bytes arrive, against the budget of all bodies being received and against
@@ -681,7 +682,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
         throw new TamperedDefinitionError(target.workflow.id, version.version, `was published as workflow "${version.definition.name.slice(0, 80)}", not "${target.workflow.slug}" (the workflow was renamed behind the engine's back)`);
       }
       const started = await startRun(pool, {
-        runId: runIdOfDelivery(opts.keyring.chainKey(), target.project.id, target.workflow.id, deliveryId),
+        runId: runIdOfDelivery(opts.keyring.runIdKey(), target.project.id, target.workflow.id, deliveryId),
         projectId: target.project.id,
         projectSlug: target.project.slug,
         workflowSlug: target.workflow.slug,

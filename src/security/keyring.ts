@@ -15,7 +15,7 @@ import type { ChainKey, ChainKeys } from '../domain/hash-chain';
  *   MESHHOOK_KEY_FILE=/path/keyring.json   {"keys":[{"id":"k2","key":"<base64>"},...]}
  */
 
-export type KeyPurpose = 'secrets' | 'chain' | 'tokens' | 'checkpoints';
+export type KeyPurpose = 'secrets' | 'chain' | 'tokens' | 'checkpoints' | 'run-ids';
 
 const KEY_ID = /^[A-Za-z0-9_-]{1,32}$/;
 
@@ -66,6 +66,15 @@ export class Keyring {
   /** The key new hash-chain links and run heads are signed with. */
   chainKey(): ChainKey {
     return { kid: this.activeId, key: this.key('chain') };
+  }
+
+  /**
+   * The key a delivery's run id is derived with: of the oldest key in the ring (rotation puts new keys first and
+   * keeps the old), so the id a delivery derives to stays the same across rotations for as long as that key is kept.
+   */
+  runIdKey(): ChainKey {
+    const oldest = this.ids[this.ids.length - 1];
+    return { kid: oldest, key: this.key('run-ids', oldest) };
   }
 
   /** Every chain key this keyring can check links with. */

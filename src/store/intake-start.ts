@@ -45,7 +45,8 @@ export interface StartRunInput {
  * file swapped): a re-delivery then used to start a second run, with new idempotency keys, and the order was
  * placed again. With the id fixed by the delivery, the second run collides with the first on the runs' primary
  * key (uuids, no collation) and the re-delivery is answered with the first run; even where that index lies too,
- * the second run would send the first one's idempotency keys.
+ * the second run would send the first one's idempotency keys. The key is the keyring's oldest (Keyring.runIdKey),
+ * so a rotation does not change the id a delivery derives to.
  */
 export function runIdOfDelivery(key: ChainKey | null, projectId: string, workflowId: string, deliveryId: string): string {
   const text = `meshhook-run-id\n${projectId}\n${workflowId}\n${deliveryId}`;

@@ -190,7 +190,7 @@ export async function findIntakeTarget(
     workflow: { id: r.workflow_id, projectId: r.project_id, slug: workflowSlug, signingSecret },
     latest(): LoadedVersion {
       if (!version) throw new NotFoundError(`workflow ${r.workflow_id} has no published version`);
-      const key = `${version.workflow_id}:${version.version}:${version.definition_hash}:${version.definition_mac ?? ''}:${version.definitionText}`;
+      const key = `${version.project_id}:${version.workflow_id}:${version.version}:${version.definition_hash}:${version.definition_mac ?? ''}:${version.definitionText}`;
       const known = cache.versions.get(key);
       if (known) return known;
       const loaded = toLoaded({ ...version, definition: JSON.parse(version.definitionText) as WorkflowDefinition }, { keys: keyring.chainKeys() });
