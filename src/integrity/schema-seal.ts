@@ -355,7 +355,15 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   // `=` made to call `<=`): each catalog's built-in rows hashed as one, read as text and ordered here
   for (const [what, catalogs] of [...BUILT_IN_ROWS, ...BUILT_IN_ROWS_SINCE_022]) {
     const rows: Array<{ oid: number; row: string }> = [];
-    for (const table of catalogs) rows.push(...((await q(`SELECT t.oid, t::pg_catalog.text AS row FROM pg_catalog.${table} t`)) as Array<{ oid: number; row: string }>).filter((r) => r.oid < FIRST_USER_OID));
+    for (const table of catalogs) {
+      if (table === 'pg_collation') {
+        // all but collversion, which ALTER COLLATION … REFRESH VERSION (advised after a libc or ICU upgrade) changes
+        for (const c of await q('SELECT t.* FROM pg_catalog.pg_collation t'))
+          if (c.oid < FIRST_USER_OID) rows.push({ oid: c.oid, row: JSON.stringify(Object.entries(c).filter(([k]) => k !== 'collversion')) });
+        continue;
+      }
+      rows.push(...((await q(`SELECT t.oid, t::pg_catalog.text AS row FROM pg_catalog.${table} t`)) as Array<{ oid: number; row: string }>).filter((r) => r.oid < FIRST_USER_OID));
+    }
     out[what] = hash(rows.sort((a, b) => a.oid - b.oid).map((r) => r.row).join('\n'));
   }
 

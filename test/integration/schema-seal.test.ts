@@ -185,6 +185,13 @@ const sabotage: Array<{ what: string; change: string; undo: string; named: RegEx
     named: /collations built into pg_catalog were changed/,
   },
   {
+    // what Postgres advises after a libc or ICU upgrade is not a tampering (the collation's version is left out)
+    what: 'nothing, when a collation\'s version is refreshed (the control)',
+    change: "UPDATE pg_catalog.pg_collation SET collversion = 'refreshed' WHERE collname = 'POSIX' AND collnamespace = 'pg_catalog'::regnamespace",
+    undo: "UPDATE pg_catalog.pg_collation SET collversion = NULL WHERE collname = 'POSIX' AND collnamespace = 'pg_catalog'::regnamespace",
+    named: [],
+  },
+  {
     what: "a built-in cast's row edited in place (int4 to int8 made assignment-only)",
     change: "UPDATE pg_catalog.pg_cast SET castcontext = 'a' WHERE castsource = 'pg_catalog.int4'::regtype AND casttarget = 'pg_catalog.int8'::regtype",
     undo: "UPDATE pg_catalog.pg_cast SET castcontext = 'i' WHERE castsource = 'pg_catalog.int4'::regtype AND casttarget = 'pg_catalog.int8'::regtype",
@@ -258,12 +265,12 @@ describe("the engine's schema, sealed", { timeout: 240_000 }, () => {
       const saved = (await pool.query<{ def: string }>(`SELECT pg_get_functiondef('run_events_check_seq'::regproc) AS def`)).rows[0].def;
       await pool.query(s.change);
       const seen = await cli(['verify', '--all'], env);
-      assert.equal(seen.code, 1, seen.out);
       const named = Array.isArray(s.named) ? s.named : [s.named];
+      assert.equal(seen.code, named.length ? 1 : 0, seen.out);
       const lines = seen.out.split('\n').filter((l) => l.startsWith('NOT ok  schema  '));
       for (const n of named) assert.ok(lines.some((l) => n.test(l)), `${n} not in:\n${seen.out}${seen.err}`);
       assert.equal(lines.length, named.length, seen.out);
-      assert.match(seen.out, new RegExp(`the engine's schema NOT as it sealed it \\(${named.length} differences?\\)`));
+      if (named.length) assert.match(seen.out, new RegExp(`the engine's schema NOT as it sealed it \\(${named.length} differences?\\)`));
       await pool.query(s.undo || saved);
       const back = await cli(['verify', '--all'], env);
       assert.equal(back.code, 0, back.out);
