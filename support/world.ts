@@ -38,6 +38,9 @@ import { readFailpointLog, WorkerProcess } from './worker-process';
  * processes — and stops all of it afterwards.
  */
 
+
+/** a timer due within this long fires on its own while a step waits (a retry's backoff): the run is not at rest */
+const SOON_MS = 5_000;
 export interface ReplayParameters {
   /** how long a step waits for a run to settle before it fails, in ms */
   runTimeoutMs: number;
@@ -471,10 +474,11 @@ export class ReplayWorld extends World<ReplayParameters> {
         v !== null &&
         (FINISHED.includes(v.status) ||
           v.status === 'paused' ||
-          // a due timer is about to fire, unless no worker is left to fire it or the run was tampered with (the
-          // engine refuses to carry such a run on, so it stays where it is)
+          // a due timer is about to fire, and so is one due within seconds (a retry's backoff, which fires in real
+          // time without the scenario moving its clock), unless no worker is left to fire it or the run was tampered
+          // with (the engine refuses to carry such a run on, so it stays where it is)
           (v.status === 'waiting' &&
-            (!v.wakeAt || Date.parse(v.wakeAt) > this.clock.now().getTime() || this.aliveWorkers.length === 0 || this.logBeforeTampering !== null)));
+            (!v.wakeAt || Date.parse(v.wakeAt) > this.clock.now().getTime() + SOON_MS || this.aliveWorkers.length === 0 || this.logBeforeTampering !== null)));
       if (!resting) {
         since = null;
         return false;
