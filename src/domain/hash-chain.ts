@@ -272,6 +272,28 @@ export function privateTargetsGrant(keys: ChainKeys, projectId: string, signatur
   return mac === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\ntrue\n${grantedAt}`) ? { granted: true, grantedAt } : refused;
 }
 
+/**
+ * `deny:<kid>:<deniedAt>:<hex>`: the engine took a project's leave to call private addresses away at `deniedAt`
+ * (`publish --deny-private-targets`). Signed, so that a leave taken away behind the engine's back (the flag
+ * cleared in the table) is told from one the engine took away; a grant check never accepts it.
+ */
+export function signPrivateTargetsDenied(key: ChainKey, projectId: string, deniedAt: string): string {
+  return `deny:${key.kid}:${deniedAt}:${hmacSha256Hex(key.key, `meshhook-private-targets\n${projectId}\nfalse\n${deniedAt}`)}`;
+}
+
+/** When the engine took the leave away, as a denial's signature says; null when it is not a genuine denial. */
+export function privateTargetsDeniedAt(keys: ChainKeys, projectId: string, signature: string | null): string | null {
+  if (!signature?.startsWith('deny:')) return null;
+  const rest = signature.slice('deny:'.length);
+  const first = rest.indexOf(':');
+  const last = rest.lastIndexOf(':');
+  if (first <= 0 || first === last) return null;
+  const key = keys(rest.slice(0, first));
+  if (!key) return null;
+  const deniedAt = rest.slice(first + 1, last);
+  return rest.slice(last + 1) === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\nfalse\n${deniedAt}`) ? deniedAt : null;
+}
+
 /** Whether a project's leave to call private addresses was granted by the engine (a genuine signature). */
 export function privateTargetsGranted(keys: ChainKeys, projectId: string, signature: string | null): boolean {
   return privateTargetsGrant(keys, projectId, signature).granted;

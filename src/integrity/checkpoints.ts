@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
 import { latestSeal } from './schema-seal';
-import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha256Hex, privateTargetsGrant, RunHead, signatureParts, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha256Hex, privateTargetsDeniedAt, privateTargetsGrant, RunHead, signatureParts, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
 
 /*
  * Checkpoints: signed run heads written outside the database, to an
@@ -345,7 +345,23 @@ export async function grantsRolledBack(db: Pool, index: CheckpointIndex, keys: C
     const row = await inProject(db, projectId, async (c) =>
       (await c.query('SELECT allow_private_targets, allow_private_targets_mac FROM projects WHERE id = $1', [projectId])).rows[0],
     );
-    if (!row?.allow_private_targets) continue;
+    if (!row?.allow_private_targets) {
+      // taken away since a checkpoint saw it granted: the engine signs when it takes a leave away, so a flag cleared
+      // in the table alone (every private call of the project's runs then refused, its runs failing) is named
+      // (the latest checkpoint is the baseline: one that saw the leave already taken away accepted how it went)
+      const latest = [...seen].sort((x, y) => (x.at < y.at ? 1 : -1))[0];
+      const granted = latest?.allowed ? latest : null;
+      const deniedAt = row ? privateTargetsDeniedAt(keys, projectId, row.allow_private_targets_mac) : null;
+      if (granted && !(deniedAt !== null && (granted.grantedAt === null || deniedAt >= granted.grantedAt))) {
+        out.push({
+          projectId,
+          problem:
+            `a checkpoint taken ${granted.at} saw the project's leave to call private addresses granted ${granted.grantedAt ?? 'before grants carried their time'}, ` +
+            `but it is ${row ? 'taken away' : 'gone'} now without the engine's signed word (${deniedAt ? `a denial signed ${deniedAt}, before that grant` : 'no signed denial'}): taken away behind the engine's back`,
+        });
+      }
+      continue;
+    }
     const now = privateTargetsGrant(keys, projectId, row.allow_private_targets_mac);
     // an unsigned flag grants nothing (workers refuse it); the grant a checkpoint saw, or a later one, is as it should
     // be. Every checkpoint counts, not only the latest: a checkpoint taken after an old grant was written back sees

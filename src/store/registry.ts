@@ -5,7 +5,7 @@ import { inProject } from '../db/scope';
 import { Keyring } from '../security/keyring';
 import { open, seal, signingAad } from '../security/vault';
 import { definitionHash, validateDefinition, WorkflowDefinition } from '../domain/definition';
-import { ChainKey, ChainKeys, checkVersionSignature, projectNameProblem, signPrivateTargets, signProjectName, signVersion } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkVersionSignature, projectNameProblem, signPrivateTargets, signPrivateTargetsDenied, signProjectName, signVersion } from '../domain/hash-chain';
 
 /* Projects, workflows and their immutable published versions. */
 
@@ -105,7 +105,9 @@ export async function projectContents(db: Pool, id: string): Promise<Array<{ wor
  * Granting it signs it with the engine's chain key: workers honour only a signed grant.
  */
 export async function setAllowPrivateTargets(db: Pool, chain: ChainKey, projectId: string, allow: boolean): Promise<void> {
-  const mac = allow ? signPrivateTargets(chain, projectId, new Date().toISOString()) : null;
+  // a leave taken away is signed too: one cleared in the table alone is then told from the engine's (verify --checkpoints)
+  const at = new Date().toISOString();
+  const mac = allow ? signPrivateTargets(chain, projectId, at) : signPrivateTargetsDenied(chain, projectId, at);
   await inProject(db, projectId, (c) =>
     c.query('UPDATE projects SET allow_private_targets = $1, allow_private_targets_mac = $2 WHERE id = $3', [allow, mac, projectId]),
   );

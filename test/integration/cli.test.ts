@@ -296,6 +296,31 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     }
   });
 
+  it('verify --all --checkpoints names a leave to call private addresses taken away in the table alone, and not one the engine took away', async () => {
+    // found by a tampering probe: the flag cleared behind the engine's back made every private call fail, unnamed
+    const { url, pool: owner } = await dbs.fresh();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-deny-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const file = path.join(dir, 'order-sync.json');
+    writeFileSync(file, JSON.stringify(orderSyncDefinition('http://127.0.0.1:9/orders')));
+    assert.equal((await cli(['publish', file, '--project', 'acme', '--allow-private-targets'], env, dir)).code, 0);
+    assert.equal((await cli(['checkpoint', '--out', 'cp.jsonl'], env, dir)).code, 0);
+    const control = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+    assert.equal(control.code, 0, control.out);
+
+    await owner.query(`UPDATE projects SET allow_private_targets = false, allow_private_targets_mac = NULL WHERE slug = 'acme'`);
+    const cleared = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+    assert.equal(cleared.code, 1, cleared.out);
+    assert.match(cleared.out, /NOT ok  acme  a checkpoint taken .* saw the project's leave to call private addresses granted .*, but it is taken away now without the engine's signed word \(no signed denial\): taken away behind the engine's back/);
+
+    // taken away by its owner through the engine: signed, so not a finding
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await cli(['publish', file, '--project', 'acme', '--deny-private-targets'], env, dir)).code, 0);
+    assert.match((await owner.query(`SELECT allow_private_targets_mac AS mac FROM projects WHERE slug = 'acme'`)).rows[0].mac, /^deny:/);
+    const denied = await cli(['verify', '--all', '--checkpoints', 'cp.jsonl'], env, dir);
+    assert.equal(denied.code, 0, denied.out);
+  });
+
   it('verify --all --checkpoints names a leave to call private addresses given back by writing an old signed grant back', async () => {
     const { url, pool: owner } = await dbs.fresh();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-grant-'));
