@@ -276,6 +276,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     const port = await this.proxy.start();
     const u = new URL(db.engineUrl);
     u.host = `127.0.0.1:${port}`;
+    u.searchParams.delete('host'); // through the proxy's TCP port, never the embedded Postgres's Unix socket
     this.engineDbUrl = u.toString();
     const drop = process.env.MESHHOOK_REALTIME_DROP;
     this.realtime = new LiveLogs({
