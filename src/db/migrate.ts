@@ -31,6 +31,7 @@ const KINDS_COVERED_SINCE: Array<[migration: string, kinds: string[]]> = [
   ['018_seal_covers_columns_and_indexes.sql', ['columns', 'index', 'tables', 'server']],
   ['019_seal_covers_built_in_rows.sql', ['built-in']],
   ['022_seal_covers_locale_and_catalogs.sql', ['catalogs', 'database', 'collations', 'casts', 'system']],
+  ['025_seal_covers_trigger_firing.sql', ['firing', 'enforcement', 'aggregates', 'languages', 'access']],
 ];
 
 /** Why migrating now would seal a schema changed behind the engine's back (or null: it is as its latest seal). */

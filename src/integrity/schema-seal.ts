@@ -37,7 +37,7 @@ import { ENGINE_ROLE } from '../db/scope';
  * the test harness gives the engine's role LOGIN); server-wide settings
  * other than those sealed below (postgresql.conf, ALTER SYSTEM); built-in catalog
  * rows edited directly other than those of functions, operators, types, operator
- * classes, collations, casts and system views (each hashed as one); an index
+ * classes, collations, casts, system views, aggregates, languages and access methods (each hashed as one); an index
  * whose contents lie (src/integrity/index-check.ts checks those against their
  * tables).
  */
@@ -69,12 +69,23 @@ const BUILT_IN_ROWS_SINCE_022: ReadonlyArray<[string, string[]]> = [
   ['system views of pg_catalog', ['pg_rewrite']],
 ];
 
+/**
+ * Since migration 025: the built-in aggregates (`max(integer)` made to take `<` as its sort operator answers the
+ * least seq to the log's gap-free check), the languages (plpgsql's handler runs every engine trigger and function)
+ * and the access methods (btree's handler): each a plain UPDATE of its catalog, no DDL, that pg_proc's hash missed.
+ */
+const BUILT_IN_ROWS_SINCE_025: ReadonlyArray<[string, string[]]> = [
+  ['aggregates built into pg_catalog', ['pg_aggregate']],
+  ['languages built into pg_catalog', ['pg_language']],
+  ['access methods built into pg_catalog', ['pg_am']],
+];
+
 /** The catalogs, functions and types the read below names: each must be initdb's own. */
 const CATALOGS_READ = [
   'pg_database', 'pg_roles', 'pg_namespace', 'pg_class', 'pg_attribute', 'pg_attrdef', 'pg_index', 'pg_inherits', 'pg_policy',
   'pg_trigger', 'pg_constraint', 'pg_rewrite', 'pg_auth_members', 'pg_db_role_setting', 'pg_settings', 'pg_publication',
   'pg_publication_rel', 'pg_extension', 'pg_event_trigger', 'pg_default_acl', 'pg_cast', 'pg_operator', 'pg_proc',
-  'pg_aggregate', 'pg_type', 'pg_opclass', 'pg_opfamily', 'pg_amop', 'pg_amproc', 'pg_collation',
+  'pg_aggregate', 'pg_type', 'pg_opclass', 'pg_opfamily', 'pg_amop', 'pg_amproc', 'pg_collation', 'pg_language', 'pg_am',
 ];
 const FUNCTIONS_READ = [
   'current_database()', 'pg_get_expr(pg_node_tree,oid)', 'format_type(oid,integer)', 'pg_get_indexdef(oid)', 'pg_get_triggerdef(oid)',
@@ -195,7 +206,12 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   }
 
   // ───── the engine's tables
-  const tables = (await q('SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl FROM pg_catalog.pg_class c WHERE c.relnamespace = $1', [publicOid]))
+  const tables = (
+    await q(
+      'SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl, c.relhastriggers, c.relhasindex, c.relpersistence FROM pg_catalog.pg_class c WHERE c.relnamespace = $1',
+      [publicOid],
+    )
+  )
     .filter((c) => (c.relkind === 'r' || c.relkind === 'p') && (ENGINE_TABLES as readonly string[]).includes(c.relname));
   const tableName = new Map<number, string>(tables.map((t) => [t.oid, t.relname]));
   const tableOids = tables.map((t) => t.oid);
@@ -260,7 +276,8 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
 
   // triggers: the internal ones enforce constraints, and are sealed with them
   const triggers = await q(
-    `SELECT g.tgname, g.tgrelid, g.tgenabled, g.tgisinternal, g.tgconstraint, g.tgfoid,
+    `SELECT g.tgname, g.tgrelid, g.tgenabled, g.tgisinternal, g.tgconstraint, g.tgfoid, g.tgtype, g.tgdeferrable, g.tginitdeferred,
+            g.tgnargs, g.tgattr, g.tgargs, g.tgqual,
             CASE WHEN g.tgisinternal THEN NULL ELSE pg_catalog.pg_get_triggerdef(g.oid) END AS def
      FROM pg_catalog.pg_trigger g WHERE g.tgrelid = ANY($1::pg_catalog.oid[])`,
     [tableOids],
@@ -271,10 +288,12 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
     else out[`trigger ${g.tgname} on ${tableName.get(g.tgrelid)}`] = `${triggerState(g.tgenabled)} ${hash(g.def)}`;
   }
 
+  const constraintName = new Map<number, string>();
   for (const k of await q(
     'SELECT k.oid, k.conname, k.conrelid, k.contype, pg_catalog.pg_get_constraintdef(k.oid) AS def FROM pg_catalog.pg_constraint k WHERE k.conrelid = ANY($1::pg_catalog.oid[])',
     [tableOids],
   )) {
+    constraintName.set(k.oid, `${k.conname} on ${tableName.get(k.conrelid)}`);
     const states = (enforcing.get(k.oid) ?? []).sort();
     out[`constraint ${k.conname} on ${tableName.get(k.conrelid)}`] = `${k.contype} ${hash(k.def)}${states.length ? ` triggers=${states.join(',')}` : ''}`;
   }
@@ -353,7 +372,7 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   out["pg_catalog's built-in functions"] = hash(builtIn.map((p) => JSON.stringify(Object.values(p))).join('\n'));
   // the rows of the built-in operators, types and operator classes, which a superuser can edit in place (the uuid
   // `=` made to call `<=`): each catalog's built-in rows hashed as one, read as text and ordered here
-  for (const [what, catalogs] of [...BUILT_IN_ROWS, ...BUILT_IN_ROWS_SINCE_022]) {
+  for (const [what, catalogs] of [...BUILT_IN_ROWS, ...BUILT_IN_ROWS_SINCE_022, ...BUILT_IN_ROWS_SINCE_025]) {
     const rows: Array<{ oid: number; row: string }> = [];
     for (const table of catalogs) {
       if (table === 'pg_collation') {
@@ -362,10 +381,33 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
           if (c.oid < FIRST_USER_OID) rows.push({ oid: c.oid, row: JSON.stringify(Object.entries(c).filter(([k]) => k !== 'collversion')) });
         continue;
       }
-      rows.push(...((await q(`SELECT t.oid, t::pg_catalog.text AS row FROM pg_catalog.${table} t`)) as Array<{ oid: number; row: string }>).filter((r) => r.oid < FIRST_USER_OID));
+      // (pg_aggregate has no oid of its own: its rows are known by their function's)
+      const oid = table === 'pg_aggregate' ? 't.aggfnoid::pg_catalog.oid AS oid' : 't.oid';
+      rows.push(...((await q(`SELECT ${oid}, t::pg_catalog.text AS row FROM pg_catalog.${table} t`)) as Array<{ oid: number; row: string }>).filter((r) => r.oid < FIRST_USER_OID));
     }
     out[what] = hash(rows.sort((a, b) => a.oid - b.oid).map((r) => r.row).join('\n'));
   }
+
+  // ───── (since migration 025) whether Postgres fires the tables' triggers at all and keeps their indexes, and what
+  // the triggers enforcing their constraints are. Each is a plain UPDATE of pg_class or pg_trigger, no DDL, and
+  // changes nothing the lines above print: `relhastriggers = false` and Postgres loads no trigger of the table (the
+  // append-only and gap-free triggers and every foreign key go quiet while pg_trigger still lists them enabled);
+  // `relhasindex = false` and inserts skip its indexes (its primary key no longer refuses a duplicate); an internal
+  // trigger's tgtype or tgfoid changed and its foreign key stops checking inserts while pg_constraint is as it was
+  // (whether each is enabled is sealed with its constraint, above)
+  const procLabel = new Map<number, string>(procs.map((p) => [p.oid, `${schemaName.get(p.pronamespace) ?? p.pronamespace}.${p.proname}`]));
+  const text = (v: unknown): string => (v == null ? '' : Buffer.isBuffer(v) ? v.toString('hex') : String(v));
+  for (const t of tables) out[`firing on ${t.relname}`] = `hastriggers=${t.relhastriggers} hasindex=${t.relhasindex} persistence=${t.relpersistence}`;
+  const enforcedBy = new Map<string, string[]>();
+  for (const g of triggers) {
+    if (!g.tgisinternal) continue;
+    // (a trigger on an engine table enforcing another table's foreign key into it is named by that constraint's oid)
+    const named = constraintName.get(g.tgconstraint);
+    const of = named ? `enforcement of constraint ${named}` : `enforcement of another table's constraint #${g.tgconstraint}`;
+    const what = [tableName.get(g.tgrelid), procLabel.get(g.tgfoid) ?? `#${g.tgfoid}`, g.tgtype, g.tgdeferrable, g.tginitdeferred, g.tgnargs, text(g.tgattr), text(g.tgargs), text(g.tgqual)];
+    enforcedBy.set(of, [...(enforcedBy.get(of) ?? []), JSON.stringify(what)]);
+  }
+  for (const [of, list] of enforcedBy) out[of] = hash(list.sort().join('\n'));
 
   const called = new Set<number>([
     ...triggers.filter((g) => !g.tgisinternal).map((g) => g.tgfoid),
@@ -539,11 +581,14 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
   const out: string[] = [];
   for (const [name, was] of Object.entries(sealed)) {
     const is = now[name];
+    // a constraint dropped or added takes the triggers enforcing it with it: named once, as the constraint
+    if (name.startsWith('enforcement of constraint ') && is === undefined && now[name.slice('enforcement of '.length)] === undefined) continue;
     if (is === undefined) out.push(`${name} ${plural(name) ? 'are' : 'is'} gone`);
     else if (is !== was) out.push(`${name} ${changeOf(name, was, is)}`);
   }
   for (const [name, is] of Object.entries(now)) {
     if (name in sealed) continue;
+    if (name.startsWith('enforcement of constraint ') && !(name.slice('enforcement of '.length) in sealed)) continue;
     // a setting says itself what it does: `search_path=evil, public`
     out.push(`${name} ${plural(name) ? 'were' : 'was'} added behind the engine's back${name.startsWith('settings ') ? ` (${is})` : ''}`);
   }
@@ -552,7 +597,7 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
 
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal)/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods )/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
@@ -578,6 +623,9 @@ const LABELS: Record<string, string> = {
   schemas: 'the schemas it publishes',
   acl: 'its grants',
   owner: 'its owner',
+  hastriggers: 'whether Postgres fires its triggers at all (pg_class.relhastriggers)',
+  hasindex: 'whether Postgres keeps its indexes and unique keys on insert (pg_class.relhasindex)',
+  persistence: 'its persistence (p: logged, u: unlogged, emptied by a crash)',
 };
 
 const LISTS = new Set(['member_of', 'members', 'tables', 'schemas']);
@@ -592,6 +640,7 @@ function changeOf(name: string, was: string, is: string): string {
   if (name.startsWith('function ') || name.startsWith('procedure ') || name.startsWith('aggregate ')) {
     return was.split(' ')[0] !== is.split(' ')[0] ? 'was replaced' : 'changed owner or grants';
   }
+  if (name.startsWith('enforcement of ')) return 'was edited in pg_trigger: a trigger enforcing it calls another function or fires on other events';
   if (name.startsWith('constraint ')) {
     const [a, b] = [fieldsOf(was), fieldsOf(is)];
     if (a[''] !== b['']) return 'was redefined';
@@ -603,7 +652,7 @@ function changeOf(name: string, was: string, is: string): string {
   if (name.startsWith('server setting ')) return `is ${is || 'empty'} (it was ${was || 'empty'}): set server-wide (ALTER SYSTEM or postgresql.conf)`;
   if (name.startsWith('columns of ')) return 'were changed: a column added, dropped or renamed, or its type, NOT NULL, default or collation changed';
   if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;
-  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index|database) /.test(name)) return 'was changed';
+  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index|database|firing) /.test(name)) return 'was changed';
   const [a, b] = [fieldsOf(was), fieldsOf(is)];
   const onOff = (v: string) => (v === 'true' ? 'on' : v === 'false' ? 'off' : v);
   const changes: string[] = [];
