@@ -11,6 +11,16 @@ import { ENGINE_ROLE } from './scope';
 export const PINNED_SEARCH_PATH = '-c search_path=public';
 
 /**
+ * And prints dates and intervals the way node-postgres reads them. DateStyle and IntervalStyle set server-wide
+ * (ALTER SYSTEM, postgresql.conf: not settings of this database or a role, so not sealed) reached every engine
+ * session: under `SQL, DMY` every timestamp read back (an event's recorded_at, a seal's time) parsed as null,
+ * each worker failed on every run it took up, and verify --all and tail stopped at a TypeError (the live-log
+ * server's replication connection prints the WAL's timestamps in that style too). Pinned in the start-up packet,
+ * they win over all of those.
+ */
+export const PINNED_SETTINGS = `${PINNED_SEARCH_PATH} -c datestyle=ISO,MDY -c intervalstyle=postgres`;
+
+/**
  * A connection string and the start-up options to open it with: the URL's own `options` (a statement
  * timeout, a provider's endpoint) first, then the engine's, so that the engine's win (a later `-c` wins).
  * pg lets a URL's `options` replace the whole option string it is given, which would silently drop the
@@ -47,7 +57,7 @@ export function openPool(connectionString: string, extra: PoolConfig = {}, onErr
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
     ...extra,
-    ...withOptions(connectionString, [extra.options, PINNED_SEARCH_PATH]),
+    ...withOptions(connectionString, [extra.options, PINNED_SETTINGS]),
   });
   pool.on('error', (e) => onError?.(e));
   // a client checked out when its connection is cut emits 'error' too; without a listener that ends the process

@@ -1,6 +1,6 @@
 import { Client, Pool } from 'pg';
 import { LogicalReplicationService, Pgoutput, PgoutputPlugin } from 'pg-logical-replication';
-import { PINNED_SEARCH_PATH, withOptions } from '../db/pool';
+import { PINNED_SETTINGS, withOptions } from '../db/pool';
 import type { ChangeType } from './changes';
 import { commitTimestamp } from './changes';
 
@@ -289,7 +289,8 @@ export class ReplicationFeed {
     const gen = ++this.gen;
     const slot = this.temporary ? `${this.tempBase}_${gen}` : this.opts.slotName!;
     const svc = new LogicalReplicationService(
-      { connectionString: this.opts.databaseUrl, keepAlive: true, connectionTimeoutMillis: 5000 },
+      // pgoutput prints each value in the walsender's DateStyle: pinned, as on every engine connection
+      { ...withOptions(this.opts.databaseUrl, [PINNED_SETTINGS]), keepAlive: true, connectionTimeoutMillis: 5000 },
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
     const conn: Connection = {
@@ -530,7 +531,7 @@ function sleep(ms: number): Promise<void> {
  */
 export async function dropSlot(databaseUrl: string, slotName: string, timeoutMs = 3000): Promise<boolean> {
   // a role that may drop slots: its schema named and its calls qualified, so nothing put on a search_path runs as it
-  const c = new Client({ ...withOptions(databaseUrl, [PINNED_SEARCH_PATH]), connectionTimeoutMillis: 5000 });
+  const c = new Client({ ...withOptions(databaseUrl, [PINNED_SETTINGS]), connectionTimeoutMillis: 5000 });
   c.on('error', () => undefined);
   await c.connect();
   try {

@@ -3,7 +3,7 @@ import { Client, ClientConfig, Pool } from 'pg';
 import { createDecider, DecisionError, RunDecider, RunState } from '../domain/decider';
 import { privateTargetsGranted } from '../domain/hash-chain';
 import { driveLoop, runLoop } from '../domain/run-loop';
-import { PINNED_SEARCH_PATH, withOptions } from '../db/pool';
+import { PINNED_SETTINGS, withOptions } from '../db/pool';
 import { ENGINE_ROLE, inProject } from '../db/scope';
 import { CheckpointIndex, HeadJournal } from '../integrity/checkpoints';
 import { Keyring } from '../security/keyring';
@@ -258,7 +258,7 @@ export class Worker {
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
       ...this.opts.lockConnection,
-      ...withOptions(this.opts.lockConnection.connectionString ?? '', [this.opts.lockConnection.options, `-c role=${ENGINE_ROLE}`, PINNED_SEARCH_PATH]),
+      ...withOptions(this.opts.lockConnection.connectionString ?? '', [this.opts.lockConnection.options, `-c role=${ENGINE_ROLE}`, PINNED_SETTINGS]),
       ...(this.opts.lockConnection.connectionString ? {} : { connectionString: undefined }),
       application_name: `meshhook-lock-${this.id}`,
     });

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { KEYS, cli, startDatabases, TestDatabases } from './helpers';
+import { startEngine } from '../../src/engine';
+import { KEYS, cli, orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (fifth round): switch a table's triggers
  * (append-only, gap-free, every foreign key) off with a plain UPDATE of pg_class or pg_trigger, or edit a built-in
- * aggregate in pg_aggregate, none of which the schema seal printed.
+ * aggregate in pg_aggregate, none of which the schema seal printed; and set DateStyle server-wide, which stopped every run and verify with it.
  */
 
 let dbs: TestDatabases;
@@ -66,6 +67,39 @@ describe('a database superuser, round 5', { timeout: 120_000 }, () => {
       assert.equal((await cli(['verify', '--all'], env)).code, 0, 'quiet once put back');
     } finally {
       c.release();
+    }
+  });
+
+  it('DateStyle set server-wide neither stops runs nor verify', async () => {
+    const { url, pool } = await dbs.fresh();
+    const target = await startTarget();
+    const admin = async (sql: string) => {
+      const c = await pool.connect();
+      try {
+        await c.query(sql);
+        await c.query('SELECT pg_catalog.pg_reload_conf()');
+      } finally {
+        c.release();
+      }
+    };
+    // not a setting of the database or of a role (those are sealed): postgresql.auto.conf, every session of the server
+    await admin("ALTER SYSTEM SET DateStyle = 'SQL, DMY'");
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // the reload reaches every backend
+      await publish(pool, 'acme', orderSyncDefinition(target.url));
+      const sent = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"d-1","sum":7}}', '--url', engine.intake.url], env);
+      assert.equal(sent.code, 0, sent.out + sent.err);
+      const runId = /run ([0-9a-f-]{36}) started/.exec(sent.out)![1];
+      await waitFor('the run to finish', async () => (await runStatus(pool, runId)) === 'succeeded');
+      assert.equal(target.requests.length, 1);
+      const verified = await cli(['verify', '--all'], env);
+      assert.equal(verified.code, 0, verified.out + verified.err);
+    } finally {
+      await engine.stop();
+      await target.close();
+      await admin('ALTER SYSTEM RESET DateStyle');
     }
   });
 });
