@@ -44,6 +44,32 @@ async function newRun(pool: Pool, def: Record<string, unknown>, input: unknown =
 }
 
 describe('run store', { timeout: 60_000 }, () => {
+  it('the database refuses events that do not follow a run\'s last one, checked once a statement (migration 026)', async () => {
+    const { pool } = await dbs.fresh();
+    const a = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const b = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
+    const project = await projectId(pool);
+    const last = async (run: string) => (await pool.query<{ n: number }>('SELECT max(seq)::int AS n FROM run_events WHERE run_id = $1', [run])).rows[0].n;
+    const [la, lb] = [await last(a.runId), await last(b.runId)];
+    const append = (rows: Array<[string, number]>) =>
+      pool.query(
+        `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash, kid)
+         SELECT $1, r.run, r.seq, 'StepSucceeded', 1, '{}', now(), 'x', 'y', NULL FROM unnest($2::uuid[], $3::int[]) AS r(run, seq)`,
+        [project, rows.map((r) => r[0]), rows.map((r) => r[1])],
+      );
+    const refused = async (rows: Array<[string, number]>, code: string, why: string) => {
+      await assert.rejects(append(rows), (e: { code?: string }) => e.code === code, why);
+    };
+    await refused([[a.runId, la + 2]], '40001', 'one event past the next');
+    await refused([[a.runId, la + 1], [a.runId, la + 3]], '40001', 'a gap inside one statement');
+    await refused([[a.runId, la + 1], [b.runId, lb + 2]], '40001', 'one run right and another with a gap: nothing of the statement');
+    await refused([[a.runId, 1]], '23505', 'a number the run has');
+    assert.equal(await last(a.runId), la, 'nothing refused was written');
+    await append([[a.runId, la + 1], [a.runId, la + 2], [b.runId, lb + 1]]);
+    assert.deepEqual([await last(a.runId), await last(b.runId)], [la + 2, lb + 1], 'consecutive events of two runs in one statement go in');
+    await refused([[b.runId, 1 + lb + 1], [b.runId, lb]], '23505', 'the next one together with one the run has');
+  });
+
   it('two writers appending at the same expected sequence: exactly one wins', async () => {
     const { pool } = await dbs.fresh();
     const { runId, version } = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));
