@@ -25,7 +25,7 @@ import type * as WorkerProcessModule from '../worker/main';
 import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
 import { projectNameProblem, relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
-import { deleteSecret, listSecrets, putSecret, resealAll, SecretValueError, secretTimes } from '../store/secrets';
+import { deleteSecret, listSecrets, putSecret, resealAll, SECRET_NAME, SecretValueError, secretTimes } from '../store/secrets';
 import { inProject } from '../db/scope';
 import { findProject, findWorkflow, listProjects, NotFoundError, projectContents, projectNamed, publishWorkflow, setAllowPrivateTargets, signProject } from '../store/registry';
 import { loadEvents } from '../store/log-read';
@@ -1342,8 +1342,9 @@ const secrets: CommandSpec = {
         return 0;
       }
       if (verb === 'rm') {
-        const gone = await deleteSecret(pool, project.id, name);
-        io.out(gone ? `removed ${name}` : `${project.slug} has no secret ${name}`);
+        // signed (the chain key): a secret deleted behind the engine's back is then told from one its owner removed
+        const gone = await deleteSecret(pool, keyringOf(io).chainKey(), project.id, name);
+        io.out(gone ? `removed ${name}` : `${project.slug} has no secret ${name}${SECRET_NAME.test(name) ? ' (its removal is recorded as yours: verify --checkpoints does not name it gone)' : ''}`);
         return gone ? 0 : 1;
       }
       const value = typeof a.flags.value === 'string' ? a.flags.value : readFileSync(0, 'utf8').replace(/\r?\n$/, '');

@@ -294,6 +294,33 @@ export function privateTargetsDeniedAt(keys: ChainKeys, projectId: string, signa
   return rest.slice(last + 1) === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\nfalse\n${deniedAt}`) ? deniedAt : null;
 }
 
+/**
+ * `removed:<kid>:<removedAt>:<hex>`: the engine removed vault secret `name` of a project at `removedAt` (its owner,
+ * `secrets rm`). Signed over the project, the name and the time, so that a secret deleted behind the engine's back
+ * (its row deleted by someone with the database, who has no key) is told from one its owner removed, and a
+ * removal copied from another secret, another project or an earlier removal is not taken for this one.
+ */
+export function signSecretRemoved(key: ChainKey, projectId: string, name: string, removedAt: string): string {
+  return `removed:${key.kid}:${removedAt}:${hmacSha256Hex(key.key, secretRemovedText(projectId, name, removedAt))}`;
+}
+
+/** When the engine removed the secret, as its removal record says; null when the record is not a genuine removal of it. */
+export function secretRemovedAt(keys: ChainKeys, projectId: string, name: string, record: string | null): string | null {
+  if (!record?.startsWith('removed:')) return null;
+  const rest = record.slice('removed:'.length);
+  const first = rest.indexOf(':');
+  const last = rest.lastIndexOf(':');
+  if (first <= 0 || first === last) return null;
+  const key = keys(rest.slice(0, first));
+  if (!key) return null;
+  const removedAt = rest.slice(first + 1, last);
+  return rest.slice(last + 1) === hmacSha256Hex(key, secretRemovedText(projectId, name, removedAt)) ? removedAt : null;
+}
+
+function secretRemovedText(projectId: string, name: string, removedAt: string): string {
+  return `meshhook-secret-removed\n${projectId}\n${name}\n${removedAt}`;
+}
+
 /** Whether a project's leave to call private addresses was granted by the engine (a genuine signature). */
 export function privateTargetsGranted(keys: ChainKeys, projectId: string, signature: string | null): boolean {
   return privateTargetsGrant(keys, projectId, signature).granted;

@@ -43,7 +43,7 @@ import { ENGINE_ROLE } from '../db/scope';
  */
 
 /** The engine's tables: their row-level security, grants, policies, triggers, constraints and rules are sealed. */
-export const ENGINE_TABLES = ['projects', 'workflows', 'workflow_versions', 'runs', 'run_events', 'deliveries', 'project_secrets', 'schema_migrations', 'schema_seals'] as const;
+export const ENGINE_TABLES = ['projects', 'workflows', 'workflow_versions', 'runs', 'run_events', 'deliveries', 'project_secrets', 'project_secret_removals', 'schema_migrations', 'schema_seals'] as const;
 
 /** The roles the engine and its subscribers act as (migrations/002_tenancy.sql): their attributes and memberships are sealed. */
 export const ENGINE_ROLES = [ENGINE_ROLE, 'authenticated', 'anon'] as const;

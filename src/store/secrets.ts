@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
+import { ChainKey, signSecretRemoved } from '../domain/hash-chain';
 import { Keyring } from '../security/keyring';
 import { MIN_SECRET_LENGTH, SecretValue } from '../security/redact';
 import { open, openTimed, seal, sealedUntimed, sealedWith, secretAad, signingAad } from '../security/vault';
@@ -35,6 +36,8 @@ export async function putSecret(db: Pool, keyring: Keyring, projectId: string, n
        RETURNING (xmax <> 0) AS replaced`,
       [projectId, name, sealed],
     );
+    // set again: a removal recorded before no longer stands for it
+    await c.query('DELETE FROM project_secret_removals WHERE project_id = $1 AND name = $2', [projectId, name]);
     return r.rows[0].replaced ? 'replaced' : 'created';
   });
 }
@@ -44,8 +47,25 @@ export async function listSecrets(db: Pool, projectId: string): Promise<Array<{ 
   return rows.map((r) => ({ name: r.name, keyId: sealedWith(r.sealed), updatedAt: r.updated_at.toISOString() }));
 }
 
-export async function deleteSecret(db: Pool, projectId: string, name: string): Promise<boolean> {
-  return inProject(db, projectId, async (c) => ((await c.query('DELETE FROM project_secrets WHERE project_id = $1 AND name = $2', [projectId, name])).rowCount ?? 0) > 0);
+/**
+ * Remove a secret, and record the removal signed with the chain key (project_secret_removals): a secret deleted
+ * behind the engine's back leaves no genuine removal, so verify --checkpoints names it gone. The removal is
+ * recorded even when there is no such secret (any more): that is how the owner says a secret removed before
+ * removals were signed, or found gone, went by their word. Returns whether a secret was there.
+ */
+export async function deleteSecret(db: Pool, chain: ChainKey, projectId: string, name: string): Promise<boolean> {
+  return inProject(db, projectId, async (c) => {
+    const gone = ((await c.query('DELETE FROM project_secrets WHERE project_id = $1 AND name = $2', [projectId, name])).rowCount ?? 0) > 0;
+    // a name no secret can have is never recorded (the table refuses it as project_secrets does)
+    if (SECRET_NAME.test(name)) {
+      await c.query(
+        `INSERT INTO project_secret_removals (project_id, name, removal) VALUES ($1, $2, $3)
+         ON CONFLICT (project_id, name) DO UPDATE SET removal = EXCLUDED.removal`,
+        [projectId, name, signSecretRemoved(chain, projectId, name, new Date().toISOString())],
+      );
+    }
+    return gone;
+  });
 }
 
 /** Every secret value of a project, opened (for the worker, at send time). */
