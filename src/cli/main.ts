@@ -13,7 +13,7 @@ import { InvalidDefinitionError, validateDefinition } from '../domain/definition
 import { UnknownEventTypeError } from '../domain/events';
 import type * as EngineModule from '../engine';
 import { deliver } from '../intake/sign';
-import { CheckpointIndex, grantsRolledBack, HeadJournal, secretsRolledBack, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
+import { CheckpointIndex, grantsRolledBack, HeadJournal, secretsRemovedUnsigned, secretsRolledBack, versionsGone, writeCheckpoints } from '../integrity/checkpoints';
 import { checkSchema, sealSchema } from '../integrity/schema-seal';
 import { checkIndexes } from '../integrity/index-check';
 import { auditTrail, operate, OPERATOR_ACTIONS, OperatorActionError, OperatorRequest } from '../operator-service';
@@ -25,7 +25,7 @@ import type * as WorkerProcessModule from '../worker/main';
 import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
 import { projectNameProblem, relink } from '../domain/hash-chain';
 import type { OperatorAction } from '../domain/events';
-import { deleteSecret, listSecrets, putSecret, resealAll, SECRET_NAME, SecretValueError, secretTimes } from '../store/secrets';
+import { deleteSecret, listSecrets, putSecret, resealAll, SECRET_NAME, SecretValueError, secretTimes, vaultNames } from '../store/secrets';
 import { inProject } from '../db/scope';
 import { findProject, findWorkflow, listProjects, NotFoundError, projectContents, projectNamed, publishWorkflow, setAllowPrivateTargets, signProject } from '../store/registry';
 import { loadEvents } from '../store/log-read';
@@ -934,6 +934,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
     }
     let versionsBad = 0;
     let grantsBad = 0;
+    let vaultGoneBad = 0;
     // a version a checkpoint saw published must still be there as it was (a version deleted sends new runs to the one before)
     if (opts.checkpoints) {
       const slugOf = new Map(projects.map((p) => [p.id, p.slug]));
@@ -953,6 +954,12 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       for (const g of keyring ? await secretsRolledBack(opts.checkpoints, (projectId) => secretTimes(pool, keyring, projectId), projects.map((p) => p.id)) : []) {
         vaultBad++;
         if (a.flags.json) io.out(JSON.stringify({ project: slugOf.get(g.projectId), problems: [g.problem] }));
+        else io.out(`NOT ok  ${slugOf.get(g.projectId)}  ${g.problem}`);
+      }
+      // a vault secret a checkpoint saw, deleted without the owner's signed removal (its calls fail SECRET_MISSING)
+      for (const g of await secretsRemovedUnsigned(opts.checkpoints, opts.keys!, (projectId) => vaultNames(pool, projectId), projects.map((p) => p.id))) {
+        vaultGoneBad++;
+        if (a.flags.json) io.out(JSON.stringify({ project: slugOf.get(g.projectId), secret: g.name, problems: [g.problem] }));
         else io.out(`NOT ok  ${slugOf.get(g.projectId)}  ${g.problem}`);
       }
     }
@@ -982,9 +989,10 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         `${indexesBad ? `; ${indexesBad} index${indexesBad === 1 ? '' : 'es'} NOT holding what ${indexesBad === 1 ? 'its table holds' : 'their tables hold'}` : ''}` +
         `${deliveriesBad ? `; ${deliveriesBad} delivery record${deliveriesBad === 1 ? '' : 's'} no run names` : ''}` +
         `${secretsBad ? `; ${secretsBad} signing secret${secretsBad === 1 ? '' : 's'} in plain text` : ''}` +
-        `${vaultBad ? `; ${vaultBad} vault secret${vaultBad === 1 ? '' : 's'} older than a checkpoint saw` : ''}`,
+        `${vaultBad ? `; ${vaultBad} vault secret${vaultBad === 1 ? '' : 's'} older than a checkpoint saw` : ''}` +
+        `${vaultGoneBad ? `; ${vaultGoneBad} vault secret${vaultGoneBad === 1 ? '' : 's'} a checkpoint saw gone without a signed removal` : ''}`,
     );
-    return bad === 0 && projectsGone.size === 0 && deliveriesBad === 0 && secretsBad === 0 && vaultBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && indexesBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
+    return bad === 0 && projectsGone.size === 0 && deliveriesBad === 0 && secretsBad === 0 && vaultBad === 0 && vaultGoneBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && indexesBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
   });
 }
 

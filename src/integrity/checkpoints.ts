@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Pool } from 'pg';
 import { inProject } from '../db/scope';
 import { latestSeal } from './schema-seal';
-import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha256Hex, privateTargetsDeniedAt, privateTargetsGrant, RunHead, signatureParts, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
+import { ChainKey, ChainKeys, checkHeadSignature, checkVersionSignature, hmacSha256Hex, privateTargetsDeniedAt, privateTargetsGrant, RunHead, secretRemovedAt, signatureParts, signHead, signVersion, VersionIdentity } from '../domain/hash-chain';
 
 /*
  * Checkpoints: signed run heads written outside the database, to an
@@ -408,6 +408,47 @@ export async function secretsRolledBack(index: CheckpointIndex, times: SecretTim
       out.push({
         projectId,
         problem: `a checkpoint taken ${c.at} saw vault secret ${c.name} sealed ${c.sealedAt}, but its value now was sealed ${sealedAt ?? 'before values carried their time'}: an earlier value written back behind the engine's back`,
+      });
+    }
+  }
+  return out;
+}
+
+/** A project's vault as it is now: the names of its secrets, and each removal recorded (as stored, checked here). */
+export type VaultNow = (projectId: string) => Promise<{ names: string[]; removals: Map<string, string> }>;
+
+/**
+ * For each project given, a vault secret a checkpoint saw that is gone now without a genuine removal of it signed
+ * at or after the latest checkpoint that saw it: deleted behind the engine's back (every call that needs it then
+ * fails with SECRET_MISSING, and nothing else names why). Every checkpoint counts, not only the latest: one taken
+ * after the deletion sees the secret gone, and must not make the one that saw it forgotten. A removal is the
+ * engine's signature over the project, the name and the time, so one copied from another secret or project, or
+ * an earlier removal of this one written back, does not stand for it.
+ */
+export async function secretsRemovedUnsigned(index: CheckpointIndex, keys: ChainKeys, vault: VaultNow, projectIds: string[]): Promise<Array<{ projectId: string; name: string; problem: string }>> {
+  const out: Array<{ projectId: string; name: string; problem: string }> = [];
+  for (const projectId of projectIds) {
+    // the latest time a checkpoint saw each secret held
+    const saw = new Map<string, string>();
+    const seen = (name: string, at: string): void => {
+      const known = saw.get(name);
+      if (known === undefined || at > known) saw.set(name, at);
+    };
+    for (const v of index.vaultsOf(projectId)) for (const name of v.names) seen(name, v.at);
+    for (const c of index.secrets()) if (c.projectId === projectId) seen(c.name, c.at);
+    if (!saw.size) continue;
+    const now = await vault(projectId);
+    const held = new Set(now.names);
+    for (const [name, at] of [...saw].sort(([x], [y]) => (x < y ? -1 : 1))) {
+      if (held.has(name)) continue;
+      const record = now.removals.get(name) ?? null;
+      const removedAt = secretRemovedAt(keys, projectId, name, record);
+      if (removedAt !== null && removedAt >= at) continue;
+      const why = record === null ? 'no removal recorded' : removedAt === null ? "a removal record that is not the engine's for it" : `a removal signed ${removedAt}, before that checkpoint`;
+      out.push({
+        projectId,
+        name,
+        problem: `a checkpoint taken ${at} saw vault secret ${name}, but it is gone now without its owner's signed removal (${why}): deleted behind the engine's back (calls that need it fail with SECRET_MISSING)`,
       });
     }
   }

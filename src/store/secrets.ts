@@ -68,6 +68,19 @@ export async function deleteSecret(db: Pool, chain: ChainKey, projectId: string,
   });
 }
 
+/**
+ * A project's vault as verify compares it with checkpoints: the names of its secrets (not opened) and each removal
+ * recorded (`removed:<kid>:<at>:<mac>`, as stored: check it with secretRemovedAt), read in one transaction, so a
+ * secret set or removed meanwhile is seen with its removal record as they were together.
+ */
+export async function vaultNames(db: Pool, projectId: string): Promise<{ names: string[]; removals: Map<string, string> }> {
+  return inProject(db, projectId, async (c) => {
+    const names = (await c.query('SELECT name FROM project_secrets WHERE project_id = $1 ORDER BY name', [projectId])).rows.map((r) => r.name as string);
+    const removals = (await c.query('SELECT name, removal FROM project_secret_removals WHERE project_id = $1', [projectId])).rows;
+    return { names, removals: new Map(removals.map((r) => [r.name as string, r.removal as string])) };
+  }, { snapshot: true });
+}
+
 /** Every secret value of a project, opened (for the worker, at send time). */
 export async function loadSecretValues(db: Pool, keyring: Keyring, projectId: string): Promise<SecretValue[]> {
   const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed FROM project_secrets WHERE project_id = $1', [projectId])).rows);
