@@ -1335,7 +1335,7 @@ const secrets: CommandSpec = {
   name: 'secrets',
   args: ['set|list|rm', 'name?'],
   summary:
-    "A project's vault. set reads the value from --value or standard input; values are sealed with the keyring before they reach the database and are never printed. http_call steps use one as a header: {\"secret\": \"<name>\", \"prefix\": \"Bearer \"}.",
+    "A project's vault. set reads the value from --value or standard input; values are sealed with the keyring before they reach the database and are never printed. http_call steps use one as a header: {\"secret\": \"<name>\", \"prefix\": \"Bearer \"}. rm records the removal signed with the keys, so verify --all --checkpoints tells it from a secret deleted behind the engine's back.",
   flags: [PROJECT_FLAG, { name: 'value', value: 'text', help: 'the value (set); prefer standard input, which keeps it out of the shell history' }, DB_FLAG],
   async run(a, io) {
     const [verb, name] = a.positional;
