@@ -164,9 +164,8 @@ Then('the run log is unchanged', async function (this: ReplayWorld) {
 });
 
 Then('the run is {status}', async function (this: ReplayWorld, status: string) {
-  await this.waitUntil(`the run to be ${status}`, async () => (await this.view()).status === status).catch(async (e) => {
-    throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun()}`);
-  });
+  // a finished run, or one resting in another status, never gets there by itself: said at once, with where it is
+  await this.waitUntilRunStands(`be ${status}`, (v) => v.status === status);
 });
 
 /** The clock moves past the timer the run waits on, and the workers get the time to look at it. */

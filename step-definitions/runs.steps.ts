@@ -46,16 +46,8 @@ Then('the run did not go through {step}', async function (this: ReplayWorld, ste
 });
 
 Then('the run is waiting in {step}', async function (this: ReplayWorld, step: string) {
-  // a finished run never waits again: say so at once, with where it is, instead of after the timeout
-  let finished: string | null = null;
-  await this.waitUntil(`the run to wait in "${step}"`, async () => {
-    const v = await this.view();
-    if (['succeeded', 'failed', 'canceled'].includes(v.status)) finished = v.status;
-    return finished !== null || (v.status === 'waiting' && v.currentStep === step);
-  }).catch(async (e) => {
-    throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun()}`);
-  });
-  if (finished) throw new Error(`the run ${finished} and will never wait in "${step}": ${await this.describeRun()}`);
+  // a finished run, or one resting elsewhere, never gets there by itself: said at once, with where it is
+  await this.waitUntilRunStands(`wait in "${step}"`, (v) => v.status === 'waiting' && v.currentStep === step);
 });
 
 Then('the run is pinned to version {int}', async function (this: ReplayWorld, version: number) {

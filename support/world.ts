@@ -471,15 +471,7 @@ export class ReplayWorld extends World<ReplayParameters> {
     let since: { seq: number; at: number } | null = null;
     await this.waitUntil(`run ${runId} to finish or rest (paused, or waiting on a timer not yet due)`, async () => {
       const v = await this.readView(runId);
-      const resting =
-        v !== null &&
-        (FINISHED.includes(v.status) ||
-          v.status === 'paused' ||
-          // a due timer is about to fire, and so is one due within seconds (a retry's backoff, which fires in real
-          // time without the scenario moving its clock), unless no worker is left to fire it or the run was tampered
-          // with (the engine refuses to carry such a run on, so it stays where it is)
-          (v.status === 'waiting' &&
-            (!v.wakeAt || Date.parse(v.wakeAt) > this.clock.now().getTime() + SOON_MS || this.aliveWorkers.length === 0 || this.logBeforeTampering !== null)));
+      const resting = v !== null && this.isAtRest(v);
       if (!resting) {
         since = null;
         return false;
@@ -491,6 +483,52 @@ export class ReplayWorld extends World<ReplayParameters> {
       throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun(runId)}`);
     });
     return rest!;
+  }
+
+  /** Whether the run goes nowhere by itself: finished, paused, or waiting on a timer nobody has made due. */
+  isAtRest(v: StoredRunView): boolean {
+    return (
+      FINISHED.includes(v.status) ||
+      v.status === 'paused' ||
+      // a due timer is about to fire, and so is one due within seconds (a retry's backoff, which fires in real
+      // time without the scenario moving its clock), unless no worker is left to fire it or the run was tampered
+      // with (the engine refuses to carry such a run on, so it stays where it is)
+      (v.status === 'waiting' &&
+        (!v.wakeAt || Date.parse(v.wakeAt) > this.clock.now().getTime() + SOON_MS || this.aliveWorkers.length === 0 || this.logBeforeTampering !== null))
+    );
+  }
+
+  /**
+   * Until the run stands where `holds` says (`where` in words: "be paused", "wait in \"wait\""). A run that can no
+   * longer get there fails at once, saying where it is: one that finished (only an operator's step reopens a finished
+   * run, and it does so before it returns), or one that has rested elsewhere for a second (paused, or waiting on a
+   * timer nobody moves: nothing but a later step moves it on).
+   */
+  async waitUntilRunStands(where: string, holds: (v: StoredRunView) => boolean, runId = this.run.runId): Promise<StoredRunView> {
+    let restingElsewhere: { seq: number; status: string; since: number } | null = null;
+    try {
+      return await waitFor(
+        async () => {
+          const v = await this.readView(runId);
+          if (!v) return null;
+          if (holds(v)) return v;
+          if (FINISHED.includes(v.status)) throw new StopWaiting(`the run ${v.status} and will never ${where}`);
+          if (!this.isAtRest(v)) {
+            restingElsewhere = null;
+            return null;
+          }
+          if (!restingElsewhere || restingElsewhere.seq !== v.lastSeq || restingElsewhere.status !== v.status) {
+            restingElsewhere = { seq: v.lastSeq, status: v.status, since: Date.now() };
+          } else if (Date.now() - restingElsewhere.since >= 1_000) {
+            throw new StopWaiting(`the run rests ${v.status === 'paused' ? 'paused' : 'waiting on a timer nobody moves the clock past'} and will not ${where} by itself`);
+          }
+          return null;
+        },
+        { what: `the run to ${where}` },
+      );
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun(runId)}`);
+    }
   }
 
   async waitUntil(
