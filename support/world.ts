@@ -115,6 +115,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   readonly workflows = new Map<string, PublishedWorkflow>();
   readonly runs: TrackedRun[] = [];
   lastAnswer: { status: number; body: any } | null = null;
+  /** a delivery sent again under its id (`the same delivery arrives again`): the run it was for, and its answer */
+  redelivery: { runId: string; deliveryId: string; answer: { status: number; body: any } } | null = null;
   /** row counts before a refused webhook (features/intake): a refusal writes nothing */
   countsBefore?: Record<string, number>;
   /** the workflow a refused webhook was meant for: where "a correct webhook sent afterwards" goes */

@@ -49,6 +49,17 @@ Feature: Unusual runs replay just as exactly
     And the run succeeds
     And the order service received the order exactly once
 
+  Scenario: The same delivery arriving again while its run waits on a timer belongs to that run
+    Given the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+    And a run of "order-follow-up" that is waiting in "wait"
+    When the same delivery arrives again
+    Then both deliveries belong to one run
+    And the run is waiting in "wait"
+
   Scenario: Workers racing on the same runs neither duplicate nor lose an event
     Given two workers that do not coordinate are running
     When "acme" delivers 20 order webhooks to "order-sync"
