@@ -131,14 +131,15 @@ Given("{project} keeps the order service's API key in its vault as {string}", as
 });
 
 /**
- * Only the answer to an order the service accepts (its default 201) carries the key: a scripted refusal or failure
+ * Only the body of the answer to an order the service accepts carries the key; its status stays the usual 200, so a
+ * workflow that branches on the status goes the same way as without the step. A scripted refusal or failure
  * (`answers every order with 402`, `fails 1 time`) and a 401 for a missing key are answered as scripted, without it.
  */
 Given('the order service repeats the API key it was sent in its answer', async function (this: ReplayWorld) {
   const target = await this.orderService();
-  target.setDefaultResponse('*', 201, (req: RecordedRequest) => ({ orderId: `ord_${req.idempotencyKey?.slice(-8) ?? 'new'}`, receivedWith: req.headers.authorization ?? null }));
+  target.setDefaultResponse('*', 200, (req: RecordedRequest) => ({ orderId: `ord_${req.idempotencyKey?.slice(-8) ?? 'new'}`, receivedWith: req.headers.authorization ?? null }));
   this.recordFault('the order service put the API key in its answer', async () =>
-    target.requests.some((r) => r.status === 201 && (r.headers.authorization ?? '').startsWith('Bearer sk_live_')) ? 'an answer carried the key' : null,
+    target.requests.some((r) => r.status === 200 && (r.headers.authorization ?? '').startsWith('Bearer sk_live_')) ? 'an answer carried the key' : null,
   );
 });
 

@@ -41,6 +41,20 @@ Feature: A project's secrets reach the service they are for, and nothing else
     Then the run succeeds
     And the run log names the API key without holding it
 
+  Scenario: A dashboard watching a run whose order service repeats the key sees the run, and the run goes its usual way
+    Given the project "acme" with the workflow "checked-sync":
+      | step     | type      | does                                                   | then                |
+      | push     | http_call | POST the order to /orders with the "orders-api" secret | check               |
+      | check    | branch    | when push answered 200                                 | done, else rejected |
+      | done     | terminate | succeeded                                              |                     |
+      | rejected | terminate | failed: the order service refused it                   |                     |
+    And the order service repeats the API key it was sent in its answer
+    And "Priya" opens the live log of "acme"
+    When "acme" delivers an order webhook to "checked-sync"
+    Then the run succeeds
+    And "Priya" saw every event of the run as it happened
+    And the run log names the API key without holding it
+
   Scenario: Retries carry the key and record none of it
     Given the order service fails 2 times
     When "acme" delivers an order webhook to "order-sync"
