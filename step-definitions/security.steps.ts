@@ -12,7 +12,7 @@ import type { ReplayWorld, TrackedRun } from '../support/world';
 
 /*
  * Security: a project reaches only its own runs, whatever door it knocks on
- * (HTTP, replay, verify, rebuild, the audit trail, operator actions), and a
+ * (HTTP, replay, verify, rebuild, the audit trail, every operator action), and a
  * project's secrets reach the service they are for and nothing else. Every
  * refusal is held against a positive control in the same scenario: the same
  * door opens for the project's own run, so "not found" means something.
@@ -39,7 +39,10 @@ async function reachAs(world: ReplayWorld, actor: string, reach: Reach, run: Tra
     'reads the audit trail of': ['history', run.runId],
     cancels: ['cancel', run.runId, '--reason', 'customer asked to stop the order', '--by', 'dana@acme.example'],
     pauses: ['pause', run.runId, '--reason', 'holding the order for a fraud check', '--by', 'dana@acme.example'],
+    unpauses: ['unpause', run.runId, '--reason', 'the fraud check is done', '--by', 'dana@acme.example'],
     'retries a step of': ['retry', run.runId, '--step', 'push', '--reason', 'the order service is back', '--by', 'dana@acme.example'],
+    'skips a step of': ['skip', run.runId, '--output', '{"skipped":true}', '--reason', 'the order was placed by phone', '--by', 'dana@acme.example'],
+    resumes: ['resume', run.runId, '--step', 'map', '--reason', 'send the order again', '--by', 'dana@acme.example'],
     'patches the input of': ['patch', run.runId, '--patch', '{"order":{"sum":40}}', '--reason', 'the customer corrected the amount', '--by', 'dana@acme.example'],
   }[reach];
   const out: string[] = [];

@@ -216,8 +216,35 @@ definePhrases('credential', CREDENTIALS);
 
 /**
  * A door a project knocks on for a run (features/security): `reads` (GET /runs/:id with its token),
- * `replays`, `verifies`, `rebuilds the view of`, `reads the audit trail of`, `cancels`.
+ * `replays`, `verifies`, `rebuilds the view of`, `reads the audit trail of`, and the operator's actions: `cancels`,
+ * `pauses`, `unpauses`, `retries a step of` (always "push"), `skips a step of` (the step the run is at),
+ * `resumes` (from "map"), `patches the input of`.
  */
-export type Reach = 'reads' | 'replays' | 'verifies' | 'rebuilds the view of' | 'reads the audit trail of' | 'cancels' | 'pauses' | 'retries a step of' | 'patches the input of';
-export const REACHES: Reach[] = ['reads the audit trail of', 'rebuilds the view of', 'patches the input of', 'retries a step of', 'reads', 'replays', 'verifies', 'cancels', 'pauses'];
+export type Reach =
+  | 'reads'
+  | 'replays'
+  | 'verifies'
+  | 'rebuilds the view of'
+  | 'reads the audit trail of'
+  | 'cancels'
+  | 'pauses'
+  | 'unpauses'
+  | 'retries a step of'
+  | 'skips a step of'
+  | 'resumes'
+  | 'patches the input of';
+export const REACHES: Reach[] = [
+  'reads the audit trail of',
+  'rebuilds the view of',
+  'patches the input of',
+  'retries a step of',
+  'skips a step of',
+  'reads',
+  'replays',
+  'verifies',
+  'cancels',
+  'unpauses',
+  'pauses',
+  'resumes',
+];
 defineParameterType({ name: 'reach', regexp: new RegExp(REACHES.join('|')), transformer: (text: string) => text as Reach });

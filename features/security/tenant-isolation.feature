@@ -2,8 +2,9 @@
 Feature: A project reaches only its own runs
   MeshHook hosts many teams on one database. Whatever door a team knocks on —
   reading a run over HTTP, replaying it, verifying it, rebuilding its view,
-  reading its audit trail or cancelling it — a run of another team does not
-  exist for it, and knocking leaves that run exactly as it was. Each refusal is
+  reading its audit trail or taking any operator action on it, finished or
+  still waiting — a run of another team does not exist for it, and knocking
+  leaves that run exactly as it was. Each refusal is
   checked against the same door opening for the team's own run, so "not found"
   always means "not yours". Two teams may even name their workflows alike.
   Nor can someone with the database send one team's commands to another by
@@ -38,8 +39,31 @@ Feature: A project reaches only its own runs
       | reads the audit trail of |
       | cancels                  |
       | pauses                   |
+      | unpauses                 |
       | retries a step of        |
+      | skips a step of          |
+      | resumes                  |
       | patches the input of     |
+
+  Scenario Outline: A run still waiting is left as it was when another project <reach> it
+    Given the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+    And "globex" has a finished run of "order-sync"
+    And a run of "order-follow-up" that is waiting in "wait"
+    When "globex" <reach> "acme"'s run
+    Then "globex" is told that run does not exist
+    And the same request for its own run is answered
+    And "acme"'s run is untouched
+
+    Examples:
+      | reach                |
+      | cancels              |
+      | pauses               |
+      | skips a step of      |
+      | patches the input of |
 
   Scenario: The isolation holds the other way round too
     Given "globex" has a finished run of "order-sync"
