@@ -3,8 +3,9 @@
 // caps, mechanics kept out of scenarios) plus what it does not check — every
 // feature opens with a paragraph saying what promise it checks, every
 // scenario is tagged into some area a profile can select, every tag is one we
-// know (a typo would silently leave a scenario out of a tagged CI job), and
-// every table's columns line up. `--fix` lines the tables up in place.
+// know (a typo would silently leave a scenario out of a tagged CI job), no
+// quoted value is empty (it would match every answer), and every table's
+// columns line up. `--fix` lines the tables up in place.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -79,6 +80,24 @@ for (const file of files) {
   for (const t of feature.tags)
     if (!AREAS.includes(t.name) && !OTHER_TAGS.includes(t.name))
       problem(rel, `${rel}:${t.location.line}: unknown tag ${t.name} (areas: ${AREAS.join(' ')}; others: ${OTHER_TAGS.join(' ')})`);
+  // an empty quoted value ("" in a step, or an empty cell a "<column>" takes) is a substring of every answer, so a
+  // step that matches words (`the run fails because ""`, `the action is refused because "<reason>"`) could never fail
+  const backgroundSteps = feature.children.filter((c) => c.background).flatMap((c) => c.background.steps);
+  for (const st of backgroundSteps)
+    if (/(^|[^\\])""/.test(st.text)) problem(rel, `${rel}:${st.location.line}: an empty quoted value ("") matches anything, so the step cannot fail: say what is expected`);
+  for (const s of scenarios) {
+    for (const st of s.steps) {
+      if (/(^|[^\\])""/.test(st.text)) problem(rel, `${rel}:${st.location.line}: an empty quoted value ("") matches anything, so the step cannot fail: say what is expected`);
+      for (const [, col] of st.text.matchAll(/"<([^>]+)>"/g))
+        for (const ex of s.examples) {
+          const k = (ex.tableHeader?.cells ?? []).findIndex((c) => c.value === col);
+          if (k < 0) continue;
+          for (const row of ex.tableBody)
+            if (row.cells[k].value.trim() === '')
+              problem(rel, `${rel}:${row.location.line}: an empty "<${col}>" matches anything, so the step cannot fail: say what is expected`);
+        }
+    }
+  }
   // tables: every row's pipes in the same columns, as a reader (and a diff) expects
   const text = fs.readFileSync(file, 'utf8');
   const aligned = alignTables(text);
