@@ -54,6 +54,16 @@ Feature: Operator actions are audited, and hold against workers and crashes
     Then the run is canceled
     And the order service was never called
 
+  Scenario: An operator skips a call whose order is ready to go but not yet sent, and the order is never sent
+    Given the worker will stall before the request of "push" is sent
+    When "acme" delivers an order webhook to "order-sync"
+    And "dana@acme.example" skips "push" during that pause, because "the order was placed by phone", with:
+      """json
+      { "status": 200, "body": { "orderId": "ord_phone_0042" } }
+      """
+    Then the run succeeds
+    And the order service was never called
+
   Scenario: An operator pauses a run whose order is ready to go; it goes out once, when the run is unpaused
     Given the worker will stall before the request of "push" is sent
     When "acme" delivers an order webhook to "order-sync"
@@ -83,6 +93,14 @@ Feature: Operator actions are audited, and hold against workers and crashes
     And a new worker takes over
     Then the run succeeds
     And the order service saw 3 attempts but took the order once
+
+  Scenario: A worker dies after sending a reminder an operator let go early, and the next worker sends it once
+    Given a run of "order-follow-up" that is waiting in "wait"
+    And the worker will crash after the request of "remind" is sent
+    When "dana@acme.example" skips "wait" because "the customer asked for the reminder now"
+    And a new worker takes over
+    Then the run succeeds
+    And the order service saw 2 attempts but took the order once
 
   @tamper
   Scenario Outline: An operator's action taken back out of the log by someone with the database is found: <action> the run

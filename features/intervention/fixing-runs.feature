@@ -58,6 +58,17 @@ Feature: What an operator's fix does to the order and the follow-up
     And the run went through "done"
     And the run replays exactly from its log
 
+  Scenario: A skipped call stands in with the answer the operator gives, and the branch after it goes by that answer
+    Given a run of "order-sync" that is failed at "push"
+    When "dana@acme.example" skips "push" because "the order was queued by phone, not confirmed", with:
+      """json
+      { "status": 202, "body": { "queued": true } }
+      """
+    Then the run fails because "the order service refused it"
+    And the run went through "push"
+    And the run did not go through "done"
+    And replaying the run gives exactly the run view users saw
+
   Scenario: A follow-up whose input was corrected while it waited sends the corrected order
     Given a run of "order-follow-up" that is waiting in "wait"
     When "dana@acme.example" patches the run's input because "the customer added a line", with:
