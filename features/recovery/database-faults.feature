@@ -4,7 +4,7 @@ Feature: A run survives its database connections failing, the network failing an
   most: connections cut by the server, a network that breaks, goes silent or
   crawls, a database that cannot be reached for a while, or one that crashes
   outright and comes back from its write-ahead log. Each fault lands while a
-  worker is in the middle of a step. Once the fault is gone, the run must finish
+  worker is in the middle of a step, or of a durable timer: just set, or firing. Once the fault is gone, the run must finish
   exactly as the same run would have without it, its log must replay exactly,
   nothing the engine had committed may be lost, and the order service must take
   the order exactly once.
@@ -17,6 +17,11 @@ Feature: A run survives its database connections failing, the network failing an
       | check    | branch    | when push answered 200               | done, else rejected |
       | done     | terminate | succeeded                            |                     |
       | rejected | terminate | failed: the order service refused it |                     |
+    And the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
 
   Scenario Outline: A run survives when <fault> <moment>
     Given the worker will stall <moment>
@@ -100,3 +105,41 @@ Feature: A run survives its database connections failing, the network failing an
     And the run replays exactly from its log
     And the order service received the order exactly once
     And nothing the engine committed was lost
+
+  Scenario Outline: A follow-up whose timer was just set when <fault> still fires it once
+    Given the worker will stall when the timer of "wait" is set
+    When "acme" delivers an order webhook to "order-follow-up"
+    And <fault>
+    And the clock moves forward 2 hours
+    Then the run succeeds with the timer of "wait" fired once
+    And the order service received the order exactly once
+    And nothing the engine committed was lost
+
+    Examples:
+      | fault                                       |
+      | the database drops the engine's connections |
+      | the network to the database is cut          |
+
+    @db-crash
+    Examples: The database itself
+      | fault                             |
+      | the database crashes and restarts |
+
+  Scenario Outline: A follow-up whose timer is firing when <fault> fires it once
+    Given a run of "order-follow-up" that is waiting in "wait"
+    And the worker will stall when the timer of "wait" fires
+    When the clock moves forward 2 hours
+    And <fault>
+    Then the run succeeds with the timer of "wait" fired once
+    And the order service received the order exactly once
+    And nothing the engine committed was lost
+
+    Examples:
+      | fault                                       |
+      | the database drops the engine's connections |
+      | the network to the database is cut          |
+
+    @db-crash
+    Examples: The database itself
+      | fault                             |
+      | the database crashes and restarts |
