@@ -5,7 +5,7 @@ Feature: Bad webhooks are refused clearly and change nothing
   wrong, and must leave no trace: no delivery, no run, no event. Nothing about
   a project or workflow is told to a sender who cannot sign for it: an unknown
   one is refused exactly like a wrong signature. A good webhook sent afterwards
-  still runs normally.
+  still runs normally, and so does an order just under the size limit.
 
   Background:
     Given the project "acme" with the workflow "order-sync":
@@ -49,6 +49,23 @@ Feature: Bad webhooks are refused clearly and change nothing
     Then it is refused with 409 "delivery_id_reused"
     And nothing was recorded
     And the order service received the order exactly once
+
+  Scenario: A delivery id reused while its run still waits is refused, and the waiting run is left as it was
+    Given the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+    And a run of "order-follow-up" that is waiting in "wait"
+    When a different order arrives with the same delivery id
+    Then it is refused with 409 "delivery_id_reused"
+    And nothing was recorded
+    And the run is waiting in "wait"
+
+  Scenario: An order just under the 2 MiB limit is taken and runs
+    When "acme" delivers an order webhook of 2 MiB to "order-sync"
+    Then the run succeeds
+    And the run replays exactly from its log
 
   Scenario: The refusal never shows the signing secret
     When a webhook with a forged signature is sent to "order-sync" of "acme"
