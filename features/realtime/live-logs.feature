@@ -96,6 +96,15 @@ Feature: People watch runs live, and what they see is the run log
     Then the run is canceled
     And "Priya" sees the run exactly as its run log holds it
 
+  Scenario: A run that failed and is retried by an operator goes on in the live log after its end
+    Given "Priya" opens the live log of "acme"
+    And the order service answers every order with 503
+    And "acme" has a finished run of "order-sync"
+    When the order service answers normally again
+    And "dana@acme.example" retries "push" because "the order service is back"
+    Then the run succeeds
+    And "Priya" saw every event of the run as it happened
+
   Scenario: A viewer signed in to another project sees none of its runs
     Given the project "globex" with the workflow "order-sync":
       | step | type      | does                             | then |

@@ -3,8 +3,9 @@ Feature: A project's secrets reach the service they are for, and nothing else
   Teams keep API keys in MeshHook's vault, sealed at rest, and name them in
   their workflows. The key travels to the order service with every attempt —
   first tries, retries, the retry after a crashed worker, the retry after a
-  timeout — and appears in no run log, run view, worker log, live-log frame or
-  report, even when the order service is careless enough to repeat it back.
+  timeout, the retry an operator asks for — and appears in no run log, run view,
+  worker log, live-log frame or report, even when the order service is careless
+  enough to repeat it back.
   (Every scenario ends with the same search, in plain, base64, URL-encoded and
   escaped forms; these scenarios make sure there is a key to find.)
 
@@ -58,6 +59,15 @@ Feature: A project's secrets reach the service they are for, and nothing else
   Scenario: Retries carry the key and record none of it
     Given the order service fails 2 times
     When "acme" delivers an order webhook to "order-sync"
+    Then the run succeeds
+    And the order service received "acme"'s API key with every order
+    And the run log names the API key without holding it
+
+  Scenario: A call an operator retries by hand once the order service is back carries the key
+    Given the order service answers every order with 503
+    And "acme" has a finished run of "order-sync"
+    When the order service answers normally again
+    And "dana@acme.example" retries "push" because "the order service is back"
     Then the run succeeds
     And the order service received "acme"'s API key with every order
     And the run log names the API key without holding it
