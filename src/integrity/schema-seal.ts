@@ -494,7 +494,9 @@ export async function sealSchema(
     `SELECT pg_catalog.date_trunc('milliseconds', GREATEST(pg_catalog.clock_timestamp(), (SELECT max(sealed_at) FROM public.schema_seals) + interval '1 millisecond')) AS at`,
   );
   const sealedAt = rows[0].at.toISOString();
-  await db.query('INSERT INTO schema_seals (migration, objects, mac, sealed_at) VALUES ($1, $2, $3, $4)', [
+  // the id is the next after the seals there, not the sequence's: a superuser who ran the sequence to its end
+  // (setval to the largest bigint, which verify cannot see) would otherwise fail every later migration's seal
+  await db.query('INSERT INTO schema_seals (id, migration, objects, mac, sealed_at) VALUES ((SELECT coalesce(max(id), 0) + 1 FROM public.schema_seals), $1, $2, $3, $4)', [
     migration,
     JSON.stringify(objects),
     `${chain.kid}:${sealMac(chain.key, migration, objects, sealedAt)}`,

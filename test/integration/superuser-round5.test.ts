@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startEngine } from '../../src/engine';
+import { sealSchema } from '../../src/integrity/schema-seal';
 import { KEYS, cli, orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
 
 /*
@@ -101,5 +102,16 @@ describe('a database superuser, round 5', { timeout: 120_000 }, () => {
       await target.close();
       await admin('ALTER SYSTEM RESET DateStyle');
     }
+  });
+
+  it("the seal's id sequence run to its end does not keep the schema from being sealed again", async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    await pool.query(`SELECT setval('schema_seals_id_seq', 9223372036854775807)`);
+    // what the next migration does once it is applied: seal the schema again
+    const latest = (await pool.query<{ m: string }>('SELECT migration AS m FROM schema_seals ORDER BY sealed_at DESC LIMIT 1')).rows[0].m;
+    await sealSchema(pool, KEYS.chainKey(), latest);
+    const verified = await cli(['verify', '--all'], env);
+    assert.equal(verified.code, 0, verified.out + verified.err);
   });
 });
