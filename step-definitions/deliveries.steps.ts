@@ -44,6 +44,13 @@ When('{project} delivers an order webhook of {int} MiB to {workflow}', async fun
   }
   const text = JSON.stringify(body);
   const answer = await this.deliver(project, workflow, text);
+  // over the intake's limit the order is refused, as the catalogue says: say how to write that, not a bare diff
+  if (answer.status === 413) {
+    throw new Error(
+      `an order webhook of ${mib} MiB is over the intake's limit and was refused (413 payload_too_large); to check that refusal write ` +
+        `\`When a webhook of 3 MiB is sent to ${JSON.stringify(workflow)} of ${JSON.stringify(project)}\` and \`Then it is refused with 413 "payload_too_large"\``,
+    );
+  }
   expectAccepted(answer);
 });
 
