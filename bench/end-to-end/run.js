@@ -9,7 +9,7 @@
  * One embedded Postgres for all trials (the engine's flags: fsync on), a fresh database per trial, a local order
  * service on loopback. Rounds interleave the contenders and turn their order; each variant's ratio is the median
  * of the rounds' paired ratios. Figures only: nothing here is a timed test.
- *   E2E_ROUNDS (3), E2E_WORKFLOWS (1000); --quick: 1 round of 300
+ *   E2E_ROUNDS (3), E2E_WORKFLOWS (1000); --quick: 1 round of 300; E2E_PROFILE_DIR: CPU profiles of `up` there
  */
 const { execFileSync, spawn } = require('child_process');
 const fs = require('fs');
