@@ -912,6 +912,14 @@ export class RealtimeServer {
       this.send(conn, reply(msg, 'error', { reason: `Topic too long: at most ${MAX_NAME_BYTES} bytes` }));
       return;
     }
+    // the join's ref is kept with its channel for as long as it lives (and repeated in its presence_state and
+    // phx_close frames): a ref of a megabyte, a hundred channels a socket, held 100 MB a socket for the anon key
+    for (const r of [msg.join_ref, msg.ref]) {
+      if (r !== null && Buffer.byteLength(r) > MAX_NAME_BYTES) {
+        this.send(conn, reply(msg, 'error', { reason: `join_ref too long: at most ${MAX_NAME_BYTES} bytes` }));
+        return;
+      }
+    }
     const presenceKey = (msg.payload as { config?: { presence?: { key?: unknown } } } | null)?.config?.presence?.key;
     if (typeof presenceKey === 'string' && Buffer.byteLength(presenceKey) > MAX_NAME_BYTES) {
       this.send(conn, reply(msg, 'error', { reason: `Presence key too long: at most ${MAX_NAME_BYTES} bytes` }));
@@ -973,6 +981,12 @@ export class RealtimeServer {
     const tooLong = requested.find((r) => typeof (r as { filter?: unknown } | null)?.filter === 'string' && ((r as { filter: string }).filter.length > MAX_FILTER_LENGTH));
     if (tooLong) {
       fail(`postgres_changes filter too long: at most ${MAX_FILTER_LENGTH} characters`);
+      return;
+    }
+    // a binding's event, schema and table are kept with it (and echoed) as sent: names, not counted in its weight
+    const longName = requested.find((r) => r !== null && typeof r === 'object' && ['event', 'schema', 'table'].some((k) => typeof (r as Record<string, unknown>)[k] === 'string' && Buffer.byteLength((r as Record<string, string>)[k]) > MAX_NAME_BYTES));
+    if (longName) {
+      fail(`postgres_changes event, schema and table are names: at most ${MAX_NAME_BYTES} bytes each`);
       return;
     }
     const bindings = requested.map(parseBinding);

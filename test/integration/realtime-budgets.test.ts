@@ -326,3 +326,36 @@ describe('presence', { timeout: 120_000 }, () => {
     assert.fail('a member that left is still in the state');
   });
 });
+
+describe('what a join keeps', { timeout: 120_000 }, () => {
+  it('a join whose ref is over 255 bytes is refused and holds nothing (a megabyte ref a channel held 100 MB a socket)', async () => {
+    const anon = await signAnonKey({ secret: SECRET });
+    for (const vsn of ['1.0.0', '2.0.0'] as const) {
+      const s = await RawSocket.open(server.url, { apikey: anon }, vsn);
+      sockets.push(s);
+      const channels = server.stats.channels;
+      const long = `r${'x'.repeat(100_000)}`;
+      s.send({ join_ref: long, ref: long, topic: 'realtime:long-ref', event: 'phx_join', payload: { config: {} } });
+      const refused = await s.next((m) => m.event === 'phx_reply' && m.topic === 'realtime:long-ref');
+      assert.equal(refused.payload.status, 'error');
+      assert.match(String(refused.payload.response.reason), /join_ref too long: at most 255 bytes/);
+      assert.equal(server.stats.channels, channels, `${vsn}: no channel was made`);
+      // a join's ordinary ref is fine (positive control)
+      assert.equal((await s.join('realtime:long-ref', { config: {} })).reply.payload.status, 'ok');
+    }
+  });
+
+  it("a postgres_changes binding's event, schema or table over 255 bytes is refused: they are kept as sent and not weighed", async () => {
+    const anon = await signAnonKey({ secret: SECRET });
+    const s = await RawSocket.open(server.url, { apikey: anon });
+    sockets.push(s);
+    for (const key of ['event', 'schema', 'table']) {
+      const binding: Record<string, string> = { event: '*', schema: 'public', table: 'run_events' };
+      binding[key] = 'n'.repeat(10_000);
+      const r = (await s.join(`realtime:long-${key}`, { config: { postgres_changes: Array.from({ length: 100 }, () => binding) } })).reply;
+      assert.equal(r.payload.status, 'error', key);
+      assert.match(String(r.payload.response.reason), /event, schema and table are names: at most 255 bytes each/);
+    }
+    assert.equal((await s.join('realtime:short-names', { config: { postgres_changes: [{ event: '*', schema: 'public', table: 'run_events' }] } })).reply.payload.status, 'ok');
+  });
+});
