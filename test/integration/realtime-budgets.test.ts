@@ -359,3 +359,34 @@ describe('what a join keeps', { timeout: 120_000 }, () => {
     assert.equal((await s.join('realtime:short-names', { config: { postgres_changes: [{ event: '*', schema: 'public', table: 'run_events' }] } })).reply.payload.status, 'ok');
   });
 });
+
+describe('presence fan-out', { timeout: 120_000 }, () => {
+  it("tracks beyond the project's fan-out budget get an error reply and reach no member; another project's are not held back", async () => {
+    const tok = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const other = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const anon = await signAnonKey({ secret: SECRET });
+    const topic = 'realtime:presence-fan';
+    const members = await Promise.all(Array.from({ length: 40 }, () => RawSocket.open(server.url, { apikey: anon })));
+    sockets.push(...members);
+    for (const [i, s] of members.entries()) assert.equal((await s.join(topic, { access_token: tok, config: { presence: { enabled: true, key: `m-${i}` } } })).reply.payload.status, 'ok');
+    const tracker = members[0];
+    const joinRef = tracker.messages((m) => m.event === 'phx_reply' && m.topic === topic)[0].ref;
+    // 1,000 tracks × 40 members = 40,000 deliveries
+    const tracks = 1000;
+    for (let i = 0; i < tracks; i++) tracker.send({ join_ref: joinRef, ref: `p${i}`, topic, event: 'presence', payload: { type: 'presence', event: 'track', payload: { i } } });
+    await tracker.next((m) => m.event === 'phx_reply' && m.ref === `p${tracks - 1}`, 20_000);
+    const refused = tracker.messages((m) => m.event === 'phx_reply' && String(m.ref).startsWith('p') && m.payload?.status === 'error');
+    assert.ok(refused.length > 0, 'no track was refused');
+    assert.match(String(refused[0].payload.response.reason), /Too many messages per second/);
+    const accepted = tracks - refused.length;
+    await new Promise((r) => setTimeout(r, 500));
+    const diffs = members[1].messages((m) => m.event === 'presence_diff' && m.payload?.joins?.['m-0'] !== undefined).length;
+    assert.equal(diffs, accepted, 'every accepted track reached a member, and no refused one did');
+    // another project's members on a topic of the same name still track at once
+    const mine = await RawSocket.open(server.url, { apikey: anon });
+    sockets.push(mine);
+    const { joinRef: ref } = await mine.join(topic, { access_token: other, config: { presence: { enabled: true, key: 'o' } } });
+    mine.send({ join_ref: ref, ref: 'o1', topic, event: 'presence', payload: { type: 'presence', event: 'track', payload: { here: true } } });
+    assert.equal((await mine.next((m) => m.ref === 'o1')).payload.status, 'ok');
+  });
+});
