@@ -423,6 +423,16 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       void reply.header('connection', 'close');
       return refuse(reply, 400, 'bad_request', 'the request has no Host header, which HTTP/1.1 requires');
     }
+    // a request for no route reads no body: Fastify would read it whole (up to the body limit) before answering
+    // 404, outside the webhook bodies' budget, so that 450 connections with no secret sending 2 MiB to /nope and
+    // holding back the last byte grew the process by 850 MB. Answered at once, the connection closed instead of
+    // draining what is still coming
+    if (req.is404 && (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0)) {
+      const path = req.url.split('?')[0];
+      refused(req, 404, 'not_found', { path: loggable(path), reason: 'a body for no route is not read' });
+      void reply.header('connection', 'close');
+      return refuse(reply, 404, 'not_found', `no route for ${req.method} ${path.slice(0, 200)}`);
+    }
   });
   // a CONNECT (a proxy tunnel) is not served here: answered in our format instead of a connection that just ends
   app.server.on('connect', (req: import('node:http').IncomingMessage, socket: Socket) => {

@@ -421,6 +421,33 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     }
   });
 
+  it('a body sent to no route is not read: 404 at once and the connection closed, not a body held outside the budget', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS, bodyLimitBytes: 1024 * 1024, bodyBudgetBytes: 2 * 1024 * 1024 });
+    const held: net.Socket[] = [];
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const cases: Array<[string, string]> = [
+        ['POST /nope', 'POST /nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{"pad":"'],
+        ['PUT on a webhook path', 'PUT /hooks/acme/order-sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{"pad":"'],
+        ['POST /runs, chunked', 'POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n{"pad":"'],
+      ];
+      for (const [name, bytes] of cases) {
+        // a megabyte announced, a few bytes of it sent: the answer comes anyway, and the server lets go
+        const { answer, socket } = await rawExchange(intake.url, bytes, { waitMs: 3_000, keepOpen: true });
+        held.push(socket);
+        assert.match(answer, /^HTTP\/1\.1 404 [^]*[Cc]onnection: close[^]*"code":"not_found"/, `${name}: ${answer}`);
+        assert.ok(socket.destroyed || socket.readableEnded, `${name}: the connection is closed`);
+      }
+      // without a body a miss is answered as before (positive control), and webhooks get through
+      assert.equal((await fetch(`${intake.url}/nope`)).status, 404);
+      assert.equal((await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'past-the-misses' })).status, 202);
+    } finally {
+      for (const s of held) s.destroy();
+      await intake.close();
+    }
+  });
+
   it('a CONNECT is answered 405 and let go even if the client never hangs up: it does not keep a connection slot', async () => {
     const { pool } = await dbs.fresh();
     const intake = await startIntake({ pool, keyring: KEYS, maxConnections: 1 });
