@@ -390,3 +390,43 @@ describe('presence fan-out', { timeout: 120_000 }, () => {
     assert.equal((await mine.next((m) => m.ref === 'o1')).payload.status, 'ok');
   });
 });
+
+describe('channels that cannot read a table', { timeout: 120_000 }, () => {
+  it("the anon key's channels are passed over whole on the run log's changes, not looked at one by one for every project's change", async () => {
+    const anon = await signAnonKey({ secret: SECRET });
+    const tokA = await signProjectToken({ secret: SECRET, projectId: A, ttlSec: 600 });
+    const run = randomUUID();
+    // the tests before filled the anon key's binding budget: their sockets go first
+    for (const s of sockets.splice(0)) s.close();
+    for (const deadline = Date.now() + 10_000; server.stats.sockets > 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 50));
+    // 500 anon-key channels bound to the run log (26,000 fit in the anon key's budget: each was looked at for
+    // every change of every project, and made every project's webhooks cost seven times the CPU)
+    const socks = await Promise.all(Array.from({ length: 5 }, () => RawSocket.open(server.url, { apikey: anon })));
+    sockets.push(...socks);
+    for (const s of socks)
+      for (let i = 0; i < 100; i++) assert.equal((await s.join(`realtime:anon-${i}`, { config: { postgres_changes: [{ event: '*', schema: 'public', table: 'run_events' }] } })).reply.payload.status, 'ok');
+    const viewer = await RawSocket.open(server.url, { apikey: anon });
+    sockets.push(viewer);
+    assert.equal((await viewer.join('realtime:mine', { access_token: tokA, config: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'run_events', filter: `run_id=eq.${run}` }] } })).reply.payload.status, 'ok');
+    // count how often the server looks at the anon-key channels' claims while it dispatches
+    let looked = 0;
+    const internals = server as unknown as { pgChannels: Set<{ claims: Record<string, unknown>; topic: string }> };
+    for (const ch of internals.pgChannels) {
+      if (!ch.topic.startsWith('realtime:anon-')) continue;
+      let claims = ch.claims;
+      Object.defineProperty(ch, 'claims', {
+        get: () => (looked++, claims),
+        set: (v) => (claims = v),
+        configurable: true,
+      });
+    }
+    const c = new Client({ connectionString: dbUrl });
+    await c.connect();
+    await c.query(`INSERT INTO run_events (project_id, run_id, seq, type, payload) SELECT $1, $2, g, 'Tick', '{}' FROM generate_series(1, 50) g`, [A, run]);
+    await c.end();
+    await viewer.next((m) => m.event === 'postgres_changes' && m.payload?.data?.record?.seq === 50, 10_000);
+    assert.equal(viewer.messages((m) => m.event === 'postgres_changes' && m.payload?.data?.record?.run_id === run).length, 50, 'the project viewer got every change (positive control)');
+    assert.ok(socks.every((s) => s.messages((m) => m.event === 'postgres_changes').length === 0), 'the anon key was sent no row of the run log');
+    assert.equal(looked, 0, `the anon-key channels were looked at ${looked} times for 50 changes`);
+  });
+});
