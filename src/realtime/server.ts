@@ -245,6 +245,8 @@ export const FANOUT_PER_SECOND = 10_000;
 const FANOUT_SLICE_FRAMES = 1000;
 const FANOUT_REFUSAL = `Too many messages per second: a project's broadcasts and presence changes may make at most ${FANOUT_PER_SECOND} deliveries (messages × subscribers) a second; nothing was sent, send again in a moment`;
 const MAX_PRESENCE_BYTES = 32 * 1024;
+/** how deep a presence payload may nest (as a webhook body: src/intake/server.ts MAX_BODY_DEPTH) */
+const MAX_PRESENCE_DEPTH = 64;
 /**
  * what all the presences of one topic weigh together: every join of the topic is sent the whole state, so without
  * a bound a topic filled by a thousand sockets of 32 kB each made every further join (one small frame, repeatable
@@ -1458,6 +1460,12 @@ export class RealtimeServer {
     }
     if (p.event === 'track') {
       const meta = p.payload && typeof p.payload === 'object' ? (p.payload as Record<string, unknown>) : {};
+      // what is tracked is written again inside every diff and state frame, a few levels deeper: a payload nested
+      // near the depth JSON.stringify can write got no reply, and was kept in the state though no diff went out
+      if (nestedDeeperThan(meta, MAX_PRESENCE_DEPTH)) {
+        this.send(ch.conn, reply(msg, 'error', { reason: `presence payload nested deeper than ${MAX_PRESENCE_DEPTH} levels` }));
+        return;
+      }
       // every member of the topic is sent what one tracks: a bounded size keeps one client from filling memory
       const size = Buffer.byteLength(JSON.stringify(meta));
       if (size > MAX_PRESENCE_BYTES) {
@@ -1639,6 +1647,18 @@ function broadcastProblem(topic: string, event: string, payload: unknown, raw: R
     return 'the broadcast payload cannot be sent: it is nested too deep';
   }
   return null;
+}
+
+/** Whether a JSON value nests objects or arrays deeper than `max` levels (walked without recursion). */
+export function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+  }
+  return false;
 }
 
 /** The project a token names, '' for none (the anon key). */

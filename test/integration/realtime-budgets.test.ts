@@ -430,3 +430,27 @@ describe('channels that cannot read a table', { timeout: 120_000 }, () => {
     assert.equal(looked, 0, `the anon-key channels were looked at ${looked} times for 50 changes`);
   });
 });
+
+describe('presence payloads', { timeout: 120_000 }, () => {
+  it('a presence payload nested deeper than 64 levels is refused with a reason, kept nowhere and sent to no member', async () => {
+    const tok = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
+    const anon = await signAnonKey({ secret: SECRET });
+    const topic = 'realtime:deep-presence';
+    const [tracker, member] = await Promise.all([0, 1].map(() => RawSocket.open(server.url, { apikey: anon }, '1.0.0')));
+    sockets.push(tracker, member);
+    const { joinRef } = await tracker.join(topic, { access_token: tok, config: { presence: { enabled: true, key: 'deep' } } });
+    await member.join(topic, { access_token: tok, config: { presence: { enabled: true, key: 'member' } } });
+    const nest = (n: number) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`;
+    // near the depth JSON.stringify can write (about 4,100 levels here) a track got no reply at all
+    for (const depth of [65, 4_000, 4_110]) {
+      tracker.sendText(`{"topic":"${topic}","event":"presence","ref":"d${depth}","join_ref":"${joinRef}","payload":{"type":"presence","event":"track","payload":${nest(depth)}}}`);
+      const answer = await tracker.next((m) => m.event === 'phx_reply' && m.ref === `d${depth}`);
+      assert.equal(answer.payload.status, 'error', `depth ${depth}`);
+      assert.match(String(answer.payload.response.reason), /nested deeper than 64 levels/);
+    }
+    tracker.send({ join_ref: joinRef, ref: 'ok', topic, event: 'presence', payload: { type: 'presence', event: 'track', payload: JSON.parse(nest(60)) } });
+    assert.equal((await tracker.next((m) => m.event === 'phx_reply' && m.ref === 'ok')).payload.status, 'ok', 'positive control: 60 levels');
+    await member.next((m) => m.event === 'presence_diff' && m.payload?.joins?.deep !== undefined);
+    assert.equal(member.messages((m) => m.event === 'presence_diff' && m.payload?.joins?.deep !== undefined).length, 1, 'only the accepted track reached the member');
+  });
+});
