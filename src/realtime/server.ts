@@ -1153,6 +1153,12 @@ export class RealtimeServer {
       if (!ch.active) return;
       // a channel's broadcasts and presence belong to one project: a token for another cannot move it there
       if (broadcastKey(claims, ch.topic) !== ch.topicKey) return this.stopChannel(ch, 'Unauthorized: the new token is for another project than the channel');
+      // a role above row-level security would see every project's rows, as at a join: never, whoever signed the token
+      if (await this.visibility.bypassesPolicies(claims.role).catch(() => false)) {
+        if (ch.active) this.stopChannel(ch, `Unauthorized: role "${claims.role}" is not bound by row-level security`);
+        return;
+      }
+      if (!ch.active) return;
       // (the project cannot change, checked above; the role can, and the channel is indexed by it)
       const indexed = this.pgChannels.has(ch);
       if (indexed) this.unindexPg(ch);

@@ -664,6 +664,13 @@ describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () 
     const sub = await subscribe(c, 'superuser', [{ event: 'INSERT', schema: 'public', table: 'run_events' }], 'CHANNEL_ERROR');
     assert.match(String(sub.statuses.find((x) => x.status === 'CHANNEL_ERROR')!.error), /role "postgres" is not bound by row-level security/);
     await closeRealtimeClient(c);
+    // nor can a channel joined as a bound role be moved above row-level security by refreshing its token
+    const r = await raw();
+    const joined = await r.join('realtime:refresh', { config: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'run_events' }] }, access_token: tokA });
+    r.send({ join_ref: joined.joinRef, ref: 'su', topic: 'realtime:refresh', event: 'access_token', payload: { access_token: su } });
+    const stopped = await r.next((m) => m.topic === 'realtime:refresh' && m.event === 'system' && (m.payload as { status?: string }).status === 'error');
+    assert.match(String((stopped.payload as { message?: string }).message), /role "postgres" is not bound by row-level security/);
+    r.close();
   });
 
   it('hostile bindings and broadcasts: bounded postgres_changes bindings, a join that cannot be read answered, a broadcast that cannot be sent refused whole', async () => {
