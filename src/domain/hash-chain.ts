@@ -278,20 +278,12 @@ export function privateTargetsGrant(keys: ChainKeys, projectId: string, signatur
  * cleared in the table) is told from one the engine took away; a grant check never accepts it.
  */
 export function signPrivateTargetsDenied(key: ChainKey, projectId: string, deniedAt: string): string {
-  return `deny:${key.kid}:${deniedAt}:${hmacSha256Hex(key.key, `meshhook-private-targets\n${projectId}\nfalse\n${deniedAt}`)}`;
+  return signTimed('deny', key, deniedAt, (at) => `meshhook-private-targets\n${projectId}\nfalse\n${at}`);
 }
 
 /** When the engine took the leave away, as a denial's signature says; null when it is not a genuine denial. */
 export function privateTargetsDeniedAt(keys: ChainKeys, projectId: string, signature: string | null): string | null {
-  if (!signature?.startsWith('deny:')) return null;
-  const rest = signature.slice('deny:'.length);
-  const first = rest.indexOf(':');
-  const last = rest.lastIndexOf(':');
-  if (first <= 0 || first === last) return null;
-  const key = keys(rest.slice(0, first));
-  if (!key) return null;
-  const deniedAt = rest.slice(first + 1, last);
-  return rest.slice(last + 1) === hmacSha256Hex(key, `meshhook-private-targets\n${projectId}\nfalse\n${deniedAt}`) ? deniedAt : null;
+  return timedSignatureAt('deny', keys, signature, (at) => `meshhook-private-targets\n${projectId}\nfalse\n${at}`);
 }
 
 /**
@@ -301,20 +293,30 @@ export function privateTargetsDeniedAt(keys: ChainKeys, projectId: string, signa
  * removal copied from another secret, another project or an earlier removal is not taken for this one.
  */
 export function signSecretRemoved(key: ChainKey, projectId: string, name: string, removedAt: string): string {
-  return `removed:${key.kid}:${removedAt}:${hmacSha256Hex(key.key, secretRemovedText(projectId, name, removedAt))}`;
+  return signTimed('removed', key, removedAt, (at) => secretRemovedText(projectId, name, at));
 }
 
 /** When the engine removed the secret, as its removal record says; null when the record is not a genuine removal of it. */
 export function secretRemovedAt(keys: ChainKeys, projectId: string, name: string, record: string | null): string | null {
-  if (!record?.startsWith('removed:')) return null;
-  const rest = record.slice('removed:'.length);
+  return timedSignatureAt('removed', keys, record, (at) => secretRemovedText(projectId, name, at));
+}
+
+/** `<prefix>:<kid>:<at>:<hex>`: something the engine did at `at`, signed over what `text` makes of the time. */
+function signTimed(prefix: string, key: ChainKey, at: string, text: (at: string) => string): string {
+  return `${prefix}:${key.kid}:${at}:${hmacSha256Hex(key.key, text(at))}`;
+}
+
+/** The time a `<prefix>:<kid>:<at>:<hex>` record says, when a key of the keyring signed it over `text`; else null. */
+function timedSignatureAt(prefix: string, keys: ChainKeys, record: string | null, text: (at: string) => string): string | null {
+  if (!record?.startsWith(`${prefix}:`)) return null;
+  const rest = record.slice(prefix.length + 1);
   const first = rest.indexOf(':');
   const last = rest.lastIndexOf(':');
   if (first <= 0 || first === last) return null;
   const key = keys(rest.slice(0, first));
   if (!key) return null;
-  const removedAt = rest.slice(first + 1, last);
-  return rest.slice(last + 1) === hmacSha256Hex(key, secretRemovedText(projectId, name, removedAt)) ? removedAt : null;
+  const at = rest.slice(first + 1, last);
+  return rest.slice(last + 1) === hmacSha256Hex(key, text(at)) ? at : null;
 }
 
 function secretRemovedText(projectId: string, name: string, removedAt: string): string {
