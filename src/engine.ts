@@ -6,7 +6,8 @@ import type { EngineFlags } from './domain/decider';
 import { startIntake } from './intake/server';
 import type { Keyring } from './security/keyring';
 import { Clock, systemClock } from './worker/clock';
-import { Worker } from './worker/worker';
+import { Handover } from './worker/handover';
+import { DEFAULT_CONCURRENCY, HANDED_PER_SLOT, Worker } from './worker/worker';
 
 /*
  * The whole engine in one process: a pool, the schema, the webhook intake and
@@ -61,6 +62,8 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
     log({ level: 'warn', msg: 'idle database connection lost', error: e.message }),
   );
   const workers: Worker[] = [];
+  // runs the intake hands to the workers, shared by them: any of them with a free slot takes the next
+  const handover = new Handover((opts.workers ?? 2) * (opts.concurrency ?? DEFAULT_CONCURRENCY) * HANDED_PER_SLOT);
   // read once for every worker of the process: the files given, and the journal the workers write
   const checkpoints = (opts.workers ?? 2) > 0 ? holdingOwnJournal(opts.checkpoints, opts.headJournal, opts.keyring.chainKeys()) : null;
   for (const problem of checkpoints?.problems ?? []) log({ level: 'warn', msg: 'checkpoint file', problem });
@@ -77,6 +80,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
           keyring: opts.keyring,
           headJournal: opts.headJournal,
           checkpoints,
+          handover,
           log,
         }),
       );
@@ -92,8 +96,16 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
       signatureToleranceSec: opts.signatureToleranceSec,
       headJournal: opts.headJournal,
       log,
-      // a new run is picked up at once instead of at the next poll
-      onRunStarted: () => workers[Math.floor(Math.random() * workers.length)]?.poke(),
+      // a new run is carried on at once by a worker with a free slot, from the state the intake committed
+      // (Worker.adopt); when none has one, a worker looks for it now instead of at the next poll
+      onRunStarted: (_runId, started) => {
+        if (workers.length === 0) return;
+        // the worker with the most free slots (the first of them from a random start), to wake for it
+        const first = Math.floor(Math.random() * workers.length);
+        let w = workers[first];
+        for (let i = 1; i < workers.length; i++) if (workers[(first + i) % workers.length].freeSlots > w.freeSlots) w = workers[(first + i) % workers.length];
+        if (!started || !w.adopt(started.run, started.version)) w.poke();
+      },
     });
     for (const w of workers) w.start();
     let stopped: Promise<void> | null = null;

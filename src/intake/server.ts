@@ -10,9 +10,10 @@ import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
 import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
-import { findIntakeTarget, intakeCache, IntakeTarget, NotFoundError, TamperedDefinitionError, TamperedProjectError } from '../store/registry';
+import { findIntakeTarget, intakeCache, IntakeTarget, type LoadedVersion, NotFoundError, TamperedDefinitionError, TamperedProjectError } from '../store/registry';
 import { DeliveryRecordBrokenError, DeliveryReusedError, runIdOfDelivery, startRun } from '../store/intake-start';
 import { readEvents } from '../store/log-read';
+import type { LoggedRun } from '../store/run-repository';
 import type { Failpoints } from '../faults/failpoints';
 import { HeadJournal } from '../integrity/checkpoints';
 import { Clock, systemClock } from '../worker/clock';
@@ -56,7 +57,11 @@ export interface IntakeOptions {
   /** recorded in each new run's RunStarted: the flags it is decided with for good */
   flags?: EngineFlags;
   log?: (entry: Record<string, unknown>) => void;
-  onRunStarted?: (runId: string) => void;
+  /**
+   * A run was started. `started` is the run as its first events left it and the version it runs: a worker of the
+   * same process may carry it on from there at once (Worker.adopt), with no claim and no load.
+   */
+  onRunStarted?: (runId: string, started?: { run: LoggedRun; version: LoadedVersion }) => void;
   /** where the start of a run can be made to fail on purpose (the crash-point sweep) */
   failpoints?: Failpoints;
   /** connections held at once; more are closed as they come (default: 1,024, or a quarter of the process's file limit if lower) */
@@ -708,7 +713,13 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       });
       log({ level: 'info', msg: started.duplicate ? 'delivery repeated' : 'run started', ...where, deliveryId, runId: started.runId, version: version.version });
       if (started.head) journal?.record({ projectId: target.project.id, runId: started.runId, ...started.head }, new Date());
-      if (!started.duplicate) opts.onRunStarted?.(started.runId);
+      if (!started.duplicate) {
+        const run: LoggedRun | undefined =
+          started.head && started.state
+            ? { runId: started.runId, projectId: target.project.id, workflowId: target.workflow.id, version: version.version, state: started.state, seq: started.head.seq, lastHash: started.head.hash }
+            : undefined;
+        opts.onRunStarted?.(started.runId, run && { run, version });
+      }
       return reply.code(started.duplicate ? 200 : 202).send({ runId: started.runId, deliveryId, duplicate: started.duplicate });
     },
   );

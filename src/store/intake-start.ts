@@ -2,7 +2,7 @@ import { createHash, createHmac } from 'node:crypto';
 import type { Pool } from 'pg';
 import { assertProjectId, inProject } from '../db/scope';
 import { sha256 } from '../domain/canonical';
-import { createDecider, engineInfo, fold, initialState } from '../domain/decider';
+import { createDecider, engineInfo, fold, initialState, type RunState } from '../domain/decider';
 import type { EngineInfo, RunEvent } from '../domain/events';
 import { ChainKey, ChainKeys, checkLink, genesisHash } from '../domain/hash-chain';
 import { toRunView } from '../domain/run-view';
@@ -62,6 +62,8 @@ export interface StartedRun {
   duplicate: boolean;
   /** the head the new run's first events committed (not for a duplicate) */
   head?: { seq: number; hash: string };
+  /** the new run as its first events left it (not for a duplicate): what a worker of this process can carry on from without loading it */
+  state?: RunState;
 }
 
 /** A run's first events: the engine's StartRun decision for a delivery, made at `at`. */
@@ -127,7 +129,7 @@ export async function startRun(db: Pool, s: StartRunInput): Promise<StartedRun> 
     const r = rows[0];
     if (r.duplicate) return await checkedDuplicate(db, s, { runId: r.run_id, bodySha: r.body_sha256 }, bodySha);
     if (fp?.armed) await fp.hit({ name: 'after-start-run', ...hit });
-    return { runId: s.runId, duplicate: false, head: { seq: last.seq, hash: last.hash } };
+    return { runId: s.runId, duplicate: false, head: { seq: last.seq, hash: last.hash }, state };
   } catch (e) {
     const code = (e as { code?: string }).code;
     // the run this delivery's id derives to is there already: a concurrent re-delivery committed it first, or the

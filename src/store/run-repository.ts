@@ -53,6 +53,12 @@ export interface RunRepository<R extends StoredRun = StoredRun> extends RunKeepe
   flush(): Promise<void>;
   /** Whether the run's record still ends where `run` says: nobody (an operator's action, another worker) moved it on since. */
   stillAt(run: R): Promise<boolean>;
+  /**
+   * Whether a run just started by this process may be acted on as it was committed, without a load: nothing this
+   * repository checks a loaded run against (a checkpoint, a head committed before) knows of it. Without this method
+   * no run is.
+   */
+  unknown?(runId: string): boolean;
 }
 
 /** A run of the event log: where its chain stands too. */
@@ -135,6 +141,12 @@ export class EventLogRepository implements RunRepository<LoggedRun> {
     this.committed.set(run.runId, { seq: committed.lastSeq, hash: committed.lastHash });
     if (this.committed.size > REMEMBERED_HEADS) this.committed.delete(this.committed.keys().next().value!);
     return { ...run, state: committed.state, seq: committed.lastSeq, lastHash: committed.lastHash };
+  }
+
+  unknown(runId: string): boolean {
+    // a run id derives from its delivery: a delivery sent again after the database was put back behind its run is
+    // started afresh under the same id, and only a load compares it with the heads seen before
+    return !this.committed.has(runId) && !this.o.checkpoints?.of(runId);
   }
 
   async flush(): Promise<void> {

@@ -141,7 +141,9 @@ export async function startWorkerProcess(s: WorkerSettings): Promise<WorkerProce
             failpoints: s.failpoints,
             log,
             headJournal: s.headJournal,
-            onRunStarted: () => worker.poke(),
+            onRunStarted: (_runId, started) => {
+              if (!started || !worker.adopt(started.run, started.version)) worker.poke();
+            },
           });
   } catch (e) {
     await pool.end().catch(() => undefined);

@@ -15,6 +15,7 @@ import { ConcurrencyError } from '../store/log-append';
 import { TamperedRunError } from '../store/run-load';
 import { EventLogRepository, RunRepository, StoredRun } from '../store/run-repository';
 import { Clock, systemClock } from './clock';
+import { Handover } from './handover';
 import { SendContext, sendRequest } from './http-client';
 
 /*
@@ -69,6 +70,8 @@ export interface WorkerOptions {
    * The bench's state-stored baseline passes its own.
    */
   repository?: RunRepository;
+  /** runs the process's intake hands to its workers, shared by them (default: this worker's own; src/worker/handover.ts) */
+  handover?: Handover;
 }
 
 export interface WorkerStats {
@@ -77,6 +80,8 @@ export interface WorkerStats {
   conflicts: number;
   errors: number;
   recoveries: number;
+  /** runs this process's intake had just started, carried on from the state it committed (no claim, no load) */
+  adopted: number;
 }
 
 export const DEFAULT_POLL_MS = 50;
@@ -84,6 +89,17 @@ export const DEFAULT_CONCURRENCY = 4;
 const LOCK_CLASS = 0x4d48; // "MH": keeps our advisory locks apart from anyone else's
 /** a secret added or a project setting changed reaches workers within this long */
 const SEND_CONTEXT_TTL_MS = 2_000;
+
+/** how long a worker woken by a new run's notification waits before it looks (see lock()) */
+const NOTIFIED_AFTER_MS = 2;
+
+/**
+ * Runs handed over by the intake kept waiting for a free slot, per slot; beyond them, claims find the rest among
+ * the due runs and load them. A burst the workers cannot keep up with waits here (a run's first state, a few kB
+ * each). Measured in a bench:e2e trial (1,000 webhooks from 16 senders, 8 slots): 2 a slot left 474 runs to be
+ * loaded, 32 a slot 286.
+ */
+export const HANDED_PER_SLOT = 32;
 
 /** A request sent later than this after the worker last knew where its run's record ends is checked still due first. */
 const STALE_AFTER_MS = 100;
@@ -98,7 +114,7 @@ class RunMovedOnError extends Error {
 
 export class Worker {
   readonly id: string;
-  readonly stats: WorkerStats = { batches: 0, runsFinished: 0, conflicts: 0, errors: 0, recoveries: 0 };
+  readonly stats: WorkerStats = { batches: 0, runsFinished: 0, conflicts: 0, errors: 0, recoveries: 0, adopted: 0 };
   private readonly pool: Pool;
   private readonly clock: Clock;
   private readonly failpoints: Failpoints;
@@ -111,6 +127,10 @@ export class Worker {
   /** per project: its opened secrets and whether it may call private addresses, read again after SEND_CONTEXT_TTL_MS */
   private readonly sendContexts = new Map<string, { at: number; ctx: Promise<SendContext> }>();
   private readonly inFlight = new Set<string>();
+  /** the advances under way (awaited when the worker stops) */
+  private readonly running = new Set<Promise<void>>();
+  /** runs handed over by the process's intake (adopt), waiting for a worker of the process: a claim takes them first */
+  private readonly handover: Handover;
   private lockClient: Client | null = null;
   /** pg allows one query at a time per client: lock and unlock calls queue here */
   private lockOps: Promise<unknown> = Promise.resolve();
@@ -135,6 +155,7 @@ export class Worker {
     this.failpoints = opts.failpoints ?? Failpoints.none();
     this.pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
     this.concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
+    this.handover = opts.handover ?? new Handover(this.concurrency * HANDED_PER_SLOT);
     this.random = opts.random ?? Math.random;
     this.log = opts.log ?? (() => undefined);
     this.group = opts.groupCommit === false || opts.repository ? undefined : new GroupCommit(this.pool);
@@ -177,9 +198,45 @@ export class Worker {
     this.wake?.();
   }
 
+  /**
+   * Carry on a run this process's intake has just started, from the state its first events left it in, instead of
+   * finding it among the due runs and reading it back with a load (the log parsed and its chain checked again for
+   * what this process has just written). The run waits here for a free slot, and the next claim locks it before
+   * any other run, as it locks those. False, and nothing done, when this worker already holds as many as it can
+   * take soon, is stopping, or keeps runs where their first state cannot be taken on trust: the run stays due,
+   * and a claim (this worker's or any other's) takes it as before. Correctness does not rest on this: the first
+   * append names the sequence the intake committed, and loses to anyone who moved the run on since (an
+   * operator, another process's worker).
+   */
+  adopt(run: StoredRun, version?: LoadedVersion): boolean {
+    if (this.opts.ignoreLocks || !this.loop || this.stopping || !this.repository.unknown?.(run.runId)) return false;
+    if (!this.handover.offer({ run, version })) return false;
+    this.nudge();
+    return true;
+  }
+
+  /** Runs this worker could take on now. */
+  get freeSlots(): number {
+    return this.concurrency - this.inFlight.size;
+  }
+
+  private hold(runId: string): void {
+    this.inFlight.add(runId);
+    this.handover.hold(runId);
+  }
+
+  /** Advance a run this worker holds, counted among the runs under way. */
+  private spawn(runId: string, projectId: string, adopted?: StoredRun): void {
+    const p = this.advance(runId, projectId, adopted).finally(() => {
+      this.running.delete(p);
+      // a slot is free: look for more work now rather than at the next poll
+      this.nudge();
+    });
+    this.running.add(p);
+  }
+
   private async run(): Promise<void> {
     this.warmPool();
-    const running = new Set<Promise<void>>();
     // while the database is away: one line when claims start failing, one when they work again,
     // and a backoff between tries (doubling from pollMs, at most a second) instead of a line per poll
     let failing = 0;
@@ -190,14 +247,9 @@ export class Worker {
       try {
         const free = this.concurrency - this.inFlight.size;
         if (free > 0) {
-          for (const { id: runId, projectId } of await this.claim(free)) {
+          for (const { id: runId, projectId, adopted } of await this.claim(free)) {
             claimed++;
-            const p = this.advance(runId, projectId).finally(() => {
-              running.delete(p);
-              // a slot is free: look for more work now rather than at the next poll
-              this.nudge();
-            });
-            running.add(p);
+            this.spawn(runId, projectId, adopted);
           }
         }
       } catch (e) {
@@ -227,7 +279,7 @@ export class Worker {
       }
       this.woken = false;
     }
-    await Promise.allSettled([...running]);
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
     await this.repository.flush();
   }
 
@@ -266,8 +318,10 @@ export class Worker {
       this.log({ level: 'warn', worker: this.id, msg: 'lock session lost', error: e.message });
       if (this.lockClient === c) this.lockClient = null;
     });
-    // a new run wakes this worker (migrations/006_wake_workers.sql); polling remains the fallback
-    c.on('notification', () => this.nudge());
+    // a new run wakes this worker (migrations/006_wake_workers.sql); polling remains the fallback. The wake-up waits
+    // a moment: a run this process's intake started is told about as its commit returns, about when the
+    // notification comes, and handed over (adopt) it needs no load; claimed first from the notification, it does
+    c.on('notification', () => setTimeout(() => this.nudge(), NOTIFIED_AFTER_MS));
     await c.connect();
     try {
       await c.query('LISTEN meshhook_due');
@@ -296,29 +350,52 @@ export class Worker {
    * on the lock session, which takes each lock as it finds a due run it does
    * not hold yet and stops at `max`.
    */
-  private async claim(max: number): Promise<Array<{ id: string; projectId: string }>> {
+  private async claim(max: number): Promise<Array<{ id: string; projectId: string; adopted?: StoredRun }>> {
     const now = this.clock.now();
     const wall = Date.now();
-    const skip = [...this.inFlight];
-    for (const [id, b] of this.backoffUntil) if (b.at > wall) skip.push(id);
+    const backedOff: string[] = [];
+    for (const [id, b] of this.backoffUntil) if (b.at > wall) backedOff.push(id);
     if (this.opts.ignoreLocks) {
+      const skip = [...this.inFlight, ...backedOff];
       const { rows } = await this.pool.query<{ id: string; project_id: string }>(`SELECT id, project_id FROM ${this.repository.dueRuns}($1, $2) WHERE NOT (id = ANY($3::uuid[])) LIMIT $4`, [now, max * 4, skip, max]);
-      for (const { id } of rows) this.inFlight.add(id);
+      for (const { id } of rows) this.hold(id);
       return rows.map(({ id, project_id }) => ({ id, projectId: project_id }));
     }
     const lock = await this.lock();
     // the inner query is fenced (OFFSET 0) so runs this worker holds are left out before a lock is tried:
-    // session locks are re-entrant, and a second hold of one would never be released
-    const { rows } = await this.onLock(() =>
-      lock.query<{ id: string; project_id: string }>(
+    // session locks are re-entrant, and a second hold of one would never be released. What it holds, and what was
+    // handed over, is read when the statement takes its turn on the lock session
+    return this.onLock(async () => {
+      const room = Math.min(max, this.concurrency - this.inFlight.size);
+      if (room <= 0) return [];
+      // runs handed over come first (oldest first), then the due runs less those, the ones still waiting to be
+      // handed over, and the ones held or backed off (a run the process's workers hold is never handed over)
+      const handed = this.handover.take(room);
+      const skip = [...this.inFlight, ...backedOff, ...handed.map((h) => h.run.runId), ...this.handover.waitingIds()];
+      const { rows } = await lock.query<{ id: string; project_id: string }>(
         `SELECT id, project_id FROM (
-           SELECT id, project_id FROM ${this.repository.dueRuns}($1, $2) WHERE NOT (id = ANY($3::uuid[])) OFFSET 0
+           SELECT h.id, h.project_id FROM unnest($6::uuid[], $7::uuid[]) AS h(id, project_id)
+           UNION ALL
+           (SELECT id, project_id FROM ${this.repository.dueRuns}($1, $2) WHERE NOT (id = ANY($3::uuid[])))
+           OFFSET 0
          ) due WHERE pg_try_advisory_lock($4, hashtext(id::text)) LIMIT $5`,
-        [now, max * 4, skip, LOCK_CLASS, max],
-      ),
-    );
-    for (const { id } of rows) this.inFlight.add(id);
-    return rows.map(({ id, project_id }) => ({ id, projectId: project_id }));
+        [now, room * 4, skip, LOCK_CLASS, room, handed.map((h) => h.run.runId), handed.map((h) => h.run.projectId)],
+      );
+      const byId = new Map(handed.map((h) => [h.run.runId, h]));
+      const mine: Array<{ id: string; projectId: string; adopted?: StoredRun }> = [];
+      for (const { id, project_id } of rows) {
+        // (found among the due runs while it was being handed over, it is taken here, from a load)
+        this.hold(id);
+        const h = byId.get(id);
+        if (h) {
+          this.stats.adopted++;
+          if (h.version && !this.versions.has(versionKey(h.run))) this.versions.set(versionKey(h.run), Promise.resolve(h.version));
+        }
+        mine.push({ id, projectId: project_id, adopted: h?.run });
+      }
+      // a run handed over and not locked is held by another worker, which claimed it first: it is that worker's
+      return mine;
+    });
   }
 
   /**
@@ -330,6 +407,7 @@ export class Worker {
    */
   private release(runId: string): Promise<void> {
     this.inFlight.delete(runId);
+    this.handover.release(runId);
     if (!this.lockClient) return Promise.resolve();
     this.unlocks.push(runId);
     this.unlocking ??= this.onLock(async () => {
@@ -348,7 +426,7 @@ export class Worker {
   }
 
   private async deciderFor(run: StoredRun): Promise<RunDecider> {
-    const key = `${run.workflowId}:${run.version}`;
+    const key = versionKey(run);
     let loading = this.versions.get(key);
     if (!loading) {
       loading = loadVersion(this.pool, run.projectId, run.workflowId, run.version, { keys: this.opts.keyring?.chainKeys() });
@@ -390,13 +468,14 @@ export class Worker {
   }
 
   /** Drive one run as far as it can go now. */
-  private async advance(runId: string, projectId: string): Promise<void> {
+  private async advance(runId: string, projectId: string, adopted?: StoredRun): Promise<void> {
     try {
-      // the repository checks the run may be acted on (its log genuine) before giving it
+      // the repository checks the run may be acted on (its log genuine) before giving it; a run adopted from this
+      // process's intake is as it committed it
       // when this worker last knew where the run's record ends: the read its state came from, then each commit it asks
       // for (a stall between them, in loading the run's version or recovering it, counts)
       let knownAt = performance.now();
-      const loaded = await this.repository.load(projectId, runId);
+      const loaded = adopted ?? (await this.repository.load(projectId, runId));
       if (!loaded) return;
       let run: StoredRun = loaded;
       const decider = await this.deciderFor(run);
@@ -461,6 +540,10 @@ export class Worker {
       await this.release(runId);
     }
   }
+}
+
+function versionKey(run: Pick<StoredRun, 'workflowId' | 'version'>): string {
+  return `${run.workflowId}:${run.version}`;
 }
 
 /** A run found mid-step was left by a worker that stopped without finishing it. */

@@ -1,0 +1,66 @@
+import type { StoredRun } from '../store/run-repository';
+import type { LoadedVersion } from '../store/registry';
+
+/*
+ * Runs this process's intake has just started, handed to the process's workers so that one of them carries the
+ * run on from the state the intake committed instead of finding it among the due runs and loading it back
+ * (Worker.adopt). One per process, shared by its workers: a run waits here, oldest first, until a worker with a
+ * free slot takes it, and every worker's claim leaves the waiting ones to this queue. It also knows which runs
+ * the process's workers hold, so a run one of them holds already is never handed over again.
+ *
+ * Nothing here is needed for correctness: a run handed over is still due in the database, a worker locks it
+ * before it acts, and its first append names the sequence the intake committed (anyone who moved the run on
+ * since wins). A run left here when the process stops is found by the next claim.
+ */
+
+export interface HandedRun {
+  run: StoredRun;
+  /** the version it runs, as the intake loaded and checked it */
+  version?: LoadedVersion;
+}
+
+export class Handover {
+  private readonly waiting = new Map<string, HandedRun>();
+  private readonly held = new Set<string>();
+
+  /** `capacity`: runs kept waiting at most; beyond it a run is left to the claims (they find it among the due runs) */
+  constructor(private readonly capacity: number) {}
+
+  /** Keep a run for the next worker with a free slot; false when it is held or waiting already, or the queue is full. */
+  offer(h: HandedRun): boolean {
+    const id = h.run.runId;
+    if (this.held.has(id) || this.waiting.has(id) || this.waiting.size >= this.capacity) return false;
+    this.waiting.set(id, h);
+    return true;
+  }
+
+  /** Up to `n` waiting runs, oldest first, taken out of the queue. */
+  take(n: number): HandedRun[] {
+    const out: HandedRun[] = [];
+    for (const [id, h] of this.waiting) {
+      if (out.length >= n) break;
+      this.waiting.delete(id);
+      out.push(h);
+    }
+    return out;
+  }
+
+  /** The runs still waiting: a claim leaves them to this queue. */
+  waitingIds(): string[] {
+    return [...this.waiting.keys()];
+  }
+
+  /** A worker of the process holds the run (claimed or handed over): it is not handed over again while it does. */
+  hold(runId: string): void {
+    this.held.add(runId);
+    this.waiting.delete(runId);
+  }
+
+  release(runId: string): void {
+    this.held.delete(runId);
+  }
+
+  get size(): number {
+    return this.waiting.size;
+  }
+}

@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { initialState } from '../../src/domain/decider';
+import { Handover } from '../../src/worker/handover';
+
+const run = (n: number) => ({ run: { runId: `run-${n}`, projectId: 'p', workflowId: 'w', version: 1, state: initialState(), seq: 1 } });
+
+describe('the handover of runs from the intake to the workers of its process', () => {
+  it('gives runs oldest first, each once', () => {
+    const h = new Handover(10);
+    for (let i = 1; i <= 4; i++) assert.equal(h.offer(run(i)), true);
+    assert.deepEqual(h.take(3).map((x) => x.run.runId), ['run-1', 'run-2', 'run-3']);
+    assert.deepEqual(h.waitingIds(), ['run-4']);
+    assert.deepEqual(h.take(3).map((x) => x.run.runId), ['run-4']);
+    assert.deepEqual(h.take(3), []);
+  });
+
+  it('leaves a run to the claims when the queue is full', () => {
+    const h = new Handover(2);
+    assert.equal(h.offer(run(1)), true);
+    assert.equal(h.offer(run(2)), true);
+    assert.equal(h.offer(run(3)), false);
+    assert.equal(h.size, 2);
+  });
+
+  it('never hands over a run a worker of the process holds, nor one waiting already', () => {
+    const h = new Handover(10);
+    h.hold('run-1');
+    assert.equal(h.offer(run(1)), false, 'held: it is claimed already');
+    h.release('run-1');
+    assert.equal(h.offer(run(1)), true);
+    assert.equal(h.offer(run(1)), false, 'waiting already');
+    h.hold('run-1');
+    assert.deepEqual(h.waitingIds(), [], 'a run a worker takes from the due runs leaves the queue');
+  });
+});
