@@ -10,6 +10,9 @@ import { ENGINE_TABLES } from './schema-seal';
  * index and that the index is in order under today's collation.
  */
 
+/** pg_type oids of regclass and boolean (fixed since Postgres 7) */
+const [REGCLASS, BOOL] = [2205, 16];
+
 export interface IndexCheck {
   /** false: amcheck is not installed or not granted to this role (a Postgres without its contrib modules) */
   available: boolean;
@@ -18,12 +21,27 @@ export interface IndexCheck {
 }
 
 export async function checkIndexes(db: Pool): Promise<IndexCheck> {
-  const { rows: fns } = await db.query<{ schema: string }>(
-    `SELECT n.nspname AS schema FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-     WHERE p.proname = 'bt_index_check' AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE') LIMIT 1`,
+  // amcheck's own bt_index_check(regclass, boolean): a member of the extension (sealed with its schema and version),
+  // in the C library it ships with, and the one the call below resolves to. Found by name alone, the first of any
+  // schema's would do: a superuser put one that checks nothing into pg_toast (a schema the seal passes over),
+  // re-created the extension after it so that theirs was read first, and an index that lied was never named
+  const { rows: fns } = await db.query<{ oid: number; schema: string; args: string; lang: string; probin: string | null; prosrc: string; member: boolean }>(
+    `SELECT p.oid, n.nspname AS schema, p.proargtypes::pg_catalog.text AS args, l.lanname AS lang, p.probin, p.prosrc,
+            EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+                    WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+                      AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e' AND e.extname = 'amcheck') AS member
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+     WHERE p.proname = 'bt_index_check' AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')`,
   );
-  if (!fns[0]) return { available: false, problems: [] };
-  const schema = fns[0].schema.replace(/"/g, '""');
+  const members = fns.filter((f) => f.member && f.args === `${REGCLASS} ${BOOL}`);
+  if (members.length === 0) return { available: false, problems: [] };
+  const fn = members.find((f) => f.lang === 'c' && f.probin === '$libdir/amcheck' && f.prosrc === 'bt_index_check');
+  const call = fn ? `"${fn.schema.replace(/"/g, '""')}".bt_index_check(pg_catalog.regclass, pg_catalog.bool)` : null;
+  const resolved = call ? (await db.query<{ oid: number }>('SELECT $1::pg_catalog.regprocedure::pg_catalog.oid AS oid', [call])).rows[0] : null;
+  if (!fn || Number(resolved?.oid) !== Number(fn.oid)) {
+    return { available: true, problems: [`amcheck's bt_index_check(regclass, boolean) is not the extension's own (replaced, or another answers its name), so no index was checked against its table`] };
+  }
+  const schema = fn.schema.replace(/"/g, '""');
   const { rows } = await db.query<{ index_oid: number; index_name: string; table_name: string }>(
     `SELECT i.indexrelid AS index_oid, ic.relname AS index_name, c.relname AS table_name
      FROM pg_catalog.pg_index i
@@ -38,7 +56,7 @@ export async function checkIndexes(db: Pool): Promise<IndexCheck> {
   const problems: string[] = [];
   for (const r of rows) {
     try {
-      await db.query(`SELECT "${schema}".bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, true)`, [r.index_oid]);
+      await db.query(`SELECT "${schema}".bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, true::pg_catalog.bool)`, [r.index_oid]);
     } catch (e) {
       // only what amcheck says of the index's contents (data_corrupted, index_corrupted); a lost connection or a
       // cancel is not a finding about the index, and fails the verification as the error it is

@@ -77,4 +77,53 @@ describe('indexes checked against their tables', { timeout: 120_000 }, () => {
     assert.equal(seen.code, 1, seen.out + seen.err);
     assert.match(seen.out, /NOT ok {2}index {2}index workflow_versions_pkey on workflow_versions does not hold what its table holds/);
   });
+
+  it("a bt_index_check of the superuser's own, in pg_toast and read before amcheck's, does not hide an index that lies", async (t) => {
+    const { url, pool } = await dbs.fresh();
+    if ((await pool.query(`SELECT 1 FROM pg_extension WHERE extname = 'amcheck'`)).rowCount === 0) return t.skip('no amcheck on this Postgres');
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+    await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:10'));
+    const c = await pool.connect();
+    try {
+      // pg_toast is a system schema the seal passes over: functions there are no engine object. The extension
+      // dropped and made again (same version, schema and grants: the seal sees the same objects) puts amcheck's own
+      // functions after these in pg_proc, so a lookup by name alone found these first
+      for (const args of ['regclass', 'regclass, boolean', 'regclass, boolean, boolean']) {
+        await c.query(`CREATE FUNCTION pg_toast.bt_index_check(${args}) RETURNS void LANGUAGE sql AS 'SELECT'`);
+      }
+      await c.query('GRANT USAGE ON SCHEMA pg_toast TO PUBLIC');
+      const { rows } = await c.query<{ schema: string }>(`SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'`);
+      await c.query(`DROP EXTENSION amcheck; CREATE EXTENSION amcheck SCHEMA "${rows[0].schema}"`);
+      await c.query(`GRANT EXECUTE ON FUNCTION "${rows[0].schema}".bt_index_check(regclass, boolean) TO meshhook_engine`);
+      // and the latest version hidden, as above
+      await c.query('VACUUM FULL workflow_versions');
+      await c.query('CREATE TABLE public.wv_shadow (LIKE public.workflow_versions)');
+      await c.query('INSERT INTO public.wv_shadow SELECT * FROM public.workflow_versions ORDER BY ctid');
+      await c.query('DELETE FROM public.wv_shadow WHERE version = 2');
+      await c.query('CREATE UNIQUE INDEX wv_shadow_pk ON public.wv_shadow (workflow_id, version)');
+      await c.query(`UPDATE pg_catalog.pg_class c SET relfilenode = CASE c.oid WHEN 'public.workflow_versions_pkey'::regclass
+                       THEN (SELECT relfilenode FROM pg_class WHERE oid = 'public.wv_shadow_pk'::regclass)
+                       ELSE (SELECT relfilenode FROM pg_class WHERE oid = 'public.workflow_versions_pkey'::regclass) END
+                     WHERE c.oid IN ('public.workflow_versions_pkey'::regclass, 'public.wv_shadow_pk'::regclass)`);
+      await c.query('DROP TABLE public.wv_shadow');
+    } finally {
+      c.release();
+    }
+    const seen = await cli(['verify', '--all'], env);
+    assert.equal(seen.code, 1, seen.out + seen.err);
+    assert.match(seen.out, /NOT ok {2}index {2}index workflow_versions_pkey on workflow_versions does not hold what its table holds/);
+  });
+
+  it("amcheck's bt_index_check replaced by one that checks nothing is named by verify --all", async (t) => {
+    const { url, pool } = await dbs.fresh();
+    if ((await pool.query(`SELECT 1 FROM pg_extension WHERE extname = 'amcheck'`)).rowCount === 0) return t.skip('no amcheck on this Postgres');
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const { rows } = await pool.query<{ schema: string }>(`SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'`);
+    // (in public the seal names it too; in a schema of its own only this check would)
+    await pool.query(`CREATE OR REPLACE FUNCTION "${rows[0].schema}".bt_index_check(index regclass, heapallindexed boolean) RETURNS void LANGUAGE sql AS 'SELECT'`);
+    const seen = await cli(['verify', '--all'], env);
+    assert.equal(seen.code, 1, seen.out + seen.err);
+    assert.match(seen.out, /NOT ok {2}index {2}amcheck's bt_index_check\(regclass, boolean\) is not the extension's own/);
+  });
 });
