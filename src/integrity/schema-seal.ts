@@ -80,6 +80,15 @@ const BUILT_IN_ROWS_SINCE_025: ReadonlyArray<[string, string[]]> = [
   ['access methods built into pg_catalog', ['pg_am']],
 ];
 
+/**
+ * Since migration 029: pg_catalog's built-in functions row by row, every column. The hash of them above holds the
+ * columns that say what a function runs (source, library, language, argument types, ...), not its default arguments
+ * (`proargdefaults`: `jsonb_set`'s `create_if_missing` made false), the SQL body of one written in SQL
+ * (`prosqlbody`: `lpad` given `rpad`'s), or its planner support function (`prosupport`, which may rewrite a call):
+ * each a plain UPDATE of pg_proc that changed how a built-in answers while that hash stood.
+ */
+const BUILT_IN_ROWS_SINCE_029: ReadonlyArray<[string, string[]]> = [['definitions of pg_catalog\'s built-in functions', ['pg_proc']]];
+
 /** The catalogs, functions and types the read below names: each must be initdb's own. */
 const CATALOGS_READ = [
   'pg_database', 'pg_roles', 'pg_namespace', 'pg_class', 'pg_attribute', 'pg_attrdef', 'pg_index', 'pg_inherits', 'pg_policy',
@@ -208,7 +217,7 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   // ───── the engine's tables
   const tables = (
     await q(
-      'SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl, c.relhastriggers, c.relhasindex, c.relpersistence FROM pg_catalog.pg_class c WHERE c.relnamespace = $1',
+      'SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl, c.relhastriggers, c.relhasindex, c.relpersistence, c.relchecks FROM pg_catalog.pg_class c WHERE c.relnamespace = $1',
       [publicOid],
     )
   )
@@ -289,10 +298,11 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   }
 
   const constraintName = new Map<number, string>();
-  for (const k of await q(
-    'SELECT k.oid, k.conname, k.conrelid, k.contype, pg_catalog.pg_get_constraintdef(k.oid) AS def FROM pg_catalog.pg_constraint k WHERE k.conrelid = ANY($1::pg_catalog.oid[])',
+  const constraints = await q(
+    'SELECT k.oid, k.conname, k.conrelid, k.contype, k.conpfeqop, k.conppeqop, k.conffeqop, pg_catalog.pg_get_constraintdef(k.oid) AS def FROM pg_catalog.pg_constraint k WHERE k.conrelid = ANY($1::pg_catalog.oid[])',
     [tableOids],
-  )) {
+  );
+  for (const k of constraints) {
     constraintName.set(k.oid, `${k.conname} on ${tableName.get(k.conrelid)}`);
     const states = (enforcing.get(k.oid) ?? []).sort();
     out[`constraint ${k.conname} on ${tableName.get(k.conrelid)}`] = `${k.contype} ${hash(k.def)}${states.length ? ` triggers=${states.join(',')}` : ''}`;
@@ -372,7 +382,7 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   out["pg_catalog's built-in functions"] = hash(builtIn.map((p) => JSON.stringify(Object.values(p))).join('\n'));
   // the rows of the built-in operators, types and operator classes, which a superuser can edit in place (the uuid
   // `=` made to call `<=`): each catalog's built-in rows hashed as one, read as text and ordered here
-  for (const [what, catalogs] of [...BUILT_IN_ROWS, ...BUILT_IN_ROWS_SINCE_022, ...BUILT_IN_ROWS_SINCE_025]) {
+  for (const [what, catalogs] of [...BUILT_IN_ROWS, ...BUILT_IN_ROWS_SINCE_022, ...BUILT_IN_ROWS_SINCE_025, ...BUILT_IN_ROWS_SINCE_029]) {
     const rows: Array<{ oid: number; row: string }> = [];
     for (const table of catalogs) {
       if (table === 'pg_collation') {
@@ -408,6 +418,19 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
     enforcedBy.set(of, [...(enforcedBy.get(of) ?? []), JSON.stringify(what)]);
   }
   for (const [of, list] of enforcedBy) out[of] = hash(list.sort().join('\n'));
+
+  // ───── (since migration 029) whether Postgres checks the tables' CHECK constraints at all, and the operators each
+  // foreign key compares with. Again plain UPDATEs, no DDL, that nothing above prints: `pg_class.relchecks = 0` and
+  // Postgres loads no CHECK constraint of the table (a project slug, a secret name, a run's status no longer
+  // checked), while pg_constraint lists each as it was; `pg_constraint.conpfeqop` set to `<>` on the run id and the
+  // foreign key tying an event to its run asks for any other run of the project, and takes an event of a run that
+  // does not exist, while pg_get_constraintdef prints it as it was
+  for (const t of tables) out[`checking on ${t.relname}`] = `checks=${t.relchecks}`;
+  const oids = (v: unknown): string => (Array.isArray(v) ? v.join(',') : v == null ? '' : String(v));
+  for (const k of constraints) {
+    if (k.contype !== 'f') continue;
+    out[`comparisons of constraint ${k.conname} on ${tableName.get(k.conrelid)}`] = `pf=${oids(k.conpfeqop)} pp=${oids(k.conppeqop)} ff=${oids(k.conffeqop)}`;
+  }
 
   const called = new Set<number>([
     ...triggers.filter((g) => !g.tgisinternal).map((g) => g.tgfoid),
@@ -583,23 +606,29 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
   const out: string[] = [];
   for (const [name, was] of Object.entries(sealed)) {
     const is = now[name];
-    // a constraint dropped or added takes the triggers enforcing it with it: named once, as the constraint
-    if (name.startsWith('enforcement of constraint ') && is === undefined && now[name.slice('enforcement of '.length)] === undefined) continue;
+    // a constraint dropped or added takes the triggers enforcing it and its comparisons with it: named once, as the constraint
+    if (ofConstraint(name) && is === undefined && now[ofConstraint(name)!] === undefined) continue;
     if (is === undefined) out.push(`${name} ${plural(name) ? 'are' : 'is'} gone`);
     else if (is !== was) out.push(`${name} ${changeOf(name, was, is)}`);
   }
   for (const [name, is] of Object.entries(now)) {
     if (name in sealed) continue;
-    if (name.startsWith('enforcement of constraint ') && !(name.slice('enforcement of '.length) in sealed)) continue;
+    if (ofConstraint(name) && !(ofConstraint(name)! in sealed)) continue;
     // a setting says itself what it does: `search_path=evil, public`
     out.push(`${name} ${plural(name) ? 'were' : 'was'} added behind the engine's back${name.startsWith('settings ') ? ` (${is})` : ''}`);
   }
   return out.sort();
 }
 
+/** "constraint … on …" for what is part of a constraint ("enforcement of constraint …", "comparisons of constraint …"). */
+function ofConstraint(name: string): string | null {
+  const m = /^(?:enforcement|comparisons) of (constraint .*)$/.exec(name);
+  return m ? m[1] : null;
+}
+
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods )/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog)/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
@@ -628,6 +657,7 @@ const LABELS: Record<string, string> = {
   hastriggers: 'whether Postgres fires its triggers at all (pg_class.relhastriggers)',
   hasindex: 'whether Postgres keeps its indexes and unique keys on insert (pg_class.relhasindex)',
   persistence: 'its persistence (p: logged, u: unlogged, emptied by a crash)',
+  checks: 'how many CHECK constraints Postgres loads for it (pg_class.relchecks; 0: none is checked)',
 };
 
 const LISTS = new Set(['member_of', 'members', 'tables', 'schemas']);
@@ -643,6 +673,8 @@ function changeOf(name: string, was: string, is: string): string {
     return was.split(' ')[0] !== is.split(' ')[0] ? 'was replaced' : 'changed owner or grants';
   }
   if (name.startsWith('enforcement of ')) return 'was edited in pg_trigger: a trigger enforcing it calls another function or fires on other events';
+  if (name.startsWith('comparisons of ')) return `were edited in pg_constraint: its foreign key compares with other operators (${is}; they were ${was})`;
+  if (name.startsWith('definitions of pg_catalog')) return 'were changed: a row of pg_proc was edited in place (a default argument, a SQL body, a planner support function, ...)';
   if (name.startsWith('constraint ')) {
     const [a, b] = [fieldsOf(was), fieldsOf(is)];
     if (a[''] !== b['']) return 'was redefined';
@@ -654,7 +686,7 @@ function changeOf(name: string, was: string, is: string): string {
   if (name.startsWith('server setting ')) return `is ${is || 'empty'} (it was ${was || 'empty'}): set server-wide (ALTER SYSTEM or postgresql.conf)`;
   if (name.startsWith('columns of ')) return 'were changed: a column added, dropped or renamed, or its type, NOT NULL, default or collation changed';
   if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;
-  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index|database|firing) /.test(name)) return 'was changed';
+  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index|database|firing|checking) /.test(name)) return 'was changed';
   const [a, b] = [fieldsOf(was), fieldsOf(is)];
   const onOff = (v: string) => (v === 'true' ? 'on' : v === 'false' ? 'off' : v);
   const changes: string[] = [];
