@@ -332,11 +332,17 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   }
 
   // ───── settings every connection to this database starts with
+  // (the database's own, ALTER DATABASE … SET, and every role's in every database, ALTER ROLE ALL SET, share one
+  // name: both are held under it, the database's first. Written one over the other, the one read last hid the
+  // other: ALTER ROLE ALL SET synchronous_commit = off, then the database's own setting set again to move its row
+  // after it, and the seal read the database's setting as sealed)
+  const settings = new Map<string, Array<[number, string]>>();
   for (const s of await q('SELECT s.setdatabase, s.setrole, s.setconfig FROM pg_catalog.pg_db_role_setting s')) {
     if (s.setdatabase !== 0 && s.setdatabase !== databaseOid) continue;
     const whose = s.setrole === 0 ? 'the database' : `role ${roleName(s.setrole)}${s.setdatabase === 0 ? '' : ' in the database'}`;
-    out[`settings for ${whose}`] = (s.setconfig as string[]).join('; ');
+    settings.set(`settings for ${whose}`, [...(settings.get(`settings for ${whose}`) ?? []), [s.setdatabase === 0 ? 1 : 0, (s.setconfig as string[]).join('; ')]]);
   }
+  for (const [name, each] of settings) out[name] = each.sort((a, b) => a[0] - b[0]).map(([, config]) => config).join('; ');
 
   // ───── server-wide settings every engine session starts with that switch its defences off (readable by any role,
   // though only a superuser may set them): `session_replication_role = replica` in postgresql.auto.conf stops every

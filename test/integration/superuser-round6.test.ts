@@ -95,4 +95,27 @@ describe('a database superuser, round 6', { timeout: 120_000 }, () => {
     assert.equal(seen.code, 1, seen.out + seen.err);
     assert.match(seen.out, /NOT ok {2}schema {2}definitions of pg_catalog's built-in functions were changed: a row of pg_proc was edited in place/);
   });
+
+  it("a setting for every role (ALTER ROLE ALL SET) is named beside the database's own setting, whichever row Postgres reads last", async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const [{ db }] = (await pool.query<{ db: string }>('SELECT current_database() AS db')).rows;
+    // the deployment's own setting of its database (a provider's, say), reviewed and sealed by its owner
+    await pool.query(`ALTER DATABASE ${db} SET "app.settings.jwt_exp" = '3600'`);
+    const sealed = await cli(['seal-schema', '--confirm'], env);
+    assert.equal(sealed.code, 0, sealed.out + sealed.err);
+    assert.equal((await cli(['verify', '--all'], env)).code, 0);
+    try {
+      // every session in every database commits without waiting for its WAL to reach the disk: a crash loses what
+      // the engine was told was committed. Then the database's own setting set again, so its row is read last
+      await pool.query(`ALTER ROLE ALL SET synchronous_commit = off`);
+      await pool.query(`ALTER DATABASE ${db} SET "app.settings.jwt_exp" = '3600'`);
+      const seen = await cli(['verify', '--all'], env);
+      assert.equal(seen.code, 1, seen.out + seen.err);
+      assert.match(seen.out, /NOT ok {2}schema {2}settings for the database are app\.settings\.jwt_exp=3600; synchronous_commit=off \(they were app\.settings\.jwt_exp=3600\)/);
+    } finally {
+      await pool.query('ALTER ROLE ALL RESET ALL');
+    }
+    assert.equal((await cli(['verify', '--all'], env)).code, 0, 'quiet once put back');
+  });
 });
