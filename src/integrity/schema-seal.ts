@@ -106,7 +106,7 @@ const TYPES_READ = ['oid', 'text', 'int4', 'name', 'bool', 'regclass', 'regproce
 /** "built-in", or each catalog, function or type this read names that is not initdb's own any more. */
 async function catalogsRead(q: (sql: string, params?: unknown[]) => Promise<Row[]>, version: number): Promise<string> {
   const names: Array<[string, string]> = [
-    ...[...CATALOGS_READ, ...(version >= 150000 ? ['pg_publication_namespace'] : [])].map((n): [string, string] => [`pg_catalog.${n}`, 'regclass']),
+    ...[...CATALOGS_READ, ...(version >= 150000 ? ['pg_publication_namespace', 'pg_parameter_acl'] : [])].map((n): [string, string] => [`pg_catalog.${n}`, 'regclass']),
     ...FUNCTIONS_READ.map((f): [string, string] => [`pg_catalog.${f}`, 'regprocedure']),
     ...TYPES_READ.map((t): [string, string] => [`pg_catalog.${t}`, 'regtype']),
   ];
@@ -329,6 +329,16 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
     const members = list(memberships.filter((m) => m.roleid === r.oid).map((m) => grantOf(m, m.member)));
     out[`role ${r.rolname}`] =
       `superuser=${r.rolsuper} inherit=${r.rolinherit} createrole=${r.rolcreaterole} createdb=${r.rolcreatedb} replication=${r.rolreplication} bypassrls=${r.rolbypassrls} member_of=${memberOf} members=${members}`;
+  }
+
+  // ───── (since migration 029) who may set which server setting beyond what it allows by itself (GRANT SET | ALTER
+  // SYSTEM ON PARAMETER, Postgres 15 and later): `GRANT SET ON PARAMETER session_replication_role TO meshhook_engine`
+  // let the engine's role switch off the log's append-only and gap-free triggers and every foreign key in its own
+  // sessions, while the role itself was as sealed
+  if (version >= 150000) {
+    for (const p of await q('SELECT p.parname, p.paracl FROM pg_catalog.pg_parameter_acl p')) {
+      if (noneIfEmpty(p.paracl)) out[`parameter ${p.parname}`] = `acl=${acl(p.paracl)}`;
+    }
   }
 
   // ───── settings every connection to this database starts with
@@ -621,7 +631,7 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
     if (name in sealed) continue;
     if (ofConstraint(name) && !(ofConstraint(name)! in sealed)) continue;
     // a setting says itself what it does: `search_path=evil, public`
-    out.push(`${name} ${plural(name) ? 'were' : 'was'} added behind the engine's back${name.startsWith('settings ') ? ` (${is})` : ''}`);
+    out.push(`${name} ${plural(name) ? 'were' : 'was'} added behind the engine's back${name.startsWith('settings ') || name.startsWith('parameter ') ? ` (${is})` : ''}`);
   }
   return out.sort();
 }
@@ -692,7 +702,7 @@ function changeOf(name: string, was: string, is: string): string {
   if (name.startsWith('server setting ')) return `is ${is || 'empty'} (it was ${was || 'empty'}): set server-wide (ALTER SYSTEM or postgresql.conf)`;
   if (name.startsWith('columns of ')) return 'were changed: a column added, dropped or renamed, or its type, NOT NULL, default or collation changed';
   if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;
-  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index|database|firing|checking) /.test(name)) return 'was changed';
+  if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index|database|firing|checking|parameter) /.test(name)) return 'was changed';
   const [a, b] = [fieldsOf(was), fieldsOf(is)];
   const onOff = (v: string) => (v === 'true' ? 'on' : v === 'false' ? 'off' : v);
   const changes: string[] = [];

@@ -118,4 +118,35 @@ describe('a database superuser, round 6', { timeout: 120_000 }, () => {
     }
     assert.equal((await cli(['verify', '--all'], env)).code, 0, 'quiet once put back');
   });
+
+  it("the right to set session_replication_role granted to the engine's role is named by verify --all", async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    if (Number((await pool.query<{ server_version_num: string }>('SHOW server_version_num')).rows[0].server_version_num) < 150000) return;
+    const asEngine = async (): Promise<boolean> => {
+      const c = new Client({ connectionString: url });
+      await c.connect();
+      try {
+        await c.query('SET ROLE meshhook_engine');
+        // replica: no trigger of the log fires in this session (append-only, gap-free, the foreign keys)
+        await c.query('SET session_replication_role = replica');
+        return true;
+      } catch {
+        return false;
+      } finally {
+        await c.end();
+      }
+    };
+    assert.equal(await asEngine(), false, "the control: the engine's role may not switch its triggers off");
+    try {
+      await pool.query('GRANT SET ON PARAMETER session_replication_role TO meshhook_engine');
+      assert.equal(await asEngine(), true, 'now it may');
+      const seen = await cli(['verify', '--all'], env);
+      assert.equal(seen.code, 1, seen.out + seen.err);
+      assert.match(seen.out, /NOT ok {2}schema {2}parameter session_replication_role was added behind the engine's back \(acl=\{.*meshhook_engine=s\/.*\}\)/);
+    } finally {
+      await pool.query('REVOKE SET ON PARAMETER session_replication_role FROM meshhook_engine');
+    }
+    assert.equal((await cli(['verify', '--all'], env)).code, 0, 'quiet once put back');
+  });
 });
