@@ -390,7 +390,14 @@ export async function secretsRolledBack(index: CheckpointIndex, times: SecretTim
     const wanted = index.secrets().filter((c) => c.projectId === projectId);
     const vaults = index.vaultsOf(projectId);
     if (!wanted.length && !vaults.length) continue;
-    const now = new Map((await times(projectId)).map((t) => [t.name, t.sealedAt]));
+    // a name held twice (its key's uniqueness switched off for a moment behind the engine's back: a worker reads the
+    // rows in whatever order they come) is judged by its earliest value, the one a worker may send
+    const now = new Map<string, string | null | 'unreadable'>();
+    for (const t of await times(projectId)) {
+      const had = now.get(t.name);
+      const earlier = t.sealedAt !== 'unreadable' && (had === undefined || had === 'unreadable' || t.sealedAt === null || (had !== null && t.sealedAt < had));
+      if (had === undefined || earlier) now.set(t.name, t.sealedAt);
+    }
     // a secret a checkpoint saw gone, holding a value sealed before that checkpoint: a deleted secret written back
     for (const [name, sealedAt] of now) {
       if (sealedAt === 'unreadable') continue;

@@ -21,7 +21,7 @@ export interface IndexCheck {
 }
 
 export async function checkIndexes(db: Pool): Promise<IndexCheck> {
-  // amcheck's own bt_index_check(regclass, boolean): a member of the extension (sealed with its schema and version),
+  // amcheck's own bt_index_check(regclass, boolean[, boolean]): a member of the extension (sealed with its schema and version),
   // in the C library it ships with, and the one the call below resolves to. Found by name alone, the first of any
   // schema's would do: a superuser put one that checks nothing into pg_toast (a schema the seal passes over),
   // re-created the extension after it so that theirs was read first, and an index that lied was never named
@@ -33,15 +33,27 @@ export async function checkIndexes(db: Pool): Promise<IndexCheck> {
      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace JOIN pg_catalog.pg_language l ON l.oid = p.prolang
      WHERE p.proname = 'bt_index_check' AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')`,
   );
-  const members = fns.filter((f) => f.member && f.args === `${REGCLASS} ${BOOL}`);
-  if (members.length === 0) return { available: false, problems: [] };
-  const fn = members.find((f) => f.lang === 'c' && f.probin === '$libdir/amcheck' && f.prosrc === 'bt_index_check');
-  const call = fn ? `"${fn.schema.replace(/"/g, '""')}".bt_index_check(pg_catalog.regclass, pg_catalog.bool)` : null;
-  const resolved = call ? (await db.query<{ oid: number }>('SELECT $1::pg_catalog.regprocedure::pg_catalog.oid AS oid', [call])).rows[0] : null;
-  if (!fn || Number(resolved?.oid) !== Number(fn.oid)) {
-    return { available: true, problems: [`amcheck's bt_index_check(regclass, boolean) is not the extension's own (replaced, or another answers its name), so no index was checked against its table`] };
+  // amcheck 1.4 (Postgres 17) and later also checks that a unique index holds no key twice (checkunique): without it,
+  // a key's uniqueness switched off for a moment (pg_index.indisunique) let a second row in, index entry and all, and
+  // amcheck found every row in its index and in order. A vault secret's earlier value, written back beside the
+  // current one, was what a worker read first, while verify --checkpoints compared the current one
+  const genuine = async (types: string, args: string): Promise<'none' | 'replaced' | string> => {
+    const members = fns.filter((f) => f.member && f.args === types);
+    if (members.length === 0) return 'none';
+    const fn = members.find((f) => f.lang === 'c' && f.probin === '$libdir/amcheck' && f.prosrc === 'bt_index_check');
+    if (!fn) return 'replaced';
+    const call = `"${fn.schema.replace(/"/g, '""')}".bt_index_check(${args})`;
+    const [resolved] = (await db.query<{ oid: number }>('SELECT $1::pg_catalog.regprocedure::pg_catalog.oid AS oid', [call])).rows;
+    return Number(resolved.oid) === Number(fn.oid) ? `"${fn.schema.replace(/"/g, '""')}"` : 'replaced';
+  };
+  const withUnique = await genuine(`${REGCLASS} ${BOOL} ${BOOL}`, 'pg_catalog.regclass, pg_catalog.bool, pg_catalog.bool');
+  const plain = withUnique === 'none' ? await genuine(`${REGCLASS} ${BOOL}`, 'pg_catalog.regclass, pg_catalog.bool') : withUnique;
+  if (plain === 'none') return { available: false, problems: [] };
+  if (plain === 'replaced') {
+    return { available: true, problems: [`amcheck's bt_index_check is not the extension's own (replaced, or another answers its name), so no index was checked against its table`] };
   }
-  const schema = fn.schema.replace(/"/g, '""');
+  const schema = plain;
+  const checkUnique = withUnique !== 'none' ? ', true::pg_catalog.bool' : '';
   const { rows } = await db.query<{ index_oid: number; index_name: string; table_name: string }>(
     `SELECT i.indexrelid AS index_oid, ic.relname AS index_name, c.relname AS table_name
      FROM pg_catalog.pg_index i
@@ -56,7 +68,7 @@ export async function checkIndexes(db: Pool): Promise<IndexCheck> {
   const problems: string[] = [];
   for (const r of rows) {
     try {
-      await db.query(`SELECT "${schema}".bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, true::pg_catalog.bool)`, [r.index_oid]);
+      await db.query(`SELECT ${schema}.bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, true::pg_catalog.bool${checkUnique})`, [r.index_oid]);
     } catch (e) {
       // only what amcheck says of the index's contents (data_corrupted, index_corrupted); a lost connection or a
       // cancel is not a finding about the index, and fails the verification as the error it is

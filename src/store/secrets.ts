@@ -84,6 +84,12 @@ export async function vaultNames(db: Pool, projectId: string): Promise<{ names: 
 /** Every secret value of a project, opened (for the worker, at send time). */
 export async function loadSecretValues(db: Pool, keyring: Keyring, projectId: string): Promise<SecretValue[]> {
   const rows = await inProject(db, projectId, async (c) => (await c.query('SELECT name, sealed FROM project_secrets WHERE project_id = $1', [projectId])).rows);
+  // a name held twice is not the engine's doing (its key refuses it): its key's uniqueness was switched off for a moment
+  // and an earlier value written back beside the current one. Which of them a call would send is the order the rows
+  // come in, so none is sent
+  const names = rows.map((r) => r.name as string);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice !== undefined) throw new Error(`the vault of project ${projectId} holds secret "${twice}" more than once (written behind the engine's back): no value of it is used`);
   return rows.map((r) => ({ name: r.name, value: open(keyring, r.sealed, secretAad(projectId, r.name)) }));
 }
 

@@ -3,7 +3,11 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
 import { startIntake } from '../../src/intake/server';
 import { deliver } from '../../src/intake/sign';
-import { cli, KEYS, orderSyncDefinition, publish, startDatabases, TestDatabases } from './helpers';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadSecretValues, putSecret } from '../../src/store/secrets';
+import { cli, KEYS, orderSyncDefinition, projectId, publish, startDatabases, TestDatabases } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (sixth round): plain UPDATEs of the
@@ -148,5 +152,54 @@ describe('a database superuser, round 6', { timeout: 120_000 }, () => {
       await pool.query('REVOKE SET ON PARAMETER session_replication_role FROM meshhook_engine');
     }
     assert.equal((await cli(['verify', '--all'], env)).code, 0, 'quiet once put back');
+  });
+
+  it("an earlier value of a vault secret written back beside the current one (the primary key's uniqueness switched off meanwhile) is named behind a checkpoint", async (t) => {
+    const { url, pool } = await dbs.fresh();
+    if ((await pool.query(`SELECT 1 FROM pg_extension WHERE extname = 'amcheck'`)).rowCount === 0) return t.skip('no amcheck on this Postgres');
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+    const project = await projectId(pool);
+    await putSecret(pool, KEYS, project, 'api-token', 'the-old-token-revoked');
+    const earlier = (await pool.query<{ sealed: string }>(`SELECT sealed FROM project_secrets WHERE name = 'api-token'`)).rows[0].sealed;
+    await new Promise((r) => setTimeout(r, 5));
+    await putSecret(pool, KEYS, project, 'api-token', 'the-new-token-in-use');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-r6-'));
+    const cp = path.join(dir, 'cp.jsonl');
+    assert.equal((await cli(['checkpoint', '--out', cp], env)).code, 0);
+    assert.equal((await cli(['verify', '--all', '--checkpoints', cp], env)).code, 0, 'the control');
+
+    // no sealed object changed once it is over: the key's index made not unique for a moment, the earlier value
+    // written back beside the current one, and the current one written again after it
+    const c = new Client({ connectionString: url });
+    await c.connect();
+    try {
+      await c.query(`UPDATE pg_catalog.pg_index SET indisunique = false WHERE indexrelid = 'public.project_secrets_pkey'::regclass`);
+    } finally {
+      await c.end();
+    }
+    const d = new Client({ connectionString: url });
+    await d.connect();
+    try {
+      await d.query('BEGIN');
+      await d.query(`CREATE TEMP TABLE current_row ON COMMIT DROP AS SELECT * FROM project_secrets WHERE name = 'api-token'`);
+      await d.query(`DELETE FROM project_secrets WHERE name = 'api-token'`);
+      await d.query(`INSERT INTO project_secrets SELECT project_id, name, $1, created_at, updated_at FROM current_row`, [earlier]);
+      await d.query(`INSERT INTO project_secrets SELECT * FROM current_row`);
+      await d.query('COMMIT');
+    } finally {
+      await d.end();
+    }
+    await pool.query(`UPDATE pg_catalog.pg_index SET indisunique = true WHERE indexrelid = 'public.project_secrets_pkey'::regclass`);
+    // a worker would have read the earlier value first (the rows in the order they come): it opens no value of it
+    await assert.rejects(loadSecretValues(pool, KEYS, project), /holds secret "api-token" more than once/);
+
+    const seen = await cli(['verify', '--all', '--checkpoints', cp], env);
+    assert.equal(seen.code, 1, seen.out + seen.err);
+    // the earlier value is judged, not whichever row came last
+    assert.match(seen.out, /NOT ok {2}acme {2}a checkpoint taken .* saw vault secret api-token sealed .*, but its value now was sealed .*: an earlier value written back/);
+    // and where amcheck checks uniqueness (1.4, Postgres 17 and later), the key's index holding it twice
+    const unique = (await pool.query(`SELECT 1 FROM pg_proc WHERE proname = 'bt_index_check' AND pronargs = 3`)).rowCount;
+    if (unique) assert.match(seen.out, /NOT ok {2}index {2}index project_secrets_pkey on project_secrets does not hold what its table holds.*uniqueness/);
   });
 });
