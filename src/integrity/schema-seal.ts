@@ -644,7 +644,7 @@ function ofConstraint(name: string): string | null {
 
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog)/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog|comparisons of )/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
