@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { realpathSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -14,7 +15,9 @@ import path from 'node:path';
 export async function holdHome(home: string): Promise<{ release(): void } | null> {
   const real = realpathSync(home);
   const linux = process.platform === 'linux';
-  const address = linux ? `\0meshhook-up-${createHash('sha256').update(real).digest('hex').slice(0, 40)}` : path.join(real, '.up.sock');
+  // an abstract name has no owner or permissions: any local user could take a name derived from the path alone and
+  // keep `up` from starting. It is derived from a key kept in the home too, which only the home's owner can read
+  const address = linux ? `\0meshhook-up-${createHash('sha256').update(`${real}\n${lockKey(real)}`).digest('hex').slice(0, 40)}` : path.join(real, '.up.sock');
   for (let attempt = 0; attempt < 2; attempt++) {
     const server = net.createServer((socket) => socket.destroy());
     const bound = await new Promise<boolean>((resolve, reject) => {
@@ -45,4 +48,27 @@ function nobodyAnswers(address: string): Promise<boolean> {
     });
     socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED' || e.code === 'ENOENT'));
   });
+}
+
+/**
+ * The home's lock key: random, readable by the home's owner only, made once. Written whole under a name of its
+ * own and linked into place, so two `up`s starting at the same moment on a fresh home read the same key.
+ */
+function lockKey(home: string): string {
+  const file = path.join(home, '.up-lock-key');
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(tmp, randomBytes(32).toString('hex'), { mode: 0o600, flag: 'wx' });
+  try {
+    linkSync(tmp, file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; // the other one's key stands
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  return readFileSync(file, 'utf8');
 }
