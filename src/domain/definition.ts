@@ -49,12 +49,31 @@ export function expressionsOf(step: StepDefinition): Array<[string, string]> {
   }
 }
 
+/**
+ * One schema problem, at its path. An unknown step type also names the step and the type it was given
+ * (`steps.1.type: step "mail" has type "email", which is not a step type (transform, …)`): zod's own words
+ * (`Invalid discriminator value. Expected …`) name neither, so an author could not tell which row was wrong.
+ */
+function describeIssue(raw: unknown, issue: { path: PropertyKey[]; message: string; code: string; discriminator?: unknown; options?: unknown }): string {
+  const at = issue.path.map(String).join('.') || '(root)';
+  const [top, index, field, ...more] = issue.path;
+  const steps = (raw as { steps?: unknown } | null)?.steps;
+  const step = top === 'steps' && typeof index === 'number' && Array.isArray(steps) ? (steps[index] as Record<string, unknown> | null | undefined) : undefined;
+  if (step && typeof step === 'object' && issue.code === 'invalid_union' && issue.discriminator === 'type' && field === 'type' && more.length === 0) {
+    const who = typeof step.id === 'string' && step.id ? `step "${step.id}"` : `step ${Number(index) + 1}`;
+    const kinds = Array.isArray(issue.options) ? issue.options.join(', ') : 'transform, http_call, branch, delay, terminate';
+    const given = step.type === undefined ? 'has no type' : `has type ${JSON.stringify(step.type)}, which is not a step type`;
+    return `${at}: ${who} ${given} (${kinds})`;
+  }
+  return `${at}: ${issue.message}`;
+}
+
 /** Parse and check a definition: schema, unique ids, edges, acyclic, reachable, expressions compile. */
 export function validateDefinition(raw: unknown): WorkflowDefinition {
   const { definitionSchema } = require('./definition-schema') as typeof import('./definition-schema');
   const parsed = definitionSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new InvalidDefinitionError(parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`));
+    throw new InvalidDefinitionError(parsed.error.issues.map((i) => describeIssue(raw, i)));
   }
   const def = parsed.data;
   const problems: string[] = [];

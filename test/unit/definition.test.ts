@@ -82,6 +82,12 @@ describe('definition validation', () => {
     assert.ok(problems.some((p) => p.startsWith('steps.1.type:')), problems.join('\n'));
   });
 
+  it('names the step and the type of a step whose type is unknown, not only its path', () => {
+    const problems = problemsOf({ name: 'odd', steps: [t('map', 'mail'), { id: 'mail', type: 'email', next: 'done' }, { id: 'done', type: 'terminate', status: 'succeeded' }] });
+    assert.deepEqual(problems, ['steps.1.type: step "mail" has type "email", which is not a step type (transform, http_call, branch, delay, terminate)']);
+    assert.deepEqual(problemsOf({ name: 'odd', steps: [{ id: 'mail' }] }), ['steps.0.type: step "mail" has no type (transform, http_call, branch, delay, terminate)']);
+  });
+
   it('refuses an empty definition and a non-object', () => {
     assert.ok(problemsOf({ name: 'e', steps: [] }).some((p) => p.startsWith('steps:')));
     assert.ok(problemsOf(null).length > 0);
