@@ -23,11 +23,26 @@ async function counts(world: ReplayWorld): Promise<Record<string, number>> {
 
 When('a webhook {problem} is sent to {workflow} of {project}', async function (this: ReplayWorld, problem: string, workflow: string, project: string) {
   const url = await this.ensureIntake();
+  if (!this.workflows.has(`${project}/${workflow}`)) {
+    throw new Error(
+      `a webhook ${problem} is built from a correct delivery to a workflow the scenario set up, then spoiled: "${workflow}" of "${project}" ` +
+        'is not one (set it up first, with "Given the project … with the workflow …"). ' +
+        (/does not exist|does not have/.test(problem)
+          ? `The problem itself sends it to a ${problem.includes('project') ? 'project' : 'workflow'} no one has: name the real one here, as in "When a webhook ${problem} is sent to \"order-sync\" of \"acme\""`
+          : ''),
+    );
+  }
   const wf = this.workflow(project, workflow);
   this.refusedTarget = { project, workflow };
   this.countsBefore = await counts(this);
   const good: Delivery = { project, workflow, body: JSON.stringify(ORDER), secret: wf.secret, at: this.clock.now(), deliveryId: `dlv_${Date.now().toString(36)}` };
-  const bad = badDelivery(problem, good);
+  const taken = {
+    projects: new Set((await this.db.query<{ slug: string }>('SELECT slug FROM projects')).rows.map((r) => r.slug)),
+    workflows: new Set(
+      (await this.db.query<{ slug: string }>('SELECT w.slug FROM workflows w JOIN projects p ON p.id = w.project_id WHERE p.slug = $1', [project])).rows.map((r) => r.slug),
+    ),
+  };
+  const bad = badDelivery(problem, good, taken);
   this.lastAnswer = await deliver(url, bad.project, bad.workflow, bad.secret, bad.body, {
     at: bad.at,
     signature: bad.signature,

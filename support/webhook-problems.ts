@@ -30,7 +30,22 @@ const sign = (d: Delivery, over: Partial<Delivery> = {}): string => {
   return signPayload(x.secret, { deliveryId: x.deliveryId ?? '', project: x.project, workflow: x.workflow }, x.body, x.at);
 };
 
-export const PROBLEMS: Record<string, (good: Delivery) => Delivery> = {
+/** The names already in use where the webhook is sent: a name "that does not exist" must be none of them. */
+export interface TakenNames {
+  /** every project of the database */
+  projects: ReadonlySet<string>;
+  /** every workflow of the project the webhook is sent to */
+  workflows: ReadonlySet<string>;
+}
+
+const NONE_TAKEN: TakenNames = { projects: new Set(), workflows: new Set() };
+
+/** The first of some real-looking names that is not taken, else one made up. */
+function unused(candidates: string[], taken: ReadonlySet<string>): string {
+  return candidates.find((c) => !taken.has(c)) ?? `${candidates[0]}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export const PROBLEMS: Record<string, (good: Delivery, taken: TakenNames) => Delivery> = {
   'with a forged signature': (d) => ({ ...d, signature: `t=${unix(d.at)},v2=${'0'.repeat(64)}` }),
   "signed with another workflow's secret": (d) => ({ ...d, signature: sign(d, { secret: 'whsec_someone_else_entirely' }) }),
   'signed an hour ago': (d) => ({ ...d, signature: sign(d, { at: new Date(d.at.getTime() - 3_600_000) }) }),
@@ -44,8 +59,10 @@ export const PROBLEMS: Record<string, (good: Delivery) => Delivery> = {
   'without a delivery id': (d) => ({ ...d, deliveryId: null }),
   'with a delivery id that is not an id': (d) => ({ ...d, deliveryId: 'two words; DROP TABLE runs' }),
   'of 3 MiB': (d) => ({ ...d, body: JSON.stringify({ ...JSON.parse(d.body), padding: 'x'.repeat(3 * 1024 * 1024) }) }),
-  'for a project that does not exist': (d) => ({ ...d, project: 'globex' }),
-  'for a workflow the project does not have': (d) => ({ ...d, workflow: 'invoice-sync' }),
+  // a name the scenario may well have given a project or workflow of its own (globex, invoice-sync) would send
+  // the webhook somewhere that exists: the name is one nothing in the database has
+  'for a project that does not exist': (d, taken) => ({ ...d, project: unused(['initech', 'umbrella', 'hooli', 'globex'], taken.projects) }),
+  'for a workflow the project does not have': (d, taken) => ({ ...d, workflow: unused(['invoice-sync', 'refund-sync', 'stock-sync'], taken.workflows) }),
   'sent as a form instead of JSON': (d) => ({ ...d, contentType: 'application/x-www-form-urlencoded' }),
   'declared as Latin-1 instead of UTF-8': (d) => ({ ...d, contentType: 'application/json; charset=latin1' }),
   // hostile: whatever arrives in a path, a header or a body is data, never code, a log line or a terminal command
@@ -62,10 +79,10 @@ export const PROBLEMS: Record<string, (good: Delivery) => Delivery> = {
 };
 
 /** The delivery to send: spoiled, and signed correctly unless the problem set a signature itself. */
-export function badDelivery(problem: string, good: Delivery): Delivery & { signature: string | null } {
+export function badDelivery(problem: string, good: Delivery, taken: TakenNames = NONE_TAKEN): Delivery & { signature: string | null } {
   const spoil = PROBLEMS[problem];
   if (!spoil) throw new Error(`no such webhook problem: "${problem}"; known: ${Object.keys(PROBLEMS).join(', ')}`);
-  const bad = spoil(good);
+  const bad = spoil(good, taken);
   return { ...bad, signature: bad.signature === undefined ? sign(bad) : bad.signature };
 }
 
