@@ -51,12 +51,23 @@ When('the worker running the order is killed', async function (this: ReplayWorld
     holder = await workerHoldingRun(this, runId);
     return holder !== null;
   });
-  if (answeredTooSoon) throw new Error(`the first attempt was answered before its worker could be killed: ${await this.describeRun(runId)}`);
+  const tooSoon = async () =>
+    new Error(
+      'the first attempt was answered before its worker could be killed, so no worker was killed mid-request: ' +
+        'the order service answers at once unless told otherwise; give the worker time to be caught waiting with ' +
+        `"Given the order service takes 1 second to answer every order" before the order is delivered (${await this.describeRun(runId)})`,
+    );
+  if (answeredTooSoon) throw await tooSoon();
   const victim = holder!;
   const others = this.aliveWorkers.filter((w) => w !== victim).map((w) => w.opts.id);
   // looked at just before the kill: afterwards the surviving worker may record the answer itself
   const answeredBeforeKill = (await this.events(runId)).some((e) => e.type === 'HttpResponseRecorded');
   const exit = await victim.kill();
+  if (answeredBeforeKill) {
+    // the worker was killed after all (it is gone), but not mid-request: the step did not do what it says
+    throw await tooSoon();
+  }
+  this.killedMidRequest = { runId, victim: victim.opts.id };
   this.recordFault(`worker ${victim.opts.id}, which held the run, killed mid-request`, async () =>
     exit.signal === 'SIGKILL' && !answeredBeforeKill
       ? `${victim.opts.id} held run ${runId} and died by SIGKILL before its answer was recorded; ${others.join(', ') || 'no one'} left`
@@ -93,6 +104,9 @@ Then('the run succeeds with the timer of {string} fired once', async function (t
 });
 
 Then('the other worker finished the run', async function (this: ReplayWorld) {
+  if (!this.killedMidRequest || this.killedMidRequest.runId !== this.run.runId) {
+    throw new Error('"the other worker finished the run" follows "When the worker running the order is killed", which kills the worker holding the run mid-request; no worker was killed so');
+  }
   const view = await this.waitUntilFinished();
   const dead = this.workers.filter((w) => w.exitStatus?.signal === 'SIGKILL');
   const alive = this.aliveWorkers;

@@ -86,6 +86,12 @@ Then('the same request for its own run is answered', async function (this: Repla
   const r = this.reached;
   if (!r) throw new Error('no project has tried to reach a run in this scenario');
   // the positive control: the same door, the same project, its own run
+  if (!this.runs.some((x) => x.project === r.actor)) {
+    throw new Error(
+      `the same request is made for "${r.actor}"'s own run, and "${r.actor}" has started none in this scenario: ` +
+        `give it one before the run the scenario is about (e.g. "Given \"${r.actor}\" has a finished run of \"order-sync\"" first, since "the run" is the one started last)`,
+    );
+  }
   const own = lastRunOf(this, r.actor);
   await this.waitUntilSettled(own.runId);
   const result = await reachAs(this, r.actor, r.reach, own);

@@ -121,6 +121,10 @@ export class ReplayWorld extends World<ReplayParameters> {
   countsBefore?: Record<string, number>;
   /** the workflow a refused webhook was meant for: where "a correct webhook sent afterwards" goes */
   refusedTarget?: { project: string; workflow: string };
+  /** the workflow `tries to publish the workflow …` sent, for `publishing is refused because …` */
+  triedToPublish?: string;
+  /** the run whose worker `the worker running the order is killed` killed while its request was unanswered */
+  killedMidRequest?: { runId: string; victim: string };
   /** a delivery's record written behind the engine's back before its webhook arrives */
   plantedDelivery?: { project: string; workflow: string; deliveryId: string; body: string };
 
@@ -336,7 +340,7 @@ export class ReplayWorld extends World<ReplayParameters> {
   /** The id of a project the scenario set up. */
   projectIdFor(project: string): string {
     const w = [...this.workflows.values()].find((x) => x.project === project);
-    if (!w) throw new Error(`the scenario has not set up the project "${project}"`);
+    if (!w) throw new Error(`the scenario has not set up the project "${project}": declare it first, with "Given the project \"${project}\" with the workflow …:"`);
     return w.projectId;
   }
 
