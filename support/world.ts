@@ -510,7 +510,7 @@ export class ReplayWorld extends World<ReplayParameters> {
    * run, and it does so before it returns), or one that has rested elsewhere for a second (paused, or waiting on a
    * timer nobody moves: nothing but a later step moves it on).
    */
-  async waitUntilRunStands(where: string, holds: (v: StoredRunView) => boolean, runId = this.run.runId): Promise<StoredRunView> {
+  async waitUntilRunStands(where: string, holds: (v: StoredRunView) => boolean, runId = this.run.runId, timeoutMs?: number): Promise<StoredRunView> {
     let restingElsewhere: { seq: number; status: string; since: number } | null = null;
     try {
       return await waitFor(
@@ -530,7 +530,7 @@ export class ReplayWorld extends World<ReplayParameters> {
           }
           return null;
         },
-        { what: `the run to ${where}` },
+        { what: `the run to ${where}`, ...(timeoutMs ? { timeoutMs } : {}) },
       );
     } catch (e) {
       throw new Error(`${(e as Error).message}; last seen: ${await this.describeRun(runId)}`);
