@@ -180,3 +180,28 @@ Feature: Operator actions are audited, and hold against workers and crashes
       | pause         | ops@acme.example  | held for review    |
       | unpause       | dana@acme.example | the review is done |
       | run succeeded |                   |                    |
+
+  Scenario: The audit trail of a follow-up canceled by mistake and resumed reads both, and the run's two ends
+    Given a run of "order-follow-up" that is waiting in "wait"
+    When "dana@acme.example" cancels the run because "canceled the wrong order"
+    And "lee@acme.example" resumes the run from "wait" because "the customer still wants the reminder"
+    And the clock moves forward 2 hours
+    Then the run succeeds
+    And the order service received the order exactly once
+    And the run's audit trail reads:
+      | what          | by                | reason                                                  |
+      | run started   |                   |                                                         |
+      | cancel        | dana@acme.example | canceled the wrong order                                |
+      | run canceled  |                   | canceled by dana@acme.example: canceled the wrong order |
+      | resume        | lee@acme.example  | the customer still wants the reminder                   |
+      | run succeeded |                   |                                                         |
+
+  @db-crash
+  Scenario: An operator cancels a run held up between steps while the database crashes, and the order is never sent
+    Given the worker will stall after step "map" is recorded
+    When "acme" delivers an order webhook to "order-sync"
+    And the database crashes and restarts
+    And "dana@acme.example" cancels the run during that pause, because "the customer withdrew the order"
+    Then the run is canceled
+    And the order service was never called
+    And the run replays exactly from its log

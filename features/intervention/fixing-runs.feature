@@ -98,3 +98,31 @@ Feature: What an operator's fix does to the order and the follow-up
     When "dana@acme.example" unpauses the run because "the review is done"
     Then the run succeeds
     And the order service received the order exactly once
+
+  Scenario: A call canceled between two attempts is not tried again once its backoff is over
+    Given a run of "order-sync" that is between attempts of "push"
+    When "dana@acme.example" cancels the run because "the customer withdrew the order"
+    And the clock moves forward 1 hour
+    Then the run is canceled
+    And "push" was attempted 1 time
+    And the run replays exactly from its log
+
+  Scenario: A call paused between two attempts makes its next attempt only when unpaused, under the same key
+    Given a run of "order-sync" that is between attempts of "push"
+    When "dana@acme.example" pauses the run because "checking the stock first"
+    And the clock moves forward 1 hour
+    And "dana@acme.example" unpauses the run because "the stock is there"
+    Then the run succeeds
+    And every attempt at "push" carried the same idempotency key
+    And the order service saw 2 attempts but took the order once
+
+  Scenario: A corrected input does not change a call retried by hand: the retry sends the order as it was mapped
+    Given a run of "order-sync" that is failed at "push"
+    When "dana@acme.example" patches the run's input because "the customer lowered the total", with:
+      """json
+      { "order": { "sum": 40.0 } }
+      """
+    And "dana@acme.example" retries "push" because "send it again"
+    Then the run succeeds
+    And every attempt at "push" carried the same idempotency key
+    And the order service received an order worth 42.5

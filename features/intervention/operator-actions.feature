@@ -87,3 +87,12 @@ Feature: Operators fix runs by hand, through the engine
       """
     Then the action is refused because "NUL character"
     And the run log is unchanged
+
+  Scenario: A correction that is not an object of fields is refused, and the waiting run is left as it was
+    Given a run of "order-follow-up" that is waiting in "wait"
+    When "lee@acme.example" tries to patch the run's input because "the customer sent a list of totals", with:
+      """json
+      [42.5, 40.0]
+      """
+    Then the action is refused because "JSON object"
+    And the run log is unchanged
