@@ -143,3 +143,33 @@ Feature: A run survives its database connections failing, the network failing an
     Examples: The database itself
       | fault                             |
       | the database crashes and restarts |
+
+  @intervention
+  Scenario: A reminder an operator let go early goes out once though the network to the database goes silent just before it
+    Given a run of "order-follow-up" that is waiting in "wait"
+    And the worker will stall before the request of "remind" is sent
+    When "dana@acme.example" skips "wait" because "the customer asked for the reminder now"
+    And the network to the database goes silent for 1 second
+    Then the run succeeds
+    And the order service received the order exactly once
+    And the run replays exactly from its log
+
+  @intervention
+  Scenario: A call retried by hand goes out once under its key though the database drops the engine's connections just before it
+    Given a run of "order-sync" that is failed at "push"
+    And the worker will stall before the request of "push" is sent
+    When "dana@acme.example" retries "push" because "the order service is back"
+    And the database drops the engine's connections
+    Then the run succeeds
+    And every attempt at "push" carried the same idempotency key
+    And the order service saw 2 attempts but took the order once
+
+  @intervention
+  Scenario: The network to the database crawls from the moment an operator lets a held follow-up go until it ends
+    Given a run of "order-follow-up" that is paused in "wait"
+    When "dana@acme.example" unpauses the run because "the review is done"
+    And the clock moves forward 2 hours
+    And every message between the engine and the database is delayed by 200 milliseconds until the run ends
+    Then the run succeeds
+    And the order service received the order exactly once
+    And the run replays exactly from its log

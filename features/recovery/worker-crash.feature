@@ -182,3 +182,34 @@ Feature: A run survives its worker dying at any moment
     And the run replays exactly from its log
     And the order service received the order exactly once
     And nothing the engine committed was lost
+
+  @intervention
+  Scenario: A call retried by hand outlives two workers, one dying after the call and the next while it recovers the run
+    Given a run of "order-sync" that is failed at "push"
+    And the worker will crash after the request of "push" is sent
+    When "dana@acme.example" retries "push" because "the order service is back"
+    And another worker takes over but crashes while it recovers the run
+    And a new worker takes over
+    Then the run succeeds
+    And every attempt at "push" carried the same idempotency key
+    And the order service received the order exactly once
+    And nothing the engine committed was lost
+
+  Scenario: A run left in the middle of its call is taken up by a worker that dies after the call, and the next one places the order once
+    Given a run of "order-sync" that is left in the middle of "push" by a crashed worker
+    And the next worker to start will crash after the request of "push" is sent
+    When a worker starts
+    And a new worker takes over
+    Then the run succeeds
+    And the order service received the order exactly once
+    And the run replays exactly from its log
+
+  @intake
+  Scenario: The same delivery sent again while its run's worker is dead belongs to that run, and the order is placed once
+    Given the worker will crash after step "map" is recorded
+    When "acme" delivers an order webhook to "order-sync"
+    And the same delivery arrives again
+    And a new worker takes over
+    Then both deliveries belong to one run
+    And the run succeeds
+    And the order service received the order exactly once
