@@ -148,3 +148,29 @@ Feature: People watch runs live, and what they see is the run log
     When "acme" delivers an order webhook to "order-sync"
     Then the run succeeds
     And the live log shows that "Priya" missed an event while subscribed
+
+  Scenario: A dashboard opened while a follow-up waits catches up on its start and follows it to its end
+    Given the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+    And a run of "order-follow-up" that is waiting in "wait"
+    When "José" opens the live log of "acme"
+    And the clock moves forward 2 hours
+    Then the run succeeds
+    And "José" sees the run exactly as its run log holds it
+
+  Scenario: A viewer whose connection stalls while an operator cancels a waiting follow-up sees the cancel once it recovers
+    Given the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+    And "Priya" opens the live log of "acme"
+    And a run of "order-follow-up" that is waiting in "wait"
+    When "Priya"'s connection stalls
+    And "dana@acme.example" cancels the run because "the customer called to cancel"
+    And "Priya"'s connection recovers
+    Then the run is canceled
+    And "Priya" sees the run exactly as its run log holds it

@@ -56,6 +56,18 @@ Feature: A project's secrets reach the service they are for, and nothing else
     And "Priya" saw every event of the run as it happened
     And the run log names the API key without holding it
 
+  @crash
+  Scenario: An answer repeating the key, recorded again after its worker died recording it, is kept without the key
+    Given the order service repeats the API key it was sent in its answer
+    And "Priya" opens the live log of "acme"
+    And the worker will crash while the response of "push" is being recorded
+    When "acme" delivers an order webhook to "order-sync"
+    And a new worker takes over
+    Then the run succeeds
+    And the order service received "acme"'s API key with every order
+    And the run log names the API key without holding it
+    And "Priya" sees the run exactly as its run log holds it
+
   Scenario: Retries carry the key and record none of it
     Given the order service fails 2 times
     When "acme" delivers an order webhook to "order-sync"

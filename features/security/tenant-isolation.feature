@@ -65,6 +65,20 @@ Feature: A project reaches only its own runs
       | skips a step of      |
       | patches the input of |
 
+  Scenario Outline: A failed run, which its own project could still fix, is left as it was when another project <reach> it
+    Given "globex" has a finished run of "order-sync"
+    And a run of "order-sync" that is failed at "push"
+    When "globex" <reach> "acme"'s run
+    Then "globex" is told that run does not exist
+    And the same request for its own run is answered
+    And "acme"'s run is untouched
+
+    Examples:
+      | reach             |
+      | retries a step of |
+      | resumes           |
+      | skips a step of   |
+
   Scenario: The isolation holds the other way round too
     Given "globex" has a finished run of "order-sync"
     And "acme" has a finished run of "order-sync"
