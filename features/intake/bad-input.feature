@@ -79,3 +79,19 @@ Feature: Bad webhooks are refused clearly and change nothing
       | push | http_call | POST the mapped order to /orders | map     |
     Then publishing is refused because "step \"map\" goes to \"nowhere\", which does not exist"
     And "acme" has no workflow "broken-sync"
+
+  Scenario Outline: A workflow whose first step <flaw> is refused, naming the step
+    When "acme" tries to publish the workflow "broken-sync":
+      | step | type      | does                             | then   |
+      | map  | <type>    | <does>                           | <then> |
+      | push | http_call | POST the mapped order to /orders | done   |
+      | done | terminate | succeeded                        |        |
+    Then publishing is refused because "<reason>"
+    And "acme" has no workflow "broken-sync"
+
+    Examples:
+      | flaw                                   | type      | does                             | then | reason                                                    |
+      | leads back to itself                   | transform | {id: order.id, total: order.sum} | map  | steps form a cycle: map -> map                            |
+      | has a type the engine does not know    | email     | send the order to sales          | push | step \"map\" has type \"email\", which is not a step type |
+      | holds an expression that does not read | transform | {id: order.id, total: order.sum  | push | step \"map\" expression is not valid JMESPath             |
+      | ends the run before the others         | terminate | succeeded                        |      | step \"push\" cannot be reached from \"map\"              |

@@ -30,6 +30,18 @@ Feature: Tampering with a run log is evident, even to someone who owns the datab
     Then verification names the answer to "push" as the first bad event
     And verification finds every other run intact
 
+  @intervention
+  Scenario: An operator's skip is chained like any other event: the answer it stood in with, edited, is named
+    Given a run of "order-sync" that is failed at "push"
+    When "dana@acme.example" skips "push" because "the order was placed by phone", with:
+      """json
+      { "status": 200, "body": { "orderId": "ord_phone_0042" } }
+      """
+    And someone rewrites the result of "push" behind the engine's back
+    And the runs are verified
+    Then verification names the result of "push" as the first bad event
+    And verification finds every other run intact
+
   Scenario: An edited result with every later hash recomputed is still named
     When someone rewrites the result of "map" and recomputes the hash chain behind the engine's back
     And the runs are verified
