@@ -55,7 +55,7 @@ When('the worker running the order is killed', async function (this: ReplayWorld
     new Error(
       'the first attempt was answered before its worker could be killed, so no worker was killed mid-request: ' +
         'the order service answers at once unless told otherwise; give the worker time to be caught waiting with ' +
-        `"Given the order service takes 1 second to answer every order" before the order is delivered (${await this.describeRun(runId)})`,
+        `"Given the order service takes 1 second to answer every order" (or "… takes the order but answers too late") before the order is delivered (${await this.describeRun(runId)})`,
     );
   if (answeredTooSoon) throw await tooSoon();
   const victim = holder!;
