@@ -96,3 +96,17 @@ Feature: Operators fix runs by hand, through the engine
       """
     Then the action is refused because "JSON object"
     And the run log is unchanged
+
+  @tamper
+  Scenario Outline: A run that is <situation>, its view forged as <forged>, still refuses to <action>
+    Given a run of "<workflow>" that is <situation>
+    When someone marks the run as <forged> behind the engine's back
+    And "dana@acme.example" tries to <action> because "the dashboard says so"
+    Then the action is refused because "<reason>"
+    And the run log is unchanged
+
+    Examples:
+      | situation         | workflow        | forged  | action                    | reason                        |
+      | finished          | order-sync      | failed  | resume the run from "map" | it succeeded; start a new run |
+      | waiting in "wait" | order-follow-up | paused  | unpause the run           | it is not paused              |
+      | failed at "push"  | order-sync      | waiting | cancel the run            | it already failed             |
