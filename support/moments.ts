@@ -1,5 +1,6 @@
 import type { RecordedEvent } from '../src/domain/events';
 import type { Moment } from './parameter-types';
+import { movedPastStep } from './moved-past';
 import { StopWaiting } from './wait';
 import type { WorkerProcess } from './worker-process';
 import { FINISHED, ReplayWorld } from './world';
@@ -83,8 +84,7 @@ export async function whyNoLongerPossible(world: ReplayWorld, moment: Moment): P
       reasons.push(`run ${run.runId} finished without reaching it (${where})`);
       continue;
     }
-    const result = step ? events.find((e) => ['StepSucceeded', 'StepFailed', 'StepSkipped'].includes(e.type) && stepOfEvent(e) === step) : undefined;
-    const moved = result && events.some((e) => e.seq > result.seq);
+    const moved = step !== null && movedPastStep(events, step);
     if (moved) {
       reasons.push(`run ${run.runId} moved past it (${where})`);
       continue;
