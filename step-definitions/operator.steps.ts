@@ -144,6 +144,21 @@ When('{operator} {action} during that pause, because {string}, with:', async fun
   await actDuringPause(this, who, phrase, reason, { output: value, patch: value });
 });
 
+/**
+ * An action asked for while a worker stalls at its moment, which the engine may refuse: where the worker holds its
+ * batch open, the action waits for that batch and is judged on the run as it then stands (a skip of the step whose
+ * answer the batch records finds the run gone on to the next step). Judged by `the action is refused because …`.
+ */
+When('{operator} tries to {action} during that pause, because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
+  const stall = await whenStalled(this);
+  const at = new Date();
+  await this.act(who, phrase, reason, DEFAULT_EXTRA);
+  this.lastAction!.duringPause = true;
+  this.recordFault(`"${phrase.text}" tried while ${stall.worker.opts.id} is paused at ${stall.site}`, async () =>
+    landedDuringStall(stall, at, `asked for during the pause and ${this.lastAction?.refusal ? 'refused' : 'taken'}`),
+  );
+});
+
 When('{operator} tries to {action} because {string}', async function (this: ReplayWorld, who: string, phrase: ActionPhrase, reason: string) {
   await this.act(who, phrase, reason, DEFAULT_EXTRA);
 });
@@ -159,6 +174,12 @@ Then('the action is refused because {string}', async function (this: ReplayWorld
 });
 
 Then('the run log is unchanged', async function (this: ReplayWorld) {
+  if (this.lastAction?.duringPause) {
+    throw new Error(
+      'an action tried during a pause leaves a worker that carries the run on, so its log does change: say what the ' +
+        'refusal left out with "the run\'s audit trail reads:" (no row for the action) and how the run ended',
+    );
+  }
   const events = await this.events();
   expect(events.map((e) => `${e.seq} ${e.type}`)).toEqual(this.lastAction!.before);
 });

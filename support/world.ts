@@ -161,7 +161,8 @@ export class ReplayWorld extends World<ReplayParameters> {
 
   // operator actions and tampering
   /** the last operator action the scenario tried: the log before it, and its refusal if it was refused */
-  lastAction: { phrase: ActionPhrase; before: string[]; refusal: string | null } | null = null;
+  /** `duringPause`: asked for while a worker stalled (`tries to … during that pause`), so the run may go on after it */
+  lastAction: { phrase: ActionPhrase; before: string[]; refusal: string | null; duringPause?: boolean } | null = null;
   /** the run log as it was before someone tampered with it, so places keep naming the events they named */
   logBeforeTampering: RecordedEvent[] | null = null;
   /** what `meshhook verify --all` said */

@@ -205,3 +205,16 @@ Feature: Operator actions are audited, and hold against workers and crashes
     Then the run is canceled
     And the order service was never called
     And the run replays exactly from its log
+
+  @db-faults
+  Scenario: An operator's skip asked for while the order service's answer is being recorded finds the call done, and is refused
+    Given the worker will stall while the response of "push" is being recorded
+    When "acme" delivers an order webhook to "order-sync"
+    And "dana@acme.example" tries to skip "push" during that pause, because "the order was placed by phone"
+    Then the action is refused because "is not the step the run is at"
+    And the run succeeds
+    And the order service received the order exactly once
+    And the run's audit trail reads:
+      | what          | by | reason |
+      | run started   |    |        |
+      | run succeeded |    |        |
