@@ -8,7 +8,7 @@ import type { EngineFlags } from '../domain/decider';
 import { engineInfo } from '../domain/decider';
 import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
-import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
+import { BodyBlocks, clientErrorAnswer, FRAGMENTED_BODY, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
 import { findIntakeTarget, intakeCache, IntakeTarget, type LoadedVersion, NotFoundError, TamperedDefinitionError, TamperedProjectError } from '../store/registry';
 import { DeliveryRecordBrokenError, DeliveryReusedError, runIdOfDelivery, startRun } from '../store/intake-start';
@@ -468,6 +468,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       // refused while its body was arriving: the rest of it is not waited for
       if (err.code === 'busy') void reply.header('retry-after', '1').header('connection', 'close');
       else refused(req, err.status, err.code, where);
+      if (err.code === 'body_too_fragmented') void reply.header('connection', 'close');
       return refuse(reply, err.status, err.code, err.message);
     }
     if (err instanceof TamperedDefinitionError) {
@@ -636,6 +637,8 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           else bodyBytesByProject.delete(bucket);
           counted = 0;
         });
+        // passed on in blocks, not as the pieces the sender cut it into (see BodyBlocks)
+        const blocks = new BodyBlocks();
         const counter = new Transform({
           transform(chunk: Buffer, _encoding, next) {
             if (answered) return next();
@@ -648,7 +651,16 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
             bodyBytesHeld += chunk.length;
             bodyBytesByProject.set(bucket, ofProject + chunk.length);
             counted += chunk.length;
-            next(null, chunk);
+            for (const block of blocks.add(chunk)) this.push(block);
+            if (blocks.fragmented) {
+              next(new Refusal(400, 'body_too_fragmented', FRAGMENTED_BODY));
+              return;
+            }
+            next();
+          },
+          flush(done) {
+            const rest = answered ? null : blocks.rest();
+            done(null, rest ?? undefined);
           },
         });
         pipeline(payload, counter, () => undefined);

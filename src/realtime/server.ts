@@ -7,7 +7,7 @@ import { openPool } from '../db/pool';
 import { types as pgTypes } from 'pg';
 import { ChainKeys, eventHash } from '../domain/hash-chain';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { clientErrorAnswer, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
+import { BodyBlocks, clientErrorAnswer, FRAGMENTED_BODY, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Visibility } from './auth';
 import { MAX_FILTER_LENGTH, parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
 import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
@@ -592,7 +592,7 @@ export class RealtimeServer {
           held = share;
           return readBody(req, REST_BODY_LIMIT).then(
             (body) => this.restBroadcast(u, body, named, res, sender),
-            () => refuseUnread(413, 'Payload Too Large'),
+            (e) => (e instanceof FragmentedBody ? refuseUnread(400, FRAGMENTED_BODY) : refuseUnread(413, 'Payload Too Large')),
           );
         })
         .catch((e) => {
@@ -1726,8 +1726,13 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(text);
 }
 
+class FragmentedBody extends Error {}
+
 function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    // gathered in blocks, not kept as the pieces the sender cut it into: a 1 MiB broadcast sent with the public anon
+    // key as a million one-byte chunks was held as a million Buffers, 416 MB (see BodyBlocks)
+    const blocks = new BodyBlocks();
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
@@ -1739,9 +1744,17 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
         reject(new Error('too large'));
         return;
       }
-      chunks.push(c);
+      chunks.push(...blocks.add(c));
+      if (blocks.fragmented) {
+        req.removeAllListeners('data');
+        reject(new FragmentedBody());
+      }
     });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('end', () => {
+      const rest = blocks.rest();
+      if (rest) chunks.push(rest);
+      resolve(Buffer.concat(chunks, size));
+    });
     req.on('error', reject);
   });
 }

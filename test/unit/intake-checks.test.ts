@@ -3,6 +3,7 @@ import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { checkSignature, isConnectionError, MAX_BODY_DEPTH, parseSignatureHeader, parseWebhookBody } from '../../src/intake/server';
 import { computeSignature, signPayload } from '../../src/intake/sign';
+import { BodyBlocks, MIN_PIECE_BYTES } from '../../src/security/http-limits';
 
 const SECRET = 'whsec_test';
 const NOW = new Date('2030-01-01T00:00:00Z');
@@ -148,5 +149,27 @@ describe('a database that went away answers 503, not 500', () => {
     }
     assert.equal(isConnectionError(Object.assign(new Error('duplicate key value'), { code: '23505' })), false);
     assert.equal(isConnectionError(new Error('Cannot read properties of undefined')), false);
+  });
+});
+
+describe('a body gathered in blocks (BodyBlocks)', () => {
+  it('holds a body cut into one-byte pieces in a few blocks, byte for byte', () => {
+    const body = Buffer.from(JSON.stringify({ pad: 'x'.repeat(50_000) }));
+    const blocks = new BodyBlocks();
+    const out: Buffer[] = [];
+    for (let i = 0; i < body.length; i++) out.push(...blocks.add(body.subarray(i, i + 1)));
+    const rest = blocks.rest();
+    if (rest) out.push(rest);
+    assert.ok(out.length <= Math.ceil(body.length / (16 * 1024)), `${out.length} blocks`);
+    assert.ok(Buffer.concat(out).equals(body));
+    assert.equal(blocks.fragmented, true, 'one-byte pieces past the first thousand are too fine');
+  });
+
+  it('passes large pieces on as they are, and finds socket-sized pieces not fragmented', () => {
+    const blocks = new BodyBlocks();
+    const big = Buffer.alloc(64 * 1024, 1);
+    assert.deepEqual(blocks.add(big), [big]);
+    for (let i = 0; i < 5_000; i++) blocks.add(Buffer.alloc(MIN_PIECE_BYTES, 2));
+    assert.equal(blocks.fragmented, false);
   });
 });
