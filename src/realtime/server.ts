@@ -227,6 +227,13 @@ const MAX_BINDING_BYTES_PER_PROJECT = 16 * 1024 * 1024;
 const MAX_BINDING_BYTES_TOTAL = 256 * 1024 * 1024;
 /** a frame from a client: broadcasts and joins are far smaller (the REST broadcast takes 1 MiB a request too) */
 const MAX_CLIENT_FRAME_BYTES = 1024 * 1024;
+/**
+ * the pieces a client's message may come in: supabase-js (a browser's WebSocket, or ws) sends each in one. ws keeps the
+ * pieces of a message until its last, one Buffer each, and allowed 16,384: 500 sockets with the public anon key, each
+ * sending that many one-byte pieces of a message never ended, took the process from 470 MB to 1 GB. Beyond it the socket is
+ * closed with 1008 "Too many message fragments".
+ */
+const MAX_CLIENT_FRAGMENTS = 64;
 /** a REST broadcast's body, and what all of them being received at once may hold by default */
 const REST_BODY_LIMIT = 1024 * 1024;
 const DEFAULT_BROADCAST_BODY_BUDGET = 32 * 1024 * 1024;
@@ -428,7 +435,7 @@ export class RealtimeServer {
       this.log({ level: 'info', msg: 'realtime request refused', status, code, reason: e.code ?? 'unknown' });
       socket.end(clientErrorResponse(status, reason, { error: message }));
     });
-    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_FRAME_BYTES });
+    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_FRAME_BYTES, maxFragments: MAX_CLIENT_FRAGMENTS });
   }
 
   /** where supabase-js should point: createClient(url, anonKey) */

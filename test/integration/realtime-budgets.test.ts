@@ -169,6 +169,22 @@ describe('broadcast fan-out budgets', { timeout: 120_000 }, () => {
     assert.equal(broadcastsOf(sub, 'crumbs'), 0, 'the refused request sent nothing');
   });
 
+  it('a message sent in more than 64 pieces closes the socket with 1008; one in a few pieces is read', async () => {
+    // found by a hostile probe: ws keeps a message's pieces until its last and allowed 16,384 of them; 500 sockets with
+    // the anon key sending as many one-byte pieces of a message never ended took the process from 470 MB to 1 GB
+    const anon = await signAnonKey({ secret: SECRET });
+    const few = await RawSocket.open(server.url, { apikey: anon }, '1.0.0');
+    sockets.push(few);
+    const heartbeat = JSON.stringify({ topic: 'phoenix', event: 'heartbeat', payload: {}, ref: 'pieces' });
+    for (let i = 0; i < heartbeat.length; i += 10) few.ws.send(heartbeat.slice(i, i + 10), { fin: i + 10 >= heartbeat.length });
+    assert.equal((await few.next((m) => m.event === 'phx_reply' && m.ref === 'pieces')).payload.status, 'ok', 'positive control: 9 pieces');
+    const crumbs = await RawSocket.open(server.url, { apikey: anon }, '1.0.0');
+    sockets.push(crumbs);
+    for (let i = 0; i < 1_000; i++) crumbs.ws.send(' ', { fin: false });
+    const code = await Promise.race([crumbs.closed, new Promise<string>((r) => setTimeout(() => r('still open'), 3_000))]);
+    assert.equal(code, 1008);
+  });
+
   it("a project's REST broadcasts beyond its fan-out budget get 429 and send nothing; another project's are not held back", async () => {
     const tokB = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
     const tokC = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
