@@ -134,6 +134,10 @@ interface Conn {
   presenceBytes: number;
   /** its joins (see JOINS_PER_SECOND) */
   joins: TokenBucket;
+  /** frames handed to its socket and not yet written out (see FRAME_OVERHEAD_BYTES) */
+  framesWaiting: number;
+  /** the callback of every frame sent to it: one written out */
+  written: () => void;
 }
 
 interface PendingJoin {
@@ -275,6 +279,13 @@ const V2_TAIL = Buffer.from('}]');
 const PRESENCE_V1_TAIL = Buffer.from(',"ref":null}');
 const PRESENCE_V2_TAIL = Buffer.from(']');
 const EMPTY_PRESENCE_STATE = Buffer.from('{}');
+/**
+ * What a frame waiting to go out holds beyond its bytes (ws's and the socket's records of it): a socket's backlog, and
+ * all sockets' together, are weighed as their bytes and this much a frame. Counted by bytes alone, 30 sockets with the
+ * public anon key sending heartbeats and never reading the replies (90 bytes each) stayed under every limit and took
+ * the process from 86 MB to 1 GB: about 340 bytes of memory a reply.
+ */
+const FRAME_OVERHEAD_BYTES = 256;
 /** over the total budget, a socket holding at least this much is the one let go */
 const SLOW_SHARE_BYTES = 1024 * 1024;
 
@@ -717,6 +728,8 @@ export class RealtimeServer {
       bindingBytes: 0,
       presenceBytes: 0,
       joins: new TokenBucket(JOIN_BURST, JOINS_PER_SECOND),
+      framesWaiting: 0,
+      written: () => void conn.framesWaiting--,
       hbTimer: setTimeout(() => this.heartbeatTimeout(conn), this.opts.heartbeatTimeoutMs),
       closed: false,
       overSince: null,
@@ -772,7 +785,8 @@ export class RealtimeServer {
   /** `text`: a Buffer that holds a text (JSON) frame; a string always is one */
   private sendRaw(conn: Conn, data: string | Buffer, text = typeof data === 'string'): boolean {
     if (!this.admit(conn)) return false;
-    conn.ws.send(data, { binary: !text });
+    conn.framesWaiting++;
+    conn.ws.send(data, { binary: !text }, conn.written);
     this.stats.framesSent++;
     return true;
   }
@@ -786,7 +800,8 @@ export class RealtimeServer {
    */
   private sendFragments(conn: Conn, parts: Buffer[], change = true): boolean {
     if (!this.admit(conn)) return false;
-    for (let i = 0; i < parts.length; i++) conn.ws.send(parts[i], { binary: false, fin: i === parts.length - 1 });
+    conn.framesWaiting += parts.length;
+    for (let i = 0; i < parts.length; i++) conn.ws.send(parts[i], { binary: false, fin: i === parts.length - 1 }, conn.written);
     this.stats.framesSent++;
     if (parts.length > 1 && change) this.stats.sharedDataFrames++;
     return true;
@@ -797,14 +812,14 @@ export class RealtimeServer {
     const ws = conn.ws;
     if (conn.closed && ws.readyState !== WebSocket.OPEN) return false;
     if (ws.readyState !== WebSocket.OPEN) return false;
-    const buffered = ws.bufferedAmount;
+    const buffered = backlog(conn);
     if (buffered <= this.opts.maxBufferedBytes) conn.overSince = null;
     else if (conn.overSince === null) conn.overSince = Date.now();
     if (conn.overSince !== null && (Date.now() - conn.overSince > SLOW_GRACE_MS || buffered > SLOW_HARD_FACTOR * this.opts.maxBufferedBytes)) {
       // back-pressure policy: a subscriber that stays over the limit (or far over it) is cut off; it reconnects
       // and catches up, and the feed and every other subscriber go on without waiting for it
       this.stats.slowSocketsClosed++;
-      this.log({ level: 'warn', msg: 'realtime slow subscriber closed', socket: conn.id, bufferedBytes: ws.bufferedAmount });
+      this.log({ level: 'warn', msg: 'realtime slow subscriber closed', socket: conn.id, bufferedBytes: ws.bufferedAmount, framesWaiting: conn.framesWaiting });
       this.dropConn(conn);
       ws.terminate();
       return false;
@@ -833,18 +848,18 @@ export class RealtimeServer {
     for (const [space, bucket] of this.fanOutBudgets) if (bucket.full()) this.fanOutBudgets.delete(space);
     let total = 0;
     for (const c of this.conns) {
-      const held = c.ws.bufferedAmount;
+      const held = backlog(c);
       total += held;
       c.heavyCounts = held >= SLOW_SHARE_BYTES ? (c.heavyCounts ?? 0) + 1 : 0;
     }
     const budget = this.opts.maxTotalBufferedBytes ?? Infinity;
     if (total <= budget) return;
-    const heaviest = [...this.conns].filter((c) => (c.heavyCounts ?? 0) >= 2).sort((a, b) => b.ws.bufferedAmount - a.ws.bufferedAmount);
+    const heaviest = [...this.conns].filter((c) => (c.heavyCounts ?? 0) >= 2).sort((a, b) => backlog(b) - backlog(a));
     for (const c of heaviest) {
       if (total <= budget / 2) break;
-      const held = c.ws.bufferedAmount;
+      const held = backlog(c);
       this.stats.slowSocketsClosed++;
-      this.log({ level: 'warn', msg: 'realtime slow subscriber closed', socket: c.id, bufferedBytes: held, why: 'all sockets together over the budget' });
+      this.log({ level: 'warn', msg: 'realtime slow subscriber closed', socket: c.id, bufferedBytes: c.ws.bufferedAmount, framesWaiting: c.framesWaiting, why: 'all sockets together over the budget' });
       this.dropConn(c);
       c.ws.terminate();
       total -= held;
@@ -1352,7 +1367,7 @@ export class RealtimeServer {
       const rel = p.change.rel;
       // let the sockets flush between changes when a big transaction piles frames up: a subscriber is only
       // cut off when what it was sent before is still waiting (sendRaw), not for one transaction's burst
-      if (p.targets.some((t) => t.ch.conn.ws.bufferedAmount > this.opts.maxBufferedBytes / 2)) await new Promise((r) => setImmediate(r));
+      if (p.targets.some((t) => backlog(t.ch.conn) > this.opts.maxBufferedBytes / 2)) await new Promise((r) => setImmediate(r));
       const keyText = p.needsCheck ? JSON.stringify(rel.primaryKey.map((c) => p.change.newRow?.[c] ?? null)) : '';
       const dataByRole = new Map<string, Buffer>();
       for (const { ch, ids, role, claimsKey } of p.targets) {
@@ -1734,6 +1749,11 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
 }
 
 class FragmentedBody extends Error {}
+
+/** what a socket's frames waiting to go out hold: their bytes, and what each frame costs besides (FRAME_OVERHEAD_BYTES) */
+function backlog(conn: Conn): number {
+  return conn.ws.bufferedAmount + Math.max(0, conn.framesWaiting) * FRAME_OVERHEAD_BYTES;
+}
 
 function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {

@@ -121,6 +121,14 @@ async function subscribers(n: number, topic: string, token: string): Promise<Raw
   return out;
 }
 
+async function waitUntil(ok: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`not so within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 const broadcastsOf = (s: RawSocket, event?: string) => s.messages((m) => m.event === 'broadcast' && (event === undefined || m.payload?.event === event)).length;
 
 describe('broadcast fan-out budgets', { timeout: 120_000 }, () => {
@@ -183,6 +191,33 @@ describe('broadcast fan-out budgets', { timeout: 120_000 }, () => {
     for (let i = 0; i < 1_000; i++) crumbs.ws.send(' ', { fin: false });
     const code = await Promise.race([crumbs.closed, new Promise<string>((r) => setTimeout(() => r('still open'), 3_000))]);
     assert.equal(code, 1008);
+  });
+
+  it("a socket that never reads its replies is weighed by its frames too, not only their bytes: it is cut off before its small replies' bytes reach the limit", async () => {
+    // found by a hostile probe: heartbeat replies are 90 bytes and hold about 340 bytes of memory each while they
+    // wait; 30 sockets with the anon key sending heartbeats and never reading stayed under every limit counted in
+    // bytes and took the process from 86 MB to 1 GB
+    const logs: Array<Record<string, unknown>> = [];
+    const maxBufferedBytes = 256 * 1024;
+    const slowServer = new RealtimeServer({ databaseUrl: dbUrl, jwtSecret: SECRET, maxBufferedBytes, log: (e) => logs.push(e) });
+    await slowServer.start();
+    try {
+      const anon = await signAnonKey({ secret: SECRET });
+      const s = await RawSocket.open(slowServer.url, { apikey: anon }, '1.0.0');
+      sockets.push(s);
+      (s.ws as unknown as { _socket: { pause(): void } })._socket.pause(); // stops reading: the kernel buffers fill, then ours
+      const heartbeat = JSON.stringify({ topic: 'phoenix', event: 'heartbeat', payload: {}, ref: null });
+      for (let sent = 0; sent < 400_000 && s.closeCode === null && slowServer.stats.slowSocketsClosed === 0; sent += 2_000) {
+        for (let i = 0; i < 2_000; i++) s.ws.send(heartbeat);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await waitUntil(() => slowServer.stats.slowSocketsClosed === 1, 5_000);
+      const closed = logs.find((l) => l.msg === 'realtime slow subscriber closed')!;
+      assert.ok((closed.bufferedBytes as number) < 4 * maxBufferedBytes, `cut off for its frames before their bytes reached the hard limit: ${JSON.stringify(closed)}`);
+      assert.ok((closed.framesWaiting as number) > 0);
+    } finally {
+      await slowServer.close();
+    }
   });
 
   it("a project's REST broadcasts beyond its fan-out budget get 429 and send nothing; another project's are not held back", async () => {
