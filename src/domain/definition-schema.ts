@@ -17,11 +17,18 @@ const transformStep = z.object({
   next: stepId.optional(),
 });
 
+/**
+ * The longest a run may be told to wait (a delay step, a retry's delay): a time far enough ahead is not a date at all,
+ * and a retry policy of 9,007,199,254,740,991 ms passed this check and left its run stuck, its worker failing with
+ * "Invalid time value" for ever.
+ */
+const MAX_WAIT_MS = 366 * 24 * 3600 * 1000;
+
 export const retryPolicySchema = z.object({
   maxAttempts: z.number().int().min(1).max(100).default(3),
-  initialDelayMs: z.number().int().min(0).default(500),
+  initialDelayMs: z.number().int().min(0).max(MAX_WAIT_MS).default(500),
   multiplier: z.number().min(1).max(10).default(2),
-  maxDelayMs: z.number().int().min(0).default(60_000),
+  maxDelayMs: z.number().int().min(0).max(MAX_WAIT_MS).default(60_000),
   /** 0 = no jitter; 0.2 = ±20 % around the exponential delay */
   jitter: z.number().min(0).max(1).default(0.2),
 });
@@ -69,7 +76,7 @@ const branchStep = z.object({
 const delayStep = z.object({
   id: stepId,
   type: z.literal('delay'),
-  durationMs: z.number().int().min(0).max(366 * 24 * 3600 * 1000),
+  durationMs: z.number().int().min(0).max(MAX_WAIT_MS),
   next: stepId.optional(),
 });
 

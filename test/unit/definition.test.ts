@@ -160,6 +160,15 @@ describe('definition schema edges', () => {
     }
   });
 
+  it("a retry's delays are at most 366 days: a time further ahead would not be a date, and its run would be stuck", () => {
+    const day = 24 * 3600 * 1000;
+    const call = (retry: Record<string, number>) => ({ name: 'far', steps: [{ id: 'call', type: 'http_call', method: 'GET', url: 'http://x.test/a', retry }] });
+    validateDefinition(call({ maxAttempts: 3, initialDelayMs: 366 * day, maxDelayMs: 366 * day, multiplier: 10, jitter: 1 }));
+    const problems = problemsOf(call({ maxAttempts: 3, initialDelayMs: Number.MAX_SAFE_INTEGER, maxDelayMs: Number.MAX_SAFE_INTEGER }));
+    assert.ok(problems.some((p) => p.startsWith('steps.0.retry.initialDelayMs:')), problems.join('; '));
+    assert.ok(problems.some((p) => p.startsWith('steps.0.retry.maxDelayMs:')), problems.join('; '));
+  });
+
   it('a delay lasts at most 366 days', () => {
     const day = 24 * 3600 * 1000;
     accepted({ name: 'wait', steps: [{ id: 'pause', type: 'delay', durationMs: 366 * day }] });
