@@ -316,6 +316,10 @@ function webhookHeaderProblem(req: FastifyRequest, now: Date, toleranceSec: numb
   if (charset && charset !== 'utf-8' && charset !== 'utf8') return { status: 415, code: 'unsupported_media_type', message: `webhook bodies are UTF-8 JSON, not ${charset.slice(0, 40)}` };
   const encoding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
   if (encoding && encoding !== 'identity') return { status: 415, code: 'unsupported_content_encoding', message: `webhook bodies are sent as they are, without a Content-Encoding (${encoding.slice(0, 40)} is not read)` };
+  // a transfer coding other than chunked (gzip, chunked) is not undone by the HTTP parser either: the signature would
+  // be checked against the compressed bytes and fail as if the secret were wrong
+  const transfer = String(req.headers['transfer-encoding'] ?? '').split(',').map((t) => t.trim().toLowerCase()).filter((t) => t && t !== 'chunked' && t !== 'identity');
+  if (transfer.length > 0) return { status: 415, code: 'unsupported_content_encoding', message: `webhook bodies are sent as they are, chunked or not (a Transfer-Encoding of ${transfer.join(', ').slice(0, 40)} is not read)` };
   const deliveries = given(DELIVERY_HEADER);
   if (deliveries.length > 1) return { status: 400, code: 'missing_delivery_id', message: 'MeshHook-Delivery is given more than once: a delivery has one id' };
   const deliveryId = deliveries[0];
