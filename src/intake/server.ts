@@ -8,7 +8,7 @@ import type { EngineFlags } from '../domain/decider';
 import { engineInfo } from '../domain/decider';
 import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
-import { BodyBlocks, clientErrorAnswer, FRAGMENTED_BODY, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
+import { clientErrorAnswer, FRAGMENTED_BODY, GatheredRequest, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
 import { findIntakeTarget, intakeCache, IntakeTarget, type LoadedVersion, NotFoundError, TamperedDefinitionError, TamperedProjectError } from '../store/registry';
 import { DeliveryRecordBrokenError, DeliveryReusedError, runIdOfDelivery, startRun } from '../store/intake-start';
@@ -368,6 +368,8 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
       connectionsCheckingInterval: 1_000,
       // node would answer a missing Host with an empty 400 of its own: refused below, in our format
       requireHostHeader: false,
+      // a body is gathered into blocks as it arrives, and one cut into tiny pieces is refused (see GatheredRequest)
+      IncomingMessage: GatheredRequest,
     },
     // long names get a clear 400 from our own check instead of a route miss
     routerOptions: { maxParamLength: 16_384 },
@@ -641,8 +643,6 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           else bodyBytesByProject.delete(bucket);
           counted = 0;
         });
-        // passed on in blocks, not as the pieces the sender cut it into (see BodyBlocks)
-        const blocks = new BodyBlocks();
         const counter = new Transform({
           transform(chunk: Buffer, _encoding, next) {
             if (answered) return next();
@@ -655,16 +655,12 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
             bodyBytesHeld += chunk.length;
             bodyBytesByProject.set(bucket, ofProject + chunk.length);
             counted += chunk.length;
-            for (const block of blocks.add(chunk)) this.push(block);
-            if (blocks.fragmented) {
+            // (it arrives in blocks however its sender cut it, see GatheredRequest)
+            if ((req.raw as GatheredRequest).fragmented) {
               next(new Refusal(400, 'body_too_fragmented', FRAGMENTED_BODY));
               return;
             }
-            next();
-          },
-          flush(done) {
-            const rest = answered ? null : blocks.rest();
-            done(null, rest ?? undefined);
+            next(null, chunk);
           },
         });
         pipeline(payload, counter, () => undefined);

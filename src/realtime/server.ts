@@ -7,7 +7,7 @@ import { openPool } from '../db/pool';
 import { types as pgTypes } from 'pg';
 import { ChainKeys, eventHash } from '../domain/hash-chain';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { BodyBlocks, clientErrorAnswer, FRAGMENTED_BODY, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
+import { clientErrorAnswer, FRAGMENTED_BODY, GatheredRequest, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
 import { Visibility } from './auth';
 import { MAX_FILTER_LENGTH, parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
 import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
@@ -427,7 +427,8 @@ export class RealtimeServer {
     Object.defineProperty(this.stats, 'feed', { get: () => this.feed.state, enumerable: true });
     // a connection that sends no request soon is let go (Node waits a minute by default), and beyond the cap a new
     // one is closed as it comes: a flood of idle connections cannot take every file descriptor of the process
-    this.http = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 }, (req, res) => this.onHttp(req, res));
+    // (a body is gathered into blocks as it arrives, and one cut into tiny pieces is refused: see GatheredRequest)
+    this.http = http.createServer({ IncomingMessage: GatheredRequest, headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 }, (req, res) => this.onHttp(req, res));
     this.http.maxConnections = options.maxConnections ?? defaultMaxConnections();
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket as Duplex, head));
     // a CONNECT (a proxy tunnel) is not served: a status and why, instead of a connection that just ends
@@ -1757,9 +1758,8 @@ function backlog(conn: Conn): number {
 
 function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    // gathered in blocks, not kept as the pieces the sender cut it into: a 1 MiB broadcast sent with the public anon
-    // key as a million one-byte chunks was held as a million Buffers, 416 MB (see BodyBlocks)
-    const blocks = new BodyBlocks();
+    // it arrives in blocks however its sender cut it (the server's requests are GatheredRequests): a 1 MiB broadcast
+    // sent with the public anon key as a million one-byte chunks was held as a million Buffers, 416 MB
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
@@ -1771,17 +1771,13 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
         reject(new Error('too large'));
         return;
       }
-      chunks.push(...blocks.add(c));
-      if (blocks.fragmented) {
+      chunks.push(c);
+      if ((req as GatheredRequest).fragmented) {
         req.removeAllListeners('data');
         reject(new FragmentedBody());
       }
     });
-    req.on('end', () => {
-      const rest = blocks.rest();
-      if (rest) chunks.push(rest);
-      resolve(Buffer.concat(chunks, size));
-    });
+    req.on('end', () => resolve(Buffer.concat(chunks, size)));
     req.on('error', reject);
   });
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Pool } from 'pg';
@@ -538,6 +539,43 @@ describe('webhook intake', { timeout: 60_000 }, () => {
       const ok = await rawExchange(intake.url, request('d-chunks', signature, body, 100), { waitMs: 10_000 });
       assert.match(ok.answer, /^HTTP\/1\.1 202 /, ok.answer.slice(0, 300));
     } finally {
+      await intake.close();
+    }
+  });
+
+  it('bodies of one-byte chunks on many connections are gathered as they arrive: they do not wait for their target as pieces', async () => {
+    // found by a hostile probe: gathered only where the body is read, each connection's pieces waited for the target
+    // lookup as Buffers of a byte; 500 such connections took the process past 1.5 GB in 12 s and none was answered
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS });
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().heapUsed)), 20);
+    try {
+      await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const { port } = new URL(intake.url);
+      const before = process.memoryUsage().heapUsed;
+      // another process sends, as a prober would: 150 connections of 20,000 one-byte chunks each, never ended
+      const client = spawn(process.execPath, [
+        '-e',
+        `const net = require('net'); let refused = 0;
+         for (let i = 0; i < 150; i++) {
+           const s = net.connect(${port}, '127.0.0.1');
+           s.on('error', () => undefined);
+           s.on('data', (d) => { if (/body_too_fragmented/.test(String(d)) && ++refused === 150) { console.log('all refused'); process.exit(0); } });
+           s.write('POST /hooks/acme/order-sync HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nMeshHook-Delivery: d-' + i +
+             '\\r\\nMeshHook-Signature: ${plausibleSignature()}\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n' + '1\\r\\n \\r\\n'.repeat(20000));
+         }
+         setTimeout(() => { console.log('refused ' + refused); process.exit(0); }, 40000);`,
+      ]);
+      let out = '';
+      client.stdout.on('data', (d) => (out += d));
+      await new Promise((r) => client.once('exit', r));
+      clearInterval(sampler);
+      const grown = (peak - before) / 1024 / 1024;
+      assert.equal(out.trim(), 'all refused');
+      assert.ok(grown < 150, `the heap grew by ${grown.toFixed(0)} MB for 150 connections of 120 kB each`);
+    } finally {
+      clearInterval(sampler);
       await intake.close();
     }
   });
