@@ -72,6 +72,8 @@ export interface RealtimeServerOptions {
   maxTotalBufferedBytes?: number;
   /** connections held at once; more are closed as they come (default: src/security/http-limits.ts) */
   maxConnections?: number;
+  /** frames a socket may send a second, twice as many at once; beyond it the socket is closed with 1008 (default 1,000) */
+  maxMessagesPerSecond?: number;
   /**
    * bytes of REST broadcast bodies being received at once, all requests together; beyond it a broadcast gets 503
    * (default 32 MiB: 32 bodies at the 1 MiB limit)
@@ -134,6 +136,8 @@ interface Conn {
   presenceBytes: number;
   /** its joins (see JOINS_PER_SECOND) */
   joins: TokenBucket;
+  /** the frames it sends (see MESSAGES_PER_SECOND) */
+  messages: TokenBucket;
   /** frames handed to its socket and not yet written out (see FRAME_OVERHEAD_BYTES) */
   framesWaiting: number;
   /** the callback of every frame sent to it: one written out */
@@ -203,6 +207,15 @@ const MAX_CHANNELS_PER_SOCKET = 100;
  */
 export const JOINS_PER_SECOND = 10;
 const JOIN_BURST = MAX_CHANNELS_PER_SOCKET + 20;
+/**
+ * Frames a client may send by default: twice this many at once, then this many a second (a token bucket); beyond it the
+ * socket is closed with 1008. supabase-js sends a heartbeat every 25 s and a frame per join, leave, token refresh,
+ * broadcast or track. Every frame is parsed and most are answered on the one event loop: one socket with the public
+ * anon key sending 60,000 heartbeats a second let 13 signed webhooks through in 5 s instead of 48, one of them waiting
+ * 3.3 s.
+ */
+export const MESSAGES_PER_SECOND = 1000;
+const MESSAGE_RATE_REFUSAL = 'ClientRateLimitReached: Too many messages per second';
 const JOIN_RATE_REFUSAL = 'ClientJoinRateLimitReached: Too many joins per second';
 /*
  * postgres_changes bindings are kept as long as their channel and checked against every change: a client
@@ -729,6 +742,7 @@ export class RealtimeServer {
       bindingBytes: 0,
       presenceBytes: 0,
       joins: new TokenBucket(JOIN_BURST, JOINS_PER_SECOND),
+      messages: new TokenBucket(2 * (this.opts.maxMessagesPerSecond ?? MESSAGES_PER_SECOND), this.opts.maxMessagesPerSecond ?? MESSAGES_PER_SECOND),
       framesWaiting: 0,
       written: () => void conn.framesWaiting--,
       hbTimer: setTimeout(() => this.heartbeatTimeout(conn), this.opts.heartbeatTimeoutMs),
@@ -739,6 +753,15 @@ export class RealtimeServer {
     this.stats.sockets = this.conns.size;
     this.log({ level: 'debug', msg: 'realtime socket open', socket: conn.id, vsn, role: claims.role });
     ws.on('message', (data: RawData, isBinary: boolean) => {
+      // (a socket being closed: what it still sends is not read)
+      if (conn.closed) return;
+      if (!conn.messages.take(1)) {
+        this.log({ level: 'warn', msg: 'realtime socket closed', socket: conn.id, why: MESSAGE_RATE_REFUSAL });
+        this.dropConn(conn);
+        ws.close(1008, MESSAGE_RATE_REFUSAL);
+        setTimeout(() => ws.terminate(), 1000).unref();
+        return;
+      }
       conn.hbTimer.refresh();
       let msg: PhxMessage & { raw?: RawBroadcast };
       try {

@@ -199,7 +199,8 @@ describe('broadcast fan-out budgets', { timeout: 120_000 }, () => {
     // bytes and took the process from 86 MB to 1 GB
     const logs: Array<Record<string, unknown>> = [];
     const maxBufferedBytes = 256 * 1024;
-    const slowServer = new RealtimeServer({ databaseUrl: dbUrl, jwtSecret: SECRET, maxBufferedBytes, log: (e) => logs.push(e) });
+    // (many frames: the socket's own rate is not what this is about)
+    const slowServer = new RealtimeServer({ databaseUrl: dbUrl, jwtSecret: SECRET, maxBufferedBytes, maxMessagesPerSecond: 1_000_000, log: (e) => logs.push(e) });
     await slowServer.start();
     try {
       const anon = await signAnonKey({ secret: SECRET });
@@ -218,6 +219,24 @@ describe('broadcast fan-out budgets', { timeout: 120_000 }, () => {
     } finally {
       await slowServer.close();
     }
+  });
+
+  it('a socket sending frames beyond its rate is closed with 1008; one within it is answered every frame', async () => {
+    // found by a hostile probe: one socket with the anon key sending 60,000 heartbeats a second let 13 signed webhooks
+    // through in 5 s instead of 48, one of them waiting 3.3 s
+    const anon = await signAnonKey({ secret: SECRET });
+    const heartbeat = (ref: string) => JSON.stringify({ topic: 'phoenix', event: 'heartbeat', payload: {}, ref });
+    const calm = await RawSocket.open(server.url, { apikey: anon }, '1.0.0');
+    sockets.push(calm);
+    for (let i = 0; i < 1_500; i++) calm.ws.send(heartbeat(`calm-${i}`));
+    await calm.next((m) => m.event === 'phx_reply' && m.ref === 'calm-1499');
+    assert.equal(calm.messages((m) => m.event === 'phx_reply').length, 1_500, 'positive control: a burst of 1,500 is answered');
+    const flood = await RawSocket.open(server.url, { apikey: anon }, '1.0.0');
+    sockets.push(flood);
+    for (let i = 0; i < 20_000 && flood.closeCode === null; i++) flood.ws.send(heartbeat(`flood-${i}`));
+    const code = await Promise.race([flood.closed, new Promise<string>((r) => setTimeout(() => r('still open'), 3_000))]);
+    assert.equal(code, 1008);
+    assert.ok(flood.messages((m) => m.event === 'phx_reply').length < 5_000, 'the frames beyond the rate were not answered');
   });
 
   it("a project's REST broadcasts beyond its fan-out budget get 429 and send nothing; another project's are not held back", async () => {
