@@ -580,6 +580,42 @@ describe('webhook intake', { timeout: 60_000 }, () => {
     }
   });
 
+  it("a page of a run's log holds about 8 MiB at most, however many events were asked for; paging with after reads it all", async () => {
+    // found by a hostile probe: a page of up to 10,000 events was read and written whole; four reads of a run whose
+    // 400 events held answers of a megabyte took the process from 92 MB to 940 MB
+    const { url } = await dbs.fresh();
+    const pad = 'x'.repeat(1024 * 1024 - 100);
+    const target = await startTarget(() => ({ status: 503, body: { pad } }));
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    try {
+      const definition = {
+        name: 'big-answers',
+        steps: [{ id: 'call', type: 'http_call', method: 'POST', url: `${target.url}/orders`, retry: { maxAttempts: 20, initialDelayMs: 0, maxDelayMs: 0, multiplier: 1, jitter: 0 } }],
+      };
+      const wf = await publish(engine.pool, 'acme', definition);
+      const { body } = await deliver(engine.intake.url, 'acme', 'big-answers', wf.signingSecret, ORDER);
+      await waitFor('the run to fail', async () => (await runStatus(engine.pool, body.runId)) === 'failed', 60_000);
+      const token = await signProjectToken({ secret: tokenSecret(KEYS), projectId: wf.projectId, ttlSec: 60 });
+      const seqs: number[] = [];
+      let pages = 0;
+      for (let after = 0; ; pages++) {
+        const res = await fetch(`${engine.intake.url}/runs/${body.runId}/events?after=${after}`, { headers: { authorization: `Bearer ${token}` } });
+        const text = await res.text();
+        assert.ok(text.length < 10 * 1024 * 1024, `a page of ${(text.length / 1024 / 1024).toFixed(1)} MB`);
+        const events = (JSON.parse(text) as { events: Array<{ seq: number }> }).events;
+        if (events.length === 0) break;
+        seqs.push(...events.map((e) => e.seq));
+        after = events[events.length - 1].seq;
+      }
+      assert.ok(pages >= 3, `${pages} pages`);
+      assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'every event once, in order');
+      assert.ok(seqs.length >= 40, `${seqs.length} events`);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
   it('bytes the HTTP parser refuses get an answer that says what is wrong', async () => {
     const { pool } = await dbs.fresh();
     const logs: Array<Record<string, unknown>> = [];
