@@ -239,6 +239,29 @@ describe('broadcast fan-out budgets', { timeout: 120_000 }, () => {
     assert.ok(flood.messages((m) => m.event === 'phx_reply').length < 5_000, 'the frames beyond the rate were not answered');
   });
 
+  it('REST broadcasts pipelined on one connection beyond 8 in flight get 503 and the connection closed', async () => {
+    // found by a hostile probe: one connection with the anon key pipelining 50,000 empty broadcasts kept 63% of a core
+    // busy and held the intake's answers up to 1.7 s
+    const anon = await signAnonKey({ secret: SECRET });
+    const { port } = new URL(server.url);
+    const one = `POST /api/broadcast HTTP/1.1\r\nHost: x\r\napikey: ${anon}\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"messages":[]}`;
+    const answer = await new Promise<string>((resolve) => {
+      const socket = net.connect(Number(port), '127.0.0.1');
+      let text = '';
+      socket.on('data', (d) => (text += d));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(text));
+      socket.write(one.repeat(60));
+      setTimeout(() => (socket.destroy(), resolve(text)), 5_000);
+    });
+    const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+    assert.ok(statuses.includes(503), `one beyond the cap is answered 503: ${statuses.join(',')}`);
+    assert.ok(statuses.filter((s) => s === 202).length <= 8, `at most 8 served at once: ${statuses.join(',')}`);
+    assert.ok(statuses.length < 60, 'the connection was closed after the 503');
+    const alone = await fetch(`${server.url}/api/broadcast`, { method: 'POST', headers: { 'content-type': 'application/json', apikey: anon }, body: '{"messages":[]}' });
+    assert.equal(alone.status, 202, 'positive control: one on its own connection is served');
+  });
+
   it("a project's REST broadcasts beyond its fan-out budget get 429 and send nothing; another project's are not held back", async () => {
     const tokB = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
     const tokC = await signProjectToken({ secret: SECRET, projectId: randomUUID(), ttlSec: 600 });
