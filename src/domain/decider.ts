@@ -16,12 +16,21 @@ import type { EngineInfo, HttpOutcome, HttpRequestPrepared, OperatorActed, RunEv
  * replay exactly. Semantics 1 (no `engine` recorded): the request body is
  * recorded as JSON. Semantics 2: the exact body text, secret references in
  * headers, idempotency keys per execution of a step, operator actions.
+ * Semantics 3: what an expression gives is at most MAX_EXPRESSION_RESULT_BYTES
+ * of JSON; more fails its step instead of being recorded.
  */
 
 /** The engine release written into every new run's RunStarted. */
 export const ENGINE_VERSION = '0.2.0';
 /** The decision semantics new runs start under. */
-export const CURRENT_SEMANTICS = 2;
+export const CURRENT_SEMANTICS = 3;
+
+/**
+ * Semantics 3: the most JSON an expression may give (a step's output, a request's body, a run's result). A webhook
+ * body is at most 2 MiB, but an expression can make much more of a few bytes (`pad_left('x', input.n)` made a
+ * 100 MB output of a 20-byte webhook, recorded as one event, and took the process to 1 GB).
+ */
+export const MAX_EXPRESSION_RESULT_BYTES = 4 * 1024 * 1024;
 
 export type Phase = 'new' | 'ready' | 'awaiting_response' | 'awaiting_timer' | 'done';
 
@@ -388,7 +397,14 @@ function parsed(expr: string): ReturnType<typeof compile> {
 function evaluate(expr: string, state: RunState): unknown {
   // JMESPath cannot see undefined; normalise so the output is JSON.
   const result = TreeInterpreter.search(parsed(expr), contextOf(state) as never);
-  return result === undefined ? null : JSON.parse(JSON.stringify(result));
+  if (result === undefined) return null;
+  const text = JSON.stringify(result);
+  // a string's length is at most its UTF-8 bytes, which are at most three times it: most results need no count
+  if (state.semantics >= 3 && text.length * 3 > MAX_EXPRESSION_RESULT_BYTES) {
+    const bytes = Buffer.byteLength(text);
+    if (bytes > MAX_EXPRESSION_RESULT_BYTES) throw new Error(`its result is ${bytes} bytes of JSON, more than the ${MAX_EXPRESSION_RESULT_BYTES} a result may be`);
+  }
+  return JSON.parse(text);
 }
 
 function truthy(v: unknown): boolean {

@@ -20,7 +20,7 @@ export type HeaderValue = string | { secret: string; prefix?: string };
 export interface EngineInfo {
   /** the engine release that started the run */
   version: string;
-  /** the decision semantics (1: the first releases; 2: exact request bytes, keys per execution, operator actions) */
+  /** the decision semantics (1: the first releases; 2: exact request bytes, keys per execution, operator actions; 3: expression results bounded) */
   semantics: number;
   flags: { conflictIsSuccess?: boolean };
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { contextOf, createDecider, engineInfo, fold, idempotencyKeyFor } from '../../src/domain/decider';
+import { contextOf, createDecider, engineInfo, fold, idempotencyKeyFor, MAX_EXPRESSION_RESULT_BYTES } from '../../src/domain/decider';
 import { validateDefinition, type WorkflowDefinition } from '../../src/domain/definition';
 import type { HttpOutcome, RunEvent } from '../../src/domain/events';
 import { RUN_ID, runStarted, simulate, status } from './fixtures';
@@ -141,5 +141,40 @@ describe('decider edges: what an expression sees', () => {
     for (const input of [['a', 'b'], 'text', 7, null]) {
       assert.deepEqual(contextOf(fold([runStarted(call(), input)])), { input, steps: {} }, JSON.stringify(input));
     }
+  });
+});
+
+describe('decider edges: how much an expression may give (semantics 3)', () => {
+  // a few bytes of input made into more than the bound: the run fails at its step, nothing that large recorded
+  const padded = validateDefinition({
+    name: 'label-order',
+    steps: [
+      { id: 'label', type: 'transform', expression: "pad_left('x', input.width)", next: 'done' },
+      { id: 'done', type: 'terminate', status: 'succeeded' },
+    ],
+  });
+  const run = (width: number, semantics: number) =>
+    simulate(padded, [], { input: { width }, engine: { ...engine, semantics } }).map((e) => ({ type: e.type, data: e.data }) as RunEvent);
+
+  it('a result over 4 MiB of JSON fails its step, naming its size', () => {
+    const events = run(MAX_EXPRESSION_RESULT_BYTES, 3); // the quotes make it two bytes over
+    assert.equal(first(events, 'StepFailed').reason, `step "label" could not be evaluated: its result is ${MAX_EXPRESSION_RESULT_BYTES + 2} bytes of JSON, more than the ${MAX_EXPRESSION_RESULT_BYTES} a result may be`);
+    assert.equal(first(events, 'RunFinished').status, 'failed');
+    assert.ok(JSON.stringify(events).length < 10_000, 'nothing that large is recorded');
+  });
+
+  it('a result of exactly 4 MiB is kept', () => {
+    const events = run(MAX_EXPRESSION_RESULT_BYTES - 2, 3);
+    assert.equal((first(events, 'StepSucceeded').output as string).length, MAX_EXPRESSION_RESULT_BYTES - 2);
+    assert.equal(first(events, 'RunFinished').status, 'succeeded');
+  });
+
+  it('a run started under semantics 2 is decided as it was then: no bound', () => {
+    const events = run(MAX_EXPRESSION_RESULT_BYTES, 2);
+    assert.equal(first(events, 'RunFinished').status, 'succeeded');
+  });
+
+  it('new runs start under semantics 3', () => {
+    assert.equal(engineInfo().semantics, 3);
   });
 });
