@@ -93,3 +93,15 @@ Feature: Unusual runs replay just as exactly
     And "push" was attempted 26 times
     And the run log has at least 100 events
     And the run replays exactly from its log
+
+  Scenario: An expression that would make an enormous label fails its run instead of filling the log
+    Given the project "acme" with the workflow "label-order":
+      | step  | type      | does                            | then |
+      | label | transform | pad_left('#', order.labelWidth) | done |
+      | done  | terminate | succeeded                       |      |
+    When "acme" delivers this webhook to "label-order":
+      """json
+      { "order": { "id": "A-1001", "labelWidth": 100000000 } }
+      """
+    Then the run fails because "more than the 4194304 a result may be"
+    And the run replays exactly from its log
