@@ -577,6 +577,10 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
   };
 
   const decide = (command: Command, state: RunState): RunEvent[] => {
+    // a run started by a later release is decided by its rules, which this engine does not know: an engine of
+    // that release (or later) carries it on, as a mixed deployment upgrades
+    if (command.type !== 'StartRun' && state.semantics > CURRENT_SEMANTICS)
+      throw new DecisionError(`run ${state.runId} was started under semantics ${state.semantics}, newer than this engine's ${CURRENT_SEMANTICS}: an engine of the release that started it carries it on`);
     switch (command.type) {
       case 'StartRun': {
         if (state.status !== 'new') throw new DecisionError(`run ${state.runId} has already started`);

@@ -178,3 +178,12 @@ describe('decider edges: how much an expression may give (semantics 3)', () => {
     assert.equal(engineInfo().semantics, 3);
   });
 });
+
+describe('decider edges: a run started by a later release', () => {
+  it('is not decided by an engine that does not know its semantics', () => {
+    const def = validateDefinition({ name: 'label-order', steps: [{ id: 'done', type: 'terminate', status: 'succeeded' }] });
+    const decider = createDecider(def);
+    const later = fold(decider.decide({ type: 'StartRun', data: { ...(runStarted(def) as Extract<RunEvent, { type: 'RunStarted' }>).data, engine: { ...engine, semantics: engine.semantics + 1 } } }, fold([])));
+    assert.throws(() => decider.decide({ type: 'ExecuteStep', data: { at: '2026-12-07T10:00:00.000Z' } } as never, later), /started under semantics 4, newer than this engine's 3/);
+  });
+});
