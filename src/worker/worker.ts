@@ -374,12 +374,12 @@ export class Worker {
       const skip = [...this.inFlight, ...backedOff, ...handed.map((h) => h.run.runId), ...this.handover.waitingIds()];
       const { rows } = await lock.query<{ id: string; project_id: string }>(
         `SELECT id, project_id FROM (
-           SELECT h.id, h.project_id FROM unnest($6::uuid[], $7::uuid[]) AS h(id, project_id)
+           SELECT h.id, h.project_id FROM meshhook_runs_still_at($6::uuid[], $7::integer[]) h
            UNION ALL
            (SELECT id, project_id FROM ${this.repository.dueRuns}($1, $2) WHERE NOT (id = ANY($3::uuid[])))
            OFFSET 0
          ) due WHERE pg_try_advisory_lock($4, hashtext(id::text)) LIMIT $5`,
-        [now, room * 4, skip, LOCK_CLASS, room, handed.map((h) => h.run.runId), handed.map((h) => h.run.projectId)],
+        [now, room * 4, skip, LOCK_CLASS, room, handed.map((h) => h.run.runId), handed.map((h) => h.run.seq)],
       );
       const byId = new Map(handed.map((h) => [h.run.runId, h]));
       const mine: Array<{ id: string; projectId: string; adopted?: StoredRun }> = [];
@@ -393,7 +393,8 @@ export class Worker {
         }
         mine.push({ id, projectId: project_id, adopted: h?.run });
       }
-      // a run handed over and not locked is held by another worker, which claimed it first: it is that worker's
+      // a run handed over and not taken is held by another worker, or another process's worker moved it on since the
+      // intake started it (meshhook_runs_still_at, migration 030): it is theirs
       return mine;
     });
   }

@@ -3,9 +3,13 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { openEnginePool } from '../../src/db/pool';
 import { startEngine } from '../../src/engine';
 import { deliver } from '../../src/intake/sign';
 import { verifyRun } from '../../src/replay-service';
+import { startRun } from '../../src/store/intake-start';
+import { latestVersion } from '../../src/store/registry';
+import { Worker } from '../../src/worker/worker';
 import { KEYS, orderSyncDefinition, projectId, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
 
 /*
@@ -91,6 +95,32 @@ describe('runs handed from the intake to a worker of its process', { timeout: 90
       assert.deepEqual(rows[0].types, ['RunStarted'], 'the run was not carried on from its start');
     } finally {
       await second.stop();
+    }
+  });
+
+  it('are left to the claims when someone moved them on meanwhile, instead of decided from where the intake left them', async () => {
+    const { url, pool } = await dbs.fresh();
+    const quick = { name: 'quick', steps: [{ id: 'map', type: 'transform', expression: 'order.id', next: 'done' }, { id: 'done', type: 'terminate', status: 'succeeded' }] };
+    const published = await publish(pool, 'acme', quick);
+    const version = await latestVersion(pool, published.projectId, published.workflowId);
+    const runId = '0193e0c8-5a1e-8a00-8000-00000000a001';
+    const input = { order: { id: 'A-1001' } };
+    const started = await startRun(pool, { runId, projectId: published.projectId, projectSlug: 'acme', workflowSlug: 'quick', version, deliveryId: 'dlv_moved_on', input, rawBody: JSON.stringify(input), at: new Date(), chain: KEYS.chainKey() });
+    // handed over as the intake would, but as if another process's worker had moved the run on since: where the
+    // worker would take it up is one event behind the run's record
+    const behind = { runId, projectId: published.projectId, workflowId: published.workflowId, version: version.version, state: started.state!, seq: started.head!.seq - 1, lastHash: started.head!.hash };
+    const engine = openEnginePool(url, { max: 4 });
+    const worker = new Worker({ pool: engine, lockConnection: { connectionString: url }, pollMs: 20, concurrency: 2, keyring: KEYS });
+    try {
+      worker.start();
+      assert.equal(worker.adopt(behind, version), true);
+      await waitFor('the run to succeed', async () => (await runStatus(pool, runId)) === 'succeeded', 20_000);
+      assert.equal(worker.stats.adopted, 0, 'not taken up from where the intake left it');
+      assert.equal(worker.stats.conflicts, 0, 'no batch decided from a state the run had left, to lose at its append');
+      assert.equal(worker.stats.runsFinished, 1, 'found among the due runs and carried on from a load');
+    } finally {
+      await worker.stop();
+      await engine.end();
     }
   });
 });
