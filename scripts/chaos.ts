@@ -22,15 +22,24 @@
  * `meshhook rebuild` clean, and a last Ctrl-C leaving no process or state
  * behind. It prints one line of figures and exits 1 when anything is off.
  * `--plant-duplicates` shows the check failing: the order service ignores keys.
+ *
+ * `--topology split|mixed` adds separate `meshhook worker` processes (split: `up --workers 0` beside them; mixed:
+ * up's in-process workers too, so runs its intake hands over race with another process's claims) and the faults
+ * that go with them: a worker process SIGKILLed, SIGSTOPped past every timeout (alone, or across a database
+ * crash), up's node killed; `--after-ack` and `startup` kill up right after a 202 or while it starts; `--only`
+ * names the faults; `--delay-step` adds a timer and call timeouts; `--journals` head journals held to at start.
+ * A request reaching the order service after its run recorded the answer counts as a stale send.
  * Runs the built CLI: `npm run build` first (npm run chaos does).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'pg';
 import { isAlive, postmasterPidIn } from '../src/db/postgres';
+import { idempotencyKeyFor } from '../src/domain/decider';
 import { deliver } from '../src/intake/sign';
 import { TargetService, type RecordedRequest } from '../support/target-service';
 
@@ -44,6 +53,19 @@ const { values: opts } = parseArgs({
     minutes: { type: 'string', default: '1' },
     rate: { type: 'string', default: '20' },
     workers: { type: 'string', default: '2' },
+    // who runs the workers: 'up' (its in-process workers only), 'split' (`up --workers 0`, the intake only, and
+    // --worker-processes separate `meshhook worker`s), 'mixed' (up's in-process workers and the separate ones, so a
+    // run up's intake hands to its own workers races with another process's claims)
+    topology: { type: 'string', default: 'up' },
+    'worker-processes': { type: 'string' },
+    // some kills land right after the intake answered 202 (up's node process or whole group, at once)
+    'after-ack': { type: 'boolean', default: false },
+    // a delay step before the call, and a call timeout the slow answers sometimes exceed
+    'delay-step': { type: 'boolean', default: false },
+    // each process keeps a head journal and holds runs to every process's journal at start; verify reads them all
+    journals: { type: 'boolean', default: false },
+    // only these faults (comma-separated of worker, intake, startup, pause, pause-db, group, node, postmaster, database, after-ack)
+    only: { type: 'string' },
     keep: { type: 'boolean', default: false },
     // shows the check can fail: the order service stops honouring Idempotency-Key, so a call
     // repeated after a kill becomes a second order and the run must end in failure
@@ -52,15 +74,23 @@ const { values: opts } = parseArgs({
   },
 });
 if (opts.help) {
-  console.log('usage: npm run chaos -- [--seed N] [--minutes M] [--rate webhooks/s] [--workers n] [--keep] [--plant-duplicates]');
+  console.log(
+    'usage: npm run chaos -- [--seed N] [--minutes M] [--rate webhooks/s] [--workers n] [--topology up|split|mixed] [--worker-processes n] [--after-ack] [--delay-step] [--journals] [--only fault,…] [--keep] [--plant-duplicates]',
+  );
   process.exit(0);
 }
 const seed = Number(opts.seed);
 const minutes = Number(opts.minutes);
 const rate = Number(opts.rate);
-const workers = Number(opts.workers);
-if (![seed, minutes, rate, workers].every((n) => Number.isFinite(n) && n >= 0) || rate === 0) {
-  console.error('--seed, --minutes, --rate and --workers take non-negative numbers (rate > 0)');
+const topology = opts.topology as 'up' | 'split' | 'mixed';
+const workers = topology === 'split' ? 0 : Number(opts.workers);
+const workerProcesses = topology === 'up' ? 0 : Number(opts['worker-processes'] ?? (topology === 'split' ? 2 : 1));
+if (![seed, minutes, rate, workers, workerProcesses].every((n) => Number.isFinite(n) && n >= 0) || rate === 0) {
+  console.error('--seed, --minutes, --rate, --workers and --worker-processes take non-negative numbers (rate > 0)');
+  process.exit(2);
+}
+if (!['up', 'split', 'mixed'].includes(topology) || (topology !== 'up' && workerProcesses === 0)) {
+  console.error('--topology is up, split or mixed (split and mixed need --worker-processes > 0)');
   process.exit(2);
 }
 
@@ -94,6 +124,8 @@ interface Up {
 }
 let current: Up | null = null;
 let starts = 0;
+/** the embedded Postgres keeps its port across restarts of up when worker processes hold its URL */
+let pgPort = 0;
 const failedStarts: string[] = [];
 
 function readState(): { pid?: number; intakeUrl?: string; databaseUrl?: string } {
@@ -104,13 +136,25 @@ function readState(): { pid?: number; intakeUrl?: string; databaseUrl?: string }
   }
 }
 
+const journalFiles = (): string[] => (opts.journals ? ['up', ...Array.from({ length: workerProcesses }, (_, i) => `worker-${i}`)].map((n) => path.join(home, `journal-${n}.jsonl`)) : []);
+function journalEnv(who: string): Record<string, string> {
+  if (!opts.journals) return {};
+  for (const f of journalFiles()) if (!existsSync(f)) writeFileSync(f, '', { mode: 0o600 });
+  return { MESHHOOK_HEAD_JOURNAL: path.join(home, `journal-${who}.jsonl`), MESHHOOK_CHECKPOINTS: journalFiles().join(',') };
+}
+
+/** startups killed on purpose (the 'startup' fault): the start that many milliseconds in is SIGKILLed, node or group */
+let killStartAfter: { ms: number; group: boolean } | null = null;
+let startupKills = 0;
+
 async function startUp(): Promise<Up> {
   for (let attempt = 1; ; attempt++) {
     starts++;
     const logFile = path.join(home, `up-${starts}.log`);
     const log = createWriteStream(logFile);
-    const child = spawn(process.execPath, [BIN, 'up', '--data-dir', home, '--port', '0', '--realtime-port', '0', '--workers', String(workers)], {
-      env: { ...process.env, DATABASE_URL: '', MESHHOOK_HOME: home },
+    const pgPortArgs = pgPort ? ['--pg-port', String(pgPort)] : [];
+    const child = spawn(process.execPath, [BIN, 'up', '--data-dir', home, '--port', '0', '--realtime-port', '0', '--workers', String(workers), ...pgPortArgs], {
+      env: { ...process.env, DATABASE_URL: '', MESHHOOK_HOME: home, ...journalEnv('up') },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true, // its own process group, so the whole group can be killed at once
     });
@@ -119,6 +163,19 @@ async function startUp(): Promise<Up> {
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     let code: number | null | undefined;
     void exited.then((c) => (code = c));
+    if (killStartAfter) {
+      const k = killStartAfter;
+      killStartAfter = null;
+      await sleep(k.ms);
+      if (code === undefined) {
+        process.kill(k.group ? -child.pid! : child.pid!, 'SIGKILL');
+        startupKills++;
+        await exited;
+        say(`killed up (${k.group ? 'whole group' : 'node'}) ${k.ms} ms into its start; starting again`);
+        attempt--;
+        continue;
+      }
+    }
     const deadline = Date.now() + 60_000;
     while (code === undefined && Date.now() < deadline) {
       const s = readState();
@@ -132,6 +189,17 @@ async function startUp(): Promise<Up> {
     say(`meshhook up failed to start (${failedStarts[failedStarts.length - 1]})`);
     if (attempt === 3) throw new Error('meshhook up failed to start three times in a row on the same data directory');
   }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 const postmasterPid = (): number | null => postmasterPidIn(path.join(home, 'pgdata'));
@@ -184,6 +252,129 @@ async function killAndRestart(kind: KillKind): Promise<void> {
   current = await startUp();
 }
 
+// ───── separate `meshhook worker` processes (topologies split and mixed)
+
+interface WorkerProc {
+  slot: number;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  logFile: string;
+  /** killed or stopped on purpose: its exit is no finding */
+  killed: boolean;
+}
+const workerProcs: Array<WorkerProc | null> = [];
+let workerStarts = 0;
+/** worker processes that exited without being killed, with their last lines */
+const workerExits: string[] = [];
+let stoppingWorkers = false;
+const pkills = { worker: 0, intake: 0, pause: 0, 'after-ack': 0 };
+let pausedMs = 0;
+
+function startWorker(slot: number): WorkerProc {
+  workerStarts++;
+  const logFile = path.join(home, `worker-${slot}-${workerStarts}.log`);
+  const log = createWriteStream(logFile);
+  const child = spawn(process.execPath, [BIN, 'worker'], {
+    env: { ...process.env, DATABASE_URL: '', MESHHOOK_HOME: home, MESHHOOK_WORKER_ID: `proc-${slot}-${workerStarts}`, ...journalEnv(`worker-${slot}`) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  const w: WorkerProc = { slot, child, exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))), logFile, killed: false };
+  workerProcs[slot] = w;
+  // a worker that ends on its own (it found no database while up was down) is started again, and noted
+  void w.exited.then(async (code) => {
+    if (w.killed || stoppingWorkers) return;
+    const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').trim().split('\n').slice(-2).join(' | ') : '';
+    workerExits.push(`worker ${slot} exited ${code} on its own${current ? ' while up was up' : ''}: ${tail}`);
+    await sleep(500);
+    if (!stoppingWorkers && workerProcs[slot] === w) startWorker(slot);
+  });
+  return w;
+}
+
+async function killWorker(): Promise<void> {
+  const slot = Math.floor(random() * workerProcesses);
+  const w = workerProcs[slot]!;
+  w.killed = true;
+  process.kill(w.child.pid!, 'SIGKILL');
+  pkills.worker++;
+  await w.exited;
+  say(`killed worker ${slot}; starting it again`);
+  await sleep(between(0, 1000));
+  startWorker(slot);
+}
+
+/** SIGSTOP a worker process (or up itself) for longer than the call's timeout, then SIGCONT: it must not act on what it knew before */
+async function pauseOne(): Promise<void> {
+  const pickUp = topology === 'mixed' && random() < 0.4;
+  const pid = pickUp ? current!.child.pid! : workerProcs[Math.floor(random() * workerProcesses)]!.child.pid!;
+  const ms = Math.round(between(6000, 12000));
+  process.kill(pid, 'SIGSTOP');
+  pkills.pause++;
+  pausedMs += ms;
+  say(`stopped ${pickUp ? 'up' : `worker pid ${pid}`} for ${ms} ms`);
+  await sleep(ms);
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    /* gone meanwhile */
+  }
+}
+
+/**
+ * SIGSTOP a worker process, kill the postmaster under it (up starts it again), let the other workers take its runs
+ * over, then SIGCONT: the woken worker's lock and connections are gone and what it knew is stale
+ */
+async function pauseAcrossDatabaseCrash(): Promise<void> {
+  const w = workerProcs[Math.floor(random() * workerProcesses)]!;
+  const pid = w.child.pid!;
+  process.kill(pid, 'SIGSTOP');
+  const t = Date.now();
+  pkills.pause++;
+  await sleep(between(100, 1500));
+  await killAndRestart('database');
+  await sleep(between(3000, 8000));
+  pausedMs += Date.now() - t;
+  say(`worker pid ${pid} stopped across a database crash for ${Date.now() - t} ms`);
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    /* gone meanwhile */
+  }
+}
+
+/** the next delivery acknowledged with 202 kills up's node process as soon as the answer is read */
+let killOnAck: (() => void) | null = null;
+async function killAfterAck(): Promise<void> {
+  const up = current!;
+  const acked = new Promise<void>((resolve) => (killOnAck = resolve));
+  const fired = await Promise.race([acked.then(() => true), sleep(10_000).then(() => false)]);
+  killOnAck = null;
+  if (!fired) return;
+  current = null;
+  // node only, or the whole group (Postgres too) as the answer leaves
+  const group = random() < 0.5;
+  process.kill(group ? -up.child.pid! : up.child.pid!, 'SIGKILL');
+  pkills['after-ack']++;
+  await up.exited;
+  say(`killed up (${group ? 'whole group' : 'node'}) right after a 202; starting again`);
+  await sleep(between(0, 500));
+  current = await startUp();
+}
+
+async function killIntake(): Promise<void> {
+  const up = current!;
+  current = null;
+  process.kill(up.child.pid!, 'SIGKILL');
+  pkills.intake++;
+  await up.exited;
+  say('killed up (node only); starting again');
+  await sleep(between(0, 1000));
+  current = await startUp();
+}
+
 // ───── the order service and the webhook sender
 
 const target = new TargetService();
@@ -227,6 +418,7 @@ async function send(d: Delivery): Promise<void> {
       if (before && before !== runId) refusedOtherwise.push(`delivery ${d.id} acknowledged as run ${before}, then as ${runId}`);
       acknowledged.set(d.id, runId);
       d.runId = runId;
+      if (res.status === 202 && killOnAck) killOnAck();
     } else if (res.status >= 500) {
       // a sender delivers again after any 5xx; only 503 is the right answer while the database is away
       if (res.status !== 503) refusedOtherwise.push(`delivery ${d.id}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
@@ -271,13 +463,22 @@ async function main(): Promise<number> {
   await target.start();
   if (opts['plant-duplicates']) target.ignoreIdempotencyKeys();
   target.setDefaultResponse('/orders', 201, (req: RecordedRequest) => ({ orderId: target.idFor(req.idempotencyKey ?? 'none'), received: req.body }));
+  if (workerProcesses > 0) pgPort = await freePort();
   current = await startUp();
-  say(`meshhook up on ${home}`);
+  say(`meshhook up on ${home} (topology ${topology}: ${workers} in-process workers, ${workerProcesses} worker processes)`);
+  for (let i = 0; i < workerProcesses; i++) startWorker(i);
 
   const definition = JSON.parse(readFileSync(path.resolve(__dirname, '../examples/order-sync.json'), 'utf8'));
   const push = definition.steps.find((s: { id: string }) => s.id === 'push');
   push.url = `${target.baseUrl}/orders`;
   push.retry = { maxAttempts: 8, initialDelayMs: 100, multiplier: 2, maxDelayMs: 1000, jitter: 0.2 };
+  if (opts['delay-step']) {
+    // a timer before the call, and a timeout some slow answers exceed (the effect is made, the answer is late)
+    const map = definition.steps.find((s: { id: string }) => s.id === 'map');
+    map.next = 'pause';
+    definition.steps.splice(1, 0, { id: 'pause', type: 'delay', durationMs: 400, next: 'push' });
+    push.timeoutMs = 1000;
+  }
   writeFileSync(path.join(home, 'order-sync.json'), JSON.stringify(definition, null, 2));
   const published = await cli(['publish', path.join(home, 'order-sync.json'), '--project', PROJECT, '--allow-private-targets']);
   secret = /signing secret: (\S+)/.exec(published.out)?.[1] ?? '';
@@ -297,13 +498,35 @@ async function main(): Promise<number> {
     if (random() < 0.6 || opts['plant-duplicates']) {
       // the order service slows down, so the kill lands on calls in flight (done, answer not yet sent)
       const times = 20 + Math.floor(random() * 40);
-      target.script('/orders', { kind: 'slow', ms: Math.round(between(100, 600)), times });
+      target.script('/orders', { kind: 'slow', ms: Math.round(opts['delay-step'] && random() < 0.3 ? between(1100, 2500) : between(100, 600)), times });
       slowed += times;
       await sleep(between(300, 1200));
     }
     inFlightAtKills += await runsInFlight();
     const r = random();
-    await killAndRestart(r < 0.35 ? 'group' : r < 0.65 ? 'node' : r < 0.82 ? 'postmaster' : 'database');
+    if (opts.only) {
+      const kinds = opts.only.split(',');
+      const k = kinds[Math.floor(random() * kinds.length)];
+      if (k === 'worker' && workerProcesses > 0) await killWorker();
+      else if (k === 'intake') await killIntake();
+      else if (k === 'startup') {
+        // up killed again while it starts (Postgres starting or recovering, migrations, workers' first claims)
+        killStartAfter = { ms: Math.round(between(50, 4000)), group: random() < 0.5 };
+        await killIntake();
+      }
+      else if (k === 'pause' && workerProcesses > 0) await pauseOne();
+      else if (k === 'pause-db' && workerProcesses > 0) await pauseAcrossDatabaseCrash();
+      else if (k === 'after-ack') await killAfterAck();
+      else if (['group', 'node', 'postmaster', 'database'].includes(k)) await killAndRestart(k as KillKind);
+      else throw new Error(`--only: ${k} is no fault of topology ${topology}`);
+    } else if (topology === 'up') {
+      if (opts['after-ack'] && random() < 0.4) await killAfterAck();
+      else await killAndRestart(r < 0.35 ? 'group' : r < 0.65 ? 'node' : r < 0.82 ? 'postmaster' : 'database');
+    } else if (r < 0.35) await killWorker();
+    else if (r < 0.5) await killIntake();
+    else if (r < 0.65) await pauseOne();
+    else if (r < 0.8 || !opts['after-ack']) await killAndRestart(random() < 0.6 ? 'group' : 'database');
+    else await killAfterAck();
   }
   await sending;
   say(`sending stopped: ${deliveries.length} deliveries; draining`);
@@ -367,15 +590,42 @@ async function main(): Promise<number> {
   if (duplicated) problems.push(`${duplicated} keys with more than one effect`);
   if (otherBytes) problems.push(`${otherBytes} keys sent with different bytes`);
   if (effects.length !== runCount) problems.push(`${effects.length} effects for ${runCount} runs (one each expected)`);
+  // a stale send: a request that reached the order service after its run already held the call's answer. Same key
+  // and bytes, so no second effect here; but it is what a worker held up (stopped, starved) must not do
+  // (src/worker/worker.ts, STALE_AFTER_MS): after a cancel it would be an effect for a run that no longer wants it
+  const answeredAt = new Map<string, number>();
+  for (const r of (
+    await db.query(`SELECT e.run_id, e.payload FROM run_events e JOIN projects p ON p.id = e.project_id WHERE p.slug = $1 AND e.type = 'HttpResponseRecorded'`, [PROJECT])
+  ).rows) {
+    const data = (r.payload?.data ?? r.payload) as { at?: string; outcome?: { status?: number } };
+    if (data?.outcome?.status === 201 && data.at) answeredAt.set(idempotencyKeyFor(r.run_id, 'push'), Date.parse(data.at));
+  }
+  const stale = target.requests.filter((req) => req.idempotencyKey && answeredAt.has(req.idempotencyKey) && req.at.getTime() > answeredAt.get(req.idempotencyKey)! + 50);
+  if (answeredAt.size !== runCount) problems.push(`${answeredAt.size} runs hold a 201 answer, of ${runCount}`);
+  for (const req of stale.slice(0, 5))
+    problems.push(`request ${req.index} (key ${req.idempotencyKey}) arrived ${req.at.getTime() - answeredAt.get(req.idempotencyKey!)!} ms after its run recorded the answer: a stale send`);
+  if (stale.length > 5) problems.push(`… ${stale.length} stale sends in all`);
   await db.end();
 
-  const verify = await cli(['verify', '--all']);
+  const verify = await cli(['verify', '--all', ...(opts.journals ? ['--checkpoints', journalFiles().join(',')] : [])]);
   if (verify.code !== 0) problems.push(`meshhook verify --all exited ${verify.code}: ${verify.out.trim().split('\n').slice(-3).join(' | ')}`);
   const rebuild = await cli(['rebuild', '--project', PROJECT]);
   const repaired = /repaired:\s+(\d+)/.exec(rebuild.out);
   if (rebuild.code !== 0 || !repaired || Number(repaired[1]) > 0) {
     problems.push(`meshhook rebuild: exit ${rebuild.code}: ${rebuild.out.trim().split('\n').slice(-3).join(' | ')}`);
   }
+
+  // the worker processes stop on SIGTERM, cleanly
+  stoppingWorkers = true;
+  for (const w of workerProcs) {
+    if (!w) continue;
+    process.kill(w.child.pid!, 'SIGTERM');
+    const c = await Promise.race([w.exited, sleep(20_000).then(() => 'hung' as const)]);
+    if (c !== 0) problems.push(`worker ${w.slot} ended with ${c} on SIGTERM`);
+    if (c === 'hung') process.kill(w.child.pid!, 'SIGKILL');
+  }
+  // a worker that ended on its own while up was up could not restart: a finding
+  for (const e of workerExits) if (e.includes('while up was up')) problems.push(e);
 
   // a last Ctrl-C: everything stops and nothing is left behind
   const last = current!;
@@ -391,10 +641,12 @@ async function main(): Promise<number> {
   const line =
     `chaos seed=${seed} minutes=${minutes}: ${acknowledged.size} deliveries acknowledged (${sendAttempts} attempts), ` +
     `${runCount} runs (${succeeded} succeeded, ${Math.max(unfinished, 0)} stuck), ` +
+    `topology ${topology}, ` +
     `${totalKills} kills (${kills.group} whole group, ${kills.node} node only, ${kills.postmaster} postmaster then stop, ${kills.database} postmaster brought back by up), ` +
+    `${pkills.worker} worker processes killed, ${pkills.intake} up killed (node), ${pkills['after-ack']} up killed right after a 202, ${pkills.pause} paused (${pausedMs} ms), ${startupKills} starts killed, ${workerExits.length} worker exits on their own, ` +
     `${inFlightAtKills} runs in flight at the kills, ${starts - 1} restarts (${failedStarts.length} failed), ` +
     `${hiccups} target 503s, ${slowed} slow answers, ` +
-    `${target.requests.length} requests for ${effects.length} effects (${duplicated} keys duplicated, ${otherBytes} with other bytes), ` +
+    `${target.requests.length} requests for ${effects.length} effects (${duplicated} keys duplicated, ${otherBytes} with other bytes, ${stale.length} stale sends), ` +
     `verify ${verify.code === 0 ? 'ok' : 'FAILED'}, rebuild ${rebuild.code === 0 ? 'ok' : 'FAILED'}`;
   for (const p of problems.slice(0, 30)) console.error(`  ✗ ${p}`);
   if (problems.length > 30) console.error(`  … and ${problems.length - 30} more`);
@@ -408,6 +660,7 @@ main().then(
   (code) => process.exit(code),
   (e) => {
     console.error(`chaos: ${(e as Error).stack ?? e}`);
+    for (const w of workerProcs) if (w) try { process.kill(w.child.pid!, 'SIGKILL'); } catch { /* gone */ }
     if (current?.child.pid) {
       try {
         process.kill(-current.child.pid, 'SIGKILL');
