@@ -21,7 +21,9 @@
  * attempt under a key with identical bytes, `meshhook verify --all` and
  * `meshhook rebuild` clean, and a last Ctrl-C leaving no process or state
  * behind. It prints one line of figures and exits 1 when anything is off.
- * `--plant-duplicates` shows the check failing: the order service ignores keys.
+ * `--plant-duplicates` shows the check failing: the order service ignores keys. `--plant-stale-send` shows the
+ * stale-send check failing: once the runs are done, one run's recorded request is sent again, key and bytes
+ * unchanged, as a worker held up past its run's answer would.
  *
  * `--topology split|mixed` adds separate `meshhook worker` processes (split: `up --workers 0` beside them; mixed:
  * up's in-process workers too, so runs its intake hands over race with another process's claims) and the faults
@@ -70,12 +72,13 @@ const { values: opts } = parseArgs({
     // shows the check can fail: the order service stops honouring Idempotency-Key, so a call
     // repeated after a kill becomes a second order and the run must end in failure
     'plant-duplicates': { type: 'boolean', default: false },
+    'plant-stale-send': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opts.help) {
   console.log(
-    'usage: npm run chaos -- [--seed N] [--minutes M] [--rate webhooks/s] [--workers n] [--topology up|split|mixed] [--worker-processes n] [--after-ack] [--delay-step] [--journals] [--only fault,…] [--keep] [--plant-duplicates]',
+    'usage: npm run chaos -- [--seed N] [--minutes M] [--rate webhooks/s] [--workers n] [--topology up|split|mixed] [--worker-processes n] [--after-ack] [--delay-step] [--journals] [--only fault,…] [--keep] [--plant-duplicates] [--plant-stale-send]',
   );
   process.exit(0);
 }
@@ -571,6 +574,14 @@ async function main(): Promise<number> {
   const succeeded = statuses.get('succeeded') ?? 0;
   if (succeeded !== runCount) problems.push(`runs by status: ${JSON.stringify(Object.fromEntries(statuses))}`);
 
+  if (opts['plant-stale-send']) {
+    const sent = target.requests.find((r) => r.idempotencyKey && r.outcome === 'answered');
+    if (sent) {
+      await new Promise((r) => setTimeout(r, 100));
+      await fetch(`${target.baseUrl}${sent.url}`, { method: sent.method, headers: { 'content-type': sent.headers['content-type'] ?? 'application/json', 'idempotency-key': sent.idempotencyKey! }, body: sent.raw });
+      say(`planted: request ${sent.index} sent again (key ${sent.idempotencyKey})`);
+    }
+  }
   const byKey = new Map<string, Set<string>>();
   for (const req of target.requests) {
     if (!req.idempotencyKey) {

@@ -24,7 +24,7 @@ function chaos(...args: string[]): { code: number | null; out: string } {
   const out = `${r.stdout}${r.stderr}`;
   // a failing run keeps its data directory for diagnosis; the planted failure's is not needed
   const kept = /kept in (\S+)/.exec(out)?.[1];
-  if (kept && r.status === 1 && args.includes('--plant-duplicates')) rmSync(kept, { recursive: true, force: true });
+  if (kept && r.status === 1 && args.some((a) => a.startsWith('--plant-'))) rmSync(kept, { recursive: true, force: true });
   return { code: r.status, out };
 }
 
@@ -54,5 +54,12 @@ describe('npm run chaos (short)', () => {
     const r = chaos('--seed', '4', '--minutes', '0.2', '--plant-duplicates');
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /keys with more than one effect/);
+  });
+
+  it('fails when a request reaches the order service after its run recorded the answer (a stale send)', () => {
+    const r = chaos('--seed', '4', '--minutes', '0.2', '--plant-stale-send');
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /after its run recorded the answer: a stale send/);
+    assert.match(r.out, /\(0 keys duplicated, 0 with other bytes, 1 stale sends\)/, 'the same key and bytes: only the stale-send check sees it');
   });
 });
