@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { PoolClient } from 'pg';
 import { startIntake } from '../../src/intake/server';
 import { deliver } from '../../src/intake/sign';
 import { cli, KEYS, orderSyncDefinition, publish, startDatabases, TestDatabases } from './helpers';
@@ -18,6 +19,23 @@ after(async () => {
 });
 
 const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
+
+/**
+ * The latest version hidden from lookups through the primary key: the index's file swapped for that of an index of a
+ * copy of the table without it (pg_class edited, as a superuser can), while the table still holds it.
+ */
+async function hideLatestVersion(c: PoolClient): Promise<void> {
+  await c.query('VACUUM FULL workflow_versions');
+  await c.query('CREATE TABLE public.wv_shadow (LIKE public.workflow_versions)');
+  await c.query('INSERT INTO public.wv_shadow SELECT * FROM public.workflow_versions ORDER BY ctid');
+  await c.query('DELETE FROM public.wv_shadow WHERE version = 2');
+  await c.query('CREATE UNIQUE INDEX wv_shadow_pk ON public.wv_shadow (workflow_id, version)');
+  await c.query(`UPDATE pg_catalog.pg_class c SET relfilenode = CASE c.oid WHEN 'public.workflow_versions_pkey'::regclass
+                   THEN (SELECT relfilenode FROM pg_class WHERE oid = 'public.wv_shadow_pk'::regclass)
+                   ELSE (SELECT relfilenode FROM pg_class WHERE oid = 'public.workflow_versions_pkey'::regclass) END
+                 WHERE c.oid IN ('public.workflow_versions_pkey'::regclass, 'public.wv_shadow_pk'::regclass)`);
+  await c.query('DROP TABLE public.wv_shadow');
+}
 
 describe('indexes checked against their tables', { timeout: 120_000 }, () => {
   it('an index that lost a row (indisready off while it was written) is named by verify --all', async (t) => {
@@ -60,16 +78,7 @@ describe('indexes checked against their tables', { timeout: 120_000 }, () => {
     await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:10'));
     const c = await pool.connect();
     try {
-      await c.query('VACUUM FULL workflow_versions');
-      await c.query('CREATE TABLE public.wv_shadow (LIKE public.workflow_versions)');
-      await c.query('INSERT INTO public.wv_shadow SELECT * FROM public.workflow_versions ORDER BY ctid');
-      await c.query('DELETE FROM public.wv_shadow WHERE version = 2');
-      await c.query('CREATE UNIQUE INDEX wv_shadow_pk ON public.wv_shadow (workflow_id, version)');
-      await c.query(`UPDATE pg_catalog.pg_class c SET relfilenode = CASE c.oid WHEN 'public.workflow_versions_pkey'::regclass
-                       THEN (SELECT relfilenode FROM pg_class WHERE oid = 'public.wv_shadow_pk'::regclass)
-                       ELSE (SELECT relfilenode FROM pg_class WHERE oid = 'public.workflow_versions_pkey'::regclass) END
-                     WHERE c.oid IN ('public.workflow_versions_pkey'::regclass, 'public.wv_shadow_pk'::regclass)`);
-      await c.query('DROP TABLE public.wv_shadow');
+      await hideLatestVersion(c);
     } finally {
       c.release();
     }
@@ -98,17 +107,8 @@ describe('indexes checked against their tables', { timeout: 120_000 }, () => {
       for (const f of (await c.query<{ f: string }>(`SELECT oid::regprocedure::text AS f FROM pg_proc WHERE proname = 'bt_index_check' AND pronamespace = '"${rows[0].schema}"'::regnamespace AND pronargs > 1`)).rows) {
         await c.query(`GRANT EXECUTE ON FUNCTION ${f.f} TO meshhook_engine`);
       }
-      // and the latest version hidden, as above
-      await c.query('VACUUM FULL workflow_versions');
-      await c.query('CREATE TABLE public.wv_shadow (LIKE public.workflow_versions)');
-      await c.query('INSERT INTO public.wv_shadow SELECT * FROM public.workflow_versions ORDER BY ctid');
-      await c.query('DELETE FROM public.wv_shadow WHERE version = 2');
-      await c.query('CREATE UNIQUE INDEX wv_shadow_pk ON public.wv_shadow (workflow_id, version)');
-      await c.query(`UPDATE pg_catalog.pg_class c SET relfilenode = CASE c.oid WHEN 'public.workflow_versions_pkey'::regclass
-                       THEN (SELECT relfilenode FROM pg_class WHERE oid = 'public.wv_shadow_pk'::regclass)
-                       ELSE (SELECT relfilenode FROM pg_class WHERE oid = 'public.workflow_versions_pkey'::regclass) END
-                     WHERE c.oid IN ('public.workflow_versions_pkey'::regclass, 'public.wv_shadow_pk'::regclass)`);
-      await c.query('DROP TABLE public.wv_shadow');
+      // and the latest version hidden, as in the test before
+      await hideLatestVersion(c);
     } finally {
       c.release();
     }
