@@ -104,7 +104,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
         const first = Math.floor(Math.random() * workers.length);
         let w = workers[first];
         for (let i = 1; i < workers.length; i++) if (workers[(first + i) % workers.length].freeSlots > w.freeSlots) w = workers[(first + i) % workers.length];
-        if (!started || !w.adopt(started.run, started.version)) w.poke();
+        if (!started || !w.adopt(started)) w.poke();
       },
     });
     for (const w of workers) w.start();

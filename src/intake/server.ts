@@ -62,7 +62,7 @@ export interface IntakeOptions {
    * A run was started. `started` is the run as its first events left it and the version it runs: a worker of the
    * same process may carry it on from there at once (Worker.adopt), with no claim and no load.
    */
-  onRunStarted?: (runId: string, started?: { run: LoggedRun; version: LoadedVersion }) => void;
+  onRunStarted?: (runId: string, started?: { run: LoggedRun; version: LoadedVersion; bytes: number }) => void;
   /** where the start of a run can be made to fail on purpose (the crash-point sweep) */
   failpoints?: Failpoints;
   /** connections held at once; more are closed as they come (default: 1,024, or a quarter of the process's file limit if lower) */
@@ -759,7 +759,7 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
           started.head && started.state
             ? { runId: started.runId, projectId: target.project.id, workflowId: target.workflow.id, version: version.version, state: started.state, seq: started.head.seq, lastHash: started.head.hash }
             : undefined;
-        opts.onRunStarted?.(started.runId, run && { run, version });
+        opts.onRunStarted?.(started.runId, run && { run, version, bytes: raw.length });
       }
       return reply.code(started.duplicate ? 200 : 202).send({ runId: started.runId, deliveryId, duplicate: started.duplicate });
     },

@@ -17,21 +17,42 @@ export interface HandedRun {
   run: StoredRun;
   /** the version it runs, as the intake loaded and checked it */
   version?: LoadedVersion;
+  /** the size of the webhook body the run started from: what its state holds, about (its input) */
+  bytes?: number;
 }
+
+/** webhook bodies' bytes the runs waiting may hold together, by default (a burst of 2 MiB orders is not kept whole) */
+export const HANDOVER_BYTES = 32 * 1024 * 1024;
 
 export class Handover {
   private readonly waiting = new Map<string, HandedRun>();
   private readonly held = new Set<string>();
+  private bytes = 0;
 
-  /** `capacity`: runs kept waiting at most; beyond it a run is left to the claims (they find it among the due runs) */
-  constructor(private readonly capacity: number) {}
+  /**
+   * `capacity`: runs kept waiting at most; `maxBytes`: their webhook bodies' bytes together. Beyond either a run is
+   * left to the claims (they find it among the due runs).
+   */
+  constructor(
+    private readonly capacity: number,
+    private readonly maxBytes = HANDOVER_BYTES,
+  ) {}
 
   /** Keep a run for the next worker with a free slot; false when it is held or waiting already, or the queue is full. */
   offer(h: HandedRun): boolean {
     const id = h.run.runId;
     if (this.held.has(id) || this.waiting.has(id) || this.waiting.size >= this.capacity) return false;
+    if (this.bytes + (h.bytes ?? 0) > this.maxBytes) return false;
     this.waiting.set(id, h);
+    this.bytes += h.bytes ?? 0;
     return true;
+  }
+
+  private remove(id: string): void {
+    const h = this.waiting.get(id);
+    if (!h) return;
+    this.waiting.delete(id);
+    this.bytes -= h.bytes ?? 0;
   }
 
   /** Up to `n` waiting runs, oldest first, taken out of the queue. */
@@ -39,7 +60,7 @@ export class Handover {
     const out: HandedRun[] = [];
     for (const [id, h] of this.waiting) {
       if (out.length >= n) break;
-      this.waiting.delete(id);
+      this.remove(id);
       out.push(h);
     }
     return out;
@@ -53,7 +74,7 @@ export class Handover {
   /** A worker of the process holds the run (claimed or handed over): it is not handed over again while it does. */
   hold(runId: string): void {
     this.held.add(runId);
-    this.waiting.delete(runId);
+    this.remove(runId);
   }
 
   release(runId: string): void {

@@ -142,7 +142,7 @@ export async function startWorkerProcess(s: WorkerSettings): Promise<WorkerProce
             log,
             headJournal: s.headJournal,
             onRunStarted: (_runId, started) => {
-              if (!started || !worker.adopt(started.run, started.version)) worker.poke();
+              if (!started || !worker.adopt(started)) worker.poke();
             },
           });
   } catch (e) {

@@ -15,7 +15,7 @@ import { ConcurrencyError } from '../store/log-append';
 import { TamperedRunError } from '../store/run-load';
 import { EventLogRepository, RunRepository, StoredRun } from '../store/run-repository';
 import { Clock, systemClock } from './clock';
-import { Handover } from './handover';
+import { Handover, type HandedRun } from './handover';
 import { SendContext, sendRequest } from './http-client';
 
 /*
@@ -95,8 +95,8 @@ const NOTIFIED_AFTER_MS = 2;
 
 /**
  * Runs handed over by the intake kept waiting for a free slot, per slot; beyond them, claims find the rest among
- * the due runs and load them. A burst the workers cannot keep up with waits here (a run's first state, a few kB
- * each). Measured in a bench:e2e trial (1,000 webhooks from 16 senders, 8 slots): 2 a slot left 474 runs to be
+ * the due runs and load them. A burst the workers cannot keep up with waits here (a run's first state, its input
+ * as big as its webhook body: the bodies together are kept within HANDOVER_BYTES). Measured in a bench:e2e trial (1,000 webhooks from 16 senders, 8 slots): 2 a slot left 474 runs to be
  * loaded, 32 a slot 286.
  */
 export const HANDED_PER_SLOT = 32;
@@ -208,9 +208,9 @@ export class Worker {
    * append names the sequence the intake committed, and loses to anyone who moved the run on since (an
    * operator, another process's worker).
    */
-  adopt(run: StoredRun, version?: LoadedVersion): boolean {
-    if (this.opts.ignoreLocks || !this.loop || this.stopping || !this.repository.unknown?.(run.runId)) return false;
-    if (!this.handover.offer({ run, version })) return false;
+  adopt(handed: HandedRun): boolean {
+    if (this.opts.ignoreLocks || !this.loop || this.stopping || !this.repository.unknown?.(handed.run.runId)) return false;
+    if (!this.handover.offer(handed)) return false;
     this.nudge();
     return true;
   }

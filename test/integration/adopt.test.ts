@@ -113,7 +113,7 @@ describe('runs handed from the intake to a worker of its process', { timeout: 90
     const worker = new Worker({ pool: engine, lockConnection: { connectionString: url }, pollMs: 20, concurrency: 2, keyring: KEYS });
     try {
       worker.start();
-      assert.equal(worker.adopt(behind, version), true);
+      assert.equal(worker.adopt({ run: behind, version }), true);
       await waitFor('the run to succeed', async () => (await runStatus(pool, runId)) === 'succeeded', 20_000);
       assert.equal(worker.stats.adopted, 0, 'not taken up from where the intake left it');
       assert.equal(worker.stats.conflicts, 0, 'no batch decided from a state the run had left, to lose at its append');

@@ -23,6 +23,19 @@ describe('the handover of runs from the intake to the workers of its process', (
     assert.equal(h.size, 2);
   });
 
+  it('keeps the waiting runs\' webhook bodies within a byte budget: a burst of large orders is left to the claims', () => {
+    const h = new Handover(100, 5 * 1024 * 1024);
+    const big = (n: number) => ({ ...run(n), bytes: 2 * 1024 * 1024 });
+    assert.equal(h.offer(big(1)), true);
+    assert.equal(h.offer(big(2)), true);
+    assert.equal(h.offer(big(3)), false, 'a third 2 MiB body would pass 5 MiB');
+    assert.equal(h.offer(run(4)), true, 'a run of a small body still fits');
+    h.take(1);
+    assert.equal(h.offer(big(3)), true, 'taken runs give their bytes back');
+    h.hold('run-2');
+    assert.equal(h.offer(big(5)), true, 'and so do runs a worker took from the due runs');
+  });
+
   it('never hands over a run a worker of the process holds, nor one waiting already', () => {
     const h = new Handover(10);
     h.hold('run-1');
