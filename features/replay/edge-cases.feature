@@ -105,3 +105,21 @@ Feature: Unusual runs replay just as exactly
       """
     Then the run fails because "more than the 4194304 a result may be"
     And the run replays exactly from its log
+
+  Scenario: Labels that fit one by one but not together fail the run at the label that would overflow it
+    Given the project "acme" with the workflow "box-labels":
+      | step   | type      | does                            | then   |
+      | front  | transform | pad_left('#', order.labelWidth) | back   |
+      | back   | transform | pad_left('#', order.labelWidth) | side   |
+      | side   | transform | pad_left('#', order.labelWidth) | top    |
+      | top    | transform | pad_left('#', order.labelWidth) | bottom |
+      | bottom | transform | pad_left('#', order.labelWidth) | done   |
+      | done   | terminate | succeeded                       |        |
+    When "acme" delivers this webhook to "box-labels":
+      """json
+      { "order": { "id": "A-1002", "labelWidth": 4000000 } }
+      """
+    Then the run fails because "more than the 16777216 a run may hold"
+    And the run went through "top"
+    And the run did not go through "bottom"
+    And the run replays exactly from its log

@@ -17,13 +17,15 @@ import type { EngineInfo, HttpOutcome, HttpRequestPrepared, OperatorActed, RunEv
  * recorded as JSON. Semantics 2: the exact body text, secret references in
  * headers, idempotency keys per execution of a step, operator actions.
  * Semantics 3: what an expression gives is at most MAX_EXPRESSION_RESULT_BYTES
- * of JSON; more fails its step instead of being recorded.
+ * of JSON; more fails its step instead of being recorded. Semantics 4: a
+ * step's output records its size, and a run's outputs together are at most
+ * MAX_RUN_OUTPUTS_BYTES; an output that would take them past it fails its step.
  */
 
 /** The engine release written into every new run's RunStarted. */
 export const ENGINE_VERSION = '0.2.0';
 /** The decision semantics new runs start under. */
-export const CURRENT_SEMANTICS = 3;
+export const CURRENT_SEMANTICS = 4;
 
 /**
  * Semantics 3: the most JSON an expression may give (a step's output, a request's body, a run's result). A webhook
@@ -31,6 +33,14 @@ export const CURRENT_SEMANTICS = 3;
  * 100 MB output of a 20-byte webhook, recorded as one event, and took the process to 1 GB).
  */
 export const MAX_EXPRESSION_RESULT_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Semantics 4: the most JSON a run's step outputs may hold together. Each output was bounded (an expression's by
+ * semantics 3, a response's body at 1 MiB), but not their number: 200 steps of 4 MiB each made a run view of
+ * 800 MB, written again at every step, and a target answering 1 MiB to every call of a long workflow did the same.
+ * The outputs are what every later step's expressions see and what the run view holds, so they are what is bounded.
+ */
+export const MAX_RUN_OUTPUTS_BYTES = 16 * 1024 * 1024;
 
 export type Phase = 'new' | 'ready' | 'awaiting_response' | 'awaiting_timer' | 'done';
 
@@ -58,6 +68,8 @@ export interface RunState {
   /** the step being executed, or to execute next when phase = ready */
   cursor: string | null;
   outputs: Record<string, unknown>;
+  /** per step with an output, its size in bytes of JSON as recorded (semantics 4; empty for earlier runs) */
+  outputBytes: Record<string, number>;
   /** the number of the last attempt per step (numbers keep rising across operator retries) */
   attempts: Record<string, number>;
   /** per step, the attempts already used when an operator last retried it: the retry budget counts from there */
@@ -91,6 +103,7 @@ export const initialState = (): RunState => ({
   phase: 'new',
   cursor: null,
   outputs: {},
+  outputBytes: {},
   attempts: {},
   retryBase: {},
   executions: {},
@@ -173,6 +186,7 @@ function apply(s: RunState, event: RunEvent, owned: boolean): void {
       return;
     case 'StepSucceeded':
       s.outputs = setKey(s.outputs, event.data.step, event.data.output, owned);
+      if (event.data.bytes !== undefined) s.outputBytes = setKey(s.outputBytes, event.data.step, event.data.bytes, owned);
       s.cursor = event.data.next;
       if (event.data.next) s.phase = 'ready';
       s.status = liveStatus(s, false);
@@ -239,16 +253,19 @@ function apply(s: RunState, event: RunEvent, owned: boolean): void {
     case 'StepRescheduled': {
       const d = event.data;
       const outputs = writable(s.outputs, owned);
+      const outputBytes = writable(s.outputBytes, owned);
       const executions = writable(s.executions, owned);
       const retryBase = writable(s.retryBase, owned);
       for (const step of d.cleared) {
         delete outputs[step];
+        delete outputBytes[step];
         executions[step] = (executions[step] ?? 1) + 1;
       }
       // attempt numbers keep rising; each step sent back to work gets a fresh budget from here
       for (const step of d.mode === 'retry' ? [d.step] : d.cleared) retryBase[step] = s.attempts[step] ?? 0;
       reopen(s);
       s.outputs = outputs;
+      s.outputBytes = outputBytes;
       s.executions = executions;
       s.retryBase = retryBase;
       s.cursor = d.step;
@@ -258,6 +275,7 @@ function apply(s: RunState, event: RunEvent, owned: boolean): void {
     case 'StepSkipped':
       reopen(s);
       s.outputs = setKey(s.outputs, event.data.step, event.data.output, owned);
+      if (event.data.bytes !== undefined) s.outputBytes = setKey(s.outputBytes, event.data.step, event.data.bytes, owned);
       s.cursor = event.data.next;
       if (event.data.next) s.phase = 'ready';
       return;
@@ -395,16 +413,45 @@ function parsed(expr: string): ReturnType<typeof compile> {
 }
 
 function evaluate(expr: string, state: RunState): unknown {
+  return evaluateSized(expr, state).value;
+}
+
+/** An expression's result and its size in bytes of JSON (counted only under semantics 4, where outputs record it). */
+function evaluateSized(expr: string, state: RunState): { value: unknown; bytes: number | undefined } {
   // JMESPath cannot see undefined; normalise so the output is JSON.
   const result = TreeInterpreter.search(parsed(expr), contextOf(state) as never);
-  if (result === undefined) return null;
-  const text = JSON.stringify(result);
+  const text = result === undefined ? 'null' : JSON.stringify(result);
   // a string's length is at most its UTF-8 bytes, which are at most three times it: most results need no count
+  let bytes = state.semantics >= 4 ? Buffer.byteLength(text) : undefined;
   if (state.semantics >= 3 && text.length * 3 > MAX_EXPRESSION_RESULT_BYTES) {
-    const bytes = Buffer.byteLength(text);
+    bytes ??= Buffer.byteLength(text);
     if (bytes > MAX_EXPRESSION_RESULT_BYTES) throw new Error(`its result is ${bytes} bytes of JSON, more than the ${MAX_EXPRESSION_RESULT_BYTES} a result may be`);
   }
-  return JSON.parse(text);
+  return { value: JSON.parse(text), bytes };
+}
+
+/** Raised when a step's output would take a run's outputs past MAX_RUN_OUTPUTS_BYTES (semantics 4). */
+class OutputsFull extends Error {}
+
+/** The bytes of JSON a run's outputs would hold with `step`'s output of `bytes` (its earlier one replaced). */
+function outputsWith(state: RunState, step: string, bytes: number): number {
+  let total = bytes;
+  for (const [id, n] of Object.entries(state.outputBytes)) if (id !== step) total += n;
+  return total;
+}
+
+/**
+ * A step's output as its event records it: under semantics 4 with its size, and refused (OutputsFull) when it
+ * would take the run's outputs past their bound; earlier runs record the output alone, as they did.
+ */
+function sizedOutput(state: RunState, step: string, output: unknown, known?: number): { output: unknown; bytes?: number } {
+  if (state.semantics < 4) return { output };
+  const bytes = known ?? Buffer.byteLength(JSON.stringify(output ?? null));
+  const total = outputsWith(state, step, bytes);
+  if (total > MAX_RUN_OUTPUTS_BYTES) {
+    throw new OutputsFull(`its output of ${bytes} bytes of JSON would take the run's step outputs to ${total}, more than the ${MAX_RUN_OUTPUTS_BYTES} a run may hold`);
+  }
+  return { output, bytes };
 }
 
 function truthy(v: unknown): boolean {
@@ -446,20 +493,20 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
     try {
       switch (step.type) {
         case 'transform': {
-          const output = evaluate(step.expression, state);
+          const { value, bytes } = evaluateSized(step.expression, state);
           const next = step.next ?? null;
-          return [started, { type: 'StepSucceeded', data: { step: step.id, output, next } }, ...finishIfLast(next)];
+          return [started, { type: 'StepSucceeded', data: { step: step.id, ...sizedOutput(state, step.id, value, bytes), next } }, ...finishIfLast(next)];
         }
         case 'branch': {
           const value = evaluate(step.condition, state);
           const next = truthy(value) ? step.then : step.else;
-          return [started, { type: 'StepSucceeded', data: { step: step.id, output: { condition: truthy(value), next }, next } }];
+          return [started, { type: 'StepSucceeded', data: { step: step.id, ...sizedOutput(state, step.id, { condition: truthy(value), next }), next } }];
         }
         case 'terminate': {
           const output = step.output ? evaluate(step.output, state) : null;
           return [
             started,
-            { type: 'StepSucceeded', data: { step: step.id, output: { status: step.status }, next: null } },
+            { type: 'StepSucceeded', data: { step: step.id, ...sizedOutput(state, step.id, { status: step.status }), next: null } },
             { type: 'RunFinished', data: { status: step.status, reason: step.reason ?? null, output } },
           ];
         }
@@ -472,12 +519,23 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
           ];
       }
     } catch (e) {
-      const reason = `step "${step.id}" could not be evaluated: ${(e as Error).message}`;
-      return [
-        started,
-        { type: 'StepFailed', data: { step: step.id, reason, attempts: 1 } },
-        { type: 'RunFinished', data: { status: 'failed', reason, output: null } },
-      ];
+      const reason = e instanceof OutputsFull ? `step "${step.id}" succeeded, but ${e.message}` : `step "${step.id}" could not be evaluated: ${(e as Error).message}`;
+      return [started, ...failed(step.id, reason, 1)];
+    }
+  };
+
+  const failed = (step: string, reason: string, attempts: number): RunEvent[] => [
+    { type: 'StepFailed', data: { step, reason, attempts } },
+    { type: 'RunFinished', data: { status: 'failed', reason, output: null } },
+  ];
+
+  /** A step's StepSucceeded, or its failure when the run cannot hold its output (no retry changes that). */
+  const succeeded = (state: RunState, step: string, output: unknown, next: string | null, attempts: number): RunEvent[] => {
+    try {
+      return [{ type: 'StepSucceeded', data: { step, ...sizedOutput(state, step, output), next } }, ...finishIfLast(next)];
+    } catch (e) {
+      if (!(e instanceof OutputsFull)) throw e;
+      return failed(step, `step "${step}" succeeded, but ${e.message}`, attempts);
     }
   };
 
@@ -566,7 +624,14 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
         if (def.type === 'terminate') refuse(`step "${step}" ends the run; cancel the run instead`);
         if (d.output === undefined) refuse('give the output the skipped step stands for');
         const next = successorsOf(def)[0] ?? null;
-        return [acted, { type: 'StepSkipped', data: { step: step!, output: d.output, next } }, ...finishIfLast(next)];
+        let output: { output: unknown; bytes?: number } = { output: d.output };
+        try {
+          output = sizedOutput(state, step!, d.output);
+        } catch (e) {
+          if (!(e instanceof OutputsFull)) throw e;
+          refuse(`the output given for step "${step}": ${e.message}`);
+        }
+        return [acted, { type: 'StepSkipped', data: { step: step!, ...output, next } }, ...finishIfLast(next)];
       }
       case 'patch': {
         if (state.status === 'succeeded' || state.status === 'canceled') refuse(`it ${state.status === 'canceled' ? 'was canceled' : 'succeeded'}; its input can change nothing any more`);
@@ -605,12 +670,8 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
         const verdict = classify(d.outcome, state);
         if (verdict.ok) {
           const o = d.outcome as Extract<HttpOutcome, { kind: 'response' }>;
-          const next = step.next ?? null;
-          return [
-            recorded,
-            { type: 'StepSucceeded', data: { step: step.id, output: { status: o.status, body: o.body }, next } },
-            ...finishIfLast(next),
-          ];
+          // the call was made and its answer is recorded either way
+          return [recorded, ...succeeded(state, step.id, { status: o.status, body: o.body }, step.next ?? null, d.attempt - (state.retryBase[step.id] ?? 0))];
         }
         // the retry budget counts from the last operator retry of the step
         const used = d.attempt - (state.retryBase[step.id] ?? 0);
@@ -658,12 +719,7 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
           return [fired, prepareRequest(step, timer.attempt!, state)];
         }
         if (step.type !== 'delay') throw new DecisionError(`delay timer on non-delay step "${step.id}"`);
-        const next = step.next ?? null;
-        return [
-          fired,
-          { type: 'StepSucceeded', data: { step: step.id, output: { waitedMs: step.durationMs }, next } },
-          ...finishIfLast(next),
-        ];
+        return [fired, ...succeeded(state, step.id, { waitedMs: step.durationMs }, step.next ?? null, 1)];
       }
       case 'Operate':
         return operate(command.data, state);

@@ -20,7 +20,7 @@ export type HeaderValue = string | { secret: string; prefix?: string };
 export interface EngineInfo {
   /** the engine release that started the run */
   version: string;
-  /** the decision semantics (1: the first releases; 2: exact request bytes, keys per execution, operator actions; 3: expression results bounded) */
+  /** the decision semantics (1: the first releases; 2: exact request bytes, keys per execution, operator actions; 3: expression results bounded; 4: outputs record their size and a run's outputs together are bounded) */
   semantics: number;
   flags: { conflictIsSuccess?: boolean };
 }
@@ -54,7 +54,8 @@ export interface StepStarted {
 }
 export interface StepSucceeded {
   type: 'StepSucceeded';
-  data: { step: string; output: unknown; next: string | null };
+  /** bytes: the output's size in bytes of JSON (semantics 4 and later), which the run's bound on its outputs counts */
+  data: { step: string; output: unknown; bytes?: number; next: string | null };
 }
 export interface StepFailed {
   type: 'StepFailed';
@@ -134,7 +135,8 @@ export interface StepRescheduled {
 }
 export interface StepSkipped {
   type: 'StepSkipped';
-  data: { step: string; output: unknown; next: string | null };
+  /** bytes: as StepSucceeded's */
+  data: { step: string; output: unknown; bytes?: number; next: string | null };
 }
 export interface InputPatched {
   type: 'InputPatched';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { contextOf, createDecider, engineInfo, fold, idempotencyKeyFor, MAX_EXPRESSION_RESULT_BYTES } from '../../src/domain/decider';
+import { contextOf, createDecider, CURRENT_SEMANTICS, engineInfo, fold, foldInPlace, idempotencyKeyFor, MAX_EXPRESSION_RESULT_BYTES, MAX_RUN_OUTPUTS_BYTES } from '../../src/domain/decider';
 import { validateDefinition, type WorkflowDefinition } from '../../src/domain/definition';
 import type { HttpOutcome, RunEvent } from '../../src/domain/events';
 import { RUN_ID, runStarted, simulate, status } from './fixtures';
@@ -174,8 +174,86 @@ describe('decider edges: how much an expression may give (semantics 3)', () => {
     assert.equal(first(events, 'RunFinished').status, 'succeeded');
   });
 
-  it('new runs start under semantics 3', () => {
-    assert.equal(engineInfo().semantics, 3);
+  it('new runs start under the current semantics, 4', () => {
+    assert.equal(engineInfo().semantics, 4);
+    assert.equal(CURRENT_SEMANTICS, 4);
+  });
+});
+
+describe('decider edges: how much a run\'s outputs may hold together (semantics 4)', () => {
+  // four steps of 4 MiB of JSON each fill the 16 MiB a run may hold; widths are given as input, so the
+  // definition stays a few bytes
+  const MiB4 = MAX_EXPRESSION_RESULT_BYTES;
+  const labels = (extra: { id: string; type: 'transform'; expression: string }[]) =>
+    validateDefinition({
+      name: 'label-order',
+      steps: [
+        ...['a', 'b', 'c', 'd'].map((id, i, all) => ({ id, type: 'transform' as const, expression: `pad_left('x', input.${id})`, next: all[i + 1] ?? extra[0]?.id ?? 'done' })),
+        ...extra.map((step, i) => ({ ...step, next: extra[i + 1]?.id ?? 'done' })),
+        { id: 'done', type: 'terminate', status: 'succeeded' },
+      ],
+    });
+  const run = (def: WorkflowDefinition, input: Record<string, number>, semantics = 4) =>
+    simulate(def, [], { input, engine: { ...engine, semantics } }).map((e) => ({ type: e.type, data: e.data }) as RunEvent);
+  // a width w pads to a string of w characters: w + 2 bytes of JSON
+  const full = { a: MiB4 - 2, b: MiB4 - 2, c: MiB4 - 2, d: MiB4 - 2 };
+
+  it('every output records its size in bytes of JSON', () => {
+    const events = run(labels([]), { a: 1, b: 2, c: 3, d: 4 });
+    assert.deepEqual(events.filter((e) => e.type === 'StepSucceeded').map((e) => (e.data as Of<'StepSucceeded'>).bytes), [3, 4, 5, 6, Buffer.byteLength('{"status":"succeeded"}')]);
+    assert.deepEqual(fold(events).outputBytes, { a: 3, b: 4, c: 5, d: 6, done: 22 });
+  });
+
+  it('the output that would take them past 16 MiB fails its step, naming the sizes', () => {
+    const events = run(labels([{ id: 'e', type: 'transform', expression: "pad_left('x', `1`)" }]), full);
+    const reason = `step "e" succeeded, but its output of 3 bytes of JSON would take the run's step outputs to ${MAX_RUN_OUTPUTS_BYTES + 3}, more than the ${MAX_RUN_OUTPUTS_BYTES} a run may hold`;
+    assert.equal(first(events, 'StepFailed').reason, reason);
+    assert.deepEqual(first(events, 'RunFinished'), { status: 'failed', reason, output: null });
+    assert.equal(fold(events).outputs.e, undefined);
+  });
+
+  it('outputs of exactly 16 MiB together are kept', () => {
+    const events = run(labels([]), { ...full, d: MiB4 - 2 - 22 }); // the terminate step's output is 22 bytes
+    assert.equal(first(events, 'RunFinished').status, 'succeeded');
+    assert.equal(Object.values(fold(events).outputBytes).reduce((a, b) => a + b), MAX_RUN_OUTPUTS_BYTES);
+  });
+
+  it('a response the run cannot hold fails its step once recorded, with no retry', () => {
+    const def = validateDefinition({
+      name: 'label-order',
+      steps: [
+        ...['a', 'b', 'c', 'd'].map((id) => ({ id, type: 'transform' as const, expression: `pad_left('x', input.${id})`, next: id === 'd' ? 'push' : String.fromCharCode(id.charCodeAt(0) + 1) })),
+        { id: 'push', type: 'http_call', method: 'POST', url: 'https://orders.example.com/v1/orders', retry: { maxAttempts: 3, initialDelayMs: 10, jitter: 0 } },
+      ],
+    });
+    const events = simulate(def, [status(200)], { input: full, engine }).map((e) => ({ type: e.type, data: e.data }) as RunEvent);
+    assert.deepEqual(events.slice(-3).map((e) => e.type), ['HttpResponseRecorded', 'StepFailed', 'RunFinished']);
+    assert.match(first(events, 'StepFailed').reason, /^step "push" succeeded, but its output of 26 bytes of JSON would take the run's step outputs to 16777242, more than the 16777216 a run may hold$/);
+    assert.equal(first(events, 'StepFailed').attempts, 1);
+  });
+
+  it('an operator cannot skip a step with an output the run cannot hold', () => {
+    const def = labels([{ id: 'e', type: 'transform', expression: "pad_left('x', `1`)" }]);
+    const events = run(def, full);
+    const decider = createDecider(def);
+    assert.throws(
+      () => decider.decide({ type: 'Operate', data: { action: 'skip', by: 'ops@acme.example', reason: 'ticket OPS-1432', at: '2030-01-01T01:00:00.000Z', output: 'y' } }, fold(events)),
+      /^DecisionError: cannot skip run .*: the output given for step "e": its output of 3 bytes of JSON would take the run's step outputs to 16777219, more than the 16777216 a run may hold$/,
+    );
+  });
+
+  it('a resume gives back the room of the outputs it clears', () => {
+    const def = labels([{ id: 'e', type: 'transform', expression: "pad_left('x', `1`)" }]);
+    const events = run(def, full);
+    const decider = createDecider(def);
+    const resumed = decider.decide({ type: 'Operate', data: { action: 'resume', step: 'c', by: 'ops@acme.example', reason: 'ticket OPS-1433', at: '2030-01-01T01:00:00.000Z' } }, fold(events));
+    for (const state of [fold([...events, ...resumed]), foldInPlace([...events, ...resumed])]) assert.deepEqual(Object.keys(state.outputBytes), ['a', 'b']);
+  });
+
+  it('a run started under semantics 3 records no sizes and has no bound on its outputs together', () => {
+    const events = run(labels([{ id: 'e', type: 'transform', expression: "pad_left('x', `1`)" }]), full, 3);
+    assert.equal(first(events, 'RunFinished').status, 'succeeded');
+    assert.ok(events.every((e) => !('bytes' in (e.data as object))));
   });
 });
 
@@ -184,6 +262,6 @@ describe('decider edges: a run started by a later release', () => {
     const def = validateDefinition({ name: 'label-order', steps: [{ id: 'done', type: 'terminate', status: 'succeeded' }] });
     const decider = createDecider(def);
     const later = fold(decider.decide({ type: 'StartRun', data: { ...(runStarted(def) as Extract<RunEvent, { type: 'RunStarted' }>).data, engine: { ...engine, semantics: engine.semantics + 1 } } }, fold([])));
-    assert.throws(() => decider.decide({ type: 'ExecuteStep', data: { at: '2026-12-07T10:00:00.000Z' } } as never, later), /started under semantics 4, newer than this engine's 3/);
+    assert.throws(() => decider.decide({ type: 'ExecuteStep', data: { at: '2026-12-07T10:00:00.000Z' } } as never, later), new RegExp(`started under semantics ${CURRENT_SEMANTICS + 1}, newer than this engine's ${CURRENT_SEMANTICS}`));
   });
 });

@@ -153,7 +153,7 @@ describe('operator actions: skip', () => {
     const c = act('skip', { output: { status: 201, body: { orderId: 'ord_manual' } } });
     given(failed)
       .when(c)
-      .then([acted(c), { type: 'StepSkipped', data: { step: 'push', output: { status: 201, body: { orderId: 'ord_manual' } }, next: 'check' } }]);
+      .then([acted(c), { type: 'StepSkipped', data: { step: 'push', output: { status: 201, body: { orderId: 'ord_manual' } }, bytes: 46, next: 'check' } }]);
     const { state } = after(failed, c);
     assert.equal(state.status, 'running');
     assert.equal(state.cursor, 'check');
@@ -173,7 +173,7 @@ describe('operator actions: skip', () => {
       .when(c)
       .then([
         acted(c),
-        { type: 'StepSkipped', data: { step: 'notify', output: { status: 202 }, next: null } },
+        { type: 'StepSkipped', data: { step: 'notify', output: { status: 202 }, bytes: 14, next: null } },
         { type: 'RunFinished', data: { status: 'succeeded', reason: null, output: null } },
       ]);
   });
@@ -236,7 +236,7 @@ describe('operator actions: the edges of where a run is', () => {
   it('skips the first step of a run that has not begun it', () => {
     const start = asEvents(simulate(orderSync, [], { engine, maxBatches: 0 }));
     const c = act('skip', { step: 'map', output: { id: 'o-1', total: 40 } });
-    given(start).when(c).then([acted(c), { type: 'StepSkipped', data: { step: 'map', output: { id: 'o-1', total: 40 }, next: 'push' } }]);
+    given(start).when(c).then([acted(c), { type: 'StepSkipped', data: { step: 'map', output: { id: 'o-1', total: 40 }, bytes: 23, next: 'push' } }]);
   });
 
   it('refuses to skip a terminate step, a canceled run, or a run with nothing to skip', () => {
