@@ -50,6 +50,14 @@ describe('npm run chaos (short)', () => {
     assert.match(line, /\(0 keys duplicated, 0 with other bytes, 0 stale sends\), verify ok, rebuild ok$/);
   });
 
+  it('fails when no delivery was acknowledged, since then nothing was checked', () => {
+    const r = chaos('--seed', '4', '--minutes', '0');
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /no delivery was acknowledged, so no invariant was put to the test/);
+    const kept = /kept in (\S+)/.exec(r.out)?.[1];
+    if (kept) rmSync(kept, { recursive: true, force: true });
+  });
+
   it('fails when the order service ignores idempotency keys', () => {
     const r = chaos('--seed', '4', '--minutes', '0.2', '--plant-duplicates');
     assert.equal(r.code, 1, r.out);
