@@ -106,6 +106,22 @@ Feature: Unusual runs replay just as exactly
     Then the run fails because "more than the 4194304 a result may be"
     And the run replays exactly from its log
 
+  Scenario: A clean-up asked to repeat itself millions of times more than its text needs finishes at once
+    Given the project "acme" with the workflow "clean-reference":
+      | step  | type      | does                                      | then |
+      | clean | transform | replace(order.ref, '-', '', order.rounds) | done |
+      | done  | terminate | succeeded                                 |      |
+    When "acme" delivers this webhook to "clean-reference":
+      """json
+      { "order": { "id": "A-1003", "ref": "AC-ME-1003", "rounds": 300000000 } }
+      """
+    Then the run succeeds
+    And the output of "clean" is:
+      """json
+      "ACME1003"
+      """
+    And the run replays exactly from its log
+
   Scenario: Labels that fit one by one but not together fail the run at the label that would overflow it
     Given the project "acme" with the workflow "box-labels":
       | step   | type      | does                            | then   |

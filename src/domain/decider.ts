@@ -1,6 +1,7 @@
 import { compile, TreeInterpreter } from '@jmespath-community/jmespath';
 import { backoffDelayMs } from './backoff';
 import { canonicalJson, sha256 } from './canonical';
+import { jsonLengthAtLeast, withBound } from './expression-bounds';
 import type { HttpCallStep, StepDefinition, WorkflowDefinition } from './definition';
 import { stepOf, successorsOf } from './definition';
 import type { EngineInfo, HttpOutcome, HttpRequestPrepared, OperatorActed, RunEvent, RunStatus } from './events';
@@ -19,7 +20,9 @@ import type { EngineInfo, HttpOutcome, HttpRequestPrepared, OperatorActed, RunEv
  * Semantics 3: what an expression gives is at most MAX_EXPRESSION_RESULT_BYTES
  * of JSON; more fails its step instead of being recorded. Semantics 4: a
  * step's output records its size, and a run's outputs together are at most
- * MAX_RUN_OUTPUTS_BYTES; an output that would take them past it fails its step.
+ * MAX_RUN_OUTPUTS_BYTES; an output that would take them past it fails its
+ * step. Nothing an expression makes on the way is larger than a result may be
+ * either (expression-bounds.ts).
  */
 
 /** The engine release written into every new run's RunStarted. */
@@ -418,8 +421,14 @@ function evaluate(expr: string, state: RunState): unknown {
 
 /** An expression's result and its size in bytes of JSON (counted only under semantics 4, where outputs record it). */
 function evaluateSized(expr: string, state: RunState): { value: unknown; bytes: number | undefined } {
+  // semantics 4: nothing made on the way larger than a result may be, and the result measured before it is written
+  const limit = state.semantics >= 4 ? MAX_EXPRESSION_RESULT_BYTES : null;
   // JMESPath cannot see undefined; normalise so the output is JSON.
-  const result = TreeInterpreter.search(parsed(expr), contextOf(state) as never);
+  const result = withBound(limit, () => TreeInterpreter.search(parsed(expr), contextOf(state) as never));
+  if (limit !== null && result !== undefined) {
+    const atLeast = jsonLengthAtLeast(result, limit);
+    if (atLeast > limit) throw new Error(`its result would be at least ${atLeast} bytes of JSON, more than the ${limit} a result may be`);
+  }
   const text = result === undefined ? 'null' : JSON.stringify(result);
   // a string's length is at most its UTF-8 bytes, which are at most three times it: most results need no count
   let bytes = state.semantics >= 4 ? Buffer.byteLength(text) : undefined;
