@@ -115,6 +115,19 @@ async function catalogsRead(q: (sql: string, params?: unknown[]) => Promise<Row[
   return replaced.length ? `replaced: ${replaced.join(', ')}` : 'built-in';
 }
 
+/** Each catalog (and system view) the read names, with a hash of its columns' positions, names and types. */
+async function catalogColumns(q: (sql: string, params?: unknown[]) => Promise<Row[]>, version: number): Promise<Array<[string, string]>> {
+  const catalogs = [...CATALOGS_READ, ...(version >= 150000 ? ['pg_publication_namespace', 'pg_parameter_acl'] : [])];
+  const [row] = await q(`SELECT ${catalogs.map((n, i) => `'pg_catalog.${n}'::pg_catalog.regclass::pg_catalog.oid AS o${i}`).join(', ')}`);
+  const oids = catalogs.map((_, i) => Number(row[`o${i}`]));
+  const columns = new Map<number, Array<[number, string]>>();
+  for (const a of await q('SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.attisdropped FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY($1::pg_catalog.oid[])', [oids])) {
+    if (a.attnum <= 0) continue;
+    columns.set(a.attrelid, [...(columns.get(a.attrelid) ?? []), [a.attnum, JSON.stringify([a.attnum, a.attname, a.atttypid, a.attisdropped])]]);
+  }
+  return catalogs.map((n, i): [string, string] => [n, hash((columns.get(oids[i]) ?? []).sort((x, y) => x[0] - y[0]).map(([, c]) => c).join('\n'))]);
+}
+
 /** FirstNormalObjectId: every object with a lower oid came with initdb. */
 const FIRST_USER_OID = 16384;
 
@@ -186,6 +199,13 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   // chose. A name written as a regclass or regprocedure constant is looked up when the statement is parsed, so each
   // must still be the object initdb made (an oid below FirstNormalObjectId)
   out['catalogs the seal reads'] = await catalogsRead(q, version);
+  // ───── (since migration 031) and that each column it asks for by name is the column initdb gave that name. The
+  // names of a catalog's (or a system view's) columns are rows of pg_attribute that a superuser can UPDATE, no DDL,
+  // and Postgres itself reads its catalogs by position: two columns of pg_constraint swapping names (conpfeqop,
+  // sealed since 029, and conexclop, which a foreign key never reads, given the genuine operators) and a foreign key
+  // compared with <> while this read, asking for "conpfeqop", was answered the genuine operators. (pg_attribute and
+  // pg_class themselves are read by names Postgres holds in its own code, not by theirs in pg_attribute)
+  for (const [catalog, columns] of await catalogColumns(q, version)) out[`names of ${catalog}'s columns`] = columns;
 
   const [{ db }] = await q('SELECT pg_catalog.current_database() AS db');
   const database = (await q('SELECT d.* FROM pg_catalog.pg_database d')).find((d) => d.datname === db);
@@ -644,7 +664,7 @@ function ofConstraint(name: string): string | null {
 
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog|comparisons of )/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog|comparisons of |names of )/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
@@ -700,6 +720,7 @@ function changeOf(name: string, was: string, is: string): string {
   if (name.startsWith('built-in ') || / built into pg_catalog$/.test(name) || name === 'system views of pg_catalog') return 'were changed: a row of the catalog was edited in place';
   if (name === 'catalogs the seal reads') return `are not the ones initdb made: ${is.replace(/^replaced: /, '')} (a catalog renamed and something else put under its name, or a function replaced)`;
   if (name.startsWith('server setting ')) return `is ${is || 'empty'} (it was ${was || 'empty'}): set server-wide (ALTER SYSTEM or postgresql.conf)`;
+  if (name.startsWith('names of ')) return "were changed: pg_attribute was edited, and a column is asked for by another's name (two columns swapping names: a defence switched off in one while the seal read the other)";
   if (name.startsWith('columns of ')) return 'were changed: a column added, dropped or renamed, or its type, NOT NULL, default or collation changed';
   if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;
   if (!/^(table|role|schema|publication|extension|event trigger|operator|cast|index|database|firing|checking|parameter) /.test(name)) return 'was changed';

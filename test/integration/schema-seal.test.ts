@@ -212,6 +212,7 @@ const SEALED_SINCE: Array<[migration: string, kinds: string[]]> = [
   ['022_seal_covers_locale_and_catalogs.sql', ['catalogs', 'database', 'collations', 'casts', 'system']],
   ['025_seal_covers_trigger_firing.sql', ['firing', 'enforcement', 'aggregates', 'languages', 'access']],
   ['029_seal_covers_checks_and_key_comparisons.sql', ['checking', 'comparisons', 'definitions', 'parameter']],
+  ['031_seal_covers_catalog_column_names.sql', ['names']],
 ];
 
 describe('an upgrade', { timeout: 120_000 }, () => {

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Client } from 'pg';
+import { startIntake } from '../../src/intake/server';
+import { deliver } from '../../src/intake/sign';
+import { cli, KEYS, orderSyncDefinition, publish, startDatabases, TestDatabases } from './helpers';
+
+/*
+ * What a database superuser without the engine's keys could do unnoticed (seventh round).
+ */
+
+let dbs: TestDatabases;
+before(async () => {
+  dbs = await startDatabases();
+});
+after(async () => {
+  await dbs?.closeAll();
+});
+
+const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
+
+/** Whether a new session is let through `sql` (in a transaction rolled back). */
+async function letThrough(url: string, sql: string): Promise<boolean> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('BEGIN');
+    await c.query(sql);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await c.query('ROLLBACK').catch(() => undefined);
+    await c.end();
+  }
+}
+
+/** Two columns of a catalog swap names in pg_attribute (a plain UPDATE, no DDL; Postgres itself reads columns by position). */
+async function swapColumnNames(pool: { query: (sql: string) => Promise<unknown> }, catalog: string, a: string, b: string): Promise<void> {
+  const rename = (from: string, to: string) =>
+    pool.query(`UPDATE pg_catalog.pg_attribute SET attname = '${to}' WHERE attrelid = 'pg_catalog.${catalog}'::pg_catalog.regclass AND attname = '${from}'`);
+  await rename(a, 'meshhook_r7_swap');
+  await rename(b, a);
+  await rename('meshhook_r7_swap', b);
+}
+
+describe('a database superuser, round 7', { timeout: 120_000 }, () => {
+  it("two columns of a catalog the seal reads swapping names in pg_attribute (a foreign key's operators edited behind them) are named by verify --all", async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+    const intake = await startIntake({ pool, keyring: KEYS });
+    try {
+      assert.equal((await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1' })).status, 202);
+    } finally {
+      await intake.close();
+    }
+    const control = await cli(['verify', '--all'], env);
+    assert.equal(control.code, 0, control.out + control.err);
+    const orphan = `INSERT INTO run_events (project_id, run_id, seq, version, type, payload, prev_hash, hash, recorded_at)
+                    SELECT project_id, gen_random_uuid(), 1, 1, 'RunStarted', '{}', 'x', 'y', now() FROM runs LIMIT 1`;
+    assert.equal(await letThrough(url, orphan), false, 'the control: the foreign key refuses an event of no run');
+
+    // round 6 sealed conpfeqop. Here every foreign key's genuine operators are copied into conexclop (which a foreign
+    // key never reads), this key's conpfeqop is set to (=, <>), and the two columns swap names: whoever asks pg_constraint for
+    // "conpfeqop" by name is now answered from conexclop, the genuine operators, while Postgres checks the key by
+    // the column's position, with <>
+    const fk = `conname = 'run_events_run_fkey' AND conrelid = 'public.run_events'::regclass`;
+    await pool.query(`UPDATE pg_catalog.pg_constraint SET conexclop = conpfeqop WHERE contype = 'f'`);
+    await pool.query(
+      `UPDATE pg_catalog.pg_constraint SET conpfeqop = ARRAY['pg_catalog.=(uuid,uuid)'::regoperator::oid, 'pg_catalog.<>(uuid,uuid)'::regoperator::oid]::oid[] WHERE ${fk}`,
+    );
+    await swapColumnNames(pool, 'pg_constraint', 'conpfeqop', 'conexclop');
+    try {
+      assert.equal(await letThrough(url, orphan), true, 'the foreign key no longer checks');
+      const named = (await pool.query(`SELECT conpfeqop::text AS ops FROM pg_catalog.pg_constraint WHERE ${fk}`)).rows[0].ops;
+      assert.doesNotMatch(named, new RegExp(`\\b${(await pool.query(`SELECT 'pg_catalog.<>(uuid,uuid)'::regoperator::oid AS o`)).rows[0].o}\\b`), 'asked by name, the column shows the genuine operators');
+
+      const seen = await cli(['verify', '--all'], env);
+      assert.equal(seen.code, 1, seen.out + seen.err);
+      assert.match(seen.out, /NOT ok {2}schema {2}names of pg_constraint's columns were changed: pg_attribute was edited/);
+    } finally {
+      await swapColumnNames(pool, 'pg_constraint', 'conpfeqop', 'conexclop');
+      await pool.query(`UPDATE pg_catalog.pg_constraint SET conpfeqop = conexclop WHERE ${fk}`);
+      await pool.query(`UPDATE pg_catalog.pg_constraint SET conexclop = NULL WHERE contype = 'f'`);
+    }
+    const back = await cli(['verify', '--all'], env);
+    assert.equal(back.code, 0, back.out + back.err);
+  });
+});
