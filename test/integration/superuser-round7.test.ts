@@ -87,4 +87,42 @@ describe('a database superuser, round 7', { timeout: 120_000 }, () => {
     const back = await cli(['verify', '--all'], env);
     assert.equal(back.code, 0, back.out + back.err);
   });
+  it("two columns of a system view the seal reads swapping names (pg_settings: setting and boot_val, while every session runs as a replica) are named by verify --all", async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+    assert.equal((await cli(['verify', '--all'], env)).code, 0, 'the control');
+    const orphan = `INSERT INTO run_events (project_id, run_id, seq, version, type, payload, prev_hash, hash, recorded_at)
+                    SELECT id, gen_random_uuid(), 5, 1, 'RunStarted', '{}', 'x', 'y', now() FROM projects LIMIT 1`;
+    assert.equal(await letThrough(url, orphan), false, 'the control: the foreign key (and the gap-free check) refuse it');
+    const engineSetting = async (): Promise<string> => {
+      const c = new Client({ connectionString: url, options: '-c role=meshhook_engine' });
+      await c.connect();
+      try {
+        return (await c.query<{ session_replication_role: string }>('SHOW session_replication_role')).rows[0].session_replication_role;
+      } finally {
+        await c.end();
+      }
+    };
+    // sealed since 018, read from pg_settings by name: the view's "setting" and "boot_val" swap names in this
+    // database's pg_attribute, and the seal is shown each setting's boot value
+    await swapColumnNames(pool, 'pg_settings', 'setting', 'boot_val');
+    await pool.query(`ALTER SYSTEM SET session_replication_role = replica`);
+    await pool.query('SELECT pg_catalog.pg_reload_conf()');
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await engineSetting(), 'replica', "every engine session fires no trigger of the log's");
+      assert.equal(await letThrough(url, orphan), true, 'no foreign key and no gap-free check');
+      const seen = await cli(['verify', '--all'], env);
+      assert.equal(seen.code, 1, seen.out + seen.err);
+      assert.match(seen.out, /NOT ok {2}schema {2}names of pg_settings's columns were changed: pg_attribute was edited/);
+    } finally {
+      await pool.query('ALTER SYSTEM RESET session_replication_role');
+      await pool.query('SELECT pg_catalog.pg_reload_conf()');
+      await swapColumnNames(pool, 'pg_settings', 'setting', 'boot_val');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    assert.equal((await cli(['verify', '--all'], env)).code, 0, 'quiet once put back');
+  });
+
 });
