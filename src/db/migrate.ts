@@ -34,6 +34,7 @@ const KINDS_COVERED_SINCE: Array<[migration: string, kinds: string[]]> = [
   ['025_seal_covers_trigger_firing.sql', ['firing', 'enforcement', 'aggregates', 'languages', 'access']],
   ['029_seal_covers_checks_and_key_comparisons.sql', ['checking', 'comparisons', 'definitions', 'parameter']],
   ['031_seal_covers_catalog_column_names.sql', ['names']],
+  ['032_seal_covers_preloaded_libraries.sql', ['preloaded']],
 ];
 
 /** Why migrating now would seal a schema changed behind the engine's back (or null: it is as its latest seal). */

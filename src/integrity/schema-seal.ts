@@ -35,7 +35,8 @@ import { ENGINE_ROLE } from '../db/scope';
  * What it cannot see: a change made and undone between two verifications;
  * whether a role may log in (the deployment's choice, made after migrating:
  * the test harness gives the engine's role LOGIN); server-wide settings
- * other than those sealed below (postgresql.conf, ALTER SYSTEM); built-in catalog
+ * other than those sealed below (postgresql.conf, ALTER SYSTEM; the libraries loaded into
+ * sessions only where the engine's role may read them, as a member of pg_read_all_settings); built-in catalog
  * rows edited directly other than those of functions, operators, types, operator
  * classes, collations, casts, system views, aggregates, languages and access methods (each hashed as one); an index
  * whose contents lie (src/integrity/index-check.ts checks those against their
@@ -378,9 +379,23 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   // though only a superuser may set them): `session_replication_role = replica` in postgresql.auto.conf stops every
   // trigger on the log (append-only, gap-free) and every foreign key for every session, and a preloaded library runs
   // in each of them
+  const serverSettings = new Map<string, string>();
   for (const s of await q('SELECT s.name, s.setting FROM pg_catalog.pg_settings s')) {
     if ((SERVER_SETTINGS as readonly string[]).includes(s.name)) out[`server setting ${s.name}`] = String(s.setting);
+    if ((LIBRARY_SETTINGS as readonly string[]).includes(s.name)) serverSettings.set(s.name, String(s.setting ?? ''));
   }
+
+  // ───── (since migration 032) the libraries Postgres loads into sessions, and where it finds one named without a
+  // directory. A library runs inside Postgres and can make it do and say anything: `ALTER SYSTEM SET
+  // session_preload_libraries` and a reload ran one in every engine session. Only a superuser or a member of
+  // pg_read_all_settings may read these, so they are sealed when the engine's role is such a member (migration
+  // 032 makes it one where whoever migrates may grant that), whoever reads
+  const readAll = [...roles.values()].find((r) => r.rolname === 'pg_read_all_settings')?.oid;
+  const engineOid = [...roles.values()].find((r) => r.rolname === ENGINE_ROLE)?.oid;
+  const engineReadsAll = memberships.some((m) => m.member === engineOid && m.roleid === readAll && m.inherit_option !== false);
+  out['preloaded libraries'] = engineReadsAll
+    ? LIBRARY_SETTINGS.map((n) => `${n}=${serverSettings.has(n) ? serverSettings.get(n) : '(not shown)'}`).join(' ')
+    : `not readable by ${ENGINE_ROLE} (not a member of pg_read_all_settings)`;
 
   // ───── publications: which engine tables the live logs (or anyone) stream, and which changes
   const publications = await q('SELECT p.* FROM pg_catalog.pg_publication p');
@@ -519,6 +534,9 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
 
 /** Server-wide settings (postgresql.conf, ALTER SYSTEM) that weaken what the seal covers, and that any role can read. */
 const SERVER_SETTINGS = ['session_replication_role', 'row_security', 'local_preload_libraries', 'default_transaction_read_only'] as const;
+
+/** Server-wide settings that load a library into sessions, or say where one is found (superuser-only to read). */
+const LIBRARY_SETTINGS = ['shared_preload_libraries', 'session_preload_libraries', 'jit_provider', 'dynamic_library_path'] as const;
 
 const PROC_KINDS: Record<string, string> = { f: 'function', w: 'function', p: 'procedure', a: 'aggregate' };
 const DEFAULT_ACL_KINDS: Record<string, string> = { r: 'tables', S: 'sequences', f: 'functions', T: 'types', n: 'schemas', L: 'large objects' };
@@ -664,7 +682,7 @@ function ofConstraint(name: string): string | null {
 
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog|comparisons of |names of )/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog|comparisons of |names of |preloaded libraries)/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */
@@ -720,6 +738,7 @@ function changeOf(name: string, was: string, is: string): string {
   if (name.startsWith('built-in ') || / built into pg_catalog$/.test(name) || name === 'system views of pg_catalog') return 'were changed: a row of the catalog was edited in place';
   if (name === 'catalogs the seal reads') return `are not the ones initdb made: ${is.replace(/^replaced: /, '')} (a catalog renamed and something else put under its name, or a function replaced)`;
   if (name.startsWith('server setting ')) return `is ${is || 'empty'} (it was ${was || 'empty'}): set server-wide (ALTER SYSTEM or postgresql.conf)`;
+  if (name === 'preloaded libraries') return `are ${is} (they were ${was}): set server-wide (ALTER SYSTEM or postgresql.conf); a library loaded into the engine's sessions can make Postgres do and say anything`;
   if (name.startsWith('names of ')) return "were changed: pg_attribute was edited, and a column is asked for by another's name (two columns swapping names: a defence switched off in one while the seal read the other)";
   if (name.startsWith('columns of ')) return 'were changed: a column added, dropped or renamed, or its type, NOT NULL, default or collation changed';
   if (plural(name)) return `are ${is || 'none'} (they were ${was || 'none'})`;

@@ -125,4 +125,35 @@ describe('a database superuser, round 7', { timeout: 120_000 }, () => {
     assert.equal((await cli(['verify', '--all'], env)).code, 0, 'quiet once put back');
   });
 
+  it('a library preloaded into every session server-wide (ALTER SYSTEM SET session_preload_libraries) is named by verify --all', async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    assert.equal((await cli(['verify', '--all'], env)).code, 0, 'the control');
+    // a session as the engine opens its own: does it run the library's code? (auto_explain defines its settings when loaded)
+    const loadedInEngineSession = async (): Promise<boolean> => {
+      const c = new Client({ connectionString: url, options: '-c role=meshhook_engine' });
+      await c.connect();
+      try {
+        return (await c.query(`SELECT pg_catalog.current_setting('auto_explain.log_min_duration', true) AS v`)).rows[0].v !== null;
+      } finally {
+        await c.end();
+      }
+    };
+    assert.equal(await loadedInEngineSession(), false, 'the control: no library loaded');
+    // auto_explain ships with Postgres; a superuser's own library, written to the server's disk, would do as they please
+    await pool.query(`ALTER SYSTEM SET session_preload_libraries = 'auto_explain'`);
+    await pool.query('SELECT pg_catalog.pg_reload_conf()');
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await loadedInEngineSession(), true, "the library runs in every engine session");
+      const seen = await cli(['verify', '--all'], env);
+      assert.equal(seen.code, 1, seen.out + seen.err);
+      assert.match(seen.out, /NOT ok {2}schema {2}preloaded libraries are .*session_preload_libraries=auto_explain.* \(they were .*session_preload_libraries= .*\)/);
+    } finally {
+      await pool.query('ALTER SYSTEM RESET session_preload_libraries');
+      await pool.query('SELECT pg_catalog.pg_reload_conf()');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    assert.equal((await cli(['verify', '--all'], env)).code, 0, 'quiet once put back');
+  });
 });
