@@ -24,7 +24,7 @@ import type * as TokensModule from '../realtime/tokens';
 import type * as WorkerProcessModule from '../worker/main';
 import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
 import { projectNameProblem, relink } from '../domain/hash-chain';
-import type { OperatorAction } from '../domain/events';
+import type { OperatorAction, RunStatus } from '../domain/events';
 import { deleteSecret, listSecrets, putSecret, resealAll, SECRET_NAME, SecretValueError, secretTimes, vaultNames } from '../store/secrets';
 import { inProject } from '../db/scope';
 import { findProject, findWorkflow, listProjects, NotFoundError, projectContents, projectNamed, publishWorkflow, setAllowPrivateTargets, signProject } from '../store/registry';
@@ -707,6 +707,21 @@ const deliverCmd: CommandSpec = {
   },
 };
 
+const RUN_STATUSES: readonly RunStatus[] = ['running', 'waiting', 'paused', 'succeeded', 'failed', 'canceled'];
+
+/** `--status failed,paused` as a list of run states (null: no filter); an unknown state is a usage error. */
+function statusFilter(a: Parsed): RunStatus[] | null {
+  const v = a.flags.status;
+  if (v === undefined) return null;
+  const list = String(v)
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+  if (list.length === 0) throw new UsageError(`--status needs at least one of ${RUN_STATUSES.join(', ')}`);
+  for (const x of list) if (!(RUN_STATUSES as readonly string[]).includes(x)) throw new UsageError(`--status: "${x.slice(0, 40)}" is not a run state (${RUN_STATUSES.join(', ')})`);
+  return [...new Set(list)] as RunStatus[];
+}
+
 const runs: CommandSpec = {
   name: 'runs',
   args: [],
@@ -714,10 +729,15 @@ const runs: CommandSpec = {
   flags: [
     PROJECT_FLAG,
     { name: 'limit', value: 'n', help: 'at most n runs, newest first (default 50)' },
+    { name: 'status', value: 'list', help: `only runs in these states, comma-separated: ${RUN_STATUSES.join(', ')}` },
+    { name: 'workflow', value: 'slug', help: 'only runs of this workflow' },
     DB_FLAG,
   ],
   async run(a, io) {
     const limit = intFlag(a, 'limit', 50);
+    const statuses = statusFilter(a);
+    const workflow = a.flags.workflow === undefined ? null : String(a.flags.workflow);
+    if (workflow !== null && !SLUG.test(workflow)) throw new UsageError(`workflow "${workflow.slice(0, 80)}" is not a slug (lower-case letters, digits and -)`);
     const rows = await withPool(a, io, async (pool) => {
       const project = await projectOf(a, pool, io);
       const r = await inProject(pool, project.id, (c) =>
@@ -725,14 +745,16 @@ const runs: CommandSpec = {
           `SELECT r.id, p.slug AS project, w.slug AS workflow, r.version, r.status, r.current_step, r.last_seq, r.created_at
            FROM runs r JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
            WHERE r.project_id = $2
+             AND ($3::text[] IS NULL OR r.status = ANY ($3::text[]))
+             AND ($4::text IS NULL OR w.slug = $4::text)
            ORDER BY r.created_at DESC LIMIT $1`,
-          [limit, project.id],
+          [limit, project.id, statuses, workflow],
         ),
       );
       return r.rows;
     });
     if (rows.length === 0) {
-      io.out('no runs yet');
+      io.out(statuses || workflow ? 'no runs match' : 'no runs yet');
       return 0;
     }
     const cells = [['RUN', 'PROJECT', 'WORKFLOW', 'VERSION', 'STATUS', 'STEP', 'EVENTS']];

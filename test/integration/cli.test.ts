@@ -154,6 +154,44 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
     }
   });
 
+  it('runs --status and --workflow list only the runs asked for', async () => {
+    const { url } = await dbs.fresh();
+    const target = await startTarget();
+    // no workers: the runs stay where the intake left them until an operator acts
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0, pollMs: 20 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-cli-'));
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      const ids: Record<string, string> = {};
+      for (const name of ['order-sync', 'refunds']) {
+        const file = path.join(dir, `${name}.json`);
+        writeFileSync(file, JSON.stringify(orderSyncDefinition(target.url, name)));
+        assert.equal((await cli(['publish', file, '--project', 'acme', '--allow-private-targets'], env, dir)).code, 0);
+      }
+      for (const [key, wf] of [['a', 'order-sync'], ['b', 'order-sync'], ['c', 'refunds']]) {
+        const d = await cli(['deliver', 'acme', wf, '--body', `{"order":{"id":"${key}","sum":1}}`, '--url', engine.intake.url], env, dir);
+        assert.equal(d.code, 0, d.err);
+        ids[key] = /run ([0-9a-f-]{36}) started/.exec(d.out)![1];
+      }
+      assert.equal((await cli(['cancel', ids.b, '--project', 'acme', '--reason', 'test'], env, dir)).code, 0);
+      const listed = async (...flags: string[]): Promise<string[]> => {
+        const r = await cli(['runs', '--project', 'acme', ...flags], env, dir);
+        assert.equal(r.code, 0, r.err);
+        return r.out.split('\n').slice(1).map((l) => l.split(/\s+/)[0]).filter((x) => x !== 'no').sort();
+      };
+      assert.deepEqual(await listed(), [ids.a, ids.b, ids.c].sort(), 'the control: no filter lists all three');
+      assert.deepEqual(await listed('--status', 'canceled'), [ids.b]);
+      assert.deepEqual(await listed('--status', 'running,waiting'), [ids.a, ids.c].sort());
+      assert.deepEqual(await listed('--workflow', 'refunds'), [ids.c]);
+      assert.deepEqual(await listed('--workflow', 'order-sync', '--status', 'running'), [ids.a]);
+      const none = await cli(['runs', '--project', 'acme', '--status', 'failed'], env, dir);
+      assert.equal(none.out, 'no runs match');
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+
   it('verify --all names a run whose row was deleted while its log remains, and one a checkpoint remembers that is gone', async () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();

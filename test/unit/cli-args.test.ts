@@ -35,6 +35,16 @@ describe('cli argument parsing', () => {
     assert.equal(await runCli(['verify', 'not-a-uuid'], { out: () => undefined, err: () => undefined, env: {} }), 2);
   });
 
+  it('runs --status takes only run states, and --workflow only a slug, before any database is asked', async () => {
+    const err: string[] = [];
+    const io = { out: () => undefined, err: (l: string) => err.push(l), env: {}, cwd: '/nonexistent' };
+    assert.equal(await runCli(['runs', '--project', 'acme', '--status', 'failed,done'], io), 2);
+    assert.match(err.join('\n'), /--status: "done" is not a run state \(running, waiting, paused, succeeded, failed, canceled\)/);
+    assert.equal(await runCli(['runs', '--project', 'acme', '--status', ','], io), 2);
+    assert.equal(await runCli(['runs', '--project', 'acme', '--workflow', 'Not A Slug'], io), 2);
+    assert.match(err.join('\n'), /workflow "Not A Slug" is not a slug/);
+  });
+
   it('a command needing the database says how to get one', async () => {
     const err: string[] = [];
     const code = await runCli(['runs'], { out: () => undefined, err: (l) => err.push(l), env: {}, cwd: '/nonexistent' });
