@@ -10,6 +10,8 @@
  * dbos/floor ratio is the median of the per-repeat ratios, with its min–max.
  *
  *   dbos  pure   transform → transform → terminate    (DBOS queue, 1 executor × workerConcurrency 8)
+ *   dbos-inline pure  the same transforms in the workflow's body, no step (DBOS's advice for
+ *                deterministic code; records no step output, so a reference, not the headline)
  *   floor pure   the same steps, 8 SKIP LOCKED pollers
  *   dbos  http   transform → http_call → terminate    (POST to an in-process server that honours Idempotency-Key)
  *
@@ -42,6 +44,32 @@ import { runEngineTrial } from './contenders/engine';
 import { FLOOR_SCHEMA, runFloorTrial } from './contenders/floor';
 import { migrate } from '../src/db/migrate';
 
+const FLAGS = ['--quick', '--scaling', '--help', '-h'];
+const unknownFlags = process.argv.slice(2).filter((a) => !FLAGS.includes(a));
+if (process.argv.includes('--help') || process.argv.includes('-h') || unknownFlags.length) {
+  // before anything starts: `--help` used to run the whole bench (about 2 minutes and an embedded Postgres)
+  const usage = [
+    'usage: npm run bench:dbos -- [--quick] [--scaling]',
+    '',
+    'The engine, DBOS Transact and a raw FOR UPDATE SKIP LOCKED floor side by side on one embedded Postgres',
+    '(fsync on), fresh databases cloned from one template, one warm-up trial per case, repeats in a rotating order.',
+    'Execution only: runs are created and DBOS workflows enqueued before the clock. Ratios are medians of the',
+    "repeats' paired ratios. Cases: dbos/pure, dbos-inline/pure (the transforms in DBOS's workflow body, no step:",
+    'a reference), floor/pure, engine/pure, engine-single/pure, dbos/http, engine/http. Writes reports/side-by-side.json.',
+    '',
+    '  --quick      40 workflows a trial, 2 repeats (figures not for quoting)',
+    '  --scaling    also 1/2/4 engine workers × 4 against 1/2/4 DBOS executors × 4, paired',
+    '',
+    'environment: SBS_WORKFLOWS (1000), SBS_REPEATS (4), SBS_WARMUP_WORKFLOWS (40), SBS_CONCURRENCY (8),',
+    '             SBS_BUDGET_MS (150000), SBS_SCALING_REPEATS (3), DATABASE_URL (a server of your own)',
+  ].join('\n');
+  if (unknownFlags.length && !process.argv.includes('--help') && !process.argv.includes('-h')) {
+    process.stderr.write(`unknown option ${unknownFlags.join(' ')}\n${usage}\n`);
+    process.exit(2);
+  }
+  process.stdout.write(usage + '\n');
+  process.exit(0);
+}
 const QUICK = process.argv.includes('--quick');
 const SCALING = process.argv.includes('--scaling');
 const env = (name: string, normal: number, quick: number): number => Number(process.env[name] ?? (QUICK ? quick : normal));
@@ -70,15 +98,24 @@ interface Case {
   variant: 'pure' | 'http';
   /** the engine with one transaction per batch instead of group commit across runs */
   single?: boolean;
+  /** DBOS with the pure transforms in the workflow's body, no step each (DBOS's advice for deterministic code) */
+  inline?: boolean;
 }
 const CASES: Case[] = [
   { key: 'dbos/pure', contender: 'dbos', variant: 'pure' },
+  { key: 'dbos-inline/pure', contender: 'dbos', variant: 'pure', inline: true },
   { key: 'floor/pure', contender: 'floor', variant: 'pure' },
   { key: 'engine/pure', contender: 'engine', variant: 'pure' },
   { key: 'engine-single/pure', contender: 'engine', variant: 'pure', single: true },
   { key: 'dbos/http', contender: 'dbos', variant: 'http' },
   { key: 'engine/http', contender: 'engine', variant: 'http' },
 ];
+
+const caseOf = (key: string): Case => {
+  const c = CASES.find((x) => x.key === key);
+  if (!c) throw new Error(`no case ${key}`);
+  return c;
+};
 
 function median(xs: number[]): number {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -223,7 +260,7 @@ async function main(): Promise<void> {
         const concurrency = extra.concurrency ?? CONCURRENCY;
         const r =
           cse.contender === 'dbos'
-            ? await runDbosTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, executors: extra.executors ?? 1, pollMs: POLL_MS })
+            ? await runDbosTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, executors: extra.executors ?? 1, pollMs: POLL_MS, inline: cse.inline })
             : cse.contender === 'engine'
               ? await runEngineTrial({ databaseUrl, workflows, variant: cse.variant, targetUrl: target.url, concurrency, pollMs: POLL_MS, groupCommit: !cse.single, ...(extra.workers ? { workers: extra.workers } : {}) })
               : await runFloorTrial({ databaseUrl, workflows, concurrency, pollMs: POLL_MS });
@@ -271,14 +308,14 @@ async function main(): Promise<void> {
         for (const n of [1, 2, 4]) {
           const runs: Record<string, TrialResult> = {};
           const cases: Array<[string, () => Promise<TrialResult & { db: string; case: string }>, string]> = [
-            ['dbos', () => runCase(CASES[0], WORKFLOWS, { executors: n, concurrency: 4 }), `dbos ${n} executor${n > 1 ? 's' : ''}`],
-            ['engine', () => runCase(CASES[2], WORKFLOWS, { concurrency: 4 * n, workers: n }), `engine ${n} worker${n > 1 ? 's' : ''}`],
-            ['dbosHttp', () => runCase(CASES[4], WORKFLOWS, { executors: n, concurrency: 4 }), `dbos http ${n} executor${n > 1 ? 's' : ''}`],
-            ['engineHttp', () => runCase(CASES[5], WORKFLOWS, { concurrency: 4 * n, workers: n }), `engine http ${n} worker${n > 1 ? 's' : ''}`],
+            ['dbos', () => runCase(caseOf('dbos/pure'), WORKFLOWS, { executors: n, concurrency: 4 }), `dbos ${n} executor${n > 1 ? 's' : ''}`],
+            ['engine', () => runCase(caseOf('engine/pure'), WORKFLOWS, { concurrency: 4 * n, workers: n }), `engine ${n} worker${n > 1 ? 's' : ''}`],
+            ['dbosHttp', () => runCase(caseOf('dbos/http'), WORKFLOWS, { executors: n, concurrency: 4 }), `dbos http ${n} executor${n > 1 ? 's' : ''}`],
+            ['engineHttp', () => runCase(caseOf('engine/http'), WORKFLOWS, { concurrency: 4 * n, workers: n }), `engine http ${n} worker${n > 1 ? 's' : ''}`],
           ];
           if (rep === 0) {
             // the engine's workers run in this one process (DBOS's executors each have a process of their own)
-            const f = await runCase(CASES[1], WORKFLOWS, { concurrency: 4 * n });
+            const f = await runCase(caseOf('floor/pure'), WORKFLOWS, { concurrency: 4 * n });
             scaling.push({ ...f, repeat: 1 });
             line(f, `#1 floor ${4 * n} pollers`);
           }
@@ -353,6 +390,11 @@ async function main(): Promise<void> {
         throughput: pairedRatio((x) => x.wfPerSec, 'engine/http', 'dbos/http'),
         commitsPerWf: pairedRatio((x) => x.commitsPerWf, 'engine/http', 'dbos/http'),
       },
+      /** a reference: DBOS with no checkpoint between the transforms does less durable work than the engine */
+      engineVsDbosInlinePure: {
+        throughput: pairedRatio((x) => x.wfPerSec, 'engine/pure', 'dbos-inline/pure'),
+        commitsPerWf: pairedRatio((x) => x.commitsPerWf, 'engine/pure', 'dbos-inline/pure'),
+      },
       engineVsFloorPure: { throughput: pairedRatio((x) => x.wfPerSec, 'engine/pure', 'floor/pure') },
       groupCommitVsSinglePure: {
         throughput: pairedRatio((x) => x.wfPerSec, 'engine/pure', 'engine-single/pure'),
@@ -361,10 +403,10 @@ async function main(): Promise<void> {
     };
 
     out(`\nmedians over ${repeats} repeats (${WORKFLOWS} workflows per trial)\n`);
-    out(`  ${'case'.padEnd(12)} ${'wf/s'.padStart(8)} ${'[min–max]'.padStart(15)} ${'ms'.padStart(8)} ${'commits/wf'.padStart(11)} ${'stmts/wf'.padStart(9)} ${'node cpu ms/wf'.padStart(15)} ${'pg cpu ms/wf'.padStart(13)}\n`);
+    out(`  ${'case'.padEnd(18)} ${'wf/s'.padStart(8)} ${'[min–max]'.padStart(15)} ${'ms'.padStart(8)} ${'commits/wf'.padStart(11)} ${'stmts/wf'.padStart(9)} ${'node cpu ms/wf'.padStart(15)} ${'pg cpu ms/wf'.padStart(13)}\n`);
     for (const [k, v] of Object.entries(results)) {
       out(
-        `  ${k.padEnd(12)} ${String(v.wfPerSec).padStart(8)} ${`[${v.wfPerSecMin}–${v.wfPerSecMax}]`.padStart(15)} ${String(v.ms).padStart(8)} ` +
+        `  ${k.padEnd(18)} ${String(v.wfPerSec).padStart(8)} ${`[${v.wfPerSecMin}–${v.wfPerSecMax}]`.padStart(15)} ${String(v.ms).padStart(8)} ` +
           `${String(v.commitsPerWf).padStart(11)} ${String(v.statementsPerWf).padStart(9)} ${String(v.nodeCpuMsPerWf).padStart(15)} ${String(v.pgCpuMsPerWf).padStart(13)}\n`,
       );
     }
@@ -373,6 +415,7 @@ async function main(): Promise<void> {
     for (const [label, r] of [
       ['engine / dbos throughput (pure)', ratios.engineVsDbosPure.throughput],
       ['engine / dbos throughput (http)', ratios.engineVsDbosHttp.throughput],
+      ['engine / dbos with the transforms inline, no step (pure; a reference)', ratios.engineVsDbosInlinePure.throughput],
       ['engine / floor throughput (pure)', ratios.engineVsFloorPure.throughput],
       ['group commit / one transaction per batch (pure)', ratios.groupCommitVsSinglePure.throughput],
     ] as const)

@@ -61,6 +61,8 @@ export interface DbosTrialOptions {
   adminUrl?: string;
   /** give up waiting after this long; default 120000 */
   deadlineMs?: number;
+  /** pure variant only: the transforms in the workflow's body with no step (DBOS's advice for deterministic code) instead of a step each */
+  inline?: boolean;
 }
 
 const ENQUEUE_PARALLEL = 8;
@@ -163,7 +165,8 @@ async function childExecutors(o: DbosTrialOptions, n: number, onSettled: (ok: bo
 export async function runDbosTrial(opts: DbosTrialOptions): Promise<TrialResult> {
   const o = { concurrency: 8, executors: 1, pollMs: 10, deadlineMs: 120_000, ...opts };
   if (o.variant === 'http' && !o.targetUrl) throw new Error('the http variant needs targetUrl');
-  const workflowName = DBOS_WORKFLOW_NAMES[o.variant];
+  if (o.inline && o.variant !== 'pure') throw new Error('inline is a pure-variant option');
+  const workflowName = o.inline ? DBOS_WORKFLOW_NAMES.pureInline : DBOS_WORKFLOW_NAMES[o.variant];
   // workflow IDs (and so the http step's Idempotency-Keys) unique across trials on one server
   const idPrefix = `${databaseName(o.databaseUrl)}-${o.variant}`;
   const counters = await PgCounters.open(o.databaseUrl, o.adminUrl);
@@ -253,6 +256,7 @@ export async function runDbosTrial(opts: DbosTrialOptions): Promise<TrialResult>
       topStatements: counters.statementsAvailable ? PgCounters.top(before, after, n) : [],
       details: {
         queue: { name: DBOS_QUEUE, workerConcurrency: o.concurrency, minPollingIntervalMs: o.pollMs },
+        workflow: workflowName,
         executorsUsed: Number(row.executors_used),
         launchSpreadMs: spreadMs,
         /** CPU this process used from launch to shutdown (the executor itself only when executors = 1) */
