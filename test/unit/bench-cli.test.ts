@@ -23,4 +23,13 @@ describe('bench --help', () => {
     assert.equal(bad.status, 2, bad.stdout + bad.stderr);
     assert.match(bad.stderr, /unknown option --qiuck/);
   });
+
+  it('bench:e2e (bench/end-to-end/run.js) prints its usage and exits 0; an unknown option exits 2', () => {
+    const help = run(['bench/end-to-end/run.js', '--help']);
+    assert.equal(help.status, 0, help.stdout + help.stderr);
+    assert.match(help.stdout, /^usage: npm run bench:e2e -- \[--quick\]/);
+    const bad = run(['bench/end-to-end/run.js', '--rounds=2']);
+    assert.equal(bad.status, 2, bad.stdout + bad.stderr);
+    assert.match(bad.stderr, /unknown option --rounds=2/);
+  });
 });
