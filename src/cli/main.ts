@@ -731,6 +731,7 @@ const runs: CommandSpec = {
     { name: 'limit', value: 'n', help: 'at most n runs, newest first (default 50)' },
     { name: 'status', value: 'list', help: `only runs in these states, comma-separated: ${RUN_STATUSES.join(', ')}` },
     { name: 'workflow', value: 'slug', help: 'only runs of this workflow' },
+    { name: 'json', help: 'print the runs as a JSON array (id, project, workflow, version, status, currentStep, events, createdAt)' },
     DB_FLAG,
   ],
   async run(a, io) {
@@ -753,6 +754,23 @@ const runs: CommandSpec = {
       );
       return r.rows;
     });
+    if (a.flags.json) {
+      io.out(
+        json(
+          rows.map((r) => ({
+            id: r.id,
+            project: r.project,
+            workflow: r.workflow,
+            version: r.version,
+            status: r.status,
+            currentStep: r.current_step ?? null,
+            events: Number(r.last_seq),
+            createdAt: new Date(r.created_at).toISOString(),
+          })),
+        ),
+      );
+      return 0;
+    }
     if (rows.length === 0) {
       io.out(statuses || workflow ? 'no runs match' : 'no runs yet');
       return 0;

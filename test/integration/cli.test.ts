@@ -186,6 +186,21 @@ describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
       assert.deepEqual(await listed('--workflow', 'order-sync', '--status', 'running'), [ids.a]);
       const none = await cli(['runs', '--project', 'acme', '--status', 'failed'], env, dir);
       assert.equal(none.out, 'no runs match');
+      const asJson = await cli(['runs', '--project', 'acme', '--status', 'canceled', '--json'], env, dir);
+      assert.equal(asJson.code, 0, asJson.err);
+      const parsed = JSON.parse(asJson.out);
+      assert.equal(parsed.length, 1);
+      assert.deepEqual({ ...parsed[0], createdAt: typeof parsed[0].createdAt, events: typeof parsed[0].events }, {
+        id: ids.b,
+        project: 'acme',
+        workflow: 'order-sync',
+        version: 1,
+        status: 'canceled',
+        currentStep: null,
+        events: 'number',
+        createdAt: 'string',
+      });
+      assert.deepEqual(JSON.parse((await cli(['runs', '--project', 'acme', '--status', 'failed', '--json'], env, dir)).out), []);
     } finally {
       await engine.stop();
       await target.close();
