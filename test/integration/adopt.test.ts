@@ -27,7 +27,7 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-describe('runs handed from the intake to a worker of its process', { timeout: 90_000 }, () => {
+describe('runs handed from the intake to a worker of its process', { timeout: 270_000 }, () => {
   it('are carried on at once, each call sent once, their logs as a claimed run keeps them', async () => {
     const { url, pool } = await dbs.fresh();
     const target = await startTarget();

@@ -40,7 +40,7 @@ async function behindTheEnginesBack(owner: import('pg').Pool, change: (c: import
   }
 }
 
-describe('meshhook CLI against a database', { timeout: 60_000 }, () => {
+describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
   it('publish, deliver, runs, replay, verify and rebuild', async () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
@@ -744,7 +744,7 @@ after(() => {
   for (const c of running) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 });
 
-describe('meshhook CLI: keys without up, publish --json, worker, up tuned', { timeout: 120_000 }, () => {
+describe('meshhook CLI: keys without up, publish --json, worker, up tuned', { timeout: 360_000 }, () => {
   it('keys init makes the key file publish needs against a database of your own; publish without keys says so and writes nothing', async () => {
     // a database nobody migrated, as someone with their own Postgres and no `meshhook up` has
     const name = `mh_own_${process.pid}`;

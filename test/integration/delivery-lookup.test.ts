@@ -15,7 +15,7 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-describe('a delivery with no record is looked for among first events', { timeout: 90_000 }, () => {
+describe('a delivery with no record is looked for among first events', { timeout: 270_000 }, () => {
   it('through the partial index, not by reading every event of the project', async () => {
     const { pool } = await dbs.fresh();
     const c = await pool.connect();

@@ -12,7 +12,7 @@ import { provisionPostgres } from '../../src/db/postgres';
  * group soon after start) left PG_VERSION and half a cluster, and every later `up` on that home failed ("could not
  * open file global/pg_control", or "database postgres does not exist"). The half-made directory is made again.
  */
-describe('embedded Postgres: initdb killed half way', { timeout: 120_000 }, () => {
+describe('embedded Postgres: initdb killed half way', { timeout: 360_000 }, () => {
   it('the next start on the same data directory makes it again and starts', async (t) => {
     if (process.env.DATABASE_URL || process.env.MESHHOOK_DB) return t.skip('only for the embedded Postgres');
     const home = mkdtempSync(path.join(os.tmpdir(), 'mh-initdb-killed-'));

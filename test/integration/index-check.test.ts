@@ -37,7 +37,7 @@ async function hideLatestVersion(c: PoolClient): Promise<void> {
   await c.query('DROP TABLE public.wv_shadow');
 }
 
-describe('indexes checked against their tables', { timeout: 120_000 }, () => {
+describe('indexes checked against their tables', { timeout: 360_000 }, () => {
   it('an index that lost a row (indisready off while it was written) is named by verify --all', async (t) => {
     const { url, pool } = await dbs.fresh();
     if ((await pool.query(`SELECT 1 FROM pg_extension WHERE extname = 'amcheck'`)).rowCount === 0) return t.skip('no amcheck on this Postgres');

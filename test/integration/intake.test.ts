@@ -46,7 +46,7 @@ async function getJson(url: string, token?: string): Promise<{ status: number; b
   return { status: res.status, body: await res.json() };
 }
 
-describe('webhook intake', { timeout: 60_000 }, () => {
+describe('webhook intake', { timeout: 180_000 }, () => {
   it('runs order-sync end to end: signed delivery, workers, real HTTP call, verified replay', async () => {
     const { url } = await dbs.fresh();
     const target = await startTarget();

@@ -23,7 +23,7 @@ after(async () => {
 
 const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
 
-describe('a database that lies about its writes', { timeout: 90_000 }, () => {
+describe('a database that lies about its writes', { timeout: 270_000 }, () => {
   it("a URL's own options cannot take away the engine's role or its pinned search_path", async () => {
     const { url } = await dbs.fresh();
     const withOwn = (options: string) => `${url}${url.includes('?') ? '&' : '?'}options=${encodeURIComponent(options)}`;

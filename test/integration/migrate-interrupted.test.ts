@@ -23,7 +23,7 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-describe('an upgrade stopped part of the way', { timeout: 90_000 }, () => {
+describe('an upgrade stopped part of the way', { timeout: 270_000 }, () => {
   it('leaves nothing applied and unsealed: the next migrate applies all of it and seals', async () => {
     const { pool } = await dbs.fresh();
     const opts = { seal: KEYS.chainKey(), keys: KEYS.chainKeys() };

@@ -100,7 +100,7 @@ after(async () => {
   await pg?.stop();
 });
 
-describe('live log', { timeout: 60_000 }, () => {
+describe('live log', { timeout: 180_000 }, () => {
   it("a row the engine did not write is not sent by a server with the chain keys; a subscriber holding one lets it go when the log's own event comes under its number", async () => {
     await pool.query(`ALTER TABLE run_events ADD COLUMN IF NOT EXISTS version smallint NOT NULL DEFAULT 1, ADD COLUMN IF NOT EXISTS prev_hash text NOT NULL DEFAULT '', ADD COLUMN IF NOT EXISTS kid text`);
     const keys = Keyring.generate('rt-live');
@@ -224,7 +224,7 @@ describe('live log', { timeout: 60_000 }, () => {
   });
 });
 
-describe('a decoded commit and the running set', { timeout: 30_000 }, () => {
+describe('a decoded commit and the running set', { timeout: 90_000 }, () => {
   // Postgres streams a commit before it leaves the running set; the server waits for that
   // moment before asking whether the rows are visible to a subscriber's role.
   it('awaitCommitted waits while the transaction runs and returns once it has committed', async () => {

@@ -147,7 +147,7 @@ after(async () => {
   await pg?.stop();
 });
 
-describe('realtime server: supabase-js compatibility', { timeout: 120_000 }, () => {
+describe('realtime server: supabase-js compatibility', { timeout: 360_000 }, () => {
   it('vsn 2.0.0 on the wire: join reply echoes every binding with an integer id, then system ok; changes have the documented shape', async () => {
     const s = await raw();
     const bindings = [

@@ -33,7 +33,7 @@ function relation(oid: number, table: string, columns: Array<[string, string]>, 
 const claimsOf = (project: string, sub = randomUUID()) => ({ role: 'authenticated', sub, project_id: project, exp: Math.floor(Date.now() / 1000) + 3600 });
 const group = (rel: RelationInfo, role: string, claims: Record<string, unknown>, keys: Array<Array<string | null>>): VisibilityGroup => ({ rel, role, claims, keys });
 
-describe('realtime visibility: a round of subscribers in one batch', { timeout: 60_000 }, () => {
+describe('realtime visibility: a round of subscribers in one batch', { timeout: 180_000 }, () => {
   before(async () => {
     pg = await provisionPostgres();
     const admin = new Client({ connectionString: pg.urlFor('postgres') });

@@ -216,7 +216,7 @@ const SEALED_SINCE: Array<[migration: string, kinds: string[]]> = [
   ['032_seal_covers_preloaded_libraries.sql', ['preloaded']],
 ];
 
-describe('an upgrade', { timeout: 120_000 }, () => {
+describe('an upgrade', { timeout: 360_000 }, () => {
   // each release since seals existed, upgraded to today's: a kind of object a later migration seals must not read as
   // added behind the engine's back (which would make migrate refuse every upgrade). The release's own seal is
   // written as it made it: without the kinds sealed only since
@@ -252,7 +252,7 @@ describe('an upgrade', { timeout: 120_000 }, () => {
   }
 });
 
-describe("the engine's schema, sealed", { timeout: 240_000 }, () => {
+describe("the engine's schema, sealed", { timeout: 720_000 }, () => {
   it('a freshly migrated schema is as sealed', async () => {
     const { pool } = await dbs.fresh();
     const check = await checkSchema(pool, KEYS.chainKeys());

@@ -43,7 +43,7 @@ async function newRun(pool: Pool, def: Record<string, unknown>, input: unknown =
   return { runId, version, published };
 }
 
-describe('run store', { timeout: 60_000 }, () => {
+describe('run store', { timeout: 180_000 }, () => {
   it('the database refuses events that do not follow a run\'s last one, checked once a statement (migration 026)', async () => {
     const { pool } = await dbs.fresh();
     const a = await newRun(pool, orderSyncDefinition('http://127.0.0.1:9'));

@@ -27,7 +27,7 @@ after(async () => {
 });
 
 
-describe('a database superuser, round 3', { timeout: 90_000 }, () => {
+describe('a database superuser, round 3', { timeout: 270_000 }, () => {
   it('a whole project deleted (its runs, workflows and the project itself) is named by verify --all behind a checkpoint', async () => {
     const { url, pool } = await dbs.fresh();
     const target = await startTarget();
@@ -143,7 +143,7 @@ describe('a database superuser, round 3', { timeout: 90_000 }, () => {
   });
 });
 
-describe('the seal covers columns, indexes and inheritance', { timeout: 60_000 }, () => {
+describe('the seal covers columns, indexes and inheritance', { timeout: 180_000 }, () => {
   const cases = [
     {
       what: "a primary key's index made not unique in pg_index (its constraint unchanged: duplicates go through)",
@@ -185,7 +185,7 @@ describe('the seal covers columns, indexes and inheritance', { timeout: 60_000 }
   }
 });
 
-describe('the seal covers server-wide settings that switch the defences off', { timeout: 60_000 }, () => {
+describe('the seal covers server-wide settings that switch the defences off', { timeout: 180_000 }, () => {
   it("verify --all names session_replication_role = replica set with ALTER SYSTEM (every trigger and foreign key off in every engine session)", async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
@@ -208,7 +208,7 @@ describe('the seal covers server-wide settings that switch the defences off', { 
   });
 });
 
-describe('a migration recorded ahead of an upgrade', { timeout: 60_000 }, () => {
+describe('a migration recorded ahead of an upgrade', { timeout: 180_000 }, () => {
   it('is named by verify --all: the fix it carries never ran, and the seal is older than what schema_migrations says', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
@@ -226,7 +226,7 @@ describe('a migration recorded ahead of an upgrade', { timeout: 60_000 }, () => 
   });
 });
 
-describe('keys rotate', { timeout: 60_000 }, () => {
+describe('keys rotate', { timeout: 180_000 }, () => {
   it('keeps the time each vault value was sealed, so an earlier value written back is still named after the rotation', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };

@@ -18,7 +18,7 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-describe('a database superuser, round 5', { timeout: 120_000 }, () => {
+describe('a database superuser, round 5', { timeout: 360_000 }, () => {
   it("a table's triggers switched off in pg_class, a foreign key's trigger edited in pg_trigger, or a built-in aggregate edited, is named by verify --all", async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };

@@ -26,7 +26,7 @@ after(async () => {
 
 const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
 
-describe('a database superuser, round 6', { timeout: 120_000 }, () => {
+describe('a database superuser, round 6', { timeout: 360_000 }, () => {
   it("a table's CHECK constraints switched off in pg_class, and a foreign key made to compare with <> in pg_constraint, are named by verify --all", async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };

@@ -44,7 +44,7 @@ async function swapColumnNames(pool: { query: (sql: string) => Promise<unknown> 
   await rename('meshhook_r7_swap', b);
 }
 
-describe('a database superuser, round 7', { timeout: 120_000 }, () => {
+describe('a database superuser, round 7', { timeout: 360_000 }, () => {
   it("two columns of a catalog the seal reads swapping names in pg_attribute (a foreign key's operators edited behind them) are named by verify --all", async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };

@@ -63,7 +63,7 @@ after(() => {
   rmSync(home, { recursive: true, force: true });
 });
 
-describe('meshhook up owns its Postgres across kills', { timeout: 180_000 }, () => {
+describe('meshhook up owns its Postgres across kills', { timeout: 540_000 }, () => {
   it('starts again on the same data directory after a SIGKILL, and SIGHUP stops everything', async () => {
     const first = up();
     await until('the first up', () => /MeshHook Replay is up/.test(first.output()));
@@ -95,7 +95,7 @@ describe('meshhook up owns its Postgres across kills', { timeout: 180_000 }, () 
   });
 });
 
-describe('meshhook up keeps its Postgres running', { timeout: 180_000 }, () => {
+describe('meshhook up keeps its Postgres running', { timeout: 540_000 }, () => {
   it('starts Postgres again when it is killed under it, and the intake is healthy again', async () => {
     const run = up();
     await until('up', () => /MeshHook Replay is up|meshhook up:/.test(run.output()));
@@ -124,7 +124,7 @@ describe('meshhook up keeps its Postgres running', { timeout: 180_000 }, () => {
   });
 });
 
-describe('meshhook up is not kept from starting by a process that only looks like it', { timeout: 180_000 }, () => {
+describe('meshhook up is not kept from starting by a process that only looks like it', { timeout: 540_000 }, () => {
   it('starts when the last up is a zombie nobody reaped, or its pid now belongs to another program', async () => {
     // an up whose parent never reaps it (sleep): once SIGKILLed it stays a zombie, alive to kill(pid, 0)
     const parent = spawn('sh', ['-c', `"${process.execPath}" "${BIN}" up --port 0 --realtime-port 0 --workers 1 > "${home}/zombie.log" 2>&1 & exec sleep 120`], {
@@ -166,7 +166,7 @@ describe('meshhook up is not kept from starting by a process that only looks lik
   });
 });
 
-describe('two meshhook up started at the same moment on one home', { timeout: 180_000 }, () => {
+describe('two meshhook up started at the same moment on one home', { timeout: 540_000 }, () => {
   it('one comes up, the other is told so and leaves its Postgres alone', async () => {
     // before the lock both ran initdb into one fresh directory, or the later one stopped the first's Postgres as a
     // leftover: the state file names an up only once it is up

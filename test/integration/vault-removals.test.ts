@@ -32,7 +32,7 @@ function withSecret(targetUrl: string): Record<string, unknown> {
   return d;
 }
 
-describe('a vault secret removed behind the engine\'s back', { timeout: 90_000 }, () => {
+describe('a vault secret removed behind the engine\'s back', { timeout: 270_000 }, () => {
   it('is named by verify --all --checkpoints, however its removal record was forged, until its owner removes it', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };

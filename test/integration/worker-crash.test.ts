@@ -54,7 +54,7 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-describe('a worker process that crashes mid-step', { timeout: 90_000 }, () => {
+describe('a worker process that crashes mid-step', { timeout: 270_000 }, () => {
   it('is killed by the failpoint; a second worker finishes the run with the same idempotency key', async () => {
     const { pool, url } = await dbs.fresh();
     const target = await startTarget();
