@@ -598,7 +598,7 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
         if (finished) refuse(`it already ${state.status === 'canceled' ? 'was canceled' : state.status}`);
         return [acted, { type: 'RunFinished', data: { status: 'canceled', reason: `canceled by ${d.by}: ${d.reason}`, output: null } }];
       case 'pause':
-        if (finished) refuse(`it already ${state.status}`);
+        if (finished) refuse(`it already ${state.status === 'canceled' ? 'was canceled' : state.status}`);
         if (state.paused) refuse('it is already paused');
         return [acted, { type: 'RunPaused', data: {} }];
       case 'unpause':
