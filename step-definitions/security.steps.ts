@@ -4,7 +4,6 @@ import { expect } from 'expect';
 import { runCli } from '../src/cli/main';
 import { signProjectToken } from '../src/realtime/tokens';
 import { tokenSecret } from '../src/security/keyring';
-import { putSecret } from '../src/store/secrets';
 import { findLeaks, type Place } from '../support/leak-check';
 import type { Reach } from '../support/parameter-types';
 import type { RecordedRequest } from '../support/target-service';
@@ -132,8 +131,7 @@ Then("each project's run ran its own project's workflow", async function (this: 
 
 Given("{project} keeps the order service's API key in its vault as {string}", async function (this: ReplayWorld, project: string, name: string) {
   const value = `sk_live_${randomBytes(24).toString('base64url')}`;
-  await putSecret(this.engineDb, this.keyring, this.projectIdFor(project), name, value);
-  this.vaultSecrets.push({ name: `the vault secret "${name}" of ${project}`, value });
+  await this.keepSecret(project, name, value);
   this.apiKeys.set(project, value);
   // the order service takes orders only with that key, as a real API would
   (await this.orderService()).requireBearer(value);
@@ -156,13 +154,14 @@ Then("the order service received {project}'s API key with every order", async fu
   const key = this.apiKeys.get(project);
   if (!key) throw new Error(`"${project}" keeps no API key in this scenario`);
   const target = await this.orderService();
-  // the project's runs first come to rest (their calls made), then every request of theirs is looked at
-  const runs = this.runs.filter((r) => r.project === project);
+  // the project's runs first come to rest (their calls made), then every request of theirs is looked at: the runs of
+  // every lane a sweep opened too (each a database of its own, all sharing the order service), not this world's alone
+  const runs = this.allLanes.flatMap((lane) => lane.runs.filter((r) => r.project === project).map((run) => ({ lane, run })));
   if (runs.length === 0) throw new Error(`"${project}" has no run in this scenario`);
   const keys = new Set<string>();
-  for (const r of runs) {
-    await this.waitUntilAtRest(r.runId);
-    for (const e of await this.events(r.runId)) if (e.type === 'HttpRequestPrepared') keys.add((e.data as { idempotencyKey: string }).idempotencyKey);
+  for (const { lane, run } of runs) {
+    await lane.waitUntilAtRest(run.runId);
+    for (const e of await lane.events(run.runId)) if (e.type === 'HttpRequestPrepared') keys.add((e.data as { idempotencyKey: string }).idempotencyKey);
   }
   const seen = target.requests
     .filter((r) => r.idempotencyKey !== null && keys.has(r.idempotencyKey))

@@ -24,6 +24,7 @@ import { parseDropSpec } from '../src/realtime/server';
 import { LiveLogs } from './live-logs';
 import type { SecretValue } from '../src/security/redact';
 import { loadEvents } from '../src/store/log-read';
+import { putSecret } from '../src/store/secrets';
 import { ControlledClock } from '../src/worker/clock';
 import { createScenarioDatabase, dropScenarioDatabase, getCluster } from './cluster';
 import { TargetService } from './target-service';
@@ -191,6 +192,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   readonly vaultSecrets: SecretValue[] = [];
   /** the order service's API key each project keeps in its vault */
   readonly apiKeys = new Map<string, string>();
+  /** what each project keeps in its vault, so a lane the sweep opens keeps it too */
+  private readonly vaultEntries: Array<{ project: string; name: string; value: string }> = [];
   /** the last time a project tried to reach a run (features/security) */
   reached: { actor: string; reach: Reach; owner: string; run: TrackedRun; before: string; result: { found: boolean; detail: string } } | null = null;
   /** what the scenario attached to the report, as text, so the leak check reads it too */
@@ -238,6 +241,13 @@ export class ReplayWorld extends World<ReplayParameters> {
     return getCluster(this.clusterSlot);
   }
 
+  /** Seal a value in a project's vault, and remember it for the leak check and for every lane opened later. */
+  async keepSecret(project: string, name: string, value: string): Promise<void> {
+    await putSecret(this.engineDb, this.keyring, this.projectIdFor(project), name, value);
+    this.vaultEntries.push({ project, name, value });
+    this.vaultSecrets.push({ name: `the vault secret "${name}" of ${project}`, value });
+  }
+
   /** This world and every lane the sweep opened. */
   get allLanes(): ReplayWorld[] {
     return [this, ...this.lanes];
@@ -263,6 +273,8 @@ export class ReplayWorld extends World<ReplayParameters> {
           lane.target = target;
           lane.sharesOrderService = true;
           for (const w of this.workflows.values()) await lane.publish(w.project, w.definition);
+          // the vault too: a lane without it would fail a keyed call as SECRET_MISSING, not as the reference did
+          for (const v of this.vaultEntries) await lane.keepSecret(v.project, v.name, v.value);
         })(),
       );
     }
