@@ -100,3 +100,34 @@ Feature: A project reaches only its own runs
     When someone swaps the names of "acme" and "globex" behind the engine's back
     Then the engine refuses to act for "acme" until its owner has checked it
     And verifying every project names "acme" and "globex" as renamed behind the engine's back
+
+  Scenario Outline: A run held for review stays held when another project <reach> it
+    Given the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+    And "globex" has a finished run of "order-sync"
+    And a run of "order-follow-up" that is paused in "wait"
+    When "globex" <reach> "acme"'s run
+    Then "globex" is told that run does not exist
+    And the same request for its own run is answered
+    And "acme"'s run is untouched
+
+    Examples:
+      | reach                    |
+      | unpauses                 |
+      | resumes                  |
+      | reads the audit trail of |
+
+  @secrets
+  Scenario: A project cannot send an order with another project's API key by naming it
+    Given the project "globex" with the workflow "keyed-sync":
+      | step | type      | does                                                          | then |
+      | map  | transform | {id: order.id, total: order.sum}                              | push |
+      | push | http_call | POST the mapped order to /orders with the "orders-api" secret | done |
+      | done | terminate | succeeded                                                     |      |
+    And "acme" keeps the order service's API key in its vault as "orders-api"
+    When "globex" delivers an order webhook to "keyed-sync"
+    Then the run fails because "no secret \"orders-api\""
+    And the order service was never called
