@@ -128,7 +128,8 @@ Then('{viewer} received nothing', async function (this: ReplayWorld, name: strin
   for (const r of this.runs) await this.waitUntilSettled(r.runId);
   // the project's own watcher holds the runs: there were events to receive
   for (const r of this.runs) expect(this.realtime.byProject.get(r.projectId)?.live.eventsOf(r.runId).length ?? 0).toBeGreaterThan(0);
-  expect(viewer.live.runIds()).toEqual([]);
+  // named, so a failure says whose events reached the viewer rather than showing a bare list of ids
+  expect({ viewer: name, receivedEventsOfRuns: viewer.live.runIds() }).toEqual({ viewer: name, receivedEventsOfRuns: [] });
 });
 
 Then('the live log shows that {viewer} missed an event while subscribed', async function (this: ReplayWorld, name: string) {

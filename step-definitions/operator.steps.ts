@@ -212,11 +212,14 @@ Then("the run's audit trail reads:", async function (this: ReplayWorld, table: D
 Then('every attempt at {step} carried the same idempotency key', async function (this: ReplayWorld, step: string) {
   await this.waitUntilFinished();
   const keys = await this.keysSentFor(step);
-  expect(keys).toEqual([this.idempotencyKey(step, this.run.runId, 1)]);
+  // named, so a failure says which step's keys these are and that a second key means a second execution
+  expect({ [`keys the attempts at "${step}" carried`]: keys }).toEqual({ [`keys the attempts at "${step}" carried`]: [this.idempotencyKey(step, this.run.runId, 1)] });
 });
 
 Then('{step} was sent again under a new idempotency key', async function (this: ReplayWorld, step: string) {
   await this.waitUntilFinished();
   const keys = await this.keysSentFor(step);
-  expect(keys).toEqual([this.idempotencyKey(step, this.run.runId, 1), this.idempotencyKey(step, this.run.runId, 2)]);
+  expect({ [`keys the attempts at "${step}" carried`]: keys }).toEqual({
+    [`keys the attempts at "${step}" carried`]: [this.idempotencyKey(step, this.run.runId, 1), this.idempotencyKey(step, this.run.runId, 2)],
+  });
 });

@@ -172,5 +172,7 @@ Then('the order service took the order {int} time(s)', async function (this: Rep
   const keys = await this.keysSentFor(httpSteps(this)[0]);
   // every attempt under one key carried the same bytes; only the service decided to act twice
   for (const key of keys) expect(new Set(target.requests.filter((r) => r.idempotencyKey === key).map((r) => r.raw)).size).toBe(1);
-  expect(target.effects().filter((e) => e.idempotencyKey !== null && keys.includes(e.idempotencyKey)).length).toBe(times);
+  const took = target.effects().filter((e) => e.idempotencyKey !== null && keys.includes(e.idempotencyKey)).length;
+  // named, so a failure reads 'took the order 1 time(s) under 1 key(s)' rather than a bare 'Expected: 2, Received: 1'
+  expect({ tookTheOrder: `${took} time(s)`, underKeys: keys.length }).toEqual({ tookTheOrder: `${times} time(s)`, underKeys: keys.length });
 });
