@@ -61,6 +61,22 @@ Feature: A project's API key survives crashes, faults and fixes without reaching
     And the order service received "acme"'s API key with every order
     And "Priya" sees the run exactly as its run log holds it
 
+  @db-faults
+  Scenario: A keyed follow-up whose timer fires while the database cannot be reached sends its reminder once, with the key
+    Given the project "acme" with the workflow "keyed-follow-up":
+      | step   | type      | does                                                      | then   |
+      | wait   | delay     | wait 1 hour                                               | remind |
+      | remind | http_call | POST the order to /reminders with the "orders-api" secret | done   |
+      | done   | terminate | succeeded                                                 |        |
+    And the worker will stall when the timer of "wait" fires
+    When "acme" delivers an order webhook to "keyed-follow-up"
+    And the run is waiting in "wait"
+    And the clock moves forward 1 hour
+    And the database is unreachable for 1 second
+    Then the run succeeds
+    And the order service received the order exactly once
+    And the order service received "acme"'s API key with every order
+
   @sweep @db-crash
   Scenario: Crash points of a keyed order meet a database crash, and every faulted order carries the key
     Given "acme" has run a reference order through "order-sync", noting every crash point it passed
