@@ -131,3 +131,17 @@ Feature: A project reaches only its own runs
     When "globex" delivers an order webhook to "keyed-sync"
     Then the run fails because "no secret \"orders-api\""
     And the order service was never called
+
+  @realtime @intervention
+  Scenario: A viewer of one project sees nothing of an operator canceling another project's waiting run
+    Given the project "acme" with the workflow "order-follow-up":
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
+    And "Mallory" opens the live log of "globex"
+    And "globex" has a finished run of "order-sync"
+    And a run of "order-follow-up" that is waiting in "wait"
+    When "dana@acme.example" cancels the run because "the customer withdrew the order"
+    Then the run is canceled
+    And "Mallory" sees "globex"'s run but nothing of "acme"'s
