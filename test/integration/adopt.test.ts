@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openEnginePool } from '../../src/db/pool';
@@ -10,7 +8,7 @@ import { verifyRun } from '../../src/replay-service';
 import { startRun } from '../../src/store/intake-start';
 import { latestVersion } from '../../src/store/registry';
 import { Worker } from '../../src/worker/worker';
-import { KEYS, orderSyncDefinition, projectId, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
+import { KEYS, orderSyncDefinition, projectId, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor, tempDir } from './helpers';
 
 /*
  * A run the intake has just started is carried on by a worker of the same process from the state the intake
@@ -57,7 +55,7 @@ describe('runs handed from the intake to a worker of its process', { timeout: 27
 
   it('never carries on from its start a run the engine saw further before (the database put back behind it)', async () => {
     const { url, pool } = await dbs.fresh();
-    const journal = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-adopt-')), 'heads.jsonl');
+    const journal = path.join(tempDir('mh-adopt-'), 'heads.jsonl');
     const followUp = { name: 'follow-up', steps: [{ id: 'wait', type: 'delay', durationMs: 3_600_000, next: 'done' }, { id: 'done', type: 'terminate', status: 'succeeded' }] };
     const wf = await publish(pool, 'acme', followUp);
     const body = JSON.stringify({ order: { id: 'o-7', sum: 7 } });

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import http from 'node:http';
@@ -16,7 +15,7 @@ import { validateDefinition } from '../../src/domain/definition';
 import { verifyLog } from '../../src/domain/replay';
 import { genesisHash } from '../../src/domain/hash-chain';
 import { FIXTURE_KEY_FILE, FIXTURE_KEYRING } from '../../support/fixture-keyring';
-import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish, cli, projectId } from './helpers';
+import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish, cli, projectId, tempDir } from './helpers';
 import { Client } from 'pg';
 
 let dbs: TestDatabases;
@@ -45,7 +44,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-cli-'));
+    const dir = tempDir('mh-cli-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       const file = path.join(dir, 'order-sync.json');
@@ -159,7 +158,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
     const target = await startTarget();
     // no workers: the runs stay where the intake left them until an operator acts
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0, pollMs: 20 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-cli-'));
+    const dir = tempDir('mh-cli-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       const ids: Record<string, string> = {};
@@ -211,7 +210,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-gone-'));
+    const dir = tempDir('mh-gone-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
@@ -247,7 +246,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-rollback-'));
+    const dir = tempDir('mh-rollback-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
@@ -299,7 +298,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-names-'));
+    const dir = tempDir('mh-names-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       const file = path.join(dir, 'order-sync.json');
@@ -354,7 +353,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
   it('verify --all --checkpoints names a leave to call private addresses taken away in the table alone, and not one the engine took away', async () => {
     // found by a tampering probe: the flag cleared behind the engine's back made every private call fail, unnamed
     const { url, pool: owner } = await dbs.fresh();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-deny-'));
+    const dir = tempDir('mh-deny-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     const file = path.join(dir, 'order-sync.json');
     writeFileSync(file, JSON.stringify(orderSyncDefinition('http://127.0.0.1:9/orders')));
@@ -378,7 +377,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
 
   it('verify --all --checkpoints names a leave to call private addresses given back by writing an old signed grant back', async () => {
     const { url, pool: owner } = await dbs.fresh();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-grant-'));
+    const dir = tempDir('mh-grant-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     const file = path.join(dir, 'order-sync.json');
     writeFileSync(file, JSON.stringify(orderSyncDefinition('http://127.0.0.1:9/orders')));
@@ -423,7 +422,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-history-'));
+    const dir = tempDir('mh-history-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
@@ -453,7 +452,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
   it("an operator's command journals the head its action commits, so verify --checkpoints names the action rolled back", async () => {
     const { url, pool: owner } = await dbs.fresh();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-operator-journal-'));
+    const dir = tempDir('mh-operator-journal-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       const followUp = { name: 'follow-up', steps: [{ id: 'wait', type: 'delay', durationMs: 3_600_000, next: 'done' }, { id: 'done', type: 'terminate', status: 'succeeded' }] };
@@ -489,7 +488,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
   it("a delivery record whose body hash was edited is named against the hash the run's signed first event carries", async () => {
     const { url, pool: owner } = await dbs.fresh();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-body-sha-'));
+    const dir = tempDir('mh-body-sha-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       const wf = await publish(engine.pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
@@ -544,7 +543,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
 
   it('the intake journals the head of every run it starts, so a run deleted before any worker took it up is named', async () => {
     const { url, pool: owner } = await dbs.fresh();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-intake-journal-'));
+    const dir = tempDir('mh-intake-journal-');
     const journal = path.join(dir, 'heads.jsonl');
     // no workers: only the intake has written anything about the run
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0, headJournal: journal });
@@ -578,7 +577,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
 
   it('keys rotate re-seals every secret under the new key, and never takes a signing secret written in plain text unless told to', async () => {
     const { url, pool: owner } = await dbs.fresh();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-rotate-'));
+    const dir = tempDir('mh-rotate-');
     const keyFile = path.join(dir, 'keys.json');
     writeFileSync(keyFile, JSON.stringify({ keys: KEYS.toEnv().split(',').map((pair) => ({ id: pair.slice(0, pair.indexOf(':')), key: pair.slice(pair.indexOf(':') + 1) })) }));
     const env = { DATABASE_URL: url, MESHHOOK_KEY_FILE: keyFile };
@@ -620,7 +619,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
     const { url, pool: owner } = await dbs.fresh();
     const target = await startTarget();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-deep-'));
+    const dir = tempDir('mh-deep-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       const wf = await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
@@ -650,7 +649,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
   it('a vault secret whose earlier value is written back is named behind a checkpoint that saw the later one', async () => {
     const { url, pool: owner } = await dbs.fresh();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0 });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-vault-cp-'));
+    const dir = tempDir('mh-vault-cp-');
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     try {
       await publish(engine.pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
@@ -691,7 +690,7 @@ describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
     const realtime = await startRealtimeServer({ databaseUrl: url, jwtSecret: tokenSecret(KEYS, env) });
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-tail-'));
+    const dir = tempDir('mh-tail-');
     try {
       await publish(engine.pool, 'acme', orderSyncDefinition(targetUrl));
       const delivered = await cli(['deliver', 'acme', 'order-sync', '--body', '{"order":{"id":"o-9","sum":9}}', '--url', engine.intake.url], env, dir);
@@ -754,7 +753,7 @@ describe('meshhook CLI: keys without up, publish --json, worker, up tuned', { ti
     await admin.query(`CREATE DATABASE ${name}`);
     await admin.end();
     const url = dbs.server.urlFor(name);
-    const home = mkdtempSync(path.join(os.tmpdir(), 'mh-keys-'));
+    const home = tempDir('mh-keys-');
     const env = { DATABASE_URL: url, MESHHOOK_HOME: home };
     const file = path.join(home, 'order-sync.json');
     writeFileSync(file, JSON.stringify(orderSyncDefinition('http://127.0.0.1:9')));
@@ -817,7 +816,7 @@ describe('meshhook CLI: keys without up, publish --json, worker, up tuned', { ti
     const target = await startTarget();
     // the intake alone: every run is the separate worker's to advance
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 0 });
-    const home = mkdtempSync(path.join(os.tmpdir(), 'mh-worker-'));
+    const home = tempDir('mh-worker-');
     try {
       const published = await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
       assert.equal((await cli(['worker', '--concurrency', '0'], { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() }, home)).code, 2);
@@ -845,7 +844,7 @@ describe('meshhook CLI: keys without up, publish --json, worker, up tuned', { ti
   it('up --concurrency --no-realtime --quiet: no live-log server, no info lines, warnings still printed', async () => {
     const { url, pool } = await dbs.fresh();
     const target = await startTarget();
-    const home = mkdtempSync(path.join(os.tmpdir(), 'mh-up-tuned-'));
+    const home = tempDir('mh-up-tuned-');
     // a damaged checkpoint file: up warns about it, quiet or not
     const damaged = path.join(home, 'damaged.jsonl');
     writeFileSync(damaged, 'not json\nnor this\n');

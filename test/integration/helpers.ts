@@ -1,6 +1,8 @@
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
+import path from 'node:path';
 import { Client, Pool } from 'pg';
 import { runCli } from '../../src/cli/main';
 import { openPool } from '../../src/db/pool';
@@ -191,4 +193,16 @@ export async function cli(argv: string[], env: NodeJS.ProcessEnv, cwd: string = 
   const err: string[] = [];
   const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l), env, cwd });
   return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+const made: string[] = [];
+process.once('exit', () => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory under the OS's temporary one, removed when the test process exits, however its tests ended. */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { cpSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { migrate, MIGRATIONS_DIR } from '../../src/db/migrate';
 import { checkSchema } from '../../src/integrity/schema-seal';
-import { KEYS, startDatabases, TestDatabases } from './helpers';
+import { KEYS, startDatabases, TestDatabases, tempDir } from './helpers';
 
 /*
  * An upgrade stopped part of the way (a migration failing, or the process killed between two migrations'
@@ -27,7 +26,7 @@ describe('an upgrade stopped part of the way', { timeout: 270_000 }, () => {
   it('leaves nothing applied and unsealed: the next migrate applies all of it and seals', async () => {
     const { pool } = await dbs.fresh();
     const opts = { seal: KEYS.chainKey(), keys: KEYS.chainKeys() };
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-mig-stop-'));
+    const dir = tempDir('mh-mig-stop-');
     cpSync(MIGRATIONS_DIR, dir, { recursive: true });
     // the release's first new migration changes what the seal covers; its second fails (or the process dies there)
     writeFileSync(path.join(dir, '900_upgrade_a.sql'), 'CREATE FUNCTION public.upgrade_a() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n');

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+import { cpSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
 import { migrate, MIGRATIONS_DIR } from '../../src/db/migrate';
 import { checkSchema, sealSchema } from '../../src/integrity/schema-seal';
 import { Keyring } from '../../src/security/keyring';
-import { KEYS, startDatabases, TestDatabases, cli } from './helpers';
+import { KEYS, startDatabases, TestDatabases, cli, tempDir } from './helpers';
 
 /*
  * The engine's schema, sealed when it was migrated: switching off what keeps
@@ -232,7 +231,7 @@ describe('an upgrade', { timeout: 360_000 }, () => {
       } finally {
         await admin.end();
       }
-      const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-release-'));
+      const dir = tempDir('mh-release-');
       for (const f of files.filter((f) => f <= last)) cpSync(path.join(MIGRATIONS_DIR, f), path.join(dir, f));
       const c = new Client({ connectionString: dbs.server.urlFor(name) });
       await c.connect();
@@ -285,7 +284,7 @@ describe("the engine's schema, sealed", { timeout: 720_000 }, () => {
   it('the latest seal is the one sealed last, whatever its id; an earlier seal made the latest by deleting later ones is named behind a checkpoint', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-seal-cp-'));
+    const dir = tempDir('mh-seal-cp-');
     const cp = path.join(dir, 'cp.jsonl');
     // a trigger the owner drops on purpose, and seals the schema again without it
     await pool.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete');

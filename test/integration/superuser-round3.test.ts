@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { migrate, MIGRATIONS_DIR } from '../../src/db/migrate';
@@ -10,7 +9,7 @@ import { sealSchema } from '../../src/integrity/schema-seal';
 import { startEngine } from '../../src/engine';
 import { Keyring } from '../../src/security/keyring';
 import { resealAll } from '../../src/store/secrets';
-import { KEYS, orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor, cli } from './helpers';
+import { KEYS, orderSyncDefinition, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor, cli, tempDir } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (third round): delete a whole project
@@ -33,7 +32,7 @@ describe('a database superuser, round 3', { timeout: 270_000 }, () => {
     const target = await startTarget();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const cp = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-su3-')), 'cp.jsonl');
+    const cp = path.join(tempDir('mh-su3-'), 'cp.jsonl');
     try {
       await publish(pool, 'acme', orderSyncDefinition(target.url));
       const beta = await publish(pool, 'beta', orderSyncDefinition(target.url));
@@ -80,7 +79,7 @@ describe('a database superuser, round 3', { timeout: 270_000 }, () => {
     const last = (await pool.query<{ name: string }>('DELETE FROM schema_migrations WHERE name = (SELECT max(name) FROM schema_migrations) RETURNING name')).rows[0].name;
     await assert.rejects(migrate(pool, { seal: KEYS.chainKey(), keys: KEYS.chainKeys() }), /policy open_door on run_events was added/);
     // a genuine upgrade (a new migration) over the weakened schema is refused too, and the change stays named
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-su3-mig-'));
+    const dir = tempDir('mh-su3-mig-');
     cpSync(MIGRATIONS_DIR, dir, { recursive: true });
     await pool.query('INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)', [last, sha256(readFileSync(path.join(dir, last), 'utf8'))]);
     writeFileSync(path.join(dir, '999_upgrade.sql'), "COMMENT ON TABLE runs IS 'the run view';\n");
@@ -97,7 +96,7 @@ describe('a database superuser, round 3', { timeout: 270_000 }, () => {
   it("a migration does not seal an object of a kind the seal held none of (a table inheriting from the log)", async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-su3-kind-'));
+    const dir = tempDir('mh-su3-kind-');
     cpSync(MIGRATIONS_DIR, dir, { recursive: true });
     writeFileSync(path.join(dir, '999_upgrade.sql'), "COMMENT ON TABLE runs IS 'the run view';\n");
     // the seal has no "tables inheriting from …" entry at all: nothing inherited from an engine table when it was made
@@ -111,7 +110,7 @@ describe('a database superuser, round 3', { timeout: 270_000 }, () => {
 
   it('a migration does not seal an index added behind its back under a seal that covers indexes but names an older migration', async () => {
     const { pool } = await dbs.fresh();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-su3-named-'));
+    const dir = tempDir('mh-su3-named-');
     cpSync(MIGRATIONS_DIR, dir, { recursive: true });
     writeFileSync(path.join(dir, '999_upgrade.sql'), "COMMENT ON TABLE runs IS 'the run view';\n");
     // `seal-schema --confirm` by this release on a database whose last migration was 017: every kind, 017's name
@@ -123,7 +122,7 @@ describe('a database superuser, round 3', { timeout: 270_000 }, () => {
   it('a vault secret a checkpoint saw deleted, written back from a copy, is named; one set again is not', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const cp = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-su3-')), 'cp.jsonl');
+    const cp = path.join(tempDir('mh-su3-'), 'cp.jsonl');
     // published only: no call is made, so the order service's address needs nothing listening
     await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
     assert.equal((await cli(['secrets', 'set', 'orders-api', '--project', 'acme', '--value', 'sk_live_revoked'], env)).code, 0);
@@ -212,7 +211,7 @@ describe('a migration recorded ahead of an upgrade', { timeout: 180_000 }, () =>
   it('is named by verify --all: the fix it carries never ran, and the seal is older than what schema_migrations says', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-su3-fix-'));
+    const dir = tempDir('mh-su3-fix-');
     cpSync(MIGRATIONS_DIR, dir, { recursive: true });
     // the next release's migration, public like the rest of the engine's code: a fix the intruder wants kept out
     const fix = 'ALTER TABLE run_events FORCE ROW LEVEL SECURITY;\n';
@@ -230,7 +229,7 @@ describe('keys rotate', { timeout: 180_000 }, () => {
   it('keeps the time each vault value was sealed, so an earlier value written back is still named after the rotation', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const cp = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-su3-')), 'cp.jsonl');
+    const cp = path.join(tempDir('mh-su3-'), 'cp.jsonl');
     // published only: no call is made, so the order service's address needs nothing listening
     await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
     assert.equal((await cli(['secrets', 'set', 'pay', '--project', 'acme', '--value', 'sk_live_revoked_one'], env)).code, 0);

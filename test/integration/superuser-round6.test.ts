@@ -3,11 +3,9 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
 import { startIntake } from '../../src/intake/server';
 import { deliver } from '../../src/intake/sign';
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { loadSecretValues, putSecret } from '../../src/store/secrets';
-import { cli, KEYS, orderSyncDefinition, projectId, publish, startDatabases, TestDatabases } from './helpers';
+import { cli, KEYS, orderSyncDefinition, projectId, publish, startDatabases, TestDatabases, tempDir } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (sixth round): plain UPDATEs of the
@@ -164,7 +162,7 @@ describe('a database superuser, round 6', { timeout: 360_000 }, () => {
     const earlier = (await pool.query<{ sealed: string }>(`SELECT sealed FROM project_secrets WHERE name = 'api-token'`)).rows[0].sealed;
     await new Promise((r) => setTimeout(r, 5));
     await putSecret(pool, KEYS, project, 'api-token', 'the-new-token-in-use');
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-r6-'));
+    const dir = tempDir('mh-r6-');
     const cp = path.join(dir, 'cp.jsonl');
     assert.equal((await cli(['checkpoint', '--out', cp], env)).code, 0);
     assert.equal((await cli(['verify', '--all', '--checkpoints', cp], env)).code, 0, 'the control');

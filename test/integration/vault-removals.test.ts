@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startEngine } from '../../src/engine';
 import { inProject } from '../../src/db/scope';
 import { secretRemovedAt } from '../../src/domain/hash-chain';
-import { cli, KEYS, orderSyncDefinition, projectId, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
+import { cli, KEYS, orderSyncDefinition, projectId, publish, runStatus, startDatabases, startTarget, TestDatabases, waitFor, tempDir } from './helpers';
 
 /*
  * A vault secret deleted from project_secrets by someone with the database (who has no key): every call that
@@ -36,7 +34,7 @@ describe('a vault secret removed behind the engine\'s back', { timeout: 270_000 
   it('is named by verify --all --checkpoints, however its removal record was forged, until its owner removes it', async () => {
     const { url, pool } = await dbs.fresh();
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-vault-rm-'));
+    const dir = tempDir('mh-vault-rm-');
     const cp = path.join(dir, 'cp.jsonl');
     const verify = () => cli(['verify', '--all', '--checkpoints', cp], env, dir);
     await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
@@ -113,7 +111,7 @@ describe('a vault secret removed behind the engine\'s back', { timeout: 270_000 
     const target = await startTarget();
     const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
     const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mh-vault-owner-'));
+    const dir = tempDir('mh-vault-owner-');
     const cp = path.join(dir, 'cp.jsonl');
     const deliver = async (id: string): Promise<string> => {
       const sent = await cli(['deliver', 'acme', 'order-sync', '--body', `{"order":{"id":"${id}","sum":7}}`, '--url', engine.intake.url], env, dir);

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startIntake } from '../../src/intake/server';
 import { deliver } from '../../src/intake/sign';
 import { readRunView, rebuildViews, verifyRun } from '../../src/replay-service';
-import { orderSyncDefinition, runStatus, startDatabases, startTarget, TestDatabases, waitFor, projectId, KEYS, publish } from './helpers';
+import { orderSyncDefinition, runStatus, startDatabases, startTarget, TestDatabases, waitFor, projectId, KEYS, publish, tempDir } from './helpers';
 
 /*
  * Workers as real child processes (src/worker/main.ts through ts-node), killed
@@ -59,7 +58,7 @@ describe('a worker process that crashes mid-step', { timeout: 270_000 }, () => {
     const { pool, url } = await dbs.fresh();
     const target = await startTarget();
     const intake = await startIntake({ pool, keyring: KEYS });
-    const failpointLog = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-fp-')), 'fired.jsonl');
+    const failpointLog = path.join(tempDir('mh-fp-'), 'fired.jsonl');
     try {
       const wf = await publish(pool, 'acme', orderSyncDefinition(target.url));
       const res = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, JSON.stringify({ order: { id: 'o-9', sum: 9 } }));
@@ -115,7 +114,7 @@ describe('a worker process that crashes mid-step', { timeout: 270_000 }, () => {
   it('restarted on its own head journal, refuses a run put back behind a head it committed before', async () => {
     const { pool: owner, url } = await dbs.fresh();
     const intake = await startIntake({ pool: owner, keyring: KEYS });
-    const journal = path.join(mkdtempSync(path.join(os.tmpdir(), 'mh-journal-')), 'heads.jsonl');
+    const journal = path.join(tempDir('mh-journal-'), 'heads.jsonl');
     try {
       const followUp = { name: 'follow-up', steps: [{ id: 'wait', type: 'delay', durationMs: 3_600_000, next: 'done' }, { id: 'done', type: 'terminate', status: 'succeeded' }] };
       const wf = await publish(owner, 'acme', followUp);
