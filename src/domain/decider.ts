@@ -570,8 +570,9 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
 
   const classify = (outcome: HttpOutcome, state: RunState): { ok: boolean; retryable: boolean; reason: string } => {
     if (outcome.kind === 'error') {
-      // a target the engine may not call stays forbidden however often it is tried
-      return { ok: false, retryable: outcome.code !== 'TARGET_FORBIDDEN', reason: `${outcome.code}: ${outcome.message}` };
+      // a target the engine may not call stays forbidden however often it is tried, and a header that cannot be sent
+      // (HEADER_INVALID, src/worker/http-client.ts: no run recorded that code before it was given) stays unsendable
+      return { ok: false, retryable: outcome.code !== 'TARGET_FORBIDDEN' && outcome.code !== 'HEADER_INVALID', reason: `${outcome.code}: ${outcome.message}` };
     }
     const { status } = outcome;
     if (status >= 200 && status < 300) return { ok: true, retryable: false, reason: `HTTP ${status}` };

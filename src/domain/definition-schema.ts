@@ -35,7 +35,13 @@ export const retryPolicySchema = z.object({
 export type RetryPolicy = z.infer<typeof retryPolicySchema>;
 
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/;
-const headerText = z.string().max(4096).refine((v) => !/[\u0000\r\n]/.test(v), 'header values may not contain line breaks or NUL');
+// what node's HTTP client sends (a tab, printable Latin-1): it refuses anything else by throwing, and a published value
+// with a "€" in it left every run of the workflow running for ever, its worker failing at each try
+const headerText = z
+  .string()
+  .max(4096)
+  .refine((v) => !/[\u0000\r\n]/.test(v), 'header values may not contain line breaks or NUL')
+  .refine((v) => !/[^\t\u0020-\u007e\u0080-\u00ff\u0000\r\n]/.test(v), 'header values are Latin-1 text without control characters (HTTP carries nothing else)');
 /** a literal value, or a secret of the project's vault by name (the value is never written into the run log) */
 const headerValue = z.union([
   headerText,

@@ -27,6 +27,8 @@ export async function putSecret(db: Pool, keyring: Keyring, projectId: string, n
   if (value.length < MIN_SECRET_LENGTH) throw new SecretValueError(`a secret value has at least ${MIN_SECRET_LENGTH} characters (shorter ones cannot be redacted reliably)`);
   if (Buffer.byteLength(value) > MAX_SECRET_BYTES) throw new SecretValueError(`a secret value has at most ${MAX_SECRET_BYTES} bytes`);
   if (/[\u0000-\u001f\u007f]/.test(value)) throw new SecretValueError('a secret value may not contain control characters (it is sent in HTTP headers)');
+  // node sends a header value as Latin-1 and refuses anything beyond it: such a secret could never be sent
+  if (/[^\u0000-\u00ff]/.test(value)) throw new SecretValueError('a secret value may hold Latin-1 characters only (it is sent in HTTP headers, which carry nothing else): encode it, as base64 say');
   return inProject(db, projectId, async (c) => {
     const before = (await c.query('SELECT sealed FROM project_secrets WHERE project_id = $1 AND name = $2', [projectId, name])).rows[0]?.sealed as string | undefined;
     const sealed = seal(keyring, value, secretAad(projectId, name), after(keyring, before, secretAad(projectId, name)));

@@ -21,6 +21,9 @@ const KEPT_RESPONSE_HEADERS = ['content-type', 'location', 'retry-after', 'idemp
 /** Longer answers are cut while they stream in: the log records what the step needs, not an unbounded blob. */
 export const MAX_RECORDED_BODY_BYTES = 1024 * 1024;
 
+/** the error code of a request whose headers node cannot send; it is not tried again (src/domain/decider.ts) */
+export const HEADER_INVALID = 'HEADER_INVALID';
+
 // jsonb cannot hold NUL or unpaired surrogates; an answer containing them must still be recordable
 const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
@@ -113,6 +116,17 @@ export async function sendRequest(req: HttpRequestPrepared['data'], ctx: SendCon
     }
   }
   headers['idempotency-key'] = req.idempotencyKey;
+  // node refuses to send a header value with a character beyond Latin-1 or a control character, by throwing: a secret
+  // such as "pässwörd-€uro" (which `secrets set` took) left its run running for ever, its worker failing every try.
+  // The request is not sent and the step fails, naming the header but not its value (it may be a secret)
+  for (const [name, value] of Object.entries(headers)) {
+    try {
+      http.validateHeaderName(name);
+      http.validateHeaderValue(name, value);
+    } catch {
+      return error(HEADER_INVALID, `the header ${JSON.stringify(name.slice(0, 100))} holds a character HTTP cannot carry (header values are Latin-1 text without control characters); the request was not sent`);
+    }
+  }
   const bodyText = requestBodyText(req);
   const body = bodyText === null ? null : Buffer.from(bodyText, 'utf8');
   if (body && req.bodyText === undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
@@ -139,46 +153,54 @@ export async function sendRequest(req: HttpRequestPrepared['data'], ctx: SendCon
       resolve(r);
     };
     const client = url.protocol === 'https:' ? https : http;
-    const request = client.request(url, { method: req.method, headers, lookup: guardedLookup(ctx.allowPrivateTargets) }, (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let truncated = false;
-      const complete = (): void => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        const kept: Record<string, string> = {};
-        for (const h of KEPT_RESPONSE_HEADERS) {
-          const v = res.headers[h];
-          if (v !== undefined) kept[h] = Array.isArray(v) ? v.join(', ') : v;
-        }
-        let parsed: unknown = text;
-        if (!truncated && (res.headers['content-type'] ?? '').includes('json')) {
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = text;
+    let request: http.ClientRequest;
+    // (whatever else node refuses to send as it is asked is an outcome too: this function never throws)
+    try {
+      request = client.request(url, { method: req.method, headers, lookup: guardedLookup(ctx.allowPrivateTargets) }, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        let truncated = false;
+        const complete = (): void => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const kept: Record<string, string> = {};
+          for (const h of KEPT_RESPONSE_HEADERS) {
+            const v = res.headers[h];
+            if (v !== undefined) kept[h] = Array.isArray(v) ? v.join(', ') : v;
           }
-        }
-        const outcome: HttpOutcome = { kind: 'response', status: res.statusCode ?? 0, headers: storable(kept) as Record<string, string>, body: storable(parsed) };
-        if (truncated) outcome.truncated = true;
-        finish(done(outcome));
-      };
-      res.on('data', (chunk: Buffer) => {
-        if (truncated) return;
-        if (size + chunk.length > maxBytes) {
-          // enough: keep the start, stop reading the rest
-          chunks.push(chunk.subarray(0, maxBytes - size));
-          size = maxBytes;
-          truncated = true;
-          complete();
-          res.destroy();
-          return;
-        }
-        chunks.push(chunk);
-        size += chunk.length;
+          let parsed: unknown = text;
+          if (!truncated && (res.headers['content-type'] ?? '').includes('json')) {
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              parsed = text;
+            }
+          }
+          const outcome: HttpOutcome = { kind: 'response', status: res.statusCode ?? 0, headers: storable(kept) as Record<string, string>, body: storable(parsed) };
+          if (truncated) outcome.truncated = true;
+          finish(done(outcome));
+        };
+        res.on('data', (chunk: Buffer) => {
+          if (truncated) return;
+          if (size + chunk.length > maxBytes) {
+            // enough: keep the start, stop reading the rest
+            chunks.push(chunk.subarray(0, maxBytes - size));
+            size = maxBytes;
+            truncated = true;
+            complete();
+            res.destroy();
+            return;
+          }
+          chunks.push(chunk);
+          size += chunk.length;
+        });
+        res.on('end', complete);
+        res.on('error', (e) => finish(error((e as NodeJS.ErrnoException).code ?? 'ERROR', e.message)));
       });
-      res.on('end', complete);
-      res.on('error', (e) => finish(error((e as NodeJS.ErrnoException).code ?? 'ERROR', e.message)));
-    });
+    } catch (e) {
+      settled = true;
+      resolve(error((e as NodeJS.ErrnoException).code ?? 'ERROR', `the request could not be sent: ${(e as Error).message}`));
+      return;
+    }
     const timer = setTimeout(() => {
       finish(error('TIMEOUT', `no answer within ${req.timeoutMs} ms`));
       request.destroy();

@@ -140,6 +140,16 @@ describe('definition schema edges', () => {
     }
   });
 
+  it('header values are what node can send: a tab and printable Latin-1, nothing beyond (hostile round 7)', () => {
+    accepted(call({ headers: { 'X-Note': 'tab\there, caf\u00e9 \u00ff ~' }, }));
+    // node's client throws on each of these at send time: published, every run of the workflow stayed running
+    for (const bad of ['\u20acuro', 'emoji \u{1F600}', 'bell \u0007', 'del \u007f']) {
+      const problems = problemsOf(call({ headers: { 'X-Note': bad } }));
+      assert.ok(problems.some((p) => p.includes('header values are Latin-1 text without control characters')), `${JSON.stringify(bad)}: ${problems.join('; ')}`);
+      assert.ok(problemsOf(call({ headers: { Authorization: { secret: 'order-api', prefix: `${bad} ` } } })).length > 0, `prefix ${JSON.stringify(bad)}`);
+    }
+  });
+
   it('a header may name a vault secret (with a literal prefix) by a lower-case name, and nothing else', () => {
     const def = validateDefinition(call({ headers: { Authorization: { secret: 'order-api', prefix: 'Bearer ' }, 'X-Trace': 'abc' } }));
     assert.deepEqual(secretsUsedBy(def), ['order-api']);
