@@ -35,6 +35,12 @@ export const retryPolicySchema = z.object({
 export type RetryPolicy = z.infer<typeof retryPolicySchema>;
 
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/;
+/**
+ * Headers that say how the request is framed or how the connection is used: node sends the recorded body whatever
+ * they say, so `Content-Length: 0` with a body sent an empty request and the body as the start of another one on the
+ * same connection, while the run log recorded one request with that body. The engine sets them itself.
+ */
+const FRAMING_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect', 'proxy-connection', 'http2-settings']);
 // what node's HTTP client sends (a tab, printable Latin-1): it refuses anything else by throwing, and a published value
 // with a "€" in it left every run of the workflow running for ever, its worker failing at each try
 const headerText = z
@@ -60,6 +66,8 @@ export const httpCallStep = z.object({
     .superRefine((headers, ctx) => {
       for (const name of Object.keys(headers)) {
         if (!HEADER_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: "header names are HTTP tokens of 1 to 100 characters (letters, digits and !#$%&'*+.^_`|~-)" });
+        else if (FRAMING_HEADERS.has(name.toLowerCase()))
+          ctx.addIssue({ code: 'custom', path: [name], message: `${name} is set by the engine: it would frame the request otherwise than the body recorded (a Content-Length of 0 sent the body as the start of a second request)` });
       }
     })
     .default({}),

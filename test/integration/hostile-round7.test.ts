@@ -67,3 +67,23 @@ describe('hostile round 7: request headers', { timeout: 60_000 }, () => {
     }
   });
 });
+
+describe('hostile round 7: headers that frame the request', { timeout: 60_000 }, () => {
+  it('a definition cannot set Content-Length, Transfer-Encoding or Connection: what is sent would not be the request recorded', async () => {
+    const { pool } = await dbs.fresh();
+    const target = await startTarget();
+    try {
+      const seen: string[] = [];
+      for (const [name, value] of [['Content-Length', '0'], ['content-length', '1'], ['Transfer-Encoding', 'chunked'], ['Connection', 'upgrade'], ['Upgrade', 'h2c'], ['Expect', '100-continue'], ['Keep-Alive', 'timeout=5'], ['TE', 'trailers'], ['Trailer', 'x-a'], ['Proxy-Connection', 'keep-alive']]) {
+        const published = await publish(pool, 'acme', withHeaders(target.url, { [name]: value })).then(
+          () => 'published',
+          (e: Error) => e.message,
+        );
+        seen.push(`${name}: ${published}`);
+      }
+      for (const s of seen) assert.match(s, /set by the engine|frame the request/, seen.join('\n'));
+    } finally {
+      await target.close();
+    }
+  });
+});
