@@ -44,6 +44,18 @@ export function formsOf(value: string): string[] {
   forms.add(encodeURIComponent(value));
   forms.add(encodeURIComponent(value).replace(/%20/g, '+'));
   forms.add(JSON.stringify(value).slice(1, -1));
+  // A header carries a value as Latin-1, one byte a character, not as UTF-8: a secret such as "pässwörd-…" reaches the
+  // target as the bytes 70 e4 73 73 …, and a target that echoes them is read back as UTF-8, each of those bytes a
+  // U+FFFD and every other character as is ("p\uFFFDssw\uFFFDrd-…", recorded in full before this form was sought)
+  if (/[\u0080-\u00ff]/.test(value) && !/[^\u0000-\u00ff]/.test(value)) {
+    const latin1 = Buffer.from(value, 'latin1');
+    forms.add(latin1.toString('utf8'));
+    for (const b of stableBase64(latin1)) {
+      forms.add(b);
+      forms.add(b.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, ''));
+    }
+    forms.add([...latin1].map((c) => (/[A-Za-z0-9\-_.!~*'()]/.test(String.fromCharCode(c)) ? String.fromCharCode(c) : `%${c.toString(16).toUpperCase().padStart(2, '0')}`)).join(''));
+  }
   return [...forms].filter((f) => f.length >= Math.min(MIN_FORM_LENGTH, value.length)).sort((a, b) => b.length - a.length);
 }
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startEngine } from '../../src/engine';
 import { deliver } from '../../src/intake/sign';
@@ -84,6 +85,46 @@ describe('hostile round 7: headers that frame the request', { timeout: 60_000 },
       for (const s of seen) assert.match(s, /set by the engine|frame the request/, seen.join('\n'));
     } finally {
       await target.close();
+    }
+  });
+});
+
+describe('hostile round 7: a secret that is not ASCII', { timeout: 60_000 }, () => {
+  it('a target echoing the bytes it was sent does not get a Latin-1 secret into the log (it goes out as Latin-1, not UTF-8)', async () => {
+    const { url } = await dbs.fresh();
+    // answers every request with the bytes of its head, as a raw echo service or a debugging proxy does
+    const echo = net.createServer((s) => {
+      let head = '';
+      s.on('data', (d) => {
+        head += d.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        const bytes = Buffer.from(head.slice(0, head.indexOf('\r\n\r\n')), 'latin1');
+        s.end(Buffer.concat([Buffer.from(`HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: ${bytes.length}\r\nConnection: close\r\n\r\n`), bytes]));
+      });
+      s.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const logs: Array<Record<string, unknown>> = [];
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20, log: (e) => logs.push(e) });
+    try {
+      const wf = await publish(engine.pool, 'acme', withHeaders(`http://127.0.0.1:${(echo.address() as net.AddressInfo).port}`, { authorization: { secret: 'api-token', prefix: 'Bearer ' } }));
+      // Latin-1: what `secrets set` takes and node sends (as one byte a character)
+      const value = 'pässwörd-Zq81x7Kd2';
+      await putSecret(engine.pool, KEYS, wf.projectId, 'api-token', value);
+      const res = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-latin1' });
+      assert.equal(res.status, 202);
+      const runId: string = res.body.runId;
+      await waitFor('the run to end', async () => ['succeeded', 'failed'].includes((await runStatus(engine.pool, runId)) ?? ''));
+      const { rows } = await inProject(engine.pool, wf.projectId, (c) => c.query('SELECT payload FROM run_events WHERE run_id = $1 ORDER BY seq', [runId]));
+      const log = JSON.stringify(rows);
+      assert.match(log, /\[redacted:api-token\]/, 'the echo is recorded, redacted');
+      // read as UTF-8, the echoed bytes of ä and ö are U+FFFD: every other character of the secret was recorded
+      const mangled = Buffer.from(value, 'latin1').toString('utf8');
+      assert.ok(!log.includes(mangled), `the log holds the secret as echoed: ${JSON.stringify(mangled)}`);
+      assert.ok(!log.includes('ssw\ufffdrd-Zq81x7Kd2') && !log.includes('rd-Zq81x7Kd2'), 'no long run of the secret');
+    } finally {
+      await engine.stop();
+      await new Promise((r) => echo.close(r));
     }
   });
 });

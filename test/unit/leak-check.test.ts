@@ -27,6 +27,21 @@ describe('the leak check finds a secret in every form it travels in', () => {
     });
   }
 
+  // hostile round 7: a header carries a Latin-1 secret as one byte a character; an echo of those bytes read as UTF-8
+  const latin1 = [{ name: 'latin1-token', value: 'pässwörd-Zq81x7Kd2' }];
+  const bytes = Buffer.from(latin1[0].value, 'latin1');
+  const latin1Cases: Array<[string, string]> = [
+    ['a Latin-1 secret echoed as bytes and read as UTF-8', `authorization: Bearer ${bytes.toString('utf8')}\r\n`],
+    ['a Latin-1 secret echoed in base64 of its bytes', `seen=${Buffer.concat([Buffer.from('x:'), bytes]).toString('base64')}`],
+    ['a Latin-1 secret echoed percent-encoded byte by byte', `token=p%E4ssw%F6rd-Zq81x7Kd2&x=1`],
+  ];
+  for (const [name, text] of latin1Cases) {
+    it(name, () => {
+      assert.ok(findLeaks(latin1, [{ place: 'the place', text }]).length > 0, `${name}: ${text}`);
+      assert.ok(!new Redactor(latin1).redactText(text).includes('Zq81x7Kd2'), `${name}: not redacted`);
+    });
+  }
+
   it('and stays quiet on text without a secret, or with its redaction', () => {
     const redacted = new Redactor(secrets).redactText(`Bearer ${token} and ${Buffer.from(token).toString('base64')}`);
     assert.equal(redacted, 'Bearer [redacted:orders-token] and [redacted:orders-token]');
