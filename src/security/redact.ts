@@ -59,6 +59,12 @@ export function formsOf(value: string): string[] {
   return [...forms].filter((f) => f.length >= Math.min(MIN_FORM_LENGTH, value.length)).sort((a, b) => b.length - a.length);
 }
 
+/** Whether text from `from` to its end is the start of `form` (compared in place: secrets are up to 8 kB). */
+function startsAt(form: string, text: string, from: number): boolean {
+  for (let i = from; i < text.length; i++) if (text.charCodeAt(i) !== form.charCodeAt(i - from)) return false;
+  return true;
+}
+
 export class Redactor {
   private readonly patterns: Array<{ form: string; name: string }>;
 
@@ -79,6 +85,35 @@ export class Redactor {
     if (this.patterns.length === 0 || !text) return text;
     let out = text;
     for (const { form, name } of this.patterns) if (out.includes(form)) out = out.split(form).join(`[redacted:${name}]`);
+    return out;
+  }
+
+  /**
+   * A text that was cut short (an answer over the size kept), redacted, and with any start of a secret it ends in taken
+   * off too: a cut falling inside an echoed secret left its first characters, which redactText does not seek (an
+   * echo service puts the request's body before its headers, so whoever sends a webhook could choose where the cut
+   * falls, and read all of the secret but its last character over a few runs). Starts of under three characters are
+   * left (they would take most cut answers' last characters for a secret's).
+   */
+  redactCutText(text: string): string {
+    let out = this.redactText(text);
+    if (this.patterns.length === 0) return out;
+    // a cut inside a character of several bytes leaves a U+FFFD after what was whole
+    const whole = out.replace(/\uFFFD+$/, '');
+    let cutAt = -1;
+    let name = '';
+    for (const { form, name: n } of this.patterns) {
+      // the earliest place the text's tail is a proper start of this form
+      for (let from = Math.max(0, whole.length - form.length + 1); from <= whole.length - 3; from++) {
+        if (cutAt !== -1 && from >= cutAt) break;
+        if (whole.charCodeAt(from) === form.charCodeAt(0) && startsAt(form, whole, from)) {
+          cutAt = from;
+          name = n;
+          break;
+        }
+      }
+    }
+    if (cutAt !== -1) out = `${whole.slice(0, cutAt)}[redacted:${name}, cut]`;
     return out;
   }
 

@@ -175,6 +175,8 @@ export async function sendRequest(req: HttpRequestPrepared['data'], ctx: SendCon
               parsed = text;
             }
           }
+          // a body cut short is kept as text, and may end in the first characters of a secret the cut fell inside
+          if (truncated) parsed = redactor.redactCutText(String(storable(parsed)));
           const outcome: HttpOutcome = { kind: 'response', status: res.statusCode ?? 0, headers: storable(kept) as Record<string, string>, body: storable(parsed) };
           if (truncated) outcome.truncated = true;
           finish(done(outcome));
