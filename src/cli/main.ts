@@ -508,6 +508,23 @@ async function runUp(a: Parsed, io: Io, home: string, given: string | undefined,
  * terminal escape in a URL can neither start a forged line nor reach the
  * terminal raw.
  */
+/**
+ * Characters a terminal acts on or that change how a line reads, besides the C0 controls JSON escapes: the C1 controls
+ * (U+009B is CSI, as ESC [ is: "\u009b2J" clears the screen of a terminal that takes 8-bit controls), the line and
+ * paragraph separators, and the bidirectional overrides and isolates (U+202E shows the rest of a line reversed).
+ * JSON.stringify leaves them all as they are.
+ */
+const TERMINAL_UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * A line for the terminal: each of those written as a \uXXXX escape (within a JSON string, the same JSON). Every line
+ * the CLI writes goes through it: log lines, events (`tail`), reports, errors, which hold what webhooks, targets and
+ * requests sent.
+ */
+export function terminalText(line: string): string {
+  return line.replace(TERMINAL_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export function formatLogLine(e: Record<string, unknown>, at = new Date()): string {
   const level = String(e.level ?? 'info');
   const { level: _l, msg, ...rest } = e;
@@ -520,7 +537,7 @@ export function formatLogLine(e: Record<string, unknown>, at = new Date()): stri
     .map(([k, v]) => `${k}=${word(v)}`)
     .join(' ');
   const message = JSON.stringify(String(msg)).slice(1, -1);
-  return `${at.toISOString()} ${level.padEnd(5)} ${message}${detail ? '  ' + detail : ''}`;
+  return terminalText(`${at.toISOString()} ${level.padEnd(5)} ${message}${detail ? '  ' + detail : ''}`);
 }
 
 function printLog(e: Record<string, unknown>, io: Io, quiet = false): void {
@@ -1617,9 +1634,12 @@ const stdoutLines = (() => {
 
 /** Run one CLI invocation; resolves to the exit code. */
 export async function runCli(argv: string[], io: Partial<Io> = {}): Promise<number> {
+  const out = io.out ?? stdoutLines;
+  const err = io.err ?? ((l: string) => process.stderr.write(l + '\n'));
   const full: Io = {
-    out: io.out ?? stdoutLines,
-    err: io.err ?? ((l) => process.stderr.write(l + '\n')),
+    // (a line break within a line is the CLI's own: values from outside are JSON-escaped or slugs)
+    out: (l) => out(terminalText(l)),
+    err: (l) => err(terminalText(l)),
     cwd: io.cwd ?? process.cwd(),
     env: io.env ?? process.env,
   };
