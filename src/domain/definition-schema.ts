@@ -6,7 +6,12 @@ import { z } from 'zod';
  * it is a third of a worker's start-up.
  */
 
-const stepId = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'step ids are lower-case letters, digits, - and _');
+// a run's outputs and attempts are kept by step id in plain objects, where "constructor" (the one such name that is a
+// slug) is found before the step has run: its first attempt was recorded as "function Object() { [native code] }1"
+const stepId = z
+  .string()
+  .regex(/^[a-z][a-z0-9_-]{0,62}$/, 'step ids are lower-case letters, digits, - and _')
+  .refine((id) => !(id in Object.prototype), '"constructor" cannot be a step id: it is the name of a property every JavaScript object has');
 const jmes = z.string().min(1);
 
 const transformStep = z.object({

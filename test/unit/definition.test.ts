@@ -140,6 +140,15 @@ describe('definition schema edges', () => {
     }
   });
 
+  it('a step id is not the name of a property every object has (hostile round 7)', () => {
+    // "constructor" is a slug, and the decider's maps of a run's outputs and attempts are plain objects: the step's first
+    // attempt was recorded as "function Object() { [native code] }1", it was never retried ("gave up after NaN
+    // attempts"), and an operator's resume from it was refused as if it had succeeded
+    const problems = problemsOf({ name: 'x', steps: [{ id: 'constructor', type: 'http_call', method: 'POST', url: 'https://orders.example.com/v1' }] });
+    assert.ok(problems.some((p) => p.includes('"constructor" cannot be a step id')), problems.join('; '));
+    accepted({ name: 'x', steps: [{ id: 'constructors', type: 'transform', expression: 'input' }] });
+  });
+
   it('header values are what node can send: a tab and printable Latin-1, nothing beyond (hostile round 7)', () => {
     accepted(call({ headers: { 'X-Note': 'tab\there, caf\u00e9 \u00ff ~' }, }));
     // node's client throws on each of these at send time: published, every run of the workflow stayed running
