@@ -1579,7 +1579,9 @@ export class RealtimeServer {
   /** remove the channel's presences; with `announce`, push the diff; returns the leaves */
   private untrack(ch: Channel, announce = true): Record<string, { metas: unknown[] }> {
     const byKey = this.presence.get(ch.topicKey);
-    const leaves: Record<string, { metas: unknown[] }> = {};
+    // (by presence key, which a client chooses: no prototype, where "constructor" or "__proto__" would already be found;
+    // `leaves.constructor.metas.push` threw when the socket closed, and the throw ended the process)
+    const leaves: Record<string, { metas: unknown[] }> = Object.create(null);
     if (!byKey) return leaves;
     for (const [key, metas] of byKey) {
       for (const [ref, entry] of metas) {
@@ -1640,7 +1642,8 @@ export class RealtimeServer {
   }
 
   private presenceState(topicKey: string): Record<string, { metas: unknown[] }> {
-    const out: Record<string, { metas: unknown[] }> = {};
+    // (by presence key: no prototype, so a key "__proto__" is listed like any other, see untrack)
+    const out: Record<string, { metas: unknown[] }> = Object.create(null);
     for (const [key, metas] of this.presence.get(topicKey) ?? []) out[key] = { metas: [...metas.values()].map((e) => e.meta) };
     return out;
   }
