@@ -123,11 +123,9 @@ export class Redactor {
     const walk = (v: unknown): unknown => {
       if (typeof v === 'string') return this.redactText(v);
       if (Array.isArray(v)) return v.map(walk);
-      if (v && typeof v === 'object') {
-        const out: Record<string, unknown> = {};
-        for (const [k, x] of Object.entries(v)) out[this.redactText(k)] = walk(x);
-        return out;
-      }
+      // (made as fromEntries makes it: an answer's key "__proto__" assigned to a plain object set its prototype, and
+      // was left out of what was recorded, whenever the project had a secret)
+      if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [this.redactText(k), walk(x)]));
       return v;
     };
     return walk(value) as T;

@@ -15,6 +15,11 @@ let url = '';
 before(async () => {
   // echoes the authorization header after `pad` bytes of padding (as an echo service puts a request's body before its headers)
   server = http.createServer((req, res) => {
+    if (req.url === '/proto') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"__proto__":{"seen":"Bearer sk_live_4eC39HqLyjWDarjtT1zdp7dc"},"ok":true}');
+      return;
+    }
     const pad = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('pad'));
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end(`${'x'.repeat(pad)}authorization: ${req.headers.authorization}\n`);
@@ -53,5 +58,16 @@ describe('an answer cut at its size limit', () => {
   it('and an answer not cut is kept whole, the secret redacted', async () => {
     const { outcome } = await sendRequest(request(10), { secrets: [SECRET], allowPrivateTargets: true, maxBodyBytes: 200 });
     assert.equal((outcome as { body: unknown }).body, `${'x'.repeat(10)}authorization: Bearer [redacted:api-token]\n`);
+  });
+});
+
+describe('an answer with a key "__proto__"', () => {
+  it('is recorded with it, redacted, whether or not the project has secrets', async () => {
+    for (const secrets of [[], [SECRET]]) {
+      const { outcome } = await sendRequest({ ...request(0), headers: {}, url: `${url}/proto` }, { secrets, allowPrivateTargets: true });
+      const body = (outcome as { body: Record<string, unknown> }).body;
+      assert.deepEqual(Object.keys(body), ['__proto__', 'ok'], `${secrets.length} secrets: ${JSON.stringify(body)}`);
+      assert.equal(JSON.stringify(body), secrets.length ? '{"__proto__":{"seen":"Bearer [redacted:api-token]"},"ok":true}' : '{"__proto__":{"seen":"Bearer sk_live_4eC39HqLyjWDarjtT1zdp7dc"},"ok":true}');
+    }
   });
 });
