@@ -63,7 +63,13 @@ export const httpCallStep = z.object({
   id: stepId,
   type: z.literal('http_call'),
   method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
-  url: z.string().url().refine((u) => /^https?:\/\//i.test(u), 'only http and https URLs can be called'),
+  url: z
+    .string()
+    .url()
+    .refine((u) => /^https?:\/\//i.test(u), 'only http and https URLs can be called')
+    // a password in the URL is recorded with it in every request event, and so in run views, live logs and reports
+    // (node sends it as Basic authorization): a secret goes in the vault and is named from a header
+    .refine((u) => !/^https?:\/\//i.test(u) || (() => { try { const p = new URL(u); return p.username === '' && p.password === ''; } catch { return true; } })(), 'a URL may not carry a user or password (it would be recorded in every request event): name a vault secret in an Authorization header'),
   // keys checked here rather than by a key schema: zod reports a record's bad key as "Invalid key in record",
   // without the rule it broke
   headers: z

@@ -149,6 +149,14 @@ describe('definition schema edges', () => {
     accepted({ name: 'x', steps: [{ id: 'constructors', type: 'transform', expression: 'input' }] });
   });
 
+  it('a URL carries no user or password, which every request event would record (hostile round 7)', () => {
+    for (const url of ['https://svc:hunter2hunter2@orders.example.com/v1', 'https://token@orders.example.com/v1', 'http://:pw@orders.example.com/']) {
+      const problems = problemsOf(call({ url }));
+      assert.ok(problems.some((p) => p.includes('may not carry a user or password')), `${url}: ${problems.join('; ')}`);
+    }
+    accepted(call({ url: 'https://orders.example.com/v1?user=a@b' }));
+  });
+
   it('header values are what node can send: a tab and printable Latin-1, nothing beyond (hostile round 7)', () => {
     accepted(call({ headers: { 'X-Note': 'tab\there, caf\u00e9 \u00ff ~' }, }));
     // node's client throws on each of these at send time: published, every run of the workflow stayed running
