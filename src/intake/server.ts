@@ -8,7 +8,7 @@ import type { EngineFlags } from '../domain/decider';
 import { engineInfo } from '../domain/decider';
 import { TokenError, verifyToken } from '../realtime/tokens';
 import { readRunView } from '../replay-service';
-import { clientErrorAnswer, FRAGMENTED_BODY, GatheredRequest, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
+import { clientErrorAnswer, FRAGMENTED_BODY, GatheredRequest, clientErrorResponse, defaultMaxConnections, shareConnections } from '../security/http-limits';
 import { Keyring, tokenSecret } from '../security/keyring';
 import { findIntakeTarget, intakeCache, IntakeTarget, type LoadedVersion, NotFoundError, TamperedDefinitionError, TamperedProjectError } from '../store/registry';
 import { DeliveryRecordBrokenError, DeliveryReusedError, runIdOfDelivery, startRun } from '../store/intake-start';
@@ -425,6 +425,8 @@ export async function startIntake(opts: IntakeOptions): Promise<Intake> {
   // beyond this many connections at once, a new one is closed as it comes: a flood of idle connections cannot take
   // every file descriptor this process has (its database connections and Postgres's watchdog need some)
   app.server.maxConnections = opts.maxConnections ?? defaultMaxConnections();
+  // and once they run short, one address (slow headers from a single host) cannot take the rest of them
+  shareConnections(app.server, app.server.maxConnections, (source, held) => log({ level: 'warn', msg: 'connection refused', reason: 'its address holds a quarter of the connections and they run short', source: loggable(source), held }));
   // a sender that asks before sending its body (Expect: 100-continue) is told 413 at once when the body it
   // announces is over the limit, instead of "go on" and then 413 after megabytes it need not have sent
   app.server.on('checkContinue', (req, res) => {

@@ -7,7 +7,7 @@ import { openPool } from '../db/pool';
 import { types as pgTypes } from 'pg';
 import { ChainKeys, eventHash } from '../domain/hash-chain';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { clientErrorAnswer, FRAGMENTED_BODY, GatheredRequest, clientErrorResponse, defaultMaxConnections } from '../security/http-limits';
+import { clientErrorAnswer, FRAGMENTED_BODY, GatheredRequest, clientErrorResponse, defaultMaxConnections, shareConnections } from '../security/http-limits';
 import { Visibility } from './auth';
 import { MAX_FILTER_LENGTH, parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
 import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
@@ -451,6 +451,8 @@ export class RealtimeServer {
     // (a body is gathered into blocks as it arrives, and one cut into tiny pieces is refused: see GatheredRequest)
     this.http = http.createServer({ IncomingMessage: GatheredRequest, headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 }, (req, res) => this.onHttp(req, res));
     this.http.maxConnections = options.maxConnections ?? defaultMaxConnections();
+    // and once they run short, one address (sockets of the public anon key from a single host) cannot take the rest
+    shareConnections(this.http, this.http.maxConnections, (source, held) => this.log({ level: 'warn', msg: 'realtime connection refused', reason: 'its address holds a quarter of the connections and they run short', source, held }));
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket as Duplex, head));
     // a CONNECT (a proxy tunnel) is not served: a status and why, instead of a connection that just ends
     this.http.on('connect', (_req, socket: Duplex) => {

@@ -143,3 +143,53 @@ export class GatheredRequest extends IncomingMessage {
     return more && !this.fragmented;
   }
 }
+
+/**
+ * Who a connection comes from, for sharing connections: an IPv4 address (also as IPv4-mapped IPv6), or an IPv6
+ * address's /64, which one host is commonly given whole.
+ */
+export function connectionSource(address: string | undefined): string {
+  if (!address) return '';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1];
+  if (!address.includes(':')) return address;
+  // the first four groups of the address written out in full
+  const [head, tail = ''] = address.toLowerCase().split('::');
+  const front = head ? head.split(':') : [];
+  const back = tail ? tail.split(':') : [];
+  const groups = address.includes('::') ? [...front, ...Array(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back] : front;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
+/**
+ * Connections shared between the addresses they come from, once they run short: past three quarters of the cap,
+ * a new connection from an address (an IPv6 /64) that already holds a quarter of it is closed as it comes. One
+ * address opening idle connections (slow headers on the intake, the public anon key on the live-log server) took
+ * every connection of the cap, and no one else could connect while they lasted; now it takes at most three
+ * quarters of them however many it opens, and the rest are left to others. Under that pressure only: behind a
+ * proxy, where every client has the proxy's address, nothing changes until three quarters of the cap are in use.
+ */
+export function shareConnections(server: import('node:net').Server, maxConnections: number, onRefused?: (source: string, held: number) => void): void {
+  const pressure = Math.ceil((maxConnections * 3) / 4);
+  const share = Math.max(1, Math.floor(maxConnections / 4));
+  const bySource = new Map<string, number>();
+  let total = 0;
+  // first, before the HTTP server takes the socket up
+  server.prependListener('connection', (socket: import('node:net').Socket) => {
+    const source = connectionSource(socket.remoteAddress);
+    const held = bySource.get(source) ?? 0;
+    if (total >= pressure && held >= share) {
+      onRefused?.(source, held);
+      socket.destroy();
+      return;
+    }
+    total++;
+    bySource.set(source, held + 1);
+    socket.once('close', () => {
+      total--;
+      const left = (bySource.get(source) ?? 1) - 1;
+      if (left > 0) bySource.set(source, left);
+      else bySource.delete(source);
+    });
+  });
+}

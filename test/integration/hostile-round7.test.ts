@@ -2,6 +2,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startEngine } from '../../src/engine';
+import { startIntake } from '../../src/intake/server';
+import { RealtimeServer } from '../../src/realtime/server';
+import { signAnonKey } from '../../src/realtime/tokens';
+import { connectionSource } from '../../src/security/http-limits';
 import { deliver } from '../../src/intake/sign';
 import { inProject } from '../../src/db/scope';
 import { seal, secretAad } from '../../src/security/vault';
@@ -126,5 +130,54 @@ describe('hostile round 7: a secret that is not ASCII', { timeout: 60_000 }, () 
       await engine.stop();
       await new Promise((r) => echo.close(r));
     }
+  });
+});
+
+describe('hostile round 7: connections from one address', { timeout: 60_000 }, () => {
+  /** idle connections from another loopback address (Linux routes all of 127/8 to lo) */
+  const flood = async (port: number, n: number) => {
+    const sockets = Array.from({ length: n }, () => net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }).on('error', () => undefined));
+    await new Promise((r) => setTimeout(r, 500));
+    return { sockets, held: () => sockets.filter((s) => !s.destroyed && s.readyState === 'open').length };
+  };
+
+  it('one address holding idle connections takes at most three quarters of the cap: a webhook from another still gets through', async () => {
+    const { pool } = await dbs.fresh();
+    const intake = await startIntake({ pool, keyring: KEYS, maxConnections: 16 });
+    const { sockets, held } = await flood(intake.port, 40);
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+      const res = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'beside-a-flood' }).catch((e: Error) => ({ status: 0, body: String(e.cause ?? e) }));
+      assert.equal(res.status, 202, `while 127.0.0.2 holds ${held()} idle connections of 16: ${JSON.stringify(res.body)}`);
+      assert.equal(held(), 12);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await intake.close();
+    }
+  });
+
+  it('the same on the live-log server: a client joins beside one address holding idle connections', async () => {
+    const SECRET = 'unit-test-secret-with-at-least-32-characters';
+    const server = new RealtimeServer({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', jwtSecret: SECRET, port: 0, maxConnections: 16 });
+    const { port } = await server.start();
+    const { sockets, held } = await flood(port, 40);
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/realtime/v1/healthcheck`).then((r) => r.status, (e: Error) => String(e.cause ?? e));
+      assert.equal(res, 200, `while 127.0.0.2 holds ${held()} idle connections of 16`);
+      assert.equal(held(), 12);
+      void signAnonKey;
+    } finally {
+      for (const s of sockets) s.destroy();
+      await server.close();
+    }
+  });
+
+  it('an IPv6 host is counted by its /64, an IPv4-mapped address as IPv4', () => {
+    assert.equal(connectionSource('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+    assert.equal(connectionSource('2001:db8:1:2::9'), '2001:db8:1:2::/64');
+    assert.equal(connectionSource('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(connectionSource('::1'), '0:0:0:0::/64');
+    assert.equal(connectionSource('::ffff:10.1.2.3'), '10.1.2.3');
+    assert.equal(connectionSource('10.1.2.3'), '10.1.2.3');
   });
 });
