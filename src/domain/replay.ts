@@ -209,8 +209,10 @@ function firstDifference(a: unknown, b: unknown, path: string): { path: string; 
   if (canonicalJson(a) === canonicalJson(b)) return null;
   if (a && b && typeof a === 'object' && typeof b === 'object' && Array.isArray(a) === Array.isArray(b)) {
     const keys = Array.from(new Set([...Object.keys(a as object), ...Object.keys(b as object)])).sort();
-    // type first: a different event type explains more than a different field
+    // type first: a different event type explains more than a different field; an output's size last, as it
+    // differs whenever its output does, which says more
     if (keys.includes('type')) keys.splice(keys.indexOf('type'), 1), keys.unshift('type');
+    if (keys.includes('bytes')) keys.splice(keys.indexOf('bytes'), 1), keys.push('bytes');
     for (const k of keys) {
       const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
       if (d) return d;

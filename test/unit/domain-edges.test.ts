@@ -54,6 +54,13 @@ describe("replay's sentences", () => {
     assert.equal(describeDifference({ type: 'StepSucceeded', data: { step: 'a' } }, { type: 'StepFailed', data: { step: 'b' } }), 'type: engine decides "StepSucceeded", log has "StepFailed"');
   });
 
+  it("names an output that differs rather than its size, which differs with it (semantics 4)", () => {
+    const engine = { type: 'StepSucceeded', data: { step: 'map', output: { currency: 'EUR', total: 42.5 }, bytes: 32, next: 'push' } };
+    const log = { type: 'StepSucceeded', data: { step: 'map', output: { total: 42.5 }, bytes: 14, next: 'push' } };
+    assert.equal(describeDifference(engine, log), 'data.output.currency: engine decides "EUR", log has nothing');
+    assert.equal(describeDifference({ data: { bytes: 3 } }, { data: { bytes: 4 } }), 'data.bytes: engine decides 3, log has 4');
+  });
+
   it('compares arrays and objects member by member, but an array and an object as wholes', () => {
     assert.equal(describeDifference({ data: { lines: [1, 2] } }, { data: { lines: [1, 3] } }), 'data.lines.1: engine decides 2, log has 3');
     assert.equal(describeDifference({ data: [1] }, { data: { 0: 1 } }), 'data: engine decides [1], log has {"0":1}');
