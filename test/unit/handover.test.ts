@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { initialState } from '../../src/domain/decider';
 import { Handover } from '../../src/worker/handover';
 
-const run = (n: number) => ({ run: { runId: `run-${n}`, projectId: 'p', workflowId: 'w', version: 1, state: initialState(), seq: 1 } });
+const run = (n: number, projectId = 'p') => ({ run: { runId: `run-${n}`, projectId, workflowId: 'w', version: 1, state: initialState(), seq: 1 } });
 
 describe('the handover of runs from the intake to the workers of its process', () => {
   it('gives runs oldest first, each once', () => {
@@ -34,6 +34,26 @@ describe('the handover of runs from the intake to the workers of its process', (
     assert.equal(h.offer(big(3)), true, 'taken runs give their bytes back');
     h.hold('run-2');
     assert.equal(h.offer(big(5)), true, 'and so do runs a worker took from the due runs');
+  });
+
+  it('takes the projects in turn, oldest first within each: a burst does not go ahead of another project\'s run', () => {
+    const h = new Handover(100);
+    for (let i = 1; i <= 5; i++) h.offer(run(i, 'acme'));
+    h.offer(run(6, 'globex'));
+    h.offer(run(7, 'initech'));
+    h.offer(run(8, 'globex'));
+    assert.deepEqual(h.take(4).map((x) => x.run.runId), ['run-1', 'run-6', 'run-7', 'run-2']);
+    assert.deepEqual(h.take(10).map((x) => x.run.runId), ['run-3', 'run-8', 'run-4', 'run-5']);
+    assert.equal(h.size, 0);
+  });
+
+  it('lets one project fill at most three quarters of the queue: another project\'s run still finds room', () => {
+    const h = new Handover(8);
+    for (let i = 1; i <= 6; i++) assert.equal(h.offer(run(i, 'acme')), true);
+    assert.equal(h.offer(run(7, 'acme')), false, 'the burst has its three quarters');
+    assert.equal(h.offer(run(8, 'globex')), true);
+    h.take(2);
+    assert.equal(h.offer(run(7, 'acme')), true, 'room comes back as its runs are taken');
   });
 
   it('never hands over a run a worker of the process holds, nor one waiting already', () => {
