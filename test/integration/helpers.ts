@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Pool } from 'pg';
 import { runCli } from '../../src/cli/main';
+import { startIntake } from '../../src/intake/server';
+import { deliver } from '../../src/intake/sign';
 import { openPool } from '../../src/db/pool';
 import { PostgresServer, provisionPostgres } from '../../src/db/postgres';
 import { inProject } from '../../src/db/scope';
@@ -205,4 +207,40 @@ export function tempDir(prefix: string): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
   made.push(dir);
   return dir;
+}
+
+/** Whether a new session is let through `sql` (in a transaction rolled back): what a tampered catalog still allows. */
+export async function letThrough(url: string, sql: string): Promise<boolean> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('BEGIN');
+    await c.query(sql);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await c.query('ROLLBACK').catch(() => undefined);
+    await c.end();
+  }
+}
+
+/**
+ * A fresh database holding one order delivered through an intake (no worker takes it), on which `verify --all`
+ * passes: the control a superuser test tampers from. `env` runs the CLI against it.
+ */
+export async function oneOrderVerified(dbs: TestDatabases): Promise<{ url: string; pool: Pool; env: NodeJS.ProcessEnv }> {
+  const { url, pool } = await dbs.fresh();
+  const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+  const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+  const intake = await startIntake({ pool, keyring: KEYS });
+  try {
+    const sent = await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, JSON.stringify({ order: { id: 'o-1', sum: 42 } }), { deliveryId: 'evt_1' });
+    if (sent.status !== 202) throw new Error(`the control order was answered ${sent.status}`);
+  } finally {
+    await intake.close();
+  }
+  const control = await cli(['verify', '--all'], env);
+  if (control.code !== 0) throw new Error(`the control: verify --all exited ${control.code}: ${control.out}${control.err}`);
+  return { url, pool, env };
 }

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
-import { startIntake } from '../../src/intake/server';
-import { deliver } from '../../src/intake/sign';
 import path from 'node:path';
 import { loadSecretValues, putSecret } from '../../src/store/secrets';
-import { cli, KEYS, orderSyncDefinition, projectId, publish, startDatabases, TestDatabases, tempDir } from './helpers';
+import { cli, KEYS, orderSyncDefinition, projectId, publish, startDatabases, TestDatabases, tempDir, letThrough, oneOrderVerified } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (sixth round): plain UPDATEs of the
@@ -22,42 +20,17 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
 
 describe('a database superuser, round 6', { timeout: 360_000 }, () => {
   it("a table's CHECK constraints switched off in pg_class, and a foreign key made to compare with <> in pg_constraint, are named by verify --all", async () => {
-    const { url, pool } = await dbs.fresh();
-    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
-    const intake = await startIntake({ pool, keyring: KEYS });
-    try {
-      assert.equal((await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1' })).status, 202);
-    } finally {
-      await intake.close();
-    }
-    const control = await cli(['verify', '--all'], env);
-    assert.equal(control.code, 0, control.out + control.err);
+    const { url, pool, env } = await oneOrderVerified(dbs);
     // what a new session is let through, in a transaction rolled back (a session's foreign key keeps the plan of
     // its check for the session's life: the edit reaches sessions opened after it, as the engine's pool renews its own)
-    const letThrough = async (sql: string): Promise<boolean> => {
-      const c = new Client({ connectionString: url });
-      await c.connect();
-      try {
-        await c.query('BEGIN');
-        await c.query(sql);
-        return true;
-      } catch {
-        return false;
-      } finally {
-        await c.query('ROLLBACK').catch(() => undefined);
-        await c.end();
-      }
-    };
     const badSlug = `INSERT INTO projects (id, slug, name) VALUES (gen_random_uuid(), 'NOT A SLUG!', 'x')`;
-    assert.equal(await letThrough(badSlug), false, 'the control: the slug CHECK refuses it');
+    assert.equal(await letThrough(url, badSlug), false, 'the control: the slug CHECK refuses it');
     const orphan = `INSERT INTO run_events (project_id, run_id, seq, version, type, payload, prev_hash, hash, recorded_at)
                     SELECT project_id, gen_random_uuid(), 1, 1, 'RunStarted', '{}', 'x', 'y', now() FROM runs LIMIT 1`;
-    assert.equal(await letThrough(orphan), false, 'the control: the foreign key refuses an event of no run');
+    assert.equal(await letThrough(url, orphan), false, 'the control: the foreign key refuses an event of no run');
 
     // no DDL: pg_constraint still lists the CHECK, pg_get_constraintdef prints the foreign key as it was
     await pool.query("UPDATE pg_catalog.pg_class SET relchecks = 0 WHERE oid = 'public.projects'::regclass");
@@ -65,8 +38,8 @@ describe('a database superuser, round 6', { timeout: 360_000 }, () => {
       `UPDATE pg_catalog.pg_constraint SET conpfeqop = ARRAY['pg_catalog.=(uuid,uuid)'::regoperator::oid, 'pg_catalog.<>(uuid,uuid)'::regoperator::oid]::oid[]
        WHERE conname = 'run_events_run_fkey' AND conrelid = 'public.run_events'::regclass`,
     );
-    assert.equal(await letThrough(badSlug), true, 'the CHECK no longer checks');
-    assert.equal(await letThrough(orphan), true, 'the foreign key no longer checks');
+    assert.equal(await letThrough(url, badSlug), true, 'the CHECK no longer checks');
+    assert.equal(await letThrough(url, orphan), true, 'the foreign key no longer checks');
 
     const seen = await cli(['verify', '--all'], env);
     assert.equal(seen.code, 1, seen.out + seen.err);

@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
-import { startIntake } from '../../src/intake/server';
-import { deliver } from '../../src/intake/sign';
-import { cli, KEYS, orderSyncDefinition, publish, startDatabases, TestDatabases } from './helpers';
+import { cli, KEYS, orderSyncDefinition, publish, startDatabases, TestDatabases, letThrough, oneOrderVerified } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (seventh round).
@@ -17,23 +15,6 @@ after(async () => {
   await dbs?.closeAll();
 });
 
-const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
-
-/** Whether a new session is let through `sql` (in a transaction rolled back). */
-async function letThrough(url: string, sql: string): Promise<boolean> {
-  const c = new Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query('BEGIN');
-    await c.query(sql);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await c.query('ROLLBACK').catch(() => undefined);
-    await c.end();
-  }
-}
 
 /** Two columns of a catalog swap names in pg_attribute (a plain UPDATE, no DDL; Postgres itself reads columns by position). */
 async function swapColumnNames(pool: { query: (sql: string) => Promise<unknown> }, catalog: string, a: string, b: string): Promise<void> {
@@ -46,17 +27,7 @@ async function swapColumnNames(pool: { query: (sql: string) => Promise<unknown> 
 
 describe('a database superuser, round 7', { timeout: 360_000 }, () => {
   it("two columns of a catalog the seal reads swapping names in pg_attribute (a foreign key's operators edited behind them) are named by verify --all", async () => {
-    const { url, pool } = await dbs.fresh();
-    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
-    const wf = await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
-    const intake = await startIntake({ pool, keyring: KEYS });
-    try {
-      assert.equal((await deliver(intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'evt_1' })).status, 202);
-    } finally {
-      await intake.close();
-    }
-    const control = await cli(['verify', '--all'], env);
-    assert.equal(control.code, 0, control.out + control.err);
+    const { url, pool, env } = await oneOrderVerified(dbs);
     const orphan = `INSERT INTO run_events (project_id, run_id, seq, version, type, payload, prev_hash, hash, recorded_at)
                     SELECT project_id, gen_random_uuid(), 1, 1, 'RunStarted', '{}', 'x', 'y', now() FROM runs LIMIT 1`;
     assert.equal(await letThrough(url, orphan), false, 'the control: the foreign key refuses an event of no run');
