@@ -8,10 +8,12 @@
  *           them (run, then number), parsed by pg, nothing else
  *   chain   the floor plus the least any check of the log's keyed links must do: each event's
  *           canonical text and its HMAC compared with the stored link (no heads, no decisions)
- *   verify  verifyProject(): every run's chain links and signed head, every decision
+ *   verify  as `verify --all` runs it (its default threads, each verifying a slice of the runs in the
+ *           same snapshot): every run's chain links and signed head, every decision
  *           re-made by the decider, every run view and delivery record compared, then the schema
  *           checked against its seal, and every index of the engine's tables checked against its table
  *           (amcheck, on another connection while the runs are checked) — what `meshhook verify --all` does
+ *   verify1 the same on the main thread alone (`--threads 0`): what threads add is verify1 ÷ verify
  *   indexes the index check alone, for its own figure
  * Reported: events/s of each, verify ÷ floor time (the issue's target is ≤ 1.2×) and chain ÷ floor,
  * which shows how much of the gap the cryptography alone takes. Figures only.
@@ -27,7 +29,11 @@ import { provisionPostgres } from '../src/db/postgres';
 import { inProject } from '../src/db/scope';
 import { checkLink, genesisHash } from '../src/domain/hash-chain';
 import { eventTypes, RowEvent, rowToEvent } from '../src/store/log-read';
-import { verifyProject } from '../src/replay-service';
+// verify's threads as `meshhook verify --all` runs them: compiled (npm run bench:verify builds first). From the
+// TypeScript sources each thread would spend about half a second transpiling its modules before it verifies
+// anything, which the command never does.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { defaultThreads, VerifyThreads } = require('../dist/integrity/verify-threads') as typeof import('../src/integrity/verify-threads');
 import { checkSchema } from '../src/integrity/schema-seal';
 import { checkIndexes } from '../src/integrity/index-check';
 import { Keyring } from '../src/security/keyring';
@@ -83,14 +89,16 @@ async function main(): Promise<void> {
     const floorMs: number[] = [];
     const chainMs: number[] = [];
     const verifyMs: number[] = [];
+    const verify1Ms: number[] = [];
+    const threadCount = Number(process.env.BENCH_VERIFY_THREADS ?? defaultThreads());
     const indexesMs: number[] = [];
     const chainKeys = KEYS.chainKeys();
     let chainBreaks = -1;
     let events = 0;
     let bad = -1;
     for (let rep = 0; rep < REPEATS; rep++) {
-      const order = ['floor', 'chain', 'verify', 'indexes'];
-      for (let k = 0; k < rep % 4; k++) order.push(order.shift()!);
+      const order = ['floor', 'chain', 'verify', 'verify1', 'indexes'];
+      for (let k = 0; k < rep % 5; k++) order.push(order.shift()!);
       for (const which of order) {
         const t0 = performance.now();
         if (which === 'floor') {
@@ -122,15 +130,23 @@ async function main(): Promise<void> {
           if (idx.problems.length) throw new Error(`the index check found problems in an untouched database: ${JSON.stringify(idx)}`);
           indexesMs.push(performance.now() - t0);
         } else {
-          // as `verify --all` does: the indexes checked by Postgres while node checks the runs
-          const indexes = checkIndexes(engine);
-          indexes.catch(() => undefined);
-          const res = await verifyProject(engine, p.projectId, { keys: KEYS.chainKeys() });
-          // and what `verify --all` checks beside the runs: the schema against its seal (a read of the catalogs)
-          const schema = await checkSchema(engine, KEYS.chainKeys());
-          const idx = await indexes;
-          verifyMs.push(performance.now() - t0);
-          bad = res.bad + res.strayDeliveries.length + schema.problems.length + idx.problems.length;
+          // as `verify --all` does: its threads started first, the indexes checked by Postgres while node checks the runs
+          const threads = VerifyThreads.start(which === 'verify' ? threadCount : 0, { connectionString: url, chainKeys: KEYS.chainKeyTable() });
+          try {
+            const indexes = checkIndexes(engine);
+            indexes.catch(() => undefined);
+            // and what `verify --all` checks beside the runs, meanwhile too: the schema against its seal (a read of the catalogs)
+            const schemaCheck = checkSchema(engine, KEYS.chainKeys());
+            schemaCheck.catch(() => undefined);
+            const res = await threads.verifyProject(engine, p.projectId, { keys: KEYS.chainKeys() }, () => undefined);
+            const schema = await schemaCheck;
+            const idx = await indexes;
+            (which === 'verify' ? verifyMs : verify1Ms).push(performance.now() - t0);
+            bad = res.bad + res.strayDeliveries.length + schema.problems.length + idx.problems.length;
+            if (res.runs !== RUNS || res.events !== events) throw new Error(`verify saw ${res.runs} runs and ${res.events} events, not ${RUNS} and ${events}`);
+          } finally {
+            await threads.close();
+          }
         }
         process.stdout.write('.');
       }
@@ -150,12 +166,16 @@ async function main(): Promise<void> {
       floorEventsPerSec: r(events / (median(floorMs) / 1000), 0),
       verifyEventsPerSec: r(events / (median(verifyMs) / 1000), 0),
       verifyOverFloor: r(median(verifyMs) / median(floorMs)),
+      threads: threadCount,
+      verifyMainThreadMs: r(median(verify1Ms), 0),
+      verifyMainThreadOverFloor: r(median(verify1Ms) / median(floorMs)),
       chainOverFloor: r(median(chainMs) / median(floorMs)),
     };
     mkdirSync('reports', { recursive: true });
     writeFileSync(path.join('reports', 'bench-verify.json'), JSON.stringify(result, null, 2) + '\n');
     process.stdout.write(
-      `\n\nverify --all over ${events} events (${RUNS} runs, ${bad} bad): ${result.verifyMs} ms (${result.verifyEventsPerSec} events/s)\n` +
+      `\n\nverify --all over ${events} events (${RUNS} runs, ${bad} bad), ${threadCount} threads beside the main one: ${result.verifyMs} ms (${result.verifyEventsPerSec} events/s)\n` +
+        `the same on the main thread alone: ${result.verifyMainThreadMs} ms, ${result.verifyMainThreadOverFloor}× the floor\n` +
         `floor (read + parse the rows): ${result.floorMs} ms (${result.floorEventsPerSec} events/s)\n` +
         `floor + every link's HMAC checked: ${result.chainMs} ms, ${result.chainOverFloor}× the floor (${chainBreaks} broken)\n` +
         `the index check alone (amcheck, every index of the engine's tables): ${result.indexesMs} ms\n` +

@@ -8,7 +8,7 @@ import { LogVerifier, replayLog, toDomainEvent, VerifyReport } from './domain/re
 import { compareViews, RunView, toRunView } from './domain/run-view';
 import { Checkpoint, CheckpointIndex, checkpointProblem } from './integrity/checkpoints';
 import { loadVersion, NotFoundError, readVersion } from './store/registry';
-import { loadEvents, readEvents, streamEvents, streamFoldedEvents } from './store/log-read';
+import { loadEvents, rangeCondition, readEvents, RunRange, streamEvents, streamFoldedEvents } from './store/log-read';
 import { headOf, viewFromRow, writeRebuiltView } from './store/run-views';
 
 /*
@@ -354,11 +354,135 @@ export function problemsOf(v: RunVerification): string[] {
   return out;
 }
 
+/** What verifying a slice of a project's runs found, before the delivery records no run names are worked out. */
+export interface RunsVerified {
+  runs: number;
+  events: number;
+  /** bad runs, orphaned logs included */
+  bad: number;
+  orphans: Array<{ runId: string; events: number }>;
+  /** the delivery records (workflow id and delivery id, see deliveryKey) that some run of the slice names */
+  named: string[];
+  /** the project's delivery records, as the slice's snapshot read them */
+  deliveries: DeliveryRecords;
+}
+
 /**
- * Verify every run of a project in one snapshot, its whole log streamed
- * through a cursor in run order and judged as it passes: memory holds one
- * run's state and a page of events, whatever the length of the logs. Calls
- * `onRun` with each verification; returns the counts.
+ * Verify the runs of a project whose ids fall in `range` (all of them without one), inside the snapshot
+ * transaction `c` already opened for the project: the log streamed through a cursor in run order and judged as
+ * it passes, so memory holds one run's state and a page of events, whatever the length of the logs. Calls
+ * `onRun` with each verification. Slices of one snapshot can be verified side by side (src/integrity/verify-threads.ts).
+ */
+export async function verifyRunsIn(
+  c: PoolClient,
+  projectId: string,
+  range: RunRange | undefined,
+  opts: VerifyRunOptions & { onRun?: (v: RunVerification) => void; pageSize?: number },
+): Promise<RunsVerified> {
+  // the slugs once, not joined onto every run: a project has one and a handful of workflows
+  const projectSlug: string = (await c.query('SELECT slug FROM projects WHERE id = $1', [projectId])).rows[0]?.slug ?? '';
+  const workflowSlug = new Map<string, string>(
+    (await c.query('SELECT id, slug FROM workflows WHERE project_id = $1', [projectId])).rows.map((w) => [w.id, w.slug]),
+  );
+  const { rows } = await c.query(
+    `SELECT id, workflow_id, version, status, current_step, outputs, attempts, result, wake_at, last_seq, started_at, finished_at, head_hash, head_mac
+     FROM runs WHERE project_id = $1${rangeCondition('id', range)} ORDER BY id`,
+    [projectId],
+  );
+  const stored = rows.map((r): StoredRow => {
+    const view = viewFromRow(r, projectSlug, workflowSlug.get(r.workflow_id) ?? '');
+    return { view: Object.assign(view, { projectId, workflowId: r.workflow_id }), headHash: r.head_hash, headMac: r.head_mac };
+  });
+  // each version read and hashed once, however many runs it has
+  const definitions = new Map<string, { definition: WorkflowDefinition | null; hash: string | undefined; tampered: string | null }>();
+  for (const s of stored) {
+    const key = `${s.view.workflowId}:${s.view.version}`;
+    if (definitions.has(key)) continue;
+    const { definition, tampered } = await readPinned(c, s.view.workflowId, s.view.version, opts);
+    definitions.set(key, { definition, hash: definition ? definitionHash(definition) : undefined, tampered: tampered ?? workflowNameProblem(definition, s.view.workflow) });
+  }
+  // which run each delivery started, as the table that refuses a second start records it (all of the project's:
+  // a run of this slice may name a record that names a run of another)
+  const deliveries = await readDeliveries(c, projectId);
+  const workflowOf = new Map(stored.map((s) => [s.view.runId, s.view.workflowId]));
+  // the records some run's first event names; any other was written outside the engine
+  const named: string[] = [];
+  let bad = 0;
+  let i = 0;
+  let open: RunJudge | null = null;
+  const close = (): void => {
+    if (!open) return;
+    const judged = open.finish();
+    const key = judged.state.deliveryId ? deliveryKey(workflowOf.get(judged.runId)!, judged.state.deliveryId) : null;
+    if (key && deliveries.get(key)?.runId === judged.runId) named.push(key);
+    const v = key ? withDelivery(judged, deliveries.get(key)) : judged;
+    if (!v.ok) bad++;
+    opts.onRun?.(v);
+    open = null;
+  };
+  // runs and events come in the same order (by run id): a merge, each run judged as its last event passes
+  const advanceTo = (runId: string | null): void => {
+    while (i < stored.length && (runId === null || stored[i].view.runId <= runId)) {
+      if (open) close();
+      const s = stored[i++];
+      const version = definitions.get(`${s.view.workflowId}:${s.view.version}`)!;
+      open = new RunJudge(s.view.runId, s, version.definition, opts, false, version.hash, version.tampered);
+      if (s.view.runId === runId) return;
+      close(); // a run with no events at all
+    }
+  };
+  let current: string | null = null;
+  // events whose run has no row any more: someone deleted the run behind the engine's back, and its log remains
+  const orphans: Array<{ runId: string; events: number }> = [];
+  const events = await streamEvents(
+    c,
+    { projectId, range },
+    (page) => {
+      for (const e of page) {
+        if (e.runId !== current) {
+          current = e.runId;
+          if (open) close();
+          advanceTo(e.runId);
+        }
+        if (open && (open as RunJudge).runId === e.runId) (open as RunJudge).push(e);
+        else if (orphans.at(-1)?.runId === e.runId) orphans.at(-1)!.events++;
+        else orphans.push({ runId: e.runId, events: 1 });
+      }
+    },
+    opts.pageSize,
+  );
+  if (open) close();
+  advanceTo(null);
+  return { runs: stored.length, events, bad: bad + orphans.length, orphans, named, deliveries };
+}
+
+export type DeliveryRecords = Map<string, { runId: string; bodySha: string }>;
+
+async function readDeliveries(c: PoolClient, projectId: string): Promise<DeliveryRecords> {
+  const deliveries: DeliveryRecords = new Map();
+  for (const d of (await c.query('SELECT workflow_id, delivery_id, run_id, body_sha256 FROM deliveries WHERE project_id = $1', [projectId])).rows)
+    deliveries.set(deliveryKey(d.workflow_id, d.delivery_id), { runId: d.run_id, bodySha: d.body_sha256 });
+  return deliveries;
+}
+
+/** The delivery records of a project that no run names (given what every slice found): written outside the engine. */
+export async function strayDeliveriesOf(c: PoolClient, projectId: string, deliveries: DeliveryRecords, named: Iterable<string>): Promise<StrayDelivery[]> {
+  const workflowSlug = new Map<string, string>(
+    (await c.query('SELECT id, slug FROM workflows WHERE project_id = $1', [projectId])).rows.map((w) => [w.id, w.slug]),
+  );
+  const isNamed = new Set(named);
+  const strays: StrayDelivery[] = [];
+  for (const [key, { runId }] of deliveries) {
+    if (isNamed.has(key)) continue;
+    const [workflowId, deliveryId] = key.split('\u0000');
+    strays.push({ workflowId, workflow: workflowSlug.get(workflowId) ?? workflowId, deliveryId, runId });
+  }
+  return strays;
+}
+
+/**
+ * Verify every run of a project in one snapshot (see verifyRunsIn), then the delivery records no run names.
+ * Returns the counts.
  */
 export async function verifyProject(
   db: Pool,
@@ -369,88 +493,8 @@ export async function verifyProject(
     db,
     projectId,
     async (c) => {
-      // the slugs once, not joined onto every run: a project has one and a handful of workflows
-      const projectSlug: string = (await c.query('SELECT slug FROM projects WHERE id = $1', [projectId])).rows[0]?.slug ?? '';
-      const workflowSlug = new Map<string, string>(
-        (await c.query('SELECT id, slug FROM workflows WHERE project_id = $1', [projectId])).rows.map((w) => [w.id, w.slug]),
-      );
-      const { rows } = await c.query(
-        `SELECT id, workflow_id, version, status, current_step, outputs, attempts, result, wake_at, last_seq, started_at, finished_at, head_hash, head_mac
-         FROM runs WHERE project_id = $1 ORDER BY id`,
-        [projectId],
-      );
-      const stored = rows.map((r): StoredRow => {
-        const view = viewFromRow(r, projectSlug, workflowSlug.get(r.workflow_id) ?? '');
-        return { view: Object.assign(view, { projectId, workflowId: r.workflow_id }), headHash: r.head_hash, headMac: r.head_mac };
-      });
-      // each version read and hashed once, however many runs it has
-      const definitions = new Map<string, { definition: WorkflowDefinition | null; hash: string | undefined; tampered: string | null }>();
-      for (const s of stored) {
-        const key = `${s.view.workflowId}:${s.view.version}`;
-        if (definitions.has(key)) continue;
-        const { definition, tampered } = await readPinned(c, s.view.workflowId, s.view.version, opts);
-        definitions.set(key, { definition, hash: definition ? definitionHash(definition) : undefined, tampered: tampered ?? workflowNameProblem(definition, s.view.workflow) });
-      }
-      // which run each delivery started, as the table that refuses a second start records it
-      const deliveries = new Map<string, { runId: string; bodySha: string }>();
-      for (const d of (await c.query('SELECT workflow_id, delivery_id, run_id, body_sha256 FROM deliveries WHERE project_id = $1', [projectId])).rows)
-        deliveries.set(deliveryKey(d.workflow_id, d.delivery_id), { runId: d.run_id, bodySha: d.body_sha256 });
-      const workflowOf = new Map(stored.map((s) => [s.view.runId, s.view.workflowId]));
-      // the records some run's first event names; any other was written outside the engine
-      const named = new Set<string>();
-      let bad = 0;
-      let i = 0;
-      let open: RunJudge | null = null;
-      const close = (): void => {
-        if (!open) return;
-        const judged = open.finish();
-        const key = judged.state.deliveryId ? deliveryKey(workflowOf.get(judged.runId)!, judged.state.deliveryId) : null;
-        if (key && deliveries.get(key)?.runId === judged.runId) named.add(key);
-        const v = key ? withDelivery(judged, deliveries.get(key)) : judged;
-        if (!v.ok) bad++;
-        opts.onRun?.(v);
-        open = null;
-      };
-      // runs and events come in the same order (by run id): a merge, each run judged as its last event passes
-      const advanceTo = (runId: string | null): void => {
-        while (i < stored.length && (runId === null || stored[i].view.runId <= runId)) {
-          if (open) close();
-          const s = stored[i++];
-          const version = definitions.get(`${s.view.workflowId}:${s.view.version}`)!;
-          open = new RunJudge(s.view.runId, s, version.definition, opts, false, version.hash, version.tampered);
-          if (s.view.runId === runId) return;
-          close(); // a run with no events at all
-        }
-      };
-      let current: string | null = null;
-      // events whose run has no row any more: someone deleted the run behind the engine's back, and its log remains
-      const orphans: Array<{ runId: string; events: number }> = [];
-      const events = await streamEvents(
-        c,
-        { projectId },
-        (page) => {
-          for (const e of page) {
-            if (e.runId !== current) {
-              current = e.runId;
-              if (open) close();
-              advanceTo(e.runId);
-            }
-            if (open && (open as RunJudge).runId === e.runId) (open as RunJudge).push(e);
-            else if (orphans.at(-1)?.runId === e.runId) orphans.at(-1)!.events++;
-            else orphans.push({ runId: e.runId, events: 1 });
-          }
-        },
-        opts.pageSize,
-      );
-      if (open) close();
-      advanceTo(null);
-      const strayDeliveries: StrayDelivery[] = [];
-      for (const [key, { runId }] of deliveries) {
-        if (named.has(key)) continue;
-        const [workflowId, deliveryId] = key.split('\u0000');
-        strayDeliveries.push({ workflowId, workflow: workflowSlug.get(workflowId) ?? workflowId, deliveryId, runId });
-      }
-      return { runs: stored.length, events, bad: bad + orphans.length, orphans, strayDeliveries };
+      const r = await verifyRunsIn(c, projectId, undefined, opts);
+      return { runs: r.runs, events: r.events, bad: r.bad, orphans: r.orphans, strayDeliveries: await strayDeliveriesOf(c, projectId, r.deliveries, r.named) };
     },
     { snapshot: true },
   );

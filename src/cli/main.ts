@@ -22,7 +22,8 @@ import type * as RealtimeServerModule from '../realtime/server';
 import type { RealtimeServer } from '../realtime/server';
 import type * as TokensModule from '../realtime/tokens';
 import type * as WorkerProcessModule from '../worker/main';
-import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyProject, verifyRun, VerifyRunOptions } from '../replay-service';
+import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyRun, VerifyRunOptions } from '../replay-service';
+import { defaultThreads, VerifyThreads } from '../integrity/verify-threads';
 import { projectNameProblem, relink } from '../domain/hash-chain';
 import type { OperatorAction, RunStatus } from '../domain/events';
 import { deleteSecret, listSecrets, putSecret, resealAll, SECRET_NAME, SecretValueError, secretTimes, vaultNames } from '../store/secrets';
@@ -202,8 +203,8 @@ function databaseUrl(a: Parsed, io: Io): string {
 }
 
 /** The database as the engine sees it: as meshhook_engine, one project at a time. */
-async function withPool<T>(a: Parsed, io: Io, fn: (pool: Pool) => Promise<T>): Promise<T> {
-  const pool = openEnginePool(databaseUrl(a, io), { max: 2 }, () => undefined);
+async function withPool<T>(a: Parsed, io: Io, fn: (pool: Pool) => Promise<T>, connections = 2): Promise<T> {
+  const pool = openEnginePool(databaseUrl(a, io), { max: connections }, () => undefined);
   try {
     return await fn(pool);
   } catch (e) {
@@ -878,6 +879,11 @@ const verify: CommandSpec = {
   flags: [
     PROJECT_FLAG,
     { name: 'all', help: 'every run of the project (or of every project, without --project), in one pass' },
+    {
+      name: 'threads',
+      value: 'n',
+      help: "with --all: threads beside the main one, each verifying a slice of a large project's runs in the same snapshot (default: one per core beyond the first, at most 3; 0: the main thread alone)",
+    },
     CHECKPOINTS_FLAG,
     UNSIGNED_FLAG,
     { name: 'json', help: 'print the report as JSON' },
@@ -901,12 +907,31 @@ const verify: CommandSpec = {
 /** verify --all: every run, streamed project by project; one line per bad run, then the figures. */
 async function verifyAll(a: Parsed, io: Io): Promise<number> {
   const opts = verifyOptions(a, io);
+  const threadCount = a.flags.threads === undefined ? defaultThreads() : intFlag(a, 'threads', 0);
+  // started first: they load their modules while the main thread lists the projects
+  const threads = VerifyThreads.start(threadCount, {
+    connectionString: databaseUrl(a, io),
+    chainKeys: keyringOf(io).chainKeyTable(),
+    checkpoints: opts.checkpoints?.runs(),
+    allowUnsignedHead: opts.allowUnsignedHead,
+  });
+  try {
+    return await verifyAllWith(a, io, opts, threads);
+  } finally {
+    await threads.close();
+  }
+}
+
+async function verifyAllWith(a: Parsed, io: Io, opts: VerifyRunOptions, threads: VerifyThreads): Promise<number> {
   return withPool(a, io, async (pool) => {
     const projects = a.flags.project ? [await projectOf(a, pool, io)] : await listProjects(pool, opts.keys ?? undefined);
     const started = performance.now();
     // the indexes are checked by Postgres while node checks the runs' chains (on the pool's other connection)
     const indexCheck = a.flags.project ? null : checkIndexes(pool);
     indexCheck?.catch(() => undefined);
+    // and the schema against its seal (a read of the catalogs and hashing in node), read meanwhile on a third
+    const schemaCheck = checkSchema(pool, opts.keys!, opts.checkpoints?.seal());
+    schemaCheck.catch(() => undefined);
     let runs = 0;
     let events = 0;
     let bad = 0;
@@ -925,20 +950,23 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
     let vaultBad = 0;
     const seen = new Set<string>();
     for (const p of projects) {
-      const r = await verifyProject(pool, p.id, {
-        ...opts,
-        onRun: (v) => {
-          seen.add(v.runId);
+      const r = await threads.verifyProject(
+        pool,
+        p.id,
+        opts,
+        (v) => {
           if (v.ok && v.unsignedAccepted) {
             unsigned++;
             if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: v.runId, unsigned: true }));
             else io.out(`UNSIGNED  ${p.slug}  ${v.runId}  accepted by --allow-unsigned: nothing but the database vouches for it`);
           }
           if (v.ok) return;
-          if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: v.runId, problems: problemsOf(v) }));
-          else io.out(`NOT ok  ${p.slug}  ${v.runId}  ${problemsOf(v).join('; ')}`);
+          if (a.flags.json) io.out(JSON.stringify({ project: p.slug, runId: v.runId, problems: v.problems }));
+          else io.out(`NOT ok  ${p.slug}  ${v.runId}  ${v.problems.join('; ')}`);
         },
-      });
+        // the runs checkpoints saw are looked for among the runs there are
+        opts.checkpoints ? (runId) => seen.add(runId) : undefined,
+      );
       for (const o of r.orphans) {
         seen.add(o.runId);
         const why = `its log (${o.events} events) is in the database, but the run is not: its row was deleted outside the engine`;
@@ -1021,7 +1049,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
       }
     }
     // the schema that keeps projects apart and the log whole, against the seal the engine wrote when it migrated
-    const schema = await checkSchema(pool, opts.keys!, opts.checkpoints?.seal());
+    const schema = await schemaCheck;
     for (const p of schema.problems) {
       if (a.flags.json) io.out(JSON.stringify({ schema: true, sealedAt: schema.sealedAt, problems: [p] }));
       else io.out(`NOT ok  schema  ${p}`);
@@ -1037,7 +1065,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
     const indexesBad = indexes.problems.length;
     const ms = performance.now() - started;
     io.out(
-      `verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok` +
+      `verified ${runs} runs, ${events} events in ${(ms / 1000).toFixed(2)} s${threads.mostSlices > 1 ? ` (on ${threads.mostSlices} threads)` : ''}: ${runs - bad} ok${unsigned ? ` (${unsigned} of them unsigned, accepted by --allow-unsigned)` : ''}, ${bad} NOT ok` +
         `${versionsBad ? `; ${versionsBad} published version${versionsBad === 1 ? '' : 's'} NOT as a checkpoint saw ${versionsBad === 1 ? 'it' : 'them'}` : ''}` +
         `${grantsBad ? `; ${grantsBad} project${grantsBad === 1 ? "'s" : "s'"} leave to call private addresses NOT as a checkpoint saw it` : ''}` +
         `${projectsGone.size ? `; ${projectsGone.size} project${projectsGone.size === 1 ? '' : 's'} a checkpoint saw NOT in the database` : ''}` +
@@ -1050,7 +1078,7 @@ async function verifyAll(a: Parsed, io: Io): Promise<number> {
         `${vaultGoneBad ? `; ${vaultGoneBad} vault secret${vaultGoneBad === 1 ? '' : 's'} a checkpoint saw gone without a signed removal` : ''}`,
     );
     return bad === 0 && projectsGone.size === 0 && deliveriesBad === 0 && secretsBad === 0 && vaultBad === 0 && vaultGoneBad === 0 && versionsBad === 0 && grantsBad === 0 && namesBad === 0 && schemaBad === 0 && indexesBad === 0 && !(opts.checkpoints?.problems.length) ? 0 : 1;
-  });
+  }, 3);
 }
 
 const rebuild: CommandSpec = {

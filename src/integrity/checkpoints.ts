@@ -162,6 +162,13 @@ export class CheckpointIndex {
     return index;
   }
 
+  /** An index of runs' checkpoints already read and checked (what a verify thread is handed: runs() of another index). */
+  static ofRuns(runs: Checkpoint[]): CheckpointIndex {
+    const index = new CheckpointIndex();
+    for (const cp of runs) index.latest.set(cp.runId, cp);
+    return index;
+  }
+
   /** Read one more file into the index. */
   add(file: string, keys: ChainKeys): void {
     const index = this;

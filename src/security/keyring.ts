@@ -91,6 +91,11 @@ export class Keyring {
     };
   }
 
+  /** Every chain key by its id, to hand to a thread of this process (chainKeys() is a function, which cannot cross). */
+  chainKeyTable(): Array<{ kid: string; key: Buffer }> {
+    return this.ids.map((kid) => ({ kid, key: this.key('chain', kid) }));
+  }
+
   /** MESHHOOK_KEYS form, to hand the same keys to a child process. */
   toEnv(): string {
     return [...this.keys.entries()].map(([id, k]) => `${id}:${k.toString('base64')}`).join(',');

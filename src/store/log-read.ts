@@ -87,18 +87,18 @@ const EVENT_COLUMNS = 'project_id, run_id, seq, type, version, payload, recorded
  */
 export async function streamEvents(
   c: PoolClient,
-  which: { projectId: string; runId?: string },
+  which: { projectId: string; runId?: string; range?: RunRange },
   onPage: (events: RecordedEvent[]) => void | Promise<void>,
   pageSize = PAGE_SIZE,
 ): Promise<number> {
-  const { projectId, runId } = which;
+  const { projectId, runId, range } = which;
   // the project (and the run, when it is one run) is known: it is not read again for every row
   const columns = `${runId ? '' : 'run_id, '}seq, type, version, payload, recorded_at, prev_hash, hash, kid`;
   return streamRows<RowEvent>(
     c,
     // the project is named even for one run: an event whose project was changed behind the engine's back is then
     // missing from its run (a break verify reports) even for a caller whose role is not held to one project
-    { runId, projectId },
+    { runId, projectId, range },
     columns,
     (rows) => onPage(rows.map((r) => rowToEvent(r, runId ?? r.run_id, projectId))),
     pageSize,
@@ -124,9 +124,22 @@ export async function streamFoldedEvents(c: PoolClient, runId: string, onPage: (
  */
 const PAGE_SIZE = 1_000;
 
+/** A slice of a project's runs by id, from `from` (included) to `to` (excluded); an end left out is open. */
+export interface RunRange {
+  from?: string;
+  to?: string;
+}
+
+/** The SQL condition on `column` for a range of run ids (checked to be UUIDs, so they are inlined). */
+export function rangeCondition(column: string, range: RunRange | undefined): string {
+  if (range?.from) assertProjectId(range.from);
+  if (range?.to) assertProjectId(range.to);
+  return `${range?.from ? ` AND ${column} >= '${range.from}'` : ''}${range?.to ? ` AND ${column} < '${range.to}'` : ''}`;
+}
+
 async function streamRows<R>(
   c: PoolClient,
-  which: { runId?: string; projectId?: string },
+  which: { runId?: string; projectId?: string; range?: RunRange },
   columns: string,
   onPage: (rows: R[]) => void | Promise<void>,
   pageSize = PAGE_SIZE,
@@ -136,7 +149,9 @@ async function streamRows<R>(
   const { runId, projectId } = which;
   if (runId) assertProjectId(runId);
   if (projectId) assertProjectId(projectId);
-  const where = runId ? `run_id = '${runId}'${projectId ? ` AND project_id = '${projectId}'` : ''} ORDER BY seq` : `project_id = '${projectId}' ORDER BY run_id, seq`;
+  const where = runId
+    ? `run_id = '${runId}'${projectId ? ` AND project_id = '${projectId}'` : ''} ORDER BY seq`
+    : `project_id = '${projectId}'${rangeCondition('run_id', which.range)} ORDER BY run_id, seq`;
   const declare = `DECLARE meshhook_log NO SCROLL CURSOR FOR SELECT ${columns} FROM run_events WHERE ${where}`;
   // a log is read through an index already in its order (a run's by its key, a project's by (project_id,
   // run_id, seq)): before a table has statistics the planner guesses a few hundred rows and would fetch them by
