@@ -17,6 +17,14 @@ Given('the project {project} with the workflow {workflow}:', async function (thi
   await this.publish(project, await definitionFrom(this, workflow, table));
 });
 
+// a time limit: each run of the workflow has a deadline (its start, or an operator sending it back to work, plus this)
+Given(
+  'the project {project} with the workflow {workflow}, whose runs must finish within {duration}:',
+  async function (this: ReplayWorld, project: string, workflow: string, limitMs: number, table: DataTable) {
+    await this.publish(project, { ...(await definitionFrom(this, workflow, table)), timeoutMs: limitMs });
+  },
+);
+
 When('{project} publishes a new version of {workflow}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
   const before = this.workflow(project, workflow).version;
   const published = await this.publish(project, await definitionFrom(this, workflow, table));

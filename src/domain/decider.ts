@@ -22,13 +22,17 @@ import type { EngineInfo, HttpOutcome, HttpRequestPrepared, OperatorActed, RunEv
  * step's output records its size, and a run's outputs together are at most
  * MAX_RUN_OUTPUTS_BYTES; an output that would take them past it fails its
  * step. Nothing an expression makes on the way is larger than a result may be
- * either (expression-bounds.ts).
+ * either (expression-bounds.ts). Semantics 5: a definition's `timeoutMs` gives
+ * each run a deadline (its start, or an operator's sending it back to work,
+ * plus timeoutMs); a run still unfinished then fails, decided from the time
+ * it was seen to have passed (DeadlinePassed), and no step starts or timer
+ * fires after it.
  */
 
 /** The engine release written into every new run's RunStarted. */
 export const ENGINE_VERSION = '0.2.0';
 /** The decision semantics new runs start under. */
-export const CURRENT_SEMANTICS = 4;
+export const CURRENT_SEMANTICS = 5;
 
 /**
  * Semantics 3: the most JSON an expression may give (a step's output, a request's body, a run's result). A webhook
@@ -89,6 +93,8 @@ export interface RunState {
   startedAt: string | null;
   finishedAt: string | null;
   lastEventAt: string | null;
+  /** when the run fails unless finished (semantics 5, a definition with timeoutMs), or null */
+  deadline: string | null;
   eventCount: number;
 }
 
@@ -119,6 +125,7 @@ export const initialState = (): RunState => ({
   startedAt: null,
   finishedAt: null,
   lastEventAt: null,
+  deadline: null,
   eventCount: 0,
 });
 
@@ -179,6 +186,7 @@ function apply(s: RunState, event: RunEvent, owned: boolean): void {
       s.phase = 'ready';
       s.startedAt = d.at;
       s.lastEventAt = d.at;
+      s.deadline = d.deadline ?? null;
       // the start step is chosen by the first ExecuteStep
       s.cursor = null;
       return;
@@ -273,6 +281,7 @@ function apply(s: RunState, event: RunEvent, owned: boolean): void {
       s.retryBase = retryBase;
       s.cursor = d.step;
       s.phase = 'ready';
+      if (d.deadline !== undefined) s.deadline = d.deadline;
       return;
     }
     case 'StepSkipped':
@@ -281,6 +290,10 @@ function apply(s: RunState, event: RunEvent, owned: boolean): void {
       if (event.data.bytes !== undefined) s.outputBytes = setKey(s.outputBytes, event.data.step, event.data.bytes, owned);
       s.cursor = event.data.next;
       if (event.data.next) s.phase = 'ready';
+      if (event.data.deadline !== undefined) s.deadline = event.data.deadline;
+      return;
+    case 'DeadlinePassed':
+      s.lastEventAt = event.data.at;
       return;
     case 'InputPatched':
       s.input = mergePatch(s.input, event.data.patch);
@@ -337,6 +350,8 @@ export type Command =
         at: string;
         engine?: EngineInfo;
         bodySha256?: string;
+        /** ignored: the decider works the deadline out from the definition (a replayed RunStarted carries it) */
+        deadline?: string;
       };
     }
   | { type: 'ExecuteStep'; data: { at: string } }
@@ -345,6 +360,7 @@ export type Command =
       data: { step: string; attempt: number; at: string; durationMs: number; jitter: number; outcome: HttpOutcome };
     }
   | { type: 'FireTimer'; data: { timerId: string; at: string } }
+  | { type: 'PassDeadline'; data: { at: string } }
   | { type: 'Operate'; data: OperatorActed['data'] };
 
 /** Raised when a command does not fit the run's state: a stale worker, a replayed delivery, a timer not yet due, an operator action that makes no sense. */
@@ -494,6 +510,14 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
   const flagsOf = (state: RunState): EngineFlags => flagsOverride ?? state.flags;
   const hasStep = (id: string): boolean => definition.steps.some((s) => s.id === id);
 
+  /** A deadline a full timeoutMs from `at`, for a run of semantics 5 whose definition has one (spread into the event). */
+  const deadlineFrom = (semantics: number, at: string): { deadline?: string } =>
+    semantics >= 5 && definition.timeoutMs !== undefined ? { deadline: addMs(at, definition.timeoutMs) } : {};
+  const refusePastDeadline = (state: RunState, at: string, what: string): void => {
+    if (state.deadline !== null && Date.parse(at) >= Date.parse(state.deadline))
+      throw new DecisionError(`run ${state.runId} passed its deadline ${state.deadline}: it ${what} no more (at ${at})`);
+  };
+
   const finishIfLast = (next: string | null): RunEvent[] =>
     next ? [] : [{ type: 'RunFinished', data: { status: 'succeeded', reason: null, output: null } }];
 
@@ -611,7 +635,7 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
         if (!step) refuse('no step has failed or is in flight');
         if (state.outputs[step!] !== undefined) refuse(`step "${step}" succeeded; resume from it to run it again`);
         if (step !== stuckStep(state)) refuse(`step "${step}" is not the failed step or the one in flight (${stuckStep(state) ?? 'none'})`);
-        return [acted, { type: 'StepRescheduled', data: { step: step!, mode: 'retry', cleared: [] } }];
+        return [acted, { type: 'StepRescheduled', data: { step: step!, mode: 'retry', cleared: [], ...deadlineFrom(state.semantics, d.at) } }];
       }
       case 'resume': {
         if (state.status === 'succeeded') refuse('it succeeded; start a new run to do it again');
@@ -620,7 +644,7 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
         if (!reached) refuse(`step "${step}" was never reached in this run`);
         // the step and everything after it runs again, as a new execution (new idempotency keys)
         const cleared = stepsFrom(definition, step).filter((id) => id === step || state.outputs[id] !== undefined || state.attempts[id] !== undefined);
-        return [acted, { type: 'StepRescheduled', data: { step, mode: 'resume', cleared } }];
+        return [acted, { type: 'StepRescheduled', data: { step, mode: 'resume', cleared, ...deadlineFrom(state.semantics, d.at) } }];
       }
       case 'skip': {
         if (state.status === 'succeeded' || state.status === 'canceled') refuse(`it ${state.status === 'canceled' ? 'was canceled' : 'succeeded'}`);
@@ -641,7 +665,7 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
           if (!(e instanceof OutputsFull)) throw e;
           refuse(`the output given for step "${step}": ${e.message}`);
         }
-        return [acted, { type: 'StepSkipped', data: { step: step!, ...output, next } }, ...finishIfLast(next)];
+        return [acted, { type: 'StepSkipped', data: { step: step!, ...output, next, ...deadlineFrom(state.semantics, d.at) } }, ...finishIfLast(next)];
       }
       case 'patch': {
         if (state.status === 'succeeded' || state.status === 'canceled') refuse(`it ${state.status === 'canceled' ? 'was canceled' : 'succeeded'}; its input can change nothing any more`);
@@ -659,13 +683,15 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
     switch (command.type) {
       case 'StartRun': {
         if (state.status !== 'new') throw new DecisionError(`run ${state.runId} has already started`);
-        return [{ type: 'RunStarted', data: { ...command.data } }];
+        const { deadline: _given, ...data } = command.data;
+        return [{ type: 'RunStarted', data: { ...data, ...deadlineFrom(data.engine?.semantics ?? 1, data.at) } }];
       }
       case 'ExecuteStep': {
         if (state.paused) throw new DecisionError(`run ${state.runId} is paused`);
         if (state.phase !== 'ready') throw new DecisionError(`run ${state.runId} has no step ready to execute (phase ${state.phase})`);
         const id = state.cursor ?? (Object.keys(state.outputs).length === 0 ? startStep : null);
         if (!id) throw new DecisionError(`run ${state.runId} has no next step`);
+        refusePastDeadline(state, command.data.at, 'starts a step');
         return executeStep(stepOf(definition, id), command.data.at, state);
       }
       case 'RecordHttpResult': {
@@ -722,6 +748,7 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
         if (Date.parse(d.at) < Date.parse(timer.dueAt)) {
           throw new DecisionError(`timer ${d.timerId} is due at ${timer.dueAt}, not yet at ${d.at}`);
         }
+        refusePastDeadline(state, d.at, 'fires a timer');
         const fired: RunEvent = { type: 'TimerFired', data: { step: timer.step, timerId: timer.timerId, at: d.at } };
         const step = stepOf(definition, timer.step);
         if (timer.purpose === 'retry') {
@@ -730,6 +757,29 @@ export function createDecider(definition: WorkflowDefinition, flagsOverride?: En
         }
         if (step.type !== 'delay') throw new DecisionError(`delay timer on non-delay step "${step.id}"`);
         return [fired, ...succeeded(state, step.id, { waitedMs: step.durationMs }, step.next ?? null, 1)];
+      }
+      case 'PassDeadline': {
+        const { at } = command.data;
+        const deadline = state.deadline;
+        if (FINISHED.has(state.status) || state.phase === 'done') throw new DecisionError(`run ${state.runId} has finished: it has no deadline to pass`);
+        if (state.paused) throw new DecisionError(`run ${state.runId} is paused: its deadline waits until it is unpaused`);
+        if (deadline === null) throw new DecisionError(`run ${state.runId} has no deadline`);
+        if (Date.parse(at) < Date.parse(deadline)) throw new DecisionError(`run ${state.runId}'s deadline is ${deadline}, not yet at ${at}`);
+        const step = stuckStep(state) ?? startStep;
+        const doing =
+          state.phase === 'awaiting_timer'
+            ? state.pendingTimer!.purpose === 'retry'
+              ? `waiting to try step "${step}" again`
+              : `waiting in step "${step}"`
+            : state.phase === 'awaiting_response'
+              ? `calling out in step "${step}"`
+              : `about to start step "${step}"`;
+        const reason = `the run did not finish within its ${definition.timeoutMs ?? '?'} ms: its deadline ${deadline} passed while it was ${doing}`;
+        return [
+          { type: 'DeadlinePassed', data: { at, deadline } },
+          { type: 'StepFailed', data: { step, reason, attempts: (state.attempts[step] ?? 0) - (state.retryBase[step] ?? 0) } },
+          { type: 'RunFinished', data: { status: 'failed', reason, output: null } },
+        ];
       }
       case 'Operate':
         return operate(command.data, state);
@@ -750,6 +800,8 @@ export function commandOf(event: RunEvent): Command | null {
       return { type: 'RecordHttpResult', data: { ...event.data } };
     case 'TimerFired':
       return { type: 'FireTimer', data: { timerId: event.data.timerId, at: event.data.at } };
+    case 'DeadlinePassed':
+      return { type: 'PassDeadline', data: { at: event.data.at } };
     case 'OperatorActed':
       return { type: 'Operate', data: { ...event.data } };
     default:

@@ -122,4 +122,9 @@ export const definitionSchema = z.object({
   /** first step; defaults to the first in the list */
   start: stepId.optional(),
   steps: z.array(stepSchema).min(1).max(200),
+  /**
+   * The most a run may take, in milliseconds: a run not finished this long after it started (or after an operator
+   * last sent it back to work) fails at its deadline, whatever it waits for (runs of semantics 5 and later).
+   */
+  timeoutMs: z.number().int().min(100).max(30 * 24 * 60 * 60 * 1000).optional(),
 });

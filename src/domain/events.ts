@@ -20,7 +20,7 @@ export type HeaderValue = string | { secret: string; prefix?: string };
 export interface EngineInfo {
   /** the engine release that started the run */
   version: string;
-  /** the decision semantics (1: the first releases; 2: exact request bytes, keys per execution, operator actions; 3: expression results bounded; 4: outputs record their size and a run's outputs together are bounded) */
+  /** the decision semantics (1: the first releases; 2: exact request bytes, keys per execution, operator actions; 3: expression results bounded; 4: outputs record their size and a run's outputs together are bounded; 5: a definition's timeoutMs gives each run a deadline) */
   semantics: number;
   flags: { conflictIsSuccess?: boolean };
 }
@@ -46,6 +46,8 @@ export interface RunStarted {
      * written before 2026-12-07, and in runs not started by a webhook.
      */
     bodySha256?: string;
+    /** when the run fails unless it has finished (semantics 5, a definition with timeoutMs): its start plus timeoutMs */
+    deadline?: string;
   };
 }
 export interface StepStarted {
@@ -131,12 +133,18 @@ export interface RunUnpaused {
  */
 export interface StepRescheduled {
   type: 'StepRescheduled';
-  data: { step: string; mode: 'retry' | 'resume'; cleared: string[] };
+  /** deadline: the run's new one, a full timeoutMs from the operator's action (semantics 5, a definition with timeoutMs) */
+  data: { step: string; mode: 'retry' | 'resume'; cleared: string[]; deadline?: string };
 }
 export interface StepSkipped {
   type: 'StepSkipped';
-  /** bytes: as StepSucceeded's */
-  data: { step: string; output: unknown; bytes?: number; next: string | null };
+  /** bytes: as StepSucceeded's; deadline: as StepRescheduled's */
+  data: { step: string; output: unknown; bytes?: number; next: string | null; deadline?: string };
+}
+/** The run was still unfinished at its deadline (the time it was seen to have passed is the batch's input). */
+export interface DeadlinePassed {
+  type: 'DeadlinePassed';
+  data: { at: string; deadline: string };
 }
 export interface InputPatched {
   type: 'InputPatched';
@@ -159,7 +167,8 @@ export type RunEvent =
   | RunUnpaused
   | StepRescheduled
   | StepSkipped
-  | InputPatched;
+  | InputPatched
+  | DeadlinePassed;
 
 export type RunEventType = RunEvent['type'];
 
@@ -180,6 +189,7 @@ export const EVENT_TYPES: readonly RunEventType[] = [
   'StepRescheduled',
   'StepSkipped',
   'InputPatched',
+  'DeadlinePassed',
 ];
 
 /** Schema version of every event payload written today; bumped per type when a payload changes shape. */

@@ -91,27 +91,43 @@ export function* runLoop(decider: RunDecider, state: RunState, opts: LoopOptions
     if (action.kind === 'none') break;
     let command: Command;
     let step: string | null;
+    // a run with a deadline (semantics 5) is failed once it has passed, instead of whatever it would do next
+    const deadline = working.deadline;
+    const passed = (now: Date): boolean => deadline !== null && now.getTime() >= Date.parse(deadline);
+    const passDeadline = (now: Date): Command => ({ type: 'PassDeadline', data: { at: now.toISOString() } });
     if (action.kind === 'execute-step') {
       step = working.cursor ?? decider.definition.start ?? decider.definition.steps[0].id;
-      command = { type: 'ExecuteStep', data: { at: (yield* ask<'now'>({ kind: 'now' })).toISOString() } };
+      const now = yield* ask<'now'>({ kind: 'now' });
+      command = passed(now) ? passDeadline(now) : { type: 'ExecuteStep', data: { at: now.toISOString() } };
     } else if (action.kind === 'send-request') {
       const req = action.request;
       step = req.step;
-      const { outcome, durationMs } = yield* ask<'send'>({ kind: 'send', request: req });
-      yield* ask<'moment'>({ kind: 'moment', name: 'after-request-sent', step });
-      const at = (yield* ask<'now'>({ kind: 'now' })).toISOString();
-      const jitter = round6(yield* ask<'jitter'>({ kind: 'jitter' }));
-      command = { type: 'RecordHttpResult', data: { step, attempt: req.attempt, at, durationMs, jitter, outcome } };
+      const before = deadline !== null ? yield* ask<'now'>({ kind: 'now' }) : null;
+      if (before && passed(before)) {
+        // not sent: the request is recorded, but the run's time is up
+        command = passDeadline(before);
+      } else {
+        const { outcome, durationMs } = yield* ask<'send'>({ kind: 'send', request: req });
+        yield* ask<'moment'>({ kind: 'moment', name: 'after-request-sent', step });
+        const at = (yield* ask<'now'>({ kind: 'now' })).toISOString();
+        const jitter = round6(yield* ask<'jitter'>({ kind: 'jitter' }));
+        command = { type: 'RecordHttpResult', data: { step, attempt: req.attempt, at, durationMs, jitter, outcome } };
+      }
     } else {
       let now = yield* ask<'now'>({ kind: 'now' });
-      if (now.getTime() < Date.parse(action.dueAt)) {
+      // the timer's time, or the deadline's when that comes first
+      const wakeAt = deadline !== null && Date.parse(deadline) < Date.parse(action.dueAt) ? deadline : action.dueAt;
+      if (now.getTime() < Date.parse(wakeAt)) {
         // not due: the host either stops here (its wake_at holds when to come back) or moves its clock on
-        if (!(yield* ask<'due'>({ kind: 'due', dueAt: action.dueAt }))) break;
+        if (!(yield* ask<'due'>({ kind: 'due', dueAt: wakeAt }))) break;
         now = yield* ask<'now'>({ kind: 'now' });
       }
       step = working.pendingTimer!.step;
-      yield* ask<'moment'>({ kind: 'moment', name: 'timer-fired', step });
-      command = { type: 'FireTimer', data: { timerId: action.timerId, at: now.toISOString() } };
+      if (passed(now)) command = passDeadline(now);
+      else {
+        yield* ask<'moment'>({ kind: 'moment', name: 'timer-fired', step });
+        command = { type: 'FireTimer', data: { timerId: action.timerId, at: now.toISOString() } };
+      }
     }
     const events = decider.decide(command, working);
     if (pending.length === 0) pendingStep = step;

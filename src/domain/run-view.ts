@@ -29,7 +29,8 @@ export function toRunView(state: RunState, lastSeq: number): RunView {
     outputs: state.outputs,
     attempts: state.attempts,
     result: state.result,
-    wakeAt: state.phase === 'awaiting_timer' ? state.pendingTimer!.dueAt : null,
+    // a waiting run is woken by its timer, or by its deadline when that comes first (semantics 5)
+    wakeAt: state.phase === 'awaiting_timer' ? earlier(state.pendingTimer!.dueAt, state.deadline) : null,
     lastSeq,
     startedAt: state.startedAt,
     finishedAt: state.finishedAt,
@@ -56,4 +57,8 @@ export function compareViews(stored: RunView, replayed: RunView): string | null 
     }
   }
   return null;
+}
+
+function earlier(dueAt: string, deadline: string | null): string {
+  return deadline !== null && Date.parse(deadline) < Date.parse(dueAt) ? deadline : dueAt;
 }

@@ -174,9 +174,9 @@ describe('decider edges: how much an expression may give (semantics 3)', () => {
     assert.equal(first(events, 'RunFinished').status, 'succeeded');
   });
 
-  it('new runs start under the current semantics, 4', () => {
-    assert.equal(engineInfo().semantics, 4);
-    assert.equal(CURRENT_SEMANTICS, 4);
+  it('new runs start under the current semantics, 5', () => {
+    assert.equal(engineInfo().semantics, 5);
+    assert.equal(CURRENT_SEMANTICS, 5);
   });
 });
 
