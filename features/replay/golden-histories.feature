@@ -15,14 +15,15 @@ Feature: Recorded histories still replay on today's engine
     And it ends "<status>" as it did when it was recorded
 
     Examples:
-      | history                            | status    |
-      | order-sync-succeeded               | succeeded |
-      | order-sync-retried                 | succeeded |
-      | order-sync-refused                 | failed    |
-      | order-review-else-branch           | succeeded |
-      | order-follow-up-delayed            | succeeded |
-      | order-sync-exported-from-up        | succeeded |
-      | label-order-skipped-after-too-wide | succeeded |
+      | history                                | status    |
+      | order-sync-succeeded                   | succeeded |
+      | order-sync-retried                     | succeeded |
+      | order-sync-refused                     | failed    |
+      | order-review-else-branch               | succeeded |
+      | order-follow-up-delayed                | succeeded |
+      | order-sync-exported-from-up            | succeeded |
+      | label-order-skipped-after-too-wide     | succeeded |
+      | order-follow-up-timed-out-then-skipped | succeeded |
 
   Scenario: A history whose recorded decisions today's engine would not make fails with the divergence shown
     Given the recorded history "order-sync-edited-branch-output"

@@ -908,7 +908,7 @@ const verify: CommandSpec = {
 async function verifyAll(a: Parsed, io: Io): Promise<number> {
   const opts = verifyOptions(a, io);
   const threadCount = a.flags.threads === undefined ? defaultThreads() : intFlag(a, 'threads', 0);
-  // started first: they load their modules while the main thread lists the projects
+  // (its threads start only when a project is large enough to be cut into slices)
   const threads = VerifyThreads.start(threadCount, {
     connectionString: databaseUrl(a, io),
     chainKeys: keyringOf(io).chainKeyTable(),

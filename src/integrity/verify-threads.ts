@@ -69,19 +69,27 @@ export function chainKeysOf(table: ThreadSetup['chainKeys']): ChainKeys {
 export const SNAPSHOT_NAME = /^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$/;
 
 export class VerifyThreads {
-  private readonly workers: Worker[];
+  private workers: Worker[] = [];
   private readonly waiting = new Map<number, { resolve: (r: SliceResult) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private failed: Error | null = null;
   /** the most slices one project was cut into (1: every project was verified on the main thread alone) */
   mostSlices = 1;
 
-  private constructor(count: number, setup: ThreadSetup) {
+  private constructor(
+    private readonly count: number,
+    private readonly setup: ThreadSetup,
+  ) {}
+
+  /** The threads, started the first time a project is large enough to be cut (a small one never pays for them). */
+  private started(): Worker[] {
+    if (this.workers.length === this.count) return this.workers;
+    const setup = this.setup;
     // compiled, the thread's entry is JavaScript; run from the TypeScript sources (tests, benches) it is
     // transpiled by sucrase, which starts in milliseconds where ts-node takes about a second
     const ts = __filename.endsWith('.ts');
     const entry = path.join(__dirname, `verify-thread-main.${ts ? 'ts' : 'js'}`);
-    this.workers = Array.from({ length: count }, () => {
+    this.workers = Array.from({ length: this.count }, () => {
       const w = new Worker(entry, { workerData: setup, execArgv: ts ? ['-r', 'sucrase/register/ts'] : [] });
       w.on('message', (m: SliceResult) => {
         const p = this.waiting.get(m.id);
@@ -94,15 +102,16 @@ export class VerifyThreads {
       });
       return w;
     });
+    return this.workers;
   }
 
-  /** Threads to verify with, started now so that they load while the main thread reads what it needs. */
+  /** Up to `count` threads to verify with, started when a project first needs them. */
   static start(count: number, opts: { connectionString: string; chainKeys: ThreadSetup['chainKeys']; checkpoints?: Checkpoint[]; allowUnsignedHead?: boolean }): VerifyThreads {
     return new VerifyThreads(count, { connectionString: opts.connectionString, chainKeys: opts.chainKeys, checkpoints: opts.checkpoints ?? [], allowUnsignedHead: opts.allowUnsignedHead ?? false });
   }
 
   get size(): number {
-    return this.workers.length;
+    return this.count;
   }
 
   private fail(e: Error): void {
@@ -142,13 +151,13 @@ export class VerifyThreads {
           if (!v.ok || v.unsignedAccepted) onVerdict(verdictOf(v));
         };
         const perSlice = opts.minRunsASlice ?? MIN_RUNS_A_SLICE;
-        if (this.workers.length === 0 || total < 2 * perSlice) {
+        if (this.count === 0 || total < 2 * perSlice) {
           const r = await verifyRunsIn(c, projectId, undefined, { ...opts, onRun: report });
           return { runs: r.runs, events: r.events, bad: r.bad, orphans: r.orphans, strayDeliveries: await strayDeliveriesOf(c, projectId, r.deliveries, r.named) };
         }
         const snapshot = (await c.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0].s;
         // the first run of each slice: the runs in id order, cut into parts of about as many runs
-        const slices = Math.min(this.workers.length + 1, Math.floor(total / perSlice));
+        const slices = Math.min(this.count + 1, Math.floor(total / perSlice));
         const { rows } = await c.query<{ id: string }>(
           'SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS i FROM runs WHERE project_id = $1) s WHERE i % $2 = 0 ORDER BY id',
           [projectId, Math.ceil(total / slices)],
@@ -158,7 +167,8 @@ export class VerifyThreads {
         const bounds = rows.map((r) => r.id);
         this.mostSlices = Math.max(this.mostSlices, bounds.length);
         const ranges: RunRange[] = bounds.map((_, k) => ({ from: k === 0 ? undefined : bounds[k], to: bounds[k + 1] }));
-        const others = ranges.slice(1).map((range, k) => this.run(this.workers[k], { projectId, snapshot, range, runIds: !!onRunId }));
+        const workers = this.started();
+        const others = ranges.slice(1).map((range, k) => this.run(workers[k], { projectId, snapshot, range, runIds: !!onRunId }));
         // every thread's answer is waited for, even after one fails, so no thread is left reading a snapshot
         // whose transaction is gone
         const settled = Promise.allSettled(others);
