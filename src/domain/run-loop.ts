@@ -93,17 +93,16 @@ export function* runLoop(decider: RunDecider, state: RunState, opts: LoopOptions
     let step: string | null;
     // a run with a deadline (semantics 5) is failed once it has passed, instead of whatever it would do next
     const deadline = working.deadline;
-    const passed = (now: Date): boolean => deadline !== null && now.getTime() >= Date.parse(deadline);
-    const passDeadline = (now: Date): Command => ({ type: 'PassDeadline', data: { at: now.toISOString() } });
+    const deadlineMs = deadline === null ? Infinity : Date.parse(deadline);
     if (action.kind === 'execute-step') {
       step = working.cursor ?? decider.definition.start ?? decider.definition.steps[0].id;
       const now = yield* ask<'now'>({ kind: 'now' });
-      command = passed(now) ? passDeadline(now) : { type: 'ExecuteStep', data: { at: now.toISOString() } };
+      command = now.getTime() >= deadlineMs ? passDeadline(now) : { type: 'ExecuteStep', data: { at: now.toISOString() } };
     } else if (action.kind === 'send-request') {
       const req = action.request;
       step = req.step;
       const before = deadline !== null ? yield* ask<'now'>({ kind: 'now' }) : null;
-      if (before && passed(before)) {
+      if (before && before.getTime() >= deadlineMs) {
         // not sent: the request is recorded, but the run's time is up
         command = passDeadline(before);
       } else {
@@ -116,14 +115,14 @@ export function* runLoop(decider: RunDecider, state: RunState, opts: LoopOptions
     } else {
       let now = yield* ask<'now'>({ kind: 'now' });
       // the timer's time, or the deadline's when that comes first
-      const wakeAt = deadline !== null && Date.parse(deadline) < Date.parse(action.dueAt) ? deadline : action.dueAt;
+      const wakeAt = deadlineMs < Date.parse(action.dueAt) ? deadline! : action.dueAt;
       if (now.getTime() < Date.parse(wakeAt)) {
         // not due: the host either stops here (its wake_at holds when to come back) or moves its clock on
         if (!(yield* ask<'due'>({ kind: 'due', dueAt: wakeAt }))) break;
         now = yield* ask<'now'>({ kind: 'now' });
       }
       step = working.pendingTimer!.step;
-      if (passed(now)) command = passDeadline(now);
+      if (now.getTime() >= deadlineMs) command = passDeadline(now);
       else {
         yield* ask<'moment'>({ kind: 'moment', name: 'timer-fired', step });
         command = { type: 'FireTimer', data: { timerId: action.timerId, at: now.toISOString() } };
@@ -152,6 +151,11 @@ export function driveLoopSync(loop: Generator<Ask, RunState, unknown>, host: Loo
   let r = loop.next();
   while (!r.done) r = loop.next((host[r.value.kind] as (a: Ask) => unknown)(r.value));
   return r.value;
+}
+
+/** The command that fails a run whose deadline has passed, decided from the moment it was seen to have. */
+function passDeadline(now: Date): Command {
+  return { type: 'PassDeadline', data: { at: now.toISOString() } };
 }
 
 function round6(x: number): number {
