@@ -66,7 +66,8 @@ const { values: opts } = parseArgs({
     'delay-step': { type: 'boolean', default: false },
     // each process keeps a head journal and holds runs to every process's journal at start; verify reads them all
     journals: { type: 'boolean', default: false },
-    // only these faults (comma-separated of worker, intake, startup, pause, pause-db, group, node, postmaster, database, after-ack)
+    // only these faults (comma-separated of worker, intake, startup, pause, pause-db, group, node, postmaster, database, after-ack,
+    // term-kill, twice, second-up, db-at-ack)
     only: { type: 'string' },
     keep: { type: 'boolean', default: false },
     // shows the check can fail: the order service stops honouring Idempotency-Key, so a call
@@ -270,7 +271,7 @@ let workerStarts = 0;
 /** worker processes that exited without being killed, with their last lines */
 const workerExits: string[] = [];
 let stoppingWorkers = false;
-const pkills = { worker: 0, intake: 0, pause: 0, 'after-ack': 0 };
+const pkills = { worker: 0, intake: 0, pause: 0, 'after-ack': 0, 'term-kill': 0, twice: 0, 'second-up': 0, 'db-at-ack': 0 };
 let pausedMs = 0;
 
 function startWorker(slot: number): WorkerProc {
@@ -376,6 +377,106 @@ async function killIntake(): Promise<void> {
   say('killed up (node only); starting again');
   await sleep(between(0, 1000));
   current = await startUp();
+}
+
+/** SIGTERM to `up` (a clean stop under way: intake closing, batches committing, Postgres stopping), then SIGKILL of the group */
+async function termThenKill(): Promise<void> {
+  const up = current!;
+  current = null;
+  const pid = up.child.pid!;
+  const ms = Math.round(between(0, 1500));
+  process.kill(pid, 'SIGTERM');
+  await Promise.race([up.exited, sleep(ms)]);
+  const stillUp = up.child.exitCode === null && up.child.signalCode === null;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    /* the group is gone */
+  }
+  pkills['term-kill']++;
+  await up.exited;
+  say(`SIGTERM to up, then SIGKILL of its group ${ms} ms later${stillUp ? ' (still stopping)' : ' (it had stopped)'}; starting again`);
+  await sleep(between(0, 500));
+  current = await startUp();
+}
+
+/** killed, started again, and killed again at once (0-300 ms into the new start), then started again */
+async function killTwice(): Promise<void> {
+  const up = current!;
+  current = null;
+  const group = random() < 0.5;
+  process.kill(group ? -up.child.pid! : up.child.pid!, 'SIGKILL');
+  await up.exited;
+  pkills.twice++;
+  killStartAfter = { ms: Math.round(between(0, 300)), group: random() < 0.5 };
+  say(`killed up (${group ? 'whole group' : 'node'}); starting again, to be killed again at once`);
+  current = await startUp();
+}
+
+/** a second `up` on the same home while the first serves: it must exit 1 and leave the first (and its Postgres) alone */
+async function secondUp(): Promise<void> {
+  const up = current!;
+  if (random() < 0.5) return otherUpOnTheDatabase(up);
+  const pm = postmasterPid();
+  pkills['second-up']++;
+  const out: string[] = [];
+  const child = spawn(process.execPath, [BIN, 'up', '--data-dir', home, '--port', '0', '--realtime-port', '0', '--workers', String(workers)], {
+    env: { ...process.env, DATABASE_URL: '', MESHHOOK_HOME: home },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  child.stdout!.on('data', (d) => out.push(String(d)));
+  child.stderr!.on('data', (d) => out.push(String(d)));
+  const code = await Promise.race([new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c))), sleep(30_000).then(() => 'hung' as const)]);
+  if (code === 'hung') {
+    process.kill(-child.pid!, 'SIGKILL');
+    failedStarts.push(`a second up on the same home did not exit within 30 s: ${out.join('').trim().split('\n').slice(-3).join(' | ')}`);
+  } else if (code !== 1) failedStarts.push(`a second up on the same home exited ${code}: ${out.join('').trim().split('\n').slice(-3).join(' | ')}`);
+  if (up.child.exitCode !== null) failedStarts.push('the first up exited when a second was started on its home');
+  if (pm && postmasterPid() !== pm) failedStarts.push(`the postmaster changed (pid ${pm} -> ${postmasterPid()}) when a second up was started`);
+  const s = readState();
+  if (s.pid !== up.child.pid) failedStarts.push(`state.json names pid ${s.pid}, not the up that serves (${up.child.pid}), after a second up`);
+  say(`a second up on the same home exited ${code}`);
+}
+
+/**
+ * another `up` with a home of its own on the same database (`--database-url`, the same keys): it migrates (nothing to
+ * do) while the first serves, its workers take runs too, and after a few seconds it is SIGKILLed with runs in hand
+ */
+async function otherUpOnTheDatabase(up: Up): Promise<void> {
+  const otherHome = mkdtempSync(path.join(os.tmpdir(), `meshhook-chaos-${seed}-other-`));
+  const logFile = path.join(home, `other-up-${pkills['second-up']}.log`);
+  const log = createWriteStream(logFile);
+  const child = spawn(process.execPath, [BIN, 'up', '--data-dir', otherHome, '--port', '0', '--no-realtime', '--workers', '2', '--database-url', up.databaseUrl], {
+    env: { ...process.env, DATABASE_URL: '', MESHHOOK_HOME: otherHome, MESHHOOK_KEY_FILE: path.join(home, 'keyring.json') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  const ms = Math.round(between(500, 6000));
+  await Promise.race([exited, sleep(ms)]);
+  const early = child.exitCode;
+  try {
+    process.kill(-child.pid!, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+  await exited;
+  if (early !== null && current === up) failedStarts.push(`another up on the same database exited ${early} by itself: ${readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ')}`);
+  rmSync(otherHome, { recursive: true, force: true });
+  say(`another up (own home, same database) killed ${ms} ms into its life`);
+}
+
+/** the postmaster SIGKILLed as the next 202 is read (the intake is acknowledging others meanwhile); up brings it back */
+async function killDatabaseAtAck(): Promise<void> {
+  const acked = new Promise<void>((resolve) => (killOnAck = resolve));
+  const fired = await Promise.race([acked.then(() => true), sleep(10_000).then(() => false)]);
+  killOnAck = null;
+  if (!fired) return;
+  pkills['db-at-ack']++;
+  await killAndRestart('database');
 }
 
 // ───── the order service and the webhook sender
@@ -521,6 +622,10 @@ async function main(): Promise<number> {
       else if (k === 'pause' && workerProcesses > 0) await pauseOne();
       else if (k === 'pause-db' && workerProcesses > 0) await pauseAcrossDatabaseCrash();
       else if (k === 'after-ack') await killAfterAck();
+      else if (k === 'term-kill') await termThenKill();
+      else if (k === 'twice') await killTwice();
+      else if (k === 'second-up') await secondUp();
+      else if (k === 'db-at-ack') await killDatabaseAtAck();
       else if (['group', 'node', 'postmaster', 'database'].includes(k)) await killAndRestart(k as KillKind);
       else throw new Error(`--only: ${k} is no fault of topology ${topology}`);
     } else if (topology === 'up') {
@@ -657,7 +762,7 @@ async function main(): Promise<number> {
     `${runCount} runs (${succeeded} succeeded, ${Math.max(unfinished, 0)} stuck), ` +
     `topology ${topology}, ` +
     `${totalKills} kills (${kills.group} whole group, ${kills.node} node only, ${kills.postmaster} postmaster then stop, ${kills.database} postmaster brought back by up), ` +
-    `${pkills.worker} worker processes killed, ${pkills.intake} up killed (node), ${pkills['after-ack']} up killed right after a 202, ${pkills.pause} paused (${pausedMs} ms), ${startupKills} starts killed, ${workerExits.length} worker exits on their own, ` +
+    `${pkills.worker} worker processes killed, ${pkills.intake} up killed (node), ${pkills['after-ack']} up killed right after a 202, ${pkills['term-kill']} SIGTERM then SIGKILL, ${pkills.twice} killed twice, ${pkills['second-up']} second ups, ${pkills['db-at-ack']} postmasters killed at a 202, ${pkills.pause} paused (${pausedMs} ms), ${startupKills} starts killed, ${workerExits.length} worker exits on their own, ` +
     `${inFlightAtKills} runs in flight at the kills, ${starts - 1} restarts (${failedStarts.length} failed), ` +
     `${hiccups} target 503s, ${slowed} slow answers, ` +
     `${target.requests.length} requests for ${effects.length} effects (${duplicated} keys duplicated, ${otherBytes} with other bytes, ${stale.length} stale sends), ` +
