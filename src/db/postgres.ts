@@ -197,10 +197,39 @@ async function stopLeftoverPostmaster(dataDir: string, log: (line: string) => vo
   }
 }
 
+/**
+ * The port a kept data directory's Postgres listens on: the one it had last time when that is free, else a free
+ * one, remembered beside the directory. Its URL is in the state file `up` writes, where `meshhook worker`
+ * processes beside `up` read it once: on a new port at every start, a worker started before a restart of `up` kept
+ * trying the old one for ever, and with `up --workers 0` every run stayed where it was.
+ */
+async function rememberedPort(dataDir: string): Promise<number> {
+  const file = `${path.resolve(dataDir)}.port`;
+  let last: number | null = null;
+  try {
+    const n = Number(readFileSync(file, 'utf8').trim());
+    if (Number.isInteger(n) && n > 0 && n < 65536) last = n;
+  } catch {
+    /* none yet */
+  }
+  if (last !== null && (await portIsFree(last))) return last;
+  const port = await freePort();
+  writeFileDurably(file, `${port}\n`, { mode: 0o600 });
+  return port;
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
 async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   const EmbeddedPostgres = loadEmbeddedPostgres();
   const dataDir = opts.dataDir ?? path.join(mkdtempSync(path.join(os.tmpdir(), 'meshhook-pg-')), 'data');
-  const port = opts.port ?? (await freePort());
   const user = 'postgres';
   const log = opts.log ?? (() => undefined);
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -224,6 +253,10 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
   }
   const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
   const password = superuserPassword(dataDir, fresh);
+  // a postmaster left running on this data directory by a process that was killed (its parent, `meshhook up`,
+  // got SIGKILL and could not stop it): stop it cleanly first, or the new one cannot start (and its port is free again)
+  if (!fresh) await stopLeftoverPostmaster(dataDir, log);
+  const port = opts.port ?? (opts.persistent ? await rememberedPort(dataDir) : await freePort());
   // as root, Postgres runs as another user, who must be able to reach the data directory
   if (isRoot) {
     chmodSync(path.dirname(dataDir), 0o755);
@@ -277,9 +310,6 @@ async function embedded(opts: ProvisionOptions): Promise<PostgresServer> {
       log(`[error] ${String(m)}`);
     },
   });
-  // a postmaster left running on this data directory by a process that was killed (its parent, `meshhook up`,
-  // got SIGKILL and could not stop it): stop it cleanly first, or the new one cannot start
-  if (!fresh) await stopLeftoverPostmaster(dataDir, log);
   try {
     if (fresh) {
       // only a directory initdb makes from nothing may be made again: one that already held something (a directory

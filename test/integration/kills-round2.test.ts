@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { orderSyncDefinition, startTarget } from './helpers';
 
 /*
  * Kills, round 2: processes killed at moments the first rounds did not reach. Real processes, real signals, real
@@ -36,13 +37,15 @@ function cleanEnv(where: string): NodeJS.ProcessEnv {
 function meshhook(
   where: string,
   args: string[],
-  opts: { noWrites?: boolean } = {},
+  opts: { noWrites?: boolean; detached?: boolean } = {},
 ): { child: ChildProcess; output: () => string; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
   const argv = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const child = spawn('sh', ['-c', `${opts.noWrites ? 'ulimit -f 0; ' : ''}exec ${argv}`], {
     cwd: where,
     env: cleanEnv(where),
     stdio: ['ignore', 'pipe', 'pipe'],
+    // its own process group, so that it can be killed with its Postgres at once
+    detached: opts.detached === true,
   });
   started.push(child);
   let out = '';
@@ -145,4 +148,73 @@ describe('a key or password file is never left cut short by a kill', { timeout: 
     next.child.kill('SIGINT');
     assert.equal((await next.exited).code, 0, next.output());
   });
+});
+
+describe('a `meshhook worker` beside `up` carries on after `up` is killed and started again', { timeout: 300_000 }, () => {
+  async function runStatuses(h: string): Promise<Map<string, string>> {
+    const runs = meshhook(h, ['runs', '--project', 'acme', '--json']);
+    await runs.exited;
+    try {
+      return new Map((JSON.parse(runs.output()) as Array<{ runId?: string; id?: string; status: string }>).map((r) => [r.runId ?? r.id ?? '', r.status]));
+    } catch {
+      return new Map();
+    }
+  }
+
+  async function delivered(h: string, n: number): Promise<string> {
+    const d = meshhook(h, ['deliver', 'acme', 'order-sync', '--body', JSON.stringify({ order: { id: `o-${n}`, sum: n } })]);
+    assert.equal((await d.exited).code, 0, d.output());
+    const runId = /run ([0-9a-f-]{36}) started/.exec(d.output())?.[1];
+    assert.ok(runId, d.output());
+    return runId!;
+  }
+
+  for (const kill of ['group', 'node'] as const) {
+    it(`with \`up --workers 0\` (the intake only), a run delivered after up's ${kill === 'group' ? 'whole process group' : 'node process'} was SIGKILLed and up started again succeeds`, async () => {
+      const h = home();
+      const target = await startTarget();
+      try {
+        const start = () => {
+          const u = meshhook(h, ['up', '--port', '0', '--no-realtime', '--workers', '0'], { detached: true });
+          return until('up', () => /MeshHook Replay is up|meshhook up:/.test(u.output()) || u.child.exitCode !== null).then(() => {
+            assert.match(u.output(), /MeshHook Replay is up/, u.output());
+            return u;
+          });
+        };
+        const first = await start();
+        // the worker finds the database through the state file up wrote, as README's "More workers" says
+        const worker = meshhook(h, ['worker', '--poll-ms', '50']);
+        await until('the worker', () => /is running against/.test(worker.output()) || worker.child.exitCode !== null);
+        assert.match(worker.output(), /is running against/, worker.output());
+        writeFileSync(path.join(h, 'order-sync.json'), JSON.stringify(orderSyncDefinition(target.url)));
+        const published = meshhook(h, ['publish', path.join(h, 'order-sync.json'), '--project', 'acme', '--allow-private-targets']);
+        assert.equal((await published.exited).code, 0, published.output());
+
+        // the control: before the kill the worker carries the run to its end
+        const before = await delivered(h, 1);
+        let statuses = new Map<string, string>();
+        const firstBy = Date.now() + 60_000;
+        while (Date.now() < firstBy && (statuses = await runStatuses(h)).get(before) !== 'succeeded') await new Promise((r) => setTimeout(r, 250));
+        assert.equal(statuses.get(before), 'succeeded', `the run delivered before the kill: ${worker.output().slice(-2000)}`);
+
+        process.kill(kill === 'group' ? -first.child.pid! : first.child.pid!, 'SIGKILL');
+        await first.exited;
+        const second = await start();
+        const after = await delivered(h, 2);
+        // runs finish: the worker started before the restart carries this one on (it ran on a new port, which the
+        // worker never learnt of, so the run stayed "running" for ever)
+        const secondBy = Date.now() + 90_000;
+        while (Date.now() < secondBy && (statuses = await runStatuses(h)).get(after) !== 'succeeded') await new Promise((r) => setTimeout(r, 250));
+        assert.equal(statuses.get(after), 'succeeded', `the run delivered after up was started again is ${statuses.get(after)}; the worker said: ${worker.output().slice(-1500)}`);
+        assert.equal(target.requests.length, 2, 'one request a run');
+
+        worker.child.kill('SIGTERM');
+        assert.equal((await worker.exited).code, 0, worker.output());
+        second.child.kill('SIGINT');
+        assert.equal((await second.exited).code, 0, second.output());
+      } finally {
+        await target.close();
+      }
+    });
+  }
 });
