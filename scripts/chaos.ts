@@ -67,8 +67,9 @@ const { values: opts } = parseArgs({
     // each process keeps a head journal and holds runs to every process's journal at start; verify reads them all
     journals: { type: 'boolean', default: false },
     // only these faults (comma-separated of worker, intake, startup, pause, pause-db, group, node, postmaster, database, after-ack,
-    // term-kill, twice, second-up, db-at-ack)
+    // term-kill, twice, second-up, db-at-ack, worker-term, cut)
     only: { type: 'string' },
+    'pin-pg-port': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     // shows the check can fail: the order service stops honouring Idempotency-Key, so a call
     // repeated after a kill becomes a second order and the run must end in failure
@@ -79,7 +80,7 @@ const { values: opts } = parseArgs({
 });
 if (opts.help) {
   console.log(
-    'usage: npm run chaos -- [--seed N] [--minutes M] [--rate webhooks/s] [--workers n] [--topology up|split|mixed] [--worker-processes n] [--after-ack] [--delay-step] [--journals] [--only fault,…] [--keep] [--plant-duplicates] [--plant-stale-send]',
+    'usage: npm run chaos -- [--seed N] [--minutes M] [--rate webhooks/s] [--workers n] [--topology up|split|mixed] [--worker-processes n] [--after-ack] [--delay-step] [--journals] [--only fault,…] [--pin-pg-port] [--keep] [--plant-duplicates] [--plant-stale-send]',
   );
   process.exit(0);
 }
@@ -271,7 +272,7 @@ let workerStarts = 0;
 /** worker processes that exited without being killed, with their last lines */
 const workerExits: string[] = [];
 let stoppingWorkers = false;
-const pkills = { worker: 0, intake: 0, pause: 0, 'after-ack': 0, 'term-kill': 0, twice: 0, 'second-up': 0, 'db-at-ack': 0 };
+const pkills = { worker: 0, intake: 0, pause: 0, 'after-ack': 0, 'term-kill': 0, twice: 0, 'second-up': 0, 'db-at-ack': 0, 'worker-term': 0, cut: 0 };
 let pausedMs = 0;
 
 function startWorker(slot: number): WorkerProc {
@@ -398,6 +399,43 @@ async function termThenKill(): Promise<void> {
   say(`SIGTERM to up, then SIGKILL of its group ${ms} ms later${stillUp ? ' (still stopping)' : ' (it had stopped)'}; starting again`);
   await sleep(between(0, 500));
   current = await startUp();
+}
+
+/** every client connection to the database cut at once (pg_terminate_backend), as a failover or a proxy's restart does */
+async function cutConnections(): Promise<void> {
+  const db = new Client({ connectionString: current!.databaseUrl });
+  try {
+    await db.connect();
+    const { rows } = await db.query(
+      `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type IN ('client backend', 'walsender')`,
+    );
+    pkills.cut++;
+    say(`cut ${rows[0].n} database connections`);
+  } catch (e) {
+    say(`could not cut connections: ${(e as Error).message}`);
+  } finally {
+    await db.end().catch(() => undefined);
+  }
+}
+
+/** SIGTERM to a worker process (it stops claiming, its batches in flight commit), then SIGKILL 0-1.5 s later */
+async function termThenKillWorker(): Promise<void> {
+  const slot = Math.floor(random() * workerProcesses);
+  const w = workerProcs[slot]!;
+  w.killed = true;
+  const ms = Math.round(between(0, 1500));
+  process.kill(w.child.pid!, 'SIGTERM');
+  await Promise.race([w.exited, sleep(ms)]);
+  try {
+    process.kill(w.child.pid!, 'SIGKILL');
+  } catch {
+    /* it had stopped */
+  }
+  pkills['worker-term']++;
+  await w.exited;
+  say(`SIGTERM to worker ${slot}, then SIGKILL ${ms} ms later; starting it again`);
+  await sleep(between(0, 1000));
+  startWorker(slot);
 }
 
 /** killed, started again, and killed again at once (0-300 ms into the new start), then started again */
@@ -567,7 +605,9 @@ async function main(): Promise<number> {
   await target.start();
   if (opts['plant-duplicates']) target.ignoreIdempotencyKeys();
   target.setDefaultResponse('/orders', 201, (req: RecordedRequest) => ({ orderId: target.idFor(req.idempotencyKey ?? 'none'), received: req.body }));
-  if (workerProcesses > 0) pgPort = await freePort();
+  // the worker processes read the database's URL once: up keeps its Postgres port across restarts by itself now
+  // (pgdata.port); --pin-pg-port passes it as --pg-port as before
+  if (workerProcesses > 0 && opts['pin-pg-port']) pgPort = await freePort();
   current = await startUp();
   say(`meshhook up on ${home} (topology ${topology}: ${workers} in-process workers, ${workerProcesses} worker processes)`);
   for (let i = 0; i < workerProcesses; i++) startWorker(i);
@@ -623,6 +663,8 @@ async function main(): Promise<number> {
       else if (k === 'pause-db' && workerProcesses > 0) await pauseAcrossDatabaseCrash();
       else if (k === 'after-ack') await killAfterAck();
       else if (k === 'term-kill') await termThenKill();
+      else if (k === 'worker-term' && workerProcesses > 0) await termThenKillWorker();
+      else if (k === 'cut') await cutConnections();
       else if (k === 'twice') await killTwice();
       else if (k === 'second-up') await secondUp();
       else if (k === 'db-at-ack') await killDatabaseAtAck();
@@ -762,7 +804,7 @@ async function main(): Promise<number> {
     `${runCount} runs (${succeeded} succeeded, ${Math.max(unfinished, 0)} stuck), ` +
     `topology ${topology}, ` +
     `${totalKills} kills (${kills.group} whole group, ${kills.node} node only, ${kills.postmaster} postmaster then stop, ${kills.database} postmaster brought back by up), ` +
-    `${pkills.worker} worker processes killed, ${pkills.intake} up killed (node), ${pkills['after-ack']} up killed right after a 202, ${pkills['term-kill']} SIGTERM then SIGKILL, ${pkills.twice} killed twice, ${pkills['second-up']} second ups, ${pkills['db-at-ack']} postmasters killed at a 202, ${pkills.pause} paused (${pausedMs} ms), ${startupKills} starts killed, ${workerExits.length} worker exits on their own, ` +
+    `${pkills.worker} worker processes killed, ${pkills.intake} up killed (node), ${pkills['after-ack']} up killed right after a 202, ${pkills['term-kill']} SIGTERM then SIGKILL, ${pkills.twice} killed twice, ${pkills['second-up']} second ups, ${pkills['db-at-ack']} postmasters killed at a 202, ${pkills['worker-term']} workers SIGTERMed then SIGKILLed, ${pkills.cut} connection cuts, ${pkills.pause} paused (${pausedMs} ms), ${startupKills} starts killed, ${workerExits.length} worker exits on their own, ` +
     `${inFlightAtKills} runs in flight at the kills, ${starts - 1} restarts (${failedStarts.length} failed), ` +
     `${hiccups} target 503s, ${slowed} slow answers, ` +
     `${target.requests.length} requests for ${effects.length} effects (${duplicated} keys duplicated, ${otherBytes} with other bytes, ${stale.length} stale sends), ` +
