@@ -42,7 +42,17 @@ export function assertIntact(run: LoadedRun, keys: ChainKeys): void {
   const semantics = run.state.semantics;
   const broken = checkChain(run.runId, run.events, keys, { requireKeyed: semantics >= 2 });
   if (broken) throw new TamperedRunError(run.runId, `event ${broken.seq}: ${broken.reason}`);
-  if (semantics < 2 && !run.head.mac) return;
+  // a run of the first releases (semantics 1, unkeyed links) is no exception: its links are plain SHA-256, which
+  // anyone who can write the table can compute, so without a signed head nothing but the database vouches for it.
+  // A run written in the database in that shape, on a genuine signed version, was carried on (its calls sent for
+  // input nobody sent) and then signed by the worker's own head, after which verify --all passed it.
+  if (!run.head.mac)
+    throw new TamperedRunError(
+      run.runId,
+      semantics < 2
+        ? 'it has no signed head: its links are unkeyed (semantics 1), so nothing but the database vouches for it (written there behind the engine\'s back, or left unfinished by an engine before 0.2)'
+        : 'the run has no signed head',
+    );
   const head = { projectId: run.projectId, runId: run.runId, seq: run.head.seq, hash: run.head.hash ?? '' };
   const forged = checkHeadSignature(keys, head, run.head.mac);
   if (forged) throw new TamperedRunError(run.runId, forged);

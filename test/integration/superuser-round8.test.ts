@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { startEngine } from '../../src/engine';
+import { eventHash, genesisHash } from '../../src/domain/hash-chain';
+import { cli, KEYS, orderSyncDefinition, publish, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
+
+/*
+ * What a database superuser without the engine's keys could do unnoticed (eighth round).
+ */
+
+let dbs: TestDatabases;
+before(async () => {
+  dbs = await startDatabases();
+});
+after(async () => {
+  await dbs?.closeAll();
+});
+
+describe('a database superuser, round 8', { timeout: 360_000 }, () => {
+  it('a run forged in the database as one of the first releases (unkeyed links, no signed head) is not carried on by a worker', async () => {
+    const { url, pool } = await dbs.fresh();
+    const target = await startTarget();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    try {
+      const wf = await publish(pool, 'acme', orderSyncDefinition(target.url));
+      // no webhook was ever sent: the superuser writes a run of their own, in the shape of the first releases
+      const runId = randomUUID();
+      const recordedAt = new Date().toISOString();
+      const data = {
+        runId, project: wf.projectId, workflow: wf.workflowId, version: wf.version, definitionHash: wf.definitionHash,
+        deliveryId: 'forged-1', input: { order: { id: 'forged', sum: 1_000_000 } }, at: recordedAt,
+      };
+      const prev = genesisHash(runId);
+      const hash = eventHash(prev, { runId, seq: 1, type: 'RunStarted', version: 1, data, recordedAt });
+      await pool.query(
+        `INSERT INTO runs (id, project_id, workflow_id, version, status, current_step, last_seq, head_hash, started_at)
+         VALUES ($1, $2, $3, $4, 'running', 'map', 1, $5, now())`,
+        [runId, wf.projectId, wf.workflowId, wf.version, hash],
+      );
+      await pool.query(
+        `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash)
+         VALUES ($1, $2, 1, 'RunStarted', 1, $3, $4, $5, $6)`,
+        [wf.projectId, runId, JSON.stringify(data), recordedAt, prev, hash],
+      );
+      // and its delivery's record, so that nothing but the head is missing
+      await pool.query(
+        `INSERT INTO deliveries (project_id, workflow_id, delivery_id, run_id, body_sha256, received_at) VALUES ($1, $2, 'forged-1', $3, 'x', now())`,
+        [wf.projectId, wf.workflowId, runId],
+      );
+      const before = await cli(['verify', '--all'], env);
+      assert.equal(before.code, 1, 'the control: verify --all names a run with no signed head');
+      assert.match(before.out, new RegExp(`NOT ok  acme  ${runId}  .*no signed head`));
+
+      const logged: Array<Record<string, unknown>> = [];
+      const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20, log: (e) => logged.push(e) });
+      try {
+        await waitFor('the worker to refuse the forged run', async () => logged.some((e) => JSON.stringify(e).includes(runId)));
+      } finally {
+        await engine.stop();
+      }
+      // without the fix the order went out, and the worker signed the run's head: verify --all then passed it
+      assert.deepEqual(target.requests.map((r) => r.body), [], 'the order service was called for a run nobody sent');
+      const after = await cli(['verify', '--all'], env);
+      assert.equal(after.code, 1, after.out + after.err);
+      assert.match(after.out, new RegExp(`NOT ok  acme  ${runId}  .*no signed head`));
+    } finally {
+      await target.close();
+    }
+  });
+});
