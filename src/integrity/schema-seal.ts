@@ -236,12 +236,21 @@ async function readObjects(q: (sql: string, params?: unknown[]) => Promise<Row[]
   }
 
   // ───── the engine's tables
-  const tables = (
-    await q(
-      'SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl, c.relhastriggers, c.relhasindex, c.relpersistence, c.relchecks FROM pg_catalog.pg_class c WHERE c.relnamespace = $1',
-      [publicOid],
-    )
-  )
+  const inPublic = await q(
+    'SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl, c.relhastriggers, c.relhasindex, c.relpersistence, c.relchecks FROM pg_catalog.pg_class c WHERE c.relnamespace = $1',
+    [publicOid],
+  );
+  // ───── (round 8) relations in pg_catalog that initdb did not make, or that bear the name of one in public. Postgres
+  // looks in pg_catalog before the path it is given, so the engine's pinned search_path=public did not keep
+  // `CREATE VIEW pg_catalog.project_secrets` (with allow_system_table_mods) from answering every engine query for
+  // the table: one that told its readers apart by their query's text handed workers a revoked secret and verify the
+  // current one. Listed only when there is one, so seals made before say the same of a schema without any
+  const publicNames = new Set(inPublic.map((c) => c.relname));
+  const shadows = (await q('SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_class c WHERE c.relnamespace = $1', [catalogOid]))
+    .filter((c) => c.oid >= FIRST_USER_OID || publicNames.has(c.relname))
+    .map((c) => `${c.relname}(${c.relkind})`);
+  if (shadows.length) out['relations added to pg_catalog'] = [...new Set(shadows)].sort().join(',');
+  const tables = inPublic
     .filter((c) => (c.relkind === 'r' || c.relkind === 'p') && (ENGINE_TABLES as readonly string[]).includes(c.relname));
   const tableName = new Map<number, string>(tables.map((t) => [t.oid, t.relname]));
   const tableOids = tables.map((t) => t.oid);
@@ -669,7 +678,7 @@ export function schemaDifferences(sealed: SchemaObjects, now: SchemaObjects): st
     if (name in sealed) continue;
     if (ofConstraint(name) && !(ofConstraint(name)! in sealed)) continue;
     // a setting says itself what it does: `search_path=evil, public`
-    out.push(`${name} ${plural(name) ? 'were' : 'was'} added behind the engine's back${name.startsWith('settings ') || name.startsWith('parameter ') ? ` (${is})` : ''}`);
+    out.push(`${name} ${plural(name) ? 'were' : 'was'} added behind the engine's back${name.startsWith('settings ') || name.startsWith('parameter ') || name === 'relations added to pg_catalog' ? ` (${is})` : ''}`);
   }
   return out.sort();
 }
@@ -682,7 +691,7 @@ function ofConstraint(name: string): string | null {
 
 /** "column grants on runs", "settings for …", "pg_catalog's built-in functions": one entry, many things. */
 function plural(name: string): boolean {
-  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog|comparisons of |names of |preloaded libraries)/.test(name);
+  return /^(column grants|columns of|tables inheriting|settings|default privileges|pg_catalog's built-in functions|built-in |collations |casts |system views |catalogs the seal|aggregates |languages |access methods |definitions of pg_catalog|comparisons of |names of |preloaded libraries|relations added to pg_catalog)/.test(name);
 }
 
 /** `key=value key=value` (a value may hold `=` but no ` key=`), with a leading word or hash under "". */

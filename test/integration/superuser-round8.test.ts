@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Client } from 'pg';
+import { openEnginePool } from '../../src/db/pool';
 import { startEngine } from '../../src/engine';
+import { loadSecretValues, putSecret } from '../../src/store/secrets';
 import { eventHash, genesisHash } from '../../src/domain/hash-chain';
-import { cli, KEYS, orderSyncDefinition, publish, startDatabases, startTarget, TestDatabases, waitFor } from './helpers';
+import { cli, KEYS, orderSyncDefinition, projectId, publish, startDatabases, startTarget, tempDir, TestDatabases, waitFor } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (eighth round).
@@ -66,6 +70,56 @@ describe('a database superuser, round 8', { timeout: 360_000 }, () => {
       assert.match(after.out, new RegExp(`NOT ok  acme  ${runId}  .*no signed head`));
     } finally {
       await target.close();
+    }
+  });
+
+  it("a view put into pg_catalog under an engine table's name (searched before public, whatever the search_path) is named by verify --all", async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    await publish(pool, 'acme', orderSyncDefinition('http://127.0.0.1:9'));
+    const project = await projectId(pool);
+    await putSecret(pool, KEYS, project, 'api-token', 'the-old-token-revoked');
+    const earlier = (await pool.query<{ sealed: string }>(`SELECT sealed FROM project_secrets WHERE name = 'api-token'`)).rows[0].sealed;
+    await new Promise((r) => setTimeout(r, 5));
+    await putSecret(pool, KEYS, project, 'api-token', 'the-new-token-in-use');
+    const cp = path.join(tempDir('mh-r8-'), 'cp.jsonl');
+    assert.equal((await cli(['checkpoint', '--out', cp], env)).code, 0);
+    assert.equal((await cli(['verify', '--all', '--checkpoints', cp], env)).code, 0, 'the control');
+
+    // Postgres searches pg_catalog before the path it is given: the engine's pinned search_path=public does not keep a
+    // relation there from answering for public.project_secrets. This one tells its readers apart by their query's text:
+    // the worker's read (no ORDER BY) is handed the revoked value, verify's the current one
+    const superuser = async (sql: string): Promise<void> => {
+      const c = new Client({ connectionString: url });
+      await c.connect();
+      try {
+        await c.query('SET allow_system_table_mods = on');
+        await c.query(sql);
+      } finally {
+        await c.end();
+      }
+    };
+    await superuser(
+      `CREATE VIEW pg_catalog.project_secrets AS
+         SELECT s.project_id, s.name,
+                CASE WHEN s.name = 'api-token' AND pg_catalog.current_query() NOT LIKE '%ORDER BY%' THEN '${earlier}' ELSE s.sealed END AS sealed,
+                s.created_at, s.updated_at
+         FROM public.project_secrets s;
+       GRANT SELECT ON pg_catalog.project_secrets TO meshhook_engine`,
+    );
+    const engine = openEnginePool(url, { max: 1 });
+    try {
+      // what a worker sends with its next call
+      assert.deepEqual(await loadSecretValues(engine, KEYS, project), [{ name: 'api-token', value: 'the-old-token-revoked' }]);
+      const seen = await cli(['verify', '--all', '--checkpoints', cp], env);
+      assert.equal(seen.code, 1, seen.out + seen.err);
+      assert.match(seen.out, /NOT ok {2}schema {2}relations added to pg_catalog were added behind the engine's back \(project_secrets\(v\)\)/);
+      await superuser('DROP VIEW pg_catalog.project_secrets');
+      assert.deepEqual(await loadSecretValues(engine, KEYS, project), [{ name: 'api-token', value: 'the-new-token-in-use' }]);
+      const back = await cli(['verify', '--all', '--checkpoints', cp], env);
+      assert.equal(back.code, 0, 'quiet once put back: ' + back.out + back.err);
+    } finally {
+      await engine.end();
     }
   });
 });
