@@ -8,7 +8,7 @@ import { LogVerifier, replayLog, toDomainEvent, VerifyReport } from './domain/re
 import { compareViews, RunView, toRunView } from './domain/run-view';
 import { Checkpoint, CheckpointIndex, checkpointProblem } from './integrity/checkpoints';
 import { loadVersion, NotFoundError, readVersion } from './store/registry';
-import { loadEvents, rangeCondition, readEvents, RunRange, streamEvents, streamFoldedEvents } from './store/log-read';
+import { exactJsonTypes, loadEvents, rangeCondition, readEvents, RunRange, streamEvents, streamFoldedEvents } from './store/log-read';
 import { headOf, viewFromRow, writeRebuiltView } from './store/run-views';
 
 /*
@@ -37,12 +37,13 @@ interface StoredRow {
 }
 
 async function readStored(c: PoolClient, projectId: string, runId: string, lock = false): Promise<StoredRow | null> {
-  const { rows } = await c.query(
-    `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
+  const { rows } = await c.query({
+    text: `SELECT r.*, p.slug AS project_slug, w.slug AS workflow_slug FROM runs r
      JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id
      WHERE r.id = $1 AND r.project_id = $2 ${lock ? 'FOR UPDATE OF r' : ''}`,
-    [runId, projectId],
-  );
+    values: [runId, projectId],
+    types: exactJsonTypes(),
+  });
   const r = rows[0];
   if (!r) return null;
   return {
@@ -384,11 +385,12 @@ export async function verifyRunsIn(
   const workflowSlug = new Map<string, string>(
     (await c.query('SELECT id, slug FROM workflows WHERE project_id = $1', [projectId])).rows.map((w) => [w.id, w.slug]),
   );
-  const { rows } = await c.query(
-    `SELECT id, workflow_id, version, status, current_step, outputs, attempts, result, wake_at, last_seq, started_at, finished_at, head_hash, head_mac
+  const { rows } = await c.query({
+    text: `SELECT id, workflow_id, version, status, current_step, outputs, attempts, result, wake_at, last_seq, started_at, finished_at, head_hash, head_mac
      FROM runs WHERE project_id = $1${rangeCondition('id', range)} ORDER BY id`,
-    [projectId],
-  );
+    values: [projectId],
+    types: exactJsonTypes(),
+  });
   const stored = rows.map((r): StoredRow => {
     const view = viewFromRow(r, projectSlug, workflowSlug.get(r.workflow_id) ?? '');
     return { view: Object.assign(view, { projectId, workflowId: r.workflow_id }), headHash: r.head_hash, headMac: r.head_mac };

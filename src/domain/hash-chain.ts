@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import { canonicalJson, sha256 } from './canonical';
+import { inexactNumberOf } from './exact-numbers';
 
 /*
  * The run log's hash chain. Each event's hash covers the previous hash and
@@ -150,7 +151,14 @@ export function checkLink(prev: string, seq: number, e: ChainedEvent, keys: Chai
     return { seq: e.seq, reason: 'it is not signed with the chain key (an event written from outside the engine)' };
   }
   if (e.hash !== eventHash(prev, e, key, dataText)) return { seq: e.seq, reason: 'its content does not match its hash (edited after it was written)' };
+  // the hash covers the doubles its numbers read as; digits beyond those were written outside the engine
+  const inexact = inexactNumberOf(e.data);
+  if (inexact !== null) return { seq: e.seq, reason: `it holds the number ${shown(inexact)}, which the engine never wrote: it reads as ${Number(inexact)}, and the digits beyond that were put there outside the engine` };
   return null;
+}
+
+function shown(token: string): string {
+  return token.length > 40 ? `${token.slice(0, 40)}…` : token;
 }
 
 /**

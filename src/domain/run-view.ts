@@ -1,4 +1,5 @@
 import { canonicalJson, deepEqualCanonical } from './canonical';
+import { inexactNumberOf } from './exact-numbers';
 import type { RunState } from './decider';
 
 /** What users see about a run: a projection of the run log, rebuildable at any time. */
@@ -55,6 +56,9 @@ export function compareViews(stored: RunView, replayed: RunView): string | null 
     if (!deepEqualCanonical(stored[f] ?? null, replayed[f] ?? null)) {
       return `${f}: stored ${canonicalJson(stored[f] ?? null)}, replayed ${canonicalJson(replayed[f] ?? null)}`;
     }
+    // read as the same doubles, but the table shows other digits (src/domain/exact-numbers.ts)
+    const inexact = inexactNumberOf(stored[f]);
+    if (inexact !== null) return `${f}: stored with the number ${inexact.length > 40 ? `${inexact.slice(0, 40)}…` : inexact}, which the log never recorded (it reads as ${Number(inexact)})`;
   }
   return null;
 }

@@ -8,6 +8,7 @@ import { types as pgTypes } from 'pg';
 import { ChainKeys, eventHash } from '../domain/hash-chain';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { clientErrorAnswer, FRAGMENTED_BODY, GatheredRequest, clientErrorResponse, defaultMaxConnections, shareConnections } from '../security/http-limits';
+import { firstInexactNumber } from '../domain/exact-numbers';
 import { Visibility } from './auth';
 import { MAX_FILTER_LENGTH, parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
 import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
@@ -1767,7 +1768,9 @@ export function unsignedEvent(row: Record<string, string | null>, keys: ChainKey
       data: JSON.parse(String(row.payload)),
       recordedAt: parseTimestamptz(String(row.recorded_at)).toISOString(),
     };
-    return eventHash(String(row.prev_hash), content, key) === row.hash ? null : 'its content does not match its keyed hash';
+    if (eventHash(String(row.prev_hash), content, key) !== row.hash) return 'its content does not match its keyed hash';
+    // its link covers the doubles its numbers read as: digits beyond them were written outside the engine
+    return firstInexactNumber(String(row.payload)) === null ? null : 'it holds a number the engine never wrote (digits beyond what its hash covers)';
   } catch {
     return 'it cannot be read as an event';
   }

@@ -1,6 +1,7 @@
 import { types as pgTypes, type Pool, type PoolClient } from 'pg';
 import { assertProjectId, inProject } from '../db/scope';
 import type { RecordedEvent } from '../domain/events';
+import { parseJsonExact } from '../domain/exact-numbers';
 
 /*
  * Reading the run log: one run's events at once (the intake, the CLI), or a
@@ -40,6 +41,7 @@ export function rowToEvent(r: RowEvent, runId: string = r.run_id, project: strin
 }
 
 const TIMESTAMPTZ = 1184;
+const JSONB = 3802;
 const parseTimestamptz = pgTypes.getTypeParser(TIMESTAMPTZ, 'text') as (text: string) => Date;
 
 /*
@@ -59,7 +61,15 @@ export function eventTypes(): { getTypeParser: typeof pgTypes.getTypeParser } {
   };
   return {
     getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-      oid === TIMESTAMPTZ && format !== 'binary' ? isoOf : pgTypes.getTypeParser(oid, format as 'text')) as typeof pgTypes.getTypeParser,
+      format === 'binary' ? pgTypes.getTypeParser(oid, format) : oid === TIMESTAMPTZ ? isoOf : oid === JSONB ? parseJsonExact : pgTypes.getTypeParser(oid, 'text')) as typeof pgTypes.getTypeParser,
+  };
+}
+
+/** As pg reads rows, except that a jsonb holding a number no double holds is remembered (src/domain/exact-numbers.ts). */
+export function exactJsonTypes(): { getTypeParser: typeof pgTypes.getTypeParser } {
+  return {
+    getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+      oid === JSONB && format !== 'binary' ? parseJsonExact : pgTypes.getTypeParser(oid, format as 'text')) as typeof pgTypes.getTypeParser,
   };
 }
 

@@ -6,8 +6,9 @@ import { Client } from 'pg';
 import { openEnginePool } from '../../src/db/pool';
 import { startEngine } from '../../src/engine';
 import { loadSecretValues, putSecret } from '../../src/store/secrets';
+import { deliver } from '../../src/intake/sign';
 import { eventHash, genesisHash } from '../../src/domain/hash-chain';
-import { cli, KEYS, orderSyncDefinition, projectId, publish, startDatabases, startTarget, tempDir, TestDatabases, waitFor } from './helpers';
+import { cli, KEYS, runStatus, orderSyncDefinition, projectId, publish, startDatabases, startTarget, tempDir, TestDatabases, waitFor } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (eighth round).
@@ -121,5 +122,53 @@ describe('a database superuser, round 8', { timeout: 360_000 }, () => {
     } finally {
       await engine.end();
     }
+  });
+
+  it("a number in the log given digits beyond what a double holds (the same double, so every hash still holds) is named by verify --all", async () => {
+    const { url, pool } = await dbs.fresh();
+    const env = { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() };
+    // an order service whose ids are 64-bit (past what a double holds exactly)
+    const target = await startTarget(() => ({ status: 201, body: { orderId: 1234567890123456800 } }));
+    const definition = {
+      name: 'order-sync',
+      steps: [
+        { id: 'push', type: 'http_call', method: 'POST', url: `${target.url}/orders`, body: 'input', next: 'done' },
+        { id: 'done', type: 'terminate', status: 'succeeded', output: 'steps.push.body' },
+      ],
+    };
+    const wf = await publish(pool, 'acme', definition);
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    let runId: string;
+    try {
+      const sent = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, JSON.stringify({ order: { id: 'o-1', sum: 42 } }));
+      runId = sent.body.runId;
+      await waitFor('the run to succeed', async () => (await runStatus(pool, runId)) === 'succeeded');
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+    const recorded = `SELECT count(*)::int AS n FROM run_events WHERE run_id = $1 AND payload::text LIKE '%1234567890123456800%'`;
+    assert.equal((await pool.query(recorded, [runId])).rows[0].n, 3, 'the control: the answer, the step and the run record the id');
+    assert.equal((await cli(['verify', '--all'], env)).code, 0, 'the control');
+
+    // the id made another in the run view, where SQL readers (a dashboard, a reconciliation job) read a run's result
+    const forge = (column: string) => `replace(${column}::text, '1234567890123456800', '1234567890123456801')::jsonb`;
+    await pool.query(`UPDATE runs SET outputs = ${forge('outputs')}, result = ${forge('result')} WHERE id = $1`, [runId]);
+    const view = await cli(['verify', '--all'], env);
+    assert.equal(view.code, 1, view.out + view.err);
+    assert.match(view.out, new RegExp(`NOT ok  acme  ${runId}  .*stored with the number 1234567890123456801, which the log never recorded`));
+
+    // and in the log itself: every link still holds over the doubles the numbers read as
+    const c = await pool.connect();
+    try {
+      await c.query('ALTER TABLE run_events DISABLE TRIGGER run_events_no_update_delete');
+      await c.query(`UPDATE run_events SET payload = ${forge('payload')} WHERE run_id = $1`, [runId]);
+    } finally {
+      await c.query('ALTER TABLE run_events ENABLE TRIGGER run_events_no_update_delete');
+      c.release();
+    }
+    const seen = await cli(['verify', '--all'], env);
+    assert.equal(seen.code, 1, seen.out + seen.err);
+    assert.match(seen.out, new RegExp(`NOT ok  acme  ${runId}  .*event 4.*holds the number 1234567890123456801, which the engine never wrote`));
   });
 });
