@@ -24,7 +24,7 @@ import type * as TokensModule from '../realtime/tokens';
 import type * as WorkerProcessModule from '../worker/main';
 import { problemsOf, readVerifiedRun, rebuildViews, replayRun, replayRunState, RunVerification, verifyRun, VerifyRunOptions } from '../replay-service';
 import { defaultThreads, VerifyThreads } from '../integrity/verify-threads';
-import { projectNameProblem, relink } from '../domain/hash-chain';
+import { ChainBreak, checkChain, projectNameProblem, relink } from '../domain/hash-chain';
 import type { OperatorAction, RunStatus } from '../domain/events';
 import { deleteSecret, listSecrets, putSecret, resealAll, SECRET_NAME, SecretValueError, secretTimes, vaultNames } from '../store/secrets';
 import { inProject } from '../db/scope';
@@ -1342,8 +1342,13 @@ const tail: CommandSpec = {
         io.err(`run ${runId} not found`);
         return 1;
       }
-      const secret = tokenSecret(keyringOf(io), io.env);
+      const keyring = keyringOf(io);
+      const secret = tokenSecret(keyring, io.env);
       const { LiveLog, openRealtimeClient } = heavy.liveLog();
+      // the first link of the log that does not hold: what comes from it on is not shown (the live-log server sends
+      // no row whose link does not hold either), and tail ends with 1
+      let broken: ChainBreak | null = null;
+      let stop: () => void = () => undefined;
       const { signAnonKey, signProjectToken } = heavy.tokens();
       const client = await openRealtimeClient({
         url,
@@ -1356,10 +1361,21 @@ const tail: CommandSpec = {
         scope: { runId },
         ownsClient: true,
         // what the run log holds beyond what has arrived: the same read any other command makes
-        catchUp: async (known) =>
-          (await loadEvents(pool, project.id, runId))
+        // only as far as its links hold: an event a superuser inserted (the log takes any next event) was shown as the
+        // run's own, a forged RunFinished and all, while the live-log server refused to send it
+        catchUp: async (known) => {
+          const events = await loadEvents(pool, project.id, runId);
+          const semantics = (events[0]?.data as { engine?: { semantics?: number } } | undefined)?.engine?.semantics ?? 1;
+          const breaks = checkChain(runId, events, keyring.chainKeys(), { requireKeyed: semantics >= 2 });
+          if (breaks && !broken) {
+            broken = breaks;
+            stop();
+          }
+          return events
+            .slice(0, breaks ? breaks.seq - 1 : events.length)
             .filter((e) => e.seq > (known.get(runId) ?? 0))
-            .map((e) => ({ runId, seq: e.seq, type: e.type, data: e.data, hash: e.hash })),
+            .map((e) => ({ runId, seq: e.seq, type: e.type, data: e.data, hash: e.hash }));
+        },
       });
       let printed = 0;
       let finished = false;
@@ -1376,7 +1392,6 @@ const tail: CommandSpec = {
           if (e.type === 'RunFinished') finished = true;
         }
       };
-      let stop: () => void = () => undefined;
       const stopped = new Promise<string>((resolve) => {
         const onInt = () => resolve('SIGINT');
         process.once('SIGINT', onInt);
@@ -1398,9 +1413,14 @@ const tail: CommandSpec = {
         return 1;
       }
       print();
-      if (!(finished && !a.flags.follow)) await stopped;
+      if (!(finished && !a.flags.follow) && !broken) await stopped;
       off();
       await live.close();
+      const at = broken as ChainBreak | null;
+      if (at) {
+        io.err(`run ${runId}: event ${at.seq} is not as the engine wrote it (${at.reason}): the log is shown up to it; \`meshhook verify ${runId}\` names it`);
+        return 1;
+      }
       return 0;
     });
   },

@@ -7,8 +7,10 @@ import { openEnginePool } from '../../src/db/pool';
 import { startEngine } from '../../src/engine';
 import { loadSecretValues, putSecret } from '../../src/store/secrets';
 import { deliver } from '../../src/intake/sign';
+import { startRealtimeServer } from '../../src/realtime/server';
+import { tokenSecret } from '../../src/security/keyring';
 import { eventHash, genesisHash } from '../../src/domain/hash-chain';
-import { cli, KEYS, runStatus, orderSyncDefinition, projectId, publish, startDatabases, startTarget, tempDir, TestDatabases, waitFor } from './helpers';
+import { cli, KEYS, oneOrderVerified, runStatus, orderSyncDefinition, projectId, publish, startDatabases, startTarget, tempDir, TestDatabases, waitFor } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (eighth round).
@@ -170,5 +172,29 @@ describe('a database superuser, round 8', { timeout: 360_000 }, () => {
     const seen = await cli(['verify', '--all'], env);
     assert.equal(seen.code, 1, seen.out + seen.err);
     assert.match(seen.out, new RegExp(`NOT ok  acme  ${runId}  .*event 4.*holds the number 1234567890123456801, which the engine never wrote`));
+  });
+
+  it("an event inserted into a run's log (the log takes any next event) is not shown by tail as the run's own", async () => {
+    const { url, pool, env } = await oneOrderVerified(dbs);
+    const { runId, last } = (await pool.query(`SELECT run_id AS "runId", max(seq)::int AS last FROM run_events GROUP BY run_id`)).rows[0];
+    // no trigger to switch off: the next event of the run, of the superuser's writing, saying the order went through
+    await pool.query(
+      `INSERT INTO run_events (project_id, run_id, seq, type, version, payload, recorded_at, prev_hash, hash)
+       SELECT project_id, run_id, seq + 1, 'RunFinished', 1, '{"status": "succeeded", "output": {"orderId": "ord_forged"}, "reason": null}', now(), hash, 'x'
+       FROM run_events WHERE run_id = $1 AND seq = $2`,
+      [runId, last],
+    );
+    const realtime = await startRealtimeServer({ databaseUrl: url, jwtSecret: tokenSecret(KEYS, env) });
+    try {
+      const seen = await cli(['tail', runId, '--project', 'acme', '--json', '--url', realtime.url], env);
+      const shown = seen.out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { seq: number; type: string });
+      assert.deepEqual(shown.map((e) => e.seq), Array.from({ length: last }, (_, i) => i + 1), `only the engine's events: ${seen.out}`);
+      assert.equal(seen.code, 1, seen.out + seen.err);
+      assert.match(seen.err, new RegExp(`run ${runId}: event ${last + 1} is not as the engine wrote it`));
+    } finally {
+      await realtime.close();
+    }
+    const verified = await cli(['verify', '--all'], env);
+    assert.equal(verified.code, 1, 'verify names it too');
   });
 });
