@@ -10,7 +10,7 @@ import { deliver } from '../../src/intake/sign';
 import { startRealtimeServer } from '../../src/realtime/server';
 import { tokenSecret } from '../../src/security/keyring';
 import { eventHash, genesisHash } from '../../src/domain/hash-chain';
-import { cli, KEYS, oneOrderVerified, runStatus, orderSyncDefinition, projectId, publish, startDatabases, startTarget, tempDir, TestDatabases, waitFor } from './helpers';
+import { cli, KEYS, oneOrderVerified, tamperWithVersions, runStatus, orderSyncDefinition, projectId, publish, startDatabases, startTarget, tempDir, TestDatabases, waitFor } from './helpers';
 
 /*
  * What a database superuser without the engine's keys could do unnoticed (eighth round).
@@ -196,5 +196,15 @@ describe('a database superuser, round 8', { timeout: 360_000 }, () => {
     }
     const verified = await cli(['verify', '--all'], env);
     assert.equal(verified.code, 1, 'verify names it too');
+  });
+
+  it('a number in a published definition given digits beyond what a double holds (its hash and signature still hold) is named by verify --all', async () => {
+    const { pool, env } = await oneOrderVerified(dbs);
+    // the retry's three attempts, as SQL shows them, made 3.0000000000000001: read as the double 3, as signed
+    await tamperWithVersions(pool, `UPDATE workflow_versions SET definition = replace(definition::text, '"maxAttempts": 3', '"maxAttempts": 3.0000000000000001')::jsonb`);
+    assert.equal((await pool.query(`SELECT count(*)::int AS n FROM workflow_versions WHERE definition::text LIKE '%3.0000000000000001%'`)).rows[0].n, 1);
+    const seen = await cli(['verify', '--all'], env);
+    assert.equal(seen.code, 1, seen.out + seen.err);
+    assert.match(seen.out, /NOT ok  acme  .*holds the number 3\.0000000000000001, which reads as 3/);
   });
 });
