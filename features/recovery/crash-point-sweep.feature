@@ -35,6 +35,11 @@ Feature: A run survives its worker dying at every crash point it passes
       | wait   | delay     | wait 1 hour                  | remind |
       | remind | http_call | POST the order to /reminders | done   |
       | done   | terminate | succeeded                    |        |
+    And the project "acme" with the workflow "order-reminder", whose runs must finish within 30 minutes:
+      | step   | type      | does                         | then   |
+      | wait   | delay     | wait 1 hour                  | remind |
+      | remind | http_call | POST the order to /reminders | done   |
+      | done   | terminate | succeeded                    |        |
 
   Scenario Outline: A worker dies at every crash point of "<workflow>" in turn
     Given "acme" has run a reference order through "<workflow>", noting every crash point it passed
@@ -49,6 +54,15 @@ Feature: A run survives its worker dying at every crash point it passes
       | workflow        |
       | order-sync      |
       | order-follow-up |
+
+  Scenario: A worker dies at every crash point of a reminder that runs out of time, and it still fails at its deadline once
+    Given "acme" has run a reference order through "order-reminder", noting every crash point it passed
+    When the order is run again once per crash point, with a worker dying there and a new worker taking over
+    Then every planned fault fired
+    And every faulted order ended exactly as the reference order
+    And every faulted order replays exactly from its log
+    And the order service took every faulted order as it took the reference order
+    And nothing the engine committed was lost
 
   Scenario Outline: Every crash point of "<workflow>" meets "<disruption>"
     Given "acme" has run a reference order through "<workflow>", noting every crash point it passed
