@@ -27,6 +27,26 @@ export const HEADER_INVALID = 'HEADER_INVALID';
 // jsonb cannot hold NUL or unpaired surrogates; an answer containing them must still be recordable
 const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
+/**
+ * How deep a JSON answer may nest and still be recorded as JSON (as a webhook body: src/intake/server.ts MAX_BODY_DEPTH).
+ * An answer of `[[[[…]]]]` nested 100,000 deep (200 kB) parsed, and then the walks that make it storable and redact it
+ * overflowed the stack outside any try: the worker process ended, and the run, never recorded, took down each
+ * worker that claimed it next, sending its request again every time. A deeper answer is kept as its text.
+ */
+export const MAX_ANSWER_DEPTH = 64;
+
+/** Whether a parsed JSON value nests objects or arrays deeper than `max` levels (walked without recursion). */
+export function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 export function storable(v: unknown): unknown {
   if (typeof v === 'string') return v.replace(UNSTORABLE, '\uFFFD');
   if (Array.isArray(v)) return v.map(storable);
@@ -171,6 +191,7 @@ export async function sendRequest(req: HttpRequestPrepared['data'], ctx: SendCon
           if (!truncated && (res.headers['content-type'] ?? '').includes('json')) {
             try {
               parsed = JSON.parse(text);
+              if (nestedDeeperThan(parsed, MAX_ANSWER_DEPTH)) parsed = text;
             } catch {
               parsed = text;
             }

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { startEngine } from '../../src/engine';
+import { deliver } from '../../src/intake/sign';
+import { inProject } from '../../src/db/scope';
+import { KEYS, orderSyncDefinition, publish, runStatus, startDatabases, TestDatabases, waitFor } from './helpers';
+
+let dbs: TestDatabases;
+before(async () => {
+  dbs = await startDatabases();
+});
+after(async () => {
+  await dbs?.closeAll();
+});
+
+const ORDER = JSON.stringify({ order: { id: 'o-1', sum: 42 } });
+
+/** a target answering every request with this body */
+async function answering(status: number, contentType: string, body: string): Promise<{ requests: () => number; url: string; close: () => Promise<void> }> {
+  let requests = 0;
+  const server = http.createServer((req, res) => {
+    requests++;
+    req.resume();
+    req.on('end', () => res.writeHead(status, { 'content-type': contentType }).end(body));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { requests: () => requests, url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+}
+
+describe('hostile round 8: answers from a hostile target', { timeout: 90_000 }, () => {
+  it('an answer of JSON nested 100,000 deep ends its step with a reason; the worker lives on', async () => {
+    const { url } = await dbs.fresh();
+    const depth = 100_000;
+    const target = await answering(201, 'application/json', '['.repeat(depth) + ']'.repeat(depth));
+    const logs: Array<Record<string, unknown>> = [];
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20, log: (e) => logs.push(e) });
+    try {
+      const wf = await publish(engine.pool, 'acme', orderSyncDefinition(target.url));
+      const res = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-deep' });
+      assert.equal(res.status, 202);
+      const runId: string = res.body.runId;
+      const status = await waitFor('the run to end', async () => {
+        const s = await runStatus(engine.pool, runId);
+        return s === 'succeeded' || s === 'failed' ? s : null;
+      }, 10_000).catch(() => `still running; errors: ${JSON.stringify(logs.filter((l) => l.level === 'error').slice(0, 2)).slice(0, 600)}`);
+      assert.equal(status, 'succeeded');
+      // the answer is recorded, as its text, once: the request was sent once
+      const { rows } = await inProject(engine.pool, wf.projectId, (c) => c.query("SELECT payload FROM run_events WHERE run_id = $1 AND type = 'HttpResponseRecorded' ORDER BY seq", [runId]));
+      assert.equal(rows.length, 1);
+      assert.equal(rows[0].payload.outcome.status, 201);
+      assert.equal(typeof rows[0].payload.outcome.body, 'string');
+      assert.equal(rows[0].payload.outcome.body.length, 2 * depth);
+      assert.equal(target.requests(), 1);
+      assert.deepEqual(logs.filter((l) => l.level === 'error'), []);
+    } finally {
+      await engine.stop();
+      await target.close();
+    }
+  });
+});
