@@ -4,6 +4,7 @@ import https from 'node:https';
 import net from 'node:net';
 import { canonicalJson } from '../domain/canonical';
 import type { HttpOutcome, HttpRequestPrepared } from '../domain/events';
+import { BodyBlocks } from '../security/http-limits';
 import { Redactor, SecretValue } from '../security/redact';
 
 /*
@@ -180,7 +181,12 @@ export async function sendRequest(req: HttpRequestPrepared['data'], ctx: SendCon
         const chunks: Buffer[] = [];
         let size = 0;
         let truncated = false;
+        // gathered into blocks as it arrives: a target answering in chunks of one byte (1 MiB of them, in 6 MB of
+        // chunked framing) was held as a million Buffers, and one such answer grew the worker by 400 MB
+        const blocks = new BodyBlocks();
         const complete = (): void => {
+          const rest = blocks.rest();
+          if (rest) chunks.push(rest);
           const text = Buffer.concat(chunks).toString('utf8');
           const kept: Record<string, string> = {};
           for (const h of KEPT_RESPONSE_HEADERS) {
@@ -206,14 +212,14 @@ export async function sendRequest(req: HttpRequestPrepared['data'], ctx: SendCon
           if (truncated) return;
           if (size + chunk.length > maxBytes) {
             // enough: keep the start, stop reading the rest
-            chunks.push(chunk.subarray(0, maxBytes - size));
+            chunks.push(...blocks.add(chunk.subarray(0, maxBytes - size)));
             size = maxBytes;
             truncated = true;
             complete();
             res.destroy();
             return;
           }
-          chunks.push(chunk);
+          for (const block of blocks.add(chunk)) chunks.push(block);
           size += chunk.length;
         });
         res.on('end', complete);

@@ -4,6 +4,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startEngine } from '../../src/engine';
 import { deliver } from '../../src/intake/sign';
+import { MAX_RECORDED_BODY_BYTES, sendRequest } from '../../src/worker/http-client';
 import { inProject } from '../../src/db/scope';
 import { KEYS, orderSyncDefinition, publish, runStatus, startDatabases, TestDatabases, waitFor } from './helpers';
 
@@ -57,6 +58,53 @@ describe('hostile round 8: answers from a hostile target', { timeout: 90_000 }, 
     } finally {
       await engine.stop();
       await target.close();
+    }
+  });
+});
+
+describe('hostile round 8: an answer in crumbs', { timeout: 120_000 }, () => {
+  it('an answer sent as a million one-byte chunks is held in about its own size, not as a million Buffers', async () => {
+    // a raw target: chunked framing of one byte a chunk, past the 1 MiB kept (6 MB on the wire)
+    const target = net.createServer((s) => {
+      s.on('error', () => undefined);
+      s.once('data', () => {
+        s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n');
+        const piece = '1\r\nx\r\n'.repeat(8192);
+        let sent = 0;
+        const more = (): void => {
+          while (sent <= MAX_RECORDED_BODY_BYTES) {
+            sent += 8192;
+            if (!s.write(piece)) return void s.once('drain', more);
+          }
+          s.end('0\r\n\r\n');
+        };
+        more();
+      });
+    });
+    await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
+    const held = (): number => {
+      const m = process.memoryUsage();
+      return m.heapUsed + m.arrayBuffers;
+    };
+    global.gc?.();
+    const before = held();
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, held())), 5);
+    try {
+      const { outcome } = await sendRequest({
+        step: 'push', attempt: 1, idempotencyKey: 'k-1', method: 'GET', url: `http://127.0.0.1:${(target.address() as net.AddressInfo).port}/`, headers: {}, body: null, timeoutMs: 120_000,
+      } as never);
+      clearInterval(sampler);
+      peak = Math.max(peak, held());
+      assert.equal(outcome.kind, 'response');
+      assert.equal((outcome as { truncated?: boolean }).truncated, true);
+      assert.equal(((outcome as { body: string }).body).length, MAX_RECORDED_BODY_BYTES);
+      const grown = (peak - before) / 1024 / 1024;
+      // a mebibyte kept: a few times that for the blocks, the text and the outcome; a Buffer a byte is hundreds of MB
+      assert.ok(grown < 64, `holding a 1 MiB answer of one-byte chunks grew the heap and buffers by ${grown.toFixed(0)} MB`);
+    } finally {
+      clearInterval(sampler);
+      await new Promise((r) => target.close(r));
     }
   });
 });
