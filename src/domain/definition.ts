@@ -68,6 +68,29 @@ function describeIssue(raw: unknown, issue: { path: PropertyKey[]; message: stri
   return `${at}: ${issue.message}`;
 }
 
+/**
+ * How deep a compiled expression may nest (its syntax tree, literals included). The expression library evaluates
+ * recursively: `a | a | … | a` 5,000 times, or a literal nested as deep, was published and then failed every run
+ * with "Maximum call stack size exceeded"; and one of about 1,400 evaluated or not depending on how deep the stack
+ * already was where it was called, so a worker and a later replay could decide the same step differently.
+ * Far below what fails anywhere, far above what anyone writes.
+ */
+export const MAX_EXPRESSION_NESTING = 256;
+
+/** How deep a compiled expression nests (objects and arrays of its tree), counted without recursion up to `max` + 1. */
+function nestingOf(ast: unknown, max: number): number {
+  let deepest = 0;
+  const stack: Array<[unknown, number]> = [[ast, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > deepest) deepest = depth;
+    if (deepest > max) return deepest;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
 /** Parse and check a definition: schema, unique ids, edges, acyclic, reachable, expressions compile. */
 export function validateDefinition(raw: unknown): WorkflowDefinition {
   const { definitionSchema } = require('./definition-schema') as typeof import('./definition-schema');
@@ -89,10 +112,15 @@ export function validateDefinition(raw: unknown): WorkflowDefinition {
       if (!byId.has(next)) problems.push(`step "${step.id}" goes to "${next}", which does not exist`);
     }
     for (const [field, expr] of expressionsOf(step)) {
+      let ast: unknown;
       try {
-        compile(expr);
+        ast = compile(expr);
       } catch (e) {
         problems.push(`step "${step.id}" ${field} is not valid JMESPath: ${(e as Error).message}`);
+        continue;
+      }
+      if (nestingOf(ast, MAX_EXPRESSION_NESTING) > MAX_EXPRESSION_NESTING) {
+        problems.push(`step "${step.id}" ${field} nests more than ${MAX_EXPRESSION_NESTING} levels deep (pipes, dots, brackets and literals count): write it flatter`);
         continue;
       }
       // JMESPath reads steps.map-invoice as steps.map minus invoice: a silent wrong answer at run time

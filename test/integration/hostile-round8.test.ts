@@ -108,3 +108,37 @@ describe('hostile round 8: an answer in crumbs', { timeout: 120_000 }, () => {
     }
   });
 });
+
+describe('hostile round 8: expressions nested past what can be evaluated', { timeout: 90_000 }, () => {
+  const definition = (expression: string): Record<string, unknown> => ({
+    name: 'order-sync',
+    steps: [
+      { id: 'map', type: 'transform', expression, next: 'done' },
+      { id: 'done', type: 'terminate', status: 'succeeded', output: 'steps.map' },
+    ],
+  });
+
+  it('are refused at publish with a reason, instead of failing every run on a stack overflow that depends on where they are evaluated', async () => {
+    const { url } = await dbs.fresh();
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    try {
+      for (const expression of [
+        // the library's parser reads these iteratively, its interpreter recursively
+        Array(5_000).fill('input.order').join(' | '),
+        ['input', ...Array(5_000).fill('order')].join('.'),
+        // a literal is data, walked as deep as it nests
+        '`' + '['.repeat(5_000) + ']'.repeat(5_000) + '`',
+      ]) {
+        const published = await publish(engine.pool, 'acme', definition(expression)).then(() => 'published', (e: Error) => e.message);
+        assert.match(published, /nests more than 256 levels deep/, `${expression.slice(0, 40)}…: ${published.slice(0, 300)}`);
+      }
+      // a long but ordinary chain is published and runs
+      const wf = await publish(engine.pool, 'acme', definition(['input.order', ...Array(200).fill('@')].join(' | ')));
+      const res = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-chain' });
+      assert.equal(res.status, 202);
+      await waitFor('the run to succeed', async () => (await runStatus(engine.pool, res.body.runId)) === 'succeeded', 10_000);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
