@@ -142,3 +142,30 @@ describe('hostile round 8: expressions nested past what can be evaluated', { tim
     }
   });
 });
+
+describe('hostile round 8: private addresses written inside IPv6 ones', { timeout: 60_000 }, () => {
+  it('NAT64, 6to4, IPv4-compatible and -translated forms of a private IPv4 address are TARGET_FORBIDDEN, as the IPv4-mapped form was', async () => {
+    const seen: string[] = [];
+    for (const host of [
+      '[64:ff9b::a00:5]', // NAT64: 10.0.0.5 on an IPv6-only subnet with NAT64
+      '[64:ff9b::169.254.169.254]', // the cloud metadata service, written as NAT64
+      '[::7f00:1]', // IPv4-compatible 127.0.0.1
+      '[::ffff:0:7f00:1]', // IPv4-translated 127.0.0.1
+      '[2002:a9fe:a9fe::1]', // 6to4 of 169.254.169.254
+      '[64:ff9b:1::a00:5]', // local-use NAT64
+    ]) {
+      const { outcome } = await sendRequest(
+        { step: 'push', attempt: 1, idempotencyKey: 'k-1', method: 'GET', url: `http://${host}:8080/latest`, headers: {}, body: null, timeoutMs: 2_000 } as never,
+        { secrets: [], allowPrivateTargets: false },
+      );
+      seen.push(`${host}: ${outcome.kind === 'error' ? outcome.code : `answered ${(outcome as { status: number }).status}`}`);
+    }
+    assert.deepEqual(seen.filter((s) => !s.endsWith(': TARGET_FORBIDDEN')), [], seen.join('\n'));
+    // the public addresses those forms carry are still called (NAT64 of 8.8.8.8 is not refused as private)
+    const { outcome } = await sendRequest(
+      { step: 'push', attempt: 1, idempotencyKey: 'k-1', method: 'GET', url: 'http://[64:ff9b::808:808]:9/', headers: {}, body: null, timeoutMs: 500 } as never,
+      { secrets: [], allowPrivateTargets: false },
+    );
+    assert.notEqual(outcome.kind === 'error' ? outcome.code : '', 'TARGET_FORBIDDEN');
+  });
+});
