@@ -3,7 +3,7 @@
  * report. The worker redacts every answer and error message it records of
  * every secret value of the run's project, in the forms a value travels in:
  * as is, base64 (standard and URL-safe, also when it sits inside a longer
- * base64 text), URL-encoded and JSON-escaped. The suite's leak check looks
+ * base64 text), URL-encoded, JSON-escaped (also as PHP and Python escape) and HTML-escaped. The suite's leak check looks
  * for the same forms (findIn).
  */
 
@@ -43,7 +43,22 @@ export function formsOf(value: string): string[] {
   }
   forms.add(encodeURIComponent(value));
   forms.add(encodeURIComponent(value).replace(/%20/g, '+'));
-  forms.add(JSON.stringify(value).slice(1, -1));
+  const json = JSON.stringify(value).slice(1, -1);
+  forms.add(json);
+  // as other serializers write a JSON string: PHP's json_encode escapes "/" (an AWS-style key is full of them), and
+  // Python's json.dumps writes every character past ASCII as \u00e4; and as an HTML page writes text. A target's
+  // error page or echo in any of these, answered as text (or cut short, so not parsed), kept the secret whole
+  const ascii = (t: string, upper: boolean): string =>
+    t.replace(/[\u0080-\uffff]/g, (c) => `\\u${(upper ? c.charCodeAt(0).toString(16).toUpperCase() : c.charCodeAt(0).toString(16)).padStart(4, '0')}`);
+  for (const j of [json, json.replace(/\//g, '\\/')]) {
+    forms.add(j);
+    forms.add(ascii(j, false));
+    forms.add(ascii(j, true));
+  }
+  const html = value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  forms.add(html);
+  forms.add(html.replace(/"/g, '&quot;').replace(/'/g, '&#39;'));
+  forms.add(html.replace(/"/g, '&quot;').replace(/'/g, '&#x27;'));
   // A header carries a value as Latin-1, one byte a character, not as UTF-8: a secret such as "pässwörd-…" reaches the
   // target as the bytes 70 e4 73 73 …, and a target that echoes them is read back as UTF-8, each of those bytes a
   // U+FFFD and every other character as is ("p\uFFFDssw\uFFFDrd-…", recorded in full before this form was sought)

@@ -6,6 +6,7 @@ import { startEngine } from '../../src/engine';
 import { deliver } from '../../src/intake/sign';
 import { MAX_RECORDED_BODY_BYTES, sendRequest } from '../../src/worker/http-client';
 import { inProject } from '../../src/db/scope';
+import { putSecret } from '../../src/store/secrets';
 import { KEYS, orderSyncDefinition, publish, runStatus, startDatabases, TestDatabases, waitFor } from './helpers';
 
 let dbs: TestDatabases;
@@ -167,5 +168,47 @@ describe('hostile round 8: private addresses written inside IPv6 ones', { timeou
       { secrets: [], allowPrivateTargets: false },
     );
     assert.notEqual(outcome.kind === 'error' ? outcome.code : '', 'TARGET_FORBIDDEN');
+  });
+});
+
+describe('hostile round 8: a secret echoed as other serializers write it', { timeout: 60_000 }, () => {
+  it("a target echoing the request's headers as PHP or Python write JSON (\\/ and \\u00e4) or as HTML gets no secret into the log", async () => {
+    const { url } = await dbs.fresh();
+    const phpJson = (v: string): string => JSON.stringify(v).replace(/\//g, '\\/');
+    const pyJson = (v: string): string => JSON.stringify(v).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    const html = (v: string): string => v.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+    // an error page: not JSON, so kept as the text it is
+    const server = http.createServer((req, res) => {
+      req.resume();
+      const auth = String(req.headers.authorization ?? '');
+      const latin1 = Buffer.from(String(req.headers['x-other'] ?? ''), 'latin1').toString('latin1');
+      res.writeHead(201, { 'content-type': 'text/html' }).end(`<pre>${phpJson(auth)} ${pyJson(latin1)} ${html(auth)}</pre>`);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const engine = await startEngine({ databaseUrl: url, keyring: KEYS, workers: 1, pollMs: 20 });
+    try {
+      const def = orderSyncDefinition(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`) as { steps: Array<Record<string, unknown>> };
+      def.steps[1] = { ...def.steps[1], headers: { authorization: { secret: 'api-token', prefix: 'Bearer ' } , 'x-other': { secret: 'other-token' } } };
+      const wf = await publish(engine.pool, 'acme', def);
+      // an AWS-style key (with / and +, and & for HTML), and a Latin-1 one
+      const token = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCY&EXAMPLEKEY';
+      const other = 'pässwörd-Zq81x7Kd2';
+      await putSecret(engine.pool, KEYS, wf.projectId, 'api-token', token);
+      await putSecret(engine.pool, KEYS, wf.projectId, 'other-token', other);
+      const res = await deliver(engine.intake.url, 'acme', 'order-sync', wf.signingSecret, ORDER, { deliveryId: 'dlv-echo-forms' });
+      assert.equal(res.status, 202);
+      await waitFor('the run to end', async () => ['succeeded', 'failed'].includes((await runStatus(engine.pool, res.body.runId)) ?? ''));
+      const { rows } = await inProject(engine.pool, wf.projectId, (c) => c.query('SELECT payload FROM run_events WHERE run_id = $1 ORDER BY seq', [res.body.runId]));
+      const log = JSON.stringify(rows);
+      assert.match(log, /redacted:api-token/);
+      const answer = rows.map((r) => r.payload.outcome?.body).find((b) => typeof b === 'string') as string;
+      for (const [form, text] of [['PHP JSON', phpJson(token)], ['HTML', html(token)], ['Python JSON', pyJson(other)]]) {
+        assert.ok(!answer.includes(text.replace(/^"|"$/g, '')), `the answer keeps the secret as ${form} writes it: ${answer.slice(0, 300)}`);
+      }
+      assert.ok(!answer.includes('K7MDENG') && !answer.includes('Zq81x7Kd2'), answer.slice(0, 300));
+    } finally {
+      await engine.stop();
+      await new Promise((r) => server.close(r));
+    }
   });
 });
