@@ -3,6 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { canonicalJson } from '../domain/canonical';
+import { keptAsSent } from '../domain/json-exact';
 import type { HttpOutcome, HttpRequestPrepared } from '../domain/events';
 import { BodyBlocks } from '../security/http-limits';
 import { Redactor, SecretValue } from '../security/redact';
@@ -29,6 +30,11 @@ export const HEADER_INVALID = 'HEADER_INVALID';
 const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
 /**
+ * A JSON answer is recorded as JSON only when that is what it says: nested at most this deep, no number with more
+ * digits than a double keeps, no key twice in one object (src/domain/json-exact.ts); otherwise it is kept as its text.
+ * An id of 20 digits (as APIs with 64-bit ids send them) was recorded rounded, {"id": 12345678901234567890} as
+ * 12345678901234567000, and a next step reading steps.create.body.id acted on another object.
+ *
  * How deep a JSON answer may nest and still be recorded as JSON (as a webhook body: src/intake/server.ts MAX_BODY_DEPTH).
  * An answer of `[[[[…]]]]` nested 100,000 deep (200 kB) parsed, and then the walks that make it storable and redact it
  * overflowed the stack outside any try: the worker process ended, and the run, never recorded, took down each
@@ -46,6 +52,20 @@ export function nestedDeeperThan(value: unknown, max: number): boolean {
     for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
   }
   return false;
+}
+
+/** How many members the objects of a parsed JSON value hold together (walked without recursion). */
+function membersOf(value: unknown): number {
+  let members = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (v === null || typeof v !== 'object') continue;
+    const children = Array.isArray(v) ? v : Object.values(v);
+    if (!Array.isArray(v)) members += children.length;
+    for (const child of children) if (child !== null && typeof child === 'object') stack.push(child);
+  }
+  return members;
 }
 
 export function storable(v: unknown): unknown {
@@ -233,7 +253,7 @@ export async function sendRequest(req: HttpRequestPrepared['data'], ctx: SendCon
           if (!truncated && (res.headers['content-type'] ?? '').includes('json')) {
             try {
               parsed = JSON.parse(text);
-              if (nestedDeeperThan(parsed, MAX_ANSWER_DEPTH)) parsed = text;
+              if (nestedDeeperThan(parsed, MAX_ANSWER_DEPTH) || keptAsSent(text, membersOf(parsed)) !== null) parsed = text;
             } catch {
               parsed = text;
             }

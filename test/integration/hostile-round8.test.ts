@@ -212,3 +212,31 @@ describe('hostile round 8: a secret echoed as other serializers write it', { tim
     }
   });
 });
+
+describe('hostile round 8: an answer JSON.parse would change', { timeout: 60_000 }, () => {
+  it('a 64-bit id, a number past a double or a key given twice is kept as the text the target sent, not rounded or dropped', async () => {
+    const seen: Record<string, unknown> = {};
+    for (const [name, text] of [
+      ['64-bit id', '{"id": 12345678901234567890, "status": "created"}'],
+      ['past a double', '{"amount": 1e400}'],
+      ['more digits than kept', '{"rate": 0.10000000000000000001}'],
+      ['key twice', '{"id": "ord_1", "id": "ord_2"}'],
+      ['control', '{"id": 123, "rate": 0.1, "big": "12345678901234567890"}'],
+    ]) {
+      const target = await answering(201, 'application/json', text);
+      try {
+        const { outcome } = await sendRequest({ step: 'push', attempt: 1, idempotencyKey: 'k-1', method: 'GET', url: `${target.url}/`, headers: {}, body: null, timeoutMs: 5_000 } as never);
+        seen[name] = (outcome as { body?: unknown }).body;
+      } finally {
+        await target.close();
+      }
+    }
+    assert.deepEqual(seen, {
+      '64-bit id': '{"id": 12345678901234567890, "status": "created"}',
+      'past a double': '{"amount": 1e400}',
+      'more digits than kept': '{"rate": 0.10000000000000000001}',
+      'key twice': '{"id": "ord_1", "id": "ord_2"}',
+      control: { id: 123, rate: 0.1, big: '12345678901234567890' },
+    });
+  });
+});
