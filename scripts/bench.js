@@ -28,6 +28,12 @@ const benches = quick
     ];
 
 const failed = [];
+// the benches run engine processes and threads from dist/ (as users do): built first, unless the caller just built it
+if (!process.argv.includes('--no-build')) {
+  console.log('━━━ bench: build ━━━');
+  const built = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+  if (built.status !== 0) process.exit(built.status ?? 1);
+}
 for (const [name, cmd, args, env] of benches) {
   console.log(`\n━━━ bench: ${name}${quick ? ' (quick)' : ''} ━━━`);
   const started = Date.now();

@@ -21,7 +21,7 @@ const stages = [
   ['unit tests', 'sh', ['-c', 'node --test -r ts-node/register test/unit/*.test.ts']],
   ['integration tests', 'sh', ['-c', 'node --test --test-concurrency=1 -r ts-node/register test/integration/*.test.ts']],
   // figures only (nothing asserts a timing): shows the benchmarks still run and writes reports/bench.md
-  ['benchmarks (quick)', process.execPath, ['scripts/bench.js', '--quick']],
+  ['benchmarks (quick)', process.execPath, ['scripts/bench.js', '--quick', '--no-build']],
   ['acceptance (profile ci)', process.execPath, ['scripts/acceptance.js', '-p', 'ci', ...extra]],
 ];
 
