@@ -1,9 +1,10 @@
 @realtime @tenancy
 Feature: A viewer keeps seeing only their own project, through reconnects and fixes
-  A dashboard watches one project. When its connection is renewed, when the
-  live-log server restarts, or when an operator of another project fixes a run
-  of a workflow with the same name, the dashboard catches up on its own
-  project's runs and receives not one event of the other project's.
+  A dashboard watches one project. When its token is renewed, when its
+  connection stalls and recovers, when the live-log server restarts, or when
+  an operator of another project fixes a run of a workflow with the same name,
+  the dashboard catches up on its own project's runs and receives not one
+  event of the other project's.
 
   Background:
     Given the project "acme" with the workflow "order-sync":
@@ -28,6 +29,14 @@ Feature: A viewer keeps seeing only their own project, through reconnects and fi
       | interruption                 |
       | the live-log server restarts |
       | "Priya"'s token is renewed   |
+
+  Scenario: A viewer whose connection stalls while two projects' orders run catches up on their own project's alone
+    Given "Priya" opens the live log of "globex"
+    When "Priya"'s connection stalls
+    And "globex" delivers an order webhook to "order-sync"
+    And "acme" delivers an order webhook to "order-sync"
+    And "Priya"'s connection recovers
+    Then "Priya" sees "globex"'s run but nothing of "acme"'s
 
   @intervention
   Scenario: A viewer of one project sees nothing of another project's operator cancelling a waiting follow-up
