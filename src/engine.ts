@@ -3,6 +3,7 @@ import type { Pool } from 'pg';
 import { migrate } from './db/migrate';
 import { openEnginePool, openPool } from './db/pool';
 import type { EngineFlags } from './domain/decider';
+import { Scheduler } from './intake/scheduler';
 import { startIntake } from './intake/server';
 import type { Keyring } from './security/keyring';
 import { Clock, systemClock } from './worker/clock';
@@ -37,6 +38,8 @@ export interface EngineOptions {
   /** heads kept outside the database, read at start: a run rolled back behind one of them is refused */
   checkpoints?: CheckpointIndex | null;
   log?: (entry: Record<string, unknown>) => void;
+  /** start the runs of workflows with a `schedule` at their ticks (src/intake/scheduler.ts); `meshhook up` does */
+  schedules?: boolean;
 }
 
 export interface Engine {
@@ -108,6 +111,10 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
       },
     });
     for (const w of workers) w.start();
+    const scheduler = opts.schedules
+      ? new Scheduler({ pool, keyring: opts.keyring, clock, flags: opts.flags, log, onRunStarted: () => workers[Math.floor(Math.random() * workers.length)]?.poke() })
+      : null;
+    scheduler?.start();
     let stopped: Promise<void> | null = null;
     return {
       pool,
@@ -115,6 +122,7 @@ export async function startEngine(opts: EngineOptions): Promise<Engine> {
       workers,
       stop: () =>
         (stopped ??= (async () => {
+          await scheduler?.stop();
           await intake.close().catch((e: Error) => log({ level: 'warn', msg: 'intake close failed', error: e.message }));
           await Promise.allSettled(workers.map((w) => w.stop()));
           await pool.end().catch(() => undefined);

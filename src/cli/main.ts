@@ -384,6 +384,8 @@ async function runUp(a: Parsed, io: Io, home: string, given: string | undefined,
       checkpoints: io.env.MESHHOOK_CHECKPOINTS
         ? CheckpointIndex.load(io.env.MESHHOOK_CHECKPOINTS.split(',').filter((f) => f && existsSync(path.resolve(io.cwd, f))).map((f) => path.resolve(io.cwd, f)), keyring.chainKeys())
         : null,
+      // workflows with a schedule get their runs from the clock too
+      schedules: true,
       log,
     });
   } catch (e) {

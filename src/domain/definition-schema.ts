@@ -127,4 +127,30 @@ export const definitionSchema = z.object({
    * last sent it back to work) fails at its deadline, whatever it waits for (runs of semantics 5 and later).
    */
   timeoutMs: z.number().int().min(100).max(30 * 24 * 60 * 60 * 1000).optional(),
+  /**
+   * Start a run at every tick of this cron pattern, in UTC (5 fields, or 6 with seconds first), besides the
+   * webhooks: `meshhook up` starts each tick's run once, however many are running (src/intake/scheduler.ts).
+   */
+  schedule: z
+    .string()
+    .max(120)
+    .superRefine((pattern, ctx) => {
+      const problem = cronProblem(pattern);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
 });
+
+/** Why a schedule's cron pattern cannot be used, or null. */
+function cronProblem(pattern: string): string | null {
+  const fields = pattern.trim().split(/\s+/).length;
+  if (fields !== 5 && fields !== 6) return `a schedule is a cron pattern of 5 fields (minute hour day month weekday), or 6 with seconds first; "${pattern.slice(0, 60)}" has ${fields}`;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { Cron } = require('croner') as typeof import('croner');
+    if (!new Cron(pattern, { timezone: 'UTC', paused: true }).nextRun()) return `the schedule "${pattern}" never comes due`;
+  } catch (e) {
+    return `the schedule "${pattern.slice(0, 60)}" is not a cron pattern: ${(e as Error).message}`;
+  }
+  return null;
+}
