@@ -11,4 +11,6 @@ When('the clock moves forward {duration}', async function (this: ReplayWorld, ms
     for (const run of this.runs) await this.waitUntilSettled(run.runId);
   }
   this.advanceClock(ms);
+  // and the engines' schedulers see the ticks that time brought
+  await this.tickSchedules();
 });

@@ -25,6 +25,42 @@ Given(
   },
 );
 
+/** A cron pattern for "every <duration>": seconds, minutes or hours that divide the minute, hour or day evenly. */
+function cronEvery(ms: number): string {
+  const whole = (unit: number, within: number) => ms % unit === 0 && within % (ms / unit) === 0;
+  if (ms < 60_000 && whole(1_000, 60)) return `*/${ms / 1_000} * * * * *`;
+  if (ms < 3_600_000 && whole(60_000, 60)) return `0 */${ms / 60_000} * * * *`;
+  if (ms < 86_400_000 && whole(3_600_000, 24)) return `0 0 */${ms / 3_600_000} * * *`;
+  if (ms === 86_400_000) return '0 0 0 * * *';
+  throw new Error(`"every ${ms} ms" is not a schedule the steps can write: say every N seconds, minutes or hours that divide a minute, an hour or a day evenly (every 15 minutes, every 6 hours), or every 1 day`);
+}
+
+// a workflow the clock starts: a run at each tick, as `meshhook up`'s scheduler starts it (once however many tick)
+Given(
+  'the project {project} with the workflow {workflow}, started every {duration}:',
+  async function (this: ReplayWorld, project: string, workflow: string, everyMs: number, table: DataTable) {
+    const schedule = cronEvery(everyMs);
+    await this.publish(project, { ...(await definitionFrom(this, workflow, table)), schedule });
+    if (this.schedulers.length === 0) this.addScheduler();
+  },
+);
+
+Given('a second engine ticks the same schedules', function (this: ReplayWorld) {
+  if (this.schedulers.length === 0) throw new Error('no workflow of this scenario is started by the clock: declare one "…, started every <duration>:" first');
+  this.addScheduler();
+});
+
+Then('{workflow} ran once for each of the {int} ticks that passed', async function (this: ReplayWorld, workflow: string, ticks: number) {
+  const scheduled = this.runs.filter((r) => r.workflow === workflow && r.deliveryId.startsWith('schedule@'));
+  const at = scheduled.map((r) => r.deliveryId.slice('schedule@'.length));
+  expect({ runs: scheduled.length, distinctTicks: new Set(at).size }).toEqual({ runs: ticks, distinctTicks: ticks });
+  // each tick's run is a run like any other: it goes to its end, with the tick as its input
+  for (const r of scheduled) {
+    const v = await this.waitUntilFinished(r.runId);
+    expect({ tick: r.deliveryId, status: v.status }).toEqual({ tick: r.deliveryId, status: 'succeeded' });
+  }
+});
+
 When('{project} publishes a new version of {workflow}:', async function (this: ReplayWorld, project: string, workflow: string, table: DataTable) {
   const before = this.workflow(project, workflow).version;
   const published = await this.publish(project, await definitionFrom(this, workflow, table));

@@ -26,6 +26,8 @@ import type { SecretValue } from '../src/security/redact';
 import { loadEvents } from '../src/store/log-read';
 import { putSecret } from '../src/store/secrets';
 import { ControlledClock } from '../src/worker/clock';
+import { Scheduler } from '../src/intake/scheduler';
+import { inProject } from '../src/db/scope';
 import { createScenarioDatabase, dropScenarioDatabase, getCluster } from './cluster';
 import { TargetService } from './target-service';
 import { whyArmedMomentCannotCome } from './moments';
@@ -115,6 +117,8 @@ export class ReplayWorld extends World<ReplayParameters> {
   intake: { url: string; close(): Promise<void> } | null = null;
   readonly workflows = new Map<string, PublishedWorkflow>();
   readonly runs: TrackedRun[] = [];
+  /** the engines' schedulers of this scenario (src/intake/scheduler.ts), ticked each time the clock moves */
+  readonly schedulers: Scheduler[] = [];
   lastAnswer: { status: number; body: any } | null = null;
   /** a delivery sent again under its id (`the same delivery arrives again`): the run it was for, and its answer */
   redelivery: { runId: string; deliveryId: string; answer: { status: number; body: any } } | null = null;
@@ -685,6 +689,35 @@ export class ReplayWorld extends World<ReplayParameters> {
   advanceClock(ms: number): void {
     this.clock.advance(ms);
     for (const w of this.aliveWorkers) w.setClockOffset(this.clock.offset);
+  }
+
+  /** One more engine ticking the scenario's schedules, on the scenario's clock. */
+  addScheduler(): Scheduler {
+    const s = new Scheduler({ pool: this.engineDb, keyring: this.keyring, clock: this.clock });
+    this.schedulers.push(s);
+    return s;
+  }
+
+  /**
+   * Every scheduler looks for due ticks at once, as engines ticking at the same moment do; the runs they start are
+   * tracked like delivered ones, and a worker is started for them if the scenario has none.
+   */
+  async tickSchedules(): Promise<void> {
+    if (this.schedulers.length === 0) return;
+    if (this.aliveWorkers.length === 0) await this.startWorker();
+    await Promise.all(this.schedulers.map((s) => s.tick()));
+    for (const w of this.workflows.values()) {
+      const { rows } = await inProject(this.engineDb, w.projectId, (c) =>
+        c.query<{ run_id: string; delivery_id: string }>(
+          `SELECT run_id, delivery_id FROM deliveries WHERE workflow_id = $1 AND delivery_id LIKE 'schedule@%' ORDER BY delivery_id COLLATE "C"`,
+          [w.workflowId],
+        ),
+      );
+      for (const r of rows) {
+        if (this.runs.some((t) => t.runId === r.run_id)) continue;
+        this.runs.push({ runId: r.run_id, project: w.project, projectId: w.projectId, workflow: w.workflow, body: JSON.stringify({ scheduledAt: r.delivery_id.slice('schedule@'.length) }), deliveryId: r.delivery_id });
+      }
+    }
   }
 
   // ───── faults
