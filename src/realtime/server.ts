@@ -9,6 +9,7 @@ import { ChainKeys, eventHash } from '../domain/hash-chain';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { clientErrorAnswer, FRAGMENTED_BODY, GatheredRequest, clientErrorResponse, defaultMaxConnections, shareConnections } from '../security/http-limits';
 import { firstInexactNumber } from '../domain/exact-numbers';
+import { nestedDeeperThan } from '../domain/json-exact';
 import { Visibility } from './auth';
 import { MAX_FILTER_LENGTH, parseBinding, filterMatches, walToJson, type ChangeType, type PgBinding } from './changes';
 import { ReplicationFeed, dropSlot, type FeedChange, type FeedState, type FeedTransaction, type RelationInfo, type WalRow } from './feed';
@@ -1726,18 +1727,6 @@ function broadcastProblem(topic: string, event: string, payload: unknown, raw: R
     return 'the broadcast payload cannot be sent: it is nested too deep';
   }
   return null;
-}
-
-/** Whether a JSON value nests objects or arrays deeper than `max` levels (walked without recursion). */
-export function nestedDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (v === null || typeof v !== 'object') continue;
-    if (depth >= max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
-  }
-  return false;
 }
 
 /** The project a token names, '' for none (the anon key). */

@@ -3,7 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { canonicalJson } from '../domain/canonical';
-import { keptAsSent } from '../domain/json-exact';
+import { keptAsSent, nestedDeeperThan } from '../domain/json-exact';
 import type { HttpOutcome, HttpRequestPrepared } from '../domain/events';
 import { BodyBlocks } from '../security/http-limits';
 import { Redactor, SecretValue } from '../security/redact';
@@ -41,18 +41,6 @@ const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF
  * worker that claimed it next, sending its request again every time. A deeper answer is kept as its text.
  */
 export const MAX_ANSWER_DEPTH = 64;
-
-/** Whether a parsed JSON value nests objects or arrays deeper than `max` levels (walked without recursion). */
-export function nestedDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (v === null || typeof v !== 'object') continue;
-    if (depth >= max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
-  }
-  return false;
-}
 
 /** How many members the objects of a parsed JSON value hold together (walked without recursion). */
 function membersOf(value: unknown): number {

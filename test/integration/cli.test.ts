@@ -15,7 +15,7 @@ import { validateDefinition } from '../../src/domain/definition';
 import { verifyLog } from '../../src/domain/replay';
 import { genesisHash } from '../../src/domain/hash-chain';
 import { FIXTURE_KEY_FILE, FIXTURE_KEYRING } from '../../support/fixture-keyring';
-import { orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish, cli, projectId, tempDir } from './helpers';
+import { behindTheEnginesBack, orderSyncDefinition, startDatabases, startTarget, TestDatabases, waitFor, runStatus, KEYS, publish, cli, projectId, tempDir } from './helpers';
 import { Client } from 'pg';
 
 let dbs: TestDatabases;
@@ -28,16 +28,6 @@ after(async () => {
 
 
 /** Changes made as the database's owner with its checks switched off, as an intruder with the database would. */
-async function behindTheEnginesBack(owner: import('pg').Pool, change: (c: import('pg').PoolClient) => Promise<unknown>): Promise<void> {
-  const c = await owner.connect();
-  try {
-    await c.query('SET session_replication_role = replica');
-    await change(c);
-  } finally {
-    await c.query('RESET session_replication_role').catch(() => undefined);
-    c.release();
-  }
-}
 
 describe('meshhook CLI against a database', { timeout: 180_000 }, () => {
   it('publish, deliver, runs, replay, verify and rebuild', async () => {

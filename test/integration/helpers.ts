@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Client, Pool } from 'pg';
+import { Client, Pool, type PoolClient } from 'pg';
 import { runCli } from '../../src/cli/main';
 import { startIntake } from '../../src/intake/server';
 import { deliver } from '../../src/intake/sign';
@@ -243,4 +243,16 @@ export async function oneOrderVerified(dbs: TestDatabases): Promise<{ url: strin
   const control = await cli(['verify', '--all'], env);
   if (control.code !== 0) throw new Error(`the control: verify --all exited ${control.code}: ${control.out}${control.err}`);
   return { url, pool, env };
+}
+
+/** Change the database as a superuser would behind the engine's back: with its triggers and foreign keys out of the way. */
+export async function behindTheEnginesBack(pool: Pool, change: (c: PoolClient) => Promise<unknown>): Promise<void> {
+  const c = await pool.connect();
+  try {
+    await c.query('SET session_replication_role = replica');
+    await change(c);
+  } finally {
+    await c.query('RESET session_replication_role').catch(() => undefined);
+    c.release();
+  }
 }

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import type { Pool, PoolClient } from 'pg';
+import type { Pool } from 'pg';
 import { startRun } from '../../src/store/intake-start';
 import { latestVersion } from '../../src/store/registry';
-import { cli, KEYS, orderSyncDefinition, publish, startDatabases, tempDir, TestDatabases } from './helpers';
+import { behindTheEnginesBack, cli, KEYS, orderSyncDefinition, publish, startDatabases, tempDir, TestDatabases } from './helpers';
 
 /*
  * verify --all cuts a large project's runs into slices verified on threads side by side, in one snapshot. What it
@@ -38,17 +38,6 @@ async function manyRuns(): Promise<{ pool: Pool; env: NodeJS.ProcessEnv; ids: st
   );
   const ids = (await pool.query<{ id: string }>('SELECT id FROM runs ORDER BY id')).rows.map((r) => r.id);
   return { pool, env: { DATABASE_URL: url, MESHHOOK_KEYS: KEYS.toEnv() }, ids };
-}
-
-async function behindTheEnginesBack(pool: Pool, change: (c: PoolClient) => Promise<unknown>): Promise<void> {
-  const c = await pool.connect();
-  try {
-    await c.query('SET session_replication_role = replica');
-    await change(c);
-  } finally {
-    await c.query('RESET session_replication_role').catch(() => undefined);
-    c.release();
-  }
 }
 
 /** What verify --all printed, its one line of timing left out, in order. */
